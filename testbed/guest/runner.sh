@@ -1,0 +1,67 @@
+#!/bin/sh
+# In-guest scenario runner (the boot's /job.sh). /job.env sets:
+#   RUNS="name:mode name:mode ..."   scenarios (in /scenarios/<name>/) and modes, in order
+#   AGENT=/aptrace                   optional: the static aptrace binary
+#   AGENT_ARGS="..."                 extra args (e.g. the mdevs_lock override on 6.1)
+#   MODULE=vfio_ap                   the module's name (for the attached-probe checks)
+#   ISOLATED=1                       the boot's last scenario leaves the kernel hung: print
+#                                    the evidence-out marker and wait for the host to end QEMU
+# Per run, in /out: <name>.<mode>.{run.log,agent.log,aptr,json}. Console markers:
+#   APTRACE-TESTBED: run <name> <mode> start|end rc=<n> t=<seconds> agent=<rc|none>
+. /job.env
+C=/sys/kernel/debug/vfio_ap_model/ctl
+M() { echo "APTRACE-TESTBED: $*"; }
+up() { cut -d' ' -f1 /proc/uptime; }
+attached() { n=$(grep -c "\[${MODULE:-vfio_ap}\]" /sys/kernel/debug/kprobes/list 2>/dev/null); echo "${n:-0}"; }
+wait_attached() { # up to 120 s (kallsyms is slow under emulated s390x)
+    i=0
+    while [ "$(attached)" = 0 ] && [ $i -lt 1200 ]; do
+        kill -0 "$1" 2>/dev/null || return 1
+        sleep 0.1; i=$((i+1))
+    done
+    [ "$(attached)" != 0 ]
+}
+stop_agent() { # pid: SIGINT, then up to 60 s for the recording to close
+    kill -INT "$1" 2>/dev/null
+    i=0
+    while kill -0 "$1" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+    kill -0 "$1" 2>/dev/null && { kill -9 "$1"; M "agent did not stop on SIGINT"; }
+    wait "$1"; return $?
+}
+for r in $RUNS; do
+    n=${r%%:*}; mode=${r#*:}
+    o=/out/$n.$mode
+    flag=""; [ "$mode" = all-allocations ] && flag=--all-allocations
+    M "run $n $mode start"
+    t0=$(up)
+    apid=""
+    if [ -n "${AGENT:-}" ] && [ -x "$AGENT" ]; then
+        # shellcheck disable=SC2086
+        "$AGENT" live --record "$o.aptr" --json "$o.json" $flag ${AGENT_ARGS:-} > "$o.agent.log" 2>&1 &
+        apid=$!
+        wait_attached $apid || M "agent not attached ($n $mode)"
+    fi
+    sh "/scenarios/$n/run.sh" > "$o.run.log" 2>&1
+    rc=$?
+    arc=none
+    if [ -n "$apid" ]; then
+        sleep 0.5   # let the ring buffer drain
+        stop_agent $apid; arc=$?
+    fi
+    t1=$(up)
+    M "run $n $mode end rc=$rc t=$(awk "BEGIN{print $t1-$t0}") agent=$arc"
+done
+if [ -n "${AGENT:-}" ] && [ -x "$AGENT" ] && [ -z "${ISOLATED:-}" ]; then
+    # after a SIGKILL of the agent no probe may stay attached
+    "$AGENT" live --record /out/sigkill.aptr ${AGENT_ARGS:-} > /out/sigkill.agent.log 2>&1 &
+    apid=$!
+    wait_attached $apid
+    kill -9 $apid; wait $apid 2>/dev/null; sleep 1
+    left=$(attached); ev=$(grep -c . /sys/kernel/tracing/kprobe_events)
+    if [ "$left" = 0 ] && [ "$ev" = 0 ]; then M "sigkill-check ok"; else M "sigkill-check FAIL kprobes=$left kprobe_events=$ev"; fi
+fi
+if [ -n "${ISOLATED:-}" ]; then
+    sync
+    M "evidence-out"
+    while :; do sleep 60; done
+fi

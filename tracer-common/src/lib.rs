@@ -1,0 +1,211 @@
+//! The ABI between aptrace's eBPF probes and its userspace agent.
+//!
+//! Every record that crosses the ring buffer starts with [`RecordHeader`]. All records are
+//! `#[repr(C)]`, contain no implicit padding (checked by the `const` size asserts below) and
+//! use explicit integer flags instead of `bool`. The kernel writes them in its native byte
+//! order; userspace decodes them with an explicit byte order chosen from the source
+//! architecture, so an s390x (big-endian) capture decodes on a little-endian laptop.
+#![no_std]
+
+/// Record kinds, the first field of every record.
+pub mod kind {
+    /// A profiled function was entered ([`super::FuncEntry`]).
+    pub const FUNC_ENTRY: u16 = 1;
+    /// A profiled function returned ([`super::FuncExit`]).
+    pub const FUNC_EXIT: u16 = 2;
+    /// The allocator handed out memory from the traced module ([`super::AllocRecord`]).
+    pub const ALLOC: u16 = 3;
+    /// Memory was freed ([`super::FreeRecord`]).
+    pub const FREE: u16 = 4;
+}
+
+/// How the probe saw `matrix_dev->mdevs_lock` on entry.
+pub mod lock_state {
+    /// The probe did not read the lock (no address configured, or the read failed).
+    pub const NOT_CHECKED: u8 = 0;
+    /// The mutex had no owner.
+    pub const FREE: u8 = 1;
+    /// The current task owns the mutex.
+    pub const HELD_BY_CURRENT: u8 = 2;
+    /// Another task owns the mutex.
+    pub const HELD_BY_OTHER: u8 = 3;
+}
+
+/// Bits of [`RecordHeader::flags`].
+pub mod flags {
+    /// `FuncEntry::field` / `FuncExit::field` holds a value read from kernel memory.
+    pub const FIELD_VALID: u16 = 1 << 0;
+    /// The kernel stack id is valid.
+    pub const STACK_VALID: u16 = 1 << 1;
+    /// The function is a compiler clone (`.isra.0`, `.constprop.0`): arguments untrusted.
+    pub const ARGS_UNTRUSTED: u16 = 1 << 2;
+    /// The exit record's entry timestamp was found (duration is valid).
+    pub const DURATION_VALID: u16 = 1 << 3;
+}
+
+/// Which allocator an [`AllocRecord`] / [`FreeRecord`] came from.
+pub mod allocator {
+    pub const KMALLOC: u8 = 1;
+    pub const KMEM_CACHE: u8 = 2;
+    pub const KVMALLOC: u8 = 3;
+    pub const VMALLOC: u8 = 4;
+}
+
+/// Number of register arguments captured on entry.
+pub const MAX_ARGS: usize = 4;
+/// Length of the kernel's task comm.
+pub const COMM_LEN: usize = 16;
+
+/// The fixed header on every record. 40 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// One of [`kind`].
+    pub kind: u16,
+    /// Bits of [`flags`].
+    pub flags: u16,
+    /// CPU the probe ran on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_boot_ns()`, so it survives suspend and matches the recording's offset.
+    pub ts_ns: u64,
+    /// Thread group id (the process id userspace sees).
+    pub tgid: u32,
+    /// Thread id.
+    pub pid: u32,
+    /// `bpf_get_current_comm()`, NUL padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Entry of a profiled function. 104 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuncEntry {
+    pub header: RecordHeader,
+    /// Address of the probed function (`bpf_get_func_ip` or the kprobe's address).
+    pub func_ip: u64,
+    /// The first [`MAX_ARGS`] argument registers.
+    pub args: [u64; MAX_ARGS],
+    /// The profile's field read at entry (e.g. `matrix_mdev->mig_data`), if FIELD_VALID.
+    pub field: u64,
+    /// Raw owner word of `matrix_dev->mdevs_lock` (0 when not checked).
+    pub lock_owner: u64,
+    /// One of [`lock_state`].
+    pub lock_state: u8,
+    pub _pad: [u8; 3],
+    /// Kernel stack id in the stack map, if STACK_VALID.
+    pub stack_id: i32,
+}
+
+/// Return of a profiled function. 80 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuncExit {
+    pub header: RecordHeader,
+    pub func_ip: u64,
+    /// The raw return register.
+    pub ret: u64,
+    /// First argument as captured at entry (the mdev), 0 if the entry was missed.
+    pub arg0: u64,
+    /// Time spent in the function, if DURATION_VALID.
+    pub duration_ns: u64,
+    /// The profile's field read at return, if FIELD_VALID.
+    pub field: u64,
+}
+
+/// An allocation whose call site lies in the traced module. 72 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocRecord {
+    pub header: RecordHeader,
+    pub ptr: u64,
+    pub bytes_req: u64,
+    pub call_site: u64,
+    /// One of [`allocator`].
+    pub allocator: u8,
+    pub _pad: [u8; 3],
+    pub stack_id: i32,
+}
+
+/// A free of a tracked pointer or from the traced module. 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreeRecord {
+    pub header: RecordHeader,
+    pub ptr: u64,
+    pub call_site: u64,
+    pub allocator: u8,
+    pub _pad: [u8; 7],
+}
+
+/// What the probe of one function does, keyed by the function's address in the
+/// `FUNC_CONFIG` map. Set by userspace from the profile, so a profile file can add a
+/// function without rebuilding the eBPF object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FuncConfig {
+    /// Byte offset of the field to read from `args[field_arg]` (entry) or the saved
+    /// arg (exit). Read only when `read_field_at` is non-zero.
+    pub field_offset: u32,
+    /// Which argument points at the struct holding the field.
+    pub field_arg: u8,
+    /// Bit 0: read at entry, bit 1: read at exit, bit 2: the arg is a pointer to the value
+    /// itself (offset applies to it, e.g. get_state's `*current_state`).
+    pub read_field_at: u8,
+    /// Size of the field in bytes (4 or 8).
+    pub field_size: u8,
+    /// Non-zero: check mdevs_lock on entry.
+    pub check_lock: u8,
+    /// Non-zero: take a kernel stack on entry.
+    pub stack_on_entry: u8,
+    /// Bits of [`flags`] copied into every record of this function (ARGS_UNTRUSTED).
+    pub extra_flags: u8,
+    pub _pad: [u8; 6],
+}
+
+pub mod read_at {
+    pub const ENTRY: u8 = 1;
+    pub const EXIT: u8 = 2;
+}
+
+/// Global settings written by userspace before attach.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GlobalConfig {
+    /// Address of the `matrix_dev` pointer variable (0: lock checks off).
+    pub matrix_dev_addr: u64,
+    /// Offset of the mutex owner word from `matrix_dev`: mdevs_lock offset + owner offset.
+    pub lock_owner_offset: u64,
+    /// Mask applied to the owner word before comparing with `current` (`!0x7`, RT `!0x1`).
+    pub owner_mask: u64,
+    /// Traced module's text range, for `--all-allocations`.
+    pub text_start: u64,
+    pub text_end: u64,
+    /// Non-zero when `--all-allocations` is on.
+    pub all_allocations: u32,
+    pub _pad: u32,
+}
+
+/// Kretprobe miss and lost-event counter slots in the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Ring buffer reservation failed.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// A return had no matching entry (the kretprobe's entry was missed).
+    pub const EXIT_WITHOUT_ENTRY: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 40);
+const _: () = assert!(core::mem::size_of::<FuncEntry>() == 40 + 8 + 32 + 8 + 8 + 4 + 4);
+const _: () = assert!(core::mem::size_of::<FuncExit>() == 40 + 40);
+const _: () = assert!(core::mem::size_of::<AllocRecord>() == 40 + 24 + 8);
+const _: () = assert!(core::mem::size_of::<FreeRecord>() == 40 + 16 + 8);
+const _: () = assert!(core::mem::size_of::<FuncConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<GlobalConfig>() == 48);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), made of integers, with no padding (asserted above).
+    unsafe impl aya::Pod for super::FuncConfig {}
+    unsafe impl aya::Pod for super::GlobalConfig {}
+    unsafe impl aya::Pod for super::RecordHeader {}
+}

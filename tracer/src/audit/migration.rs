@@ -1,0 +1,175 @@
+//! The VFIO migration state machine (uAPI v2), as include/uapi/linux/vfio.h and
+//! vfio_mig_get_next_state() define it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::profile::{VFIO_MIGRATION_P2P, VFIO_MIGRATION_PRE_COPY, VFIO_MIGRATION_STOP_COPY};
+
+/// `enum vfio_device_mig_state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MigState {
+    Error = 0,
+    Stop = 1,
+    Running = 2,
+    StopCopy = 3,
+    Resuming = 4,
+    RunningP2p = 5,
+    PreCopy = 6,
+    PreCopyP2p = 7,
+}
+
+impl TryFrom<u64> for MigState {
+    type Error = u64;
+    fn try_from(v: u64) -> Result<Self, u64> {
+        Ok(match v {
+            0 => MigState::Error,
+            1 => MigState::Stop,
+            2 => MigState::Running,
+            3 => MigState::StopCopy,
+            4 => MigState::Resuming,
+            5 => MigState::RunningP2p,
+            6 => MigState::PreCopy,
+            7 => MigState::PreCopyP2p,
+            other => return Err(other),
+        })
+    }
+}
+
+impl MigState {
+    pub const ALL: [MigState; 8] = [
+        MigState::Error,
+        MigState::Stop,
+        MigState::Running,
+        MigState::StopCopy,
+        MigState::Resuming,
+        MigState::RunningP2p,
+        MigState::PreCopy,
+        MigState::PreCopyP2p,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MigState::Error => "ERROR",
+            MigState::Stop => "STOP",
+            MigState::Running => "RUNNING",
+            MigState::StopCopy => "STOP_COPY",
+            MigState::Resuming => "RESUMING",
+            MigState::RunningP2p => "RUNNING_P2P",
+            MigState::PreCopy => "PRE_COPY",
+            MigState::PreCopyP2p => "PRE_COPY_P2P",
+        }
+    }
+
+    /// Whether a device with `flags` supports this state at all.
+    pub fn supported(self, flags: u32) -> bool {
+        let p2p = flags & VFIO_MIGRATION_P2P != 0;
+        let pre = flags & VFIO_MIGRATION_PRE_COPY != 0;
+        match self {
+            MigState::Error => false,
+            MigState::Stop | MigState::Running => true,
+            MigState::StopCopy | MigState::Resuming => flags & VFIO_MIGRATION_STOP_COPY != 0,
+            MigState::RunningP2p => p2p,
+            MigState::PreCopy => pre,
+            MigState::PreCopyP2p => p2p && pre,
+        }
+    }
+
+    /// A state whose entry hands userspace a migration data file.
+    pub fn opens_data_file(self) -> bool {
+        matches!(self, MigState::StopCopy | MigState::Resuming)
+    }
+}
+
+impl std::fmt::Display for MigState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether `from → to` is one direct arc for a device with `flags`.
+pub fn is_direct_arc(from: MigState, to: MigState, flags: u32) -> bool {
+    use MigState::*;
+    if !from.supported(flags) || !to.supported(flags) {
+        return false;
+    }
+    let p2p = flags & VFIO_MIGRATION_P2P != 0;
+    match (from, to) {
+        (Stop, StopCopy) | (StopCopy, Stop) | (Stop, Resuming) | (Resuming, Stop) => true,
+        (Running, Stop) | (Stop, Running) => !p2p,
+        (Running, RunningP2p) | (RunningP2p, Running) => true,
+        (RunningP2p, Stop) | (Stop, RunningP2p) => true,
+        (Running, PreCopy) | (PreCopy, Running) => !p2p,
+        (PreCopy, StopCopy) => !p2p,
+        (PreCopy, PreCopyP2p) | (PreCopyP2p, PreCopy) => true,
+        (PreCopyP2p, RunningP2p) | (RunningP2p, PreCopyP2p) => true,
+        (PreCopyP2p, StopCopy) => true,
+        _ => false,
+    }
+}
+
+/// The shortest walk of direct arcs from `from` to `to`, without `from` itself; `None`
+/// when `to` cannot be reached.
+pub fn path(from: MigState, to: MigState, flags: u32) -> Option<Vec<MigState>> {
+    if from == to {
+        return Some(Vec::new());
+    }
+    let mut prev: [Option<MigState>; 8] = [None; 8];
+    let mut seen = [false; 8];
+    let mut queue = std::collections::VecDeque::from([from]);
+    seen[from as usize] = true;
+    while let Some(s) = queue.pop_front() {
+        for n in MigState::ALL {
+            if !seen[n as usize] && is_direct_arc(s, n, flags) {
+                seen[n as usize] = true;
+                prev[n as usize] = Some(s);
+                if n == to {
+                    let mut walk = vec![to];
+                    let mut at = to;
+                    while let Some(p) = prev[at as usize] {
+                        if p == from {
+                            break;
+                        }
+                        walk.push(p);
+                        at = p;
+                    }
+                    walk.reverse();
+                    return Some(walk);
+                }
+                queue.push_back(n);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MigState::*;
+    use super::*;
+
+    #[test]
+    fn stop_copy_only_arcs_match_the_uapi() {
+        let f = VFIO_MIGRATION_STOP_COPY;
+        assert!(is_direct_arc(Running, Stop, f));
+        assert!(is_direct_arc(Stop, StopCopy, f));
+        assert!(is_direct_arc(Resuming, Stop, f));
+        assert!(!is_direct_arc(Running, StopCopy, f));
+        assert!(!is_direct_arc(StopCopy, Resuming, f));
+        assert!(!is_direct_arc(Running, RunningP2p, f));
+        assert_eq!(path(Resuming, Running, f), Some(vec![Stop, Running]));
+        assert_eq!(path(Running, StopCopy, f), Some(vec![Stop, StopCopy]));
+        assert_eq!(path(Running, PreCopy, f), None);
+    }
+
+    #[test]
+    fn p2p_and_pre_copy_arcs() {
+        let all = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P | VFIO_MIGRATION_PRE_COPY;
+        assert!(!is_direct_arc(Running, Stop, all));
+        assert!(is_direct_arc(RunningP2p, Stop, all));
+        assert!(is_direct_arc(PreCopyP2p, StopCopy, all));
+        assert!(!is_direct_arc(StopCopy, PreCopy, all));
+        assert!(!is_direct_arc(Error, Stop, all));
+        assert_eq!(path(Running, Stop, all), Some(vec![RunningP2p, Stop]));
+    }
+}

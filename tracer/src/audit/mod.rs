@@ -1,0 +1,1438 @@
+//! The auditor: the one place that decides what events mean.
+//!
+//! Pure: no I/O, no clock, no async. `ingest` events in kernel-timestamp order, read
+//! `findings` and `snapshot` at any time, `finish` at the end. Everything it concludes can be
+//! reproduced from a recording.
+
+pub mod finding;
+pub mod migration;
+pub mod stats;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use finding::{Finding, Kind, MdevRef, Severity, TaskRef};
+use migration::{is_direct_arc, MigState};
+pub use stats::{FunctionStats, Histogram};
+
+use crate::model::{hex_u64, Body, Event, LockObs, LossSource};
+use crate::profile::{strip_clone_suffix, LockContract, MdevArg, Profile, Role};
+
+/// How many timeline entries an mdev keeps (older ones are dropped, counted).
+const TIMELINE_CAP: usize = 256;
+/// How many freed pointers are remembered for double-free detection.
+const FREED_CAP: usize = 1 << 16;
+/// How many released mdevs are remembered (for use-after-release and reports).
+const RELEASED_CAP: usize = 4096;
+
+/// Where an mdev is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// init_dev ran; probe has not returned.
+    Probing,
+    /// probe returned success: registered with VFIO.
+    Registered,
+    /// A guest has it open.
+    Open,
+    /// Closed again (registered, not open).
+    Closed,
+    /// remove ran.
+    Removed,
+    /// release_dev returned: the object is gone.
+    Released,
+    /// First seen mid-life: the agent started after it was created.
+    Adopted,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 7] = [
+        Phase::Probing,
+        Phase::Registered,
+        Phase::Open,
+        Phase::Closed,
+        Phase::Removed,
+        Phase::Released,
+        Phase::Adopted,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Probing => "probing",
+            Phase::Registered => "registered",
+            Phase::Open => "open",
+            Phase::Closed => "closed",
+            Phase::Removed => "removed",
+            Phase::Released => "released",
+            Phase::Adopted => "adopted",
+        }
+    }
+}
+
+/// One line of an mdev's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub seq: u64,
+    #[serde(with = "crate::model::dec_u64")]
+    pub ts_ns: u64,
+    pub what: String,
+    /// Migration state after this entry, when it is a migration step.
+    pub mig_state: Option<MigState>,
+}
+
+/// An allocation still outstanding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outstanding {
+    #[serde(with = "hex_u64")]
+    pub ptr: u64,
+    pub bytes: u64,
+    pub function: Arc<str>,
+    pub mdev: Option<MdevRef>,
+    pub seq: u64,
+    #[serde(with = "crate::model::dec_u64")]
+    pub ts_ns: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<Arc<str>>,
+}
+
+/// What the auditor knows about one mdev, for sinks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdevView {
+    #[serde(flatten)]
+    pub id: MdevRef,
+    pub phase: Phase,
+    pub adopted: bool,
+    pub open: bool,
+    pub guest: Option<TaskRef>,
+    pub mig_state: Option<MigState>,
+    pub outstanding: u64,
+    pub outstanding_bytes: u64,
+    pub findings: u64,
+    pub events: u64,
+    pub timeline: Vec<TimelineEntry>,
+    /// Timeline entries dropped to keep memory bounded.
+    pub timeline_dropped: u64,
+}
+
+/// The auditor's state at one moment, for the TUI, metrics and reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub events: u64,
+    pub first_ts_ns: Option<u64>,
+    pub last_ts_ns: Option<u64>,
+    pub lost_events: u64,
+    pub mdevs: Vec<MdevView>,
+    /// Findings so far, by kind name.
+    pub findings_by_kind: BTreeMap<Kind, u64>,
+    pub outstanding: u64,
+    pub outstanding_bytes: u64,
+    /// Per traced function: calls and latency.
+    pub functions: BTreeMap<String, FunctionStats>,
+    /// Migration steps seen, by (from, to).
+    pub transitions: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug)]
+struct Mdev {
+    ptr: u64,
+    incarnation: u32,
+    uuid: Option<Arc<str>>,
+    adopted: bool,
+    phase: Phase,
+    registered: bool,
+    open: bool,
+    guest: Option<TaskRef>,
+    mig_state: Option<MigState>,
+    /// The release_dev exit that ended this incarnation.
+    released_by: Option<u64>,
+    uar_reported: bool,
+    outstanding: u64,
+    outstanding_bytes: u64,
+    findings: u64,
+    events: u64,
+    timeline: VecDeque<TimelineEntry>,
+    timeline_dropped: u64,
+}
+
+impl Mdev {
+    fn new(ptr: u64, incarnation: u32, adopted: bool) -> Mdev {
+        Mdev {
+            ptr,
+            incarnation,
+            uuid: None,
+            adopted,
+            phase: if adopted {
+                Phase::Adopted
+            } else {
+                Phase::Probing
+            },
+            registered: adopted,
+            open: false,
+            guest: None,
+            mig_state: None,
+            released_by: None,
+            uar_reported: false,
+            outstanding: 0,
+            outstanding_bytes: 0,
+            findings: 0,
+            events: 0,
+            timeline: VecDeque::new(),
+            timeline_dropped: 0,
+        }
+    }
+
+    fn reference(&self) -> MdevRef {
+        MdevRef {
+            ptr: self.ptr,
+            uuid: self.uuid.clone(),
+            incarnation: self.incarnation,
+        }
+    }
+
+    fn note(&mut self, ev: &Event, what: String, mig_state: Option<MigState>) {
+        if self.timeline.len() == TIMELINE_CAP {
+            self.timeline.pop_front();
+            self.timeline_dropped += 1;
+        }
+        self.timeline.push_back(TimelineEntry {
+            seq: ev.seq,
+            ts_ns: ev.ts_ns,
+            what,
+            mig_state,
+        });
+    }
+
+    fn view(&self) -> MdevView {
+        MdevView {
+            id: self.reference(),
+            phase: self.phase,
+            adopted: self.adopted,
+            open: self.open,
+            guest: self.guest.clone(),
+            mig_state: self.mig_state,
+            outstanding: self.outstanding,
+            outstanding_bytes: self.outstanding_bytes,
+            findings: self.findings,
+            events: self.events,
+            timeline: self.timeline.iter().cloned().collect(),
+            timeline_dropped: self.timeline_dropped,
+        }
+    }
+}
+
+/// An active call on a task's stack.
+#[derive(Clone, Debug)]
+struct Frame {
+    spec: usize,
+    enter: Event,
+    mdev: Option<u64>,
+    /// The `struct mdev_device *` of probe/remove.
+    mdev_device: Option<u64>,
+    /// set_state: the requested final state (raw), and the state when it was entered.
+    requested: Option<u64>,
+    state_before: Option<MigState>,
+    /// set_state: the state after the last traced step.
+    step_state: Option<MigState>,
+    step_fault: bool,
+    /// A lock finding was raised for this call: no further ordering finding for it.
+    lock_fault: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Allocation {
+    bytes: u64,
+    mdev: Option<u64>,
+    function: Arc<str>,
+    tid: u32,
+    event: Event,
+    stack: Vec<Arc<str>>,
+    /// Stored into the profile's field (as opposed to seen only at the allocator).
+    in_field: bool,
+    /// Already reported (error-path-leak / overwrite-leak): not a leak again.
+    reported: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Freed {
+    event: Event,
+    tid: u32,
+    /// seq of the entry of the call that freed it (to merge the allocator's own kfree).
+    call_seq: Option<u64>,
+}
+
+/// The end-of-stream summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub events: u64,
+    pub mdevs_seen: u64,
+    #[serde(with = "crate::model::dec_opt")]
+    pub first_ts_ns: Option<u64>,
+    #[serde(with = "crate::model::dec_opt")]
+    pub last_ts_ns: Option<u64>,
+    pub lost_events: u64,
+    /// Allocations still outstanding at the end (not leaks: their mdev may be alive).
+    pub outstanding: Vec<Outstanding>,
+    /// Tasks still inside a traced function at the end (a hang shows here).
+    pub unfinished_calls: Vec<UnfinishedCall>,
+}
+
+/// A call that never returned before the stream ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnfinishedCall {
+    pub function: Arc<str>,
+    pub task: TaskRef,
+    pub seq: u64,
+    #[serde(with = "crate::model::dec_u64")]
+    pub ts_ns: u64,
+}
+
+/// The auditor.
+pub struct Auditor {
+    profile: Profile,
+    index: HashMap<String, usize>,
+    mdevs: HashMap<u64, Mdev>,
+    released_order: VecDeque<u64>,
+    mdev_devices: HashMap<u64, u64>,
+    tasks: HashMap<u32, Vec<Frame>>,
+    ledger: HashMap<u64, Allocation>,
+    freed: HashMap<u64, Freed>,
+    freed_order: VecDeque<u64>,
+    guests: HashMap<u32, Arc<str>>,
+    findings: Vec<Finding>,
+    functions: Vec<FunctionStats>,
+    transitions: BTreeMap<(MigState, MigState), u64>,
+    events: u64,
+    first_ts: Option<u64>,
+    last_ts: Option<u64>,
+    lost: u64,
+    last_loss_seq: Option<u64>,
+    mdevs_seen: u64,
+}
+
+fn int_ret(ret: u64) -> i32 {
+    // An `int` return: only the low 32 bits are defined on x86_64.
+    ret as u32 as i32
+}
+
+fn ptr_is_err(ret: u64) -> bool {
+    (ret as i64) < 0 && (ret as i64) >= -4095
+}
+
+fn secs(ts: u64) -> String {
+    format!("{}.{:06}s", ts / 1_000_000_000, (ts % 1_000_000_000) / 1000)
+}
+
+impl Auditor {
+    pub fn new(profile: Profile) -> Auditor {
+        let index = profile.index();
+        let functions = vec![FunctionStats::default(); profile.functions.len()];
+        Auditor {
+            profile,
+            index,
+            mdevs: HashMap::new(),
+            released_order: VecDeque::new(),
+            mdev_devices: HashMap::new(),
+            tasks: HashMap::new(),
+            ledger: HashMap::new(),
+            freed: HashMap::new(),
+            freed_order: VecDeque::new(),
+            guests: HashMap::new(),
+            findings: Vec::new(),
+            functions,
+            transitions: BTreeMap::new(),
+            events: 0,
+            first_ts: None,
+            last_ts: None,
+            lost: 0,
+            last_loss_seq: None,
+            mdevs_seen: 0,
+        }
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// Every finding so far, in the order they were raised.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// Takes one event, in kernel-timestamp order.
+    pub fn ingest(&mut self, ev: &Event) {
+        self.events += 1;
+        self.first_ts.get_or_insert(ev.ts_ns);
+        self.last_ts = Some(ev.ts_ns);
+        match &ev.body {
+            Body::Enter {
+                func,
+                args,
+                field,
+                lock,
+                untrusted,
+                stack,
+            } => {
+                let (base, clone) = strip_clone_suffix(func);
+                if let Some(&spec) = self.index.get(base) {
+                    self.on_enter(ev, spec, args, *field, *lock, *untrusted || clone, stack);
+                }
+            }
+            Body::Exit {
+                func,
+                ret,
+                arg0,
+                duration_ns,
+                field,
+            } => {
+                let (base, clone) = strip_clone_suffix(func);
+                if let Some(&spec) = self.index.get(base) {
+                    self.on_exit(ev, spec, *ret, *arg0, *duration_ns, *field, clone);
+                }
+            }
+            Body::Alloc {
+                ptr,
+                bytes,
+                site,
+                stack,
+                ..
+            } => self.on_alloc(ev, *ptr, *bytes, site.clone(), stack),
+            Body::Free { ptr, .. } => self.on_free(ev, *ptr, None),
+            Body::Lost { count, source } => self.on_lost(ev, *count, *source),
+            Body::MdevName { mdev, uuid } => {
+                if let Some(m) = self.mdevs.get_mut(mdev) {
+                    m.uuid = Some(uuid.clone());
+                }
+            }
+            Body::GuestName { guest_pid, name } => {
+                self.guests.insert(*guest_pid, name.clone());
+                for m in self.mdevs.values_mut() {
+                    if let Some(g) = &mut m.guest {
+                        if g.pid == *guest_pid {
+                            g.guest = Some(name.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn task_ref(&self, ev: &Event) -> TaskRef {
+        TaskRef {
+            pid: ev.task.pid,
+            tid: ev.task.tid,
+            comm: ev.task.comm.clone(),
+            guest: self.guests.get(&ev.task.pid).cloned(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn raise(
+        &mut self,
+        kind: Kind,
+        mdev: Option<u64>,
+        trigger: &Event,
+        function: Option<Arc<str>>,
+        message: String,
+        mut evidence: Vec<Event>,
+        stack: Vec<Arc<str>>,
+    ) {
+        if !evidence.iter().any(|e| e.seq == trigger.seq) {
+            evidence.push(trigger.clone());
+        }
+        evidence.sort_by_key(|e| e.seq);
+        let first = evidence.first().map(|e| e.seq).unwrap_or(trigger.seq);
+        let uncertain = kind != Kind::EventsLost && self.last_loss_seq.is_some_and(|l| l >= first);
+        let (mdev_ref, guest) = match mdev.and_then(|p| self.mdevs.get_mut(&p)) {
+            Some(m) => {
+                m.findings += 1;
+                (Some(m.reference()), m.guest.clone())
+            }
+            None => (None, None),
+        };
+        let task = Some(self.task_ref(trigger));
+        self.findings.push(Finding {
+            kind,
+            severity: kind.severity(),
+            uncertain,
+            mdev: mdev_ref,
+            task,
+            guest,
+            function,
+            ts_ns: trigger.ts_ns,
+            message,
+            events: evidence.iter().map(|e| e.seq).collect(),
+            evidence,
+            stack,
+        });
+    }
+
+    fn mdev_label(&self, ptr: u64) -> String {
+        match self.mdevs.get(&ptr).and_then(|m| m.uuid.clone()) {
+            Some(uuid) => format!("mdev {uuid} ({ptr:#x})"),
+            None => format!("mdev {ptr:#x}"),
+        }
+    }
+
+    fn guest_label(&self, ptr: u64) -> String {
+        match self.mdevs.get(&ptr).and_then(|m| m.guest.clone()) {
+            Some(g) => match g.guest {
+                Some(name) => format!("guest {name} (pid {})", g.pid),
+                None => format!("guest pid {} ({})", g.pid, g.comm),
+            },
+            None => "no guest had it open".to_string(),
+        }
+    }
+
+    /// The mdev an event is about, adopting it if it was never seen being created.
+    /// Raises use-after-release for events on a released incarnation.
+    fn touch(&mut self, ptr: u64, ev: &Event, func: &Arc<str>) -> bool {
+        if ptr == 0 {
+            return false;
+        }
+        if !self.mdevs.contains_key(&ptr) {
+            let mut m = Mdev::new(ptr, 0, true);
+            m.note(ev, format!("first seen in {func} (adopted)"), None);
+            self.mdevs.insert(ptr, m);
+            self.mdevs_seen += 1;
+        }
+        let m = self.mdevs.get_mut(&ptr).expect("inserted above");
+        m.events += 1;
+        if m.phase == Phase::Released && !m.uar_reported {
+            m.uar_reported = true;
+            let released = m.released_by;
+            let msg = format!(
+                "{func} ran on {} after vfio_ap_mdev_release_dev ended its life (event #{})",
+                self.mdev_label(ptr),
+                released.unwrap_or(0)
+            );
+            self.raise(
+                Kind::UseAfterRelease,
+                Some(ptr),
+                ev,
+                Some(func.clone()),
+                msg,
+                Vec::new(),
+                Vec::new(),
+            );
+        }
+        true
+    }
+
+    fn frames(&mut self, tid: u32) -> &mut Vec<Frame> {
+        self.tasks.entry(tid).or_default()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_enter(
+        &mut self,
+        ev: &Event,
+        spec_idx: usize,
+        args: &[u64],
+        field: Option<u64>,
+        lock: LockObs,
+        untrusted: bool,
+        stack: &[Arc<str>],
+    ) {
+        self.functions[spec_idx].entries += 1;
+        let spec = &self.profile.functions[spec_idx];
+        let (role, contract, mdev_arg) = (spec.role, spec.lock, spec.mdev);
+        let func: Arc<str> = ev.body.func().map(Arc::from).unwrap_or_else(|| Arc::from(""));
+        let arg = |i: usize| args.get(i).copied().unwrap_or(0);
+        let mut frame = Frame {
+            spec: spec_idx,
+            enter: ev.clone(),
+            mdev: None,
+            mdev_device: None,
+            requested: None,
+            state_before: None,
+            step_state: None,
+            step_fault: false,
+            lock_fault: false,
+        };
+        if untrusted {
+            // A compiler clone: timed, but its registers may not be the C arguments.
+            self.frames(ev.task.tid).push(frame);
+            return;
+        }
+        match mdev_arg {
+            MdevArg::Object => frame.mdev = Some(arg(0)).filter(|&p| p != 0),
+            MdevArg::MdevDevice => {
+                frame.mdev_device = Some(arg(0));
+                frame.mdev = self.mdev_devices.get(&arg(0)).copied();
+            }
+            MdevArg::None => {}
+        }
+
+        // The lock contract, on the kernel's reading of the owner word.
+        match (contract, lock) {
+            (LockContract::Held, LockObs::Free | LockObs::HeldByOther { .. }) => {
+                let who = match lock {
+                    LockObs::HeldByOther { owner } => {
+                        format!("held by another task (owner {owner:#x})")
+                    }
+                    _ => "free".to_string(),
+                };
+                let on = frame
+                    .mdev
+                    .map(|p| format!(" on {}", self.mdev_label(p)))
+                    .unwrap_or_default();
+                let msg = format!(
+                    "{func} asserts matrix_dev->mdevs_lock is held by the calling task, but it was {who}{on}"
+                );
+                frame.lock_fault = true;
+                let mdev = frame.mdev;
+                self.raise(
+                    Kind::LockNotHeld,
+                    mdev,
+                    ev,
+                    Some(func.clone()),
+                    msg,
+                    Vec::new(),
+                    stack.to_vec(),
+                );
+            }
+            (LockContract::NotHeld, LockObs::HeldByCurrent) => {
+                let holder = self
+                    .tasks
+                    .get(&ev.task.tid)
+                    .and_then(|fs| fs.last())
+                    .map(|f| f.enter.clone());
+                let inside = holder
+                    .as_ref()
+                    .and_then(|e| e.body.func().map(|s| format!(", called from {s}")))
+                    .unwrap_or_default();
+                let msg = format!(
+                    "{func} takes matrix_dev->mdevs_lock, but the calling task (pid {}) already holds it{inside}: this task will block on it for ever",
+                    ev.task.tid
+                );
+                frame.lock_fault = true;
+                let mdev = frame.mdev;
+                let evidence = holder.into_iter().collect();
+                self.raise(
+                    Kind::SelfDeadlock,
+                    mdev,
+                    ev,
+                    Some(func.clone()),
+                    msg,
+                    evidence,
+                    stack.to_vec(),
+                );
+            }
+            _ => {}
+        }
+
+        match role {
+            Role::InitDev => {
+                if let Some(ptr) = frame.mdev {
+                    self.begin_life(ptr, ev);
+                    // init_dev nested in probe, same task: map the mdev_device to it.
+                    if let Some(probe) = self
+                        .tasks
+                        .get_mut(&ev.task.tid)
+                        .and_then(|fs| fs.iter_mut().rev().find(|f| f.mdev_device.is_some()))
+                    {
+                        probe.mdev = Some(ptr);
+                        if let Some(dev) = probe.mdev_device {
+                            self.mdev_devices.insert(dev, ptr);
+                        }
+                    }
+                }
+            }
+            _ => {
+                if let Some(ptr) = frame.mdev {
+                    self.touch(ptr, ev, &func);
+                }
+            }
+        }
+        let Some(ptr) = frame.mdev else {
+            self.frames(ev.task.tid).push(frame);
+            return;
+        };
+        let label = self.mdev_label(ptr);
+        match role {
+            Role::MigrationCapabilities => {
+                let m = &self.mdevs[&ptr];
+                if m.registered && !m.adopted && !frame.lock_fault {
+                    let msg = format!(
+                        "{func} ran on {label} after probe had registered it: the VFIO core saw no mig_ops at registration"
+                    );
+                    self.raise(
+                        Kind::LifecycleOrder,
+                        Some(ptr),
+                        ev,
+                        Some(func.clone()),
+                        msg,
+                        Vec::new(),
+                        Vec::new(),
+                    );
+                }
+            }
+            Role::Open => {
+                let task = self.task_ref(ev);
+                let m = self.mdevs.get_mut(&ptr).expect("touched");
+                let problem = if m.adopted || frame.lock_fault {
+                    None
+                } else if m.phase == Phase::Probing {
+                    Some("before probe registered it")
+                } else if m.open {
+                    Some("while it was already open")
+                } else if m.phase == Phase::Removed {
+                    Some("after it was removed")
+                } else {
+                    None
+                };
+                m.guest = Some(task);
+                m.note(ev, format!("open by pid {}", ev.task.pid), None);
+                if let Some(problem) = problem {
+                    let msg = format!("{func} opened {label} {problem}");
+                    self.raise(
+                        Kind::LifecycleOrder,
+                        Some(ptr),
+                        ev,
+                        Some(func.clone()),
+                        msg,
+                        Vec::new(),
+                        Vec::new(),
+                    );
+                }
+            }
+            Role::Close => {
+                let m = &self.mdevs[&ptr];
+                if !m.open && !m.adopted && !frame.lock_fault && m.phase != Phase::Released {
+                    let msg = format!("{func} closed {label}, which was not open");
+                    self.raise(
+                        Kind::LifecycleOrder,
+                        Some(ptr),
+                        ev,
+                        Some(func.clone()),
+                        msg,
+                        Vec::new(),
+                        Vec::new(),
+                    );
+                }
+            }
+            Role::FreeField => {
+                if let Some(p) = field.filter(|&p| p != 0) {
+                    self.on_free(ev, p, Some((ptr, func.clone())));
+                }
+            }
+            Role::SetState => {
+                frame.requested = Some(arg(1));
+                frame.state_before = self.mdevs[&ptr].mig_state;
+                frame.step_state = frame.state_before;
+            }
+            Role::TransitionStep => {
+                let flags = self.profile.migration_flags;
+                let to = MigState::try_from(arg(1));
+                let tid = ev.task.tid;
+                let parent = self.tasks.get_mut(&tid).and_then(|fs| {
+                    fs.iter_mut()
+                        .rev()
+                        .find(|f| f.requested.is_some() && f.mdev == Some(ptr))
+                });
+                let mut fault = None;
+                if let Some(parent) = parent {
+                    if let Some(from) = parent.step_state {
+                        match to {
+                            Ok(to) if is_direct_arc(from, to, flags) => {}
+                            Ok(to) => fault = Some(format!("{from} → {to}")),
+                            Err(raw) => fault = Some(format!("{from} → invalid state {raw}")),
+                        }
+                        if fault.is_some() {
+                            parent.step_fault = true;
+                        }
+                    }
+                }
+                if let Some(arc) = fault {
+                    let msg = format!(
+                        "{func} stepped {label} along {arc}, which is not one direct arc of the VFIO migration state machine"
+                    );
+                    self.raise(
+                        Kind::InvalidMigrationArc,
+                        Some(ptr),
+                        ev,
+                        Some(func.clone()),
+                        msg,
+                        Vec::new(),
+                        Vec::new(),
+                    );
+                }
+            }
+            Role::Reset => {
+                let m = self.mdevs.get_mut(&ptr).expect("touched");
+                if m.mig_state.is_some() {
+                    m.mig_state = Some(MigState::Running);
+                    m.note(ev, "reset".into(), Some(MigState::Running));
+                }
+            }
+            _ => {}
+        }
+        self.frames(ev.task.tid).push(frame);
+    }
+
+    fn begin_life(&mut self, ptr: u64, ev: &Event) {
+        let incarnation = match self.mdevs.get(&ptr) {
+            Some(old) => old.incarnation + 1,
+            None => 0,
+        };
+        self.mdevs_seen += 1;
+        // A pointer back after release is a new incarnation, not a use-after-release.
+        let mut m = Mdev::new(ptr, incarnation, false);
+        m.events = 1;
+        m.note(ev, "init_dev (created)".into(), None);
+        self.mdevs.insert(ptr, m);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_exit(
+        &mut self,
+        ev: &Event,
+        spec_idx: usize,
+        ret: u64,
+        arg0: u64,
+        duration: Option<u64>,
+        field: Option<u64>,
+        clone: bool,
+    ) {
+        let stats = &mut self.functions[spec_idx];
+        stats.exits += 1;
+        if let Some(d) = duration {
+            stats.latency.record(d);
+        }
+        let spec = &self.profile.functions[spec_idx];
+        let (role, mdev_arg) = (spec.role, spec.mdev);
+        let func: Arc<str> = ev.body.func().map(Arc::from).unwrap_or_else(|| Arc::from(""));
+        let failed = if role == Role::SetState {
+            ptr_is_err(ret)
+        } else {
+            matches!(role, Role::Probe | Role::Open | Role::AllocField | Role::GetState | Role::GetDataSize | Role::TransitionStep)
+                && int_ret(ret) < 0
+        };
+        if failed {
+            self.functions[spec_idx].failures += 1;
+        }
+        // Pop this call's frame; frames above it lost their exits.
+        let frame = self.tasks.get_mut(&ev.task.tid).and_then(|fs| {
+            let pos = fs.iter().rposition(|f| f.spec == spec_idx)?;
+            let frame = fs.remove(pos);
+            fs.truncate(pos);
+            Some(frame)
+        });
+        if clone || frame.as_ref().is_some_and(|f| f.enter.body_untrusted()) {
+            return;
+        }
+        let ptr = match (&frame, mdev_arg) {
+            (Some(f), _) => f.mdev,
+            (None, MdevArg::Object) => Some(arg0).filter(|&p| p != 0),
+            (None, _) => None,
+        };
+        let Some(ptr) = ptr else { return };
+        if role != Role::ReleaseDev {
+            self.touch(ptr, ev, &func);
+        } else if let Some(m) = self.mdevs.get_mut(&ptr) {
+            m.events += 1;
+        }
+        let label = self.mdev_label(ptr);
+        let lock_fault = frame.as_ref().is_some_and(|f| f.lock_fault);
+        match role {
+            Role::Probe => {
+                let m = self.mdevs.get_mut(&ptr).expect("touched");
+                if failed {
+                    m.note(ev, format!("probe failed ({})", int_ret(ret)), None);
+                    if let Some(f) = &frame {
+                        self.error_path_leaks(ptr, f, ev, &func, int_ret(ret));
+                    }
+                } else if m.phase != Phase::Released {
+                    m.registered = true;
+                    if m.phase == Phase::Probing {
+                        m.phase = Phase::Registered;
+                    }
+                    m.note(ev, "probe done (registered)".into(), None);
+                }
+            }
+            Role::Open => {
+                let m = self.mdevs.get_mut(&ptr).expect("touched");
+                if failed {
+                    m.note(ev, format!("open failed ({})", int_ret(ret)), None);
+                    if let Some(f) = &frame {
+                        self.error_path_leaks(ptr, f, ev, &func, int_ret(ret));
+                    }
+                } else {
+                    m.open = true;
+                    m.phase = Phase::Open;
+                }
+            }
+            Role::Close => {
+                let m = self.mdevs.get_mut(&ptr).expect("touched");
+                m.open = false;
+                if m.phase != Phase::Released {
+                    m.phase = Phase::Closed;
+                }
+                m.mig_state = None;
+                m.note(ev, "closed".into(), None);
+            }
+            Role::Remove => {
+                let m = self.mdevs.get_mut(&ptr).expect("touched");
+                if m.phase != Phase::Released {
+                    m.phase = Phase::Removed;
+                }
+                m.note(ev, "removed".into(), None);
+            }
+            Role::ReleaseDev => self.end_life(ptr, ev, &func),
+            Role::AllocField => {
+                if !failed {
+                    if let Some(p) = field.filter(|&p| p != 0) {
+                        self.alloc_into_field(ptr, p, ev, &func, frame.as_ref(), lock_fault);
+                    }
+                }
+            }
+            Role::SetState => {
+                if let Some(f) = frame {
+                    self.check_set_state(ptr, &f, ev, ret, failed, &func, &label);
+                }
+            }
+            Role::GetState => {
+                if !failed {
+                    let Some(read) = field else { return };
+                    let m = &self.mdevs[&ptr];
+                    if let Some(tracked) = m.mig_state {
+                        if read != tracked as u64 {
+                            let shown = MigState::try_from(read)
+                                .map(|s| s.to_string())
+                                .unwrap_or_else(|raw| format!("invalid state {raw}"));
+                            let msg = format!(
+                                "{func} read back {shown} on {label}, but the last accepted request left it in {tracked}"
+                            );
+                            self.raise(
+                                Kind::InvalidMigrationArc,
+                                Some(ptr),
+                                ev,
+                                Some(func.clone()),
+                                msg,
+                                Vec::new(),
+                                Vec::new(),
+                            );
+                        }
+                    } else if let Ok(s) = MigState::try_from(read) {
+                        // Learn the state of an adopted mdev or after an error.
+                        if self.mdevs[&ptr].open || self.mdevs[&ptr].adopted {
+                            self.mdevs.get_mut(&ptr).expect("touched").mig_state = Some(s);
+                        }
+                    }
+                }
+            }
+            Role::TransitionStep => {
+                if !failed {
+                    let to = frame
+                        .as_ref()
+                        .and_then(|f| match &f.enter.body {
+                            Body::Enter { args, .. } => args.get(1).copied(),
+                            _ => None,
+                        })
+                        .and_then(|raw| MigState::try_from(raw).ok());
+                    if let (Some(to), Some(parent)) = (
+                        to,
+                        self.tasks.get_mut(&ev.task.tid).and_then(|fs| {
+                            fs.iter_mut()
+                                .rev()
+                                .find(|f| f.requested.is_some() && f.mdev == Some(ptr))
+                        }),
+                    ) {
+                        parent.step_state = Some(to);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_set_state(
+        &mut self,
+        ptr: u64,
+        frame: &Frame,
+        ev: &Event,
+        ret: u64,
+        failed: bool,
+        func: &Arc<str>,
+        label: &str,
+    ) {
+        let flags = self.profile.migration_flags;
+        let raw = frame.requested.unwrap_or(0);
+        let requested = MigState::try_from(raw);
+        let before = frame.state_before;
+        let evidence = vec![frame.enter.clone()];
+        let req_name = requested
+            .map(|s| s.to_string())
+            .unwrap_or_else(|raw| format!("invalid state {raw}"));
+        let fault = if !requested.is_ok_and(|s| s.supported(flags)) {
+            (!failed).then(|| {
+                format!(
+                    "{func} accepted a request for {req_name} on {label}, a state outside the device's migration flags ({flags:#x}); it must fail"
+                )
+            })
+        } else if before == Some(MigState::Error) {
+            (!failed).then(|| {
+                format!("{func} accepted a request for {req_name} on {label} while the device was in ERROR; nothing leaves ERROR but a reset")
+            })
+        } else if failed {
+            None
+        } else {
+            let to = requested.expect("checked supported");
+            let wants_file = before != Some(to) && to.opens_data_file();
+            let has_file = ret != 0;
+            if frame.step_fault {
+                None // already reported at the step
+            } else if wants_file && !has_file {
+                Some(format!(
+                    "{func} moved {label} into {to} but returned no migration data file"
+                ))
+            } else if !wants_file && has_file && before.is_some() {
+                Some(format!(
+                    "{func} returned a file ({ret:#x}) for {label} on a request for {to}, whose last arc opens no data stream"
+                ))
+            } else if let (Some(from), None) = (before, migration::path(before.unwrap_or(to), to, flags)) {
+                Some(format!(
+                    "{func} accepted {from} → {to} on {label}, which no walk of direct arcs reaches"
+                ))
+            } else {
+                None
+            }
+        };
+        let m = self.mdevs.get_mut(&ptr).expect("touched");
+        if failed {
+            // An error leaves the state as it was or in ERROR: learn it from get_state.
+            if before.is_some() && requested.is_ok_and(|s| s.supported(flags)) {
+                m.mig_state = None;
+            }
+            m.note(ev, format!("request {req_name} refused"), m.mig_state);
+        } else if let Ok(to) = requested {
+            if let Some(from) = before {
+                *self.transitions.entry((from, to)).or_default() += 1;
+            }
+            // An unsupported state was already reported: what follows cannot be judged.
+            m.mig_state = Some(to).filter(|s| s.supported(flags));
+            let from = before.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+            m.note(ev, format!("{from} → {to}"), Some(to));
+        }
+        if let Some(msg) = fault {
+            self.raise(
+                Kind::InvalidMigrationArc,
+                Some(ptr),
+                ev,
+                Some(func.clone()),
+                msg,
+                evidence,
+                Vec::new(),
+            );
+        }
+    }
+
+    fn alloc_into_field(
+        &mut self,
+        ptr: u64,
+        p: u64,
+        ev: &Event,
+        func: &Arc<str>,
+        frame: Option<&Frame>,
+        lock_fault: bool,
+    ) {
+        // An older allocation still in the same field is lost by this store.
+        let older: Option<u64> = self
+            .ledger
+            .iter()
+            .find(|(&q, a)| q != p && a.mdev == Some(ptr) && a.in_field && !a.reported && a.function == *func)
+            .map(|(&q, _)| q);
+        let stack = match frame.map(|f| &f.enter.body) {
+            Some(Body::Enter { stack, .. }) => stack.clone(),
+            _ => Vec::new(),
+        };
+        let entry = frame.map(|f| f.enter.clone());
+        match self.ledger.get_mut(&p) {
+            // The allocator's own event (--all-allocations) came first: same allocation.
+            Some(a) if a.tid == ev.task.tid && !a.in_field => {
+                a.in_field = true;
+                a.function = func.clone();
+                a.mdev = Some(ptr);
+                if a.stack.is_empty() {
+                    a.stack = stack;
+                }
+            }
+            _ => {
+                self.freed.remove(&p);
+                if let Some(old) = self.ledger.remove(&p) {
+                    self.forget_outstanding(&old);
+                }
+                let m = self.mdevs.get_mut(&ptr).expect("touched");
+                m.outstanding += 1;
+                self.ledger.insert(
+                    p,
+                    Allocation {
+                        bytes: 0,
+                        mdev: Some(ptr),
+                        function: func.clone(),
+                        tid: ev.task.tid,
+                        event: ev.clone(),
+                        stack,
+                        in_field: true,
+                        reported: false,
+                    },
+                );
+            }
+        }
+        self.mdevs
+            .get_mut(&ptr)
+            .expect("touched")
+            .note(ev, format!("mig_data {p:#x} allocated"), Some(MigState::Running));
+        self.mdevs.get_mut(&ptr).expect("touched").mig_state = Some(MigState::Running);
+        if let Some(q) = older {
+            let a = self.ledger.get_mut(&q).expect("found above");
+            a.reported = true;
+            let mut evidence = vec![a.event.clone()];
+            evidence.extend(entry);
+            let (at, afunc) = (a.event.ts_ns, a.function.clone());
+            let msg = format!(
+                "{func} stored {p:#x} into mig_data of {} while {q:#x} (allocated by {afunc} at {}) was still there: the older allocation is leaked",
+                self.mdev_label(ptr),
+                secs(at)
+            );
+            let _ = lock_fault;
+            self.raise(
+                Kind::OverwriteLeak,
+                Some(ptr),
+                ev,
+                Some(func.clone()),
+                msg,
+                evidence,
+                Vec::new(),
+            );
+        }
+    }
+
+    fn forget_outstanding(&mut self, a: &Allocation) {
+        if let Some(m) = a.mdev.and_then(|p| self.mdevs.get_mut(&p)) {
+            m.outstanding = m.outstanding.saturating_sub(1);
+            m.outstanding_bytes = m.outstanding_bytes.saturating_sub(a.bytes);
+        }
+    }
+
+    /// A failed open or probe: what it allocated for the mdev must be gone.
+    fn error_path_leaks(&mut self, ptr: u64, frame: &Frame, ev: &Event, func: &Arc<str>, err: i32) {
+        let since = frame.enter.seq;
+        let mut left: Vec<u64> = self
+            .ledger
+            .iter()
+            .filter(|(_, a)| {
+                a.mdev == Some(ptr) && !a.reported && a.tid == ev.task.tid && a.event.seq > since
+            })
+            .map(|(&p, _)| p)
+            .collect();
+        left.sort_unstable();
+        for p in left {
+            let a = self.ledger.get_mut(&p).expect("listed");
+            a.reported = true;
+            let (aev, afunc, astack) = (a.event.clone(), a.function.clone(), a.stack.clone());
+            let msg = format!(
+                "{func} failed with {err} on {} ({}) but left {p:#x} allocated by {afunc} at {} outstanding",
+                self.mdev_label(ptr),
+                self.guest_label(ptr),
+                secs(aev.ts_ns)
+            );
+            self.raise(
+                Kind::ErrorPathLeak,
+                Some(ptr),
+                ev,
+                Some(func.clone()),
+                msg,
+                vec![frame.enter.clone(), aev],
+                astack,
+            );
+        }
+    }
+
+    /// release_dev returned: whatever the mdev still holds is leaked.
+    fn end_life(&mut self, ptr: u64, ev: &Event, func: &Arc<str>) {
+        let mut leaked: Vec<u64> = self
+            .ledger
+            .iter()
+            .filter(|(_, a)| a.mdev == Some(ptr))
+            .map(|(&p, _)| p)
+            .collect();
+        leaked.sort_unstable();
+        for p in leaked {
+            let a = self.ledger.remove(&p).expect("listed");
+            self.forget_outstanding(&a);
+            if a.reported {
+                continue;
+            }
+            let what = if a.in_field { "mig_data " } else { "" };
+            let size = if a.bytes > 0 {
+                format!(" ({} bytes)", a.bytes)
+            } else {
+                String::new()
+            };
+            let msg = format!(
+                "{what}{p:#x}{size} allocated by {} at {} for {} ({}) was never freed before {func} returned at {}",
+                a.function,
+                secs(a.event.ts_ns),
+                self.mdev_label(ptr),
+                self.guest_label(ptr),
+                secs(ev.ts_ns)
+            );
+            self.raise(
+                Kind::Leak,
+                Some(ptr),
+                ev,
+                Some(a.function.clone()),
+                msg,
+                vec![a.event.clone()],
+                a.stack.clone(),
+            );
+        }
+        if let Some(m) = self.mdevs.get_mut(&ptr) {
+            m.phase = Phase::Released;
+            m.open = false;
+            m.released_by = Some(ev.seq);
+            m.note(ev, "released".into(), None);
+        }
+        self.mdev_devices.retain(|_, v| *v != ptr);
+        self.released_order.push_back(ptr);
+        while self.released_order.len() > RELEASED_CAP {
+            if let Some(old) = self.released_order.pop_front() {
+                if self.mdevs.get(&old).is_some_and(|m| m.phase == Phase::Released) {
+                    self.mdevs.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn on_alloc(&mut self, ev: &Event, p: u64, bytes: u64, site: Option<Arc<str>>, stack: &[Arc<str>]) {
+        if p == 0 {
+            return;
+        }
+        let ctx = self
+            .tasks
+            .get(&ev.task.tid)
+            .and_then(|fs| fs.iter().rev().find_map(|f| f.mdev));
+        self.freed.remove(&p);
+        if let Some(old) = self.ledger.remove(&p) {
+            self.forget_outstanding(&old);
+        }
+        if let Some(m) = ctx.and_then(|c| self.mdevs.get_mut(&c)) {
+            m.outstanding += 1;
+            m.outstanding_bytes += bytes;
+        }
+        let function = site.unwrap_or_else(|| Arc::from("?"));
+        self.ledger.insert(
+            p,
+            Allocation {
+                bytes,
+                mdev: ctx,
+                function,
+                tid: ev.task.tid,
+                event: ev.clone(),
+                stack: stack.to_vec(),
+                in_field: false,
+                reported: false,
+            },
+        );
+    }
+
+    /// A free: from the allocator (`by_field` None) or from the profile's freeing function.
+    fn on_free(&mut self, ev: &Event, p: u64, by_field: Option<(u64, Arc<str>)>) {
+        if p == 0 {
+            return;
+        }
+        let tid = ev.task.tid;
+        let frames = self.tasks.get(&tid);
+        let call_seq = match &by_field {
+            Some(_) => Some(ev.seq),
+            // The allocator's kfree inside the freeing function is the same free.
+            None => frames.and_then(|fs| {
+                fs.iter()
+                    .rev()
+                    .find(|f| self.profile.functions[f.spec].role == Role::FreeField)
+                    .map(|f| f.enter.seq)
+            }),
+        };
+        let ctx = by_field
+            .as_ref()
+            .map(|(m, _)| *m)
+            .or_else(|| frames.and_then(|fs| fs.iter().rev().find_map(|f| f.mdev)));
+        let func = by_field
+            .as_ref()
+            .map(|(_, f)| f.clone())
+            .or_else(|| match &ev.body {
+                Body::Free { site, .. } => site.clone(),
+                _ => None,
+            });
+        if let Some(a) = self.ledger.remove(&p) {
+            self.forget_outstanding(&a);
+            if let Some(m) = a.mdev.and_then(|q| self.mdevs.get_mut(&q)) {
+                if a.in_field {
+                    m.note(ev, format!("mig_data {p:#x} freed"), None);
+                }
+            }
+            self.remember_freed(p, ev, tid, call_seq);
+            return;
+        }
+        if let Some(prev) = self.freed.get(&p) {
+            if by_field.is_none() && prev.tid == tid && prev.call_seq.is_some() && prev.call_seq == call_seq {
+                return; // the kfree inside the freeing function we already counted
+            }
+            let first = prev.event.clone();
+            let label = ctx.map(|m| format!(" of {}", self.mdev_label(m))).unwrap_or_default();
+            let msg = format!(
+                "{p:#x}{label} freed again by {} at {}; it was already freed at {} (event #{}) and not allocated since",
+                func.as_deref().unwrap_or("?"),
+                secs(ev.ts_ns),
+                secs(first.ts_ns),
+                first.seq
+            );
+            self.raise(Kind::DoubleFree, ctx, ev, func, msg, vec![first], Vec::new());
+            return;
+        }
+        // Never seen allocated. Only a finding when we watched the mdev from its birth.
+        let known_birth = ctx.and_then(|m| self.mdevs.get(&m)).is_some_and(|m| !m.adopted);
+        self.remember_freed(p, ev, tid, call_seq);
+        if known_birth {
+            let label = self.mdev_label(ctx.expect("known"));
+            let msg = format!(
+                "{} freed {p:#x} of {label}, a pointer never seen allocated",
+                func.as_deref().unwrap_or("?")
+            );
+            self.raise(Kind::UnknownFree, ctx, ev, func, msg, Vec::new(), Vec::new());
+        }
+    }
+
+    fn remember_freed(&mut self, p: u64, ev: &Event, tid: u32, call_seq: Option<u64>) {
+        if self
+            .freed
+            .insert(
+                p,
+                Freed {
+                    event: ev.clone(),
+                    tid,
+                    call_seq,
+                },
+            )
+            .is_none()
+        {
+            self.freed_order.push_back(p);
+        }
+        while self.freed_order.len() > FREED_CAP {
+            if let Some(old) = self.freed_order.pop_front() {
+                self.freed.remove(&old);
+            }
+        }
+    }
+
+    fn on_lost(&mut self, ev: &Event, count: u64, source: LossSource) {
+        self.lost += count;
+        self.last_loss_seq = Some(ev.seq);
+        let why = match source {
+            LossSource::RingBuffer => "the ring buffer was full (raise --ring-buffer-size)",
+            LossSource::KretprobeMiss => "kretprobes missed returns (too many concurrent calls)",
+            LossSource::ExitWithoutEntry => "returns arrived without their entries",
+            LossSource::Recording => "damaged parts of the recording were skipped",
+        };
+        let msg = format!("{count} events were lost: {why}; findings after this point may miss evidence");
+        self.raise(Kind::EventsLost, None, ev, None, msg, Vec::new(), Vec::new());
+    }
+
+    /// The state now, for sinks.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut mdevs: Vec<MdevView> = self.mdevs.values().map(Mdev::view).collect();
+        mdevs.sort_by_key(|m| (m.id.ptr, m.id.incarnation));
+        let mut findings_by_kind: BTreeMap<Kind, u64> = Kind::ALL.iter().map(|&k| (k, 0)).collect();
+        for f in &self.findings {
+            *findings_by_kind.entry(f.kind).or_default() += 1;
+        }
+        Snapshot {
+            events: self.events,
+            first_ts_ns: self.first_ts,
+            last_ts_ns: self.last_ts,
+            lost_events: self.lost,
+            outstanding: self.ledger.len() as u64,
+            outstanding_bytes: self.ledger.values().map(|a| a.bytes).sum(),
+            mdevs,
+            findings_by_kind,
+            functions: self
+                .profile
+                .functions
+                .iter()
+                .zip(&self.functions)
+                .map(|(s, st)| (s.name.clone(), st.clone()))
+                .collect(),
+            transitions: self
+                .transitions
+                .iter()
+                .map(|((a, b), n)| (format!("{a}->{b}"), *n))
+                .collect(),
+        }
+    }
+
+    /// Migration steps by (from, to).
+    pub fn transitions(&self) -> &BTreeMap<(MigState, MigState), u64> {
+        &self.transitions
+    }
+
+    /// Per-function statistics, in profile order.
+    pub fn function_stats(&self) -> impl Iterator<Item = (&str, &FunctionStats)> {
+        self.profile
+            .functions
+            .iter()
+            .map(|s| s.name.as_str())
+            .zip(&self.functions)
+    }
+
+    /// The end of the stream: outstanding allocations and unfinished calls, not leaks.
+    pub fn finish(&self) -> Summary {
+        let mut outstanding: Vec<Outstanding> = self
+            .ledger
+            .iter()
+            .filter(|(_, a)| !a.reported)
+            .map(|(&ptr, a)| Outstanding {
+                ptr,
+                bytes: a.bytes,
+                function: a.function.clone(),
+                mdev: a.mdev.and_then(|m| self.mdevs.get(&m)).map(Mdev::reference),
+                seq: a.event.seq,
+                ts_ns: a.event.ts_ns,
+                stack: a.stack.clone(),
+            })
+            .collect();
+        outstanding.sort_by_key(|o| o.seq);
+        let mut unfinished_calls: Vec<UnfinishedCall> = self
+            .tasks
+            .values()
+            .flatten()
+            .map(|f| UnfinishedCall {
+                function: f.enter.body.func().map(Arc::from).unwrap_or_else(|| Arc::from("")),
+                task: self.task_ref(&f.enter),
+                seq: f.enter.seq,
+                ts_ns: f.enter.ts_ns,
+            })
+            .collect();
+        unfinished_calls.sort_by_key(|u| u.seq);
+        Summary {
+            events: self.events,
+            mdevs_seen: self.mdevs_seen,
+            first_ts_ns: self.first_ts,
+            last_ts_ns: self.last_ts,
+            lost_events: self.lost,
+            outstanding,
+            unfinished_calls,
+        }
+    }
+}
+
+impl Event {
+    fn body_untrusted(&self) -> bool {
+        matches!(self.body, Body::Enter { untrusted: true, .. })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+//! The commands that need no kernel: report, export, import.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::audit::Auditor;
+use crate::input::{load, Loaded};
+use crate::profile::Profile;
+use crate::recording::{create_private, Header, Writer};
+use crate::report::{FileReport, Report, SourceInfo};
+
+/// Report formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// The profile to audit a source with: `--profile`, else the one in its header, else the
+/// built-in one.
+pub fn profile_for(header: &Header, path: &str, explicit: Option<&Profile>) -> (Profile, Option<String>) {
+    if let Some(p) = explicit {
+        return (p.clone(), None);
+    }
+    if header.profile.is_empty() {
+        return (Profile::vfio_ap(), None);
+    }
+    match Profile::from_toml(&header.profile, &format!("{path} (embedded profile)")) {
+        Ok(p) => (p, None),
+        Err(e) => (
+            Profile::vfio_ap(),
+            Some(format!("{e}; auditing with the built-in vfio_ap profile")),
+        ),
+    }
+}
+
+/// Audits one loaded source.
+pub fn audit_loaded(path: &str, loaded: Loaded, profile: Option<&Profile>) -> FileReport {
+    let (profile, warn) = profile_for(&loaded.header, path, profile);
+    let mut warnings = loaded.warnings;
+    warnings.extend(warn);
+    let mut auditor = Auditor::new(profile);
+    for e in &loaded.events {
+        auditor.ingest(e);
+    }
+    let intact = loaded.damage.is_empty();
+    let source = SourceInfo::new(path, &loaded.header, loaded.version, loaded.damage, warnings);
+    FileReport::new(source, &auditor, intact)
+}
+
+/// `aptrace report`: returns true when findings were raised.
+pub fn report(files: &[PathBuf], format: ReportFormat, output: Option<&Path>, profile: Option<&Path>, force: bool) -> Result<bool> {
+    let profile = profile.map(Profile::load).transpose()?;
+    let mut reports = Vec::new();
+    for f in files {
+        let loaded = load(f)?;
+        for w in &loaded.warnings {
+            log::warn!("{w}");
+        }
+        reports.push(audit_loaded(&f.display().to_string(), loaded, profile.as_ref()));
+    }
+    let report = Report { files: reports };
+    let text = match format {
+        ReportFormat::Text => report.to_text(),
+        ReportFormat::Json => report.to_json(),
+        ReportFormat::Markdown => report.to_markdown(),
+    };
+    write_output(output, text.as_bytes(), force)?;
+    Ok(report.has_findings())
+}
+
+/// Writes to a file (0600, no symlinks, no overwrite without --force) or stdout.
+pub fn write_output(output: Option<&Path>, bytes: &[u8], force: bool) -> Result<()> {
+    match output {
+        Some(p) => {
+            let mut f = create_private(p, force)?;
+            f.write_all(bytes).with_context(|| format!("writing {}", p.display()))?;
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(bytes).and_then(|_| out.flush()) {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e).context("writing to standard output");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `aptrace export FILE --format jsonl`.
+pub fn export_jsonl(file: &Path, output: Option<&Path>, force: bool) -> Result<()> {
+    let loaded = load(file)?;
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    let mut buf = Vec::new();
+    crate::jsonl::write_jsonl(&mut buf, &loaded.header, loaded.events)?;
+    write_output(output, &buf, force)
+}
+
+/// `aptrace import FILE.jsonl -o FILE.aptr`.
+pub fn import(file: &Path, output: &Path, force: bool) -> Result<()> {
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let j = crate::jsonl::read_jsonl(std::io::BufReader::new(f), &file.display().to_string())?;
+    let mut header = j.header.unwrap_or_else(|| Header {
+        arch: std::env::consts::ARCH.to_string(),
+        module: "vfio_ap".into(),
+        profile: Profile::vfio_ap().to_toml(),
+        ..Header::default()
+    });
+    if header.writer.is_empty() {
+        header.writer = crate::writer_id();
+    }
+    let mut seqs: Vec<u64> = j.events.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    if seqs.windows(2).any(|w| w[0] == w[1]) {
+        bail!("{}: two events have the same seq; seq numbers must be unique", file.display());
+    }
+    let mut w = Writer::create(output, &header, force)?;
+    for e in &j.events {
+        w.push(e)?;
+    }
+    w.finish().with_context(|| format!("writing {}", output.display()))?;
+    Ok(())
+}

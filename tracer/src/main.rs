@@ -1,0 +1,91 @@
+//! The `aptrace` binary: wiring only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracer::commands::{self, ReportFormat};
+
+#[derive(Parser)]
+#[command(name = "aptrace", version, about = "eBPF tracer and leak auditor for the s390 vfio_ap driver")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Audit recordings (.aptr) or JSON-lines files and print a report.
+    /// Exit status: 0 no findings, 1 findings, 2 usage or input error.
+    Report {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+        /// Write the report here (mode 0600) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Audit with this profile instead of the one stored in the recording.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Overwrite the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Convert a recording to another format.
+    Export {
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Turn JSON lines (one event per line) into a recording.
+    Import {
+        file: PathBuf,
+        #[arg(long, short, required = true)]
+        output: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Report {
+            files,
+            format,
+            output,
+            profile,
+            force,
+        } => commands::report(&files, format, output.as_deref(), profile.as_deref(), force)
+            .map(|found| if found { ExitCode::from(1) } else { ExitCode::SUCCESS }),
+        Command::Export {
+            file,
+            format: ExportFormat::Jsonl,
+            output,
+            force,
+        } => commands::export_jsonl(&file, output.as_deref(), force).map(|_| ExitCode::SUCCESS),
+        Command::Import { file, output, force } => {
+            commands::import(&file, &output, force).map(|_| ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("aptrace: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

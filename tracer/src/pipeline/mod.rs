@@ -1,0 +1,113 @@
+//! The one path for live and replay: source → reorder → recorder and auditor → sinks.
+
+pub mod reorder;
+
+use std::fs::File;
+use std::io;
+
+use crate::audit::{Auditor, Finding};
+use crate::model::Event;
+use crate::recording::Writer;
+use reorder::Reorder;
+
+/// Something that watches the stream: the TUI, metrics, printing findings as they happen.
+/// Sinks read; they decide nothing.
+pub trait Sink {
+    /// An event, after the auditor took it.
+    fn on_event(&mut self, _ev: &Event, _auditor: &Auditor) {}
+    /// A finding, the moment the auditor raised it.
+    fn on_finding(&mut self, _finding: &Finding) {}
+}
+
+/// Where events go once ordered.
+pub struct Pipeline {
+    reorder: Reorder,
+    pub auditor: Auditor,
+    recorder: Option<Writer<File>>,
+    sinks: Vec<Box<dyn Sink + Send>>,
+    reported: usize,
+    /// A recorder error, kept so the agent can say it (and stop recording) without panicking.
+    pub record_error: Option<io::Error>,
+}
+
+/// Default reorder window: per-CPU buffers are drained every few milliseconds.
+pub const REORDER_WINDOW_NS: u64 = 50_000_000;
+pub const REORDER_CAPACITY: usize = 1 << 16;
+
+impl Pipeline {
+    pub fn new(auditor: Auditor, recorder: Option<Writer<File>>) -> Pipeline {
+        Pipeline {
+            reorder: Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY),
+            auditor,
+            recorder,
+            sinks: Vec::new(),
+            reported: 0,
+            record_error: None,
+        }
+    }
+
+    pub fn add_sink(&mut self, s: Box<dyn Sink + Send>) {
+        self.sinks.push(s);
+    }
+
+    /// An event straight from a source (not yet ordered).
+    pub fn push(&mut self, ev: Event) {
+        let mut ready = Vec::new();
+        self.reorder.push(ev, &mut |e| ready.push(e));
+        for e in ready {
+            self.deliver(e);
+        }
+    }
+
+    /// An event already in order with its sequence number (a replayed recording).
+    pub fn push_ordered(&mut self, ev: Event) {
+        self.deliver(ev);
+    }
+
+    fn deliver(&mut self, ev: Event) {
+        if let Some(w) = &mut self.recorder {
+            if let Err(e) = w.push(&ev) {
+                self.record_error = Some(e);
+                self.recorder = None;
+            }
+        }
+        self.auditor.ingest(&ev);
+        let findings = self.auditor.findings();
+        for f in &findings[self.reported..] {
+            for s in &mut self.sinks {
+                s.on_finding(f);
+            }
+        }
+        self.reported = findings.len();
+        for s in &mut self.sinks {
+            s.on_event(&ev, &self.auditor);
+        }
+    }
+
+    /// The source has been idle: release the reorder window and flush the recording.
+    pub fn idle(&mut self) {
+        let mut ready = Vec::new();
+        self.reorder.flush(&mut |e| ready.push(e));
+        for e in ready {
+            self.deliver(e);
+        }
+        if let Some(w) = &mut self.recorder {
+            if let Err(e) = w.tick() {
+                self.record_error = Some(e);
+                self.recorder = None;
+            }
+        }
+    }
+
+    /// Drains everything and closes the recording.
+    pub fn finish(mut self) -> (Auditor, Option<io::Error>) {
+        self.idle();
+        let mut err = self.record_error.take();
+        if let Some(w) = self.recorder.take() {
+            if let Err(e) = w.finish() {
+                err = Some(e);
+            }
+        }
+        (self.auditor, err)
+    }
+}

@@ -1,0 +1,381 @@
+//! What each traced kernel function means: the built-in vfio_ap profile, and profile files
+//! that add or change functions without rebuilding the eBPF object.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// What a function does in the driver's life, as the auditor understands it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// mdev driver `.probe`: creates the device (arg: `struct mdev_device *`).
+    Probe,
+    /// vfio_device `.init`, nested in probe: the object's life starts.
+    InitDev,
+    /// Sets `mig_ops`; must precede registration.
+    MigrationCapabilities,
+    /// The guest opens the device.
+    Open,
+    /// The guest closes the device.
+    Close,
+    /// mdev driver `.remove` (arg: `struct mdev_device *`).
+    Remove,
+    /// vfio_device `.release`: the object's life ends when it returns.
+    ReleaseDev,
+    /// Stores an allocation into the profile's field (read at return).
+    AllocField,
+    /// Frees the profile's field (read at entry).
+    FreeField,
+    /// `migration_set_state`: arg 1 is the requested final state.
+    SetState,
+    /// `migration_get_state`: the state is read back through arg 1 at return.
+    GetState,
+    /// `migration_get_data_size`.
+    GetDataSize,
+    /// One step of the state machine inside set_state: arg 1 is the next state.
+    TransitionStep,
+    /// Device reset: the migration state returns to RUNNING.
+    Reset,
+    /// Timed and counted only.
+    Other,
+}
+
+/// What must be true of `matrix_dev->mdevs_lock` when the function is entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockContract {
+    #[default]
+    None,
+    /// `lockdep_assert_held`: this task holds it.
+    Held,
+    /// The function takes the lock: this task must not hold it already.
+    NotHeld,
+}
+
+/// Where the function's mdev comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MdevArg {
+    /// Argument 0 is the `ap_matrix_mdev` (or its `vdev`, the same address).
+    #[default]
+    Object,
+    /// Argument 0 is a `struct mdev_device *`, mapped through init_dev and driver data.
+    MdevDevice,
+    /// The function is not about one mdev.
+    None,
+}
+
+/// When the profile's field is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadAt {
+    Entry,
+    Exit,
+}
+
+/// A value the probe reads from kernel memory for this function.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldRead {
+    /// `struct.member` whose offset comes from BTF (or `--offset NAME=N`), or a number.
+    pub field: String,
+    /// Which argument points at the struct (or, with `deref_arg`, at the value).
+    #[serde(default)]
+    pub arg: u8,
+    pub at: ReadAt,
+    /// Size in bytes: 8 for a pointer, 4 for an enum.
+    #[serde(default = "eight")]
+    pub size: u8,
+}
+
+fn eight() -> u8 {
+    8
+}
+
+/// One traced function.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub lock: LockContract,
+    #[serde(default)]
+    pub mdev: MdevArg,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<FieldRead>,
+    /// Take a kernel stack on entry.
+    #[serde(default)]
+    pub stack: bool,
+    /// Absent in a kernel without this function is normal (later patches of the series).
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// A driver's profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub name: String,
+    /// Kernel module that holds the functions.
+    pub module: String,
+    /// The driver's `migration_flags` (VFIO_MIGRATION_STOP_COPY = 1, P2P = 2, PRE_COPY = 4).
+    pub migration_flags: u32,
+    /// The global pointer variable to the struct that holds the lock.
+    pub lock_holder_symbol: String,
+    /// `struct.member` of the lock inside it.
+    pub lock_field: String,
+    #[serde(rename = "function")]
+    pub functions: Vec<FunctionSpec>,
+}
+
+/// A profile file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("cannot read profile file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("profile file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+}
+
+pub const VFIO_MIGRATION_STOP_COPY: u32 = 1;
+pub const VFIO_MIGRATION_P2P: u32 = 2;
+pub const VFIO_MIGRATION_PRE_COPY: u32 = 4;
+
+impl Profile {
+    /// The built-in profile of the s390 vfio_ap driver (v3 of the live migration series).
+    pub fn vfio_ap() -> Profile {
+        use LockContract::{Held, NotHeld};
+        const NO_LOCK: LockContract = LockContract::None;
+        use Role::*;
+        let f = |name: &str, role, lock, mdev| FunctionSpec {
+            name: name.to_string(),
+            role,
+            lock,
+            mdev,
+            read: None,
+            stack: false,
+            optional: false,
+        };
+        let mig_data_at = |at| FieldRead {
+            field: "ap_matrix_mdev.mig_data".to_string(),
+            arg: 0,
+            at,
+            size: 8,
+        };
+        let mut functions = vec![
+            f("vfio_ap_mdev_probe", Probe, NotHeld, MdevArg::MdevDevice),
+            f("vfio_ap_mdev_init_dev", InitDev, NotHeld, MdevArg::Object),
+            f(
+                "vfio_ap_init_migration_capabilities",
+                MigrationCapabilities,
+                NO_LOCK,
+                MdevArg::Object,
+            ),
+            f("vfio_ap_mdev_open_device", Open, NotHeld, MdevArg::Object),
+            FunctionSpec {
+                read: Some(mig_data_at(ReadAt::Exit)),
+                stack: true,
+                ..f(
+                    "vfio_ap_init_migration_data",
+                    AllocField,
+                    Held,
+                    MdevArg::Object,
+                )
+            },
+            FunctionSpec {
+                read: Some(mig_data_at(ReadAt::Entry)),
+                ..f(
+                    "vfio_ap_release_migration_data",
+                    FreeField,
+                    Held,
+                    MdevArg::Object,
+                )
+            },
+            f("vfio_ap_mdev_close_device", Close, NotHeld, MdevArg::Object),
+            f("vfio_ap_mdev_remove", Remove, NotHeld, MdevArg::MdevDevice),
+            FunctionSpec {
+                stack: true,
+                ..f("vfio_ap_mdev_release_dev", ReleaseDev, NotHeld, MdevArg::Object)
+            },
+            f("vfio_ap_set_state", SetState, NO_LOCK, MdevArg::Object),
+            FunctionSpec {
+                read: Some(FieldRead {
+                    field: "0".to_string(),
+                    arg: 1,
+                    at: ReadAt::Exit,
+                    size: 4,
+                }),
+                ..f("vfio_ap_get_state", GetState, NO_LOCK, MdevArg::Object)
+            },
+            f("vfio_ap_get_data_size", GetDataSize, NO_LOCK, MdevArg::Object),
+        ];
+        let mut later = f(
+            "vfio_ap_transition_to_state",
+            TransitionStep,
+            NO_LOCK,
+            MdevArg::Object,
+        );
+        later.optional = true;
+        functions.push(later);
+        Profile {
+            name: "vfio_ap".to_string(),
+            module: "vfio_ap".to_string(),
+            migration_flags: VFIO_MIGRATION_STOP_COPY,
+            lock_holder_symbol: "matrix_dev".to_string(),
+            lock_field: "ap_matrix_dev.mdevs_lock".to_string(),
+            functions,
+        }
+    }
+
+    /// Parses a profile file's text. `origin` names it in errors.
+    ///
+    /// A file with `base = "vfio_ap"` starts from the built-in profile: its `[[function]]`
+    /// rows add functions or replace those of the same name.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            base: Option<String>,
+            name: Option<String>,
+            module: Option<String>,
+            migration_flags: Option<u32>,
+            lock_holder_symbol: Option<String>,
+            lock_field: Option<String>,
+            #[serde(default)]
+            function: Vec<FunctionSpec>,
+        }
+        let parse_err = |message: String| ProfileError::Parse {
+            path: origin.to_string(),
+            message,
+        };
+        let file: File = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let mut profile = match file.base.as_deref() {
+            Some("vfio_ap") => Profile::vfio_ap(),
+            Some(other) => {
+                return Err(parse_err(format!(
+                    "unknown base profile {other:?}; the built-in one is \"vfio_ap\""
+                )))
+            }
+            None => {
+                let missing = |what: &str| parse_err(format!("without `base`, `{what}` is required"));
+                Profile {
+                    name: file.name.clone().ok_or_else(|| missing("name"))?,
+                    module: file.module.clone().ok_or_else(|| missing("module"))?,
+                    migration_flags: file.migration_flags.unwrap_or(VFIO_MIGRATION_STOP_COPY),
+                    lock_holder_symbol: file
+                        .lock_holder_symbol
+                        .clone()
+                        .ok_or_else(|| missing("lock_holder_symbol"))?,
+                    lock_field: file.lock_field.clone().ok_or_else(|| missing("lock_field"))?,
+                    functions: Vec::new(),
+                }
+            }
+        };
+        if let Some(v) = file.name {
+            profile.name = v;
+        }
+        if let Some(v) = file.module {
+            profile.module = v;
+        }
+        if let Some(v) = file.migration_flags {
+            profile.migration_flags = v;
+        }
+        if let Some(v) = file.lock_holder_symbol {
+            profile.lock_holder_symbol = v;
+        }
+        if let Some(v) = file.lock_field {
+            profile.lock_field = v;
+        }
+        for row in file.function {
+            if row.name.is_empty() {
+                return Err(parse_err("a [[function]] row has an empty name".into()));
+            }
+            match profile.functions.iter_mut().find(|f| f.name == row.name) {
+                Some(existing) => *existing = row,
+                None => profile.functions.push(row),
+            }
+        }
+        Ok(profile)
+    }
+
+    /// Reads a profile file.
+    pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Profile::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The profile as TOML, as stored in a recording's header.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a profile always serializes")
+    }
+
+    /// Name → index into `functions`, stripping compiler-clone suffixes.
+    pub fn index(&self) -> HashMap<String, usize> {
+        self.functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect()
+    }
+}
+
+/// `vfio_ap_set_state.isra.0` → (`vfio_ap_set_state`, true).
+pub fn strip_clone_suffix(name: &str) -> (&str, bool) {
+    match name.find('.') {
+        Some(i) => (&name[..i], true),
+        None => (name, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_profile_round_trips_through_toml() {
+        let p = Profile::vfio_ap();
+        let back = Profile::from_toml(&p.to_toml(), "builtin").unwrap();
+        assert_eq!(p, back);
+    }
+
+    #[test]
+    fn a_profile_file_adds_a_function_by_a_row() {
+        let text = r#"
+base = "vfio_ap"
+[[function]]
+name = "vfio_ap_reset_migration_state"
+role = "reset"
+lock = "held"
+"#;
+        let p = Profile::from_toml(text, "x.toml").unwrap();
+        let added = p
+            .functions
+            .iter()
+            .find(|f| f.name == "vfio_ap_reset_migration_state")
+            .unwrap();
+        assert_eq!(added.role, Role::Reset);
+        assert_eq!(added.lock, LockContract::Held);
+        assert_eq!(p.functions.len(), Profile::vfio_ap().functions.len() + 1);
+    }
+
+    #[test]
+    fn a_bad_profile_names_the_file_and_the_problem() {
+        let err = Profile::from_toml("[[function]]\nname = 3\n", "my.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("my.toml"), "{msg}");
+        let err = Profile::from_toml("base = \"nvme\"\n", "p.toml").unwrap_err();
+        assert!(err.to_string().contains("unknown base profile \"nvme\""));
+    }
+
+    #[test]
+    fn clone_suffixes_are_stripped() {
+        assert_eq!(strip_clone_suffix("f.isra.0"), ("f", true));
+        assert_eq!(strip_clone_suffix("f"), ("f", false));
+    }
+}

@@ -1,0 +1,596 @@
+//! The `.aptr` recording: a self-describing header, then chunks of encoded events, each
+//! behind a sync marker and covered by a CRC (length included), so that damage costs only
+//! the chunks it touches. docs/recording-format.md is the byte-level specification.
+
+pub mod codec;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Event;
+use codec::{ChunkDecoder, ChunkEncoder};
+
+/// First bytes of every recording. The high byte and CR LF catch text-mode mangling.
+pub const MAGIC: [u8; 8] = *b"\x89APTR\r\n\x1a";
+/// Starts every chunk.
+pub const SYNC: [u8; 8] = *b"\xf5\x0bAPCHK\x9e";
+pub const VERSION_MAJOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 0;
+/// A chunk is flushed when its payload reaches this size.
+pub const CHUNK_TARGET: usize = 64 * 1024;
+/// Largest payload a reader accepts: a damaged length cannot make it allocate more.
+pub const CHUNK_MAX: u32 = 16 * 1024 * 1024;
+/// Largest header a reader accepts.
+pub const HEADER_MAX: u32 = 64 * 1024 * 1024;
+/// Chunk bytes around the payload: sync, length, count, crc.
+pub const CHUNK_OVERHEAD: usize = 8 + 4 + 4 + 4;
+
+/// A function symbol of the traced module.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Symbol {
+    #[serde(with = "crate::model::hex_u64")]
+    pub addr: u64,
+    pub size: u32,
+    pub name: String,
+}
+
+/// Whether a probe attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeState {
+    Attached,
+    /// Not in the running kernel (or inlined: without debug info the two look alike).
+    Missing,
+    /// Attached for timing only: a compiler clone whose arguments are not trusted.
+    Clone,
+    Failed,
+}
+
+impl ProbeState {
+    fn code(self) -> u8 {
+        match self {
+            ProbeState::Attached => 0,
+            ProbeState::Missing => 1,
+            ProbeState::Clone => 2,
+            ProbeState::Failed => 3,
+        }
+    }
+    fn from_code(c: u8) -> Option<ProbeState> {
+        Some(match c {
+            0 => ProbeState::Attached,
+            1 => ProbeState::Missing,
+            2 => ProbeState::Clone,
+            3 => ProbeState::Failed,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeState::Attached => "attached",
+            ProbeState::Missing => "missing",
+            ProbeState::Clone => "clone",
+            ProbeState::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    pub name: String,
+    pub state: ProbeState,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// What a recording says about where it came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// `uname -m` of the traced host.
+    pub arch: String,
+    pub kernel_release: String,
+    pub hostname: String,
+    /// Add to a kernel boot-clock timestamp to get Unix nanoseconds.
+    pub boot_to_wall_ns: i64,
+    pub module: String,
+    pub symbols: Vec<Symbol>,
+    /// The profile used, as TOML.
+    pub profile: String,
+    pub probes: Vec<ProbeStatus>,
+    /// The aptrace that wrote it.
+    pub writer: String,
+}
+
+mod tag {
+    pub const ARCH: u16 = 1;
+    pub const KERNEL: u16 = 2;
+    pub const HOSTNAME: u16 = 3;
+    pub const BOOT_TO_WALL: u16 = 4;
+    pub const MODULE: u16 = 5;
+    pub const SYMBOLS: u16 = 6;
+    pub const PROFILE: u16 = 7;
+    pub const PROBES: u16 = 8;
+    pub const WRITER: u16 = 9;
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    b.put_u32_le(s.len() as u32);
+    b.put_slice(s.as_bytes());
+}
+
+fn get_str(b: &mut &[u8]) -> Option<String> {
+    if b.remaining() < 4 {
+        return None;
+    }
+    let n = b.get_u32_le() as usize;
+    if n > b.remaining() {
+        return None;
+    }
+    let s = String::from_utf8_lossy(&b[..n]).into_owned();
+    b.advance(n);
+    Some(s)
+}
+
+impl Header {
+    fn encode(&self) -> BytesMut {
+        let mut out = BytesMut::new();
+        let mut field = |t: u16, f: &dyn Fn(&mut BytesMut)| {
+            let mut v = BytesMut::new();
+            f(&mut v);
+            out.put_u16_le(t);
+            out.put_u32_le(v.len() as u32);
+            out.put_slice(&v);
+        };
+        field(tag::ARCH, &|b| b.put_slice(self.arch.as_bytes()));
+        field(tag::KERNEL, &|b| b.put_slice(self.kernel_release.as_bytes()));
+        field(tag::HOSTNAME, &|b| b.put_slice(self.hostname.as_bytes()));
+        field(tag::BOOT_TO_WALL, &|b| b.put_i64_le(self.boot_to_wall_ns));
+        field(tag::MODULE, &|b| b.put_slice(self.module.as_bytes()));
+        field(tag::SYMBOLS, &|b| {
+            b.put_u32_le(self.symbols.len() as u32);
+            for s in &self.symbols {
+                b.put_u64_le(s.addr);
+                b.put_u32_le(s.size);
+                put_str(b, &s.name);
+            }
+        });
+        field(tag::PROFILE, &|b| b.put_slice(self.profile.as_bytes()));
+        field(tag::PROBES, &|b| {
+            b.put_u32_le(self.probes.len() as u32);
+            for p in &self.probes {
+                put_str(b, &p.name);
+                b.put_u8(p.state.code());
+                put_str(b, &p.detail);
+            }
+        });
+        field(tag::WRITER, &|b| b.put_slice(self.writer.as_bytes()));
+        out
+    }
+
+    /// Decodes the header's fields; unknown tags (a newer minor version) are skipped.
+    fn decode(mut b: &[u8], warnings: &mut Vec<String>) -> Header {
+        let mut h = Header::default();
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        while b.remaining() >= 6 {
+            let t = b.get_u16_le();
+            let n = b.get_u32_le() as usize;
+            if n > b.remaining() {
+                warnings.push(format!("header field {t} claims {n} bytes, only {} remain", b.remaining()));
+                break;
+            }
+            let mut v = &b[..n];
+            b.advance(n);
+            match t {
+                tag::ARCH => h.arch = text(v),
+                tag::KERNEL => h.kernel_release = text(v),
+                tag::HOSTNAME => h.hostname = text(v),
+                tag::BOOT_TO_WALL if n == 8 => h.boot_to_wall_ns = v.get_i64_le(),
+                tag::MODULE => h.module = text(v),
+                tag::SYMBOLS if n >= 4 => {
+                    let count = v.get_u32_le();
+                    for _ in 0..count {
+                        if v.remaining() < 12 {
+                            break;
+                        }
+                        let addr = v.get_u64_le();
+                        let size = v.get_u32_le();
+                        let Some(name) = get_str(&mut v) else { break };
+                        h.symbols.push(Symbol { addr, size, name });
+                    }
+                }
+                tag::PROFILE => h.profile = text(v),
+                tag::PROBES if n >= 4 => {
+                    let count = v.get_u32_le();
+                    for _ in 0..count {
+                        let Some(name) = get_str(&mut v) else { break };
+                        if !v.has_remaining() {
+                            break;
+                        }
+                        let state = ProbeState::from_code(v.get_u8()).unwrap_or(ProbeState::Failed);
+                        let Some(detail) = get_str(&mut v) else { break };
+                        h.probes.push(ProbeStatus { name, state, detail });
+                    }
+                }
+                tag::WRITER => h.writer = text(v),
+                _ => {}
+            }
+        }
+        h
+    }
+}
+
+/// Writes a recording as events arrive.
+pub struct Writer<W: Write> {
+    out: W,
+    buf: BytesMut,
+    enc: ChunkEncoder,
+    last_flush: Instant,
+    /// Called after each chunk is written (fdatasync for files).
+    sync: Option<fn(&mut W) -> io::Result<()>>,
+    pub bytes_written: u64,
+    pub events_written: u64,
+}
+
+/// Creates the output file: mode 0600, never through a symlink, and not over an existing
+/// file unless `force`.
+pub fn create_private(path: &Path, force: bool) -> io::Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600).custom_flags(libc_nofollow());
+    }
+    opts.open(path).map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::AlreadyExists => " (it exists: pass --force to overwrite it)",
+            _ if e.raw_os_error() == Some(40) => " (it is a symbolic link: refusing to follow it)",
+            _ => "",
+        };
+        io::Error::new(e.kind(), format!("cannot create {}: {e}{hint}", path.display()))
+    })
+}
+
+#[cfg(unix)]
+fn libc_nofollow() -> i32 {
+    // O_NOFOLLOW: 0o400000 on Linux x86/s390x/arm, 0x100 on macOS and the BSDs.
+    if cfg!(target_os = "linux") {
+        0o400000
+    } else {
+        0x100
+    }
+}
+
+impl Writer<File> {
+    /// A recording file, synced to disk at every chunk.
+    pub fn create(path: &Path, header: &Header, force: bool) -> io::Result<Writer<File>> {
+        let f = create_private(path, force)?;
+        let mut w = Writer::new(f, header)?;
+        w.sync = Some(|f: &mut File| f.sync_data());
+        Ok(w)
+    }
+}
+
+impl<W: Write> Writer<W> {
+    /// Writes the header to `out`.
+    pub fn new(mut out: W, header: &Header) -> io::Result<Writer<W>> {
+        Self::new_with_version(&mut out, header, VERSION_MAJOR, VERSION_MINOR)?;
+        Ok(Writer {
+            out,
+            buf: BytesMut::with_capacity(CHUNK_TARGET + 1024),
+            enc: ChunkEncoder::new(),
+            last_flush: Instant::now(),
+            sync: None,
+            bytes_written: 0,
+            events_written: 0,
+        })
+    }
+
+    fn new_with_version(out: &mut W, header: &Header, major: u16, minor: u16) -> io::Result<()> {
+        let body = header.encode();
+        let mut h = BytesMut::new();
+        h.put_slice(&MAGIC);
+        h.put_u16_le(major);
+        h.put_u16_le(minor);
+        h.put_u32_le(body.len() as u32);
+        h.put_slice(&body);
+        let crc = crc32fast::hash(&h[8..]);
+        h.put_u32_le(crc);
+        out.write_all(&h)
+    }
+
+    /// Adds an event; a full chunk, or one older than a second, goes to disk.
+    pub fn push(&mut self, ev: &Event) -> io::Result<()> {
+        self.enc.encode(&mut self.buf, ev);
+        self.events_written += 1;
+        if self.buf.len() >= CHUNK_TARGET || self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.flush_chunk()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the open chunk if it has waited a second (call this when idle).
+    pub fn tick(&mut self) -> io::Result<()> {
+        if self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.flush_chunk()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the open chunk now, and syncs it.
+    pub fn flush_chunk(&mut self) -> io::Result<()> {
+        self.last_flush = Instant::now();
+        if self.enc.events == 0 {
+            return Ok(());
+        }
+        let mut c = BytesMut::with_capacity(self.buf.len() + CHUNK_OVERHEAD);
+        c.put_slice(&SYNC);
+        c.put_u32_le(self.buf.len() as u32);
+        c.put_u32_le(self.enc.events);
+        c.put_slice(&self.buf);
+        let crc = crc32fast::hash(&c[8..]);
+        c.put_u32_le(crc);
+        self.out.write_all(&c)?;
+        self.out.flush()?;
+        if let Some(sync) = self.sync {
+            sync(&mut self.out)?;
+        }
+        self.bytes_written += c.len() as u64;
+        self.buf.clear();
+        self.enc = ChunkEncoder::new();
+        Ok(())
+    }
+
+    /// Flushes what is left and returns the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush_chunk()?;
+        Ok(self.out)
+    }
+}
+
+/// A recording that cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: not an aptrace recording (bad magic); expected a .aptr file written by `aptrace live --record` or `aptrace import`")]
+    NotARecording { path: String },
+    #[error("{path}: recording format version {major}.{minor} is newer than this aptrace reads ({VERSION_MAJOR}.x); upgrade aptrace to read it")]
+    UnknownMajor { path: String, major: u16, minor: u16 },
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+/// A stretch of the file that was skipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Damage {
+    pub offset: u64,
+    pub bytes: u64,
+    pub reason: String,
+}
+
+/// A recording read back, possibly partially.
+#[derive(Debug)]
+pub struct Recording {
+    pub header: Header,
+    /// Whole good chunks, in file order.
+    pub chunks: Vec<Chunk>,
+    pub damage: Vec<Damage>,
+    pub warnings: Vec<String>,
+    pub version: (u16, u16),
+}
+
+/// A chunk that passed its CRC (events are decoded on demand).
+#[derive(Debug)]
+pub struct Chunk {
+    pub offset: u64,
+    pub count: u32,
+    pub payload: bytes::Bytes,
+}
+
+impl Chunk {
+    /// Decodes the chunk's events.
+    pub fn events(&self) -> Result<Vec<Event>, codec::CodecError> {
+        let mut dec = ChunkDecoder::new();
+        let mut b: &[u8] = &self.payload;
+        let mut out = Vec::with_capacity(self.count.min(1 << 20) as usize);
+        for _ in 0..self.count {
+            out.push(dec.decode(&mut b)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Recording {
+    /// Reads a recording file.
+    pub fn open(path: &Path) -> Result<Recording, ReadError> {
+        let data = std::fs::read(path).map_err(|source| ReadError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Recording::parse(bytes::Bytes::from(data), &path.display().to_string())
+    }
+
+    /// Parses a recording held in memory. `origin` names it in errors.
+    pub fn parse(data: bytes::Bytes, origin: &str) -> Result<Recording, ReadError> {
+        if data.len() < 8 || data[..8] != MAGIC {
+            return Err(ReadError::NotARecording {
+                path: origin.to_string(),
+            });
+        }
+        let mut warnings = Vec::new();
+        let mut damage = Vec::new();
+        let mut version = (VERSION_MAJOR, 0);
+        let mut header = Header::default();
+        let mut pos = 8usize;
+        if data.len() >= 16 {
+            let major = u16::from_le_bytes([data[8], data[9]]);
+            let minor = u16::from_le_bytes([data[10], data[11]]);
+            let len = u32::from_le_bytes(data[12..16].try_into().expect("4 bytes"));
+            let end = 16usize.saturating_add(len as usize);
+            let crc_ok = len <= HEADER_MAX
+                && end + 4 <= data.len()
+                && crc32fast::hash(&data[8..end])
+                    == u32::from_le_bytes(data[end..end + 4].try_into().expect("4 bytes"));
+            if crc_ok {
+                if major != VERSION_MAJOR {
+                    return Err(ReadError::UnknownMajor {
+                        path: origin.to_string(),
+                        major,
+                        minor,
+                    });
+                }
+                if minor > VERSION_MINOR {
+                    warnings.push(format!(
+                        "{origin}: format version {major}.{minor} is newer than this aptrace ({VERSION_MAJOR}.{VERSION_MINOR}); reading what this version knows"
+                    ));
+                }
+                version = (major, minor);
+                header = Header::decode(&data[16..end], &mut warnings);
+                pos = end + 4;
+            } else {
+                warnings.push(format!(
+                    "{origin}: the header is damaged (bad CRC or length); its host, kernel and symbols are unknown; scanning for event chunks"
+                ));
+                damage.push(Damage {
+                    offset: 8,
+                    bytes: 0,
+                    reason: "damaged header".into(),
+                });
+            }
+        } else {
+            damage.push(Damage {
+                offset: 8,
+                bytes: (data.len() - 8) as u64,
+                reason: "file ends inside the header".into(),
+            });
+        }
+        let mut chunks = Vec::new();
+        let mut skip_start: Option<usize> = None;
+        let mut skip_reason = String::new();
+        while pos < data.len() {
+            match try_chunk(&data, pos) {
+                Ok((chunk, next)) => {
+                    if let Some(s) = skip_start.take() {
+                        damage.push(Damage {
+                            offset: s as u64,
+                            bytes: (pos - s) as u64,
+                            reason: std::mem::take(&mut skip_reason),
+                        });
+                    }
+                    chunks.push(chunk);
+                    pos = next;
+                }
+                Err(reason) => {
+                    if skip_start.is_none() {
+                        skip_start = Some(pos);
+                        skip_reason = reason;
+                    }
+                    // Resynchronize on the next marker.
+                    pos = match find(&data[pos + 1..], &SYNC) {
+                        Some(i) => pos + 1 + i,
+                        None => data.len(),
+                    };
+                }
+            }
+        }
+        if let Some(s) = skip_start {
+            damage.push(Damage {
+                offset: s as u64,
+                bytes: (data.len() - s) as u64,
+                reason: skip_reason,
+            });
+        }
+        if !damage.is_empty() {
+            let bytes: u64 = damage.iter().map(|d| d.bytes).sum();
+            warnings.push(format!(
+                "{origin}: {} damaged region(s), {bytes} bytes skipped; {} whole chunk(s) recovered: {}",
+                damage.len(),
+                chunks.len(),
+                damage
+                    .iter()
+                    .map(|d| format!("{} bytes at offset {} ({})", d.bytes, d.offset, d.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        Ok(Recording {
+            header,
+            chunks,
+            damage,
+            warnings,
+            version,
+        })
+    }
+
+    /// True when nothing was skipped.
+    pub fn intact(&self) -> bool {
+        self.damage.is_empty()
+    }
+
+    /// Every event of every good chunk. A chunk whose events do not decode is skipped with a
+    /// warning pushed to `warnings`.
+    pub fn events(&self, warnings: &mut Vec<String>) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.for_each_event(warnings, |e| out.push(e));
+        out
+    }
+
+    /// Streams events chunk by chunk, without holding them all.
+    pub fn for_each_event(&self, warnings: &mut Vec<String>, mut f: impl FnMut(Event)) {
+        for c in &self.chunks {
+            match c.events() {
+                Ok(evs) => evs.into_iter().for_each(&mut f),
+                Err(e) => warnings.push(format!(
+                    "chunk at offset {} passed its CRC but does not decode ({e}): skipped {} events",
+                    c.offset, c.count
+                )),
+            }
+        }
+    }
+}
+
+fn try_chunk(data: &bytes::Bytes, pos: usize) -> Result<(Chunk, usize), String> {
+    let rest = &data[pos..];
+    if rest.len() < 8 || rest[..8] != SYNC {
+        return Err("no chunk marker".into());
+    }
+    if rest.len() < 16 {
+        return Err("file ends inside a chunk header".into());
+    }
+    let len = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes"));
+    let count = u32::from_le_bytes(rest[12..16].try_into().expect("4 bytes"));
+    if len > CHUNK_MAX {
+        return Err(format!("chunk length {len} is larger than any writer makes"));
+    }
+    let end = 16 + len as usize;
+    if rest.len() < end + 4 {
+        return Err("file ends inside a chunk (cut off)".into());
+    }
+    let crc = u32::from_le_bytes(rest[end..end + 4].try_into().expect("4 bytes"));
+    if crc32fast::hash(&rest[8..end]) != crc {
+        return Err("chunk CRC mismatch".into());
+    }
+    Ok((
+        Chunk {
+            offset: pos as u64,
+            count,
+            payload: data.slice(pos + 16..pos + end),
+        },
+        pos + end + 4,
+    ))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,604 @@
+//! Post-mortem reports: text, markdown and JSON. They render what the auditor concluded;
+//! they decide nothing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::audit::{Auditor, Finding, Kind, MdevView, Outstanding, Severity, UnfinishedCall};
+use crate::model::{dec_opt, human_ns, Event};
+use crate::recording::{Damage, Header, ProbeStatus};
+
+/// Where a report's events came from.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceInfo {
+    pub path: String,
+    pub arch: String,
+    pub kernel_release: String,
+    pub hostname: String,
+    pub module: String,
+    pub writer: String,
+    pub format_version: String,
+    pub boot_to_wall_ns: i64,
+    pub probes: Vec<ProbeStatus>,
+    pub damage: Vec<Damage>,
+    pub warnings: Vec<String>,
+}
+
+impl SourceInfo {
+    pub fn new(path: &str, header: &Header, version: (u16, u16), damage: Vec<Damage>, warnings: Vec<String>) -> SourceInfo {
+        SourceInfo {
+            path: path.to_string(),
+            arch: header.arch.clone(),
+            kernel_release: header.kernel_release.clone(),
+            hostname: header.hostname.clone(),
+            module: header.module.clone(),
+            writer: header.writer.clone(),
+            format_version: format!("{}.{}", version.0, version.1),
+            boot_to_wall_ns: header.boot_to_wall_ns,
+            probes: header.probes.clone(),
+            damage,
+            warnings,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FunctionRow {
+    pub function: String,
+    pub calls: u64,
+    pub failures: u64,
+    #[serde(with = "dec_opt")]
+    pub p50_ns: Option<u64>,
+    #[serde(with = "dec_opt")]
+    pub p99_ns: Option<u64>,
+    #[serde(with = "dec_opt")]
+    pub max_ns: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportSummary {
+    pub events: u64,
+    pub mdevs_seen: u64,
+    #[serde(with = "dec_opt")]
+    pub first_ts_ns: Option<u64>,
+    #[serde(with = "dec_opt")]
+    pub last_ts_ns: Option<u64>,
+    #[serde(with = "dec_opt")]
+    pub span_ns: Option<u64>,
+    pub lost_events: u64,
+    pub complete: bool,
+    pub errors: u64,
+    pub warnings: u64,
+    pub findings_by_kind: BTreeMap<String, u64>,
+    pub outstanding: Vec<Outstanding>,
+    pub unfinished_calls: Vec<UnfinishedCall>,
+}
+
+/// One audited source.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileReport {
+    pub source: SourceInfo,
+    pub complete: bool,
+    pub summary: ReportSummary,
+    pub findings: Vec<Finding>,
+    pub functions: Vec<FunctionRow>,
+    pub mdevs: Vec<MdevView>,
+}
+
+impl FileReport {
+    /// Builds the report of one audited stream.
+    pub fn new(source: SourceInfo, auditor: &Auditor, intact: bool) -> FileReport {
+        let s = auditor.finish();
+        let snap = auditor.snapshot();
+        let complete = intact && s.lost_events == 0;
+        let findings = auditor.findings().to_vec();
+        let count = |sev| findings.iter().filter(|f| f.severity == sev).count() as u64;
+        let functions = auditor
+            .function_stats()
+            .map(|(name, st)| FunctionRow {
+                function: name.to_string(),
+                calls: st.entries.max(st.exits),
+                failures: st.failures,
+                p50_ns: st.latency.quantile(0.5),
+                p99_ns: st.latency.quantile(0.99),
+                max_ns: st.latency.quantile(1.0),
+            })
+            .collect();
+        FileReport {
+            complete,
+            summary: ReportSummary {
+                events: s.events,
+                mdevs_seen: s.mdevs_seen,
+                first_ts_ns: s.first_ts_ns,
+                last_ts_ns: s.last_ts_ns,
+                span_ns: s.first_ts_ns.zip(s.last_ts_ns).map(|(a, b)| b.saturating_sub(a)),
+                lost_events: s.lost_events,
+                complete,
+                errors: count(Severity::Error),
+                warnings: count(Severity::Warning),
+                findings_by_kind: snap
+                    .findings_by_kind
+                    .iter()
+                    .filter(|(_, &n)| n > 0)
+                    .map(|(k, n)| (k.name().to_string(), *n))
+                    .collect(),
+                outstanding: s.outstanding,
+                unfinished_calls: s.unfinished_calls,
+            },
+            findings,
+            functions,
+            mdevs: snap.mdevs,
+            source,
+        }
+    }
+}
+
+/// The whole report: one or more sources.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub files: Vec<FileReport>,
+}
+
+#[derive(Serialize)]
+struct JsonFinding<'a> {
+    source: &'a str,
+    #[serde(flatten)]
+    finding: &'a Finding,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    schema: &'static str,
+    complete: bool,
+    findings: Vec<JsonFinding<'a>>,
+    summary: JsonSummary<'a>,
+    sources: Vec<JsonSource<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    events: u64,
+    mdevs_seen: u64,
+    lost_events: u64,
+    errors: u64,
+    warnings: u64,
+    findings_by_kind: BTreeMap<&'a str, u64>,
+    outstanding_allocations: u64,
+}
+
+#[derive(Serialize)]
+struct JsonSource<'a> {
+    #[serde(flatten)]
+    source: &'a SourceInfo,
+    complete: bool,
+    summary: &'a ReportSummary,
+    functions: &'a [FunctionRow],
+    mdevs: &'a [MdevView],
+}
+
+impl Report {
+    /// True when any finding was raised (exit status 1).
+    pub fn has_findings(&self) -> bool {
+        self.files.iter().any(|f| !f.findings.is_empty())
+    }
+
+    pub fn complete(&self) -> bool {
+        self.files.iter().all(|f| f.complete)
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+        for f in &self.files {
+            for fi in &f.findings {
+                *by_kind.entry(fi.kind.name()).or_default() += 1;
+            }
+        }
+        let r = JsonReport {
+            schema: "aptrace-report/1",
+            complete: self.complete(),
+            findings: self
+                .files
+                .iter()
+                .flat_map(|f| f.findings.iter().map(|fi| JsonFinding { source: &f.source.path, finding: fi }))
+                .collect(),
+            summary: JsonSummary {
+                events: self.files.iter().map(|f| f.summary.events).sum(),
+                mdevs_seen: self.files.iter().map(|f| f.summary.mdevs_seen).sum(),
+                lost_events: self.files.iter().map(|f| f.summary.lost_events).sum(),
+                errors: self.files.iter().map(|f| f.summary.errors).sum(),
+                warnings: self.files.iter().map(|f| f.summary.warnings).sum(),
+                findings_by_kind: by_kind,
+                outstanding_allocations: self.files.iter().map(|f| f.summary.outstanding.len() as u64).sum(),
+            },
+            sources: self
+                .files
+                .iter()
+                .map(|f| JsonSource {
+                    source: &f.source,
+                    complete: f.complete,
+                    summary: &f.summary,
+                    functions: &f.functions,
+                    mdevs: &f.mdevs,
+                })
+                .collect(),
+        };
+        let mut s = serde_json::to_string_pretty(&r).expect("report serializes");
+        s.push('\n');
+        s
+    }
+
+    pub fn to_text(&self) -> String {
+        render(self, &Style::Text)
+    }
+
+    pub fn to_markdown(&self) -> String {
+        render(self, &Style::Markdown)
+    }
+}
+
+enum Style {
+    Text,
+    Markdown,
+}
+
+impl Style {
+    fn h1(&self, out: &mut String, s: &str) {
+        match self {
+            Style::Text => {
+                let _ = writeln!(out, "{s}\n{}", "=".repeat(s.chars().count()));
+            }
+            Style::Markdown => {
+                let _ = writeln!(out, "# {}\n", md(s));
+            }
+        }
+    }
+    fn h2(&self, out: &mut String, s: &str) {
+        match self {
+            Style::Text => {
+                let _ = writeln!(out, "\n{s}\n{}", "-".repeat(s.chars().count()));
+            }
+            Style::Markdown => {
+                let _ = writeln!(out, "\n## {}\n", md(s));
+            }
+        }
+    }
+    /// Escapes text taken from the traced host (comm, uuid, names can hold anything).
+    fn t(&self, s: &str) -> String {
+        match self {
+            Style::Text => s.chars().map(|c| if c.is_control() { '?' } else { c }).collect(),
+            Style::Markdown => md(s),
+        }
+    }
+}
+
+/// Markdown-escapes text (and neutralizes HTML) so a hostile name cannot inject markup.
+pub fn md(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '!' | '|' | '~' | '>' => {
+                o.push('\\');
+                o.push(c);
+            }
+            '<' => o.push_str("&lt;"),
+            '&' => o.push_str("&amp;"),
+            c if c.is_control() => o.push(' '),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Boot-clock time, plus wall-clock UTC when the offset is known.
+fn when(ts: u64, boot_to_wall: i64) -> String {
+    let boot = format!("{}.{:06}s", ts / 1_000_000_000, (ts % 1_000_000_000) / 1000);
+    if boot_to_wall == 0 {
+        return boot;
+    }
+    let wall = ts as i128 + boot_to_wall as i128;
+    format!("{} (boot +{boot})", utc(wall))
+}
+
+/// Unix nanoseconds → `2026-11-24T08:00:00.123456Z`.
+pub fn utc(unix_ns: i128) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let micros = (unix_ns.rem_euclid(1_000_000_000) / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+fn event_line(st: &Style, e: &Event, off: i64) -> String {
+    let line = format!(
+        "#{:<6} {}  pid {} {}  {}",
+        e.seq,
+        when(e.ts_ns, off),
+        e.task.tid,
+        e.task.comm,
+        e.describe()
+    );
+    st.t(&line)
+}
+
+fn render(r: &Report, st: &Style) -> String {
+    let mut out = String::new();
+    let n_find: usize = r.files.iter().map(|f| f.findings.len()).sum();
+    st.h1(&mut out, "aptrace report");
+    let _ = writeln!(
+        out,
+        "{} finding(s) in {} source(s); complete: {}{}",
+        n_find,
+        r.files.len(),
+        if r.complete() { "yes" } else { "NO" },
+        if r.complete() { "" } else { " (events were lost or the recording is damaged: see below)" }
+    );
+    for f in &r.files {
+        render_file(&mut out, f, st);
+    }
+    out
+}
+
+fn li(st: &Style) -> &'static str {
+    match st {
+        Style::Text => "  ",
+        Style::Markdown => "- ",
+    }
+}
+
+fn render_file(out: &mut String, f: &FileReport, st: &Style) {
+    let s = &f.source;
+    let off = s.boot_to_wall_ns;
+    let b = li(st);
+    st.h2(out, &format!("Source {}", s.path));
+    let _ = writeln!(
+        out,
+        "{b}host {} ({}, kernel {}), module {}, format {}{}",
+        st.t(if s.hostname.is_empty() { "?" } else { &s.hostname }),
+        st.t(if s.arch.is_empty() { "?" } else { &s.arch }),
+        st.t(if s.kernel_release.is_empty() { "?" } else { &s.kernel_release }),
+        st.t(if s.module.is_empty() { "?" } else { &s.module }),
+        s.format_version,
+        if s.writer.is_empty() { String::new() } else { format!(", written by {}", st.t(&s.writer)) }
+    );
+    for p in s.probes.iter().filter(|p| p.state != crate::recording::ProbeState::Attached) {
+        let _ = writeln!(out, "{b}probe {} {}: {}", st.t(&p.name), p.state.name(), st.t(&p.detail));
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "{b}WARNING: {}", st.t(w));
+    }
+
+    st.h2(out, "Summary");
+    let sm = &f.summary;
+    let span = sm.span_ns.map(human_ns).unwrap_or_else(|| "-".into());
+    let from = sm.first_ts_ns.map(|t| when(t, off)).unwrap_or_else(|| "-".into());
+    let _ = writeln!(out, "{b}events: {} over {span}, from {from}", sm.events);
+    let _ = writeln!(out, "{b}mdevs seen: {}", sm.mdevs_seen);
+    let _ = writeln!(out, "{b}lost events: {}", sm.lost_events);
+    let _ = writeln!(out, "{b}complete: {}", if f.complete { "yes" } else { "no" });
+    let kinds = if sm.findings_by_kind.is_empty() {
+        "none".to_string()
+    } else {
+        sm.findings_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+    };
+    let _ = writeln!(out, "{b}findings: {} error(s), {} warning(s): {kinds}", sm.errors, sm.warnings);
+    if sm.outstanding.is_empty() {
+        let _ = writeln!(out, "{b}outstanding allocations at the end: none");
+    } else {
+        let _ = writeln!(
+            out,
+            "{b}outstanding allocations at the end: {} (not leaks: their mdev may still be alive)",
+            sm.outstanding.len()
+        );
+        for o in &sm.outstanding {
+            let mdev = o.mdev.as_ref().map(|m| format!(" for mdev {:#x}", m.ptr)).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{b}  {:#x} from {} at {}{mdev} (event #{})",
+                o.ptr,
+                st.t(&o.function),
+                when(o.ts_ns, off),
+                o.seq
+            );
+        }
+    }
+    for u in &sm.unfinished_calls {
+        let _ = writeln!(
+            out,
+            "{b}still inside {} at the end: pid {} {} since {} (event #{})",
+            st.t(&u.function),
+            u.task.tid,
+            st.t(&u.task.comm),
+            when(u.ts_ns, off),
+            u.seq
+        );
+    }
+
+    st.h2(out, "Findings");
+    if f.findings.is_empty() {
+        let _ = writeln!(out, "{b}none");
+    }
+    // Grouped by mdev, in the order the mdev first had a finding.
+    let mut groups: Vec<(Option<u64>, Vec<&Finding>)> = Vec::new();
+    for fi in &f.findings {
+        let key = fi.mdev.as_ref().map(|m| m.ptr);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(fi),
+            None => groups.push((key, vec![fi])),
+        }
+    }
+    for (key, list) in groups {
+        let title = match (key, list[0].mdev.as_ref()) {
+            (Some(p), Some(m)) => {
+                let uuid = m.uuid.as_deref().map(|u| format!("{u} ")).unwrap_or_default();
+                let guest = list
+                    .iter()
+                    .find_map(|x| x.guest.as_ref())
+                    .map(|g| match &g.guest {
+                        Some(n) => format!(", guest {n} (pid {})", g.pid),
+                        None => format!(", opened by pid {} ({})", g.pid, g.comm),
+                    })
+                    .unwrap_or_default();
+                format!("mdev {uuid}({p:#x}){guest}")
+            }
+            _ => "not about one mdev".to_string(),
+        };
+        match st {
+            Style::Text => {
+                let _ = writeln!(out, "\n{}", st.t(&title));
+            }
+            Style::Markdown => {
+                let _ = writeln!(out, "\n### {}\n", st.t(&title));
+            }
+        }
+        for fi in list {
+            let unc = if fi.uncertain { " (uncertain: events were lost meanwhile)" } else { "" };
+            let task = fi
+                .task
+                .as_ref()
+                .map(|t| format!("pid {} {}", t.tid, t.comm))
+                .unwrap_or_default();
+            match st {
+                Style::Text => {
+                    let _ = writeln!(
+                        out,
+                        "  [{}] {} in {} at {}{unc}",
+                        fi.severity.name(),
+                        fi.kind,
+                        st.t(fi.function.as_deref().unwrap_or("?")),
+                        when(fi.ts_ns, off)
+                    );
+                    let _ = writeln!(out, "    {}", st.t(&fi.message));
+                    let _ = writeln!(out, "    task: {}", st.t(&task));
+                    let _ = writeln!(out, "    evidence:");
+                    for e in &fi.evidence {
+                        let _ = writeln!(out, "      {}", event_line(st, e, off));
+                    }
+                    if !fi.stack.is_empty() {
+                        let _ = writeln!(out, "    stack:");
+                        for fr in &fi.stack {
+                            let _ = writeln!(out, "      {}", st.t(fr));
+                        }
+                    }
+                }
+                Style::Markdown => {
+                    let _ = writeln!(
+                        out,
+                        "- **{}** `{}` in `{}` at {}{unc}  \n  {}  \n  task: {}",
+                        fi.severity.name(),
+                        fi.kind,
+                        fi.function.as_deref().unwrap_or("?").replace('`', "'"),
+                        when(fi.ts_ns, off),
+                        st.t(&fi.message),
+                        st.t(&task)
+                    );
+                    let _ = writeln!(out, "\n  ```");
+                    for e in &fi.evidence {
+                        let _ = writeln!(out, "  {}", event_line(&Style::Text, e, off).replace("```", "'''"));
+                    }
+                    for fr in &fi.stack {
+                        let _ = writeln!(out, "    {}", Style::Text.t(fr).replace("```", "'''"));
+                    }
+                    let _ = writeln!(out, "  ```");
+                }
+            }
+        }
+    }
+
+    st.h2(out, "Functions");
+    match st {
+        Style::Text => {
+            let _ = writeln!(out, "  {:<40} {:>8} {:>7} {:>9} {:>9} {:>9}", "function", "calls", "failed", "p50", "p99", "max");
+        }
+        Style::Markdown => {
+            let _ = writeln!(out, "| function | calls | failed | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|");
+        }
+    }
+    let d = |v: Option<u64>| v.map(human_ns).unwrap_or_else(|| "-".into());
+    for r in &f.functions {
+        match st {
+            Style::Text => {
+                let _ = writeln!(
+                    out,
+                    "  {:<40} {:>8} {:>7} {:>9} {:>9} {:>9}",
+                    r.function,
+                    r.calls,
+                    r.failures,
+                    d(r.p50_ns),
+                    d(r.p99_ns),
+                    d(r.max_ns)
+                );
+            }
+            Style::Markdown => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    md(&r.function),
+                    r.calls,
+                    r.failures,
+                    d(r.p50_ns),
+                    d(r.p99_ns),
+                    d(r.max_ns)
+                );
+            }
+        }
+    }
+
+    st.h2(out, "Migration timelines");
+    let mut any = false;
+    for m in &f.mdevs {
+        let steps: Vec<_> = m.timeline.iter().filter(|t| t.what.contains('→') || t.what.contains("refused")).collect();
+        if steps.is_empty() {
+            continue;
+        }
+        any = true;
+        let name = m.id.uuid.as_deref().map(|u| format!("{u} ")).unwrap_or_default();
+        let _ = writeln!(out, "{b}mdev {}({:#x}) life {}:", st.t(&name), m.id.ptr, m.id.incarnation);
+        for t in steps {
+            let _ = writeln!(out, "{b}  {}  {} (event #{})", when(t.ts_ns, off), st.t(&t.what), t.seq);
+        }
+    }
+    if !any {
+        let _ = writeln!(out, "{b}no migration requests seen");
+    }
+}
+
+/// Which kinds are errors and which warnings, for documentation and tests.
+pub fn severity_table() -> Vec<(Kind, Severity)> {
+    Kind::ALL.iter().map(|&k| (k, k.severity())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(utc(1_795_824_000_000_000_000), "2026-11-28T00:00:00.000000Z");
+        assert_eq!(utc(951_782_400_123_456_000), "2000-02-29T00:00:00.123456Z");
+    }
+
+    #[test]
+    fn markdown_escapes_hostile_names() {
+        assert_eq!(md("<script>*x*"), "&lt;script\\>\\*x\\*");
+        assert_eq!(md("a|b\n"), "a\\|b ");
+    }
+}
