@@ -7,10 +7,12 @@ pub mod audit;
 pub mod commands;
 pub mod input;
 pub mod jsonl;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod profile;
 pub mod recording;
+pub mod replay;
 pub mod report;
 pub mod synth;
 
