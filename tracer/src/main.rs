@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tracer::commands::{self, ReportFormat};
 
 #[derive(Parser)]
-#[command(name = "aptrace", version, about = "eBPF tracer and leak auditor for the s390 vfio_ap driver")]
+#[command(
+    name = "aptrace",
+    version,
+    about = "eBPF tracer and leak auditor for the s390 vfio_ap driver"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,17 +73,26 @@ fn main() -> ExitCode {
             output,
             profile,
             force,
-        } => commands::report(&files, format, output.as_deref(), profile.as_deref(), force)
-            .map(|found| if found { ExitCode::from(1) } else { ExitCode::SUCCESS }),
+        } => commands::report(&files, format, output.as_deref(), profile.as_deref(), force).map(
+            |found| {
+                if found {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            },
+        ),
         Command::Export {
             file,
             format: ExportFormat::Jsonl,
             output,
             force,
         } => commands::export_jsonl(&file, output.as_deref(), force).map(|_| ExitCode::SUCCESS),
-        Command::Import { file, output, force } => {
-            commands::import(&file, &output, force).map(|_| ExitCode::SUCCESS)
-        }
+        Command::Import {
+            file,
+            output,
+            force,
+        } => commands::import(&file, &output, force).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
