@@ -595,7 +595,7 @@ fn real_prometheus_fills_every_panel_and_fires_the_leak_alert_only_for_the_leak_
         let e = substitute(expr, &dash);
         let r = query(prom_addr, &e);
         // A recording without a probe list (synthetic, JSON lines) has no per-probe status.
-        if r.is_empty() && !(e.contains("aptrace_probe_attached") && !has_probe_list) {
+        if r.is_empty() && (has_probe_list || !e.contains("aptrace_probe_attached")) {
             empty.push(format!("{title}: {e}"));
         }
     }

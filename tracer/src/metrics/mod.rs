@@ -59,11 +59,17 @@ const LATENCY_BOUNDS: [f64; 22] = [
 ];
 
 /// An exported latency histogram: per-bucket (not cumulative) counts, the last is +Inf.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct LatencyHist {
     buckets: Vec<u64>,
     count: u64,
     sum_ns: u128,
+}
+
+impl Default for LatencyHist {
+    fn default() -> LatencyHist {
+        LatencyHist::new()
+    }
 }
 
 impl LatencyHist {
@@ -134,10 +140,7 @@ impl Pass {
             *self.transitions.entry(*k).or_default() += v;
         }
         for (k, v) in &o.latency {
-            self.latency
-                .entry(k.clone())
-                .or_insert_with(LatencyHist::new)
-                .add(v);
+            self.latency.entry(k.clone()).or_default().add(v);
         }
         for (k, v) in &o.calls {
             self.calls.entry(k.clone()).or_default().add(v);
@@ -326,7 +329,7 @@ impl Metrics {
             let label = s.function_label(name);
             pass.latency
                 .entry(label.clone())
-                .or_insert_with(LatencyHist::new)
+                .or_default()
                 .add(&LatencyHist::from_auditor(&st.latency));
             pass.calls.entry(label).or_default().add(&Calls {
                 entries: st.entries,
@@ -339,9 +342,7 @@ impl Metrics {
             pass.transitions.entry(k).or_insert(0);
         }
         for f in s.functions.clone() {
-            pass.latency
-                .entry(f.clone())
-                .or_insert_with(LatencyHist::new);
+            pass.latency.entry(f.clone()).or_default();
             pass.calls.entry(f).or_default();
         }
         s.current = pass;
