@@ -378,9 +378,15 @@ impl Metrics {
     /// Counts one event (what [`MetricsSink`] does).
     pub fn count_event(&self, ev: &Event) {
         let (probe, ty) = event_labels(ev);
+        let key = (probe.to_string(), ty);
         let mut s = self.lock();
-        let probe = s.probe_label(probe);
-        *s.events.entry((probe, ty)).or_default() += 1;
+        if let Some(n) = s.events.get_mut(&key) {
+            *n += 1;
+        } else {
+            // A new series: bounded (see probe_label).
+            let probe = s.probe_label(probe);
+            *s.events.entry((probe, ty)).or_default() += 1;
+        }
         s.last_event_ts_ns = Some(ev.ts_ns);
     }
 
