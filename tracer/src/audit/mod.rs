@@ -978,7 +978,9 @@ impl Auditor {
         let req_name = requested
             .map(|s| s.to_string())
             .unwrap_or_else(|raw| format!("invalid state {raw}"));
-        let fault = if !requested.is_ok_and(|s| s.supported(flags)) {
+        let fault = if frame.step_fault {
+            None // already reported at the step that broke the machine
+        } else if !requested.is_ok_and(|s| s.supported(flags)) {
             (!failed).then(|| {
                 format!(
                     "{func} accepted a request for {req_name} on {label}, a state outside the device's migration flags ({flags:#x}); it must fail"
@@ -994,9 +996,7 @@ impl Auditor {
             let to = requested.expect("checked supported");
             let wants_file = before != Some(to) && to.opens_data_file();
             let has_file = ret != 0;
-            if frame.step_fault {
-                None // already reported at the step
-            } else if wants_file && !has_file {
+            if wants_file && !has_file {
                 Some(format!(
                     "{func} moved {label} into {to} but returned no migration data file"
                 ))

@@ -699,3 +699,22 @@ fn a_second_allocator_free_of_the_same_pointer_is_a_double_free() {
     let a = s.audit();
     only(&a, Kind::DoubleFree);
 }
+
+#[test]
+fn an_accepted_bad_request_taken_in_one_bad_step_is_one_finding() {
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    s.enter(
+        QEMU,
+        "vfio_ap_set_state",
+        &[MDEV, 6],
+        LockObs::NotChecked,
+        None,
+    )
+    .call(QEMU, "vfio_ap_transition_to_state", &[MDEV, 6], 0)
+    .exit(QEMU, "vfio_ap_set_state", MDEV, 0, None);
+    let a = s.audit();
+    assert!(only(&a, Kind::InvalidMigrationArc)
+        .message
+        .contains("RUNNING → PRE_COPY"));
+}
