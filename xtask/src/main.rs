@@ -75,9 +75,23 @@ const TEST_PACKAGES: &[&str] = &["tmux"];
 
 fn test() -> Result<()> {
     provision::ensure_apt(TEST_PACKAGES)?;
+    // A real Prometheus for the dashboard and alert tests (its service is kept stopped).
+    provision::run(
+        std::process::Command::new("sh")
+            .current_dir(root())
+            .arg("ci/prometheus-setup.sh"),
+    )?;
+    // The ignored tests are the ones that need those installed tools: run them too.
     provision::run(
         std::process::Command::new(env!("CARGO"))
             .current_dir(root())
-            .args(["test", "--workspace", "--exclude", "tracer-ebpf"]),
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "tracer-ebpf",
+                "--",
+                "--include-ignored",
+            ]),
     )
 }
