@@ -45,7 +45,9 @@ fn within_limits(e: &Event) -> Event {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(j) = read_jsonl(data, "fuzz.jsonl") else { return };
+    let Ok(j) = read_jsonl(data, "fuzz.jsonl") else {
+        return;
+    };
     let header = j.header.clone().unwrap_or_default();
 
     let mut text = Vec::new();

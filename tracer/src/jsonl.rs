@@ -100,8 +100,7 @@ pub fn read_jsonl(mut input: impl BufRead, origin: &str) -> Result<JsonLines, Js
                 "line is longer than the limit of {MAX_LINE} bytes"
             )));
         }
-        let line =
-            std::str::from_utf8(body).map_err(|e| err(format!("not UTF-8 text: {e}")))?;
+        let line = std::str::from_utf8(body).map_err(|e| err(format!("not UTF-8 text: {e}")))?;
         let t = line.trim();
         if t.is_empty() || t.starts_with('#') {
             continue;

@@ -135,7 +135,14 @@ fn a_cut_anywhere_recovers_every_whole_chunk_and_says_exactly_what_was_skipped()
     let (data, l, _, dir) = sample();
     let mut cuts: Vec<usize> = vec![8, 9, 12, 15, 16, 17, 40, l.header_end - 1, l.header_end];
     for &(off, size, _) in &l.chunks {
-        cuts.extend([off + 1, off + 7, off + 8, off + 15, off + 16, off + size / 2]);
+        cuts.extend([
+            off + 1,
+            off + 7,
+            off + 8,
+            off + 15,
+            off + 16,
+            off + size / 2,
+        ]);
         cuts.extend([off + size - 4, off + size - 1, off + size]);
     }
     cuts.extend((1..24).map(|i| 8 + i * (data.len() - 8) / 24));
@@ -155,7 +162,10 @@ fn a_cut_anywhere_recovers_every_whole_chunk_and_says_exactly_what_was_skipped()
             assert_eq!(f["complete"], false, "cut {cut}");
             assert_eq!(skipped(&run), (cut - 8) as u64, "cut {cut}");
             assert!(
-                run.stderr.contains(&format!("{} bytes skipped; 0 whole chunk(s) recovered", cut - 8)),
+                run.stderr.contains(&format!(
+                    "{} bytes skipped; 0 whole chunk(s) recovered",
+                    cut - 8
+                )),
                 "cut {cut}: {}",
                 run.stderr
             );
@@ -172,7 +182,11 @@ fn a_cut_anywhere_recovers_every_whole_chunk_and_says_exactly_what_was_skipped()
                  {lost} bytes at offset {kept_to} (",
                 whole.len()
             );
-            assert!(run.stderr.contains(&wording), "cut {cut}: want {wording:?} in {}", run.stderr);
+            assert!(
+                run.stderr.contains(&wording),
+                "cut {cut}: want {wording:?} in {}",
+                run.stderr
+            );
             let w = source(&run)["warnings"].as_array().unwrap();
             assert!(
                 w.iter().any(|w| w.as_str().unwrap().contains(&wording)),
@@ -210,7 +224,11 @@ fn a_flipped_byte_in_any_part_of_a_chunk_loses_exactly_that_chunk() {
             bad[at] ^= [0x01, 0x40, 0x80, 0xff][i % 4];
             let run = report_json(dir.path(), &format!("flip-{at}.aptr"), &bad);
             let f = file0(&run);
-            assert!(run.code == 0 || run.code == 1, "flip at {at}: {}", run.stderr);
+            assert!(
+                run.code == 0 || run.code == 1,
+                "flip at {at}: {}",
+                run.stderr
+            );
             assert_eq!(f["complete"], false, "flip at {at}");
             let damage = source(&run)["damage"].as_array().unwrap();
             assert_eq!(damage.len(), 1, "flip at {at}: {damage:?}");
@@ -221,7 +239,11 @@ fn a_flipped_byte_in_any_part_of_a_chunk_loses_exactly_that_chunk() {
                  {size} bytes at offset {off} (",
                 n - 1
             );
-            assert!(run.stderr.contains(&wording), "flip at {at}: want {wording:?} in {}", run.stderr);
+            assert!(
+                run.stderr.contains(&wording),
+                "flip at {at}: want {wording:?} in {}",
+                run.stderr
+            );
             // The chunk's events are gone, the others are all there; a gap in the middle is
             // marked by one `lost` event so findings across it are uncertain.
             let gap = u64::from(k > 0 && k + 1 < n);
@@ -243,7 +265,11 @@ fn a_damaged_header_loses_the_header_and_nothing_else() {
         assert_eq!(run.code, 1, "header flip at {at}: {}", run.stderr);
         assert_eq!(f["complete"], false, "header flip at {at}");
         assert_eq!(&f["summary"]["events"], total, "header flip at {at}");
-        assert_eq!(skipped(&run), (l.header_end - 8) as u64, "header flip at {at}");
+        assert_eq!(
+            skipped(&run),
+            (l.header_end - 8) as u64,
+            "header flip at {at}"
+        );
         assert!(
             run.stderr.contains("the header is damaged (bad CRC or length); its host, kernel and symbols are unknown"),
             "header flip at {at}: {}",
@@ -258,7 +284,11 @@ fn a_damaged_header_loses_the_header_and_nothing_else() {
         bad[at] ^= 0x02;
         let run = report_json(dir.path(), &format!("magic-{at}.aptr"), &bad);
         assert_eq!(run.code, 2, "magic flip at {at}");
-        assert!(run.stderr.contains(&format!("magic-{at}.aptr")), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("magic-{at}.aptr")),
+            "{}",
+            run.stderr
+        );
     }
 }
 
@@ -310,7 +340,14 @@ fn a_newer_minor_version_is_read_as_far_as_known_with_a_warning() {
     assert_eq!(source(&run)["format_version"], "1.9");
     // Known fields and every event are read: the same report as the original's.
     let o = file0(&whole);
-    for key in ["arch", "kernel_release", "hostname", "module", "writer", "probes"] {
+    for key in [
+        "arch",
+        "kernel_release",
+        "hostname",
+        "module",
+        "writer",
+        "probes",
+    ] {
         assert_eq!(source(&run)[key], source(&whole)[key], "{key}");
     }
     let strip = |v: &Value| {

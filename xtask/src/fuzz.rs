@@ -256,7 +256,10 @@ pub fn run(args: FuzzArgs) -> Result<()> {
     } else {
         for t in &args.targets {
             if !TARGETS.contains(&t.as_str()) {
-                bail!("unknown fuzz target {t}; the targets are {}", TARGETS.join(", "));
+                bail!(
+                    "unknown fuzz target {t}; the targets are {}",
+                    TARGETS.join(", ")
+                );
             }
         }
         args.targets.clone()
@@ -317,8 +320,14 @@ pub fn run(args: FuzzArgs) -> Result<()> {
             .arg("-print_final_stats=1")
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
-        eprintln!("xtask: fuzzing {t} for {} s (log: {})", args.seconds, log.display());
-        let status = cmd.status().with_context(|| format!("running cargo fuzz run {t}"))?;
+        eprintln!(
+            "xtask: fuzzing {t} for {} s (log: {})",
+            args.seconds,
+            log.display()
+        );
+        let status = cmd
+            .status()
+            .with_context(|| format!("running cargo fuzz run {t}"))?;
         let stats: Vec<String> = std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()

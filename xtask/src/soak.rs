@@ -114,11 +114,12 @@ pub fn run(args: SoakArgs) -> Result<()> {
         return worker(&args);
     }
     let root = root();
-    provision::run(
-        Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["build", "--release", "--package", "xtask"]),
-    )?;
+    provision::run(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--release",
+        "--package",
+        "xtask",
+    ]))?;
     let csv_path = root.join(&args.csv);
     if let Some(d) = csv_path.parent() {
         std::fs::create_dir_all(d)?;

@@ -272,7 +272,15 @@ fn resynchronizing_over_many_lying_markers_is_linear() {
 fn range_crcs_equal_direct_crcs() {
     let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 + i / 13) as u8).collect();
     let r = RangeCrc::new(&data);
-    for (a, b) in [(0, 0), (0, 5000), (1, 1024), (1023, 1025), (1024, 2048), (17, 4999), (4096, 5000)] {
+    for (a, b) in [
+        (0, 0),
+        (0, 5000),
+        (1, 1024),
+        (1023, 1025),
+        (1024, 2048),
+        (17, 4999),
+        (4096, 5000),
+    ] {
         assert_eq!(r.crc(&data, a, b), crc32fast::hash(&data[a..b]), "{a}..{b}");
     }
 }
