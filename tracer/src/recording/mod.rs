@@ -245,31 +245,68 @@ pub struct Writer<W: Write> {
 }
 
 /// Creates the output file: mode 0600, never through a symlink, and not over an existing
-/// file unless `force`.
+/// file unless `force`. With `force`, an existing file is reused only if it is a regular
+/// file with no other hard link; it is made 0600 before it is emptied (so a report never
+/// lands in a file others can read), and a FIFO or device is refused instead of blocking.
 pub fn create_private(path: &Path, force: bool) -> io::Result<File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true);
     if force {
-        opts.create(true).truncate(true);
+        // Not truncated yet: first check what it is.
+        opts.create(true);
+        #[cfg(not(unix))]
+        opts.truncate(true);
     } else {
         opts.create_new(true);
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600).custom_flags(libc_nofollow());
+        opts.mode(0o600)
+            .custom_flags(libc_nofollow() | libc_nonblock());
     }
-    opts.open(path).map_err(|e| {
-        let hint = match e.kind() {
-            io::ErrorKind::AlreadyExists => " (it exists: pass --force to overwrite it)",
-            _ if e.raw_os_error() == Some(40) => " (it is a symbolic link: refusing to follow it)",
-            _ => "",
-        };
+    let named = |e: io::Error, hint: &str| {
         io::Error::new(
             e.kind(),
             format!("cannot create {}: {e}{hint}", path.display()),
         )
-    })
+    };
+    let f = opts.open(path).map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::AlreadyExists => " (it exists: pass --force to overwrite it)",
+            _ if e.raw_os_error() == Some(40) || e.raw_os_error() == Some(62) => {
+                " (it is a symbolic link: refusing to follow it)"
+            }
+            _ if e.raw_os_error() == Some(6) => " (it is a FIFO with no reader)",
+            _ => "",
+        };
+        named(e, hint)
+    })?;
+    #[cfg(unix)]
+    if force {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let m = f.metadata().map_err(|e| named(e, ""))?;
+        let refuse = |why: &str| {
+            Err(io::Error::other(format!(
+                "cannot create {}: {why}",
+                path.display()
+            )))
+        };
+        if !m.file_type().is_file() {
+            return refuse("it exists and is not a regular file; refusing to write to it");
+        }
+        if m.nlink() > 1 {
+            return refuse(
+                "it has other hard links; refusing to overwrite a file shared with other names",
+            );
+        }
+        if m.mode() & 0o7777 != 0o600 {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| named(e, ""))?;
+        }
+        f.set_len(0).map_err(|e| named(e, ""))?;
+    }
+    Ok(f)
 }
 
 #[cfg(unix)]
@@ -279,6 +316,17 @@ fn libc_nofollow() -> i32 {
         0o400000
     } else {
         0x100
+    }
+}
+
+#[cfg(unix)]
+fn libc_nonblock() -> i32 {
+    // O_NONBLOCK (04000 on Linux, 4 on macOS and the BSDs): opening a FIFO fails instead of
+    // waiting for a reader; no effect on regular files.
+    if cfg!(target_os = "linux") {
+        0o4000
+    } else {
+        0x4
     }
 }
 
