@@ -1,7 +1,7 @@
 //! The event model as JSON lines: an optional first line with the recording's header
 //! (`{"type":"header",...}`), then one event per line. docs/recording-format.md documents it.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -68,26 +68,39 @@ const MAX_LINE: usize = 1 << 20;
 
 /// Reads JSON lines. Blank lines and lines starting with `#` are skipped. Events without a
 /// `seq` are numbered in file order.
-pub fn read_jsonl(input: impl BufRead, origin: &str) -> Result<JsonLines, JsonlError> {
+pub fn read_jsonl(mut input: impl BufRead, origin: &str) -> Result<JsonLines, JsonlError> {
     let mut out = JsonLines::default();
     let mut next_seq = 1u64;
-    for (i, line) in input.lines().enumerate() {
-        let n = i + 1;
-        let line = line.map_err(|source| JsonlError::Io {
-            origin: origin.to_string(),
-            source,
-        })?;
+    let mut raw = Vec::new();
+    let mut n = 0usize;
+    loop {
+        // Read at most one byte past the limit (plus CR LF): a file without newlines is
+        // refused at MAX_LINE instead of being read whole into one line.
+        raw.clear();
+        let got = (&mut input)
+            .take(MAX_LINE as u64 + 2)
+            .read_until(b'\n', &mut raw)
+            .map_err(|source| JsonlError::Io {
+                origin: origin.to_string(),
+                source,
+            })?;
+        if got == 0 {
+            break;
+        }
+        n += 1;
         let err = |message: String| JsonlError::Line {
             origin: origin.to_string(),
             line: n,
             message,
         };
-        if line.len() > MAX_LINE {
+        let body = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        if body.len() > MAX_LINE {
             return Err(err(format!(
-                "line is {} bytes long; the limit is {MAX_LINE}",
-                line.len()
+                "line is longer than the limit of {MAX_LINE} bytes"
             )));
         }
+        let line = std::str::from_utf8(body).map_err(|e| err(format!("not UTF-8 text: {e}")))?;
         let t = line.trim();
         if t.is_empty() || t.starts_with('#') {
             continue;
@@ -122,7 +135,8 @@ pub fn read_jsonl(input: impl BufRead, origin: &str) -> Result<JsonLines, JsonlE
         }
         let ev: Event =
             serde_json::from_value(value).map_err(|e| err(format!("not an event: {e}")))?;
-        next_seq = ev.seq + 1;
+        // saturating: a seq of u64::MAX must not overflow (duplicates are refused on import)
+        next_seq = ev.seq.saturating_add(1);
         out.events.push(ev);
     }
     Ok(out)
@@ -181,6 +195,31 @@ mod tests {
         assert_eq!(j.events[0].seq, 1);
         assert_eq!(j.events[1].seq, 2);
         assert_eq!(j.events[1].task.tid, 7);
+    }
+
+    #[test]
+    fn a_huge_line_is_refused_without_reading_it_whole() {
+        struct Endless(u64);
+        impl std::io::Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.0 += buf.len() as u64;
+                assert!(self.0 < 8 * MAX_LINE as u64, "read far past the line limit");
+                buf.fill(b' ');
+                Ok(buf.len())
+            }
+        }
+        let e = read_jsonl(std::io::BufReader::new(Endless(0)), "big.jsonl")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("big.jsonl:1: line is longer than"), "{e}");
+    }
+
+    #[test]
+    fn crlf_lines_and_the_largest_seq_are_read() {
+        let text = "{\"type\":\"lost\",\"seq\":18446744073709551615,\"ts_ns\":\"1\",\"pid\":0,\"count\":1,\"source\":\"ring-buffer\"}\r\n{\"type\":\"lost\",\"ts_ns\":\"2\",\"pid\":0,\"count\":1,\"source\":\"ring-buffer\"}\r\n";
+        let j = read_jsonl(text.as_bytes(), "crlf.jsonl").unwrap();
+        assert_eq!(j.events.len(), 2);
+        assert_eq!(j.events[1].seq, u64::MAX);
     }
 
     #[test]

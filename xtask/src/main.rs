@@ -1,7 +1,9 @@
 //! Project tasks: `cargo xtask <task>`.
 
+mod fuzz;
 mod provision;
 mod samples;
+mod soak;
 mod testbed;
 
 use std::path::PathBuf;
@@ -27,6 +29,10 @@ enum Task {
     CrossEndianFixture,
     /// Install what the tests need, then run every test of the workspace.
     Test,
+    /// Run every cargo-fuzz target for N seconds (installs cargo-fuzz and the nightly).
+    Fuzz(fuzz::FuzzArgs),
+    /// Replay a recording at full speed in a loop and sample memory (not part of CI).
+    Soak(soak::SoakArgs),
     /// Boot Debian kernels in QEMU with the vfio_ap model module and run the scenarios
     /// (`cargo xtask testbed --help`).
     Testbed {
@@ -66,6 +72,8 @@ fn main() -> Result<()> {
         }
         Task::CrossEndianFixture => samples::cross_endian_fixture(&root()),
         Task::Test => test(),
+        Task::Fuzz(args) => fuzz::run(args),
+        Task::Soak(args) => soak::run(args),
         Task::Testbed { args } => testbed::run(testbed::TestbedArgs::parse(args)?),
     }
 }

@@ -8,6 +8,8 @@ use bytes::{Buf, BufMut, BytesMut};
 
 use crate::model::{Allocator, Body, Event, LockObs, LossSource, Task};
 
+/// Fewest bytes an encoded event takes: tag, seq, ts, cpu, pid, tid, comm, one body byte.
+pub const MIN_EVENT_BYTES: usize = 8;
 /// Longest string a chunk may define (comm, function, uuid, stack frame).
 const MAX_STRING: usize = 4096;
 /// Most arguments / stack frames one event may carry.

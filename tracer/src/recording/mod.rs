@@ -245,31 +245,68 @@ pub struct Writer<W: Write> {
 }
 
 /// Creates the output file: mode 0600, never through a symlink, and not over an existing
-/// file unless `force`.
+/// file unless `force`. With `force`, an existing file is reused only if it is a regular
+/// file with no other hard link; it is made 0600 before it is emptied (so a report never
+/// lands in a file others can read), and a FIFO or device is refused instead of blocking.
 pub fn create_private(path: &Path, force: bool) -> io::Result<File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true);
     if force {
-        opts.create(true).truncate(true);
+        // Not truncated yet: first check what it is.
+        opts.create(true);
+        #[cfg(not(unix))]
+        opts.truncate(true);
     } else {
         opts.create_new(true);
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600).custom_flags(libc_nofollow());
+        opts.mode(0o600)
+            .custom_flags(libc_nofollow() | libc_nonblock());
     }
-    opts.open(path).map_err(|e| {
-        let hint = match e.kind() {
-            io::ErrorKind::AlreadyExists => " (it exists: pass --force to overwrite it)",
-            _ if e.raw_os_error() == Some(40) => " (it is a symbolic link: refusing to follow it)",
-            _ => "",
-        };
+    let named = |e: io::Error, hint: &str| {
         io::Error::new(
             e.kind(),
             format!("cannot create {}: {e}{hint}", path.display()),
         )
-    })
+    };
+    let f = opts.open(path).map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::AlreadyExists => " (it exists: pass --force to overwrite it)",
+            _ if e.raw_os_error() == Some(40) || e.raw_os_error() == Some(62) => {
+                " (it is a symbolic link: refusing to follow it)"
+            }
+            _ if e.raw_os_error() == Some(6) => " (it is a FIFO with no reader)",
+            _ => "",
+        };
+        named(e, hint)
+    })?;
+    #[cfg(unix)]
+    if force {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let m = f.metadata().map_err(|e| named(e, ""))?;
+        let refuse = |why: &str| {
+            Err(io::Error::other(format!(
+                "cannot create {}: {why}",
+                path.display()
+            )))
+        };
+        if !m.file_type().is_file() {
+            return refuse("it exists and is not a regular file; refusing to write to it");
+        }
+        if m.nlink() > 1 {
+            return refuse(
+                "it has other hard links; refusing to overwrite a file shared with other names",
+            );
+        }
+        if m.mode() & 0o7777 != 0o600 {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| named(e, ""))?;
+        }
+        f.set_len(0).map_err(|e| named(e, ""))?;
+    }
+    Ok(f)
 }
 
 #[cfg(unix)]
@@ -279,6 +316,17 @@ fn libc_nofollow() -> i32 {
         0o400000
     } else {
         0x100
+    }
+}
+
+#[cfg(unix)]
+fn libc_nonblock() -> i32 {
+    // O_NONBLOCK (04000 on Linux, 4 on macOS and the BSDs): opening a FIFO fails instead of
+    // waiting for a reader; no effect on regular files.
+    if cfg!(target_os = "linux") {
+        0o4000
+    } else {
+        0x4
     }
 }
 
@@ -416,7 +464,10 @@ impl Chunk {
     pub fn events(&self) -> Result<Vec<Event>, codec::CodecError> {
         let mut dec = ChunkDecoder::new();
         let mut b: &[u8] = &self.payload;
-        let mut out = Vec::with_capacity(self.count.min(1 << 20) as usize);
+        // The count is data: reserve no more than the payload can hold (every event takes
+        // at least MIN_EVENT_BYTES), so a lying count cannot make this allocate.
+        let fits = self.payload.len() / codec::MIN_EVENT_BYTES;
+        let mut out = Vec::with_capacity((self.count as usize).min(fits));
         for _ in 0..self.count {
             out.push(dec.decode(&mut b)?);
         }
@@ -487,12 +538,22 @@ impl Recording {
                 bytes: (data.len() - 8) as u64,
                 reason: "file ends inside the header".into(),
             });
+            // Those bytes are counted: do not scan them again as a second skipped region.
+            pos = data.len();
         }
         let mut chunks = Vec::new();
         let mut skip_start: Option<usize> = None;
         let mut skip_reason = String::new();
+        // Built on the first damage: while resynchronizing, every marker is a candidate
+        // whose (possibly lying) length may cover most of the file, so its CRC is computed
+        // from prefix CRCs instead of over its bytes (else a file of markers is quadratic).
+        let mut ranges: Option<RangeCrc> = None;
         while pos < data.len() {
-            match try_chunk(&data, pos) {
+            let crc_of = |a: usize, b: usize| match &ranges {
+                Some(r) => r.crc(&data, a, b),
+                None => crc32fast::hash(&data[a..b]),
+            };
+            match try_chunk(&data, pos, crc_of) {
                 Ok((chunk, next)) => {
                     if let Some(s) = skip_start.take() {
                         damage.push(Damage {
@@ -505,6 +566,9 @@ impl Recording {
                     pos = next;
                 }
                 Err(reason) => {
+                    if ranges.is_none() {
+                        ranges = Some(RangeCrc::new(&data));
+                    }
                     if skip_start.is_none() {
                         skip_start = Some(pos);
                         skip_reason = reason;
@@ -573,7 +637,51 @@ impl Recording {
     }
 }
 
-fn try_chunk(data: &bytes::Bytes, pos: usize) -> Result<(Chunk, usize), String> {
+/// CRC-32 of any stretch of a file in O(RANGE_BLOCK) time, from the CRCs of its prefixes.
+struct RangeCrc {
+    /// `prefix[i]` is the CRC of the file's first `i * RANGE_BLOCK` bytes.
+    prefix: Vec<u32>,
+}
+
+const RANGE_BLOCK: usize = 1024;
+
+impl RangeCrc {
+    fn new(data: &[u8]) -> RangeCrc {
+        let mut prefix = Vec::with_capacity(data.len() / RANGE_BLOCK + 1);
+        let mut h = crc32fast::Hasher::new();
+        prefix.push(0);
+        for block in data.chunks_exact(RANGE_BLOCK) {
+            h.update(block);
+            prefix.push(h.clone().finalize());
+        }
+        RangeCrc { prefix }
+    }
+
+    /// CRC of `data[..end]`.
+    fn prefix_crc(&self, data: &[u8], end: usize) -> u32 {
+        let i = end / RANGE_BLOCK;
+        let mut h =
+            crc32fast::Hasher::new_with_initial_len(self.prefix[i], (i * RANGE_BLOCK) as u64);
+        h.update(&data[i * RANGE_BLOCK..end]);
+        h.finalize()
+    }
+
+    /// CRC of `data[a..b]`: crc(AB) = shift(crc(A), |B|) ^ crc(B), and shift is what
+    /// combining with the CRC 0 of |B| bytes does.
+    fn crc(&self, data: &[u8], a: usize, b: usize) -> u32 {
+        let crc_a = self.prefix_crc(data, a);
+        let crc_ab = self.prefix_crc(data, b);
+        let mut shifted = crc32fast::Hasher::new_with_initial_len(crc_a, a as u64);
+        shifted.combine(&crc32fast::Hasher::new_with_initial_len(0, (b - a) as u64));
+        crc_ab ^ shifted.finalize()
+    }
+}
+
+fn try_chunk(
+    data: &bytes::Bytes,
+    pos: usize,
+    crc_of: impl Fn(usize, usize) -> u32,
+) -> Result<(Chunk, usize), String> {
     let rest = &data[pos..];
     if rest.len() < 8 || rest[..8] != SYNC {
         return Err("no chunk marker".into());
@@ -593,7 +701,7 @@ fn try_chunk(data: &bytes::Bytes, pos: usize) -> Result<(Chunk, usize), String> 
         return Err("file ends inside a chunk (cut off)".into());
     }
     let crc = u32::from_le_bytes(rest[end..end + 4].try_into().expect("4 bytes"));
-    if crc32fast::hash(&rest[8..end]) != crc {
+    if crc_of(pos + 8, pos + end) != crc {
         return Err("chunk CRC mismatch".into());
     }
     Ok((

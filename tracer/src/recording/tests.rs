@@ -210,3 +210,77 @@ fn a_recording_from_a_big_endian_host_reads_here() {
     assert_eq!(evs, expected.events);
     assert_eq!(r.header.arch, "s390x");
 }
+
+#[test]
+fn a_file_that_ends_inside_the_header_counts_its_bytes_once() {
+    let (data, _) = sample(10);
+    for cut in 8..16 {
+        let r = Recording::parse(bytes::Bytes::copy_from_slice(&data[..cut]), "h.aptr").unwrap();
+        let skipped: u64 = r.damage.iter().map(|d| d.bytes).sum();
+        assert_eq!(skipped, (cut - 8) as u64, "cut {cut}: {:?}", r.damage);
+    }
+}
+
+#[test]
+fn a_lying_event_count_neither_allocates_nor_hangs() {
+    // A chunk with a valid CRC that claims 4 billion events in 20 bytes.
+    let c = Chunk {
+        offset: 0,
+        count: u32::MAX,
+        payload: bytes::Bytes::from_static(&[1u8; 20]),
+    };
+    assert!(c.events().is_err());
+}
+
+/// A crafted file of chunk markers, each claiming a length that reaches far ahead: before
+/// resynchronization used prefix CRCs, every marker cost a CRC over megabytes (quadratic:
+/// hours for a 16 MiB file).
+#[test]
+fn resynchronizing_over_many_lying_markers_is_linear() {
+    let (good, evs) = sample(100);
+    let mut data = good.clone();
+    let fake = 4 << 20;
+    for _ in 0..fake / 20 {
+        data.extend_from_slice(&SYNC);
+        data.extend_from_slice(&(3u32 << 20).to_le_bytes());
+        data.extend_from_slice(&1u32.to_le_bytes());
+        data.extend_from_slice(&[0u8; 4]);
+    }
+    // a good chunk after the junk is still found
+    let tail_start = data.len();
+    let mut w = Writer::new(Vec::new(), &header()).unwrap();
+    for e in &evs[..10] {
+        w.push(e).unwrap();
+    }
+    let tail = w.finish().unwrap();
+    let hdr_len = 16 + u32::from_le_bytes(tail[12..16].try_into().unwrap()) as usize + 4;
+    data.extend_from_slice(&tail[hdr_len..]);
+    let t = std::time::Instant::now();
+    let r = Recording::parse(bytes::Bytes::from(data), "markers.aptr").unwrap();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.chunks.last().unwrap().offset as usize, tail_start);
+    assert_eq!(r.damage.len(), 1);
+    assert_eq!(r.damage[0].offset as usize, good.len());
+    assert_eq!(r.damage[0].bytes as usize, tail_start - good.len());
+}
+
+#[test]
+fn range_crcs_equal_direct_crcs() {
+    let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+    let r = RangeCrc::new(&data);
+    for (a, b) in [
+        (0, 0),
+        (0, 5000),
+        (1, 1024),
+        (1023, 1025),
+        (1024, 2048),
+        (17, 4999),
+        (4096, 5000),
+    ] {
+        assert_eq!(r.crc(&data, a, b), crc32fast::hash(&data[a..b]), "{a}..{b}");
+    }
+}

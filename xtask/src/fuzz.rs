@@ -1,0 +1,364 @@
+//! `cargo xtask fuzz --seconds N`: runs every cargo-fuzz target of `fuzz/` for N seconds,
+//! seeded from the project's recordings, scenarios and encoded ABI records. Installs what is
+//! missing (cargo-fuzz into `.cache/tools`, the pinned nightly). Fails when a target crashes,
+//! hangs past `--timeout` or allocates past `--rss-limit-mb`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tracer::recording::Recording;
+use tracer_common as abi;
+
+use crate::provision;
+use crate::root;
+
+/// The project's pinned nightly: cargo-fuzz needs `-Zsanitizer`.
+pub const NIGHTLY: &str = "nightly-2026-08-05";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+pub const TARGETS: &[&str] = &["recording", "chunk", "abi", "jsonl"];
+
+#[derive(clap::Args)]
+pub struct FuzzArgs {
+    /// How long each target runs.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Run only these targets (default: all).
+    #[arg(long = "target")]
+    pub targets: Vec<String>,
+    /// A target whose memory passes this fails (also the largest single allocation).
+    #[arg(long, default_value_t = 1024)]
+    pub rss_limit_mb: u64,
+    /// An input that takes longer than this many seconds is a hang, and fails.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Build without AddressSanitizer (faster; still catches panics, hangs and memory).
+    #[arg(long)]
+    pub no_sanitizer: bool,
+}
+
+fn tools_bin() -> PathBuf {
+    root().join(".cache/tools/bin")
+}
+
+fn path_with_tools() -> std::ffi::OsString {
+    let mut paths = vec![tools_bin()];
+    if let Some(p) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&p));
+    }
+    std::env::join_paths(paths).expect("PATH entries have no separator")
+}
+
+/// The pinned nightly, installed with rustup when missing. Returns false if it cannot be
+/// had (no network to the toolchain server): the caller falls back to stable with
+/// RUSTC_BOOTSTRAP=1 and no sanitizer.
+fn ensure_nightly() -> bool {
+    let has = |name: &str| {
+        Command::new("rustup")
+            .args(["toolchain", "list"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.starts_with(name))
+            })
+            .unwrap_or(false)
+    };
+    if has(NIGHTLY) {
+        return true;
+    }
+    eprintln!("xtask: installing the Rust toolchain {NIGHTLY} for cargo-fuzz");
+    let ok = Command::new("rustup")
+        .args(["toolchain", "install", NIGHTLY, "--profile", "minimal"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok && has(NIGHTLY)
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    let bin = tools_bin().join("cargo-fuzz");
+    let current = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION))
+        .unwrap_or(false);
+    if current {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} into .cache/tools");
+    provision::run(
+        Command::new(env!("CARGO"))
+            .current_dir(root())
+            .args(["install", "cargo-fuzz", "--locked", "--version"])
+            .arg(CARGO_FUZZ_VERSION)
+            .arg("--root")
+            .arg(root().join(".cache/tools")),
+    )
+}
+
+fn write_seed(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    std::fs::write(dir.join(name), data).with_context(|| format!("writing seed {name}"))
+}
+
+fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Raw bytes of a `repr(C)` ABI record (they have no implicit padding: size asserts in
+/// tracer-common).
+fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: T is one of tracer-common's records: repr(C), Copy, explicit padding fields.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+        .to_vec()
+}
+
+fn record_header(kind: u16, flags: u16, big: bool) -> abi::RecordHeader {
+    let mut comm = [0u8; abi::COMM_LEN];
+    comm[..4].copy_from_slice(b"qemu");
+    let (k, f, cpu, ts, tgid, pid) = (kind, flags, 1u32, 123_456_789u64, 4242u32, 4243u32);
+    if big {
+        abi::RecordHeader {
+            kind: k.to_be(),
+            flags: f.to_be(),
+            cpu: cpu.to_be(),
+            ts_ns: ts.to_be(),
+            tgid: tgid.to_be(),
+            pid: pid.to_be(),
+            comm,
+        }
+    } else {
+        abi::RecordHeader {
+            kind: k.to_le(),
+            flags: f.to_le(),
+            cpu: cpu.to_le(),
+            ts_ns: ts.to_le(),
+            tgid: tgid.to_le(),
+            pid: pid.to_le(),
+            comm,
+        }
+    }
+}
+
+/// Every record kind, in both byte orders, with the optional fields flagged valid.
+fn abi_records() -> Vec<(String, Vec<u8>)> {
+    use abi::flags::*;
+    let mut out = Vec::new();
+    for big in [false, true] {
+        let e = if big { "be" } else { "le" };
+        let o64 = |v: u64| if big { v.to_be() } else { v.to_le() };
+        let o32 = |v: i32| if big { v.to_be() } else { v.to_le() };
+        let entry = abi::FuncEntry {
+            header: record_header(abi::kind::FUNC_ENTRY, FIELD_VALID | STACK_VALID, big),
+            func_ip: o64(0xffff_ffff_c000_1000),
+            args: [o64(0xffff_8880_1234_5600), o64(1), o64(2), o64(3)],
+            field: o64(0xffff_8880_0000_0040),
+            lock_owner: o64(0xffff_8880_dead_0000),
+            lock_state: abi::lock_state::HELD_BY_OTHER,
+            _pad: [0; 3],
+            stack_id: o32(7),
+        };
+        out.push((format!("entry-{e}"), bytes_of(&entry)));
+        let exit = abi::FuncExit {
+            header: record_header(abi::kind::FUNC_EXIT, FIELD_VALID | DURATION_VALID, big),
+            func_ip: o64(0xffff_ffff_c000_1000),
+            ret: o64((-22i64) as u64),
+            arg0: o64(0xffff_8880_1234_5600),
+            duration_ns: o64(12_345),
+            field: o64(0),
+        };
+        out.push((format!("exit-{e}"), bytes_of(&exit)));
+        let alloc = abi::AllocRecord {
+            header: record_header(abi::kind::ALLOC, STACK_VALID, big),
+            ptr: o64(0xffff_8880_0000_0040),
+            bytes_req: o64(96),
+            call_site: o64(0xffff_ffff_c000_1100),
+            allocator: abi::allocator::KVMALLOC,
+            _pad: [0; 3],
+            stack_id: o32(9),
+        };
+        out.push((format!("alloc-{e}"), bytes_of(&alloc)));
+        let free = abi::FreeRecord {
+            header: record_header(abi::kind::FREE, 0, big),
+            ptr: o64(0xffff_8880_0000_0040),
+            call_site: o64(0xffff_ffff_c000_1200),
+            allocator: abi::allocator::KMALLOC,
+            _pad: [0; 7],
+        };
+        out.push((format!("free-{e}"), bytes_of(&free)));
+    }
+    out
+}
+
+/// Writes the seeds of every target under `dir/<target>/` (regenerated each run).
+fn write_seeds(dir: &Path) -> Result<()> {
+    let root = root();
+    let _ = std::fs::remove_dir_all(dir);
+    for t in TARGETS {
+        std::fs::create_dir_all(dir.join(t))?;
+    }
+    let mut recordings = files_in(&root.join("samples"), "aptr");
+    recordings.extend(files_in(&root.join("tracer/tests/fixtures"), "aptr"));
+    for p in &recordings {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let data = std::fs::read(p)?;
+        write_seed(&dir.join("recording"), &name, &data)?;
+        // 'F': the target recomputes CRCs, so mutations reach the decoders behind them.
+        let mut f = b"F".to_vec();
+        f.extend_from_slice(&data);
+        write_seed(&dir.join("recording"), &format!("F-{name}"), &f)?;
+        let r = Recording::parse(data.into(), &name)
+            .map_err(|e| anyhow::anyhow!("seed {name}: {e}"))?;
+        for (i, c) in r.chunks.iter().enumerate() {
+            let mut seed = c.count.to_le_bytes().to_vec();
+            seed.extend_from_slice(&c.payload);
+            write_seed(&dir.join("chunk"), &format!("{name}-{i}"), &seed)?;
+        }
+        let mut w = Vec::new();
+        let events = r.events(&mut w);
+        let mut jl = Vec::new();
+        tracer::jsonl::write_jsonl(&mut jl, &r.header, events)?;
+        write_seed(&dir.join("jsonl"), &format!("{name}.jsonl"), &jl)?;
+    }
+    let mut jsonl = files_in(&root.join("tracer/tests/scenarios"), "jsonl");
+    jsonl.extend(files_in(&root.join("tracer/tests/fixtures"), "jsonl"));
+    for p in &jsonl {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        write_seed(&dir.join("jsonl"), &name, &std::fs::read(p)?)?;
+    }
+    for (name, data) in abi_records() {
+        write_seed(&dir.join("abi"), &name, &data)?;
+    }
+    Ok(())
+}
+
+/// The last `n` lines of a log, for a failure message.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn run(args: FuzzArgs) -> Result<()> {
+    let root = root();
+    let fuzz_dir = root.join("fuzz");
+    let targets: Vec<String> = if args.targets.is_empty() {
+        TARGETS.iter().map(|s| s.to_string()).collect()
+    } else {
+        for t in &args.targets {
+            if !TARGETS.contains(&t.as_str()) {
+                bail!(
+                    "unknown fuzz target {t}; the targets are {}",
+                    TARGETS.join(", ")
+                );
+            }
+        }
+        args.targets.clone()
+    };
+    ensure_cargo_fuzz()?;
+    let (toolchain, bootstrap) = if ensure_nightly() {
+        (NIGHTLY.to_string(), false)
+    } else {
+        eprintln!(
+            "xtask: warning: {NIGHTLY} cannot be installed; fuzzing with the stable toolchain \
+             (RUSTC_BOOTSTRAP=1) and no sanitizer"
+        );
+        ("1.95.0".to_string(), true)
+    };
+    let sanitizer = if args.no_sanitizer || bootstrap {
+        "none"
+    } else {
+        "address"
+    };
+    let cargo_fuzz = |sub: &str| {
+        let mut c = Command::new("cargo");
+        c.current_dir(&fuzz_dir)
+            .env("PATH", path_with_tools())
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO")
+            .arg(format!("+{toolchain}"))
+            .args(["fuzz", sub, "--sanitizer", sanitizer]);
+        if bootstrap {
+            c.env("RUSTC_BOOTSTRAP", "1");
+        }
+        c
+    };
+
+    let t0 = Instant::now();
+    provision::run(&mut cargo_fuzz("build"))?;
+    eprintln!("xtask: fuzz targets built in {:.0?}", t0.elapsed());
+
+    let seeds = fuzz_dir.join("target/seeds");
+    write_seeds(&seeds)?;
+    let logs = fuzz_dir.join("target/logs");
+    std::fs::create_dir_all(&logs)?;
+
+    let mut failed = Vec::new();
+    for t in &targets {
+        let corpus = fuzz_dir.join("corpus").join(t);
+        std::fs::create_dir_all(&corpus)?;
+        let log = logs.join(format!("{t}.log"));
+        let log_file = std::fs::File::create(&log)?;
+        let mut cmd = cargo_fuzz("run");
+        cmd.arg(t)
+            .arg(&corpus)
+            .arg(seeds.join(t))
+            .arg("--")
+            .arg(format!("-max_total_time={}", args.seconds))
+            .arg(format!("-rss_limit_mb={}", args.rss_limit_mb))
+            .arg(format!("-malloc_limit_mb={}", args.rss_limit_mb))
+            .arg(format!("-timeout={}", args.timeout))
+            .arg("-print_final_stats=1")
+            // Whole JSON-lines seeds take ~10 ms an input under ASan: mutate short ones.
+            .args((t == "jsonl").then_some("-max_len=4096"))
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        eprintln!(
+            "xtask: fuzzing {t} for {} s (log: {})",
+            args.seconds,
+            log.display()
+        );
+        let status = cmd
+            .status()
+            .with_context(|| format!("running cargo fuzz run {t}"))?;
+        let stats: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.starts_with("stat::number_of_executed_units")
+                    || l.starts_with("stat::peak_rss_mb")
+                    || l.starts_with("stat::new_units_added")
+            })
+            .map(|l| l.trim_start_matches("stat::").to_string())
+            .collect();
+        if status.success() {
+            eprintln!("xtask: fuzz {t}: clean ({})", stats.join(", "));
+        } else {
+            eprintln!(
+                "xtask: fuzz {t}: FAILED ({status}); the input is under fuzz/artifacts/{t}/; \
+                 replay it with `cd fuzz && cargo +{toolchain} fuzz run {t} <file>`\n{}",
+                tail(&log, 60)
+            );
+            failed.push(t.clone());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("fuzz targets failed: {}", failed.join(", "));
+    }
+    eprintln!(
+        "xtask: {} fuzz target(s) ran clean for {} s each ({:.0?} in all)",
+        targets.len(),
+        args.seconds,
+        t0.elapsed()
+    );
+    Ok(())
+}
