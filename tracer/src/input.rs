@@ -90,7 +90,7 @@ fn with_gaps_marked(events: Vec<Event>) -> Vec<Event> {
     let mut prev: Option<u64> = None;
     for e in events {
         if let Some(p) = prev {
-            if e.seq > p + 1 {
+            if e.seq > p.saturating_add(1) {
                 out.push(Event {
                     seq: p + 1,
                     ts_ns: e.ts_ns,
