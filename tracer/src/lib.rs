@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod commands;
+pub mod export;
 pub mod input;
 pub mod jsonl;
 pub mod model;
@@ -13,6 +14,7 @@ pub mod profile;
 pub mod recording;
 pub mod report;
 pub mod synth;
+pub mod tui;
 
 /// The version string written into recordings.
 pub fn writer_id() -> String {

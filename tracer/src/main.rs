@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tracer::commands::{self, ReportFormat};
 
 #[derive(Parser)]
-#[command(name = "aptrace", version, about = "eBPF tracer and leak auditor for the s390 vfio_ap driver")]
+#[command(
+    name = "aptrace",
+    version,
+    about = "eBPF tracer and leak auditor for the s390 vfio_ap driver"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,6 +20,8 @@ struct Cli {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum ExportFormat {
     Jsonl,
+    /// Trace Event Format JSON for Perfetto and chrome://tracing.
+    ChromeTrace,
 }
 
 #[derive(Subcommand)]
@@ -47,6 +53,22 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Replay a recording (or JSON lines) in the terminal UI.
+    Tui {
+        file: PathBuf,
+        /// Replay speed: 0.25 to 64 times the recorded pace.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Start paused (s steps one event, p plays).
+        #[arg(long)]
+        paused: bool,
+        /// Audit with this profile instead of the one stored in the recording.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Write log messages here (nothing is written to the terminal while the UI is up).
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
     /// Turn JSON lines (one event per line) into a recording.
     Import {
         file: PathBuf,
@@ -58,10 +80,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_target(false)
-        .init();
     let cli = Cli::parse();
+    match &cli.command {
+        // The UI owns the terminal: logs go to --log FILE or nowhere.
+        Command::Tui { log, .. } => {
+            if let Err(e) = tracer::tui::init_logging(log.as_deref()) {
+                eprintln!("aptrace: error: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+        _ => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+            .format_target(false)
+            .init(),
+    }
     let result = match cli.command {
         Command::Report {
             files,
@@ -69,17 +100,48 @@ fn main() -> ExitCode {
             output,
             profile,
             force,
-        } => commands::report(&files, format, output.as_deref(), profile.as_deref(), force)
-            .map(|found| if found { ExitCode::from(1) } else { ExitCode::SUCCESS }),
+        } => commands::report(&files, format, output.as_deref(), profile.as_deref(), force).map(
+            |found| {
+                if found {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            },
+        ),
         Command::Export {
             file,
             format: ExportFormat::Jsonl,
             output,
             force,
         } => commands::export_jsonl(&file, output.as_deref(), force).map(|_| ExitCode::SUCCESS),
-        Command::Import { file, output, force } => {
-            commands::import(&file, &output, force).map(|_| ExitCode::SUCCESS)
-        }
+        Command::Export {
+            file,
+            format: ExportFormat::ChromeTrace,
+            output,
+            force,
+        } => tracer::export::chrome::export(&file, output.as_deref(), force)
+            .map(|_| ExitCode::SUCCESS),
+        Command::Tui {
+            file,
+            speed,
+            paused,
+            profile,
+            log: _,
+        } => tracer::tui::replay(
+            &file,
+            &tracer::tui::ReplayOptions {
+                speed,
+                paused,
+                profile,
+            },
+        )
+        .map(|_| ExitCode::SUCCESS),
+        Command::Import {
+            file,
+            output,
+            force,
+        } => commands::import(&file, &output, force).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
