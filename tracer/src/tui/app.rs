@@ -108,6 +108,8 @@ pub struct App {
     pub quit: bool,
     /// `n` found no further finding: the next one to arrive is selected.
     seek_pending: bool,
+    /// Test hook for the terminal-restore test: this key panics (`APTRACE_TUI_PANIC_KEY`).
+    pub panic_key: Option<char>,
 }
 
 impl App {
@@ -138,6 +140,7 @@ impl App {
             help: false,
             quit: false,
             seek_pending: false,
+            panic_key: None,
         }
     }
 
@@ -322,6 +325,9 @@ impl App {
                 _ => self.help = false,
             }
             return;
+        }
+        if let (Some(p), KeyCode::Char(c)) = (self.panic_key, k.code) {
+            assert!(p != c, "panic requested with the {c:?} key (APTRACE_TUI_PANIC_KEY)");
         }
         match k.code {
             KeyCode::Char('q') => self.quit = true,
