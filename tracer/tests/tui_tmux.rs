@@ -11,14 +11,22 @@ const PROMPT: &str = "aptest$ ";
 
 /// tmux is part of the test set-up: installed when missing, never skipped.
 fn ensure_tmux() {
-    let have = || Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success());
+    let have = || {
+        Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     if !have() {
         let _ = Command::new("apt-get").arg("update").status();
         let st = Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends", "tmux"])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status();
-        assert!(st.is_ok_and(|s| s.success()), "cannot install tmux with apt-get");
+        assert!(
+            st.is_ok_and(|s| s.success()),
+            "cannot install tmux with apt-get"
+        );
     }
     assert!(have(), "tmux is required for this test");
 }
@@ -34,9 +42,27 @@ impl Tmux {
             socket: format!("aptrace-test-{}-{name}", std::process::id()),
         };
         let st = Command::new("tmux")
-            .args(["-L", &t.socket, "-f", "/dev/null", "new-session", "-d", "-x", "160", "-y", "45", "-c"])
+            .args([
+                "-L",
+                &t.socket,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                "160",
+                "-y",
+                "45",
+                "-c",
+            ])
             .arg(dir)
-            .args(["env", &format!("PS1={PROMPT}"), "TERM=xterm-256color", "sh", "-i"])
+            .args([
+                "env",
+                &format!("PS1={PROMPT}"),
+                "TERM=xterm-256color",
+                "sh",
+                "-i",
+            ])
             .status()
             .expect("run tmux");
         assert!(st.success());
@@ -45,7 +71,11 @@ impl Tmux {
     }
 
     fn tmux(&self, args: &[&str]) -> String {
-        let o = Command::new("tmux").args(["-L", &self.socket]).args(args).output().expect("tmux");
+        let o = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux");
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -65,7 +95,9 @@ impl Tmux {
     }
 
     fn alternate_on(&self) -> bool {
-        self.tmux(&["display-message", "-p", "-t", "0", "#{alternate_on}"]).trim() == "1"
+        self.tmux(&["display-message", "-p", "-t", "0", "#{alternate_on}"])
+            .trim()
+            == "1"
     }
 
     fn wait_for(&self, ok: impl Fn(&str) -> bool, what: &str) -> String {
@@ -84,26 +116,45 @@ impl Tmux {
 
     /// The UI is gone and the terminal is usable: main screen, prompt, cooked mode with echo.
     fn assert_restored(&self) {
-        self.wait_for(|s| s.trim_end().ends_with(PROMPT.trim_end()), "the prompt after the UI");
+        self.wait_for(
+            |s| s.trim_end().ends_with(PROMPT.trim_end()),
+            "the prompt after the UI",
+        );
         assert!(!self.alternate_on(), "still on the alternate screen");
         self.line("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo -e -icanon -e -echo | tr '\\n' ' '; echo restored-$((40+2))");
         let s = self.wait_for(|s| s.contains("restored-42"), "the shell to answer");
-        let answer = s.lines().find(|l| l.contains("restored-42")).unwrap_or_default();
-        assert_eq!(answer.trim(), "icanon echo restored-42", "the terminal is not in cooked mode with echo:\n{s}");
-        assert!(s.contains("echo restored-$((40+2))"), "typed text is not echoed:\n{s}");
+        let answer = s
+            .lines()
+            .find(|l| l.contains("restored-42"))
+            .unwrap_or_default();
+        assert_eq!(
+            answer.trim(),
+            "icanon echo restored-42",
+            "the terminal is not in cooked mode with echo:\n{s}"
+        );
+        assert!(
+            s.contains("echo restored-$((40+2))"),
+            "typed text is not echoed:\n{s}"
+        );
         assert!(!s.contains("Mdevs ("), "the UI is still drawn:\n{s}");
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
     }
 }
 
 /// The `exit=N` line the shell printed after the UI (not the typed command).
 fn exit_line(screen: &str) -> Option<String> {
-    screen.lines().map(str::trim).find(|l| l.starts_with("exit=")).map(str::to_string)
+    screen
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("exit="))
+        .map(str::to_string)
 }
 
 fn sample(dir: &Path) -> String {
@@ -119,23 +170,35 @@ fn replay_shows_the_leak_and_q_restores_the_terminal() {
     let bin = env!("CARGO_BIN_EXE_aptrace");
     let t = Tmux::start("leak", dir.path());
     t.line(&format!("{bin} tui {rec} 2>stderr.txt; echo exit=$?"));
-    let s = t.wait_for(|s| s.contains("ended") && s.contains("Mdevs (6)"), "the replay to end");
+    let s = t.wait_for(
+        |s| s.contains("ended") && s.contains("Mdevs (6)"),
+        "the replay to end",
+    );
     assert!(t.alternate_on(), "the UI should use the alternate screen");
     assert!(s.contains("findings 1 (1 errors)"), "{s}");
 
     // One keystroke to the finding: the findings view, the leak selected, its evidence.
     t.keys(&["n"]);
     let uuid = common::uuid_of(common::LEAKING_LIFE);
-    let s = t.wait_for(|s| s.contains("Evidence (") , "the evidence of the finding");
-    assert!(s.contains("error leak"), "the leak finding is not shown:\n{s}");
+    let s = t.wait_for(|s| s.contains("Evidence ("), "the evidence of the finding");
+    assert!(
+        s.contains("error leak"),
+        "the leak finding is not shown:\n{s}"
+    );
     assert!(s.contains(&uuid), "the leaking mdev is not named:\n{s}");
-    assert!(s.contains("vfio_ap_init_migration_data"), "the allocating function is not named:\n{s}");
+    assert!(
+        s.contains("vfio_ap_init_migration_data"),
+        "the allocating function is not named:\n{s}"
+    );
 
     // Enter: to the leaking mdev's detail.
     t.keys(&["Enter"]);
     let s = t.wait_for(|s| s.contains("Timeline ("), "the mdev detail");
     assert!(s.contains(&uuid), "{s}");
-    assert!(s.contains("leak vfio_ap_init_migration_data"), "the mdev's finding is not listed:\n{s}");
+    assert!(
+        s.contains("leak vfio_ap_init_migration_data"),
+        "the mdev's finding is not listed:\n{s}"
+    );
     assert!(s.contains("released"), "{s}");
 
     // The help, the probes (one missing or inlined), the filtered log.
@@ -163,13 +226,22 @@ fn sigterm_restores_the_terminal() {
     let rec = sample(dir.path());
     let bin = env!("CARGO_BIN_EXE_aptrace");
     let t = Tmux::start("term", dir.path());
-    t.line(&format!("sh -c 'echo $$ > ui.pid; exec {bin} tui --paused {rec}'; echo exit=$?"));
+    t.line(&format!(
+        "sh -c 'echo $$ > ui.pid; exec {bin} tui --paused {rec}'; echo exit=$?"
+    ));
     t.wait_for(|s| s.contains("❚❚ paused 1x  0/328"), "the paused UI");
     let pid = std::fs::read_to_string(dir.path().join("ui.pid")).unwrap();
-    let st = Command::new("kill").args(["-TERM", pid.trim()]).status().unwrap();
+    let st = Command::new("kill")
+        .args(["-TERM", pid.trim()])
+        .status()
+        .unwrap();
     assert!(st.success());
     let s = t.wait_for(|s| exit_line(s).is_some(), "the UI to exit");
-    assert_eq!(exit_line(&s).as_deref(), Some("exit=0"), "SIGTERM is a clean exit:\n{s}");
+    assert_eq!(
+        exit_line(&s).as_deref(),
+        Some("exit=0"),
+        "SIGTERM is a clean exit:\n{s}"
+    );
     t.assert_restored();
 }
 
@@ -179,7 +251,9 @@ fn a_panic_restores_the_terminal() {
     let rec = sample(dir.path());
     let bin = env!("CARGO_BIN_EXE_aptrace");
     let t = Tmux::start("panic", dir.path());
-    t.line(&format!("APTRACE_TUI_PANIC_KEY=X {bin} tui {rec} 2>stderr.txt; echo exit=$?"));
+    t.line(&format!(
+        "APTRACE_TUI_PANIC_KEY=X {bin} tui {rec} 2>stderr.txt; echo exit=$?"
+    ));
     t.wait_for(|s| s.contains("Mdevs ("), "the UI");
     t.keys(&["X"]);
     let s = t.wait_for(|s| exit_line(s).is_some(), "the UI to exit");

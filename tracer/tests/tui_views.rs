@@ -11,7 +11,7 @@ use ratatui::Terminal;
 use tracer::audit::Auditor;
 use tracer::model::{Body, Event, LossSource, Task};
 use tracer::profile::Profile;
-use tracer::tui::app::{LOG_CAP};
+use tracer::tui::app::LOG_CAP;
 use tracer::tui::engine::{LogLine, Update};
 use tracer::tui::{source_info, App, AppEvent, Control, Engine, Playback, View};
 
@@ -51,7 +51,11 @@ fn loaded() -> (App, Engine, mpsc::Receiver<Control>) {
         e.seq = i as u64 + 1;
     }
     let profile = Profile::vfio_ap();
-    let info = source_info("replay of leak.aptr".into(), common::sample_header().probes, &profile);
+    let info = source_info(
+        "replay of leak.aptr".into(),
+        common::sample_header().probes,
+        &profile,
+    );
     let mut engine = Engine::new(Auditor::new(profile));
     let (tx, rx) = mpsc::channel();
     let mut app = App::new(info, Some(tx));
@@ -62,7 +66,11 @@ fn loaded() -> (App, Engine, mpsc::Receiver<Control>) {
             engine.roll_rate();
         }
     }
-    app.handle_event(AppEvent::Data(Box::new(engine.update(None, paused(total), true))));
+    app.handle_event(AppEvent::Data(Box::new(engine.update(
+        None,
+        paused(total),
+        true,
+    ))));
     refresh(&mut app, &mut engine);
     (app, engine, rx)
 }
@@ -161,7 +169,10 @@ fn view_help() {
 #[test]
 fn view_live_before_any_event() {
     let profile = Profile::vfio_ap();
-    let mut app = App::new(source_info("live on lpar1".into(), Vec::new(), &profile), None);
+    let mut app = App::new(
+        source_info("live on lpar1".into(), Vec::new(), &profile),
+        None,
+    );
     app.handle_event(AppEvent::Data(Box::new(Update {
         playback: Playback::Live { frozen: false },
         rate: vec![0],
@@ -177,10 +188,21 @@ fn keys_send_controls_and_q_quits() {
     while rx.try_recv().is_ok() {}
     keys(&mut app, "p+-s");
     let got: Vec<Control> = rx.try_iter().collect();
-    assert_eq!(got, vec![Control::TogglePause, Control::Faster, Control::Slower, Control::Step]);
+    assert_eq!(
+        got,
+        vec![
+            Control::TogglePause,
+            Control::Faster,
+            Control::Slower,
+            Control::Step
+        ]
+    );
     // Past the last finding, n asks the source to run on to the next one (not after the end).
     keys(&mut app, "nn");
-    assert!(rx.try_iter().all(|c| c != Control::SeekFinding), "the replay has ended");
+    assert!(
+        rx.try_iter().all(|c| c != Control::SeekFinding),
+        "the replay has ended"
+    );
     keys(&mut app, "jk");
     assert!(!app.quit);
     keys(&mut app, "q");

@@ -327,7 +327,10 @@ impl App {
             return;
         }
         if let (Some(p), KeyCode::Char(c)) = (self.panic_key, k.code) {
-            assert!(p != c, "panic requested with the {c:?} key (APTRACE_TUI_PANIC_KEY)");
+            assert!(
+                p != c,
+                "panic requested with the {c:?} key (APTRACE_TUI_PANIC_KEY)"
+            );
         }
         match k.code {
             KeyCode::Char('q') => self.quit = true,

@@ -253,7 +253,9 @@ pub fn run<S: Source + 'static>(source: S, engine: Engine, info: SourceInfo) -> 
         })
         .context("cannot start the feed thread")?;
     let mut app = App::new(info, Some(ctl_tx));
-    app.panic_key = std::env::var("APTRACE_TUI_PANIC_KEY").ok().and_then(|k| k.chars().next());
+    app.panic_key = std::env::var("APTRACE_TUI_PANIC_KEY")
+        .ok()
+        .and_then(|k| k.chars().next());
     let res = app.run(&mut guard.terminal, &rx);
     stop.store(true, Ordering::Relaxed);
     drop(app);
