@@ -53,6 +53,25 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Replay a recording headless, with its own timing, and serve Prometheus metrics.
+    Replay {
+        file: PathBuf,
+        /// Serve /metrics here: HOST:PORT, or :PORT / PORT for 127.0.0.1.
+        #[arg(long, value_name = "ADDR", required = true)]
+        metrics: String,
+        /// Pace: 1 = as recorded, 10 = ten times faster, 0 = as fast as possible.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Start over at the end, for ever (counters keep counting).
+        #[arg(long = "loop")]
+        looping: bool,
+        /// Without --loop: exit at the end instead of serving the final state.
+        #[arg(long, conflicts_with = "looping")]
+        exit_when_done: bool,
+        /// Audit with this profile instead of the one stored in the recording.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+    },
     /// Replay a recording (or JSON lines) in the terminal UI.
     Tui {
         file: PathBuf,
@@ -115,6 +134,22 @@ fn main() -> ExitCode {
             output,
             force,
         } => commands::export_jsonl(&file, output.as_deref(), force).map(|_| ExitCode::SUCCESS),
+        Command::Replay {
+            file,
+            metrics,
+            speed,
+            looping,
+            exit_when_done,
+            profile,
+        } => tracer::replay::replay(&tracer::replay::ReplayOptions {
+            file,
+            metrics,
+            speed,
+            looping,
+            exit_when_done,
+            profile,
+        })
+        .map(|_| ExitCode::SUCCESS),
         Command::Export {
             file,
             format: ExportFormat::ChromeTrace,

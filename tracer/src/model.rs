@@ -339,7 +339,10 @@ pub fn decode_record(
     }
     let flags = r.u16(off::FLAGS);
     let comm_raw = &buf[off::COMM..off::COMM + abi::COMM_LEN];
-    let comm_len = comm_raw.iter().position(|&b| b == 0).unwrap_or(abi::COMM_LEN);
+    let comm_len = comm_raw
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(abi::COMM_LEN);
     let task = Task {
         pid: r.u32(off::TGID),
         tid: r.u32(off::PID),
@@ -501,6 +504,103 @@ pub mod dec_opt {
     }
 }
 
+impl Event {
+    /// One line a person can read: what happened, without the time and task.
+    pub fn describe(&self) -> String {
+        match &self.body {
+            Body::Enter {
+                func,
+                args,
+                field,
+                lock,
+                untrusted,
+                ..
+            } => {
+                let mut s = format!("→ {func}(");
+                let shown: Vec<String> = args
+                    .iter()
+                    .take(2)
+                    .map(|a| {
+                        if *a > 0xffff {
+                            format!("{a:#x}")
+                        } else {
+                            a.to_string()
+                        }
+                    })
+                    .collect();
+                s.push_str(&shown.join(", "));
+                s.push(')');
+                if let Some(f) = field {
+                    s.push_str(&format!(" field={f:#x}"));
+                }
+                match lock {
+                    LockObs::NotChecked => {}
+                    LockObs::Free => s.push_str(" [mdevs_lock free]"),
+                    LockObs::HeldByCurrent => s.push_str(" [mdevs_lock held by this task]"),
+                    LockObs::HeldByOther { owner } => {
+                        s.push_str(&format!(" [mdevs_lock held by task {owner:#x}]"))
+                    }
+                }
+                if *untrusted {
+                    s.push_str(" (clone: args untrusted)");
+                }
+                s
+            }
+            Body::Exit {
+                func,
+                ret,
+                field,
+                duration_ns,
+                ..
+            } => {
+                let r = *ret as i64;
+                let shown =
+                    if (-4095..0).contains(&r) || (*ret as u32 as i32) < 0 && (*ret >> 32) == 0 {
+                        format!("{}", *ret as u32 as i32)
+                    } else if *ret > 0xffff {
+                        format!("{ret:#x}")
+                    } else {
+                        ret.to_string()
+                    };
+                let mut s = format!("← {func} = {shown}");
+                if let Some(f) = field {
+                    s.push_str(&format!(" field={f:#x}"));
+                }
+                if let Some(d) = duration_ns {
+                    s.push_str(&format!(" ({})", human_ns(*d)));
+                }
+                s
+            }
+            Body::Alloc {
+                ptr,
+                bytes,
+                site,
+                allocator,
+                ..
+            } => format!(
+                "alloc {ptr:#x} {bytes} bytes via {allocator:?} from {}",
+                site.as_deref().unwrap_or("?")
+            ),
+            Body::Free { ptr, site, .. } => {
+                format!("free {ptr:#x} from {}", site.as_deref().unwrap_or("?"))
+            }
+            Body::Lost { count, source } => format!("{count} events lost ({source:?})"),
+            Body::MdevName { mdev, uuid } => format!("mdev {mdev:#x} is {uuid}"),
+            Body::GuestName { guest_pid, name } => format!("pid {guest_pid} is guest {name}"),
+        }
+    }
+}
+
+/// `1.2µs`, `35ms`, `2.0s`.
+pub fn human_ns(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,95 +708,5 @@ mod tests {
             decode_record(&bad_lock, Endian::Little, &NoSymbols),
             Err(DecodeError::UnknownLockState(7))
         );
-    }
-}
-
-impl Event {
-    /// One line a person can read: what happened, without the time and task.
-    pub fn describe(&self) -> String {
-        match &self.body {
-            Body::Enter {
-                func,
-                args,
-                field,
-                lock,
-                untrusted,
-                ..
-            } => {
-                let mut s = format!("→ {func}(");
-                let shown: Vec<String> = args
-                    .iter()
-                    .take(2)
-                    .map(|a| if *a > 0xffff { format!("{a:#x}") } else { a.to_string() })
-                    .collect();
-                s.push_str(&shown.join(", "));
-                s.push(')');
-                if let Some(f) = field {
-                    s.push_str(&format!(" field={f:#x}"));
-                }
-                match lock {
-                    LockObs::NotChecked => {}
-                    LockObs::Free => s.push_str(" [mdevs_lock free]"),
-                    LockObs::HeldByCurrent => s.push_str(" [mdevs_lock held by this task]"),
-                    LockObs::HeldByOther { owner } => {
-                        s.push_str(&format!(" [mdevs_lock held by task {owner:#x}]"))
-                    }
-                }
-                if *untrusted {
-                    s.push_str(" (clone: args untrusted)");
-                }
-                s
-            }
-            Body::Exit {
-                func,
-                ret,
-                field,
-                duration_ns,
-                ..
-            } => {
-                let r = *ret as i64;
-                let shown = if (-4095..0).contains(&r) || (*ret as u32 as i32) < 0 && (*ret >> 32) == 0 {
-                    format!("{}", *ret as u32 as i32)
-                } else if *ret > 0xffff {
-                    format!("{ret:#x}")
-                } else {
-                    ret.to_string()
-                };
-                let mut s = format!("← {func} = {shown}");
-                if let Some(f) = field {
-                    s.push_str(&format!(" field={f:#x}"));
-                }
-                if let Some(d) = duration_ns {
-                    s.push_str(&format!(" ({})", human_ns(*d)));
-                }
-                s
-            }
-            Body::Alloc {
-                ptr,
-                bytes,
-                site,
-                allocator,
-                ..
-            } => format!(
-                "alloc {ptr:#x} {bytes} bytes via {allocator:?} from {}",
-                site.as_deref().unwrap_or("?")
-            ),
-            Body::Free { ptr, site, .. } => {
-                format!("free {ptr:#x} from {}", site.as_deref().unwrap_or("?"))
-            }
-            Body::Lost { count, source } => format!("{count} events lost ({source:?})"),
-            Body::MdevName { mdev, uuid } => format!("mdev {mdev:#x} is {uuid}"),
-            Body::GuestName { guest_pid, name } => format!("pid {guest_pid} is guest {name}"),
-        }
-    }
-}
-
-/// `1.2µs`, `35ms`, `2.0s`.
-pub fn human_ns(ns: u64) -> String {
-    match ns {
-        0..=999 => format!("{ns}ns"),
-        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
-        1_000_000..=999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
-        _ => format!("{:.2}s", ns as f64 / 1e9),
     }
 }

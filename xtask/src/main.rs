@@ -1,5 +1,11 @@
 //! Project tasks: `cargo xtask <task>`.
 
+mod provision;
+mod samples;
+mod testbed;
+
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -12,14 +18,80 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Regenerate the synthetic sample recordings in samples/.
-    Samples,
+    /// Write generated recordings (synthetic-*.aptr) into a folder.
+    Synth {
+        #[arg(long, default_value = "target/synth")]
+        out: PathBuf,
+    },
+    /// Regenerate the big-endian fixture with an s390x aptrace under qemu-s390x.
+    CrossEndianFixture,
+    /// Install what the tests need, then run every test of the workspace.
+    Test,
+    /// Boot Debian kernels in QEMU with the vfio_ap model module and run the scenarios
+    /// (`cargo xtask testbed --help`).
+    Testbed {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }
 
 fn main() -> Result<()> {
     match Cli::parse().task {
-        Task::Samples => {
-            anyhow::bail!("not yet")
+        Task::Synth { out } => {
+            use tracer::synth::Fault;
+            std::fs::create_dir_all(&out)?;
+            samples::write_synthetic(&out, "synthetic-clean", &[], 6)?;
+            samples::write_synthetic(&out, "synthetic-leak", &[Fault::Leak], 6)?;
+            samples::write_synthetic(
+                &out,
+                "synthetic-mixed",
+                &[
+                    Fault::Leak,
+                    Fault::OverwriteLeak,
+                    Fault::LockNotHeld,
+                    Fault::InvalidArc,
+                    Fault::ErrorPathLeak,
+                ],
+                12,
+            )?;
+            Ok(())
         }
+        Task::CrossEndianFixture => samples::cross_endian_fixture(&root()),
+        Task::Test => test(),
+        Task::Testbed { args } => testbed::run(testbed::TestbedArgs::parse(args)?),
     }
+}
+
+/// Debian packages the test suite uses: tmux drives the TUI in a real terminal.
+const TEST_PACKAGES: &[&str] = &["tmux"];
+
+fn test() -> Result<()> {
+    provision::ensure_apt(TEST_PACKAGES)?;
+    // A real Prometheus for the dashboard and alert tests (its service is kept stopped).
+    provision::run(
+        std::process::Command::new("sh")
+            .current_dir(root())
+            .arg("ci/prometheus-setup.sh"),
+    )?;
+    // The ignored tests are the ones that need those installed tools: run them too.
+    provision::run(
+        std::process::Command::new(env!("CARGO"))
+            .current_dir(root())
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "tracer-ebpf",
+                "--",
+                "--include-ignored",
+            ]),
+    )
 }

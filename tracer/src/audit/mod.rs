@@ -490,13 +490,14 @@ impl Auditor {
         if ptr == 0 {
             return false;
         }
-        if !self.mdevs.contains_key(&ptr) {
+        let m = self.mdevs.entry(ptr).or_insert_with(|| {
             let mut m = Mdev::new(ptr, 0, true);
             m.note(ev, format!("first seen in {func} (adopted)"), None);
-            self.mdevs.insert(ptr, m);
+            m
+        });
+        if m.adopted && m.events == 0 {
             self.mdevs_seen += 1;
         }
-        let m = self.mdevs.get_mut(&ptr).expect("inserted above");
         m.events += 1;
         if m.phase == Phase::Released && !m.uar_reported {
             m.uar_reported = true;
@@ -537,7 +538,11 @@ impl Auditor {
         self.functions[spec_idx].entries += 1;
         let spec = &self.profile.functions[spec_idx];
         let (role, contract, mdev_arg) = (spec.role, spec.lock, spec.mdev);
-        let func: Arc<str> = ev.body.func().map(Arc::from).unwrap_or_else(|| Arc::from(""));
+        let func: Arc<str> = ev
+            .body
+            .func()
+            .map(Arc::from)
+            .unwrap_or_else(|| Arc::from(""));
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
         let mut frame = Frame {
             spec: spec_idx,
@@ -802,12 +807,23 @@ impl Auditor {
         }
         let spec = &self.profile.functions[spec_idx];
         let (role, mdev_arg) = (spec.role, spec.mdev);
-        let func: Arc<str> = ev.body.func().map(Arc::from).unwrap_or_else(|| Arc::from(""));
+        let func: Arc<str> = ev
+            .body
+            .func()
+            .map(Arc::from)
+            .unwrap_or_else(|| Arc::from(""));
         let failed = if role == Role::SetState {
             ptr_is_err(ret)
         } else {
-            matches!(role, Role::Probe | Role::Open | Role::AllocField | Role::GetState | Role::GetDataSize | Role::TransitionStep)
-                && int_ret(ret) < 0
+            matches!(
+                role,
+                Role::Probe
+                    | Role::Open
+                    | Role::AllocField
+                    | Role::GetState
+                    | Role::GetDataSize
+                    | Role::TransitionStep
+            ) && int_ret(ret) < 0
         };
         if failed {
             self.functions[spec_idx].failures += 1;
@@ -880,11 +896,9 @@ impl Auditor {
                 m.note(ev, "removed".into(), None);
             }
             Role::ReleaseDev => self.end_life(ptr, ev, &func),
-            Role::AllocField => {
-                if !failed {
-                    if let Some(p) = field.filter(|&p| p != 0) {
-                        self.alloc_into_field(ptr, p, ev, &func, frame.as_ref(), lock_fault);
-                    }
+            Role::AllocField if !failed => {
+                if let Some(p) = field.filter(|&p| p != 0) {
+                    self.alloc_into_field(ptr, p, ev, &func, frame.as_ref(), lock_fault);
                 }
             }
             Role::SetState => {
@@ -892,8 +906,8 @@ impl Auditor {
                     self.check_set_state(ptr, &f, ev, ret, failed, &func, &label);
                 }
             }
-            Role::GetState => {
-                if !failed {
+            Role::GetState if !failed => {
+                {
                     let Some(read) = field else { return };
                     let m = &self.mdevs[&ptr];
                     if let Some(tracked) = m.mig_state {
@@ -922,25 +936,23 @@ impl Auditor {
                     }
                 }
             }
-            Role::TransitionStep => {
-                if !failed {
-                    let to = frame
-                        .as_ref()
-                        .and_then(|f| match &f.enter.body {
-                            Body::Enter { args, .. } => args.get(1).copied(),
-                            _ => None,
-                        })
-                        .and_then(|raw| MigState::try_from(raw).ok());
-                    if let (Some(to), Some(parent)) = (
-                        to,
-                        self.tasks.get_mut(&ev.task.tid).and_then(|fs| {
-                            fs.iter_mut()
-                                .rev()
-                                .find(|f| f.requested.is_some() && f.mdev == Some(ptr))
-                        }),
-                    ) {
-                        parent.step_state = Some(to);
-                    }
+            Role::TransitionStep if !failed => {
+                let to = frame
+                    .as_ref()
+                    .and_then(|f| match &f.enter.body {
+                        Body::Enter { args, .. } => args.get(1).copied(),
+                        _ => None,
+                    })
+                    .and_then(|raw| MigState::try_from(raw).ok());
+                if let (Some(to), Some(parent)) = (
+                    to,
+                    self.tasks.get_mut(&ev.task.tid).and_then(|fs| {
+                        fs.iter_mut()
+                            .rev()
+                            .find(|f| f.requested.is_some() && f.mdev == Some(ptr))
+                    }),
+                ) {
+                    parent.step_state = Some(to);
                 }
             }
             _ => {}
@@ -966,7 +978,9 @@ impl Auditor {
         let req_name = requested
             .map(|s| s.to_string())
             .unwrap_or_else(|raw| format!("invalid state {raw}"));
-        let fault = if !requested.is_ok_and(|s| s.supported(flags)) {
+        let fault = if frame.step_fault {
+            None // already reported at the step that broke the machine
+        } else if !requested.is_ok_and(|s| s.supported(flags)) {
             (!failed).then(|| {
                 format!(
                     "{func} accepted a request for {req_name} on {label}, a state outside the device's migration flags ({flags:#x}); it must fail"
@@ -982,9 +996,7 @@ impl Auditor {
             let to = requested.expect("checked supported");
             let wants_file = before != Some(to) && to.opens_data_file();
             let has_file = ret != 0;
-            if frame.step_fault {
-                None // already reported at the step
-            } else if wants_file && !has_file {
+            if wants_file && !has_file {
                 Some(format!(
                     "{func} moved {label} into {to} but returned no migration data file"
                 ))
@@ -992,7 +1004,9 @@ impl Auditor {
                 Some(format!(
                     "{func} returned a file ({ret:#x}) for {label} on a request for {to}, whose last arc opens no data stream"
                 ))
-            } else if let (Some(from), None) = (before, migration::path(before.unwrap_or(to), to, flags)) {
+            } else if let (Some(from), None) =
+                (before, migration::path(before.unwrap_or(to), to, flags))
+            {
                 Some(format!(
                     "{func} accepted {from} → {to} on {label}, which no walk of direct arcs reaches"
                 ))
@@ -1042,7 +1056,9 @@ impl Auditor {
         let older: Option<u64> = self
             .ledger
             .iter()
-            .find(|(&q, a)| q != p && a.mdev == Some(ptr) && a.in_field && !a.reported && a.function == *func)
+            .find(|(&q, a)| {
+                q != p && a.mdev == Some(ptr) && a.in_field && !a.reported && a.function == *func
+            })
             .map(|(&q, _)| q);
         let stack = match frame.map(|f| &f.enter.body) {
             Some(Body::Enter { stack, .. }) => stack.clone(),
@@ -1081,10 +1097,11 @@ impl Auditor {
                 );
             }
         }
-        self.mdevs
-            .get_mut(&ptr)
-            .expect("touched")
-            .note(ev, format!("mig_data {p:#x} allocated"), Some(MigState::Running));
+        self.mdevs.get_mut(&ptr).expect("touched").note(
+            ev,
+            format!("mig_data {p:#x} allocated"),
+            Some(MigState::Running),
+        );
         self.mdevs.get_mut(&ptr).expect("touched").mig_state = Some(MigState::Running);
         if let Some(q) = older {
             let a = self.ledger.get_mut(&q).expect("found above");
@@ -1200,14 +1217,25 @@ impl Auditor {
         self.released_order.push_back(ptr);
         while self.released_order.len() > RELEASED_CAP {
             if let Some(old) = self.released_order.pop_front() {
-                if self.mdevs.get(&old).is_some_and(|m| m.phase == Phase::Released) {
+                if self
+                    .mdevs
+                    .get(&old)
+                    .is_some_and(|m| m.phase == Phase::Released)
+                {
                     self.mdevs.remove(&old);
                 }
             }
         }
     }
 
-    fn on_alloc(&mut self, ev: &Event, p: u64, bytes: u64, site: Option<Arc<str>>, stack: &[Arc<str>]) {
+    fn on_alloc(
+        &mut self,
+        ev: &Event,
+        p: u64,
+        bytes: u64,
+        site: Option<Arc<str>>,
+        stack: &[Arc<str>],
+    ) {
         if p == 0 {
             return;
         }
@@ -1278,11 +1306,17 @@ impl Auditor {
             return;
         }
         if let Some(prev) = self.freed.get(&p) {
-            if by_field.is_none() && prev.tid == tid && prev.call_seq.is_some() && prev.call_seq == call_seq {
+            if by_field.is_none()
+                && prev.tid == tid
+                && prev.call_seq.is_some()
+                && prev.call_seq == call_seq
+            {
                 return; // the kfree inside the freeing function we already counted
             }
             let first = prev.event.clone();
-            let label = ctx.map(|m| format!(" of {}", self.mdev_label(m))).unwrap_or_default();
+            let label = ctx
+                .map(|m| format!(" of {}", self.mdev_label(m)))
+                .unwrap_or_default();
             let msg = format!(
                 "{p:#x}{label} freed again by {} at {}; it was already freed at {} (event #{}) and not allocated since",
                 func.as_deref().unwrap_or("?"),
@@ -1290,11 +1324,21 @@ impl Auditor {
                 secs(first.ts_ns),
                 first.seq
             );
-            self.raise(Kind::DoubleFree, ctx, ev, func, msg, vec![first], Vec::new());
+            self.raise(
+                Kind::DoubleFree,
+                ctx,
+                ev,
+                func,
+                msg,
+                vec![first],
+                Vec::new(),
+            );
             return;
         }
         // Never seen allocated. Only a finding when we watched the mdev from its birth.
-        let known_birth = ctx.and_then(|m| self.mdevs.get(&m)).is_some_and(|m| !m.adopted);
+        let known_birth = ctx
+            .and_then(|m| self.mdevs.get(&m))
+            .is_some_and(|m| !m.adopted);
         self.remember_freed(p, ev, tid, call_seq);
         if known_birth {
             let label = self.mdev_label(ctx.expect("known"));
@@ -1302,7 +1346,15 @@ impl Auditor {
                 "{} freed {p:#x} of {label}, a pointer never seen allocated",
                 func.as_deref().unwrap_or("?")
             );
-            self.raise(Kind::UnknownFree, ctx, ev, func, msg, Vec::new(), Vec::new());
+            self.raise(
+                Kind::UnknownFree,
+                ctx,
+                ev,
+                func,
+                msg,
+                Vec::new(),
+                Vec::new(),
+            );
         }
     }
 
@@ -1337,8 +1389,17 @@ impl Auditor {
             LossSource::ExitWithoutEntry => "returns arrived without their entries",
             LossSource::Recording => "damaged parts of the recording were skipped",
         };
-        let msg = format!("{count} events were lost: {why}; findings after this point may miss evidence");
-        self.raise(Kind::EventsLost, None, ev, None, msg, Vec::new(), Vec::new());
+        let msg =
+            format!("{count} events were lost: {why}; findings after this point may miss evidence");
+        self.raise(
+            Kind::EventsLost,
+            None,
+            ev,
+            None,
+            msg,
+            Vec::new(),
+            Vec::new(),
+        );
     }
 
     /// The state now, for sinks.
@@ -1409,7 +1470,12 @@ impl Auditor {
             .values()
             .flatten()
             .map(|f| UnfinishedCall {
-                function: f.enter.body.func().map(Arc::from).unwrap_or_else(|| Arc::from("")),
+                function: f
+                    .enter
+                    .body
+                    .func()
+                    .map(Arc::from)
+                    .unwrap_or_else(|| Arc::from("")),
                 task: self.task_ref(&f.enter),
                 seq: f.enter.seq,
                 ts_ns: f.enter.ts_ns,
@@ -1430,7 +1496,13 @@ impl Auditor {
 
 impl Event {
     fn body_untrusted(&self) -> bool {
-        matches!(self.body, Body::Enter { untrusted: true, .. })
+        matches!(
+            self.body,
+            Body::Enter {
+                untrusted: true,
+                ..
+            }
+        )
     }
 }
 

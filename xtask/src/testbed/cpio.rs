@@ -24,7 +24,7 @@ impl Cpio {
     }
 
     fn pad4(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -80,7 +80,11 @@ impl Cpio {
             .collect::<std::result::Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
-            let name = format!("{}/{}", guest.trim_end_matches('/'), e.file_name().to_string_lossy());
+            let name = format!(
+                "{}/{}",
+                guest.trim_end_matches('/'),
+                e.file_name().to_string_lossy()
+            );
             let meta = fs::symlink_metadata(e.path())?;
             if meta.file_type().is_symlink() {
                 let t = fs::read_link(e.path())?;
@@ -98,7 +102,7 @@ impl Cpio {
 
     pub fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, &[], (0, 0));
-        while self.buf.len() % 512 != 0 {
+        while !self.buf.len().is_multiple_of(512) {
             self.buf.push(0);
         }
         self.buf

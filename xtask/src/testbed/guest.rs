@@ -19,6 +19,8 @@ pub const MARK: &str = "APTRACE-TESTBED: ";
 /// What one boot carries besides the base.
 #[derive(Default)]
 pub struct Job {
+    /// extra guest directories (created first)
+    pub dirs: Vec<String>,
     /// guest path -> host file
     pub files: Vec<(String, PathBuf, u32)>,
     /// guest path -> contents
@@ -56,9 +58,18 @@ fn ninep_modules(k: &Kernel) -> Result<Vec<(String, Vec<u8>)>> {
         if !seen.insert(name.to_string()) {
             return Ok(());
         }
-        let Some(path) = find(&k.module_dir(), name) else { return Ok(()) }; // built in
-        let out = Command::new("modinfo").args(["-F", "depends"]).arg(&path).output()?;
-        for d in String::from_utf8_lossy(&out.stdout).trim().split(',').filter(|d| !d.is_empty()) {
+        let Some(path) = find(&k.module_dir(), name) else {
+            return Ok(());
+        }; // built in
+        let out = Command::new("modinfo")
+            .args(["-F", "depends"])
+            .arg(&path)
+            .output()?;
+        for d in String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .split(',')
+            .filter(|d| !d.is_empty())
+        {
             add(k, d, seen, order)?;
         }
         let data = if path.extension().is_some_and(|x| x == "xz") {
@@ -81,7 +92,19 @@ fn ninep_modules(k: &Kernel) -> Result<Vec<(String, Vec<u8>)>> {
 
 pub fn initramfs(root: &Path, k: &Kernel, busybox: &Path, ko: &Path, job: &Job) -> Result<Vec<u8>> {
     let mut c = Cpio::new();
-    for d in ["bin", "sbin", "usr", "usr/bin", "dev", "proc", "sys", "tmp", "out", "lib", "lib/modules"] {
+    for d in [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "out",
+        "lib",
+        "lib/modules",
+    ] {
         c.dir(d);
     }
     c.file("bin/busybox", 0o755, &fs::read(busybox)?);
@@ -95,8 +118,15 @@ pub fn initramfs(root: &Path, k: &Kernel, busybox: &Path, ko: &Path, job: &Job) 
         order += &format!("{name}\n");
     }
     c.file("lib/modules/load.order", 0o644, order.as_bytes());
+    for d in &job.dirs {
+        c.dir(d);
+    }
     for (g, h, perm) in &job.files {
-        c.file(g, *perm, &fs::read(h).with_context(|| format!("reading {}", h.display()))?);
+        c.file(
+            g,
+            *perm,
+            &fs::read(h).with_context(|| format!("reading {}", h.display()))?,
+        );
     }
     for (g, t, perm) in &job.texts {
         c.file(g, *perm, t.as_bytes());
@@ -130,12 +160,18 @@ pub fn boot(
     c.arg("-n").arg("5");
     match k.arch {
         Arch::X86_64 => {
-            c.arg("qemu-system-x86_64").args(["-machine", "accel=tcg", "-cpu", "max"]);
+            c.arg("qemu-system-x86_64")
+                .args(["-machine", "accel=tcg", "-cpu", "max"]);
             c.arg("-append").arg("console=ttyS0 panic=-1 loglevel=4");
             c.args(["-device", "virtio-9p-pci,fsdev=out,mount_tag=out"]);
         }
         Arch::S390x => {
-            c.arg("qemu-system-s390x").args(["-machine", "s390-ccw-virtio,accel=tcg", "-cpu", "max"]);
+            c.arg("qemu-system-s390x").args([
+                "-machine",
+                "s390-ccw-virtio,accel=tcg",
+                "-cpu",
+                "max",
+            ]);
             c.arg("-append").arg("panic=-1 loglevel=4");
             c.args(["-device", "virtio-9p-ccw,fsdev=out,mount_tag=out"]);
         }
@@ -190,6 +226,9 @@ pub fn read_lossy(p: &Path) -> String {
 pub fn markers(console: &str) -> Vec<String> {
     console
         .lines()
-        .filter_map(|l| l.find(MARK).map(|i| l[i + MARK.len()..].trim_end().to_string()))
+        .filter_map(|l| {
+            l.find(MARK)
+                .map(|i| l[i + MARK.len()..].trim_end().to_string())
+        })
         .collect()
 }

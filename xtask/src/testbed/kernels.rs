@@ -35,13 +35,20 @@ impl Kernel {
         format!("{}-{}", self.arch.deb(), self.series)
     }
     pub fn kdir(&self) -> PathBuf {
-        self.root.join("usr/src").join(format!("linux-headers-{}", self.kver))
+        self.root
+            .join("usr/src")
+            .join(format!("linux-headers-{}", self.kver))
     }
     pub fn vmlinuz(&self) -> PathBuf {
-        self.root.join("boot").join(format!("vmlinuz-{}", self.kver))
+        self.root
+            .join("boot")
+            .join(format!("vmlinuz-{}", self.kver))
     }
     pub fn module_dir(&self) -> PathBuf {
-        self.root.join("lib/modules").join(&self.kver).join("kernel")
+        self.root
+            .join("lib/modules")
+            .join(&self.kver)
+            .join("kernel")
     }
 }
 
@@ -99,7 +106,9 @@ fn mirrors() -> Result<(String, String)> {
 
 impl Apt {
     pub fn new(cache: &Path) -> Self {
-        Self { cache: cache.to_path_buf() }
+        Self {
+            cache: cache.to_path_buf(),
+        }
     }
 
     fn dir(&self, arch: Arch) -> PathBuf {
@@ -109,7 +118,10 @@ impl Apt {
     pub fn opts(&self, arch: Arch) -> Vec<String> {
         let d = self.dir(arch);
         vec![
-            format!("-oDir::Etc::SourceList={}", d.join("sources.list").display()),
+            format!(
+                "-oDir::Etc::SourceList={}",
+                d.join("sources.list").display()
+            ),
             "-oDir::Etc::SourceParts=-".into(),
             format!("-oDir::State::Lists={}", d.join("lists").display()),
             format!("-oDir::Cache={}", d.join("cache").display()),
@@ -187,7 +199,12 @@ impl Apt {
 
     pub fn download(&self, arch: Arch, specs: &[String], dir: &Path) -> Result<()> {
         fs::create_dir_all(dir)?;
-        run_cmd(self.cmd("apt-get", arch).arg("download").args(specs).current_dir(dir))
+        run_cmd(
+            self.cmd("apt-get", arch)
+                .arg("download")
+                .args(specs)
+                .current_dir(dir),
+        )
     }
 }
 
@@ -227,12 +244,15 @@ fn meta_version(apt: &Apt, arch: Arch, series: &str) -> Result<String> {
         .filter(|v| v.starts_with(&format!("{series}.")))
         .collect();
     vs.sort_by_key(|v| version_key(v));
-    vs.pop().with_context(|| format!("no linux-image-{} {series}.x in apt metadata", arch.deb()))
+    vs.pop()
+        .with_context(|| format!("no linux-image-{} {series}.x in apt metadata", arch.deb()))
 }
 
 /// Resolves, downloads and unpacks one kernel (cached).
 pub fn provision(cache: &Path, apt: &Apt, arch: Arch, series: &str) -> Result<Kernel> {
-    let dest = cache.join("kernels").join(format!("{}-{series}", arch.deb()));
+    let dest = cache
+        .join("kernels")
+        .join(format!("{}-{series}", arch.deb()));
     if dest.join("KVER").exists() {
         return Ok(Kernel {
             arch,
@@ -243,20 +263,43 @@ pub fn provision(cache: &Path, apt: &Apt, arch: Arch, series: &str) -> Result<Ke
         });
     }
     let meta = meta_version(apt, arch, series)?;
-    let img = dep_names(&apt.field(arch, &format!("linux-image-{}={meta}", arch.deb()), "Depends")?)
-        .into_iter()
-        .find(|d| d.starts_with("linux-image-"))
-        .context("metapackage names no linux-image")?;
+    let img = dep_names(&apt.field(
+        arch,
+        &format!("linux-image-{}={meta}", arch.deb()),
+        "Depends",
+    )?)
+    .into_iter()
+    .find(|d| d.starts_with("linux-image-"))
+    .context("metapackage names no linux-image")?;
     let kver = img.trim_start_matches("linux-image-").to_string();
     let hdr = format!("linux-headers-{kver}");
     let ver = apt.field(arch, &hdr, "Version")?;
     let deps = dep_names(&apt.field(arch, &format!("{hdr}={ver}"), "Depends")?);
-    let common = deps.iter().find(|d| d.ends_with("-common")).context("no -common")?.clone();
-    let kbuild = deps.iter().find(|d| d.starts_with("linux-kbuild")).context("no linux-kbuild")?.clone();
-    eprintln!("testbed: {} {series}: {img} {hdr}={ver} {common} {kbuild}", arch.deb());
+    let common = deps
+        .iter()
+        .find(|d| d.ends_with("-common"))
+        .context("no -common")?
+        .clone();
+    let kbuild = deps
+        .iter()
+        .find(|d| d.starts_with("linux-kbuild"))
+        .context("no linux-kbuild")?
+        .clone();
+    eprintln!(
+        "testbed: {} {series}: {img} {hdr}={ver} {common} {kbuild}",
+        arch.deb()
+    );
     let dl = cache.join("debs").join(format!("{}-{series}", arch.deb()));
     let _ = fs::remove_dir_all(&dl);
-    apt.download(arch, &[img.clone(), format!("{hdr}={ver}"), format!("{common}={ver}")], &dl)?;
+    apt.download(
+        arch,
+        &[
+            img.clone(),
+            format!("{hdr}={ver}"),
+            format!("{common}={ver}"),
+        ],
+        &dl,
+    )?;
     apt.download(Arch::X86_64, &[format!("{kbuild}:amd64={ver}")], &dl)?;
 
     let tmp = dest.with_extension("tmp");
@@ -271,7 +314,10 @@ pub fn provision(cache: &Path, apt: &Apt, arch: Arch, series: &str) -> Result<Ke
     // the arch headers' Makefile includes the common tree by an absolute path
     let mk = tmp.join("usr/src").join(&hdr).join("Makefile");
     let text = fs::read_to_string(&mk)?;
-    fs::write(&mk, text.replace("/usr/src/", &format!("{}/usr/src/", dest.display())))?;
+    fs::write(
+        &mk,
+        text.replace("/usr/src/", &format!("{}/usr/src/", dest.display())),
+    )?;
     // absolute symlinks in the header trees point into the final location
     for e in fs::read_dir(tmp.join("usr/src"))?.flatten() {
         for l in fs::read_dir(e.path())?.flatten() {

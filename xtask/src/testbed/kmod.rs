@@ -26,7 +26,11 @@ pub fn build(cache: &Path, k: &Kernel, src: &Path, name: &str) -> Result<BuiltMo
     fs::create_dir_all(&out)?;
     copy_tree(src, &out)?;
     let mut c = Command::new("nice");
-    c.arg("make").arg("-s").arg("-C").arg(k.kdir()).arg(format!("M={}", out.display()));
+    c.arg("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(k.kdir())
+        .arg(format!("M={}", out.display()));
     if k.arch == Arch::S390x {
         c.arg("ARCH=s390").arg("CROSS_COMPILE=s390x-linux-gnu-");
     }
@@ -46,7 +50,11 @@ pub fn build(cache: &Path, k: &Kernel, src: &Path, name: &str) -> Result<BuiltMo
 }
 
 fn section_names(elf: &Path) -> Result<Vec<String>> {
-    let out = Command::new("readelf").arg("-S").arg("-W").arg(elf).output()?;
+    let out = Command::new("readelf")
+        .arg("-S")
+        .arg("-W")
+        .arg(elf)
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text
         .lines()
@@ -62,10 +70,17 @@ fn section_names(elf: &Path) -> Result<Vec<String>> {
 
 /// `pahole -C STRUCT module.ko`, the byte offset of MEMBER (`/* OFFSET SIZE */`).
 pub fn pahole_offset(ko: &Path, strukt: &str, member: &str) -> Result<Option<u64>> {
-    let out = Command::new("pahole").arg("-C").arg(strukt).arg(ko).output().context("running pahole")?;
+    let out = Command::new("pahole")
+        .arg("-C")
+        .arg(strukt)
+        .arg(ko)
+        .output()
+        .context("running pahole")?;
     let text = String::from_utf8_lossy(&out.stdout);
     for l in text.lines() {
-        let Some((decl, comment)) = l.split_once("/*") else { continue };
+        let Some((decl, comment)) = l.split_once("/*") else {
+            continue;
+        };
         let decl = decl.trim().trim_end_matches(';');
         let last = decl.rsplit([' ', '*']).next().unwrap_or("");
         let last = last.split('[').next().unwrap_or("");

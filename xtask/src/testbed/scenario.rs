@@ -36,7 +36,11 @@ pub fn parse_counts(text: &str) -> Result<BTreeMap<String, u64>> {
 }
 
 pub fn load_one(dir: &Path) -> Result<Scenario> {
-    let name = dir.file_name().context("scenario dir")?.to_string_lossy().into_owned();
+    let name = dir
+        .file_name()
+        .context("scenario dir")?
+        .to_string_lossy()
+        .into_owned();
     if !dir.join("run.sh").exists() {
         bail!("{}: no run.sh", dir.display());
     }
@@ -53,7 +57,13 @@ pub fn load_one(dir: &Path) -> Result<Scenario> {
             bail!("{}: unknown mode {m}", dir.display());
         }
     }
-    Ok(Scenario { name, dir: dir.to_path_buf(), expected, isolated: dir.join("isolated").exists(), modes })
+    Ok(Scenario {
+        name,
+        dir: dir.to_path_buf(),
+        expected,
+        isolated: dir.join("isolated").exists(),
+        modes,
+    })
 }
 
 /// A folder of scenario folders, or one scenario folder.
@@ -79,7 +89,10 @@ pub fn fmt_counts(m: &BTreeMap<String, u64>) -> String {
     if m.is_empty() {
         return "none".into();
     }
-    m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The finding kinds (DESIGN.md: stable names).
@@ -105,9 +118,13 @@ pub fn count_findings(json: &str) -> BTreeMap<String, u64> {
     while let Some(i) = rest.find("\"kind\"") {
         rest = &rest[i + 6..];
         let r = rest.trim_start();
-        let Some(r) = r.strip_prefix(':') else { continue };
+        let Some(r) = r.strip_prefix(':') else {
+            continue;
+        };
         let r = r.trim_start();
-        let Some(r) = r.strip_prefix('"') else { continue };
+        let Some(r) = r.strip_prefix('"') else {
+            continue;
+        };
         let Some(end) = r.find('"') else { break };
         let kind = &r[..end];
         if FINDING_KINDS.contains(&kind) {

@@ -1,0 +1,308 @@
+//! The `aptrace` binary as a user runs it: exit codes, reports, damaged files, file safety.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn aptrace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aptrace"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run aptrace")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn path(rel: &str) -> String {
+    root().join(rel).display().to_string()
+}
+
+fn json_report(file: &str) -> (i32, serde_json::Value) {
+    let out = aptrace(&["report", "--format", "json", file]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), v)
+}
+
+fn kinds(v: &serde_json::Value) -> Vec<String> {
+    let mut k: Vec<String> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn hand_written_scenarios_yield_exactly_their_finding() {
+    for (file, kind) in [
+        ("double-free", "double-free"),
+        ("unknown-free", "unknown-free"),
+        ("self-deadlock", "self-deadlock"),
+    ] {
+        let (code, v) = json_report(&path(&format!("tracer/tests/scenarios/{file}.jsonl")));
+        assert_eq!(kinds(&v), vec![kind.to_string()], "{file}");
+        assert_eq!(code, 1, "{file}: findings → exit 1");
+        let f = &v["findings"][0];
+        for key in [
+            "kind",
+            "severity",
+            "uncertain",
+            "mdev",
+            "function",
+            "message",
+            "events",
+        ] {
+            assert!(!f[key].is_null(), "{file}: finding lacks {key}");
+        }
+        assert!(
+            f["mdev"]["ptr"].as_str().unwrap().starts_with("0x"),
+            "pointers are strings"
+        );
+        assert!(f["ts_ns"].is_string(), "nanoseconds are strings");
+    }
+}
+
+#[test]
+fn the_self_deadlock_report_names_probe_and_the_stack() {
+    let out = aptrace(&[
+        "report",
+        &path("tracer/tests/scenarios/self-deadlock.jsonl"),
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("[error] self-deadlock in vfio_ap_mdev_release_dev"),
+        "{text}"
+    );
+    assert!(text.contains("called from vfio_ap_mdev_probe"), "{text}");
+    assert!(
+        text.contains("still inside vfio_ap_mdev_release_dev at the end"),
+        "{text}"
+    );
+    assert!(text.contains("kobject_put+0x9a"), "{text}");
+}
+
+#[test]
+fn clean_exits_0_and_leak_exits_1() {
+    let (code, v) = json_report(&path("samples/synthetic-clean.aptr"));
+    assert_eq!((code, kinds(&v).len()), (0, 0));
+    assert_eq!(v["complete"], true);
+    let (code, v) = json_report(&path("samples/synthetic-leak.aptr"));
+    assert_eq!(code, 1);
+    assert!(kinds(&v).iter().all(|k| k == "leak"));
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message_naming_the_file() {
+    let out = aptrace(&["report", "/nonexistent/x.aptr"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/x.aptr"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.jsonl");
+    std::fs::write(&junk, "{\"type\":\"enter\"}\n").unwrap();
+    let out = aptrace(&["report", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk.jsonl:1"));
+
+    let out = aptrace(&["report", "--format", "yaml", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // An unknown major version is refused.
+    let mut data = std::fs::read(path("samples/synthetic-clean.aptr")).unwrap();
+    data[8] = 7;
+    // keep the header CRC valid so the version is read, not treated as damage
+    let len = u32::from_le_bytes(data[12..16].try_into().unwrap()) as usize;
+    let crc = crc32(&data[8..16 + len]);
+    data[16 + len..20 + len].copy_from_slice(&crc.to_le_bytes());
+    let future = dir.path().join("future.aptr");
+    std::fs::write(&future, data).unwrap();
+    let out = aptrace(&["report", future.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("7.0") && err.contains("upgrade aptrace"),
+        "{err}"
+    );
+}
+
+fn crc32(b: &[u8]) -> u32 {
+    // Bitwise CRC-32 (IEEE), independent of the implementation under test.
+    let mut c = !0u32;
+    for &x in b {
+        c ^= u32::from(x);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+#[test]
+fn a_damaged_recording_still_reports_and_says_it_is_incomplete() {
+    let data = std::fs::read(path("samples/synthetic-mixed.aptr")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, whole) = json_report(&path("samples/synthetic-mixed.aptr"));
+    let whole_events = whole["summary"]["events"].as_u64().unwrap();
+
+    // cut mid-chunk
+    let cut = dir.path().join("cut.aptr");
+    std::fs::write(&cut, &data[..data.len() - 100]).unwrap();
+    let out = aptrace(&["report", "--format", "json", cut.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "findings in the recovered part");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["complete"], false);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bytes skipped"));
+
+    // a flipped length byte in the first chunk
+    let hdr_end = 16 + u32::from_le_bytes(data[12..16].try_into().unwrap()) as usize + 4;
+    let mut flipped = data.clone();
+    flipped[hdr_end + 9] ^= 0x40;
+    let f = dir.path().join("flipped.aptr");
+    std::fs::write(&f, &flipped).unwrap();
+    let (_, v) = json_report(f.to_str().unwrap());
+    assert_eq!(v["complete"], false);
+    let got = v["summary"]["events"].as_u64().unwrap();
+    assert!(
+        got > 0 && got < whole_events,
+        "recovered {got} of {whole_events}"
+    );
+}
+
+#[test]
+fn import_export_round_trip_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.jsonl");
+    let out = aptrace(&[
+        "export",
+        &path("samples/synthetic-mixed.aptr"),
+        "--format",
+        "jsonl",
+        "-o",
+        a.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = dir.path().join("b.aptr");
+    let out = aptrace(&["import", a.to_str().unwrap(), "-o", rec.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = dir.path().join("b.jsonl");
+    aptrace(&[
+        "export",
+        rec.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "-o",
+        b.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&a).unwrap(),
+        std::fs::read_to_string(&b).unwrap()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn outputs_are_private_not_overwritten_and_not_followed_through_symlinks() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("r.json");
+    let o = out_path.to_str().unwrap();
+    let sample = path("samples/synthetic-leak.aptr");
+    assert_eq!(
+        aptrace(&["report", &sample, "-o", o]).status.code(),
+        Some(1)
+    );
+    let mode = std::fs::metadata(&out_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = aptrace(&["report", &sample, "-o", o]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(
+        aptrace(&["report", &sample, "-o", o, "--force"])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    let target = dir.path().join("victim");
+    std::fs::write(&target, "keep").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let r = aptrace(&["report", &sample, "-o", link.to_str().unwrap(), "--force"]);
+    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+}
+
+#[test]
+fn markdown_report_escapes_names_from_the_traced_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(path("tracer/tests/scenarios/double-free.jsonl")).unwrap();
+    let hostile = src.replace("payroll", "<img src=x onerror=alert(1)>*pwn*");
+    let f = dir.path().join("h.jsonl");
+    std::fs::write(&f, hostile).unwrap();
+    let out = aptrace(&["report", "--format", "markdown", f.to_str().unwrap()]);
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(!md.contains("<img"), "{md}");
+    assert!(md.contains("&lt;img"), "{md}");
+}
+
+/// Runs from the workspace root with a relative path, so the report is the same anywhere.
+fn report_at_root(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_aptrace"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .expect("run aptrace");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn golden_reports() {
+    for (name, file) in [
+        (
+            "double_free_text",
+            "tracer/tests/scenarios/double-free.jsonl",
+        ),
+        (
+            "self_deadlock_markdown",
+            "tracer/tests/scenarios/self-deadlock.jsonl",
+        ),
+        ("synthetic_leak_text", "samples/synthetic-leak.aptr"),
+    ] {
+        let format = if name.ends_with("markdown") {
+            "markdown"
+        } else {
+            "text"
+        };
+        insta::assert_snapshot!(name, report_at_root(&["report", "--format", format, file]));
+    }
+    insta::assert_snapshot!(
+        "double_free_json",
+        report_at_root(&[
+            "report",
+            "--format",
+            "json",
+            "tracer/tests/scenarios/double-free.jsonl"
+        ])
+    );
+}

@@ -1,0 +1,620 @@
+//! `cargo xtask testbed`: Debian's 6.1 and 6.12 kernels for x86_64 and s390x in QEMU (TCG),
+//! the vfio_ap model module, and the scenarios of testbed/scenarios run against it, with
+//! `aptrace live --record` inside the guest when an agent binary is given.
+//!
+//! Cache (gitignored): `<repo>/.cache/testbed/`
+//!   apt/<arch>/        private apt sources, lists and archive cache
+//!   debs/<arch>-<series>/, debs/busybox-<arch>/   downloaded packages
+//!   kernels/<arch>-<series>/   dpkg -x of image + headers + -common + kbuild (KVER, VERSION)
+//!   busybox-<arch>     the guest's static busybox
+//!   build/<arch>-<series>/<module>/   module build trees (with debug info)
+//!   runs/<arch>-<series>/<boot>/      initrd, console.log, share/ (what the guest wrote)
+
+mod cpio;
+mod guest;
+mod kernels;
+mod kmod;
+mod scenario;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use scenario::Scenario;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    S390x,
+}
+
+impl Arch {
+    pub fn deb(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::S390x => "s390x",
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::S390x => "s390x",
+        }
+    }
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "x86_64" | "amd64" => Arch::X86_64,
+            "s390x" => Arch::S390x,
+            _ => bail!("unknown arch {s} (x86_64, s390x)"),
+        })
+    }
+}
+
+/// Arguments of `cargo xtask testbed` (see `TestbedArgs::USAGE`).
+#[derive(Clone, Debug)]
+pub struct TestbedArgs {
+    /// (arch, series) pairs; default all four
+    pub kernels: Vec<(Arch, String)>,
+    /// extra scenario folders (each a folder of scenarios, or one scenario)
+    pub scenarios: Vec<PathBuf>,
+    /// run only these scenario names
+    pub only: Vec<String>,
+    pub module_src: Option<PathBuf>,
+    pub module_name: String,
+    pub agent_x86_64: Option<PathBuf>,
+    pub agent_s390x: Option<PathBuf>,
+    /// extra arguments for every `aptrace live`
+    pub agent_args: String,
+    /// arguments added where the module has no BTF; `{mdevs_lock}` and `{mig_data}` are
+    /// replaced by the offsets pahole found
+    pub btf_override_args: String,
+    pub cache: Option<PathBuf>,
+    pub boot_timeout: Duration,
+    pub install: bool,
+    /// run the phase-1 proof (testbed/guest/proof.sh) instead of the scenarios
+    pub prove: bool,
+    /// fetch kernels and build the module only
+    pub prepare_only: bool,
+}
+
+impl Default for TestbedArgs {
+    fn default() -> Self {
+        Self {
+            kernels: vec![],
+            scenarios: vec![],
+            only: vec![],
+            module_src: None,
+            module_name: "vfio_ap".into(),
+            agent_x86_64: None,
+            agent_s390x: None,
+            agent_args: String::new(),
+            btf_override_args: "--mdevs-lock-offset {mdevs_lock} --mig-data-offset {mig_data}"
+                .into(),
+            cache: None,
+            boot_timeout: Duration::from_secs(600),
+            install: true,
+            prove: false,
+            prepare_only: false,
+        }
+    }
+}
+
+impl TestbedArgs {
+    pub const USAGE: &'static str = "cargo xtask testbed [options]
+  --kernels LIST          x86_64-6.1,x86_64-6.12,s390x-6.1,s390x-6.12 (default: all)
+  --only LIST             scenario names to run
+  --scenarios DIR         extra scenario folder (repeatable)
+  --module-src DIR        module source folder (Kbuild/Makefile) instead of testbed/kmod
+  --module-name NAME      its module name (default vfio_ap)
+  --agent-x86_64 PATH     static aptrace for x86_64 guests (none: scenarios run without agent)
+  --agent-s390x PATH      static aptrace for s390x guests
+  --agent-args STR        extra arguments for `aptrace live`
+  --btf-override-args STR where the module has no BTF (default
+                          \"--mdevs-lock-offset {mdevs_lock} --mig-data-offset {mig_data}\")
+  --cache DIR             cache (default <repo>/.cache/testbed)
+  --boot-timeout SECS     per boot (default 600)
+  --no-install            do not apt-get install missing host tools
+  --prove                 run the kernel/probe proof job instead of the scenarios
+  --prepare               fetch kernels and build the module only";
+
+    /// Parses the arguments after `testbed`.
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self> {
+        let mut a = Self::default();
+        let mut it = args.into_iter();
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+                _ => (arg.clone(), None),
+            };
+            let mut val = || -> Result<String> {
+                inline
+                    .clone()
+                    .or_else(|| it.next())
+                    .with_context(|| format!("{flag} needs a value"))
+            };
+            match flag.as_str() {
+                "--kernels" => {
+                    for k in val()?.split(',').filter(|s| !s.is_empty()) {
+                        let (arch, series) = k.rsplit_once('-').context("kernel as ARCH-SERIES")?;
+                        a.kernels.push((Arch::parse(arch)?, series.to_string()));
+                    }
+                }
+                "--only" => a.only.extend(val()?.split(',').map(str::to_string)),
+                "--scenarios" => a.scenarios.push(val()?.into()),
+                "--module-src" => a.module_src = Some(val()?.into()),
+                "--module-name" => a.module_name = val()?,
+                "--agent-x86_64" | "--agent-x86-64" => a.agent_x86_64 = Some(val()?.into()),
+                "--agent-s390x" => a.agent_s390x = Some(val()?.into()),
+                "--agent-args" => a.agent_args = val()?,
+                "--btf-override-args" => a.btf_override_args = val()?,
+                "--cache" => a.cache = Some(val()?.into()),
+                "--boot-timeout" => a.boot_timeout = Duration::from_secs(val()?.parse()?),
+                "--no-install" => a.install = false,
+                "--prove" => a.prove = true,
+                "--prepare" => a.prepare_only = true,
+                "-h" | "--help" => {
+                    println!("{}", Self::USAGE);
+                    std::process::exit(0);
+                }
+                _ => bail!("unknown testbed argument {arg}\n{}", Self::USAGE),
+            }
+        }
+        if a.kernels.is_empty() {
+            for arch in [Arch::X86_64, Arch::S390x] {
+                for s in ["6.1", "6.12"] {
+                    a.kernels.push((arch, s.into()));
+                }
+            }
+        }
+        Ok(a)
+    }
+}
+
+pub(crate) fn run_cmd(c: &mut Command) -> Result<()> {
+    let out = c.output().with_context(|| format!("running {c:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{c:?} failed ({})\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    fs::create_dir_all(dst)?;
+    for e in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+        let e = e?;
+        let to = dst.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &to)?;
+        } else {
+            fs::copy(e.path(), &to)?;
+        }
+    }
+    Ok(())
+}
+
+fn repo_root() -> PathBuf {
+    // xtask/ is one below the workspace root
+    let up = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf);
+    match up {
+        Some(p) if p.join("testbed/kmod").is_dir() => p,
+        _ => std::env::current_dir().unwrap_or_else(|_| ".".into()),
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool} >/dev/null"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs missing host tools with apt-get (root). QEMU comes from bookworm-backports when
+/// the host's qemu-utils already does (the two must match).
+fn ensure_host_tools(apt: &kernels::Apt, arches: &[Arch]) -> Result<()> {
+    let mut pkgs = vec![];
+    for (tool, pkg) in [
+        ("pahole", "pahole"),
+        ("modinfo", "kmod"),
+        ("xz", "xz-utils"),
+        ("make", "make"),
+        ("gcc", "gcc"),
+        ("readelf", "binutils"),
+        ("dpkg", "dpkg"),
+    ] {
+        if !have(tool) {
+            pkgs.push(pkg);
+        }
+    }
+    if arches.contains(&Arch::S390x) && !have("s390x-linux-gnu-gcc") {
+        pkgs.push("gcc-s390x-linux-gnu");
+    }
+    let mut qemu = vec![];
+    if arches.contains(&Arch::X86_64) && !have("qemu-system-x86_64") {
+        qemu.push("qemu-system-x86");
+    }
+    if arches.contains(&Arch::S390x) && !have("qemu-system-s390x") {
+        qemu.push("qemu-system-misc");
+    }
+    if !pkgs.is_empty() {
+        eprintln!("testbed: apt-get install {}", pkgs.join(" "));
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(&pkgs)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    if !qemu.is_empty() {
+        let utils = Command::new("dpkg-query")
+            .args(["-W", "-f=${Version}", "qemu-utils"])
+            .output()?;
+        let bpo = String::from_utf8_lossy(&utils.stdout).contains("bpo");
+        eprintln!(
+            "testbed: apt-get install {}{}",
+            qemu.join(" "),
+            if bpo { " (backports)" } else { "" }
+        );
+        let mut c = if bpo {
+            let mut c = apt.cmd("apt-get", Arch::X86_64);
+            c.args(["-t", "bookworm-backports"]);
+            c
+        } else {
+            Command::new("apt-get")
+        };
+        run_cmd(
+            c.args(["install", "-y"])
+                .args(&qemu)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    Ok(())
+}
+
+/// One row of the result table.
+struct Row {
+    kernel: String,
+    arch: &'static str,
+    scenario: String,
+    mode: String,
+    expected: String,
+    found: String,
+    secs: f64,
+    pass: bool,
+    note: String,
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n{:<24} {:<7} {:<16} {:<16} {:<26} {:<26} {:>7}  pass",
+        "kernel", "arch", "scenario", "mode", "expected", "found", "wall_s"
+    );
+    for r in rows {
+        println!(
+            "{:<24} {:<7} {:<16} {:<16} {:<26} {:<26} {:>7.1}  {}{}",
+            r.kernel,
+            r.arch,
+            r.scenario,
+            r.mode,
+            r.expected,
+            r.found,
+            r.secs,
+            if r.pass { "PASS" } else { "FAIL" },
+            if r.note.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", r.note)
+            }
+        );
+    }
+}
+
+pub fn run(args: TestbedArgs) -> Result<()> {
+    let root = repo_root();
+    let cache = args
+        .cache
+        .clone()
+        .unwrap_or_else(|| root.join(".cache/testbed"));
+    fs::create_dir_all(&cache)?;
+    let apt = kernels::Apt::new(&cache);
+    let arches: Vec<Arch> = args.kernels.iter().map(|k| k.0).collect();
+    apt.setup(Arch::X86_64)?;
+    if arches.contains(&Arch::S390x) {
+        apt.setup(Arch::S390x)?;
+    }
+    if args.install {
+        ensure_host_tools(&apt, &arches)?;
+    }
+    let module_src = args
+        .module_src
+        .clone()
+        .unwrap_or_else(|| root.join("testbed/kmod"));
+
+    let mut scenarios: Vec<Scenario> = scenario::load_dir(&root.join("testbed/scenarios"))?;
+    for d in &args.scenarios {
+        for s in scenario::load_dir(d)? {
+            scenarios.retain(|x| x.name != s.name);
+            scenarios.push(s);
+        }
+    }
+    if !args.only.is_empty() {
+        scenarios.retain(|s| args.only.contains(&s.name));
+    }
+
+    let t0 = Instant::now();
+    let mut rows = Vec::new();
+    let mut failures = 0usize;
+    for (arch, series) in &args.kernels {
+        let arch = *arch;
+        let k = kernels::provision(&cache, &apt, arch, series)?;
+        let bb = kernels::busybox(&cache, &apt, arch)?;
+        let m = kmod::build(&cache, &k, &module_src, &args.module_name)?;
+        eprintln!(
+            "testbed: {} ({} {}): {} built, BTF {}, pahole mdevs_lock {:?} mig_data {:?}",
+            k.id(),
+            k.kver,
+            k.version,
+            m.ko.display(),
+            if m.has_btf { "yes" } else { "no" },
+            m.mdevs_lock_off,
+            m.mig_data_off
+        );
+        if args.prepare_only {
+            continue;
+        }
+        let agent = match arch {
+            Arch::X86_64 => args.agent_x86_64.clone(),
+            Arch::S390x => args.agent_s390x.clone(),
+        };
+        let mut agent_args = args.agent_args.clone();
+        if !m.has_btf {
+            if let (Some(l), Some(d)) = (m.mdevs_lock_off, m.mig_data_off) {
+                let o = args
+                    .btf_override_args
+                    .replace("{mdevs_lock}", &l.to_string())
+                    .replace("{mig_data}", &d.to_string());
+                agent_args = format!("{agent_args} {o}").trim().to_string();
+            }
+        }
+        let runs_dir = cache.join("runs").join(k.id());
+        let _ = fs::remove_dir_all(&runs_dir);
+
+        if args.prove {
+            let (ok, r) = prove(&root, &runs_dir, &k, &bb, &m, &args)?;
+            failures += usize::from(!ok);
+            rows.push(r);
+            continue;
+        }
+
+        // boots: all shared scenarios in one, each isolated one in its own
+        let mut boots: Vec<(String, Vec<&Scenario>)> = vec![];
+        let shared: Vec<&Scenario> = scenarios.iter().filter(|s| !s.isolated).collect();
+        if !shared.is_empty() {
+            boots.push(("shared".into(), shared));
+        }
+        for s in scenarios.iter().filter(|s| s.isolated) {
+            boots.push((s.name.clone(), vec![s]));
+        }
+        for (boot_name, list) in boots {
+            let isolated = list.iter().any(|s| s.isolated);
+            let dir = runs_dir.join(&boot_name);
+            let share = dir.join("share");
+            fs::create_dir_all(&share)?;
+            let mut job = guest::Job::default();
+            job.files
+                .push(("job.sh".into(), root.join("testbed/guest/runner.sh"), 0o755));
+            let runs: Vec<String> = list
+                .iter()
+                .flat_map(|s| s.modes.iter().map(move |m| format!("{}:{m}", s.name)))
+                .collect();
+            let mut env = format!("RUNS=\"{}\"\nMODULE={}\n", runs.join(" "), args.module_name);
+            if let Some(a) = &agent {
+                job.files.push(("aptrace".into(), a.clone(), 0o755));
+                env += &format!("AGENT=/aptrace\nAGENT_ARGS=\"{agent_args}\"\n");
+            }
+            if isolated {
+                env += "ISOLATED=1\n";
+            }
+            job.texts.push(("job.env".into(), env, 0o644));
+            job.dirs.push("scenarios".into());
+            for s in &list {
+                job.trees
+                    .push((format!("scenarios/{}", s.name), s.dir.clone()));
+            }
+            let initrd = dir.join("initrd.cpio");
+            fs::write(&initrd, guest::initramfs(&root, &k, &bb, &m.ko, &job)?)?;
+            eprintln!(
+                "testbed: boot {} {} ({} runs)",
+                k.id(),
+                boot_name,
+                runs.len()
+            );
+            let res = guest::boot(
+                &k,
+                &initrd,
+                &share,
+                &dir.join("console.log"),
+                args.boot_timeout,
+                isolated.then_some("APTRACE-TESTBED: evidence-out"),
+            )?;
+            let marks = guest::markers(&res.console);
+            eprintln!(
+                "testbed: boot {} {} took {:.1}s{}",
+                k.id(),
+                boot_name,
+                res.secs,
+                if res.timed_out { " (TIMED OUT)" } else { "" }
+            );
+            let booted = marks.iter().any(|l| l == "module loaded")
+                && marks.iter().any(|l| l == "9p mounted");
+            for s in &list {
+                for mode in &s.modes {
+                    let end = marks.iter().find_map(|l| {
+                        l.strip_prefix(&format!("run {} {mode} end ", s.name))
+                            .map(str::to_string)
+                    });
+                    let mut note = String::new();
+                    let (rc, secs) = match &end {
+                        Some(e) => {
+                            let field = |k: &str| {
+                                e.split_whitespace()
+                                    .find_map(|w| w.strip_prefix(k))
+                                    .unwrap_or("")
+                                    .to_string()
+                            };
+                            (
+                                field("rc=").parse::<i32>().unwrap_or(-1),
+                                field("t=").parse::<f64>().unwrap_or(0.0),
+                            )
+                        }
+                        None => (-1, 0.0),
+                    };
+                    if !booted {
+                        note = "guest did not boot/load the module".into();
+                    } else if end.is_none() {
+                        note = "no end marker".into();
+                    } else if rc != 0 {
+                        note = format!("run.sh rc={rc}");
+                    }
+                    let expected = scenario::fmt_counts(&s.expected);
+                    let (found, found_ok) = if agent.is_some() {
+                        let json = share.join(format!("{}.{mode}.json", s.name));
+                        match fs::read_to_string(&json) {
+                            Ok(t) => {
+                                let f = scenario::count_findings(&t);
+                                (scenario::fmt_counts(&f), f == s.expected)
+                            }
+                            Err(_) => {
+                                note = format!("{note} no {}", json.display()).trim().to_string();
+                                ("-".into(), false)
+                            }
+                        }
+                    } else {
+                        ("(no agent)".into(), true)
+                    };
+                    let mut pass = booted && end.is_some() && rc == 0 && found_ok;
+                    if isolated && !res.ended_on_marker {
+                        pass = false;
+                        note = format!("{note} no evidence-out marker").trim().to_string();
+                    }
+                    failures += usize::from(!pass);
+                    rows.push(Row {
+                        kernel: k.kver.clone(),
+                        arch: arch.name(),
+                        scenario: s.name.clone(),
+                        mode: mode.clone(),
+                        expected,
+                        found,
+                        secs,
+                        pass,
+                        note,
+                    });
+                }
+            }
+            if agent.is_some() && !isolated {
+                let sk = marks.iter().find(|l| l.starts_with("sigkill-check"));
+                let ok = sk.is_some_and(|l| l == "sigkill-check ok");
+                failures += usize::from(!ok);
+                rows.push(Row {
+                    kernel: k.kver.clone(),
+                    arch: arch.name(),
+                    scenario: "sigkill-detach".into(),
+                    mode: "-".into(),
+                    expected: "no probe left".into(),
+                    found: sk.cloned().unwrap_or_else(|| "no marker".into()),
+                    secs: 0.0,
+                    pass: ok,
+                    note: String::new(),
+                });
+            }
+        }
+    }
+    if args.prepare_only {
+        return Ok(());
+    }
+    print_table(&rows);
+    println!(
+        "\ntestbed: {} rows, {} failed, {:.0}s",
+        rows.len(),
+        failures,
+        t0.elapsed().as_secs_f64()
+    );
+    if failures > 0 {
+        bail!("testbed: {failures} failed");
+    }
+    Ok(())
+}
+
+/// The phase-1 proof on one kernel: symbols, filter functions, kprobe events on every
+/// profiled function, the mdevs_lock owner word in three states, kmem tracepoints, 9p.
+fn prove(
+    root: &Path,
+    runs_dir: &Path,
+    k: &kernels::Kernel,
+    bb: &Path,
+    m: &kmod::BuiltModule,
+    args: &TestbedArgs,
+) -> Result<(bool, Row)> {
+    let dir = runs_dir.join("proof");
+    let share = dir.join("share");
+    fs::create_dir_all(&share)?;
+    let mut job = guest::Job::default();
+    job.files
+        .push(("job.sh".into(), root.join("testbed/guest/proof.sh"), 0o755));
+    let env = match m.mdevs_lock_off {
+        Some(o) => format!("MDEVS_LOCK_OFF={o}\n"),
+        None => String::new(),
+    };
+    job.texts.push(("job.env".into(), env, 0o644));
+    let initrd = dir.join("initrd.cpio");
+    fs::write(&initrd, guest::initramfs(root, k, bb, &m.ko, &job)?)?;
+    let res = guest::boot(
+        k,
+        &initrd,
+        &share,
+        &dir.join("console.log"),
+        args.boot_timeout,
+        None,
+    )?;
+    let marks = guest::markers(&res.console);
+    for l in &marks {
+        println!("{} {l}", k.id());
+    }
+    let hello = fs::read_to_string(share.join("guest-hello.txt")).unwrap_or_default();
+    let bad: Vec<&String> = marks
+        .iter()
+        .filter(|l| l.contains("hits=0") || (l.starts_with("kprobe") && l.contains("refused")))
+        .collect();
+    let ok =
+        marks.iter().any(|l| l == "proof done") && bad.is_empty() && hello.starts_with("hello");
+    let found: BTreeMap<&str, usize> = [("markers", marks.len())].into_iter().collect();
+    Ok((
+        ok,
+        Row {
+            kernel: k.kver.clone(),
+            arch: k.arch.name(),
+            scenario: "proof".into(),
+            mode: "-".into(),
+            expected: "all probes fire".into(),
+            found: format!("{found:?}"),
+            secs: res.secs,
+            pass: ok,
+            note: if hello.is_empty() {
+                "no 9p file".into()
+            } else {
+                String::new()
+            },
+        },
+    ))
+}
