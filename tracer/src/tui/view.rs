@@ -181,7 +181,10 @@ impl App {
             "FINDINGS",
         ])
         .bold();
-        let rows = self.snapshot.mdevs.iter().map(|m| {
+        // Only the rows on screen are built: thousands of mdevs cost nothing to draw.
+        let sel = self.selected_mdev().map(|(i, _)| i);
+        let (first, n) = window(sel, self.snapshot.mdevs.len(), top.height.saturating_sub(3));
+        let rows = self.snapshot.mdevs[first..first + n].iter().map(|m| {
             let row = Row::new([
                 mdev_label(&m.id),
                 guest_label(m.guest.as_ref()),
@@ -216,7 +219,7 @@ impl App {
         .header(header)
         .row_highlight_style(HILITE)
         .block(Block::bordered().title(format!(" Mdevs ({}) ", self.snapshot.mdevs.len())));
-        let mut state = TableState::default().with_selected(self.selected_mdev().map(|(i, _)| i));
+        let mut state = TableState::default().with_selected(sel.map(|i| i - first));
         StatefulWidget::render(table, top, buf, &mut state);
         self.render_detail(bottom, buf);
     }
@@ -354,20 +357,31 @@ impl App {
         let [top, bottom] =
             Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(area);
         let first = self.snapshot.first_ts_ns;
-        let rows = self.findings.iter().enumerate().map(|(i, f)| {
-            Row::new([
-                format!("{}", i + 1),
-                f.severity.name().to_string(),
-                format!("{}{}", f.kind, if f.uncertain { "?" } else { "" }),
-                f.mdev
-                    .as_ref()
-                    .map(mdev_label)
-                    .unwrap_or_else(|| "-".into()),
-                f.function.as_deref().unwrap_or("-").to_string(),
-                rel_time(f.ts_ns, first),
-            ])
-            .style(severity_style(f.severity))
-        });
+        let (skip, n) = window(
+            self.finding_sel,
+            self.findings.len(),
+            top.height.saturating_sub(3),
+        );
+        let rows = self
+            .findings
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .take(n)
+            .map(|(i, f)| {
+                Row::new([
+                    format!("{}", i + 1),
+                    f.severity.name().to_string(),
+                    format!("{}{}", f.kind, if f.uncertain { "?" } else { "" }),
+                    f.mdev
+                        .as_ref()
+                        .map(mdev_label)
+                        .unwrap_or_else(|| "-".into()),
+                    f.function.as_deref().unwrap_or("-").to_string(),
+                    rel_time(f.ts_ns, first),
+                ])
+                .style(severity_style(f.severity))
+            });
         let title = if self.findings_dropped > 0 {
             format!(
                 " Findings ({}, {} older dropped) ",
@@ -391,7 +405,7 @@ impl App {
         .header(Row::new(["#", "SEV", "KIND", "MDEV", "FUNCTION", "TIME"]).bold())
         .row_highlight_style(HILITE)
         .block(Block::bordered().title(title));
-        let mut state = TableState::default().with_selected(self.finding_sel);
+        let mut state = TableState::default().with_selected(self.finding_sel.map(|i| i - skip));
         StatefulWidget::render(table, top, buf, &mut state);
 
         let block = Block::bordered().title(" Evidence ");
@@ -573,6 +587,14 @@ impl App {
             )))
             .render(right, buf);
     }
+}
+
+/// The rows of a list of `len` to build for `height` lines so that `sel` is visible:
+/// (first, count).
+fn window(sel: Option<usize>, len: usize, height: u16) -> (usize, usize) {
+    let h = (height as usize).max(1);
+    let first = sel.map_or(0, |s| s.saturating_sub(h - 1)).min(len);
+    (first, h.min(len - first))
 }
 
 const HELP: &[(&str, &str)] = &[
