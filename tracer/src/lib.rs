@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod commands;
+pub mod export;
 pub mod input;
 pub mod jsonl;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod recording;
 pub mod replay;
 pub mod report;
 pub mod synth;
+pub mod tui;
 
 /// The version string written into recordings.
 pub fn writer_id() -> String {

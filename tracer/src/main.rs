@@ -20,6 +20,8 @@ struct Cli {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum ExportFormat {
     Jsonl,
+    /// Trace Event Format JSON for Perfetto and chrome://tracing.
+    ChromeTrace,
 }
 
 #[derive(Subcommand)]
@@ -70,6 +72,22 @@ enum Command {
         #[arg(long)]
         profile: Option<PathBuf>,
     },
+    /// Replay a recording (or JSON lines) in the terminal UI.
+    Tui {
+        file: PathBuf,
+        /// Replay speed: 0.25 to 64 times the recorded pace.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Start paused (s steps one event, p plays).
+        #[arg(long)]
+        paused: bool,
+        /// Audit with this profile instead of the one stored in the recording.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Write log messages here (nothing is written to the terminal while the UI is up).
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
     /// Turn JSON lines (one event per line) into a recording.
     Import {
         file: PathBuf,
@@ -81,10 +99,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_target(false)
-        .init();
     let cli = Cli::parse();
+    match &cli.command {
+        // The UI owns the terminal: logs go to --log FILE or nowhere.
+        Command::Tui { log, .. } => {
+            if let Err(e) = tracer::tui::init_logging(log.as_deref()) {
+                eprintln!("aptrace: error: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+        _ => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+            .format_target(false)
+            .init(),
+    }
     let result = match cli.command {
         Command::Report {
             files,
@@ -122,6 +149,28 @@ fn main() -> ExitCode {
             exit_when_done,
             profile,
         })
+        .map(|_| ExitCode::SUCCESS),
+        Command::Export {
+            file,
+            format: ExportFormat::ChromeTrace,
+            output,
+            force,
+        } => tracer::export::chrome::export(&file, output.as_deref(), force)
+            .map(|_| ExitCode::SUCCESS),
+        Command::Tui {
+            file,
+            speed,
+            paused,
+            profile,
+            log: _,
+        } => tracer::tui::replay(
+            &file,
+            &tracer::tui::ReplayOptions {
+                speed,
+                paused,
+                profile,
+            },
+        )
         .map(|_| ExitCode::SUCCESS),
         Command::Import {
             file,

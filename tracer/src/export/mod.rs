@@ -1,0 +1,3 @@
+//! Exports of a recording for other tools.
+
+pub mod chrome;

@@ -1,0 +1,492 @@
+//! The side of the TUI that runs outside the draw loop: the [`Pipeline`] (reorder → auditor),
+//! and a tap on it that keeps what the screen needs, bounded. It publishes [`Update`]s.
+//!
+//! Nothing here knows whether events come from a kernel or a recording.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::audit::{Auditor, Finding, Outstanding, Snapshot};
+use crate::model::{human_ns, Body, Event, LockObs};
+use crate::pipeline::{Pipeline, Sink};
+use crate::profile::{LockContract, MdevArg, Profile};
+
+/// Event-log lines handed over per update at most (the newest win).
+pub const PENDING_LOG_CAP: usize = 2_000;
+/// Findings held for the next update at most (beyond, they are counted as dropped).
+pub const PENDING_FINDINGS_CAP: usize = 10_000;
+/// Lock checks kept per mdev.
+pub const LOCK_CHECKS_PER_MDEV: usize = 32;
+/// Mdevs whose lock checks are kept.
+const LOCK_MDEVS_CAP: usize = 8_192;
+/// Seconds of throughput history.
+pub const RATE_HISTORY: usize = 240;
+
+/// One line of the event log, rendered once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub seq: u64,
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub pid: u32,
+    pub comm: Arc<str>,
+    pub text: String,
+}
+
+impl LogLine {
+    pub fn from_event(ev: &Event) -> LogLine {
+        LogLine {
+            seq: ev.seq,
+            ts_ns: ev.ts_ns,
+            cpu: ev.cpu,
+            pid: ev.task.pid,
+            comm: ev.task.comm.clone(),
+            text: ev.describe(),
+        }
+    }
+
+    /// Case-insensitive match of `needle` (already lower-case) against the text, comm, pid
+    /// and sequence number.
+    pub fn matches(&self, needle: &str) -> bool {
+        if needle.is_empty() {
+            return true;
+        }
+        self.text.to_lowercase().contains(needle)
+            || self.comm.to_lowercase().contains(needle)
+            || self.pid.to_string() == needle
+            || format!("#{}", self.seq) == needle
+    }
+}
+
+/// One reading of `matrix_dev->mdevs_lock` on entry to a function of an mdev.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockCheck {
+    pub seq: u64,
+    pub ts_ns: u64,
+    pub function: Arc<str>,
+    pub pid: u32,
+    pub observed: LockObs,
+    pub contract: LockContract,
+    /// The observation satisfies the contract.
+    pub ok: bool,
+}
+
+impl LockCheck {
+    pub fn observed_text(&self) -> String {
+        match self.observed {
+            LockObs::NotChecked => "not read".into(),
+            LockObs::Free => "free".into(),
+            LockObs::HeldByCurrent => "held by this task".into(),
+            LockObs::HeldByOther { owner } => format!("held by {owner:#x}"),
+        }
+    }
+    pub fn contract_text(&self) -> &'static str {
+        match self.contract {
+            LockContract::None => "no contract",
+            LockContract::Held => "must hold",
+            LockContract::NotHeld => "must not hold",
+        }
+    }
+}
+
+/// The selected mdev's detail, computed on the engine side.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MdevDetail {
+    pub ptr: u64,
+    pub outstanding: Vec<Outstanding>,
+    pub lock_checks: Vec<LockCheck>,
+}
+
+/// Calls and latency of one profiled function.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FunctionRow {
+    pub name: String,
+    pub entries: u64,
+    pub failures: u64,
+    pub p50_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+    pub max_ns: u64,
+}
+
+/// Where the source is. Shown, never interpreted by the App.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Playback {
+    /// A running kernel; `frozen` is the display pause (the auditor keeps ingesting).
+    Live { frozen: bool },
+    Replay {
+        paused: bool,
+        speed: f64,
+        position: usize,
+        total: usize,
+        /// Running at full speed until the next finding.
+        seeking: bool,
+    },
+}
+
+impl Default for Playback {
+    fn default() -> Self {
+        Playback::Live { frozen: false }
+    }
+}
+
+impl Playback {
+    pub fn paused(&self) -> bool {
+        match self {
+            Playback::Live { frozen } => *frozen,
+            Playback::Replay { paused, .. } => *paused,
+        }
+    }
+}
+
+/// Counts the updates the App holds or has queued; the engine sends no new one while two
+/// are in flight, so a slow screen never makes memory grow.
+#[derive(Debug)]
+pub struct Ticket(Arc<AtomicUsize>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the engine publishes: the state now, and what is new since the last update.
+#[derive(Debug, Default)]
+pub struct Update {
+    /// The auditor's snapshot; only the selected mdev keeps its timeline, and the latency
+    /// histograms are summarised in `functions`.
+    pub snapshot: Snapshot,
+    pub functions: Vec<FunctionRow>,
+    pub new_findings: Vec<Finding>,
+    pub findings_dropped: u64,
+    pub new_log: Vec<LogLine>,
+    /// Log lines that arrived but were not kept (more than a screen could show).
+    pub log_dropped: u64,
+    /// Events per second, oldest first, the last one still filling.
+    pub rate: Vec<u64>,
+    /// Lost events per second, aligned with `rate`.
+    pub lost_rate: Vec<u64>,
+    pub detail: Option<MdevDetail>,
+    pub playback: Playback,
+    /// The source has ended (the end of a recording).
+    pub ended: bool,
+    /// Releases the engine's in-flight slot when the App drops this update.
+    pub ticket: Option<Ticket>,
+}
+
+/// What the tap collects from the pipeline, between two updates.
+struct Tap {
+    lock_specs: HashMap<String, (LockContract, MdevArg)>,
+    log: VecDeque<Event>,
+    log_dropped: u64,
+    findings: Vec<Finding>,
+    findings_dropped: u64,
+    events_in_bucket: u64,
+    lost_in_bucket: u64,
+    locks: HashMap<u64, VecDeque<LockCheck>>,
+    lock_order: VecDeque<u64>,
+    /// `struct mdev_device *` → mdev, learned from init_dev nested in probe.
+    dev_map: HashMap<u64, u64>,
+    /// Per task: probe/remove entered, mdev not yet known.
+    pending: HashMap<u32, Vec<(u64, LockCheck)>>,
+}
+
+impl Tap {
+    fn new(profile: &Profile) -> Tap {
+        Tap {
+            lock_specs: profile
+                .functions
+                .iter()
+                .map(|f| (f.name.clone(), (f.lock, f.mdev)))
+                .collect(),
+            log: VecDeque::with_capacity(PENDING_LOG_CAP),
+            log_dropped: 0,
+            findings: Vec::new(),
+            findings_dropped: 0,
+            events_in_bucket: 0,
+            lost_in_bucket: 0,
+            locks: HashMap::new(),
+            lock_order: VecDeque::new(),
+            dev_map: HashMap::new(),
+            pending: HashMap::new(),
+        }
+    }
+
+    fn add_check(&mut self, mdev: u64, check: LockCheck) {
+        if !self.locks.contains_key(&mdev) {
+            if self.lock_order.len() >= LOCK_MDEVS_CAP {
+                if let Some(old) = self.lock_order.pop_front() {
+                    self.locks.remove(&old);
+                }
+            }
+            self.lock_order.push_back(mdev);
+        }
+        let q = self.locks.entry(mdev).or_default();
+        if q.len() == LOCK_CHECKS_PER_MDEV {
+            q.pop_front();
+        }
+        q.push_back(check);
+    }
+
+    fn observe_lock(&mut self, ev: &Event) {
+        match &ev.body {
+            Body::Enter {
+                func, args, lock, ..
+            } => {
+                let base = crate::profile::strip_clone_suffix(func).0;
+                let Some(&(contract, mdev_arg)) = self.lock_specs.get(base) else {
+                    return;
+                };
+                let arg0 = args.first().copied().unwrap_or(0);
+                if mdev_arg == MdevArg::Object && arg0 != 0 {
+                    // A probe still open on this task learns its mdev here (init_dev).
+                    if let Some(list) = self.pending.get_mut(&ev.task.tid) {
+                        let taken: Vec<(u64, LockCheck)> = std::mem::take(list);
+                        for (dev, check) in taken {
+                            if self.dev_map.len() >= LOCK_MDEVS_CAP {
+                                self.dev_map.clear();
+                            }
+                            self.dev_map.insert(dev, arg0);
+                            self.add_check(arg0, check);
+                        }
+                    }
+                }
+                if *lock == LockObs::NotChecked {
+                    return;
+                }
+                let ok = match contract {
+                    LockContract::None => true,
+                    LockContract::Held => *lock == LockObs::HeldByCurrent,
+                    LockContract::NotHeld => *lock != LockObs::HeldByCurrent,
+                };
+                let check = LockCheck {
+                    seq: ev.seq,
+                    ts_ns: ev.ts_ns,
+                    function: func.clone(),
+                    pid: ev.task.pid,
+                    observed: *lock,
+                    contract,
+                    ok,
+                };
+                match mdev_arg {
+                    MdevArg::Object if arg0 != 0 => self.add_check(arg0, check),
+                    MdevArg::MdevDevice => match self.dev_map.get(&arg0) {
+                        Some(&m) => self.add_check(m, check),
+                        None => {
+                            let list = self.pending.entry(ev.task.tid).or_default();
+                            if list.len() < 8 {
+                                list.push((arg0, check));
+                            }
+                        }
+                    },
+                    _ => {}
+                }
+            }
+            Body::Exit { func, .. } => {
+                if let Some(list) = self.pending.get_mut(&ev.task.tid) {
+                    list.retain(|(_, c)| c.function != *func);
+                    if list.is_empty() {
+                        self.pending.remove(&ev.task.tid);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Sink for SharedTap {
+    fn on_event(&mut self, ev: &Event, _auditor: &Auditor) {
+        let mut t = self.0.lock().expect("tap lock");
+        t.events_in_bucket += 1;
+        if let Body::Lost { count, .. } = ev.body {
+            t.lost_in_bucket += count;
+        }
+        if t.log.len() == PENDING_LOG_CAP {
+            t.log.pop_front();
+            t.log_dropped += 1;
+        }
+        t.log.push_back(ev.clone());
+        t.observe_lock(ev);
+    }
+
+    fn on_finding(&mut self, finding: &Finding) {
+        let mut t = self.0.lock().expect("tap lock");
+        if t.findings.len() < PENDING_FINDINGS_CAP {
+            t.findings.push(finding.clone());
+        } else {
+            t.findings_dropped += 1;
+        }
+    }
+}
+
+struct SharedTap(Arc<Mutex<Tap>>);
+
+/// The pipeline and what the screen needs from it.
+pub struct Engine {
+    pipeline: Pipeline,
+    tap: Arc<Mutex<Tap>>,
+    rate: VecDeque<u64>,
+    lost_rate: VecDeque<u64>,
+    in_flight: Arc<AtomicUsize>,
+    /// How long the last snapshot took: updates are spaced to keep it a small share.
+    pub last_snapshot_cost: Duration,
+}
+
+impl Engine {
+    /// An engine on a fresh pipeline (no recorder) around `auditor`.
+    pub fn new(auditor: Auditor) -> Engine {
+        Engine::with_pipeline(Pipeline::new(auditor, None))
+    }
+
+    /// An engine on a given pipeline (a live session passes one with its recorder).
+    pub fn with_pipeline(mut pipeline: Pipeline) -> Engine {
+        let tap = Arc::new(Mutex::new(Tap::new(pipeline.auditor.profile())));
+        pipeline.add_sink(Box::new(SharedTap(tap.clone())));
+        let mut rate = VecDeque::with_capacity(RATE_HISTORY);
+        rate.push_back(0);
+        let mut lost_rate = VecDeque::with_capacity(RATE_HISTORY);
+        lost_rate.push_back(0);
+        Engine {
+            pipeline,
+            tap,
+            rate,
+            lost_rate,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            last_snapshot_cost: Duration::ZERO,
+        }
+    }
+
+    /// An event in order with its sequence number (a recording).
+    pub fn push_ordered(&mut self, ev: Event) {
+        self.pipeline.push_ordered(ev);
+    }
+
+    /// An event straight from a live source: it goes through the reorder window.
+    pub fn push(&mut self, ev: Event) {
+        self.pipeline.push(ev);
+    }
+
+    /// The source is idle: flush the reorder window (and the recorder).
+    pub fn idle(&mut self) {
+        self.pipeline.idle();
+    }
+
+    pub fn auditor(&self) -> &Auditor {
+        &self.pipeline.auditor
+    }
+
+    /// Findings raised so far.
+    pub fn findings_len(&self) -> usize {
+        self.pipeline.auditor.findings().len()
+    }
+
+    /// Closes the current one-second throughput bucket.
+    pub fn roll_rate(&mut self) {
+        let (ev, lost) = {
+            let mut t = self.tap.lock().expect("tap lock");
+            (
+                std::mem::take(&mut t.events_in_bucket),
+                std::mem::take(&mut t.lost_in_bucket),
+            )
+        };
+        *self.rate.back_mut().expect("never empty") += ev;
+        *self.lost_rate.back_mut().expect("never empty") += lost;
+        for q in [&mut self.rate, &mut self.lost_rate] {
+            if q.len() == RATE_HISTORY {
+                q.pop_front();
+            }
+            q.push_back(0);
+        }
+    }
+
+    /// Updates sent and not yet dropped by the App.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Takes what is new and the state now. `selected` is the mdev whose detail to include.
+    pub fn update(&mut self, selected: Option<u64>, playback: Playback, ended: bool) -> Update {
+        let started = Instant::now();
+        let auditor = &self.pipeline.auditor;
+        let mut snapshot = auditor.snapshot();
+        for m in &mut snapshot.mdevs {
+            if Some(m.id.ptr) != selected {
+                m.timeline = Vec::new();
+            }
+        }
+        let functions = std::mem::take(&mut snapshot.functions)
+            .into_iter()
+            .map(|(name, st)| FunctionRow {
+                name,
+                entries: st.entries,
+                failures: st.failures,
+                p50_ns: st.latency.quantile(0.5),
+                p99_ns: st.latency.quantile(0.99),
+                max_ns: st.latency.max,
+            })
+            .collect();
+        let mut t = self.tap.lock().expect("tap lock");
+        let detail = selected.map(|ptr| MdevDetail {
+            ptr,
+            outstanding: auditor
+                .finish()
+                .outstanding
+                .into_iter()
+                .filter(|o| o.mdev.as_ref().is_some_and(|m| m.ptr == ptr))
+                .collect(),
+            lock_checks: t
+                .locks
+                .get(&ptr)
+                .map(|q| q.iter().cloned().collect())
+                .unwrap_or_default(),
+        });
+        let new_log = t.log.drain(..).map(|e| LogLine::from_event(&e)).collect();
+        let log_dropped = std::mem::take(&mut t.log_dropped);
+        let new_findings = std::mem::take(&mut t.findings);
+        let findings_dropped = std::mem::take(&mut t.findings_dropped);
+        // The bucket still filling shows what arrived so far.
+        let mut rate: Vec<u64> = self.rate.iter().copied().collect();
+        *rate.last_mut().expect("never empty") += t.events_in_bucket;
+        let mut lost_rate: Vec<u64> = self.lost_rate.iter().copied().collect();
+        *lost_rate.last_mut().expect("never empty") += t.lost_in_bucket;
+        drop(t);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.last_snapshot_cost = started.elapsed();
+        Update {
+            snapshot,
+            functions,
+            new_findings,
+            findings_dropped,
+            new_log,
+            log_dropped,
+            rate,
+            lost_rate,
+            detail,
+            playback,
+            ended,
+            ticket: Some(Ticket(self.in_flight.clone())),
+        }
+    }
+}
+
+/// `12.345678s` from the start of the stream.
+pub fn rel_time(ts_ns: u64, first: Option<u64>) -> String {
+    let d = ts_ns.saturating_sub(first.unwrap_or(ts_ns));
+    format!("{}.{:06}s", d / 1_000_000_000, (d % 1_000_000_000) / 1000)
+}
+
+/// Bytes for people: `512 B`, `4.0 KiB`.
+pub fn human_bytes(b: u64) -> String {
+    match b {
+        0..=1023 => format!("{b} B"),
+        1024..=1_048_575 => format!("{:.1} KiB", b as f64 / 1024.0),
+        _ => format!("{:.1} MiB", b as f64 / 1_048_576.0),
+    }
+}
+
+/// A latency for the probes table.
+pub fn latency(ns: Option<u64>) -> String {
+    ns.map(human_ns).unwrap_or_else(|| "-".into())
+}

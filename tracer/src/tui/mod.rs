@@ -1,0 +1,268 @@
+//! The terminal UI: one [`App`] for replay and live.
+//!
+//! ```text
+//!  Source (Replay | Live) ──▶ feed thread: Engine = Pipeline (reorder → Auditor) + tap
+//!                                   │ Update (bounded: at most two in flight)
+//!  keys thread ──Key──┐             ▼
+//!  tick thread ──Tick─┼──▶ one channel ──▶ App::handle_event ──▶ draw (throttled)
+//!  signals ──Terminate┘                          │ Control (pause, speed, step, seek, select)
+//!                                                └──────────────▶ feed thread
+//! ```
+//! The App never sees an Auditor or a Source; tests build it and feed it [`AppEvent`]s.
+
+pub mod app;
+pub mod engine;
+pub mod feed;
+mod view;
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::event::{self, Event as TermEvent};
+use ratatui::crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
+use ratatui::crossterm::{cursor, execute};
+use ratatui::Terminal;
+
+pub use app::{App, AppEvent, SourceInfo, View};
+pub use engine::{Engine, Playback, Update};
+pub use feed::{Control, Live, Replay, Source};
+
+use crate::audit::Auditor;
+use crate::profile::Profile;
+
+/// How `aptrace tui FILE` starts.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    pub speed: f64,
+    pub paused: bool,
+    /// Audit with this profile instead of the recording's.
+    pub profile: Option<std::path::PathBuf>,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            speed: 1.0,
+            paused: false,
+            profile: None,
+        }
+    }
+}
+
+/// What the App shows about a profile before events arrive.
+pub fn source_info(
+    title: String,
+    probes: Vec<crate::recording::ProbeStatus>,
+    profile: &Profile,
+) -> SourceInfo {
+    SourceInfo {
+        title,
+        probes,
+        functions: profile.functions.iter().map(|f| f.name.clone()).collect(),
+    }
+}
+
+/// `aptrace tui FILE`: replays a recording (or JSON lines) in the terminal.
+pub fn replay(path: &Path, opts: &ReplayOptions) -> Result<()> {
+    // Everything that can fail on the input fails here, before the terminal is taken.
+    let explicit = opts.profile.as_deref().map(Profile::load).transpose()?;
+    let loaded = crate::input::load(path)?;
+    let name = path.display().to_string();
+    let (profile, warn) = crate::commands::profile_for(&loaded.header, &name, explicit.as_ref());
+    for w in loaded.warnings.iter().chain(warn.iter()) {
+        log::warn!("{w}");
+    }
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or(name);
+    let info = source_info(
+        format!("replay of {file}"),
+        loaded.header.probes.clone(),
+        &profile,
+    );
+    let engine = Engine::new(Auditor::new(profile));
+    run(
+        Replay::new(loaded.events, opts.speed, opts.paused),
+        engine,
+        info,
+    )
+}
+
+/// Sends log records to a file, or nowhere: nothing may reach stderr while the UI is up.
+pub fn init_logging(file: Option<&Path>) -> Result<()> {
+    let Some(path) = file else {
+        return Ok(());
+    };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open the log file {}", path.display()))?;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Pipe(Box::new(f)))
+        .write_style(env_logger::WriteStyle::Never)
+        .try_init()
+        .context("a logger is already set")?;
+    Ok(())
+}
+
+/// Whether this process has the terminal in raw mode and on the alternate screen.
+static TERMINAL_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Puts the terminal back: cooked mode, main screen, cursor shown. Safe to call twice.
+pub fn restore_terminal() {
+    if TERMINAL_TAKEN.swap(false, Ordering::SeqCst) {
+        let _ = terminal::disable_raw_mode();
+        let mut out = io::stdout();
+        let _ = execute!(out, LeaveAlternateScreen, cursor::Show);
+        let _ = out.flush();
+    }
+}
+
+/// Owns the terminal while the UI is up; dropping it restores the terminal.
+struct TerminalGuard {
+    terminal: Terminal<CrosstermBackend<io::Stdout>>,
+}
+
+impl TerminalGuard {
+    fn enter() -> Result<TerminalGuard> {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                restore_terminal();
+                previous(info);
+            }));
+        });
+        terminal::enable_raw_mode()
+            .context("cannot put the terminal in raw mode (is this a terminal?)")?;
+        TERMINAL_TAKEN.store(true, Ordering::SeqCst);
+        let mut out = io::stdout();
+        if let Err(e) = execute!(out, EnterAlternateScreen, cursor::Hide) {
+            restore_terminal();
+            return Err(e).context("cannot enter the alternate screen");
+        }
+        let terminal = match Terminal::new(CrosstermBackend::new(io::stdout())) {
+            Ok(t) => t,
+            Err(e) => {
+                restore_terminal();
+                return Err(e).context("cannot set up the terminal");
+            }
+        };
+        Ok(TerminalGuard { terminal })
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+fn spawn_keys(tx: Sender<AppEvent>, stop: Arc<AtomicBool>) {
+    let _ = std::thread::Builder::new()
+        .name("aptrace-keys".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match event::poll(Duration::from_millis(100)) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(_) => break,
+                }
+                let ev = match event::read() {
+                    Ok(TermEvent::Key(k)) => AppEvent::Key(k),
+                    Ok(TermEvent::Resize(..)) => AppEvent::Resize,
+                    Ok(_) => continue,
+                    Err(_) => break,
+                };
+                if tx.send(ev).is_err() {
+                    break;
+                }
+            }
+        });
+}
+
+fn spawn_ticks(tx: Sender<AppEvent>, stop: Arc<AtomicBool>) {
+    let _ = std::thread::Builder::new()
+        .name("aptrace-tick".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if tx.send(AppEvent::Tick).is_err() {
+                    break;
+                }
+            }
+        });
+}
+
+#[cfg(unix)]
+struct Signals(signal_hook::iterator::Handle);
+
+#[cfg(unix)]
+fn spawn_signals(tx: Sender<AppEvent>) -> Result<Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGINT])
+        .context("cannot watch signals")?;
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("aptrace-signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                let _ = tx.send(AppEvent::Terminate);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(Signals(handle))
+}
+
+#[cfg(unix)]
+impl Drop for Signals {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Runs the UI on `source` until `q` (or SIGTERM), then restores the terminal.
+/// `aptrace live --tui` calls this with a [`Live`] source and an engine on its pipeline.
+pub fn run<S: Source + 'static>(source: S, engine: Engine, info: SourceInfo) -> Result<()> {
+    let (tx, rx) = mpsc::channel();
+    #[cfg(unix)]
+    let _signals = spawn_signals(tx.clone())?;
+    let mut guard = TerminalGuard::enter()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_keys(tx.clone(), stop.clone());
+    spawn_ticks(tx.clone(), stop.clone());
+    let failed = tx.clone();
+    let (ctl_tx, ctl_rx) = mpsc::channel();
+    let feed_thread = std::thread::Builder::new()
+        .name("aptrace-feed".into())
+        .spawn(move || {
+            let feed = feed::Feed::new(source, engine, ctl_rx, tx);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| feed.run()));
+            if r.is_err() {
+                let _ = failed.send(AppEvent::Terminate);
+            }
+            r.is_ok()
+        })
+        .context("cannot start the feed thread")?;
+    let mut app = App::new(info, Some(ctl_tx));
+    app.panic_key = std::env::var("APTRACE_TUI_PANIC_KEY")
+        .ok()
+        .and_then(|k| k.chars().next());
+    let res = app.run(&mut guard.terminal, &rx);
+    stop.store(true, Ordering::Relaxed);
+    drop(app);
+    drop(rx);
+    let feed_ok = feed_thread.join().unwrap_or(false);
+    drop(guard);
+    res.context("drawing to the terminal")?;
+    anyhow::ensure!(feed_ok, "the engine thread failed (see the message above)");
+    Ok(())
+}

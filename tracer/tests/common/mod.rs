@@ -1,0 +1,71 @@
+//! Samples shared by the TUI and export tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use tracer::model::Event;
+use tracer::profile::Profile;
+use tracer::recording::{Header, ProbeState, ProbeStatus, Writer};
+use tracer::synth::{Fault, Generator};
+
+/// The UUID the generator gives the mdev of life `i`.
+pub fn uuid_of(i: u64) -> String {
+    format!("{:08x}-0000-4000-8000-{:012x}", i as u32, i)
+}
+
+/// Six mdev lives; the fourth (index 3) leaks its migration data at close.
+pub const LEAKING_LIFE: u64 = 3;
+
+pub fn leak_events() -> Vec<Event> {
+    let mut g = Generator::new(11);
+    g.fault_every = 4;
+    g.faults = vec![Fault::Leak];
+    for i in 0..6 {
+        g.life(i, 1);
+    }
+    g.into_events()
+}
+
+/// A header as the live agent writes it: one probe missing (or inlined), one clone.
+pub fn sample_header() -> Header {
+    let profile = Profile::vfio_ap();
+    let probes = profile
+        .functions
+        .iter()
+        .map(|f| match f.name.as_str() {
+            "vfio_ap_transition_to_state" => ProbeStatus {
+                name: f.name.clone(),
+                state: ProbeState::Missing,
+                detail: "not in kallsyms (absent or inlined)".into(),
+            },
+            "vfio_ap_get_data_size" => ProbeStatus {
+                name: format!("{}.isra.0", f.name),
+                state: ProbeState::Clone,
+                detail: "compiler clone: timed only".into(),
+            },
+            _ => ProbeStatus {
+                name: f.name.clone(),
+                state: ProbeState::Attached,
+                detail: String::new(),
+            },
+        })
+        .collect();
+    Header {
+        arch: "s390x".into(),
+        kernel_release: "6.12.0-test".into(),
+        hostname: "lpar1".into(),
+        module: "vfio_ap".into(),
+        profile: profile.to_toml(),
+        probes,
+        writer: tracer::writer_id(),
+        ..Header::default()
+    }
+}
+
+pub fn write_recording(path: &Path, events: &[Event]) {
+    let mut w = Writer::create(path, &sample_header(), true).expect("create recording");
+    for e in events {
+        w.push(e).expect("push");
+    }
+    w.finish().expect("finish");
+}
