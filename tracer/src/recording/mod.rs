@@ -244,6 +244,18 @@ pub struct Writer<W: Write> {
     pub events_written: u64,
 }
 
+/// Opens a log file for appending: created 0600, never through a symbolic link.
+pub fn open_private_append(path: &Path) -> io::Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600).custom_flags(libc_nofollow());
+    }
+    opts.open(path)
+}
+
 /// Creates the output file: mode 0600, never through a symlink, and not over an existing
 /// file unless `force`. With `force`, an existing file is reused only if it is a regular
 /// file with no other hard link; it is made 0600 before it is emptied (so a report never

@@ -100,10 +100,7 @@ pub fn init_logging(file: Option<&Path>) -> Result<()> {
     let Some(path) = file else {
         return Ok(());
     };
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    let f = crate::recording::open_private_append(path)
         .with_context(|| format!("cannot open the log file {}", path.display()))?;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Pipe(Box::new(f)))
