@@ -7,6 +7,7 @@ pub mod audit;
 pub mod commands;
 pub mod input;
 pub mod jsonl;
+pub mod live;
 pub mod model;
 pub mod pipeline;
 pub mod profile;
