@@ -55,7 +55,10 @@ mod live {
             .unwrap_or_else(|_| DEFAULT_EBPF_TOOLCHAIN.to_string());
         let ebpf_dir = workspace.join("tracer-ebpf");
         let common_dir = workspace.join("tracer-common");
-        println!("cargo:rerun-if-changed={}", common_dir.join("src").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            common_dir.join("src").display()
+        );
         let package = aya_build::Package {
             name: "tracer-ebpf",
             root_dir: ebpf_dir.to_str().expect("utf-8 path"),
@@ -67,7 +70,11 @@ mod live {
                  (`cargo xtask build` provisions the toolchain, rust-src and bpf-linker)"
             );
         }
-        assert!(object.exists(), "aya-build produced no {}", object.display());
+        assert!(
+            object.exists(),
+            "aya-build produced no {}",
+            object.display()
+        );
     }
 
     fn on_path(exe: &str) -> bool {

@@ -21,7 +21,11 @@ pub enum ReportFormat {
 
 /// The profile to audit a source with: `--profile`, else the one in its header, else the
 /// built-in one.
-pub fn profile_for(header: &Header, path: &str, explicit: Option<&Profile>) -> (Profile, Option<String>) {
+pub fn profile_for(
+    header: &Header,
+    path: &str,
+    explicit: Option<&Profile>,
+) -> (Profile, Option<String>) {
     if let Some(p) = explicit {
         return (p.clone(), None);
     }
@@ -47,12 +51,24 @@ pub fn audit_loaded(path: &str, loaded: Loaded, profile: Option<&Profile>) -> Fi
         auditor.ingest(e);
     }
     let intact = loaded.damage.is_empty();
-    let source = SourceInfo::new(path, &loaded.header, loaded.version, loaded.damage, warnings);
+    let source = SourceInfo::new(
+        path,
+        &loaded.header,
+        loaded.version,
+        loaded.damage,
+        warnings,
+    );
     FileReport::new(source, &auditor, intact)
 }
 
 /// `aptrace report`: returns true when findings were raised.
-pub fn report(files: &[PathBuf], format: ReportFormat, output: Option<&Path>, profile: Option<&Path>, force: bool) -> Result<bool> {
+pub fn report(
+    files: &[PathBuf],
+    format: ReportFormat,
+    output: Option<&Path>,
+    profile: Option<&Path>,
+    force: bool,
+) -> Result<bool> {
     let profile = profile.map(Profile::load).transpose()?;
     let mut reports = Vec::new();
     for f in files {
@@ -60,7 +76,11 @@ pub fn report(files: &[PathBuf], format: ReportFormat, output: Option<&Path>, pr
         for w in &loaded.warnings {
             log::warn!("{w}");
         }
-        reports.push(audit_loaded(&f.display().to_string(), loaded, profile.as_ref()));
+        reports.push(audit_loaded(
+            &f.display().to_string(),
+            loaded,
+            profile.as_ref(),
+        ));
     }
     let report = Report { files: reports };
     let text = match format {
@@ -77,7 +97,8 @@ pub fn write_output(output: Option<&Path>, bytes: &[u8], force: bool) -> Result<
     match output {
         Some(p) => {
             let mut f = create_private(p, force)?;
-            f.write_all(bytes).with_context(|| format!("writing {}", p.display()))?;
+            f.write_all(bytes)
+                .with_context(|| format!("writing {}", p.display()))?;
         }
         None => {
             let mut out = std::io::stdout().lock();
@@ -118,13 +139,17 @@ pub fn import(file: &Path, output: &Path, force: bool) -> Result<()> {
     let mut seqs: Vec<u64> = j.events.iter().map(|e| e.seq).collect();
     seqs.sort_unstable();
     if seqs.windows(2).any(|w| w[0] == w[1]) {
-        bail!("{}: two events have the same seq; seq numbers must be unique", file.display());
+        bail!(
+            "{}: two events have the same seq; seq numbers must be unique",
+            file.display()
+        );
     }
     let mut w = Writer::create(output, &header, force)?;
     for e in &j.events {
         w.push(e)?;
     }
-    w.finish().with_context(|| format!("writing {}", output.display()))?;
+    w.finish()
+        .with_context(|| format!("writing {}", output.display()))?;
     Ok(())
 }
 
@@ -144,7 +169,10 @@ impl TargetOptions {
             Some(p) => Profile::load(p)?,
             None => Profile::vfio_ap(),
         };
-        let module = self.module.clone().unwrap_or_else(|| profile.module.clone());
+        let module = self
+            .module
+            .clone()
+            .unwrap_or_else(|| profile.module.clone());
         Ok((profile, module))
     }
 }
@@ -168,7 +196,11 @@ pub fn check(target: &TargetOptions, json: bool) -> Result<u8> {
         config.as_deref(),
         &crate::live::machine(),
     );
-    let text = if json { check::to_json(&rows) } else { check::to_text(&rows) };
+    let text = if json {
+        check::to_json(&rows)
+    } else {
+        check::to_text(&rows)
+    };
     write_output(None, text.as_bytes(), false)?;
     Ok(check::exit_code(&rows))
 }

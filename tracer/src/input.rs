@@ -72,7 +72,10 @@ pub fn load(path: &Path) -> Result<Loaded, InputError> {
     let j = read_jsonl(BufReader::new(f), &name)?;
     Ok(Loaded {
         header: j.header.unwrap_or_default(),
-        version: (crate::recording::VERSION_MAJOR, crate::recording::VERSION_MINOR),
+        version: (
+            crate::recording::VERSION_MAJOR,
+            crate::recording::VERSION_MINOR,
+        ),
         events: j.events,
         damage: Vec::new(),
         warnings: Vec::new(),

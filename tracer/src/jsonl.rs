@@ -39,7 +39,11 @@ pub enum JsonlError {
 }
 
 /// Writes the header line and every event.
-pub fn write_jsonl(out: &mut dyn Write, header: &Header, events: impl IntoIterator<Item = Event>) -> std::io::Result<()> {
+pub fn write_jsonl(
+    out: &mut dyn Write,
+    header: &Header,
+    events: impl IntoIterator<Item = Event>,
+) -> std::io::Result<()> {
     serde_json::to_writer(
         &mut *out,
         &HeaderLine {
@@ -74,18 +78,23 @@ pub fn read_jsonl(input: impl BufRead, origin: &str) -> Result<JsonLines, JsonlE
             message,
         };
         if line.len() > MAX_LINE {
-            return Err(err(format!("line is {} bytes long; the limit is {MAX_LINE}", line.len())));
+            return Err(err(format!(
+                "line is {} bytes long; the limit is {MAX_LINE}",
+                line.len()
+            )));
         }
         let t = line.trim();
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        let mut value: serde_json::Value = serde_json::from_str(t).map_err(|e| err(format!("not JSON: {e}")))?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(t).map_err(|e| err(format!("not JSON: {e}")))?;
         if value.get("type").and_then(|v| v.as_str()) == Some("header") {
             if out.header.is_some() || !out.events.is_empty() {
                 return Err(err("a header line may only be the first line".into()));
             }
-            let h: HeaderLine = serde_json::from_value(value).map_err(|e| err(format!("bad header: {e}")))?;
+            let h: HeaderLine =
+                serde_json::from_value(value).map_err(|e| err(format!("bad header: {e}")))?;
             out.header = Some(h.header);
             continue;
         }
@@ -106,7 +115,8 @@ pub fn read_jsonl(input: impl BufRead, origin: &str) -> Result<JsonLines, JsonlE
                 obj.insert("comm".into(), "".into());
             }
         }
-        let ev: Event = serde_json::from_value(value).map_err(|e| err(format!("not an event: {e}")))?;
+        let ev: Event =
+            serde_json::from_value(value).map_err(|e| err(format!("not an event: {e}")))?;
         next_seq = ev.seq + 1;
         out.events.push(ev);
     }
@@ -132,8 +142,15 @@ mod tests {
             seq: 100_000,
             ts_ns: u64::MAX,
             cpu: 3,
-            task: crate::model::Task { pid: 1, tid: 2, comm: "x\"y\n".into() },
-            body: crate::model::Body::Lost { count: 5, source: crate::model::LossSource::KretprobeMiss },
+            task: crate::model::Task {
+                pid: 1,
+                tid: 2,
+                comm: "x\"y\n".into(),
+            },
+            body: crate::model::Body::Lost {
+                count: 5,
+                source: crate::model::LossSource::KretprobeMiss,
+            },
         });
         let header = Header {
             arch: "x86_64".into(),
@@ -164,9 +181,13 @@ mod tests {
     #[test]
     fn a_bad_line_names_the_file_and_line() {
         let text = "{\"type\":\"enter\"}\n";
-        let e = read_jsonl(text.as_bytes(), "s.jsonl").unwrap_err().to_string();
+        let e = read_jsonl(text.as_bytes(), "s.jsonl")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("s.jsonl:1: not an event"), "{e}");
-        let e = read_jsonl("nope\n".as_bytes(), "t.jsonl").unwrap_err().to_string();
+        let e = read_jsonl("nope\n".as_bytes(), "t.jsonl")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("t.jsonl:1: not JSON"), "{e}");
     }
 }

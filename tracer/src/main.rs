@@ -9,7 +9,11 @@ use tracer::commands::{self, ReportFormat};
 use tracer::live::sink::{GuestFilter, LiveFormat};
 
 #[derive(Parser)]
-#[command(name = "aptrace", version, about = "eBPF tracer and leak auditor for the s390 vfio_ap driver")]
+#[command(
+    name = "aptrace",
+    version,
+    about = "eBPF tracer and leak auditor for the s390 vfio_ap driver"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,6 +123,10 @@ struct TargetArgs {
     /// The module's .ko (for its symbol table), when not under /lib/modules/$(uname -r).
     #[arg(long)]
     module_file: Option<PathBuf>,
+    /// Self-test: treat START-END as the module's text (allocator probes attach without
+    /// the module; use with --all-allocations).
+    #[arg(long, hide = true, value_parser = tracer::live::resolve::parse_text_range)]
+    text_range: Option<(u64, u64)>,
 }
 
 fn parse_offset(s: &str) -> Result<(String, u64), String> {
@@ -139,6 +147,7 @@ impl TargetArgs {
                 matrix_dev_addr: self.matrix_dev_addr,
                 owner_mask: self.owner_mask,
                 module_file: self.module_file.clone(),
+                text_range: self.text_range,
             },
         }
     }
@@ -177,7 +186,17 @@ fn live(
     }
     #[cfg(not(all(feature = "live", target_os = "linux")))]
     {
-        let _ = (record, json, format, duration, guest, all_allocations, ring_buffer_size, force, target);
+        let _ = (
+            record,
+            json,
+            format,
+            duration,
+            guest,
+            all_allocations,
+            ring_buffer_size,
+            force,
+            target,
+        );
         let why = tracer::live::live_support().err().unwrap_or_default();
         anyhow::bail!("{why}; build it with `cargo xtask build`")
     }
@@ -195,8 +214,15 @@ fn main() -> ExitCode {
             output,
             profile,
             force,
-        } => commands::report(&files, format, output.as_deref(), profile.as_deref(), force)
-            .map(|found| if found { ExitCode::from(1) } else { ExitCode::SUCCESS }),
+        } => commands::report(&files, format, output.as_deref(), profile.as_deref(), force).map(
+            |found| {
+                if found {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            },
+        ),
         Command::Export {
             file,
             format: ExportFormat::Jsonl,
@@ -216,10 +242,22 @@ fn main() -> ExitCode {
             ring_buffer_size,
             force,
             target,
-        } => live(record, json, format, duration, guest, all_allocations, ring_buffer_size, force, &target),
-        Command::Import { file, output, force } => {
-            commands::import(&file, &output, force).map(|_| ExitCode::SUCCESS)
-        }
+        } => live(
+            record,
+            json,
+            format,
+            duration,
+            guest,
+            all_allocations,
+            ring_buffer_size,
+            force,
+            &target,
+        ),
+        Command::Import {
+            file,
+            output,
+            force,
+        } => commands::import(&file, &output, force).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -342,7 +342,10 @@ pub fn decode_record(
     }
     let flags = r.u16(off::FLAGS);
     let comm_raw = &buf[off::COMM..off::COMM + abi::COMM_LEN];
-    let comm_len = comm_raw.iter().position(|&b| b == 0).unwrap_or(abi::COMM_LEN);
+    let comm_len = comm_raw
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(abi::COMM_LEN);
     let task = Task {
         pid: r.u32(off::TGID),
         tid: r.u32(off::PID),
@@ -638,7 +641,13 @@ impl Event {
                 let shown: Vec<String> = args
                     .iter()
                     .take(2)
-                    .map(|a| if *a > 0xffff { format!("{a:#x}") } else { a.to_string() })
+                    .map(|a| {
+                        if *a > 0xffff {
+                            format!("{a:#x}")
+                        } else {
+                            a.to_string()
+                        }
+                    })
                     .collect();
                 s.push_str(&shown.join(", "));
                 s.push(')');
@@ -666,13 +675,14 @@ impl Event {
                 ..
             } => {
                 let r = *ret as i64;
-                let shown = if (-4095..0).contains(&r) || (*ret as u32 as i32) < 0 && (*ret >> 32) == 0 {
-                    format!("{}", *ret as u32 as i32)
-                } else if *ret > 0xffff {
-                    format!("{ret:#x}")
-                } else {
-                    ret.to_string()
-                };
+                let shown =
+                    if (-4095..0).contains(&r) || (*ret as u32 as i32) < 0 && (*ret >> 32) == 0 {
+                        format!("{}", *ret as u32 as i32)
+                    } else if *ret > 0xffff {
+                        format!("{ret:#x}")
+                    } else {
+                        ret.to_string()
+                    };
                 let mut s = format!("← {func} = {shown}");
                 if let Some(f) = field {
                     s.push_str(&format!(" field={f:#x}"));

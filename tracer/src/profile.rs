@@ -198,7 +198,12 @@ impl Profile {
             f("vfio_ap_mdev_remove", Remove, NotHeld, MdevArg::MdevDevice),
             FunctionSpec {
                 stack: true,
-                ..f("vfio_ap_mdev_release_dev", ReleaseDev, NotHeld, MdevArg::Object)
+                ..f(
+                    "vfio_ap_mdev_release_dev",
+                    ReleaseDev,
+                    NotHeld,
+                    MdevArg::Object,
+                )
             },
             f("vfio_ap_set_state", SetState, NO_LOCK, MdevArg::Object),
             FunctionSpec {
@@ -210,7 +215,12 @@ impl Profile {
                 }),
                 ..f("vfio_ap_get_state", GetState, NO_LOCK, MdevArg::Object)
             },
-            f("vfio_ap_get_data_size", GetDataSize, NO_LOCK, MdevArg::Object),
+            f(
+                "vfio_ap_get_data_size",
+                GetDataSize,
+                NO_LOCK,
+                MdevArg::Object,
+            ),
         ];
         let mut later = f(
             "vfio_ap_transition_to_state",
@@ -260,7 +270,8 @@ impl Profile {
                 )))
             }
             None => {
-                let missing = |what: &str| parse_err(format!("without `base`, `{what}` is required"));
+                let missing =
+                    |what: &str| parse_err(format!("without `base`, `{what}` is required"));
                 Profile {
                     name: file.name.clone().ok_or_else(|| missing("name"))?,
                     module: file.module.clone().ok_or_else(|| missing("module"))?,
@@ -269,7 +280,10 @@ impl Profile {
                         .lock_holder_symbol
                         .clone()
                         .ok_or_else(|| missing("lock_holder_symbol"))?,
-                    lock_field: file.lock_field.clone().ok_or_else(|| missing("lock_field"))?,
+                    lock_field: file
+                        .lock_field
+                        .clone()
+                        .ok_or_else(|| missing("lock_field"))?,
                     functions: Vec::new(),
                 }
             }

@@ -27,7 +27,13 @@ pub struct SourceInfo {
 }
 
 impl SourceInfo {
-    pub fn new(path: &str, header: &Header, version: (u16, u16), damage: Vec<Damage>, warnings: Vec<String>) -> SourceInfo {
+    pub fn new(
+        path: &str,
+        header: &Header,
+        version: (u16, u16),
+        damage: Vec<Damage>,
+        warnings: Vec<String>,
+    ) -> SourceInfo {
         SourceInfo {
             path: path.to_string(),
             arch: header.arch.clone(),
@@ -113,7 +119,10 @@ impl FileReport {
                 mdevs_seen: s.mdevs_seen,
                 first_ts_ns: s.first_ts_ns,
                 last_ts_ns: s.last_ts_ns,
-                span_ns: s.first_ts_ns.zip(s.last_ts_ns).map(|(a, b)| b.saturating_sub(a)),
+                span_ns: s
+                    .first_ts_ns
+                    .zip(s.last_ts_ns)
+                    .map(|(a, b)| b.saturating_sub(a)),
                 lost_events: s.lost_events,
                 complete,
                 errors: count(Severity::Error),
@@ -201,7 +210,12 @@ impl Report {
             findings: self
                 .files
                 .iter()
-                .flat_map(|f| f.findings.iter().map(|fi| JsonFinding { source: &f.source.path, finding: fi }))
+                .flat_map(|f| {
+                    f.findings.iter().map(|fi| JsonFinding {
+                        source: &f.source.path,
+                        finding: fi,
+                    })
+                })
                 .collect(),
             summary: JsonSummary {
                 events: self.files.iter().map(|f| f.summary.events).sum(),
@@ -210,7 +224,11 @@ impl Report {
                 errors: self.files.iter().map(|f| f.summary.errors).sum(),
                 warnings: self.files.iter().map(|f| f.summary.warnings).sum(),
                 findings_by_kind: by_kind,
-                outstanding_allocations: self.files.iter().map(|f| f.summary.outstanding.len() as u64).sum(),
+                outstanding_allocations: self
+                    .files
+                    .iter()
+                    .map(|f| f.summary.outstanding.len() as u64)
+                    .sum(),
             },
             sources: self
                 .files
@@ -267,7 +285,10 @@ impl Style {
     /// Escapes text taken from the traced host (comm, uuid, names can hold anything).
     fn t(&self, s: &str) -> String {
         match self {
-            Style::Text => s.chars().map(|c| if c.is_control() { '?' } else { c }).collect(),
+            Style::Text => s
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect(),
             Style::Markdown => md(s),
         }
     }
@@ -278,7 +299,8 @@ pub fn md(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
-            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '!' | '|' | '~' | '>' => {
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '!' | '|'
+            | '~' | '>' => {
                 o.push('\\');
                 o.push(c);
             }
@@ -348,7 +370,11 @@ fn render(r: &Report, st: &Style) -> String {
         n_find,
         r.files.len(),
         if r.complete() { "yes" } else { "NO" },
-        if r.complete() { "" } else { " (events were lost or the recording is damaged: see below)" }
+        if r.complete() {
+            ""
+        } else {
+            " (events were lost or the recording is damaged: see below)"
+        }
     );
     for f in &r.files {
         render_file(&mut out, f, st);
@@ -371,15 +397,37 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     let _ = writeln!(
         out,
         "{b}host {} ({}, kernel {}), module {}, format {}{}",
-        st.t(if s.hostname.is_empty() { "?" } else { &s.hostname }),
+        st.t(if s.hostname.is_empty() {
+            "?"
+        } else {
+            &s.hostname
+        }),
         st.t(if s.arch.is_empty() { "?" } else { &s.arch }),
-        st.t(if s.kernel_release.is_empty() { "?" } else { &s.kernel_release }),
+        st.t(if s.kernel_release.is_empty() {
+            "?"
+        } else {
+            &s.kernel_release
+        }),
         st.t(if s.module.is_empty() { "?" } else { &s.module }),
         s.format_version,
-        if s.writer.is_empty() { String::new() } else { format!(", written by {}", st.t(&s.writer)) }
+        if s.writer.is_empty() {
+            String::new()
+        } else {
+            format!(", written by {}", st.t(&s.writer))
+        }
     );
-    for p in s.probes.iter().filter(|p| p.state != crate::recording::ProbeState::Attached) {
-        let _ = writeln!(out, "{b}probe {} {}: {}", st.t(&p.name), p.state.name(), st.t(&p.detail));
+    for p in s
+        .probes
+        .iter()
+        .filter(|p| p.state != crate::recording::ProbeState::Attached)
+    {
+        let _ = writeln!(
+            out,
+            "{b}probe {} {}: {}",
+            st.t(&p.name),
+            p.state.name(),
+            st.t(&p.detail)
+        );
     }
     for w in &s.warnings {
         let _ = writeln!(out, "{b}WARNING: {}", st.t(w));
@@ -388,17 +436,32 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     st.h2(out, "Summary");
     let sm = &f.summary;
     let span = sm.span_ns.map(human_ns).unwrap_or_else(|| "-".into());
-    let from = sm.first_ts_ns.map(|t| when(t, off)).unwrap_or_else(|| "-".into());
+    let from = sm
+        .first_ts_ns
+        .map(|t| when(t, off))
+        .unwrap_or_else(|| "-".into());
     let _ = writeln!(out, "{b}events: {} over {span}, from {from}", sm.events);
     let _ = writeln!(out, "{b}mdevs seen: {}", sm.mdevs_seen);
     let _ = writeln!(out, "{b}lost events: {}", sm.lost_events);
-    let _ = writeln!(out, "{b}complete: {}", if f.complete { "yes" } else { "no" });
+    let _ = writeln!(
+        out,
+        "{b}complete: {}",
+        if f.complete { "yes" } else { "no" }
+    );
     let kinds = if sm.findings_by_kind.is_empty() {
         "none".to_string()
     } else {
-        sm.findings_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+        sm.findings_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    let _ = writeln!(out, "{b}findings: {} error(s), {} warning(s): {kinds}", sm.errors, sm.warnings);
+    let _ = writeln!(
+        out,
+        "{b}findings: {} error(s), {} warning(s): {kinds}",
+        sm.errors, sm.warnings
+    );
     if sm.outstanding.is_empty() {
         let _ = writeln!(out, "{b}outstanding allocations at the end: none");
     } else {
@@ -408,7 +471,11 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
             sm.outstanding.len()
         );
         for o in &sm.outstanding {
-            let mdev = o.mdev.as_ref().map(|m| format!(" for mdev {:#x}", m.ptr)).unwrap_or_default();
+            let mdev = o
+                .mdev
+                .as_ref()
+                .map(|m| format!(" for mdev {:#x}", m.ptr))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "{b}  {:#x} from {} at {}{mdev} (event #{})",
@@ -447,7 +514,11 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     for (key, list) in groups {
         let title = match (key, list[0].mdev.as_ref()) {
             (Some(p), Some(m)) => {
-                let uuid = m.uuid.as_deref().map(|u| format!("{u} ")).unwrap_or_default();
+                let uuid = m
+                    .uuid
+                    .as_deref()
+                    .map(|u| format!("{u} "))
+                    .unwrap_or_default();
                 let guest = list
                     .iter()
                     .find_map(|x| x.guest.as_ref())
@@ -469,7 +540,11 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
             }
         }
         for fi in list {
-            let unc = if fi.uncertain { " (uncertain: events were lost meanwhile)" } else { "" };
+            let unc = if fi.uncertain {
+                " (uncertain: events were lost meanwhile)"
+            } else {
+                ""
+            };
             let task = fi
                 .task
                 .as_ref()
@@ -511,7 +586,11 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
                     );
                     let _ = writeln!(out, "\n  ```");
                     for e in &fi.evidence {
-                        let _ = writeln!(out, "  {}", event_line(&Style::Text, e, off).replace("```", "'''"));
+                        let _ = writeln!(
+                            out,
+                            "  {}",
+                            event_line(&Style::Text, e, off).replace("```", "'''")
+                        );
                     }
                     for fr in &fi.stack {
                         let _ = writeln!(out, "    {}", Style::Text.t(fr).replace("```", "'''"));
@@ -525,10 +604,17 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     st.h2(out, "Functions");
     match st {
         Style::Text => {
-            let _ = writeln!(out, "  {:<40} {:>8} {:>7} {:>9} {:>9} {:>9}", "function", "calls", "failed", "p50", "p99", "max");
+            let _ = writeln!(
+                out,
+                "  {:<40} {:>8} {:>7} {:>9} {:>9} {:>9}",
+                "function", "calls", "failed", "p50", "p99", "max"
+            );
         }
         Style::Markdown => {
-            let _ = writeln!(out, "| function | calls | failed | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|");
+            let _ = writeln!(
+                out,
+                "| function | calls | failed | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|"
+            );
         }
     }
     let d = |v: Option<u64>| v.map(human_ns).unwrap_or_else(|| "-".into());
@@ -564,15 +650,35 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     st.h2(out, "Migration timelines");
     let mut any = false;
     for m in &f.mdevs {
-        let steps: Vec<_> = m.timeline.iter().filter(|t| t.what.contains('→') || t.what.contains("refused")).collect();
+        let steps: Vec<_> = m
+            .timeline
+            .iter()
+            .filter(|t| t.what.contains('→') || t.what.contains("refused"))
+            .collect();
         if steps.is_empty() {
             continue;
         }
         any = true;
-        let name = m.id.uuid.as_deref().map(|u| format!("{u} ")).unwrap_or_default();
-        let _ = writeln!(out, "{b}mdev {}({:#x}) life {}:", st.t(&name), m.id.ptr, m.id.incarnation);
+        let name =
+            m.id.uuid
+                .as_deref()
+                .map(|u| format!("{u} "))
+                .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{b}mdev {}({:#x}) life {}:",
+            st.t(&name),
+            m.id.ptr,
+            m.id.incarnation
+        );
         for t in steps {
-            let _ = writeln!(out, "{b}  {}  {} (event #{})", when(t.ts_ns, off), st.t(&t.what), t.seq);
+            let _ = writeln!(
+                out,
+                "{b}  {}  {} (event #{})",
+                when(t.ts_ns, off),
+                st.t(&t.what),
+                t.seq
+            );
         }
     }
     if !any {
@@ -592,7 +698,10 @@ mod tests {
     #[test]
     fn utc_formats_known_instants() {
         assert_eq!(utc(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(utc(1_795_824_000_000_000_000), "2026-11-28T00:00:00.000000Z");
+        assert_eq!(
+            utc(1_795_824_000_000_000_000),
+            "2026-11-28T00:00:00.000000Z"
+        );
         assert_eq!(utc(951_782_400_123_456_000), "2000-02-29T00:00:00.123456Z");
     }
 

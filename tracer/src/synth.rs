@@ -111,7 +111,15 @@ impl Generator {
         });
     }
 
-    fn enter(&mut self, pid: u32, comm: &Arc<str>, f: usize, args: &[u64], lock: LockObs, field: Option<u64>) {
+    fn enter(
+        &mut self,
+        pid: u32,
+        comm: &Arc<str>,
+        f: usize,
+        args: &[u64],
+        lock: LockObs,
+        field: Option<u64>,
+    ) {
         let func = self.names[f].clone();
         let mut a = args.to_vec();
         a.resize(4, 0);
@@ -129,7 +137,15 @@ impl Generator {
         );
     }
 
-    fn exit(&mut self, pid: u32, comm: &Arc<str>, f: usize, arg0: u64, ret: u64, field: Option<u64>) {
+    fn exit(
+        &mut self,
+        pid: u32,
+        comm: &Arc<str>,
+        f: usize,
+        arg0: u64,
+        ret: u64,
+        field: Option<u64>,
+    ) {
         let func = self.names[f].clone();
         let d = 300 + self.rng.below(20_000);
         self.push(
@@ -162,7 +178,10 @@ impl Generator {
     /// Appends one whole mdev life: create, `opens` guest sessions with migrations, remove,
     /// release. Returns the fault it carries, if any.
     pub fn life(&mut self, index: u64, opens: u32) -> Option<Fault> {
-        let fault = if self.fault_every > 0 && !self.faults.is_empty() && index % self.fault_every == self.fault_every - 1 {
+        let fault = if self.fault_every > 0
+            && !self.faults.is_empty()
+            && index % self.fault_every == self.fault_every - 1
+        {
             Some(self.faults[(index / self.fault_every) as usize % self.faults.len()])
         } else {
             None
@@ -182,7 +201,10 @@ impl Generator {
             &ctl,
             Body::MdevName {
                 mdev,
-                uuid: Arc::from(format!("{:08x}-0000-4000-8000-{:012x}", index as u32, index)),
+                uuid: Arc::from(format!(
+                    "{:08x}-0000-4000-8000-{:012x}",
+                    index as u32, index
+                )),
             },
         );
         for o in 0..opens {
@@ -196,7 +218,14 @@ impl Generator {
             self.enter(guest, &qemu, INIT_MIG, &[mdev], lock, None);
             self.exit(guest, &qemu, INIT_MIG, mdev, 0, Some(mig));
             if fault == Some(Fault::OverwriteLeak) && o == 0 {
-                self.enter(guest, &qemu, INIT_MIG, &[mdev], LockObs::HeldByCurrent, None);
+                self.enter(
+                    guest,
+                    &qemu,
+                    INIT_MIG,
+                    &[mdev],
+                    LockObs::HeldByCurrent,
+                    None,
+                );
                 self.exit(guest, &qemu, INIT_MIG, mdev, 0, Some(mig + 0x20));
             }
             if fault == Some(Fault::ErrorPathLeak) && o == 0 {
@@ -209,11 +238,25 @@ impl Generator {
                 self.set_state(guest, &qemu, mdev, &[3], 0xffff_8880_4000_0000);
                 self.set_state(guest, &qemu, mdev, &[1], 0);
                 self.set_state(guest, &qemu, mdev, &[2], 0);
-                self.enter(guest, &qemu, GET_STATE, &[mdev, 0x7fff_0000], LockObs::NotChecked, None);
+                self.enter(
+                    guest,
+                    &qemu,
+                    GET_STATE,
+                    &[mdev, 0x7fff_0000],
+                    LockObs::NotChecked,
+                    None,
+                );
                 self.exit(guest, &qemu, GET_STATE, mdev, 0, Some(2));
             }
             if fault == Some(Fault::InvalidArc) && o == 0 {
-                self.enter(guest, &qemu, SET_STATE, &[mdev, 6], LockObs::NotChecked, None);
+                self.enter(
+                    guest,
+                    &qemu,
+                    SET_STATE,
+                    &[mdev, 6],
+                    LockObs::NotChecked,
+                    None,
+                );
                 self.exit(guest, &qemu, SET_STATE, mdev, 0, None);
                 self.set_state(guest, &qemu, mdev, &[2], 0);
             }
@@ -224,7 +267,14 @@ impl Generator {
                 } else {
                     mig
                 };
-                self.enter(guest, &qemu, REL_MIG, &[mdev], LockObs::HeldByCurrent, Some(freed));
+                self.enter(
+                    guest,
+                    &qemu,
+                    REL_MIG,
+                    &[mdev],
+                    LockObs::HeldByCurrent,
+                    Some(freed),
+                );
                 self.exit(guest, &qemu, REL_MIG, mdev, 0, None);
             }
             self.exit(guest, &qemu, CLOSE, mdev, 0, None);
@@ -274,7 +324,13 @@ mod tests {
     fn injected_faults_are_found_exactly() {
         let mut g = Generator::new(9);
         g.fault_every = 3;
-        g.faults = vec![Fault::Leak, Fault::OverwriteLeak, Fault::LockNotHeld, Fault::InvalidArc, Fault::ErrorPathLeak];
+        g.faults = vec![
+            Fault::Leak,
+            Fault::OverwriteLeak,
+            Fault::LockNotHeld,
+            Fault::InvalidArc,
+            Fault::ErrorPathLeak,
+        ];
         for i in 0..15 {
             g.life(i, 1);
         }
@@ -285,7 +341,13 @@ mod tests {
         kinds.sort();
         assert_eq!(
             kinds,
-            vec![Kind::Leak, Kind::OverwriteLeak, Kind::LockNotHeld, Kind::InvalidMigrationArc, Kind::ErrorPathLeak]
+            vec![
+                Kind::Leak,
+                Kind::OverwriteLeak,
+                Kind::LockNotHeld,
+                Kind::InvalidMigrationArc,
+                Kind::ErrorPathLeak
+            ]
         );
     }
 }

@@ -1,5 +1,7 @@
 //! Project tasks: `cargo xtask <task>`.
 
+mod build;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -14,6 +16,19 @@ struct Cli {
 enum Task {
     /// Regenerate the synthetic sample recordings in samples/.
     Samples,
+    /// Build a static, stripped `aptrace` with live tracing (provisions the toolchain,
+    /// bpf-linker and cross tools into .cache/tools and apt as needed).
+    Build {
+        #[arg(long, value_enum, default_value = "x86_64")]
+        target: build::Arch,
+    },
+    /// Provision only (apt packages, pinned nightly + rust-src, targets, bpf-linker).
+    Provision {
+        #[arg(long, value_enum, default_value = "x86_64")]
+        target: build::Arch,
+    },
+    /// clippy -D warnings for tracer-ebpf on bpfel (x86_64) and bpfeb (s390x).
+    LintEbpf,
 }
 
 fn main() -> Result<()> {
@@ -21,5 +36,8 @@ fn main() -> Result<()> {
         Task::Samples => {
             anyhow::bail!("not yet")
         }
+        Task::Build { target } => build::build(target).map(|_| ()),
+        Task::Provision { target } => build::provision(target),
+        Task::LintEbpf => build::lint_ebpf(),
     }
 }

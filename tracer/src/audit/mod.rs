@@ -537,7 +537,11 @@ impl Auditor {
         self.functions[spec_idx].entries += 1;
         let spec = &self.profile.functions[spec_idx];
         let (role, contract, mdev_arg) = (spec.role, spec.lock, spec.mdev);
-        let func: Arc<str> = ev.body.func().map(Arc::from).unwrap_or_else(|| Arc::from(""));
+        let func: Arc<str> = ev
+            .body
+            .func()
+            .map(Arc::from)
+            .unwrap_or_else(|| Arc::from(""));
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
         let mut frame = Frame {
             spec: spec_idx,
@@ -802,12 +806,23 @@ impl Auditor {
         }
         let spec = &self.profile.functions[spec_idx];
         let (role, mdev_arg) = (spec.role, spec.mdev);
-        let func: Arc<str> = ev.body.func().map(Arc::from).unwrap_or_else(|| Arc::from(""));
+        let func: Arc<str> = ev
+            .body
+            .func()
+            .map(Arc::from)
+            .unwrap_or_else(|| Arc::from(""));
         let failed = if role == Role::SetState {
             ptr_is_err(ret)
         } else {
-            matches!(role, Role::Probe | Role::Open | Role::AllocField | Role::GetState | Role::GetDataSize | Role::TransitionStep)
-                && int_ret(ret) < 0
+            matches!(
+                role,
+                Role::Probe
+                    | Role::Open
+                    | Role::AllocField
+                    | Role::GetState
+                    | Role::GetDataSize
+                    | Role::TransitionStep
+            ) && int_ret(ret) < 0
         };
         if failed {
             self.functions[spec_idx].failures += 1;
@@ -992,7 +1007,9 @@ impl Auditor {
                 Some(format!(
                     "{func} returned a file ({ret:#x}) for {label} on a request for {to}, whose last arc opens no data stream"
                 ))
-            } else if let (Some(from), None) = (before, migration::path(before.unwrap_or(to), to, flags)) {
+            } else if let (Some(from), None) =
+                (before, migration::path(before.unwrap_or(to), to, flags))
+            {
                 Some(format!(
                     "{func} accepted {from} → {to} on {label}, which no walk of direct arcs reaches"
                 ))
@@ -1042,7 +1059,9 @@ impl Auditor {
         let older: Option<u64> = self
             .ledger
             .iter()
-            .find(|(&q, a)| q != p && a.mdev == Some(ptr) && a.in_field && !a.reported && a.function == *func)
+            .find(|(&q, a)| {
+                q != p && a.mdev == Some(ptr) && a.in_field && !a.reported && a.function == *func
+            })
             .map(|(&q, _)| q);
         let stack = match frame.map(|f| &f.enter.body) {
             Some(Body::Enter { stack, .. }) => stack.clone(),
@@ -1081,10 +1100,11 @@ impl Auditor {
                 );
             }
         }
-        self.mdevs
-            .get_mut(&ptr)
-            .expect("touched")
-            .note(ev, format!("mig_data {p:#x} allocated"), Some(MigState::Running));
+        self.mdevs.get_mut(&ptr).expect("touched").note(
+            ev,
+            format!("mig_data {p:#x} allocated"),
+            Some(MigState::Running),
+        );
         self.mdevs.get_mut(&ptr).expect("touched").mig_state = Some(MigState::Running);
         if let Some(q) = older {
             let a = self.ledger.get_mut(&q).expect("found above");
@@ -1200,14 +1220,25 @@ impl Auditor {
         self.released_order.push_back(ptr);
         while self.released_order.len() > RELEASED_CAP {
             if let Some(old) = self.released_order.pop_front() {
-                if self.mdevs.get(&old).is_some_and(|m| m.phase == Phase::Released) {
+                if self
+                    .mdevs
+                    .get(&old)
+                    .is_some_and(|m| m.phase == Phase::Released)
+                {
                     self.mdevs.remove(&old);
                 }
             }
         }
     }
 
-    fn on_alloc(&mut self, ev: &Event, p: u64, bytes: u64, site: Option<Arc<str>>, stack: &[Arc<str>]) {
+    fn on_alloc(
+        &mut self,
+        ev: &Event,
+        p: u64,
+        bytes: u64,
+        site: Option<Arc<str>>,
+        stack: &[Arc<str>],
+    ) {
         if p == 0 {
             return;
         }
@@ -1278,11 +1309,17 @@ impl Auditor {
             return;
         }
         if let Some(prev) = self.freed.get(&p) {
-            if by_field.is_none() && prev.tid == tid && prev.call_seq.is_some() && prev.call_seq == call_seq {
+            if by_field.is_none()
+                && prev.tid == tid
+                && prev.call_seq.is_some()
+                && prev.call_seq == call_seq
+            {
                 return; // the kfree inside the freeing function we already counted
             }
             let first = prev.event.clone();
-            let label = ctx.map(|m| format!(" of {}", self.mdev_label(m))).unwrap_or_default();
+            let label = ctx
+                .map(|m| format!(" of {}", self.mdev_label(m)))
+                .unwrap_or_default();
             let msg = format!(
                 "{p:#x}{label} freed again by {} at {}; it was already freed at {} (event #{}) and not allocated since",
                 func.as_deref().unwrap_or("?"),
@@ -1290,11 +1327,21 @@ impl Auditor {
                 secs(first.ts_ns),
                 first.seq
             );
-            self.raise(Kind::DoubleFree, ctx, ev, func, msg, vec![first], Vec::new());
+            self.raise(
+                Kind::DoubleFree,
+                ctx,
+                ev,
+                func,
+                msg,
+                vec![first],
+                Vec::new(),
+            );
             return;
         }
         // Never seen allocated. Only a finding when we watched the mdev from its birth.
-        let known_birth = ctx.and_then(|m| self.mdevs.get(&m)).is_some_and(|m| !m.adopted);
+        let known_birth = ctx
+            .and_then(|m| self.mdevs.get(&m))
+            .is_some_and(|m| !m.adopted);
         self.remember_freed(p, ev, tid, call_seq);
         if known_birth {
             let label = self.mdev_label(ctx.expect("known"));
@@ -1302,7 +1349,15 @@ impl Auditor {
                 "{} freed {p:#x} of {label}, a pointer never seen allocated",
                 func.as_deref().unwrap_or("?")
             );
-            self.raise(Kind::UnknownFree, ctx, ev, func, msg, Vec::new(), Vec::new());
+            self.raise(
+                Kind::UnknownFree,
+                ctx,
+                ev,
+                func,
+                msg,
+                Vec::new(),
+                Vec::new(),
+            );
         }
     }
 
@@ -1337,8 +1392,17 @@ impl Auditor {
             LossSource::ExitWithoutEntry => "returns arrived without their entries",
             LossSource::Recording => "damaged parts of the recording were skipped",
         };
-        let msg = format!("{count} events were lost: {why}; findings after this point may miss evidence");
-        self.raise(Kind::EventsLost, None, ev, None, msg, Vec::new(), Vec::new());
+        let msg =
+            format!("{count} events were lost: {why}; findings after this point may miss evidence");
+        self.raise(
+            Kind::EventsLost,
+            None,
+            ev,
+            None,
+            msg,
+            Vec::new(),
+            Vec::new(),
+        );
     }
 
     /// The state now, for sinks.
@@ -1409,7 +1473,12 @@ impl Auditor {
             .values()
             .flatten()
             .map(|f| UnfinishedCall {
-                function: f.enter.body.func().map(Arc::from).unwrap_or_else(|| Arc::from("")),
+                function: f
+                    .enter
+                    .body
+                    .func()
+                    .map(Arc::from)
+                    .unwrap_or_else(|| Arc::from("")),
                 task: self.task_ref(&f.enter),
                 seq: f.enter.seq,
                 ts_ns: f.enter.ts_ns,
@@ -1430,7 +1499,13 @@ impl Auditor {
 
 impl Event {
     fn body_untrusted(&self) -> bool {
-        matches!(self.body, Body::Enter { untrusted: true, .. })
+        matches!(
+            self.body,
+            Body::Enter {
+                untrusted: true,
+                ..
+            }
+        )
     }
 }
 

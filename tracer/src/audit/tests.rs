@@ -34,10 +34,21 @@ impl Script {
         self
     }
 
-    pub(crate) fn enter(&mut self, pid: u32, func: &str, args: &[u64], lock: LockObs, field: Option<u64>) -> &mut Self {
+    pub(crate) fn enter(
+        &mut self,
+        pid: u32,
+        func: &str,
+        args: &[u64],
+        lock: LockObs,
+        field: Option<u64>,
+    ) -> &mut Self {
         self.push(
             pid,
-            if pid == 100 { "mdevctl" } else { "qemu-system-s39" },
+            if pid == 100 {
+                "mdevctl"
+            } else {
+                "qemu-system-s39"
+            },
             Body::Enter {
                 func: Arc::from(func),
                 args: args.to_vec(),
@@ -49,10 +60,21 @@ impl Script {
         )
     }
 
-    pub(crate) fn exit(&mut self, pid: u32, func: &str, arg0: u64, ret: i64, field: Option<u64>) -> &mut Self {
+    pub(crate) fn exit(
+        &mut self,
+        pid: u32,
+        func: &str,
+        arg0: u64,
+        ret: i64,
+        field: Option<u64>,
+    ) -> &mut Self {
         self.push(
             pid,
-            if pid == 100 { "mdevctl" } else { "qemu-system-s39" },
+            if pid == 100 {
+                "mdevctl"
+            } else {
+                "qemu-system-s39"
+            },
             Body::Exit {
                 func: Arc::from(func),
                 ret: ret as u64,
@@ -72,27 +94,57 @@ impl Script {
     pub(crate) fn create(&mut self) -> &mut Self {
         self.enter(100, "vfio_ap_mdev_probe", &[MDEV_DEV], LockObs::Free, None)
             .call(100, "vfio_ap_mdev_init_dev", &[MDEV], 0)
-            .enter(100, "vfio_ap_init_migration_capabilities", &[MDEV], LockObs::HeldByCurrent, None)
+            .enter(
+                100,
+                "vfio_ap_init_migration_capabilities",
+                &[MDEV],
+                LockObs::HeldByCurrent,
+                None,
+            )
             .exit(100, "vfio_ap_init_migration_capabilities", MDEV, 0, None)
             .exit(100, "vfio_ap_mdev_probe", MDEV_DEV, 0, None)
     }
 
     pub(crate) fn open(&mut self, pid: u32, mig: u64) -> &mut Self {
-        self.enter(pid, "vfio_ap_mdev_open_device", &[MDEV], LockObs::Free, None)
-            .enter(pid, "vfio_ap_init_migration_data", &[MDEV], LockObs::HeldByCurrent, None)
-            .exit(pid, "vfio_ap_init_migration_data", MDEV, 0, Some(mig))
-            .exit(pid, "vfio_ap_mdev_open_device", MDEV, 0, None)
+        self.enter(
+            pid,
+            "vfio_ap_mdev_open_device",
+            &[MDEV],
+            LockObs::Free,
+            None,
+        )
+        .enter(
+            pid,
+            "vfio_ap_init_migration_data",
+            &[MDEV],
+            LockObs::HeldByCurrent,
+            None,
+        )
+        .exit(pid, "vfio_ap_init_migration_data", MDEV, 0, Some(mig))
+        .exit(pid, "vfio_ap_mdev_open_device", MDEV, 0, None)
     }
 
     pub(crate) fn free_mig(&mut self, pid: u32, mig: u64) -> &mut Self {
-        self.enter(pid, "vfio_ap_release_migration_data", &[MDEV], LockObs::HeldByCurrent, Some(mig))
-            .exit(pid, "vfio_ap_release_migration_data", MDEV, 0, None)
+        self.enter(
+            pid,
+            "vfio_ap_release_migration_data",
+            &[MDEV],
+            LockObs::HeldByCurrent,
+            Some(mig),
+        )
+        .exit(pid, "vfio_ap_release_migration_data", MDEV, 0, None)
     }
 
     pub(crate) fn close(&mut self, pid: u32, mig: u64) -> &mut Self {
-        self.enter(pid, "vfio_ap_mdev_close_device", &[MDEV], LockObs::Free, None)
-            .free_mig(pid, mig)
-            .exit(pid, "vfio_ap_mdev_close_device", MDEV, 0, None)
+        self.enter(
+            pid,
+            "vfio_ap_mdev_close_device",
+            &[MDEV],
+            LockObs::Free,
+            None,
+        )
+        .free_mig(pid, mig)
+        .exit(pid, "vfio_ap_mdev_close_device", MDEV, 0, None)
     }
 
     pub(crate) fn set_state(&mut self, pid: u32, to: u64, ret: u64) -> &mut Self {
@@ -101,8 +153,13 @@ impl Script {
     }
 
     pub(crate) fn remove_release(&mut self, mig_at_release: Option<u64>) -> &mut Self {
-        self.call(100, "vfio_ap_mdev_remove", &[MDEV_DEV], 0)
-            .enter(100, "vfio_ap_mdev_release_dev", &[MDEV], LockObs::Free, None);
+        self.call(100, "vfio_ap_mdev_remove", &[MDEV_DEV], 0).enter(
+            100,
+            "vfio_ap_mdev_release_dev",
+            &[MDEV],
+            LockObs::Free,
+            None,
+        );
         if let Some(m) = mig_at_release {
             self.free_mig(100, m);
         }
@@ -124,7 +181,14 @@ const QEMU: u32 = 4242;
 pub(crate) fn clean_lifecycle() -> Script {
     let mut s = Script::new();
     s.create().open(QEMU, MIG);
-    s.push(QEMU, "qemu-system-s39", Body::GuestName { guest_pid: QEMU, name: Arc::from("web1") });
+    s.push(
+        QEMU,
+        "qemu-system-s39",
+        Body::GuestName {
+            guest_pid: QEMU,
+            name: Arc::from("web1"),
+        },
+    );
     s.set_state(QEMU, 1, 0) // RUNNING → STOP
         .set_state(QEMU, 3, FILE) // STOP → STOP_COPY, a data file
         .set_state(QEMU, 1, 0)
@@ -153,7 +217,12 @@ fn clean_lifecycle_has_no_finding() {
     let snap = a.snapshot();
     assert_eq!(snap.mdevs.len(), 1);
     assert_eq!(snap.mdevs[0].phase, Phase::Released);
-    for arc in ["RUNNING->STOP", "STOP->STOP_COPY", "STOP_COPY->STOP", "STOP->RUNNING"] {
+    for arc in [
+        "RUNNING->STOP",
+        "STOP->STOP_COPY",
+        "STOP_COPY->STOP",
+        "STOP->RUNNING",
+    ] {
         assert_eq!(snap.transitions.get(arc), Some(&1), "{arc}");
     }
 }
@@ -162,7 +231,14 @@ fn clean_lifecycle_has_no_finding() {
 fn release_skipped_is_a_leak_named_at_release() {
     let mut s = Script::new();
     s.create().open(QEMU, MIG);
-    s.push(QEMU, "qemu-system-s39", Body::GuestName { guest_pid: QEMU, name: Arc::from("web1") });
+    s.push(
+        QEMU,
+        "qemu-system-s39",
+        Body::GuestName {
+            guest_pid: QEMU,
+            name: Arc::from("web1"),
+        },
+    );
     // close forgets release_migration_data
     s.call(QEMU, "vfio_ap_mdev_close_device", &[MDEV], 0)
         .remove_release(None);
@@ -173,7 +249,11 @@ fn release_skipped_is_a_leak_named_at_release() {
     assert_eq!(f.function.as_deref(), Some("vfio_ap_init_migration_data"));
     assert!(f.message.contains(&format!("{MIG:#x}")), "{}", f.message);
     assert!(f.message.contains("guest web1"), "{}", f.message);
-    assert!(f.message.contains("vfio_ap_mdev_release_dev"), "{}", f.message);
+    assert!(
+        f.message.contains("vfio_ap_mdev_release_dev"),
+        "{}",
+        f.message
+    );
     // evidence: the allocation and the release exit
     assert_eq!(f.events.len(), 2);
     assert!(!f.uncertain);
@@ -194,10 +274,16 @@ fn outstanding_at_end_of_recording_is_not_a_leak() {
 fn second_init_overwrites_first_allocation() {
     let mut s = Script::new();
     s.create().open(QEMU, MIG);
-    s.enter(QEMU, "vfio_ap_init_migration_data", &[MDEV], LockObs::HeldByCurrent, None)
-        .exit(QEMU, "vfio_ap_init_migration_data", MDEV, 0, Some(MIG2))
-        .close(QEMU, MIG2)
-        .remove_release(None);
+    s.enter(
+        QEMU,
+        "vfio_ap_init_migration_data",
+        &[MDEV],
+        LockObs::HeldByCurrent,
+        None,
+    )
+    .exit(QEMU, "vfio_ap_init_migration_data", MDEV, 0, Some(MIG2))
+    .close(QEMU, MIG2)
+    .remove_release(None);
     let a = s.audit();
     let f = only(&a, Kind::OverwriteLeak);
     assert!(f.message.contains(&format!("{MIG:#x}")));
@@ -226,10 +312,21 @@ fn freeing_a_pointer_never_allocated_is_unknown_free() {
 
 #[test]
 fn assert_held_entered_without_lock_is_lock_not_held() {
-    for lock in [LockObs::Free, LockObs::HeldByOther { owner: 0xffff_8880_1111_0000 }] {
+    for lock in [
+        LockObs::Free,
+        LockObs::HeldByOther {
+            owner: 0xffff_8880_1111_0000,
+        },
+    ] {
         let mut s = Script::new();
         s.create()
-            .enter(QEMU, "vfio_ap_mdev_open_device", &[MDEV], LockObs::Free, None)
+            .enter(
+                QEMU,
+                "vfio_ap_mdev_open_device",
+                &[MDEV],
+                LockObs::Free,
+                None,
+            )
             .enter(QEMU, "vfio_ap_init_migration_data", &[MDEV], lock, None)
             .exit(QEMU, "vfio_ap_init_migration_data", MDEV, 0, Some(MIG))
             .exit(QEMU, "vfio_ap_mdev_open_device", MDEV, 0, None)
@@ -245,8 +342,20 @@ fn assert_held_entered_without_lock_is_lock_not_held() {
 fn lock_not_checked_raises_nothing() {
     let mut s = Script::new();
     s.create()
-        .enter(QEMU, "vfio_ap_mdev_open_device", &[MDEV], LockObs::NotChecked, None)
-        .enter(QEMU, "vfio_ap_init_migration_data", &[MDEV], LockObs::NotChecked, None)
+        .enter(
+            QEMU,
+            "vfio_ap_mdev_open_device",
+            &[MDEV],
+            LockObs::NotChecked,
+            None,
+        )
+        .enter(
+            QEMU,
+            "vfio_ap_init_migration_data",
+            &[MDEV],
+            LockObs::NotChecked,
+            None,
+        )
         .exit(QEMU, "vfio_ap_init_migration_data", MDEV, 0, Some(MIG))
         .exit(QEMU, "vfio_ap_mdev_open_device", MDEV, 0, None)
         .close(QEMU, MIG)
@@ -259,10 +368,22 @@ fn seed_probe_error_path_is_a_self_deadlock_at_release_entry() {
     let mut s = Script::new();
     s.enter(100, "vfio_ap_mdev_probe", &[MDEV_DEV], LockObs::Free, None)
         .call(100, "vfio_ap_mdev_init_dev", &[MDEV], 0)
-        .enter(100, "vfio_ap_init_migration_capabilities", &[MDEV], LockObs::HeldByCurrent, None)
+        .enter(
+            100,
+            "vfio_ap_init_migration_capabilities",
+            &[MDEV],
+            LockObs::HeldByCurrent,
+            None,
+        )
         .exit(100, "vfio_ap_init_migration_capabilities", MDEV, 0, None)
         // registration failed: vfio_put_device → release_dev, lock still held; it hangs here.
-        .enter(100, "vfio_ap_mdev_release_dev", &[MDEV], LockObs::HeldByCurrent, None);
+        .enter(
+            100,
+            "vfio_ap_mdev_release_dev",
+            &[MDEV],
+            LockObs::HeldByCurrent,
+            None,
+        );
     let a = s.audit();
     let f = only(&a, Kind::SelfDeadlock);
     assert_eq!(f.function.as_deref(), Some("vfio_ap_mdev_release_dev"));
@@ -275,7 +396,9 @@ fn seed_probe_error_path_is_a_self_deadlock_at_release_entry() {
 #[test]
 fn open_before_probe_and_close_without_open_are_lifecycle_order() {
     let mut s = Script::new();
-    s.create().call(QEMU, "vfio_ap_mdev_close_device", &[MDEV], 0).remove_release(None);
+    s.create()
+        .call(QEMU, "vfio_ap_mdev_close_device", &[MDEV], 0)
+        .remove_release(None);
     let a = s.audit();
     assert!(only(&a, Kind::LifecycleOrder).message.contains("not open"));
 
@@ -285,14 +408,24 @@ fn open_before_probe_and_close_without_open_are_lifecycle_order() {
         .call(QEMU, "vfio_ap_mdev_open_device", &[MDEV], 0)
         .exit(100, "vfio_ap_mdev_probe", MDEV_DEV, 0, None);
     let a = s.audit();
-    assert!(only(&a, Kind::LifecycleOrder).message.contains("before probe"));
+    assert!(only(&a, Kind::LifecycleOrder)
+        .message
+        .contains("before probe"));
 
     let mut s = Script::new();
     s.create()
-        .enter(100, "vfio_ap_init_migration_capabilities", &[MDEV], LockObs::NotChecked, None)
+        .enter(
+            100,
+            "vfio_ap_init_migration_capabilities",
+            &[MDEV],
+            LockObs::NotChecked,
+            None,
+        )
         .exit(100, "vfio_ap_init_migration_capabilities", MDEV, 0, None);
     let a = s.audit();
-    assert!(only(&a, Kind::LifecycleOrder).message.contains("after probe had registered"));
+    assert!(only(&a, Kind::LifecycleOrder)
+        .message
+        .contains("after probe had registered"));
 }
 
 #[test]
@@ -306,7 +439,10 @@ fn event_after_release_is_use_after_release_once() {
 #[test]
 fn a_pointer_reused_after_release_is_a_new_incarnation() {
     let mut s = clean_lifecycle();
-    s.create().open(QEMU, MIG).close(QEMU, MIG).remove_release(None);
+    s.create()
+        .open(QEMU, MIG)
+        .close(QEMU, MIG)
+        .remove_release(None);
     let a = s.audit();
     assert!(a.findings().is_empty(), "{:#?}", a.findings());
     let snap = a.snapshot();
@@ -330,37 +466,70 @@ fn accepted_request_outside_flags_is_invalid_arc_and_refused_one_is_fine() {
 fn wrong_file_return_and_bad_step_and_bad_readback_are_invalid_arcs() {
     // STOP → STOP_COPY without a data file
     let mut s = Script::new();
-    s.create().open(QEMU, MIG).set_state(QEMU, 1, 0).set_state(QEMU, 3, 0);
+    s.create()
+        .open(QEMU, MIG)
+        .set_state(QEMU, 1, 0)
+        .set_state(QEMU, 3, 0);
     let a = s.audit();
-    assert!(only(&a, Kind::InvalidMigrationArc).message.contains("no migration data file"));
+    assert!(only(&a, Kind::InvalidMigrationArc)
+        .message
+        .contains("no migration data file"));
 
     // a step RUNNING → STOP_COPY inside set_state
     let mut s = Script::new();
     s.create().open(QEMU, MIG);
-    s.enter(QEMU, "vfio_ap_set_state", &[MDEV, 3], LockObs::NotChecked, None)
-        .enter(QEMU, "vfio_ap_transition_to_state", &[MDEV, 3], LockObs::NotChecked, None)
-        .exit(QEMU, "vfio_ap_transition_to_state", MDEV, 0, None)
-        .exit(QEMU, "vfio_ap_set_state", MDEV, FILE as i64, None);
+    s.enter(
+        QEMU,
+        "vfio_ap_set_state",
+        &[MDEV, 3],
+        LockObs::NotChecked,
+        None,
+    )
+    .enter(
+        QEMU,
+        "vfio_ap_transition_to_state",
+        &[MDEV, 3],
+        LockObs::NotChecked,
+        None,
+    )
+    .exit(QEMU, "vfio_ap_transition_to_state", MDEV, 0, None)
+    .exit(QEMU, "vfio_ap_set_state", MDEV, FILE as i64, None);
     let a = s.audit();
-    assert!(only(&a, Kind::InvalidMigrationArc).message.contains("RUNNING → STOP_COPY"));
+    assert!(only(&a, Kind::InvalidMigrationArc)
+        .message
+        .contains("RUNNING → STOP_COPY"));
 
     // get_state reads back something else than accepted
     let mut s = Script::new();
     s.create().open(QEMU, MIG).set_state(QEMU, 1, 0);
-    s.enter(QEMU, "vfio_ap_get_state", &[MDEV, 0x1000], LockObs::NotChecked, None)
-        .exit(QEMU, "vfio_ap_get_state", MDEV, 0, Some(2));
+    s.enter(
+        QEMU,
+        "vfio_ap_get_state",
+        &[MDEV, 0x1000],
+        LockObs::NotChecked,
+        None,
+    )
+    .exit(QEMU, "vfio_ap_get_state", MDEV, 0, Some(2));
     let a = s.audit();
-    assert!(only(&a, Kind::InvalidMigrationArc).message.contains("read back RUNNING"));
+    assert!(only(&a, Kind::InvalidMigrationArc)
+        .message
+        .contains("read back RUNNING"));
 }
 
 #[test]
 fn steps_along_direct_arcs_are_clean() {
     let mut s = Script::new();
     s.create().open(QEMU, MIG);
-    s.enter(QEMU, "vfio_ap_set_state", &[MDEV, 3], LockObs::NotChecked, None)
-        .call(QEMU, "vfio_ap_transition_to_state", &[MDEV, 1], 0)
-        .call(QEMU, "vfio_ap_transition_to_state", &[MDEV, 3], 0)
-        .exit(QEMU, "vfio_ap_set_state", MDEV, FILE as i64, None);
+    s.enter(
+        QEMU,
+        "vfio_ap_set_state",
+        &[MDEV, 3],
+        LockObs::NotChecked,
+        None,
+    )
+    .call(QEMU, "vfio_ap_transition_to_state", &[MDEV, 1], 0)
+    .call(QEMU, "vfio_ap_transition_to_state", &[MDEV, 3], 0)
+    .exit(QEMU, "vfio_ap_set_state", MDEV, FILE as i64, None);
     assert!(s.audit().findings().is_empty());
 }
 
@@ -368,8 +537,20 @@ fn steps_along_direct_arcs_are_clean() {
 fn failed_open_after_init_without_cleanup_is_error_path_leak() {
     let mut s = Script::new();
     s.create()
-        .enter(QEMU, "vfio_ap_mdev_open_device", &[MDEV], LockObs::Free, None)
-        .enter(QEMU, "vfio_ap_init_migration_data", &[MDEV], LockObs::HeldByCurrent, None)
+        .enter(
+            QEMU,
+            "vfio_ap_mdev_open_device",
+            &[MDEV],
+            LockObs::Free,
+            None,
+        )
+        .enter(
+            QEMU,
+            "vfio_ap_init_migration_data",
+            &[MDEV],
+            LockObs::HeldByCurrent,
+            None,
+        )
         .exit(QEMU, "vfio_ap_init_migration_data", MDEV, 0, Some(MIG))
         .exit(QEMU, "vfio_ap_mdev_open_device", MDEV, -22, None)
         .remove_release(None);
@@ -383,8 +564,20 @@ fn failed_open_after_init_without_cleanup_is_error_path_leak() {
 fn failed_open_that_cleans_up_is_clean() {
     let mut s = Script::new();
     s.create()
-        .enter(QEMU, "vfio_ap_mdev_open_device", &[MDEV], LockObs::Free, None)
-        .enter(QEMU, "vfio_ap_init_migration_data", &[MDEV], LockObs::HeldByCurrent, None)
+        .enter(
+            QEMU,
+            "vfio_ap_mdev_open_device",
+            &[MDEV],
+            LockObs::Free,
+            None,
+        )
+        .enter(
+            QEMU,
+            "vfio_ap_init_migration_data",
+            &[MDEV],
+            LockObs::HeldByCurrent,
+            None,
+        )
         .exit(QEMU, "vfio_ap_init_migration_data", MDEV, 0, Some(MIG))
         .free_mig(QEMU, MIG)
         .exit(QEMU, "vfio_ap_mdev_open_device", MDEV, -22, None)
@@ -396,12 +589,23 @@ fn failed_open_that_cleans_up_is_clean() {
 fn lost_events_are_a_warning_and_make_later_findings_uncertain() {
     let mut s = Script::new();
     s.create().open(QEMU, MIG);
-    s.push(0, "", Body::Lost { count: 7, source: LossSource::RingBuffer });
-    s.call(QEMU, "vfio_ap_mdev_close_device", &[MDEV], 0).remove_release(None);
+    s.push(
+        0,
+        "",
+        Body::Lost {
+            count: 7,
+            source: LossSource::RingBuffer,
+        },
+    );
+    s.call(QEMU, "vfio_ap_mdev_close_device", &[MDEV], 0)
+        .remove_release(None);
     let a = s.audit();
     assert_eq!(kinds(&a), vec![Kind::EventsLost, Kind::Leak]);
     assert!(!a.findings()[0].uncertain);
-    assert!(a.findings()[1].uncertain, "the free may have been among the lost");
+    assert!(
+        a.findings()[1].uncertain,
+        "the free may have been among the lost"
+    );
     assert_eq!(a.snapshot().lost_events, 7);
 }
 
@@ -421,14 +625,56 @@ fn agent_started_mid_life_raises_nothing_about_before() {
 fn allocator_events_merge_with_field_reads_in_all_allocations_mode() {
     let mut s = Script::new();
     s.create()
-        .enter(QEMU, "vfio_ap_mdev_open_device", &[MDEV], LockObs::Free, None)
-        .enter(QEMU, "vfio_ap_init_migration_data", &[MDEV], LockObs::HeldByCurrent, None);
-    s.push(QEMU, "qemu-system-s39", Body::Alloc { ptr: MIG, bytes: 16, site: Some(Arc::from("vfio_ap_init_migration_data")), allocator: Allocator::Kmalloc, stack: vec![] });
+        .enter(
+            QEMU,
+            "vfio_ap_mdev_open_device",
+            &[MDEV],
+            LockObs::Free,
+            None,
+        )
+        .enter(
+            QEMU,
+            "vfio_ap_init_migration_data",
+            &[MDEV],
+            LockObs::HeldByCurrent,
+            None,
+        );
+    s.push(
+        QEMU,
+        "qemu-system-s39",
+        Body::Alloc {
+            ptr: MIG,
+            bytes: 16,
+            site: Some(Arc::from("vfio_ap_init_migration_data")),
+            allocator: Allocator::Kmalloc,
+            stack: vec![],
+        },
+    );
     s.exit(QEMU, "vfio_ap_init_migration_data", MDEV, 0, Some(MIG))
         .exit(QEMU, "vfio_ap_mdev_open_device", MDEV, 0, None)
-        .enter(QEMU, "vfio_ap_mdev_close_device", &[MDEV], LockObs::Free, None)
-        .enter(QEMU, "vfio_ap_release_migration_data", &[MDEV], LockObs::HeldByCurrent, Some(MIG));
-    s.push(QEMU, "qemu-system-s39", Body::Free { ptr: MIG, site: Some(Arc::from("vfio_ap_release_migration_data")), allocator: Allocator::Kmalloc });
+        .enter(
+            QEMU,
+            "vfio_ap_mdev_close_device",
+            &[MDEV],
+            LockObs::Free,
+            None,
+        )
+        .enter(
+            QEMU,
+            "vfio_ap_release_migration_data",
+            &[MDEV],
+            LockObs::HeldByCurrent,
+            Some(MIG),
+        );
+    s.push(
+        QEMU,
+        "qemu-system-s39",
+        Body::Free {
+            ptr: MIG,
+            site: Some(Arc::from("vfio_ap_release_migration_data")),
+            allocator: Allocator::Kmalloc,
+        },
+    );
     s.exit(QEMU, "vfio_ap_release_migration_data", MDEV, 0, None)
         .exit(QEMU, "vfio_ap_mdev_close_device", MDEV, 0, None)
         .remove_release(None);
@@ -441,7 +687,15 @@ fn a_second_allocator_free_of_the_same_pointer_is_a_double_free() {
     let mut s = Script::new();
     s.create().open(QEMU, MIG).close(QEMU, MIG);
     s.enter(100, "vfio_ap_mdev_remove", &[MDEV_DEV], LockObs::Free, None);
-    s.push(100, "mdevctl", Body::Free { ptr: MIG, site: Some(Arc::from("vfio_ap_mdev_remove")), allocator: Allocator::Kmalloc });
+    s.push(
+        100,
+        "mdevctl",
+        Body::Free {
+            ptr: MIG,
+            site: Some(Arc::from("vfio_ap_mdev_remove")),
+            allocator: Allocator::Kmalloc,
+        },
+    );
     let a = s.audit();
     only(&a, Kind::DoubleFree);
 }

@@ -58,10 +58,15 @@ pub struct LiveOptions {
 }
 
 const ENTRY_PROGRAM: &str = "enter_";
+/// Records decoded per wake-up of the ring buffer before the loop looks at its timers.
+const DRAIN_BATCH: usize = 4096;
 const EXIT_PROGRAM: &str = "leave_";
 const RAW_TRACEPOINTS: &[(&str, &[&str])] = &[
     ("kmalloc", &["kmalloc", "kmalloc_node"]),
-    ("kmem_cache_alloc", &["kmem_cache_alloc", "kmem_cache_alloc_node"]),
+    (
+        "kmem_cache_alloc",
+        &["kmem_cache_alloc", "kmem_cache_alloc_node"],
+    ),
     ("kfree", &["kfree"]),
     ("kmem_cache_free", &["kmem_cache_free"]),
 ];
@@ -75,7 +80,10 @@ fn native_endian() -> Endian {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid timespec pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -126,7 +134,8 @@ pub fn probe_features() -> Probed {
     if p.live_support.is_err() {
         return p;
     }
-    p.ringbuf = Some(aya::sys::is_map_supported(aya::maps::MapType::RingBuf).map_err(|e| e.to_string()));
+    p.ringbuf =
+        Some(aya::sys::is_map_supported(aya::maps::MapType::RingBuf).map_err(|e| e.to_string()));
     let mut ebpf = match load(4096) {
         Ok(e) => {
             p.load = Some(Ok(()));
@@ -147,7 +156,10 @@ pub fn probe_features() -> Probed {
     });
     let rt: Result<&mut RawTracePoint, _> = ebpf.program_mut("kfree").expect("kfree").try_into();
     p.raw_tracepoint = Some(match rt {
-        Ok(rt) => rt.attach("kfree").and_then(|id| rt.detach(id)).map_err(|e| e.to_string()),
+        Ok(rt) => rt
+            .attach("kfree")
+            .and_then(|id| rt.detach(id))
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     });
     p
@@ -178,9 +190,12 @@ struct Attachment {
     statuses: Vec<ProbeStatus>,
 }
 
-fn module_identity(host: &Host, module: &str) -> Option<String> {
+fn module_identity(host: &Host, module: &str, ov: &Overrides) -> Option<String> {
     if !host.module_live(module) {
-        return None;
+        // Self-test without the module: allocator probes over a given text range.
+        return ov
+            .text_range
+            .map(|(a, b)| format!("text-range {a:#x}-{b:#x}"));
     }
     Some(
         host.read_string(&format!("/sys/module/{module}/sections/.text"))
@@ -189,7 +204,12 @@ fn module_identity(host: &Host, module: &str) -> Option<String> {
     )
 }
 
-fn attach(ebpf: &mut Ebpf, res: Arc<Resolution>, opts: &LiveOptions, identity: String) -> Result<Attachment> {
+fn attach(
+    ebpf: &mut Ebpf,
+    res: Arc<Resolution>,
+    opts: &LiveOptions,
+    identity: String,
+) -> Result<Attachment> {
     let mut statuses = Vec::new();
     let mut links = Vec::new();
     let mut keys = Vec::new();
@@ -198,7 +218,12 @@ fn attach(ebpf: &mut Ebpf, res: Arc<Resolution>, opts: &LiveOptions, identity: S
             Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
         cfg.set(0, res.global_config(opts.all_allocations), 0)?;
     }
-    let targets: Vec<_> = res.targets.iter().take(abi::FUNC_SLOTS as usize).cloned().collect();
+    let targets: Vec<_> = res
+        .targets
+        .iter()
+        .take(abi::FUNC_SLOTS as usize)
+        .cloned()
+        .collect();
     for t in res.targets.iter().skip(abi::FUNC_SLOTS as usize) {
         statuses.push(ProbeStatus {
             name: t.name.clone(),
@@ -212,8 +237,10 @@ fn attach(ebpf: &mut Ebpf, res: Arc<Resolution>, opts: &LiveOptions, identity: S
                 BpfHashMap::try_from(ebpf.map_mut("FUNC_CONFIG").context("map FUNC_CONFIG")?)?;
             fc.insert(t.addr, t.config, 0)?;
             keys.push(t.addr);
-            let mut slots: Array<&mut MapData, u64> =
-                Array::try_from(ebpf.map_mut("FUNC_SLOTS_MAP").context("map FUNC_SLOTS_MAP")?)?;
+            let mut slots: Array<&mut MapData, u64> = Array::try_from(
+                ebpf.map_mut("FUNC_SLOTS_MAP")
+                    .context("map FUNC_SLOTS_MAP")?,
+            )?;
             slots.set(slot as u32, t.addr, 0)?;
         }
         let mut failed = None;
@@ -234,7 +261,10 @@ fn attach(ebpf: &mut Ebpf, res: Arc<Resolution>, opts: &LiveOptions, identity: S
             },
             detail: failed.unwrap_or_else(|| {
                 let mut d = if t.clone {
-                    format!("attached to {} (compiler clone: arguments untrusted)", t.attach_name)
+                    format!(
+                        "attached to {} (compiler clone: arguments untrusted)",
+                        t.attach_name
+                    )
                 } else {
                     String::new()
                 };
@@ -328,6 +358,9 @@ struct Decoder {
     names: HashMap<u64, Arc<str>>,
     guests: HashSet<u32>,
     host: Host,
+    /// `APTRACE_RAW_DUMP=FILE`: every raw record, as a little-endian u32 length and the
+    /// bytes (test fixtures captured from real kernels).
+    raw_dump: Option<std::fs::File>,
 }
 
 impl Decoder {
@@ -338,6 +371,12 @@ impl Decoder {
         stacks: Option<&StackTraceMap<MapData>>,
         out: &mut Vec<Event>,
     ) {
+        if let Some(f) = &mut self.raw_dump {
+            use std::io::Write;
+            let _ = f
+                .write_all(&(raw.len() as u32).to_le_bytes())
+                .and_then(|_| f.write_all(raw));
+        }
         let d = match decode_record(raw, self.endian, symbols) {
             Ok(d) => d,
             Err(e) => {
@@ -348,7 +387,17 @@ impl Decoder {
         let mut ev = d.event;
         if let (Some(id), Some(map)) = (d.stack_id, stacks) {
             if let Ok(st) = map.get(&(id as u32), 0) {
-                let frames: Vec<Arc<str>> = st.frames().iter().map(|f| symbols.frame(f.ip)).collect();
+                // The probe's own frames (the BPF program, the trace trampoline) are noise.
+                let frames: Vec<Arc<str>> = st
+                    .frames()
+                    .iter()
+                    .map(|f| symbols.frame(f.ip))
+                    .skip_while(|f| {
+                        f.contains("[bpf]")
+                            || f.starts_with("bpf_trace_run")
+                            || f.starts_with("kprobe_")
+                    })
+                    .collect();
                 match &mut ev.body {
                     Body::Enter { stack, .. } | Body::Alloc { stack, .. } => *stack = frames,
                     _ => {}
@@ -365,7 +414,8 @@ impl Decoder {
             Body::Enter { func, .. } if self.roles.get(&**func) == Some(&Role::Open) => {
                 let pid = ev.task.pid;
                 if self.guests.insert(pid) {
-                    let cmdline = std::fs::read(self.host.path(&format!("/proc/{pid}/cmdline"))).unwrap_or_default();
+                    let cmdline = std::fs::read(self.host.path(&format!("/proc/{pid}/cmdline")))
+                        .unwrap_or_default();
                     if let Some(name) = guest_name_from_cmdline(&cmdline) {
                         out.push(Event {
                             seq: 0,
@@ -408,30 +458,40 @@ pub fn run(opts: LiveOptions) -> Result<u8> {
 
 async fn run_async(opts: LiveOptions) -> Result<u8> {
     let host = Host::live();
-    if !host.exists("/sys/kernel/tracing/events") && !host.exists("/sys/kernel/debug/tracing/events") {
+    if !host.exists("/sys/kernel/tracing/events")
+        && !host.exists("/sys/kernel/debug/tracing/events")
+    {
         log::warn!("tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing): functions cannot be checked for traceability");
     }
     let mut ebpf = load(opts.ring_buffer_size)?;
     match aya_log::EbpfLogger::init(&mut ebpf) {
-        Ok(logger) => match AsyncFd::with_interest(logger, tokio::io::Interest::READABLE) {
-            Ok(mut fd) => {
-                tokio::spawn(async move {
-                    loop {
-                        let Ok(mut guard) = fd.readable_mut().await else { break };
-                        guard.get_inner_mut().flush();
-                        guard.clear_ready();
-                    }
-                });
+        // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd holds it.
+        Ok(logger) => {
+            match unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+            {
+                Ok(mut fd) => {
+                    tokio::spawn(async move {
+                        loop {
+                            let Ok(mut guard) = fd.readable_mut().await else {
+                                break;
+                            };
+                            guard.get_inner_mut().flush();
+                            guard.clear_ready();
+                        }
+                    });
+                }
+                Err(e) => log::debug!("aya-log: {e}"),
             }
-            Err(e) => log::debug!("aya-log: {e}"),
-        },
+        }
         Err(e) => log::debug!("aya-log not active: {e}"),
     }
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
     let stacks = StackTraceMap::try_from(ebpf.take_map("STACKS").context("map STACKS")?)?;
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS")?)?;
-    let mut ring = AsyncFd::with_interest(ring, tokio::io::Interest::READABLE).context("polling the ring buffer")?;
+    // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd holds it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("polling the ring buffer: {e}"))?;
 
     let mut pipeline = Pipeline::new(Auditor::new(opts.profile.clone()), None);
     pipeline.add_sink(Box::new(PrintSink {
@@ -460,10 +520,16 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
 
     let mut decoder = Decoder {
         endian: native_endian(),
-        roles: opts.profile.functions.iter().map(|f| (f.name.clone(), f.role)).collect(),
+        roles: opts
+            .profile
+            .functions
+            .iter()
+            .map(|f| (f.name.clone(), f.role))
+            .collect(),
         names: HashMap::new(),
         guests: HashSet::new(),
         host: host.clone(),
+        raw_dump: std::env::var_os("APTRACE_RAW_DUMP").and_then(|p| std::fs::File::create(p).ok()),
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -484,7 +550,7 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
         // a new load of it shows up (its .text moved).
         if last_module_check.elapsed() >= Duration::from_millis(500) {
             last_module_check = Instant::now();
-            let id = module_identity(&host, &opts.module);
+            let id = module_identity(&host, &opts.module, &opts.overrides);
             let current = attachment.as_ref().map(|a| a.identity.clone());
             if id != current {
                 if let Some(a) = attachment.take() {
@@ -492,10 +558,19 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
                     eprintln!("aptrace: module {} unloaded; probes detached", opts.module);
                 }
                 if let Some(id) = id {
-                    let res = Arc::new(resolve(&host, &opts.profile, &opts.module, &opts.overrides));
+                    let res =
+                        Arc::new(resolve(&host, &opts.profile, &opts.module, &opts.overrides));
                     let a = attach(&mut ebpf, res.clone(), &opts, id)?;
-                    let n = a.statuses.iter().filter(|s| matches!(s.state, ProbeState::Attached | ProbeState::Clone)).count();
-                    for s in a.statuses.iter().filter(|s| !matches!(s.state, ProbeState::Attached)) {
+                    let n = a
+                        .statuses
+                        .iter()
+                        .filter(|s| matches!(s.state, ProbeState::Attached | ProbeState::Clone))
+                        .count();
+                    for s in a
+                        .statuses
+                        .iter()
+                        .filter(|s| !matches!(s.state, ProbeState::Attached))
+                    {
                         eprintln!("aptrace: {} {}: {}", s.name, s.state.name(), s.detail);
                     }
                     if !res.lock_checks() {
@@ -508,7 +583,11 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
                     header_for_report = make_header(Some(&res), a.statuses.clone());
                     if !pipeline.has_recorder() {
                         if let Some(path) = &opts.record {
-                            pipeline.set_recorder(Writer::create(path, &header_for_report, opts.force)?);
+                            pipeline.set_recorder(Writer::create(
+                                path,
+                                &header_for_report,
+                                opts.force,
+                            )?);
                         }
                     }
                     eprintln!(
@@ -534,10 +613,17 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
+                // Bounded, so a flood cannot starve signals, the deadline and the module
+                // check, nor grow the batch without limit.
+                let mut drained = 0;
+                while drained < DRAIN_BATCH {
+                    let Some(item) = rb.next() else { break };
                     decoder.decode(&item, symbols, Some(&stacks), &mut batch);
+                    drained += 1;
                 }
-                guard.clear_ready();
+                if drained < DRAIN_BATCH {
+                    guard.clear_ready();
+                }
             }
             _ = tick.tick() => {
                 pipeline.idle();
@@ -565,8 +651,13 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
             None => &empty,
         };
         let rb = ring.get_mut();
+        let mut drained = 0;
         while let Some(item) = rb.next() {
             decoder.decode(&item, symbols, Some(&stacks), &mut batch);
+            drained += 1;
+            if drained >= 16 * DRAIN_BATCH {
+                break;
+            }
         }
     }
     push_losses(&counters, &mut lost_seen, &mut batch);
@@ -598,7 +689,16 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "live".to_string());
-    let source = SourceInfo::new(&path, &header_for_report, (crate::recording::VERSION_MAJOR, crate::recording::VERSION_MINOR), Vec::new(), Vec::new());
+    let source = SourceInfo::new(
+        &path,
+        &header_for_report,
+        (
+            crate::recording::VERSION_MAJOR,
+            crate::recording::VERSION_MINOR,
+        ),
+        Vec::new(),
+        Vec::new(),
+    );
     let mut fr = FileReport::new(source, &auditor, true);
     if let Some(g) = &opts.guest {
         fr.findings.retain(|f| g.matches(f));
@@ -618,11 +718,16 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
 fn push_losses(counters: &PerCpuArray<MapData, u64>, seen: &mut [u64], out: &mut Vec<Event>) {
     let sources = [
         (abi::counter::RINGBUF_FULL, LossSource::RingBuffer),
-        (abi::counter::EXIT_WITHOUT_ENTRY, LossSource::ExitWithoutEntry),
+        (
+            abi::counter::EXIT_WITHOUT_ENTRY,
+            LossSource::ExitWithoutEntry,
+        ),
     ];
     let now = clock_ns(libc::CLOCK_BOOTTIME) as u64;
     for (idx, source) in sources {
-        let Ok(values) = counters.get(&idx, 0) else { continue };
+        let Ok(values) = counters.get(&idx, 0) else {
+            continue;
+        };
         let total: u64 = values.iter().sum();
         let delta = total.saturating_sub(seen[idx as usize]);
         seen[idx as usize] = total;
@@ -632,7 +737,10 @@ fn push_losses(counters: &PerCpuArray<MapData, u64>, seen: &mut [u64], out: &mut
                 ts_ns: now,
                 cpu: 0,
                 task: agent_task(),
-                body: Body::Lost { count: delta, source },
+                body: Body::Lost {
+                    count: delta,
+                    source,
+                },
             });
         }
     }

@@ -70,7 +70,10 @@ impl Btf {
         if data.len() < 24 {
             return Err(BtfError::Truncated(data.len()));
         }
-        let big = match (u16::from_le_bytes([data[0], data[1]]), u16::from_be_bytes([data[0], data[1]])) {
+        let big = match (
+            u16::from_le_bytes([data[0], data[1]]),
+            u16::from_be_bytes([data[0], data[1]]),
+        ) {
             (MAGIC, _) => false,
             (_, MAGIC) => true,
             _ => return Err(BtfError::Magic),
@@ -81,7 +84,11 @@ impl Btf {
                 .ok_or(BtfError::Truncated(off))?
                 .try_into()
                 .expect("4 bytes");
-            Ok(if big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+            Ok(if big {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            })
         };
         let hdr_len = u32_at(4)? as usize;
         let type_off = u32_at(8)? as usize;
@@ -99,7 +106,10 @@ impl Btf {
             return Err(BtfError::Truncated(types_end));
         }
         let (first_id, str_base) = match &base {
-            Some(b) => (b.first_id + b.types.len() as u32, b.str_base + b.strings.len() as u32),
+            Some(b) => (
+                b.first_id + b.types.len() as u32,
+                b.str_base + b.strings.len() as u32,
+            ),
             None => (1, 0),
         };
         let mut types = Vec::new();
@@ -114,8 +124,8 @@ impl Btf {
             let kind_flag = info >> 31 == 1;
             let mut members = Vec::new();
             match kind {
-                1 | 14 | 17 => off += 4,       // INT, VAR, DECL_TAG
-                3 => off += 12,                // ARRAY
+                1 | 14 | 17 => off += 4, // INT, VAR, DECL_TAG
+                3 => off += 12,          // ARRAY
                 KIND_STRUCT | KIND_UNION => {
                     for _ in 0..vlen {
                         let m_name = u32_at(off)?;
@@ -130,8 +140,8 @@ impl Btf {
                         off += 12;
                     }
                 }
-                6 | 13 => off += 8 * vlen,     // ENUM, FUNC_PROTO
-                15 | 19 => off += 12 * vlen,   // DATASEC, ENUM64
+                6 | 13 => off += 8 * vlen,   // ENUM, FUNC_PROTO
+                15 | 19 => off += 12 * vlen, // DATASEC, ENUM64
                 2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => {}
                 other => return Err(BtfError::Kind(other)),
             }
@@ -155,7 +165,10 @@ impl Btf {
         for (i, t) in btf.types.iter().enumerate() {
             if matches!(t.kind, KIND_STRUCT | KIND_UNION) && t.name_off != 0 {
                 if let Some(n) = btf.string(t.name_off) {
-                    by_name.entry(n.to_string()).or_default().push(first_id + i as u32);
+                    by_name
+                        .entry(n.to_string())
+                        .or_default()
+                        .push(first_id + i as u32);
                 }
             }
         }
@@ -192,7 +205,9 @@ impl Btf {
         for _ in 0..32 {
             let t = self.ty(id)?;
             match t.kind {
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = t.type_ref,
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.type_ref
+                }
                 _ => return Some(id),
             }
         }
@@ -291,11 +306,12 @@ impl MutexLayout {
                 rt: false,
             });
         }
-        btf.offset_of("mutex", "rtmutex.owner").map(|o| MutexLayout {
-            owner_offset: o,
-            owner_mask: !0x1,
-            rt: true,
-        })
+        btf.offset_of("mutex", "rtmutex.owner")
+            .map(|o| MutexLayout {
+                owner_offset: o,
+                owner_mask: !0x1,
+                rt: true,
+            })
     }
 }
 
@@ -314,14 +330,30 @@ pub(crate) mod tests {
 
     impl Builder {
         pub fn new(big: bool) -> Builder {
-            Builder { big, types: Vec::new(), strings: vec![0], str_base: 0, next_id: 1 }
+            Builder {
+                big,
+                types: Vec::new(),
+                strings: vec![0],
+                str_base: 0,
+                next_id: 1,
+            }
         }
         /// Split BTF over a base with `base_types` types and `base_str_len` string bytes.
         pub fn split(big: bool, base_types: u32, base_str_len: u32) -> Builder {
-            Builder { big, types: Vec::new(), strings: Vec::new(), str_base: base_str_len, next_id: base_types + 1 }
+            Builder {
+                big,
+                types: Vec::new(),
+                strings: Vec::new(),
+                str_base: base_str_len,
+                next_id: base_types + 1,
+            }
         }
         fn u32(&mut self, v: u32) {
-            let b = if self.big { v.to_be_bytes() } else { v.to_le_bytes() };
+            let b = if self.big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            };
             self.types.extend_from_slice(&b);
         }
         pub fn str(&mut self, s: &str) -> u32 {
@@ -358,8 +390,20 @@ pub(crate) mod tests {
         }
         pub fn finish(self) -> Vec<u8> {
             let mut out = Vec::new();
-            let p16 = |o: &mut Vec<u8>, v: u16| o.extend_from_slice(&if self.big { v.to_be_bytes() } else { v.to_le_bytes() });
-            let p32 = |o: &mut Vec<u8>, v: u32| o.extend_from_slice(&if self.big { v.to_be_bytes() } else { v.to_le_bytes() });
+            let p16 = |o: &mut Vec<u8>, v: u16| {
+                o.extend_from_slice(&if self.big {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                })
+            };
+            let p32 = |o: &mut Vec<u8>, v: u32| {
+                o.extend_from_slice(&if self.big {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                })
+            };
             p16(&mut out, MAGIC);
             out.push(1);
             out.push(0);
@@ -397,8 +441,16 @@ pub(crate) mod tests {
         let mut m = Builder::split(big, base_types, base_str);
         let info = m.str("info");
         let mig = m.str("mig_data");
-        m.strukt("ap_matrix_dev", 1024, &[(info, long, 0), (lock_name, mutex, 808)]);
-        m.strukt("ap_matrix_mdev", 4096, &[(info, long, 0), (mig, long, 3368)]);
+        m.strukt(
+            "ap_matrix_dev",
+            1024,
+            &[(info, long, 0), (lock_name, mutex, 808)],
+        );
+        m.strukt(
+            "ap_matrix_mdev",
+            4096,
+            &[(info, long, 0), (mig, long, 3368)],
+        );
         (vmlinux, m.finish())
     }
 
@@ -410,7 +462,10 @@ pub(crate) mod tests {
             assert_eq!(MutexLayout::from_btf(&base), Some(MutexLayout::DEFAULT));
             let module = Btf::parse_split(&m, base).unwrap();
             assert_eq!(module.offset_of("ap_matrix_dev", "mdevs_lock"), Some(808));
-            assert_eq!(module.offset_of("ap_matrix_dev", "mdevs_lock.owner"), Some(808));
+            assert_eq!(
+                module.offset_of("ap_matrix_dev", "mdevs_lock.owner"),
+                Some(808)
+            );
             assert_eq!(module.offset_of("ap_matrix_mdev", "mig_data"), Some(3368));
             assert_eq!(module.offset_of("ap_matrix_mdev", "nope"), None);
         }
@@ -422,13 +477,20 @@ pub(crate) mod tests {
         let base = Btf::parse(&v).unwrap();
         assert_eq!(
             MutexLayout::from_btf(&base),
-            Some(MutexLayout { owner_offset: 24, owner_mask: !0x1, rt: true })
+            Some(MutexLayout {
+                owner_offset: 24,
+                owner_mask: !0x1,
+                rt: true
+            })
         );
     }
 
     #[test]
     fn garbage_is_an_error() {
-        assert_eq!(Btf::parse(b"hello, this is not btf at all").unwrap_err(), BtfError::Magic);
+        assert_eq!(
+            Btf::parse(b"hello, this is not btf at all").unwrap_err(),
+            BtfError::Magic
+        );
         assert!(Btf::parse(&[0x9f, 0xeb]).is_err());
     }
 }

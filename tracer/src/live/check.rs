@@ -41,7 +41,12 @@ pub struct Row {
     pub fix: String,
 }
 
-fn row(item: impl Into<String>, status: Status, detail: impl Into<String>, fix: impl Into<String>) -> Row {
+fn row(
+    item: impl Into<String>,
+    status: Status,
+    detail: impl Into<String>,
+    fix: impl Into<String>,
+) -> Row {
     Row {
         item: item.into(),
         status,
@@ -108,15 +113,27 @@ fn privileges(host: &Host) -> Row {
     const PERFMON: u64 = 1 << 38;
     const BPF: u64 = 1 << 39;
     match cap_eff {
-        Some(c) if c & SYS_ADMIN != 0 => row("privileges", Status::Ok, format!("{}CAP_SYS_ADMIN", if uid0 { "root, " } else { "" }), ""),
-        Some(c) if c & BPF != 0 && c & PERFMON != 0 => row("privileges", Status::Ok, "CAP_BPF and CAP_PERFMON", ""),
+        Some(c) if c & SYS_ADMIN != 0 => row(
+            "privileges",
+            Status::Ok,
+            format!("{}CAP_SYS_ADMIN", if uid0 { "root, " } else { "" }),
+            "",
+        ),
+        Some(c) if c & BPF != 0 && c & PERFMON != 0 => {
+            row("privileges", Status::Ok, "CAP_BPF and CAP_PERFMON", "")
+        }
         Some(_) => row(
             "privileges",
             Status::Fail,
             "no CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN",
             "run as root (sudo aptrace ...) or grant cap_bpf,cap_perfmon,cap_sys_admin",
         ),
-        None => row("privileges", Status::Warn, "cannot read /proc/self/status", "run as root"),
+        None => row(
+            "privileges",
+            Status::Warn,
+            "cannot read /proc/self/status",
+            "run as root",
+        ),
     }
 }
 
@@ -131,9 +148,19 @@ pub fn preflight(
     arch: &str,
 ) -> (Vec<Row>, Resolution) {
     let mut rows = Vec::new();
-    rows.push(row("kernel", Status::Info, format!("{} {arch}", host.kernel_release()), ""));
+    rows.push(row(
+        "kernel",
+        Status::Info,
+        format!("{} {arch}", host.kernel_release()),
+        "",
+    ));
     rows.push(match &probed.live_support {
-        Ok(()) => row("live support", Status::Ok, "built with live tracing (eBPF object embedded)", ""),
+        Ok(()) => row(
+            "live support",
+            Status::Ok,
+            "built with live tracing (eBPF object embedded)",
+            "",
+        ),
         Err(e) => row(
             "live support",
             Status::Fail,
@@ -176,7 +203,12 @@ pub fn preflight(
     rows.push(kprobe_row);
 
     rows.push(match &tracefs {
-        Some(t) => row("tracefs", Status::Ok, format!("{t} (available_filter_functions)"), ""),
+        Some(t) => row(
+            "tracefs",
+            Status::Ok,
+            format!("{t} (available_filter_functions)"),
+            "",
+        ),
         None => row(
             "tracefs",
             Status::Warn,
@@ -192,9 +224,24 @@ pub fn preflight(
     }
     if let Some(r) = &probed.ringbuf {
         rows.push(match r {
-            Ok(true) => row("ring buffer", Status::Ok, "BPF_MAP_TYPE_RINGBUF supported", ""),
-            Ok(false) => row("ring buffer", Status::Fail, "BPF_MAP_TYPE_RINGBUF not supported", "needs a kernel with BPF ring buffers (5.8+ or a backport)"),
-            Err(e) => row("ring buffer", Status::Fail, format!("cannot probe: {e}"), "run as root"),
+            Ok(true) => row(
+                "ring buffer",
+                Status::Ok,
+                "BPF_MAP_TYPE_RINGBUF supported",
+                "",
+            ),
+            Ok(false) => row(
+                "ring buffer",
+                Status::Fail,
+                "BPF_MAP_TYPE_RINGBUF not supported",
+                "needs a kernel with BPF ring buffers (5.8+ or a backport)",
+            ),
+            Err(e) => row(
+                "ring buffer",
+                Status::Fail,
+                format!("cannot probe: {e}"),
+                "run as root",
+            ),
         });
     }
 
@@ -220,9 +267,19 @@ pub fn preflight(
         )
     });
     rows.push(if res.kallsyms_readable {
-        row("kallsyms", Status::Ok, "/proc/kallsyms readable with addresses", "")
+        row(
+            "kallsyms",
+            Status::Ok,
+            "/proc/kallsyms readable with addresses",
+            "",
+        )
     } else {
-        row("kallsyms", Status::Fail, "/proc/kallsyms unreadable or addresses hidden", "run as root (kptr_restrict hides addresses from others)")
+        row(
+            "kallsyms",
+            Status::Fail,
+            "/proc/kallsyms unreadable or addresses hidden",
+            "run as root (kptr_restrict hides addresses from others)",
+        )
     });
     rows.push(if res.loaded {
         row(format!("module {module}"), Status::Ok, "loaded", "")
@@ -237,7 +294,13 @@ pub fn preflight(
 
     for t in &res.targets {
         let (status, mut detail) = if t.clone {
-            (Status::Warn, format!("found as {} (compiler clone: timed, arguments untrusted)", t.attach_name))
+            (
+                Status::Warn,
+                format!(
+                    "found as {} (compiler clone: timed, arguments untrusted)",
+                    t.attach_name
+                ),
+            )
         } else {
             (Status::Ok, format!("found at {:#x}", t.addr))
         };
@@ -262,14 +325,25 @@ pub fn preflight(
         rows.push(row(
             "functions",
             Status::Warn,
-            format!("{} profile functions: checked when module {module} loads", profile.functions.len()),
+            format!(
+                "{} profile functions: checked when module {module} loads",
+                profile.functions.len()
+            ),
             "",
         ));
     }
     for (name, optional, msg) in res.missing.iter().filter(|_| res.loaded) {
         let st = Status::Warn;
-        let detail = if *optional { format!("missing ({msg}); optional: added by later patches") } else { format!("missing: {msg}") };
-        let fix = if !*optional { "other probes still attach; check the kernel/module version".to_string() } else { String::new() };
+        let detail = if *optional {
+            format!("missing ({msg}); optional: added by later patches")
+        } else {
+            format!("missing: {msg}")
+        };
+        let fix = if !*optional {
+            "other probes still attach; check the kernel/module version".to_string()
+        } else {
+            String::new()
+        };
         rows.push(row(format!("function {name}"), st, detail, fix));
     }
 
@@ -300,14 +374,33 @@ pub fn preflight(
         }
     });
     let raw_tp = match &probed.raw_tracepoint {
-        Some(Ok(())) => row("--all-allocations", Status::Ok, format!("raw tracepoints attach; kvmalloc: {}", res.kvmalloc.as_deref().unwrap_or("not found")), ""),
-        Some(Err(e)) => row("--all-allocations", Status::Warn, format!("raw tracepoint kfree failed: {e}"), "only the profile's field tracking is available"),
+        Some(Ok(())) => row(
+            "--all-allocations",
+            Status::Ok,
+            format!(
+                "raw tracepoints attach; kvmalloc: {}",
+                res.kvmalloc.as_deref().unwrap_or("not found")
+            ),
+            "",
+        ),
+        Some(Err(e)) => row(
+            "--all-allocations",
+            Status::Warn,
+            format!("raw tracepoint kfree failed: {e}"),
+            "only the profile's field tracking is available",
+        ),
         None => {
-            let ev = tracefs.as_ref().is_some_and(|t| host.exists(&format!("{t}/events/kmem/kfree")));
+            let ev = tracefs
+                .as_ref()
+                .is_some_and(|t| host.exists(&format!("{t}/events/kmem/kfree")));
             row(
                 "--all-allocations",
                 if ev { Status::Ok } else { Status::Warn },
-                format!("kmem tracepoints {}; kvmalloc: {}", if ev { "present" } else { "not seen" }, res.kvmalloc.as_deref().unwrap_or("not found")),
+                format!(
+                    "kmem tracepoints {}; kvmalloc: {}",
+                    if ev { "present" } else { "not seen" },
+                    res.kvmalloc.as_deref().unwrap_or("not found")
+                ),
                 "",
             )
         }
@@ -326,7 +419,11 @@ pub fn exit_code(rows: &[Row]) -> u8 {
 }
 
 pub fn to_text(rows: &[Row]) -> String {
-    let w = rows.iter().map(|r| r.item.chars().count()).max().unwrap_or(0);
+    let w = rows
+        .iter()
+        .map(|r| r.item.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
     for r in rows {
         let _ = writeln!(out, "{:<4}  {:<w$}  {}", r.status.label(), r.item, r.detail);
@@ -335,7 +432,9 @@ pub fn to_text(rows: &[Row]) -> String {
         }
     }
     let verdict = match exit_code(rows) {
-        0 if rows.iter().any(|r| r.status == Status::Warn) => "live tracing can run, degraded (see WARN lines)",
+        0 if rows.iter().any(|r| r.status == Status::Warn) => {
+            "live tracing can run, degraded (see WARN lines)"
+        }
         0 => "live tracing can run",
         _ => "live tracing cannot run here (see FAIL lines)",
     };

@@ -32,15 +32,27 @@ pub fn find_symbol(data: &[u8], name: &str) -> Result<SymbolLocation, ElfError> 
     let get = |off: usize, n: usize| data.get(off..off + n).ok_or(ElfError::Truncated);
     let u16_at = |off: usize| -> Result<u16, ElfError> {
         let b: [u8; 2] = get(off, 2)?.try_into().expect("2");
-        Ok(if big { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
+        Ok(if big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
     };
     let u32_at = |off: usize| -> Result<u32, ElfError> {
         let b: [u8; 4] = get(off, 4)?.try_into().expect("4");
-        Ok(if big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+        Ok(if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
     };
     let u64_at = |off: usize| -> Result<u64, ElfError> {
         let b: [u8; 8] = get(off, 8)?.try_into().expect("8");
-        Ok(if big { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) })
+        Ok(if big {
+            u64::from_be_bytes(b)
+        } else {
+            u64::from_le_bytes(b)
+        })
     };
     let shoff = u64_at(0x28)? as usize;
     let shentsize = u16_at(0x3a)? as usize;
@@ -110,9 +122,27 @@ pub(crate) mod tests {
     /// A minimal relocatable ELF64 with .data, .bss, .symtab, .strtab, .shstrtab and one
     /// symbol `sym` at `value` in `.bss`.
     pub fn tiny_ko(big: bool, sym: &str, value: u64) -> Vec<u8> {
-        let p16 = |v: u16| if big { v.to_be_bytes().to_vec() } else { v.to_le_bytes().to_vec() };
-        let p32 = |v: u32| if big { v.to_be_bytes().to_vec() } else { v.to_le_bytes().to_vec() };
-        let p64 = |v: u64| if big { v.to_be_bytes().to_vec() } else { v.to_le_bytes().to_vec() };
+        let p16 = |v: u16| {
+            if big {
+                v.to_be_bytes().to_vec()
+            } else {
+                v.to_le_bytes().to_vec()
+            }
+        };
+        let p32 = |v: u32| {
+            if big {
+                v.to_be_bytes().to_vec()
+            } else {
+                v.to_le_bytes().to_vec()
+            }
+        };
+        let p64 = |v: u64| {
+            if big {
+                v.to_be_bytes().to_vec()
+            } else {
+                v.to_le_bytes().to_vec()
+            }
+        };
         let shstr = b"\0.data\0.bss\0.symtab\0.strtab\0.shstrtab\0".to_vec();
         let mut strtab = b"\0other\0".to_vec();
         let sym_off = strtab.len() as u32;
@@ -188,9 +218,15 @@ pub(crate) mod tests {
             let ko = tiny_ko(big, "matrix_dev", 0x28);
             assert_eq!(
                 find_symbol(&ko, "matrix_dev").unwrap(),
-                SymbolLocation { section: ".bss".into(), value: 0x28 }
+                SymbolLocation {
+                    section: ".bss".into(),
+                    value: 0x28
+                }
             );
-            assert_eq!(find_symbol(&ko, "nope"), Err(ElfError::NotFound("nope".into())));
+            assert_eq!(
+                find_symbol(&ko, "nope"),
+                Err(ElfError::NotFound("nope".into()))
+            );
         }
         assert_eq!(find_symbol(b"not an elf", "x"), Err(ElfError::NotElf64));
     }

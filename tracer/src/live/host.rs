@@ -19,7 +19,9 @@ impl Default for Host {
 impl Host {
     /// The running system.
     pub fn live() -> Host {
-        Host { root: PathBuf::from("/") }
+        Host {
+            root: PathBuf::from("/"),
+        }
     }
 
     /// A fixture tree laid out like `/`.
@@ -92,13 +94,17 @@ impl Host {
     pub fn find_module_file(&self, module: &str) -> Option<PathBuf> {
         let dir = self.path(&format!("/lib/modules/{}", self.kernel_release()));
         let want = module.replace('-', "_");
-        find_file(&dir, &|name: &str| {
-            let stem = name
-                .strip_suffix(".ko")
-                .or_else(|| name.strip_suffix(".ko.xz"))
-                .or_else(|| name.strip_suffix(".ko.zst"));
-            stem.is_some_and(|s| s.replace('-', "_") == want)
-        }, 8)
+        find_file(
+            &dir,
+            &|name: &str| {
+                let stem = name
+                    .strip_suffix(".ko")
+                    .or_else(|| name.strip_suffix(".ko.xz"))
+                    .or_else(|| name.strip_suffix(".ko.zst"));
+                stem.is_some_and(|s| s.replace('-', "_") == want)
+            },
+            8,
+        )
     }
 }
 
@@ -117,7 +123,9 @@ fn find_file(dir: &Path, matches: &dyn Fn(&str) -> bool, depth: u32) -> Option<P
         }
     }
     subdirs.sort();
-    subdirs.into_iter().find_map(|d| find_file(&d, matches, depth - 1))
+    subdirs
+        .into_iter()
+        .find_map(|d| find_file(&d, matches, depth - 1))
 }
 
 /// Reads a module file, decompressing `.ko.xz` / `.ko.zst` with the `xz` / `zstd` tools.
@@ -137,7 +145,9 @@ pub fn read_module_file(path: &Path) -> Result<Vec<u8>, String> {
                 .args(["-dc"])
                 .arg(path)
                 .output()
-                .map_err(|e| format!("cannot run `{tool} -dc {name}` to decompress the module: {e}"))?;
+                .map_err(|e| {
+                    format!("cannot run `{tool} -dc {name}` to decompress the module: {e}")
+                })?;
             if !out.status.success() {
                 return Err(format!("`{tool} -dc {name}` failed"));
             }
@@ -150,7 +160,9 @@ pub fn read_module_file(path: &Path) -> Result<Vec<u8>, String> {
 /// `-name guest=NAME,debug-threads=on` or `-name NAME`.
 pub fn guest_name_from_cmdline(cmdline: &[u8]) -> Option<String> {
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let pos = args.iter().position(|a| *a == b"-name" || *a == b"--name")?;
+    let pos = args
+        .iter()
+        .position(|a| *a == b"-name" || *a == b"--name")?;
     let value = String::from_utf8_lossy(args.get(pos + 1)?).to_string();
     let mut first = None;
     // QEMU's option syntax: commas are escaped by doubling.
@@ -175,8 +187,14 @@ mod tests {
     fn guest_names_from_qemu_command_lines() {
         let c = b"qemu-system-s390x\0-name\0guest=vm1,debug-threads=on\0-m\01024\0";
         assert_eq!(guest_name_from_cmdline(c).as_deref(), Some("vm1"));
-        assert_eq!(guest_name_from_cmdline(b"qemu\0-name\0plain\0").as_deref(), Some("plain"));
-        assert_eq!(guest_name_from_cmdline(b"qemu\0-name\0a,,b\0").as_deref(), Some("a,b"));
+        assert_eq!(
+            guest_name_from_cmdline(b"qemu\0-name\0plain\0").as_deref(),
+            Some("plain")
+        );
+        assert_eq!(
+            guest_name_from_cmdline(b"qemu\0-name\0a,,b\0").as_deref(),
+            Some("a,b")
+        );
         assert_eq!(guest_name_from_cmdline(b"mdevctl\0start\0"), None);
     }
 }

@@ -68,7 +68,10 @@ impl Kallsyms {
             let keep_name = sym.module == module
                 || (sym.module.is_empty() && kernel_names.contains(&sym.name.as_str()));
             if keep_name {
-                k.by_name.entry(sym.name.clone()).or_default().push(sym.clone());
+                k.by_name
+                    .entry(sym.name.clone())
+                    .or_default()
+                    .push(sym.clone());
             }
             if sym.is_text() {
                 k.text.push(sym);
@@ -122,7 +125,9 @@ impl Kallsyms {
                 continue;
             }
             let next = self.text[i + 1..].iter().find(|n| n.addr > s.addr);
-            let size = next.map(|n| (n.addr - s.addr).min(u32::MAX as u64) as u32).unwrap_or(0);
+            let size = next
+                .map(|n| (n.addr - s.addr).min(u32::MAX as u64) as u32)
+                .unwrap_or(0);
             out.push(Symbol {
                 addr: s.addr,
                 size,
@@ -189,13 +194,19 @@ ffffffffc0b00000 t other_fn\t[other]
     fn module_symbols_and_range() {
         let k = Kallsyms::parse(KALLSYMS, "vfio_ap", &["__kvmalloc_node_noprof"]);
         assert!(!k.zeroed);
-        assert_eq!(k.lookup("matrix_dev", "vfio_ap").unwrap().addr, 0xffffffffc0a03000);
+        assert_eq!(
+            k.lookup("matrix_dev", "vfio_ap").unwrap().addr,
+            0xffffffffc0a03000
+        );
         assert_eq!(
             k.lookup("__kvmalloc_node_noprof", "").unwrap().addr,
             0xffffffff81234560
         );
         assert!(k.lookup("vfree", "").is_none(), "not asked for");
-        assert_eq!(k.text_range("vfio_ap"), Some((0xffffffffc0a01000, 0xffffffffc0a11400)));
+        assert_eq!(
+            k.text_range("vfio_ap"),
+            Some((0xffffffffc0a01000, 0xffffffffc0a11400))
+        );
         assert_eq!(
             k.function_at(0xffffffffc0a01010).as_deref(),
             Some("vfio_ap_mdev_probe")
@@ -209,7 +220,11 @@ ffffffffc0b00000 t other_fn\t[other]
 
     #[test]
     fn zeroed_addresses_are_noticed() {
-        let k = Kallsyms::parse("0000000000000000 T _stext\n0000000000000000 t f [m]\n", "m", &[]);
+        let k = Kallsyms::parse(
+            "0000000000000000 T _stext\n0000000000000000 t f [m]\n",
+            "m",
+            &[],
+        );
         assert!(k.zeroed);
     }
 

@@ -25,7 +25,9 @@ pub fn kernel_config(host: &host::Host) -> Option<String> {
     }
     let gz = std::fs::read(host.path("/proc/config.gz")).ok()?;
     let mut s = String::new();
-    flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut s).ok()?;
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut s)
+        .ok()?;
     Some(s)
 }
 
@@ -52,3 +54,6 @@ pub fn live_support() -> Result<(), String> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

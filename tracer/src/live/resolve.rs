@@ -12,7 +12,9 @@ use super::btf::{Btf, MutexLayout};
 use super::elf;
 use super::host::{read_module_file, Host};
 use super::kallsyms::{filter_functions, Kallsyms};
-use crate::profile::{strip_clone_suffix, FunctionSpec, LockContract, MdevArg, Profile, ReadAt, Role};
+use crate::profile::{
+    strip_clone_suffix, FunctionSpec, LockContract, MdevArg, Profile, ReadAt, Role,
+};
 use crate::recording::{ProbeState, ProbeStatus, Symbol};
 
 /// Kernel functions that `--all-allocations` probes, in order of preference.
@@ -32,6 +34,9 @@ pub struct Overrides {
     pub owner_mask: Option<u64>,
     /// `--module-file`: the module's .ko, for its symbol table.
     pub module_file: Option<PathBuf>,
+    /// `--text-range START-END` (hidden, for self-tests on hosts without the module):
+    /// attribute allocations from this range as if it were the module's text.
+    pub text_range: Option<(u64, u64)>,
 }
 
 /// Parses `STRUCT.MEMBER=N` (N decimal or 0x hex).
@@ -89,10 +94,11 @@ impl Resolution {
     /// The global configuration for the probes; lock checks are off (matrix_dev_addr 0)
     /// when any part of the lock's address is unknown.
     pub fn global_config(&self, all_allocations: bool) -> abi::GlobalConfig {
-        let (addr, owner_off, mask) = match (&self.matrix_dev_addr, &self.mdevs_lock_offset, &self.mutex) {
-            (Ok(a), Ok(l), Ok((m, _))) => (*a, l + m.owner_offset, m.owner_mask),
-            _ => (0, 0, 0),
-        };
+        let (addr, owner_off, mask) =
+            match (&self.matrix_dev_addr, &self.mdevs_lock_offset, &self.mutex) {
+                (Ok(a), Ok(l), Ok((m, _))) => (*a, l + m.owner_offset, m.owner_mask),
+                _ => (0, 0, 0),
+            };
         let (ts, te) = self.text.unwrap_or((0, 0));
         abi::GlobalConfig {
             matrix_dev_addr: addr,
@@ -116,9 +122,16 @@ impl Resolution {
             .iter()
             .map(|t| ProbeStatus {
                 name: t.name.clone(),
-                state: if t.clone { ProbeState::Clone } else { ProbeState::Attached },
+                state: if t.clone {
+                    ProbeState::Clone
+                } else {
+                    ProbeState::Attached
+                },
                 detail: if t.clone {
-                    format!("attached to {} (compiler clone: arguments untrusted)", t.attach_name)
+                    format!(
+                        "attached to {} (compiler clone: arguments untrusted)",
+                        t.attach_name
+                    )
                 } else {
                     String::new()
                 },
@@ -154,7 +167,9 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         .unwrap_or_default();
     let kallsyms_readable = kallsyms_text.is_some() && !kallsyms.zeroed;
     let loaded = host.module_live(module) || kallsyms.functions_of(module).next().is_some();
-    let filter = host.available_filter_functions().map(|t| filter_functions(&t, module));
+    let filter = host
+        .available_filter_functions()
+        .map(|t| filter_functions(&t, module));
 
     let vmlinux = host.vmlinux_btf().and_then(|b| Btf::parse(&b).ok());
     let module_btf = host.module_btf(module).and_then(|b| match &vmlinux {
@@ -188,7 +203,9 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
     for (i, spec) in profile.functions.iter().enumerate() {
         let found = find_function(&kallsyms, module, &spec.name);
         let Some((attach_name, addr, clone)) = found else {
-            let in_filter = filter.as_ref().is_some_and(|f| f.iter().any(|n| strip_clone_suffix(n).0 == spec.name));
+            let in_filter = filter
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|n| strip_clone_suffix(n).0 == spec.name));
             let msg = if !loaded {
                 format!("module {module} is not loaded")
             } else if !kallsyms_readable {
@@ -258,7 +275,14 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         }
     });
 
-    let matrix_dev_addr = locate_variable(host, &kallsyms, module, &profile.lock_holder_symbol, ov, loaded);
+    let matrix_dev_addr = locate_variable(
+        host,
+        &kallsyms,
+        module,
+        &profile.lock_holder_symbol,
+        ov,
+        loaded,
+    );
 
     let pick = |names: &[&str]| {
         names
@@ -266,8 +290,10 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
             .find(|n| kallsyms.lookup(n, "").is_some())
             .map(|n| n.to_string())
     };
-    let mut text = kallsyms.text_range(module);
-    if let (Some((s, e)), Some(sec)) = (text, host.module_section(module, ".text")) {
+    let mut text = ov.text_range.or_else(|| kallsyms.text_range(module));
+    if let (Some((s, e)), Some(sec), None) =
+        (text, host.module_section(module, ".text"), ov.text_range)
+    {
         text = Some((s.min(sec), e));
     }
     Resolution {
@@ -318,10 +344,16 @@ fn func_config(
             LockContract::NotHeld => abi::check_lock::STACK_IF_HELD,
         },
         stack_on_entry: spec.stack as u8,
-        extra_flags: if clone { abi::flags::ARGS_UNTRUSTED as u8 } else { 0 },
+        extra_flags: if clone {
+            abi::flags::ARGS_UNTRUSTED as u8
+        } else {
+            0
+        },
         read_name: (spec.mdev == MdevArg::Object
-            && matches!(spec.role, Role::InitDev | Role::Open | Role::Close | Role::ReleaseDev | Role::SetState))
-            as u8,
+            && matches!(
+                spec.role,
+                Role::InitDev | Role::Open | Role::Close | Role::ReleaseDev | Role::SetState
+            )) as u8,
         ..Default::default()
     };
     let mut problem = None;
@@ -361,7 +393,10 @@ fn locate_variable(
         return Err(format!("module {module} is not loaded"));
     }
     // No CONFIG_KALLSYMS_ALL: the module file's symbol table + the section's load address.
-    let file = ov.module_file.clone().or_else(|| host.find_module_file(module));
+    let file = ov
+        .module_file
+        .clone()
+        .or_else(|| host.find_module_file(module));
     let Some(file) = file else {
         return Err(format!(
             "{symbol} is not in /proc/kallsyms (kernel without CONFIG_KALLSYMS_ALL) and no {module}.ko \
@@ -394,4 +429,17 @@ mod tests {
         assert!(parse_offset_override("mdevs_lock=8").is_err());
         assert!(parse_offset_override("a.b=x").is_err());
     }
+}
+
+/// Parses `START-END` (hex with 0x, or decimal).
+pub fn parse_text_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected START-END"))?;
+    let a = crate::model::hex_u64::parse(a)?;
+    let b = crate::model::hex_u64::parse(b)?;
+    if a >= b {
+        return Err(format!("{s:?}: START must be below END"));
+    }
+    Ok((a, b))
 }

@@ -78,7 +78,9 @@ pub fn finding_line(f: &Finding) -> String {
         let ev: Vec<String> = f.events.iter().map(|e| e.to_string()).collect();
         s.push_str(&format!(" [events {}]", ev.join(",")));
     }
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 impl<W: Write + Send> Sink for PrintSink<W> {

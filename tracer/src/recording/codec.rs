@@ -189,7 +189,8 @@ impl ChunkEncoder {
                     LockObs::HeldByCurrent => 2,
                     LockObs::HeldByOther { .. } => 3,
                 };
-                let bits = lock_code | (u8::from(*untrusted) << 2) | (u8::from(field.is_some()) << 3);
+                let bits =
+                    lock_code | (u8::from(*untrusted) << 2) | (u8::from(field.is_some()) << 3);
                 b.put_u8(bits);
                 if let LockObs::HeldByOther { owner } = lock {
                     put_varint(b, *owner);
@@ -357,7 +358,11 @@ impl ChunkDecoder {
                 }
                 let mut args = Vec::with_capacity(n);
                 for i in 0..n {
-                    args.push(if i < 4 { self.slot(b, i)? } else { get_varint(b)? });
+                    args.push(if i < 4 {
+                        self.slot(b, i)?
+                    } else {
+                        get_varint(b)?
+                    });
                 }
                 let bits = get_u8(b)?;
                 if bits >> 4 != 0 {

@@ -146,7 +146,9 @@ impl Header {
             out.put_slice(&v);
         };
         field(tag::ARCH, &|b| b.put_slice(self.arch.as_bytes()));
-        field(tag::KERNEL, &|b| b.put_slice(self.kernel_release.as_bytes()));
+        field(tag::KERNEL, &|b| {
+            b.put_slice(self.kernel_release.as_bytes())
+        });
         field(tag::HOSTNAME, &|b| b.put_slice(self.hostname.as_bytes()));
         field(tag::BOOT_TO_WALL, &|b| b.put_i64_le(self.boot_to_wall_ns));
         field(tag::MODULE, &|b| b.put_slice(self.module.as_bytes()));
@@ -179,7 +181,10 @@ impl Header {
             let t = b.get_u16_le();
             let n = b.get_u32_le() as usize;
             if n > b.remaining() {
-                warnings.push(format!("header field {t} claims {n} bytes, only {} remain", b.remaining()));
+                warnings.push(format!(
+                    "header field {t} claims {n} bytes, only {} remain",
+                    b.remaining()
+                ));
                 break;
             }
             let mut v = &b[..n];
@@ -212,7 +217,11 @@ impl Header {
                         }
                         let state = ProbeState::from_code(v.get_u8()).unwrap_or(ProbeState::Failed);
                         let Some(detail) = get_str(&mut v) else { break };
-                        h.probes.push(ProbeStatus { name, state, detail });
+                        h.probes.push(ProbeStatus {
+                            name,
+                            state,
+                            detail,
+                        });
                     }
                 }
                 tag::WRITER => h.writer = text(v),
@@ -256,7 +265,10 @@ pub fn create_private(path: &Path, force: bool) -> io::Result<File> {
             _ if e.raw_os_error() == Some(40) => " (it is a symbolic link: refusing to follow it)",
             _ => "",
         };
-        io::Error::new(e.kind(), format!("cannot create {}: {e}{hint}", path.display()))
+        io::Error::new(
+            e.kind(),
+            format!("cannot create {}: {e}{hint}", path.display()),
+        )
     })
 }
 
@@ -363,7 +375,11 @@ pub enum ReadError {
     #[error("{path}: not an aptrace recording (bad magic); expected a .aptr file written by `aptrace live --record` or `aptrace import`")]
     NotARecording { path: String },
     #[error("{path}: recording format version {major}.{minor} is newer than this aptrace reads ({VERSION_MAJOR}.x); upgrade aptrace to read it")]
-    UnknownMajor { path: String, major: u16, minor: u16 },
+    UnknownMajor {
+        path: String,
+        major: u16,
+        minor: u16,
+    },
     #[error("cannot read {path}: {source}")]
     Io { path: String, source: io::Error },
 }
@@ -568,7 +584,9 @@ fn try_chunk(data: &bytes::Bytes, pos: usize) -> Result<(Chunk, usize), String> 
     let len = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes"));
     let count = u32::from_le_bytes(rest[12..16].try_into().expect("4 bytes"));
     if len > CHUNK_MAX {
-        return Err(format!("chunk length {len} is larger than any writer makes"));
+        return Err(format!(
+            "chunk length {len} is larger than any writer makes"
+        ));
     }
     let end = 16 + len as usize;
     if rest.len() < end + 4 {

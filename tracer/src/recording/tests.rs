@@ -83,7 +83,11 @@ fn a_cut_at_any_byte_yields_every_whole_chunk_before_it() {
                 .unwrap_or(cut == header_end);
             if !ends_on_boundary {
                 assert!(!r.intact(), "cut {cut} mid-chunk must be reported");
-                assert!(r.warnings.iter().any(|w| w.contains("bytes skipped")), "{:?}", r.warnings);
+                assert!(
+                    r.warnings.iter().any(|w| w.contains("bytes skipped")),
+                    "{:?}",
+                    r.warnings
+                );
             }
         }
     }
@@ -92,7 +96,10 @@ fn a_cut_at_any_byte_yields_every_whole_chunk_before_it() {
 #[test]
 fn a_flipped_byte_anywhere_loses_at_most_the_chunk_it_hits() {
     let (data, evs) = sample(300);
-    let chunk_count = Recording::parse(bytes::Bytes::copy_from_slice(&data), "x").unwrap().chunks.len();
+    let chunk_count = Recording::parse(bytes::Bytes::copy_from_slice(&data), "x")
+        .unwrap()
+        .chunks
+        .len();
     for at in 8..data.len() {
         let mut bad = data.clone();
         bad[at] ^= 0x5a;
@@ -103,13 +110,25 @@ fn a_flipped_byte_anywhere_loses_at_most_the_chunk_it_hits() {
         };
         let mut w = Vec::new();
         let back = r.events(&mut w);
-        assert!(w.is_empty(), "flip at {at}: a chunk passed CRC but failed to decode: {w:?}");
-        assert!(r.chunks.len() + 1 >= chunk_count, "flip at {at} lost more than one chunk");
-        assert!(!r.intact() || back == evs, "flip at {at} changed events silently");
+        assert!(
+            w.is_empty(),
+            "flip at {at}: a chunk passed CRC but failed to decode: {w:?}"
+        );
+        assert!(
+            r.chunks.len() + 1 >= chunk_count,
+            "flip at {at} lost more than one chunk"
+        );
+        assert!(
+            !r.intact() || back == evs,
+            "flip at {at} changed events silently"
+        );
         // Every recovered event is one of the originals, in order.
         let mut it = evs.iter();
         for e in &back {
-            assert!(it.any(|o| o == e), "flip at {at} produced an event never written");
+            assert!(
+                it.any(|o| o == e),
+                "flip at {at} produced an event never written"
+            );
         }
     }
 }
@@ -135,7 +154,10 @@ fn unknown_major_is_refused_and_newer_minor_is_read_with_a_warning() {
     Writer::new_with_version(&mut v2, &header(), 2, 0).unwrap();
     let err = Recording::parse(bytes::Bytes::from(v2), "future.aptr").unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("future.aptr") && msg.contains("2.0") && msg.contains("upgrade"), "{msg}");
+    assert!(
+        msg.contains("future.aptr") && msg.contains("2.0") && msg.contains("upgrade"),
+        "{msg}"
+    );
 
     let mut v1_9 = Vec::new();
     Writer::new_with_version(&mut v1_9, &header(), 1, 9).unwrap();
@@ -158,22 +180,30 @@ fn a_damaged_header_still_yields_the_events() {
 #[test]
 fn not_a_recording_is_a_clear_error() {
     let err = Recording::parse(bytes::Bytes::from_static(b"hello world"), "notes.txt").unwrap_err();
-    assert!(err.to_string().contains("notes.txt: not an aptrace recording"));
+    assert!(err
+        .to_string()
+        .contains("notes.txt: not an aptrace recording"));
 }
 
 /// Written by `aptrace import` built for s390x-unknown-linux-gnu and run under qemu-s390x
 /// (a big-endian host): see tests/fixtures/README.md.
 #[test]
 fn a_recording_from_a_big_endian_host_reads_here() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/written-on-s390x.aptr");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/written-on-s390x.aptr"
+    );
     let r = Recording::open(std::path::Path::new(path)).unwrap();
     assert!(r.intact());
     let mut w = Vec::new();
     let evs = r.events(&mut w);
     let expected = crate::jsonl::read_jsonl(
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/written-on-s390x.jsonl"))
-            .unwrap()
-            .as_bytes(),
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/written-on-s390x.jsonl"
+        ))
+        .unwrap()
+        .as_bytes(),
         "fixture",
     )
     .unwrap();
