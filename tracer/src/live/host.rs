@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn guest_names_from_qemu_command_lines() {
-        let c = b"qemu-system-s390x\0-name\0guest=vm1,debug-threads=on\0-m\01024\0";
+        let c = b"qemu-system-s390x\0-name\0guest=vm1,debug-threads=on\0-m\x001024\0";
         assert_eq!(guest_name_from_cmdline(c).as_deref(), Some("vm1"));
         assert_eq!(
             guest_name_from_cmdline(b"qemu\0-name\0plain\0").as_deref(),

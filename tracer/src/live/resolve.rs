@@ -218,7 +218,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
             missing.push((spec.name.clone(), spec.optional, msg));
             continue;
         };
-        let traceable = filter.as_ref().map(|f| f.iter().any(|n| *n == attach_name));
+        let traceable = filter.as_ref().map(|f| f.contains(&attach_name));
         let (config, field_problem) = func_config(spec, clone, &field_offset);
         targets.push(FuncTarget {
             spec: i,
@@ -415,6 +415,19 @@ fn locate_variable(
     Ok(base + loc.value)
 }
 
+/// Parses `START-END` (hex with 0x, or decimal).
+pub fn parse_text_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected START-END"))?;
+    let a = crate::model::hex_u64::parse(a)?;
+    let b = crate::model::hex_u64::parse(b)?;
+    if a >= b {
+        return Err(format!("{s:?}: START must be below END"));
+    }
+    Ok((a, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,17 +442,4 @@ mod tests {
         assert!(parse_offset_override("mdevs_lock=8").is_err());
         assert!(parse_offset_override("a.b=x").is_err());
     }
-}
-
-/// Parses `START-END` (hex with 0x, or decimal).
-pub fn parse_text_range(s: &str) -> Result<(u64, u64), String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or_else(|| format!("{s:?}: expected START-END"))?;
-    let a = crate::model::hex_u64::parse(a)?;
-    let b = crate::model::hex_u64::parse(b)?;
-    if a >= b {
-        return Err(format!("{s:?}: START must be below END"));
-    }
-    Ok((a, b))
 }

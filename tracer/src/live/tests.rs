@@ -350,6 +350,13 @@ fn a_missing_function_is_reported_and_the_rest_resolve() {
     let text =
         fixture("kallsyms-6.12-x86_64").replace("vfio_ap_mdev_close_device", "renamed_close");
     put(d.path(), "proc/kallsyms", text);
+    let filter = fixture("available_filter_functions-6.12")
+        .replace("vfio_ap_mdev_close_device", "renamed_close");
+    put(
+        d.path(),
+        "sys/kernel/tracing/available_filter_functions",
+        filter,
+    );
     let r = resolve(&host, &Profile::vfio_ap(), "vfio_ap", &Overrides::default());
     assert_eq!(r.missing.len(), 1);
     assert!(r.missing[0].2.contains("inlined"), "{}", r.missing[0].2);
@@ -373,7 +380,8 @@ fn this_hosts_vmlinux_btf_gives_the_mutex_owner_when_readable() {
 #[test]
 fn raw_records_captured_from_a_real_run_decode() {
     use crate::model::{decode_record, Allocator, Body, Endian, NoSymbols};
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/live/raw-x86_64-alloc-free.bin");
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/live/raw-x86_64-alloc-free.bin");
     let data = fs::read(&p).unwrap();
     let mut recs = Vec::new();
     let mut off = 0;
@@ -385,16 +393,27 @@ fn raw_records_captured_from_a_real_run_decode() {
     assert!(recs.len() >= 2, "{} records", recs.len());
     let evs: Vec<_> = recs
         .iter()
-        .map(|r| decode_record(r, Endian::Little, &NoSymbols).expect("decodes").event)
+        .map(|r| {
+            decode_record(r, Endian::Little, &NoSymbols)
+                .expect("decodes")
+                .event
+        })
         .collect();
     let alloc_ptr = evs
         .iter()
         .find_map(|e| match &e.body {
-            Body::Alloc { ptr, allocator: Allocator::Kmalloc, bytes, .. } if *bytes > 0 => Some(*ptr),
+            Body::Alloc {
+                ptr,
+                allocator: Allocator::Kmalloc,
+                bytes,
+                ..
+            } if *bytes > 0 => Some(*ptr),
             _ => None,
         })
         .expect("an allocation");
-    assert!(evs.iter().any(|e| matches!(&e.body, Body::Free { ptr, .. } if *ptr == alloc_ptr)));
+    assert!(evs
+        .iter()
+        .any(|e| matches!(&e.body, Body::Free { ptr, .. } if *ptr == alloc_ptr)));
     assert!(evs.iter().all(|e| e.ts_ns > 0 && e.task.pid > 0));
     // Read with the wrong byte order they are refused, not misread.
     assert!(decode_record(recs[0], Endian::Big, &NoSymbols).is_err());
