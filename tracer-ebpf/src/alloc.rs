@@ -37,7 +37,7 @@ fn send_alloc<C: EbpfContext + aya_ebpf::programs::tracing::StackIdContext>(
     call_site: u64,
     which: u8,
 ) {
-    let _ = TRACKED.insert(&ptr, &1, 0);
+    let _ = TRACKED.insert(ptr, 1, 0);
     let mut fl = 0;
     let stack_id = match stacks::take(ctx) {
         Some(id) => {
@@ -92,7 +92,7 @@ fn on_alloc_tp(ctx: &RawTracePointContext, which: u8, with_bytes: bool) -> u32 {
 #[inline(always)]
 fn is_tracked(ptr: u64) -> bool {
     // SAFETY: only the presence is used.
-    unsafe { TRACKED.get(&ptr) }.is_some()
+    unsafe { TRACKED.get(ptr) }.is_some()
 }
 
 #[inline(always)]
@@ -104,7 +104,7 @@ fn on_free(ptr: u64, call_site: u64, which: u8) {
     let tracked = is_tracked(ptr);
     if tracked || in_text(cfg, call_site) {
         if tracked {
-            let _ = TRACKED.remove(&ptr);
+            let _ = TRACKED.remove(ptr);
         }
         send_free(ptr, call_site, which);
     }
@@ -168,7 +168,11 @@ pub fn kvmalloc_enter(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let bytes = ctx.arg::<u64>(0).unwrap_or(0);
-    let _ = PENDING_ALLOCS.insert(&bpf_get_current_pid_tgid(), &PendingAlloc { caller, bytes }, 0);
+    let _ = PENDING_ALLOCS.insert(
+        bpf_get_current_pid_tgid(),
+        PendingAlloc { caller, bytes },
+        0,
+    );
     0
 }
 
@@ -176,10 +180,10 @@ pub fn kvmalloc_enter(ctx: ProbeContext) -> u32 {
 pub fn kvmalloc_leave(ctx: RetProbeContext) -> u32 {
     let key = bpf_get_current_pid_tgid();
     // SAFETY: copied out at once.
-    let Some(p) = (unsafe { PENDING_ALLOCS.get(&key) }).copied() else {
+    let Some(p) = (unsafe { PENDING_ALLOCS.get(key) }).copied() else {
         return 0;
     };
-    let _ = PENDING_ALLOCS.remove(&key);
+    let _ = PENDING_ALLOCS.remove(key);
     let ptr: u64 = ctx.ret();
     if ptr >= SMALLEST_PTR {
         send_alloc(&ctx, ptr, p.bytes, p.caller, allocator::KVMALLOC);

@@ -12,8 +12,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use tracer_common::{
-    check_lock, counter, flags, kind, lock_state, read_at, FuncConfig, FuncEntry, FuncExit, NameRecord,
-    PendingCall, MAX_ARGS, NAME_LEN,
+    check_lock, counter, flags, kind, lock_state, read_at, FuncConfig, FuncEntry, FuncExit,
+    NameRecord, PendingCall, MAX_ARGS, NAME_LEN,
 };
 
 use crate::{
@@ -30,7 +30,7 @@ fn slot_config(slot: u32) -> Option<(u64, FuncConfig)> {
         return None;
     }
     // SAFETY: the value is copied out at once.
-    let cfg = unsafe { FUNC_CONFIG.get(&addr) }?;
+    let cfg = unsafe { FUNC_CONFIG.get(addr) }?;
     Some((addr, *cfg))
 }
 
@@ -115,8 +115,8 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         _ => args[3],
     };
     let _ = PENDING_CALLS.insert(
-        &pending_key(slot),
-        &PendingCall {
+        pending_key(slot),
+        PendingCall {
             ts_ns: ts,
             arg0: args[0],
             field_base,
@@ -173,12 +173,12 @@ fn on_exit(ctx: &RetProbeContext, slot: u32) -> u32 {
     let ts = now();
     let key = pending_key(slot);
     // SAFETY: the value is copied out at once.
-    let pending = unsafe { PENDING_CALLS.get(&key) }.copied();
+    let pending = unsafe { PENDING_CALLS.get(key) }.copied();
     let mut fl = fc.extra_flags as u16;
     let untrusted = fl & flags::ARGS_UNTRUSTED != 0;
     let (arg0, duration, field) = match pending {
         Some(p) => {
-            let _ = PENDING_CALLS.remove(&key);
+            let _ = PENDING_CALLS.remove(key);
             fl |= flags::DURATION_VALID;
             let mut field = 0;
             if fc.read_field_at & read_at::EXIT != 0 && !untrusted {
