@@ -17,6 +17,8 @@ pub mod kind {
     pub const ALLOC: u16 = 3;
     /// Memory was freed ([`super::FreeRecord`]).
     pub const FREE: u16 = 4;
+    /// The name (`dev_name()`) of an mdev's device, read on entry ([`super::NameRecord`]).
+    pub const MDEV_NAME: u16 = 5;
 }
 
 /// How the probe saw `matrix_dev->mdevs_lock` on entry.
@@ -153,13 +155,47 @@ pub struct FuncConfig {
     pub read_field_at: u8,
     /// Size of the field in bytes (4 or 8).
     pub field_size: u8,
-    /// Non-zero: check mdevs_lock on entry.
+    /// One of [`check_lock`]: whether to read mdevs_lock on entry, and when to take a stack.
     pub check_lock: u8,
     /// Non-zero: take a kernel stack on entry.
     pub stack_on_entry: u8,
     /// Bits of [`flags`] copied into every record of this function (ARGS_UNTRUSTED).
     pub extra_flags: u8,
-    pub _pad: [u8; 6],
+    /// Non-zero: on entry, read `dev_name(((struct vfio_device *)args[0])->dev)` (the
+    /// device pointer is the vfio_device's first member, the name the kobject's first) and
+    /// send it as a [`NameRecord`].
+    pub read_name: u8,
+    pub _pad: [u8; 5],
+}
+
+/// Length of the name buffer of a [`NameRecord`] (a UUID is 36 bytes).
+pub const NAME_LEN: usize = 48;
+
+/// The name of an mdev's device. 96 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameRecord {
+    pub header: RecordHeader,
+    /// The object (`args[0]` of the function: the vfio device / `ap_matrix_mdev`).
+    pub obj: u64,
+    /// NUL-terminated name.
+    pub name: [u8; NAME_LEN],
+}
+
+/// Number of generic function probe slots (entry and return programs `fentry_NN` /
+/// `fexit_NN`). A slot is bound to a function address by userspace through `FUNC_SLOTS`.
+pub const FUNC_SLOTS: u32 = 32;
+
+/// Values of [`FuncConfig::check_lock`]. The probe never judges; it only takes a stack
+/// when the observation is one the contract forbids, so the finding can show it.
+pub mod check_lock {
+    pub const OFF: u8 = 0;
+    /// Read the lock, never take a stack for it.
+    pub const READ: u8 = 1;
+    /// The function takes the lock: stack when this task already holds it.
+    pub const STACK_IF_HELD: u8 = 2;
+    /// The function asserts the lock: stack when this task does not hold it.
+    pub const STACK_IF_NOT_HELD: u8 = 3;
 }
 
 pub mod read_at {
@@ -182,7 +218,27 @@ pub struct GlobalConfig {
     pub text_end: u64,
     /// Non-zero when `--all-allocations` is on.
     pub all_allocations: u32,
-    pub _pad: u32,
+    /// Non-zero: the owner word is a `task_struct *` compared after masking (always 1
+    /// today; 0 reserved for layouts where the owner is not a task pointer).
+    pub owner_is_task: u32,
+}
+
+/// Entry-side state of a kvmalloc call, kept until its return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PendingAlloc {
+    pub caller: u64,
+    pub bytes: u64,
+}
+
+/// Entry-side state of a profiled call, kept until its return (keyed by task and slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PendingCall {
+    pub ts_ns: u64,
+    pub arg0: u64,
+    /// The argument the profile reads a field through (`args[field_arg]`).
+    pub field_base: u64,
 }
 
 /// Kretprobe miss and lost-event counter slots in the per-CPU `COUNTERS` array.
@@ -201,6 +257,9 @@ const _: () = assert!(core::mem::size_of::<AllocRecord>() == 40 + 24 + 8);
 const _: () = assert!(core::mem::size_of::<FreeRecord>() == 40 + 16 + 8);
 const _: () = assert!(core::mem::size_of::<FuncConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobalConfig>() == 48);
+const _: () = assert!(core::mem::size_of::<NameRecord>() == 40 + 8 + NAME_LEN);
+const _: () = assert!(core::mem::size_of::<PendingAlloc>() == 16);
+const _: () = assert!(core::mem::size_of::<PendingCall>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -208,4 +267,6 @@ mod pod {
     unsafe impl aya::Pod for super::FuncConfig {}
     unsafe impl aya::Pod for super::GlobalConfig {}
     unsafe impl aya::Pod for super::RecordHeader {}
+    unsafe impl aya::Pod for super::PendingAlloc {}
+    unsafe impl aya::Pod for super::PendingCall {}
 }

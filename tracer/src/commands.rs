@@ -152,3 +152,79 @@ pub fn import(file: &Path, output: &Path, force: bool) -> Result<()> {
         .with_context(|| format!("writing {}", output.display()))?;
     Ok(())
 }
+
+/// Options shared by `check` and `live`: which module and profile, and the overrides.
+#[derive(Clone, Debug, Default)]
+pub struct TargetOptions {
+    pub module: Option<String>,
+    pub profile: Option<PathBuf>,
+    pub overrides: crate::live::resolve::Overrides,
+}
+
+impl TargetOptions {
+    /// The profile (built-in unless `--profile`) and the module (`--module`, else the
+    /// profile's).
+    pub fn resolve(&self) -> Result<(Profile, String)> {
+        let profile = match &self.profile {
+            Some(p) => Profile::load(p)?,
+            None => Profile::vfio_ap(),
+        };
+        let module = self
+            .module
+            .clone()
+            .unwrap_or_else(|| profile.module.clone());
+        Ok((profile, module))
+    }
+}
+
+/// `aptrace check`: prints the preflight table, returns 0 (can trace) or 2 (cannot).
+pub fn check(target: &TargetOptions, json: bool) -> Result<u8> {
+    use crate::live::{check, host::Host};
+    let (profile, module) = target.resolve()?;
+    let host = Host::live();
+    #[cfg(all(feature = "live", target_os = "linux"))]
+    let probed = crate::live::agent::probe_features();
+    #[cfg(not(all(feature = "live", target_os = "linux")))]
+    let probed = check::Probed::default();
+    let config = crate::live::kernel_config(&host);
+    let (rows, _) = check::preflight(
+        &host,
+        &profile,
+        &module,
+        &target.overrides,
+        &probed,
+        config.as_deref(),
+        &crate::live::machine(),
+    );
+    let text = if json {
+        check::to_json(&rows)
+    } else {
+        check::to_text(&rows)
+    };
+    write_output(None, text.as_bytes(), false)?;
+    Ok(check::exit_code(&rows))
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, mult_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e3)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600e3)
+    } else {
+        (s, 1e3)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (examples: 30s, 500ms, 5m)"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(std::time::Duration::from_millis((v * mult_ms) as u64))
+}

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod export;
 pub mod input;
 pub mod jsonl;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracer::commands::{self, ReportFormat};
+#[allow(unused_imports)]
+use tracer::live::sink::{GuestFilter, LiveFormat};
 
 #[derive(Parser)]
 #[command(
@@ -88,6 +90,43 @@ enum Command {
         #[arg(long)]
         log: Option<PathBuf>,
     },
+    /// Preflight: can live tracing run on this machine, and how degraded?
+    /// Exit status: 0 it can (possibly degraded), 2 it cannot.
+    Check {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        format: LiveFormat,
+    },
+    /// Attach to the running kernel, print findings as they happen and a summary at exit
+    /// (SIGINT/SIGTERM or --duration). Exit status as `report`.
+    Live {
+        /// Write a recording (.aptr) as events arrive.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Also write the final JSON report to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: LiveFormat,
+        /// Stop after this long (30s, 500ms, 5m).
+        #[arg(long, value_parser = commands::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Only report mdevs opened by this guest (QEMU pid or `-name guest=` name).
+        #[arg(long)]
+        guest: Option<String>,
+        /// Hook the allocator too (kmalloc/kmem_cache raw tracepoints, kvmalloc, vfree).
+        #[arg(long)]
+        all_allocations: bool,
+        /// Ring buffer size in bytes (rounded up to a power of two).
+        #[arg(long, default_value_t = 4 << 20)]
+        ring_buffer_size: u32,
+        /// Overwrite the recording if it exists.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Turn JSON lines (one event per line) into a recording.
     Import {
         file: PathBuf,
@@ -96,6 +135,108 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// Which module and profile, and values that replace what BTF or kallsyms cannot give.
+#[derive(clap::Args, Clone, Debug)]
+struct TargetArgs {
+    /// Kernel module to trace (default: the profile's, vfio_ap).
+    #[arg(long)]
+    module: Option<String>,
+    /// Profile file (TOML) instead of the built-in vfio_ap profile.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Struct member offset where BTF is absent: ap_matrix_dev.mdevs_lock=N,
+    /// ap_matrix_mdev.mig_data=N, mutex.owner=N (repeatable; N decimal or 0x hex).
+    #[arg(long = "offset", value_name = "STRUCT.MEMBER=N", value_parser = parse_offset)]
+    offsets: Vec<(String, u64)>,
+    /// Address of the `matrix_dev` pointer variable (when kallsyms lists no module variables
+    /// and the module file cannot be found).
+    #[arg(long, value_parser = parse_hex)]
+    matrix_dev_addr: Option<u64>,
+    /// Mask of the mutex owner word (default 0xfffffffffffffff8; PREEMPT_RT 0xfffffffffffffffe).
+    #[arg(long, value_parser = parse_hex)]
+    owner_mask: Option<u64>,
+    /// The module's .ko (for its symbol table), when not under /lib/modules/$(uname -r).
+    #[arg(long)]
+    module_file: Option<PathBuf>,
+    /// Self-test: treat START-END as the module's text (allocator probes attach without
+    /// the module; use with --all-allocations).
+    #[arg(long, hide = true, value_parser = tracer::live::resolve::parse_text_range)]
+    text_range: Option<(u64, u64)>,
+}
+
+fn parse_offset(s: &str) -> Result<(String, u64), String> {
+    tracer::live::resolve::parse_offset_override(s)
+}
+
+fn parse_hex(s: &str) -> Result<u64, String> {
+    tracer::model::hex_u64::parse(s)
+}
+
+impl TargetArgs {
+    fn options(&self) -> commands::TargetOptions {
+        commands::TargetOptions {
+            module: self.module.clone(),
+            profile: self.profile.clone(),
+            overrides: tracer::live::resolve::Overrides {
+                offsets: self.offsets.iter().cloned().collect(),
+                matrix_dev_addr: self.matrix_dev_addr,
+                owner_mask: self.owner_mask,
+                module_file: self.module_file.clone(),
+                text_range: self.text_range,
+            },
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn live(
+    record: Option<PathBuf>,
+    json: Option<PathBuf>,
+    format: LiveFormat,
+    duration: Option<std::time::Duration>,
+    guest: Option<String>,
+    all_allocations: bool,
+    ring_buffer_size: u32,
+    force: bool,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    #[cfg(all(feature = "live", target_os = "linux"))]
+    {
+        let t = target.options();
+        let (profile, module) = t.resolve()?;
+        let code = tracer::live::agent::run(tracer::live::agent::LiveOptions {
+            record,
+            json,
+            format,
+            duration,
+            guest: guest.as_deref().map(GuestFilter::parse),
+            module,
+            profile,
+            all_allocations,
+            ring_buffer_size,
+            force,
+            overrides: t.overrides,
+        })?;
+        Ok(ExitCode::from(code))
+    }
+    #[cfg(not(all(feature = "live", target_os = "linux")))]
+    {
+        let _ = (
+            record,
+            json,
+            format,
+            duration,
+            guest,
+            all_allocations,
+            ring_buffer_size,
+            force,
+            target,
+        );
+        let why = tracer::live::live_support().err().unwrap_or_default();
+        anyhow::bail!("{why}; build it with `cargo xtask build`")
+    }
 }
 
 fn main() -> ExitCode {
@@ -172,6 +313,30 @@ fn main() -> ExitCode {
             },
         )
         .map(|_| ExitCode::SUCCESS),
+        Command::Check { target, format } => {
+            commands::check(&target.options(), format == LiveFormat::Json).map(ExitCode::from)
+        }
+        Command::Live {
+            record,
+            json,
+            format,
+            duration,
+            guest,
+            all_allocations,
+            ring_buffer_size,
+            force,
+            target,
+        } => live(
+            record,
+            json,
+            format,
+            duration,
+            guest,
+            all_allocations,
+            ring_buffer_size,
+            force,
+            &target,
+        ),
         Command::Import {
             file,
             output,

@@ -293,6 +293,8 @@ mod off {
     pub const F_PTR: usize = offset_of!(FreeRecord, ptr);
     pub const F_SITE: usize = offset_of!(FreeRecord, call_site);
     pub const F_ALLOC: usize = offset_of!(FreeRecord, allocator);
+    pub const N_OBJ: usize = offset_of!(NameRecord, obj);
+    pub const N_NAME: usize = offset_of!(NameRecord, name);
 }
 
 /// A decoded record before it is given a sequence number: the stack is still an id.
@@ -328,6 +330,7 @@ pub fn decode_record(
         abi::kind::FUNC_EXIT => size_of::<abi::FuncExit>(),
         abi::kind::ALLOC => size_of::<abi::AllocRecord>(),
         abi::kind::FREE => size_of::<abi::FreeRecord>(),
+        abi::kind::MDEV_NAME => size_of::<abi::NameRecord>(),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     if buf.len() < need {
@@ -399,6 +402,14 @@ pub fn decode_record(
             site: symbols.function_at(r.u64(off::F_SITE)),
             allocator: Allocator::try_from(r.u8(off::F_ALLOC))?,
         },
+        abi::kind::MDEV_NAME => {
+            let raw = &buf[off::N_NAME..off::N_NAME + abi::NAME_LEN];
+            let len = raw.iter().position(|&b| b == 0).unwrap_or(abi::NAME_LEN);
+            Body::MdevName {
+                mdev: r.u64(off::N_OBJ),
+                uuid: Arc::from(String::from_utf8_lossy(&raw[..len]).as_ref()),
+            }
+        }
         _ => unreachable!("kind checked above"),
     };
     Ok(Decoded {

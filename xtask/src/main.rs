@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <task>`.
 
+mod build;
 mod fuzz;
 mod provision;
 mod samples;
@@ -39,6 +40,19 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build a static, stripped `aptrace` with live tracing (provisions the toolchain,
+    /// bpf-linker and cross tools into .cache/tools and apt as needed).
+    Build {
+        #[arg(long, value_enum, default_value = "x86_64")]
+        target: build::Arch,
+    },
+    /// Provision only (apt packages, pinned nightly + rust-src, targets, bpf-linker).
+    Provision {
+        #[arg(long, value_enum, default_value = "x86_64")]
+        target: build::Arch,
+    },
+    /// clippy -D warnings for tracer-ebpf on bpfel (x86_64) and bpfeb (s390x).
+    LintEbpf,
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -75,6 +89,9 @@ fn main() -> Result<()> {
         Task::Fuzz(args) => fuzz::run(args),
         Task::Soak(args) => soak::run(args),
         Task::Testbed { args } => testbed::run(testbed::TestbedArgs::parse(args)?),
+        Task::Build { target } => build::build(target).map(|_| ()),
+        Task::Provision { target } => build::provision(target),
+        Task::LintEbpf => build::lint_ebpf(),
     }
 }
 

@@ -46,6 +46,16 @@ impl Pipeline {
         }
     }
 
+    /// Starts recording from the next delivered event (the live agent creates the file when
+    /// the module is first attached, so the header carries its symbols and probes).
+    pub fn set_recorder(&mut self, w: Writer<File>) {
+        self.recorder = Some(w);
+    }
+
+    pub fn has_recorder(&self) -> bool {
+        self.recorder.is_some()
+    }
+
     pub fn add_sink(&mut self, s: Box<dyn Sink + Send>) {
         self.sinks.push(s);
     }

@@ -1,0 +1,217 @@
+//! `--all-allocations`: the allocator itself. Raw tracepoints for the kmalloc family and
+//! kmem_cache (their first two arguments, call_site and ptr, are stable across versions and
+//! need no BTF); kvmalloc and vfree through kprobes with the caller from the return address
+//! (inside kvmalloc the kmalloc tracepoint's call site is in mm/). An allocation is kept
+//! when its call site is in the module's text; a free when its pointer is tracked or its
+//! call site is in the module's text.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{kprobe, kretprobe, raw_tracepoint},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
+    EbpfContext,
+};
+use tracer_common::{
+    allocator, counter, flags, kind, AllocRecord, FreeRecord, GlobalConfig, PendingAlloc,
+};
+
+use crate::{
+    maps::{config, count, in_text, EVENTS, PENDING_ALLOCS, TRACKED},
+    record::{header, now},
+    stacks,
+};
+
+/// `ZERO_SIZE_PTR` and NULL are not allocations.
+const SMALLEST_PTR: u64 = 16;
+
+#[inline(always)]
+fn enabled() -> Option<&'static GlobalConfig> {
+    config().filter(|c| c.all_allocations != 0)
+}
+
+#[inline(always)]
+fn send_alloc<C: EbpfContext + aya_ebpf::programs::tracing::StackIdContext>(
+    ctx: &C,
+    ptr: u64,
+    bytes: u64,
+    call_site: u64,
+    which: u8,
+) {
+    let _ = TRACKED.insert(ptr, 1, 0);
+    let mut fl = 0;
+    let stack_id = match stacks::take(ctx) {
+        Some(id) => {
+            fl |= flags::STACK_VALID;
+            id
+        }
+        None => -1,
+    };
+    let rec = AllocRecord {
+        header: header(kind::ALLOC, fl, now()),
+        ptr,
+        bytes_req: bytes,
+        call_site,
+        allocator: which,
+        _pad: [0; 3],
+        stack_id,
+    };
+    if EVENTS.output::<AllocRecord>(&rec, 0).is_err() {
+        count(counter::RINGBUF_FULL);
+    }
+}
+
+#[inline(always)]
+fn send_free(ptr: u64, call_site: u64, which: u8) {
+    let rec = FreeRecord {
+        header: header(kind::FREE, 0, now()),
+        ptr,
+        call_site,
+        allocator: which,
+        _pad: [0; 7],
+    };
+    if EVENTS.output::<FreeRecord>(&rec, 0).is_err() {
+        count(counter::RINGBUF_FULL);
+    }
+}
+
+#[inline(always)]
+fn on_alloc_tp(ctx: &RawTracePointContext, which: u8, with_bytes: bool) -> u32 {
+    let Some(cfg) = enabled() else { return 0 };
+    let call_site: u64 = ctx.arg(0);
+    let ptr: u64 = ctx.arg(1);
+    if ptr < SMALLEST_PTR || !in_text(cfg, call_site) {
+        return 0;
+    }
+    // kmem_cache_alloc's third argument is the cache (6.1+) or bytes_req (older): only
+    // kmalloc's is a size on every version.
+    let bytes = if with_bytes { ctx.arg(2) } else { 0 };
+    send_alloc(ctx, ptr, bytes, call_site, which);
+    0
+}
+
+#[inline(always)]
+fn is_tracked(ptr: u64) -> bool {
+    // SAFETY: only the presence is used.
+    unsafe { TRACKED.get(ptr) }.is_some()
+}
+
+#[inline(always)]
+fn on_free(ptr: u64, call_site: u64, which: u8) {
+    let Some(cfg) = enabled() else { return };
+    if ptr < SMALLEST_PTR {
+        return;
+    }
+    let tracked = is_tracked(ptr);
+    if tracked || in_text(cfg, call_site) {
+        if tracked {
+            let _ = TRACKED.remove(ptr);
+        }
+        send_free(ptr, call_site, which);
+    }
+}
+
+/// Attached to `kmalloc` (and `kmalloc_node` where it exists).
+#[raw_tracepoint(tracepoint = "kmalloc")]
+pub fn kmalloc(ctx: RawTracePointContext) -> u32 {
+    on_alloc_tp(&ctx, allocator::KMALLOC, true)
+}
+
+/// Attached to `kmem_cache_alloc` (and `kmem_cache_alloc_node` where it exists).
+#[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
+pub fn kmem_cache_alloc(ctx: RawTracePointContext) -> u32 {
+    on_alloc_tp(&ctx, allocator::KMEM_CACHE, false)
+}
+
+#[raw_tracepoint(tracepoint = "kfree")]
+pub fn kfree(ctx: RawTracePointContext) -> u32 {
+    on_free(ctx.arg(1), ctx.arg(0), allocator::KMALLOC);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kmem_cache_free")]
+pub fn kmem_cache_free(ctx: RawTracePointContext) -> u32 {
+    on_free(ctx.arg(1), ctx.arg(0), allocator::KMEM_CACHE);
+    0
+}
+
+/// The return address at a function's first instruction: where it was called from.
+#[inline(always)]
+fn return_address(ctx: &ProbeContext) -> u64 {
+    let regs = ctx.as_ptr() as *const u8;
+    #[cfg(bpf_target_arch = "s390x")]
+    {
+        // struct user_pt_regs { args[1]; psw (16); gprs[16] }: r14 holds the return address.
+        // SAFETY: kprobe programs may load from their pt_regs context.
+        unsafe { core::ptr::read_volatile(regs.add(0x18 + 14 * 8) as *const u64) }
+    }
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // struct pt_regs: sp is the 20th word; the return address sits on top of the stack.
+        // SAFETY: as above; the stack is read with bpf_probe_read_kernel.
+        let sp = unsafe { core::ptr::read_volatile(regs.add(19 * 8) as *const u64) };
+        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(sp as *const u64) }.unwrap_or(0)
+    }
+    #[cfg(not(any(bpf_target_arch = "s390x", bpf_target_arch = "x86_64")))]
+    {
+        let _ = regs;
+        0
+    }
+}
+
+/// Entry of the kernel's kvmalloc function (`__kvmalloc_node_noprof`, `__kvmalloc_node` or
+/// `kvmalloc_node`, whichever the kernel has).
+#[kprobe]
+pub fn kvmalloc_enter(ctx: ProbeContext) -> u32 {
+    let Some(cfg) = enabled() else { return 0 };
+    let caller = return_address(&ctx);
+    if !in_text(cfg, caller) {
+        return 0;
+    }
+    let bytes = ctx.arg::<u64>(0).unwrap_or(0);
+    let _ = PENDING_ALLOCS.insert(
+        bpf_get_current_pid_tgid(),
+        PendingAlloc { caller, bytes },
+        0,
+    );
+    0
+}
+
+#[kretprobe]
+pub fn kvmalloc_leave(ctx: RetProbeContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: copied out at once.
+    let Some(p) = (unsafe { PENDING_ALLOCS.get(key) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING_ALLOCS.remove(key);
+    let ptr: u64 = ctx.ret();
+    if ptr >= SMALLEST_PTR {
+        send_alloc(&ctx, ptr, p.bytes, p.caller, allocator::KVMALLOC);
+    }
+    0
+}
+
+/// `vfree`: vmalloc has no tracepoint with a caller.
+#[kprobe]
+pub fn vfree_enter(ctx: ProbeContext) -> u32 {
+    let ptr = ctx.arg::<u64>(0).unwrap_or(0);
+    on_free(ptr, return_address(&ctx), allocator::VMALLOC);
+    0
+}
+
+/// `kvfree` of a pointer that is not tracked, from the module: an unknown free that the
+/// kfree tracepoint (whose call site is inside kvfree) would not attribute. Tracked pointers
+/// are reported by the kfree tracepoint or vfree probe that kvfree ends in.
+#[kprobe]
+pub fn kvfree_enter(ctx: ProbeContext) -> u32 {
+    let Some(cfg) = enabled() else { return 0 };
+    let ptr = ctx.arg::<u64>(0).unwrap_or(0);
+    if ptr < SMALLEST_PTR || is_tracked(ptr) {
+        return 0;
+    }
+    let caller = return_address(&ctx);
+    if in_text(cfg, caller) {
+        send_free(ptr, caller, allocator::KVMALLOC);
+    }
+    0
+}

@@ -1,0 +1,239 @@
+//! Generic entry and return probes for the profile's functions.
+//!
+//! There is one `enter_NN` kprobe and one `leave_NN` kretprobe per slot. Userspace attaches
+//! slot N to a function and writes the function's address into `FUNC_SLOTS_MAP[N]`; what to
+//! read comes from `FUNC_CONFIG[address]`. The slot, not `bpf_get_func_ip`, names the
+//! function: that helper is missing before 5.15 and returns the trampoline in kretprobes of
+//! kernels without rethook (s390x 6.1).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    macros::{kprobe, kretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use tracer_common::{
+    check_lock, counter, flags, kind, lock_state, read_at, FuncConfig, FuncEntry, FuncExit,
+    NameRecord, PendingCall, MAX_ARGS, NAME_LEN,
+};
+
+use crate::{
+    lock,
+    maps::{config, count, EVENTS, FUNC_CONFIG, FUNC_SLOTS_MAP, PENDING_CALLS},
+    record::{header, now},
+    stacks,
+};
+
+#[inline(always)]
+fn slot_config(slot: u32) -> Option<(u64, FuncConfig)> {
+    let addr = *FUNC_SLOTS_MAP.get(slot)?;
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: the value is copied out at once.
+    let cfg = unsafe { FUNC_CONFIG.get(addr) }?;
+    Some((addr, *cfg))
+}
+
+#[inline(always)]
+fn read_field(base: u64, cfg: &FuncConfig) -> Option<u64> {
+    if base == 0 {
+        return None;
+    }
+    let at = base.wrapping_add(cfg.field_offset as u64);
+    // SAFETY: bpf_probe_read_kernel copes with any address.
+    unsafe {
+        if cfg.field_size == 4 {
+            bpf_probe_read_kernel(at as *const u32).ok().map(u64::from)
+        } else {
+            bpf_probe_read_kernel(at as *const u64).ok()
+        }
+    }
+}
+
+#[inline(always)]
+fn pending_key(slot: u32) -> u64 {
+    (bpf_get_current_pid_tgid() << 32) | slot as u64
+}
+
+/// `dev_name(vdev->dev)`: the vfio device's first member is `struct device *dev`, whose
+/// first member is the kobject, whose first member is the name.
+#[inline(always)]
+fn send_name(obj: u64, ts_ns: u64) {
+    if obj == 0 {
+        return;
+    }
+    // SAFETY: bpf_probe_read_kernel copes with any address.
+    let Ok(dev) = (unsafe { bpf_probe_read_kernel(obj as *const u64) }) else {
+        return;
+    };
+    if dev == 0 {
+        return;
+    }
+    // SAFETY: as above.
+    let Ok(name) = (unsafe { bpf_probe_read_kernel(dev as *const u64) }) else {
+        return;
+    };
+    if name == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<NameRecord>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points at reserved ring-buffer memory of the right size.
+    unsafe {
+        (*rec).header = header(kind::MDEV_NAME, 0, ts_ns);
+        (*rec).obj = obj;
+        (*rec).name = [0u8; NAME_LEN];
+        if bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*rec).name).is_err() {
+            entry.discard(0);
+            return;
+        }
+    }
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
+    let Some((addr, fc)) = slot_config(slot) else {
+        return 0;
+    };
+    let ts = now();
+    let mut args = [0u64; MAX_ARGS];
+    for (i, a) in args.iter_mut().enumerate() {
+        *a = ctx.arg::<u64>(i).unwrap_or(0);
+    }
+    let untrusted = fc.extra_flags as u16 & flags::ARGS_UNTRUSTED != 0;
+    if fc.read_name != 0 && !untrusted {
+        send_name(args[0], ts.wrapping_sub(1));
+    }
+    let field_base = match fc.field_arg as usize {
+        0 => args[0],
+        1 => args[1],
+        2 => args[2],
+        _ => args[3],
+    };
+    let _ = PENDING_CALLS.insert(
+        pending_key(slot),
+        PendingCall {
+            ts_ns: ts,
+            arg0: args[0],
+            field_base,
+        },
+        0,
+    );
+    let mut fl = fc.extra_flags as u16;
+    let mut field = 0;
+    if fc.read_field_at & read_at::ENTRY != 0 && !untrusted {
+        if let Some(v) = read_field(field_base, &fc) {
+            field = v;
+            fl |= flags::FIELD_VALID;
+        }
+    }
+    let (lock_state, lock_owner) = match (fc.check_lock != 0, config()) {
+        (true, Some(g)) => lock::check(g),
+        _ => (lock_state::NOT_CHECKED, 0),
+    };
+    let mut stack_id = -1;
+    let suspicious = match fc.check_lock {
+        check_lock::STACK_IF_HELD => lock_state == lock_state::HELD_BY_CURRENT,
+        check_lock::STACK_IF_NOT_HELD => {
+            lock_state == lock_state::FREE || lock_state == lock_state::HELD_BY_OTHER
+        }
+        _ => false,
+    };
+    if fc.stack_on_entry != 0 || suspicious {
+        if let Some(id) = stacks::take(ctx) {
+            stack_id = id;
+            fl |= flags::STACK_VALID;
+        }
+    }
+    let rec = FuncEntry {
+        header: header(kind::FUNC_ENTRY, fl, ts),
+        func_ip: addr,
+        args,
+        field,
+        lock_owner,
+        lock_state,
+        _pad: [0; 3],
+        stack_id,
+    };
+    if EVENTS.output::<FuncEntry>(&rec, 0).is_err() {
+        count(counter::RINGBUF_FULL);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_exit(ctx: &RetProbeContext, slot: u32) -> u32 {
+    let Some((addr, fc)) = slot_config(slot) else {
+        return 0;
+    };
+    let ts = now();
+    let key = pending_key(slot);
+    // SAFETY: the value is copied out at once.
+    let pending = unsafe { PENDING_CALLS.get(key) }.copied();
+    let mut fl = fc.extra_flags as u16;
+    let untrusted = fl & flags::ARGS_UNTRUSTED != 0;
+    let (arg0, duration, field) = match pending {
+        Some(p) => {
+            let _ = PENDING_CALLS.remove(key);
+            fl |= flags::DURATION_VALID;
+            let mut field = 0;
+            if fc.read_field_at & read_at::EXIT != 0 && !untrusted {
+                if let Some(v) = read_field(p.field_base, &fc) {
+                    field = v;
+                    fl |= flags::FIELD_VALID;
+                }
+            }
+            (p.arg0, ts.wrapping_sub(p.ts_ns), field)
+        }
+        None => {
+            count(counter::EXIT_WITHOUT_ENTRY);
+            (0, 0, 0)
+        }
+    };
+    let rec = FuncExit {
+        header: header(kind::FUNC_EXIT, fl, ts),
+        func_ip: addr,
+        ret: ctx.ret::<u64>(),
+        arg0,
+        duration_ns: duration,
+        field,
+    };
+    if EVENTS.output::<FuncExit>(&rec, 0).is_err() {
+        count(counter::RINGBUF_FULL);
+    }
+    0
+}
+
+macro_rules! slots {
+    ($($n:literal: $enter:ident, $leave:ident;)*) => {
+        $(
+            #[kprobe]
+            pub fn $enter(ctx: ProbeContext) -> u32 {
+                on_entry(&ctx, $n)
+            }
+            #[kretprobe]
+            pub fn $leave(ctx: RetProbeContext) -> u32 {
+                on_exit(&ctx, $n)
+            }
+        )*
+        /// Must equal `tracer_common::FUNC_SLOTS`.
+        const SLOTS_DEFINED: u32 = [$($n),*].len() as u32;
+    };
+}
+
+slots! {
+    0: enter_00, leave_00; 1: enter_01, leave_01; 2: enter_02, leave_02; 3: enter_03, leave_03;
+    4: enter_04, leave_04; 5: enter_05, leave_05; 6: enter_06, leave_06; 7: enter_07, leave_07;
+    8: enter_08, leave_08; 9: enter_09, leave_09; 10: enter_10, leave_10; 11: enter_11, leave_11;
+    12: enter_12, leave_12; 13: enter_13, leave_13; 14: enter_14, leave_14; 15: enter_15, leave_15;
+    16: enter_16, leave_16; 17: enter_17, leave_17; 18: enter_18, leave_18; 19: enter_19, leave_19;
+    20: enter_20, leave_20; 21: enter_21, leave_21; 22: enter_22, leave_22; 23: enter_23, leave_23;
+    24: enter_24, leave_24; 25: enter_25, leave_25; 26: enter_26, leave_26; 27: enter_27, leave_27;
+    28: enter_28, leave_28; 29: enter_29, leave_29; 30: enter_30, leave_30; 31: enter_31, leave_31;
+}
+
+const _: () = assert!(SLOTS_DEFINED == tracer_common::FUNC_SLOTS);

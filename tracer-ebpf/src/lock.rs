@@ -1,0 +1,39 @@
+//! `lockdep_assert_held` without lockdep: the mutex owner word of `matrix_dev->mdevs_lock`
+//! compared with the current task. `matrix_dev` is a pointer variable: its address comes
+//! from userspace, it is dereferenced here. The owner's offset and mask come from vmlinux
+//! BTF or overrides (PREEMPT_RT: the rt_mutex owner, mask `!1`).
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use tracer_common::{lock_state, GlobalConfig};
+
+/// (one of [`lock_state`], raw owner word).
+#[inline(always)]
+pub fn check(cfg: &GlobalConfig) -> (u8, u64) {
+    if cfg.matrix_dev_addr == 0 {
+        return (lock_state::NOT_CHECKED, 0);
+    }
+    // SAFETY: bpf_probe_read_kernel copes with any address.
+    let Ok(matrix_dev) = (unsafe { bpf_probe_read_kernel(cfg.matrix_dev_addr as *const u64) })
+    else {
+        return (lock_state::NOT_CHECKED, 0);
+    };
+    if matrix_dev == 0 {
+        return (lock_state::NOT_CHECKED, 0);
+    }
+    let owner_at = matrix_dev.wrapping_add(cfg.lock_owner_offset);
+    // SAFETY: as above.
+    let Ok(owner) = (unsafe { bpf_probe_read_kernel(owner_at as *const u64) }) else {
+        return (lock_state::NOT_CHECKED, 0);
+    };
+    let task = owner & cfg.owner_mask;
+    if task == 0 {
+        return (lock_state::FREE, owner);
+    }
+    // SAFETY: a helper without arguments.
+    let current = unsafe { bpf_get_current_task() };
+    if task == current {
+        (lock_state::HELD_BY_CURRENT, owner)
+    } else {
+        (lock_state::HELD_BY_OTHER, owner)
+    }
+}

@@ -1,0 +1,58 @@
+//! The maps shared by every probe family. Userspace sizes `EVENTS` before load
+//! (`--ring-buffer-size`) and fills `CONFIG`, `FUNC_SLOTS` and `FUNC_CONFIG` before attach.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{counter, FuncConfig, GlobalConfig, PendingAlloc, PendingCall, FUNC_SLOTS};
+
+/// The one ring buffer every record goes through. The size here is a default only.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// `GlobalConfig` at index 0.
+#[map]
+pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
+
+/// Slot of a generic function probe → address of the function it is attached to.
+#[map]
+pub static FUNC_SLOTS_MAP: Array<u64> = Array::with_max_entries(FUNC_SLOTS, 0);
+
+/// Function address → what its probes read.
+#[map]
+pub static FUNC_CONFIG: HashMap<u64, FuncConfig> = HashMap::with_max_entries(256, 0);
+
+/// (thread id << 32 | slot) → what the entry saw, for the return.
+#[map]
+pub static PENDING_CALLS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(8192, 0);
+
+/// Thread id → kvmalloc call in flight from the module.
+#[map]
+pub static PENDING_ALLOCS: LruHashMap<u64, PendingAlloc> = LruHashMap::with_max_entries(4096, 0);
+
+/// Pointers handed to the module by the allocator and not yet freed.
+#[map]
+pub static TRACKED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per-CPU counters of lost events, indexed by [`tracer_common::counter`].
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[inline(always)]
+pub fn config() -> Option<&'static GlobalConfig> {
+    CONFIG.get(0)
+}
+
+#[inline(always)]
+pub fn count(slot: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot: no other program touches it concurrently on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn in_text(cfg: &GlobalConfig, addr: u64) -> bool {
+    addr >= cfg.text_start && addr < cfg.text_end
+}

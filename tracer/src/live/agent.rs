@@ -1,0 +1,747 @@
+//! The live agent: loads the embedded eBPF object with aya, follows the module (waits for it,
+//! re-attaches after rmmod + insmod), reads the ring buffer through tokio's AsyncFd, decodes
+//! records and feeds the one pipeline; SIGINT/SIGTERM detach, finish the recording and
+//! print the summary.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::programs::kprobe::KProbeLinkId;
+use aya::programs::raw_trace_point::RawTracePointLinkId;
+use aya::programs::{KProbe, RawTracePoint};
+use aya::{Ebpf, EbpfLoader};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, SignalKind};
+use tracer_common as abi;
+
+use super::check::Probed;
+use super::host::{guest_name_from_cmdline, Host};
+use super::kallsyms::Kallsyms;
+use super::resolve::{resolve, Overrides, Resolution};
+use super::sink::{GuestFilter, LiveFormat, PrintSink};
+use crate::audit::Auditor;
+use crate::model::{decode_record, Body, Endian, Event, LossSource, Symbolizer, Task};
+use crate::pipeline::Pipeline;
+use crate::profile::{Profile, Role};
+use crate::recording::{Header, ProbeState, ProbeStatus, Writer};
+use crate::report::{FileReport, Report, SourceInfo};
+
+/// The eBPF object built by build.rs (bpfel or bpfeb with the target's bpf_target_arch).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+pub fn object_present() -> Result<(), String> {
+    if EBPF_OBJECT.is_empty() {
+        Err("this aptrace was built with AYA_BUILD_SKIP: it carries no eBPF object".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// What `aptrace live` was asked to do.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    pub record: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    pub format: LiveFormat,
+    pub duration: Option<Duration>,
+    pub guest: Option<GuestFilter>,
+    pub module: String,
+    pub profile: Profile,
+    pub all_allocations: bool,
+    pub ring_buffer_size: u32,
+    pub force: bool,
+    pub overrides: Overrides,
+}
+
+const ENTRY_PROGRAM: &str = "enter_";
+/// Records decoded per wake-up of the ring buffer before the loop looks at its timers.
+const DRAIN_BATCH: usize = 4096;
+const EXIT_PROGRAM: &str = "leave_";
+const RAW_TRACEPOINTS: &[(&str, &[&str])] = &[
+    ("kmalloc", &["kmalloc", "kmalloc_node"]),
+    (
+        "kmem_cache_alloc",
+        &["kmem_cache_alloc", "kmem_cache_alloc_node"],
+    ),
+    ("kfree", &["kfree"]),
+    ("kmem_cache_free", &["kmem_cache_free"]),
+];
+
+fn native_endian() -> Endian {
+    if cfg!(target_endian = "big") {
+        Endian::Big
+    } else {
+        Endian::Little
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+fn bump_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit pointer. Kernels before 5.11 charge BPF maps to memlock.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        log::debug!("setrlimit(RLIMIT_MEMLOCK) failed; kernels >= 5.11 do not need it");
+    }
+}
+
+/// Loads the object with the ring buffer sized and every program loaded.
+pub fn load(ring_buffer_size: u32) -> Result<Ebpf> {
+    object_present().map_err(|e| anyhow!(e))?;
+    bump_memlock();
+    let size = ring_buffer_size.max(4096).next_power_of_two();
+    let page = 4096u32;
+    let size = size.max(page);
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("EVENTS", size)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object")?;
+    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+    for name in names {
+        let prog = ebpf.program_mut(&name).expect("listed");
+        let r = match prog {
+            aya::programs::Program::KProbe(p) => p.load(),
+            aya::programs::Program::RawTracePoint(p) => p.load(),
+            _ => continue,
+        };
+        r.with_context(|| format!("loading eBPF program {name}"))?;
+    }
+    Ok(ebpf)
+}
+
+/// `check`'s probes that need the bpf syscall: load, ring buffer, a kprobe and a raw
+/// tracepoint actually attached and detached.
+pub fn probe_features() -> Probed {
+    let mut p = Probed {
+        live_support: object_present(),
+        ..Default::default()
+    };
+    if p.live_support.is_err() {
+        return p;
+    }
+    p.ringbuf =
+        Some(aya::sys::is_map_supported(aya::maps::MapType::RingBuf).map_err(|e| e.to_string()));
+    let mut ebpf = match load(4096) {
+        Ok(e) => {
+            p.load = Some(Ok(()));
+            e
+        }
+        Err(e) => {
+            p.load = Some(Err(format!("{e:#}")));
+            return p;
+        }
+    };
+    let kp: Result<&mut KProbe, _> = ebpf.program_mut("enter_00").expect("enter_00").try_into();
+    p.kprobe_attach = Some(match kp {
+        Ok(kp) => kp
+            .attach("vfs_read", 0)
+            .and_then(|id| kp.detach(id))
+            .map_err(|e| format!("{e}: {}", error_chain(&e))),
+        Err(e) => Err(e.to_string()),
+    });
+    let rt: Result<&mut RawTracePoint, _> = ebpf.program_mut("kfree").expect("kfree").try_into();
+    p.raw_tracepoint = Some(match rt {
+        Ok(rt) => rt
+            .attach("kfree")
+            .and_then(|id| rt.detach(id))
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    });
+    p
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+enum Link {
+    K(String, KProbeLinkId),
+    R(String, RawTracePointLinkId),
+}
+
+/// The probes attached for one load of the module.
+struct Attachment {
+    links: Vec<Link>,
+    keys: Vec<u64>,
+    /// The module's identity: its .text address.
+    identity: String,
+    resolution: Arc<Resolution>,
+    statuses: Vec<ProbeStatus>,
+}
+
+fn module_identity(host: &Host, module: &str, ov: &Overrides) -> Option<String> {
+    if !host.module_live(module) {
+        // Self-test without the module: allocator probes over a given text range.
+        return ov
+            .text_range
+            .map(|(a, b)| format!("text-range {a:#x}-{b:#x}"));
+    }
+    Some(
+        host.read_string(&format!("/sys/module/{module}/sections/.text"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "live".to_string()),
+    )
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    res: Arc<Resolution>,
+    opts: &LiveOptions,
+    identity: String,
+) -> Result<Attachment> {
+    let mut statuses = Vec::new();
+    let mut links = Vec::new();
+    let mut keys = Vec::new();
+    {
+        let mut cfg: Array<&mut MapData, abi::GlobalConfig> =
+            Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
+        cfg.set(0, res.global_config(opts.all_allocations), 0)?;
+    }
+    let targets: Vec<_> = res
+        .targets
+        .iter()
+        .take(abi::FUNC_SLOTS as usize)
+        .cloned()
+        .collect();
+    for t in res.targets.iter().skip(abi::FUNC_SLOTS as usize) {
+        statuses.push(ProbeStatus {
+            name: t.name.clone(),
+            state: ProbeState::Failed,
+            detail: format!("more than {} functions in the profile", abi::FUNC_SLOTS),
+        });
+    }
+    for (slot, t) in targets.iter().enumerate() {
+        {
+            let mut fc: BpfHashMap<&mut MapData, u64, abi::FuncConfig> =
+                BpfHashMap::try_from(ebpf.map_mut("FUNC_CONFIG").context("map FUNC_CONFIG")?)?;
+            fc.insert(t.addr, t.config, 0)?;
+            keys.push(t.addr);
+            let mut slots: Array<&mut MapData, u64> = Array::try_from(
+                ebpf.map_mut("FUNC_SLOTS_MAP")
+                    .context("map FUNC_SLOTS_MAP")?,
+            )?;
+            slots.set(slot as u32, t.addr, 0)?;
+        }
+        let mut failed = None;
+        for prefix in [ENTRY_PROGRAM, EXIT_PROGRAM] {
+            let name = format!("{prefix}{slot:02}");
+            let kp: &mut KProbe = ebpf.program_mut(&name).context("program")?.try_into()?;
+            match kp.attach(&t.attach_name, 0) {
+                Ok(id) => links.push(Link::K(name, id)),
+                Err(e) => failed = Some(format!("{e}: {}", error_chain(&e))),
+            }
+        }
+        statuses.push(ProbeStatus {
+            name: t.name.clone(),
+            state: match (&failed, t.clone) {
+                (Some(_), _) => ProbeState::Failed,
+                (None, true) => ProbeState::Clone,
+                (None, false) => ProbeState::Attached,
+            },
+            detail: failed.unwrap_or_else(|| {
+                let mut d = if t.clone {
+                    format!(
+                        "attached to {} (compiler clone: arguments untrusted)",
+                        t.attach_name
+                    )
+                } else {
+                    String::new()
+                };
+                if let Some(p) = &t.field_problem {
+                    d.push_str(&format!("field read off: {p}"));
+                }
+                d
+            }),
+        });
+    }
+    for (name, _, msg) in &res.missing {
+        statuses.push(ProbeStatus {
+            name: name.clone(),
+            state: ProbeState::Missing,
+            detail: msg.clone(),
+        });
+    }
+    if opts.all_allocations {
+        for (prog, tps) in RAW_TRACEPOINTS {
+            let rt: &mut RawTracePoint = ebpf.program_mut(prog).context("program")?.try_into()?;
+            for tp in *tps {
+                match rt.attach(tp) {
+                    Ok(id) => links.push(Link::R(prog.to_string(), id)),
+                    Err(e) => log::debug!("raw tracepoint {tp}: {e}"),
+                }
+            }
+        }
+        let kprobes: [(&str, Option<&String>); 4] = [
+            ("kvmalloc_enter", res.kvmalloc.as_ref()),
+            ("kvmalloc_leave", res.kvmalloc.as_ref()),
+            ("vfree_enter", res.vfree.as_ref()),
+            ("kvfree_enter", res.kvfree.as_ref()),
+        ];
+        for (prog, target) in kprobes {
+            let Some(target) = target else {
+                log::warn!("--all-allocations: no kernel function for {prog}");
+                continue;
+            };
+            let kp: &mut KProbe = ebpf.program_mut(prog).context("program")?.try_into()?;
+            match kp.attach(target, 0) {
+                Ok(id) => links.push(Link::K(prog.to_string(), id)),
+                Err(e) => log::warn!("--all-allocations: {prog} on {target}: {e}"),
+            }
+        }
+    }
+    Ok(Attachment {
+        links,
+        keys,
+        identity,
+        resolution: res,
+        statuses,
+    })
+}
+
+fn detach(ebpf: &mut Ebpf, a: Attachment) {
+    for l in a.links {
+        let r = match l {
+            Link::K(name, id) => ebpf
+                .program_mut(&name)
+                .and_then(|p| <&mut KProbe>::try_from(p).ok())
+                .map(|p| p.detach(id)),
+            Link::R(name, id) => ebpf
+                .program_mut(&name)
+                .and_then(|p| <&mut RawTracePoint>::try_from(p).ok())
+                .map(|p| p.detach(id)),
+        };
+        if let Some(Err(e)) = r {
+            log::debug!("detach: {e}");
+        }
+    }
+    if let Some(m) = ebpf.map_mut("FUNC_CONFIG") {
+        if let Ok(mut fc) = BpfHashMap::<&mut MapData, u64, abi::FuncConfig>::try_from(m) {
+            for k in &a.keys {
+                let _ = fc.remove(k);
+            }
+        }
+    }
+    if let Some(m) = ebpf.map_mut("FUNC_SLOTS_MAP") {
+        if let Ok(mut slots) = Array::<&mut MapData, u64>::try_from(m) {
+            for i in 0..abi::FUNC_SLOTS {
+                let _ = slots.set(i, 0, 0);
+            }
+        }
+    }
+}
+
+/// Turns raw records into events: names, stacks, mdev and guest names.
+struct Decoder {
+    endian: Endian,
+    roles: HashMap<String, Role>,
+    names: HashMap<u64, Arc<str>>,
+    guests: HashSet<u32>,
+    host: Host,
+    /// `APTRACE_RAW_DUMP=FILE`: every raw record, as a little-endian u32 length and the
+    /// bytes (test fixtures captured from real kernels).
+    raw_dump: Option<std::fs::File>,
+}
+
+impl Decoder {
+    fn decode(
+        &mut self,
+        raw: &[u8],
+        symbols: &dyn Symbolizer,
+        stacks: Option<&StackTraceMap<MapData>>,
+        out: &mut Vec<Event>,
+    ) {
+        if let Some(f) = &mut self.raw_dump {
+            use std::io::Write;
+            let _ = f
+                .write_all(&(raw.len() as u32).to_le_bytes())
+                .and_then(|_| f.write_all(raw));
+        }
+        let d = match decode_record(raw, self.endian, symbols) {
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("undecodable record ({} bytes): {e}", raw.len());
+                return;
+            }
+        };
+        let mut ev = d.event;
+        if let (Some(id), Some(map)) = (d.stack_id, stacks) {
+            if let Ok(st) = map.get(&(id as u32), 0) {
+                // The probe's own frames (the BPF program, the trace trampoline) are noise.
+                let frames: Vec<Arc<str>> = st
+                    .frames()
+                    .iter()
+                    .map(|f| symbols.frame(f.ip))
+                    .skip_while(|f| {
+                        f.contains("[bpf]")
+                            || f.starts_with("bpf_trace_run")
+                            || f.starts_with("kprobe_")
+                    })
+                    .collect();
+                match &mut ev.body {
+                    Body::Enter { stack, .. } | Body::Alloc { stack, .. } => *stack = frames,
+                    _ => {}
+                }
+            }
+        }
+        match &ev.body {
+            Body::MdevName { mdev, uuid } => {
+                if self.names.get(mdev) == Some(uuid) || uuid.is_empty() {
+                    return;
+                }
+                self.names.insert(*mdev, uuid.clone());
+            }
+            Body::Enter { func, .. } if self.roles.get(&**func) == Some(&Role::Open) => {
+                let pid = ev.task.pid;
+                if self.guests.insert(pid) {
+                    let cmdline = std::fs::read(self.host.path(&format!("/proc/{pid}/cmdline")))
+                        .unwrap_or_default();
+                    if let Some(name) = guest_name_from_cmdline(&cmdline) {
+                        out.push(Event {
+                            seq: 0,
+                            ts_ns: ev.ts_ns.saturating_sub(1),
+                            cpu: ev.cpu,
+                            task: ev.task.clone(),
+                            body: Body::GuestName {
+                                guest_pid: pid,
+                                name: Arc::from(name),
+                            },
+                        });
+                    }
+                }
+            }
+            Body::Exit { func, arg0, .. } if self.roles.get(&**func) == Some(&Role::ReleaseDev) => {
+                self.names.remove(arg0);
+            }
+            _ => {}
+        }
+        out.push(ev);
+    }
+}
+
+fn agent_task() -> Task {
+    Task {
+        pid: std::process::id(),
+        tid: std::process::id(),
+        comm: Arc::from("aptrace"),
+    }
+}
+
+/// `aptrace live`. Returns the exit status (0 no findings, 1 findings).
+pub fn run(opts: LiveOptions) -> Result<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(run_async(opts))
+}
+
+async fn run_async(opts: LiveOptions) -> Result<u8> {
+    let host = Host::live();
+    if !host.exists("/sys/kernel/tracing/events")
+        && !host.exists("/sys/kernel/debug/tracing/events")
+    {
+        log::warn!("tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing): functions cannot be checked for traceability");
+    }
+    let mut ebpf = load(opts.ring_buffer_size)?;
+    match aya_log::EbpfLogger::init(&mut ebpf) {
+        // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd holds it.
+        Ok(logger) => {
+            match unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+            {
+                Ok(mut fd) => {
+                    tokio::spawn(async move {
+                        loop {
+                            let Ok(mut guard) = fd.readable_mut().await else {
+                                break;
+                            };
+                            guard.get_inner_mut().flush();
+                            guard.clear_ready();
+                        }
+                    });
+                }
+                Err(e) => log::debug!("aya-log: {e}"),
+            }
+        }
+        Err(e) => log::debug!("aya-log not active: {e}"),
+    }
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
+    let stacks = StackTraceMap::try_from(ebpf.take_map("STACKS").context("map STACKS")?)?;
+    let counters: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS")?)?;
+    // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd holds it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("polling the ring buffer: {e}"))?;
+
+    let mut pipeline = Pipeline::new(Auditor::new(opts.profile.clone()), None);
+    pipeline.add_sink(Box::new(PrintSink {
+        out: std::io::stdout(),
+        format: opts.format,
+        guest: opts.guest.clone(),
+        printed: 0,
+    }));
+    let boot_to_wall = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
+    let hostname = host
+        .read_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let make_header = |res: Option<&Resolution>, probes: Vec<ProbeStatus>| Header {
+        arch: super::machine(),
+        kernel_release: host.kernel_release(),
+        hostname: hostname.clone(),
+        boot_to_wall_ns: boot_to_wall,
+        module: opts.module.clone(),
+        symbols: res.map(|r| r.symbols.clone()).unwrap_or_default(),
+        profile: opts.profile.to_toml(),
+        probes,
+        writer: crate::writer_id(),
+    };
+    let mut header_for_report = make_header(None, Vec::new());
+
+    let mut decoder = Decoder {
+        endian: native_endian(),
+        roles: opts
+            .profile
+            .functions
+            .iter()
+            .map(|f| (f.name.clone(), f.role))
+            .collect(),
+        names: HashMap::new(),
+        guests: HashSet::new(),
+        host: host.clone(),
+        raw_dump: std::env::var_os("APTRACE_RAW_DUMP").and_then(|p| std::fs::File::create(p).ok()),
+    };
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(Duration::from_millis(150));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut attachment: Option<Attachment> = None;
+    let mut waiting_said = false;
+    let mut last_module_check = Instant::now() - Duration::from_secs(10);
+    let mut last_counters = Instant::now();
+    let mut lost_seen = [0u64; abi::counter::COUNT as usize];
+    let mut events_total = 0u64;
+    let mut batch = Vec::new();
+    let empty = Kallsyms::default();
+
+    loop {
+        // Follow the module: attach when it appears, detach when it goes, re-attach when
+        // a new load of it shows up (its .text moved).
+        if last_module_check.elapsed() >= Duration::from_millis(500) {
+            last_module_check = Instant::now();
+            let id = module_identity(&host, &opts.module, &opts.overrides);
+            let current = attachment.as_ref().map(|a| a.identity.clone());
+            if id != current {
+                if let Some(a) = attachment.take() {
+                    detach(&mut ebpf, a);
+                    eprintln!("aptrace: module {} unloaded; probes detached", opts.module);
+                }
+                if let Some(id) = id {
+                    let res =
+                        Arc::new(resolve(&host, &opts.profile, &opts.module, &opts.overrides));
+                    let a = attach(&mut ebpf, res.clone(), &opts, id)?;
+                    let n = a
+                        .statuses
+                        .iter()
+                        .filter(|s| matches!(s.state, ProbeState::Attached | ProbeState::Clone))
+                        .count();
+                    for s in a
+                        .statuses
+                        .iter()
+                        .filter(|s| !matches!(s.state, ProbeState::Attached))
+                    {
+                        eprintln!("aptrace: {} {}: {}", s.name, s.state.name(), s.detail);
+                    }
+                    if !res.lock_checks() {
+                        let why: Vec<String> = [&res.matrix_dev_addr, &res.mdevs_lock_offset]
+                            .iter()
+                            .filter_map(|r| r.as_ref().err().cloned())
+                            .collect();
+                        eprintln!("aptrace: mdevs_lock checks off: {}", why.join("; "));
+                    }
+                    header_for_report = make_header(Some(&res), a.statuses.clone());
+                    if !pipeline.has_recorder() {
+                        if let Some(path) = &opts.record {
+                            pipeline.set_recorder(Writer::create(
+                                path,
+                                &header_for_report,
+                                opts.force,
+                            )?);
+                        }
+                    }
+                    eprintln!(
+                        "aptrace: attached {n} probes to module {} ({} missing, lock checks {})",
+                        opts.module,
+                        res.missing.len(),
+                        if res.lock_checks() { "on" } else { "off" }
+                    );
+                    attachment = Some(a);
+                    waiting_said = false;
+                } else if !waiting_said {
+                    eprintln!("aptrace: waiting for module {} to load", opts.module);
+                    waiting_said = true;
+                }
+            }
+        }
+        let symbols: &dyn Symbolizer = match &attachment {
+            Some(a) => &a.resolution.kallsyms,
+            None => &empty,
+        };
+
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let rb = guard.get_inner_mut();
+                // Bounded, so a flood cannot starve signals, the deadline and the module
+                // check, nor grow the batch without limit.
+                let mut drained = 0;
+                while drained < DRAIN_BATCH {
+                    let Some(item) = rb.next() else { break };
+                    decoder.decode(&item, symbols, Some(&stacks), &mut batch);
+                    drained += 1;
+                }
+                if drained < DRAIN_BATCH {
+                    guard.clear_ready();
+                }
+            }
+            _ = tick.tick() => {
+                pipeline.idle();
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
+        }
+        if last_counters.elapsed() >= Duration::from_secs(1) {
+            last_counters = Instant::now();
+            push_losses(&counters, &mut lost_seen, &mut batch);
+        }
+        events_total += batch.len() as u64;
+        for ev in batch.drain(..) {
+            pipeline.push(ev);
+        }
+        if let Some(e) = pipeline.record_error.take() {
+            eprintln!("aptrace: recording stopped: {e}");
+        }
+    }
+    // Drain what is left, detach, finish.
+    {
+        let symbols: &dyn Symbolizer = match &attachment {
+            Some(a) => &a.resolution.kallsyms,
+            None => &empty,
+        };
+        let rb = ring.get_mut();
+        let mut drained = 0;
+        while let Some(item) = rb.next() {
+            decoder.decode(&item, symbols, Some(&stacks), &mut batch);
+            drained += 1;
+            if drained >= 16 * DRAIN_BATCH {
+                break;
+            }
+        }
+    }
+    push_losses(&counters, &mut lost_seen, &mut batch);
+    events_total += batch.len() as u64;
+    for ev in batch.drain(..) {
+        pipeline.push(ev);
+    }
+    if let Some(a) = attachment.take() {
+        detach(&mut ebpf, a);
+    }
+    drop(ebpf);
+    eprintln!("aptrace: detached; {events_total} events");
+    let had_recorder = pipeline.has_recorder();
+    let (auditor, rec_err) = pipeline.finish();
+    if let Some(e) = rec_err {
+        eprintln!("aptrace: recording error: {e}");
+    }
+    if let (Some(path), false) = (&opts.record, had_recorder) {
+        // Never attached: still leave a (header-only) recording behind.
+        match Writer::create(path, &header_for_report, opts.force) {
+            Ok(w) => {
+                let _ = w.finish();
+            }
+            Err(e) => eprintln!("aptrace: cannot write {}: {e}", path.display()),
+        }
+    }
+    let path = opts
+        .record
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "live".to_string());
+    let source = SourceInfo::new(
+        &path,
+        &header_for_report,
+        (
+            crate::recording::VERSION_MAJOR,
+            crate::recording::VERSION_MINOR,
+        ),
+        Vec::new(),
+        Vec::new(),
+    );
+    let mut fr = FileReport::new(source, &auditor, true);
+    if let Some(g) = &opts.guest {
+        fr.findings.retain(|f| g.matches(f));
+    }
+    let report = Report { files: vec![fr] };
+    if let Some(j) = &opts.json {
+        crate::commands::write_output(Some(j), report.to_json().as_bytes(), true)?;
+    }
+    let text = match opts.format {
+        LiveFormat::Text => report.to_text(),
+        LiveFormat::Json => report.to_json(),
+    };
+    crate::commands::write_output(None, text.as_bytes(), false)?;
+    Ok(if report.has_findings() { 1 } else { 0 })
+}
+
+fn push_losses(counters: &PerCpuArray<MapData, u64>, seen: &mut [u64], out: &mut Vec<Event>) {
+    let sources = [
+        (abi::counter::RINGBUF_FULL, LossSource::RingBuffer),
+        (
+            abi::counter::EXIT_WITHOUT_ENTRY,
+            LossSource::ExitWithoutEntry,
+        ),
+    ];
+    let now = clock_ns(libc::CLOCK_BOOTTIME) as u64;
+    for (idx, source) in sources {
+        let Ok(values) = counters.get(&idx, 0) else {
+            continue;
+        };
+        let total: u64 = values.iter().sum();
+        let delta = total.saturating_sub(seen[idx as usize]);
+        seen[idx as usize] = total;
+        if delta > 0 {
+            out.push(Event {
+                seq: 0,
+                ts_ns: now,
+                cpu: 0,
+                task: agent_task(),
+                body: Body::Lost {
+                    count: delta,
+                    source,
+                },
+            });
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! `aptrace check`: can live tracing run here, and how degraded? Features are probed
+//! (files the kernel exposes, and with live support an actual load and attach), never read
+//! from the version number. Every failing line says what to do.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::host::Host;
+use super::resolve::{resolve, Overrides, Resolution};
+use crate::profile::Profile;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Tracing runs, with less.
+    Warn,
+    /// Tracing cannot run.
+    Fail,
+    Info,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+            Status::Info => "info",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub item: String,
+    pub status: Status,
+    pub detail: String,
+    /// What to do about it (empty when nothing needs doing).
+    pub fix: String,
+}
+
+fn row(
+    item: impl Into<String>,
+    status: Status,
+    detail: impl Into<String>,
+    fix: impl Into<String>,
+) -> Row {
+    Row {
+        item: item.into(),
+        status,
+        detail: detail.into(),
+        fix: fix.into(),
+    }
+}
+
+/// Results of probes that need the bpf syscall (filled by the live module; `None` when the
+/// binary has no live support or the probe was not run).
+#[derive(Clone, Debug)]
+pub struct Probed {
+    /// The binary was built with the `live` feature and carries an eBPF object.
+    pub live_support: Result<(), String>,
+    /// The eBPF object loaded (programs passed the verifier).
+    pub load: Option<Result<(), String>>,
+    /// BPF_MAP_TYPE_RINGBUF is supported.
+    pub ringbuf: Option<Result<bool, String>>,
+    /// A kprobe actually attached to a kernel function (then was detached).
+    pub kprobe_attach: Option<Result<(), String>>,
+    /// A raw tracepoint attached (kmem:kfree).
+    pub raw_tracepoint: Option<Result<(), String>>,
+}
+
+impl Default for Probed {
+    fn default() -> Probed {
+        Probed {
+            live_support: super::live_support(),
+            load: None,
+            ringbuf: None,
+            kprobe_attach: None,
+            raw_tracepoint: None,
+        }
+    }
+}
+
+/// Kernel build options, from /boot/config-RELEASE or /proc/config.gz (decompressed by the
+/// caller). `None` when neither is readable.
+pub fn config_option(config: Option<&str>, option: &str) -> Option<bool> {
+    let config = config?;
+    for line in config.lines() {
+        if line == format!("# {option} is not set") {
+            return Some(false);
+        }
+        if let Some(v) = line.strip_prefix(&format!("{option}=")) {
+            return Some(v == "y" || v == "m");
+        }
+    }
+    Some(false)
+}
+
+/// Whether the process may use BPF: root, or CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN.
+fn privileges(host: &Host) -> Row {
+    let status = host.read_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    let uid0 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .is_some_and(|v| v.split_whitespace().nth(1) == Some("0"));
+    const SYS_ADMIN: u64 = 1 << 21;
+    const PERFMON: u64 = 1 << 38;
+    const BPF: u64 = 1 << 39;
+    match cap_eff {
+        Some(c) if c & SYS_ADMIN != 0 => row(
+            "privileges",
+            Status::Ok,
+            format!("{}CAP_SYS_ADMIN", if uid0 { "root, " } else { "" }),
+            "",
+        ),
+        Some(c) if c & BPF != 0 && c & PERFMON != 0 => {
+            row("privileges", Status::Ok, "CAP_BPF and CAP_PERFMON", "")
+        }
+        Some(_) => row(
+            "privileges",
+            Status::Fail,
+            "no CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN",
+            "run as root (sudo aptrace ...) or grant cap_bpf,cap_perfmon,cap_sys_admin",
+        ),
+        None => row(
+            "privileges",
+            Status::Warn,
+            "cannot read /proc/self/status",
+            "run as root",
+        ),
+    }
+}
+
+/// The whole table. `config` is the kernel configuration text if readable.
+pub fn preflight(
+    host: &Host,
+    profile: &Profile,
+    module: &str,
+    ov: &Overrides,
+    probed: &Probed,
+    config: Option<&str>,
+    arch: &str,
+) -> (Vec<Row>, Resolution) {
+    let mut rows = Vec::new();
+    rows.push(row(
+        "kernel",
+        Status::Info,
+        format!("{} {arch}", host.kernel_release()),
+        "",
+    ));
+    rows.push(match &probed.live_support {
+        Ok(()) => row(
+            "live support",
+            Status::Ok,
+            "built with live tracing (eBPF object embedded)",
+            "",
+        ),
+        Err(e) => row(
+            "live support",
+            Status::Fail,
+            e.clone(),
+            "build with `cargo xtask build` (static binary with --features live)",
+        ),
+    });
+    rows.push(privileges(host));
+
+    // kprobes: the perf kprobe PMU (what the agent attaches through), tracefs
+    // kprobe_events, the build config and an actual attach.
+    let pmu = host.exists("/sys/bus/event_source/devices/kprobe/type");
+    let tracefs = host.tracefs();
+    let events = tracefs
+        .as_ref()
+        .is_some_and(|t| host.exists(&format!("{t}/kprobe_events")));
+    let cfg_kprobes = config_option(config, "CONFIG_KPROBES");
+    let kprobe_row = match (&probed.kprobe_attach, cfg_kprobes, pmu || events) {
+        (Some(Ok(())), _, _) => row("kprobes", Status::Ok, "a kprobe attached and detached", ""),
+        (_, Some(false), _) => row(
+            "kprobes",
+            Status::Fail,
+            "kernel built without CONFIG_KPROBES: kprobes cannot attach (no kprobe PMU, no kprobe_events)",
+            "boot a kernel with CONFIG_KPROBES=y and CONFIG_KPROBE_EVENTS=y (Debian's and RHEL's have them)",
+        ),
+        (_, _, false) => row(
+            "kprobes",
+            Status::Fail,
+            "no kprobe support: /sys/bus/event_source/devices/kprobe and tracefs kprobe_events are absent",
+            "boot a kernel with CONFIG_KPROBES=y and CONFIG_KPROBE_EVENTS=y; mount tracefs at /sys/kernel/tracing",
+        ),
+        (Some(Err(e)), _, true) => row(
+            "kprobes",
+            Status::Fail,
+            format!("kprobe support is present but attaching failed: {e}"),
+            "check dmesg; run as root; see `aptrace check` on a kernel with kprobes enabled",
+        ),
+        (None, _, true) => row("kprobes", Status::Ok, "kprobe PMU / kprobe_events present (not attached: no live support)", ""),
+    };
+    rows.push(kprobe_row);
+
+    rows.push(match &tracefs {
+        Some(t) => row(
+            "tracefs",
+            Status::Ok,
+            format!("{t} (available_filter_functions)"),
+            "",
+        ),
+        None => row(
+            "tracefs",
+            Status::Warn,
+            "not mounted: functions cannot be checked for traceability",
+            "mount -t tracefs tracefs /sys/kernel/tracing",
+        ),
+    });
+    if let Some(r) = &probed.load {
+        rows.push(match r {
+            Ok(()) => row("eBPF programs", Status::Ok, "loaded (verifier accepted every program)", ""),
+            Err(e) => row("eBPF programs", Status::Fail, e.clone(), "needs a kernel with BPF (CONFIG_BPF_SYSCALL) and BPF_MAP_TYPE_RINGBUF (5.8+ or a backport)"),
+        });
+    }
+    if let Some(r) = &probed.ringbuf {
+        rows.push(match r {
+            Ok(true) => row(
+                "ring buffer",
+                Status::Ok,
+                "BPF_MAP_TYPE_RINGBUF supported",
+                "",
+            ),
+            Ok(false) => row(
+                "ring buffer",
+                Status::Fail,
+                "BPF_MAP_TYPE_RINGBUF not supported",
+                "needs a kernel with BPF ring buffers (5.8+ or a backport)",
+            ),
+            Err(e) => row(
+                "ring buffer",
+                Status::Fail,
+                format!("cannot probe: {e}"),
+                "run as root",
+            ),
+        });
+    }
+
+    let res = resolve(host, profile, module, ov);
+    rows.push(if res.vmlinux_btf {
+        row("BTF vmlinux", Status::Ok, "/sys/kernel/btf/vmlinux", "")
+    } else {
+        row(
+            "BTF vmlinux",
+            Status::Warn,
+            "absent: the mutex owner layout is assumed (owner word at 0, mask ~0x7)",
+            "on PREEMPT_RT pass --offset mutex.owner=N --owner-mask 0xfffffffffffffffe",
+        )
+    });
+    rows.push(if res.module_btf {
+        row("BTF module", Status::Ok, format!("/sys/kernel/btf/{module}"), "")
+    } else {
+        row(
+            "BTF module",
+            Status::Warn,
+            format!("/sys/kernel/btf/{module} absent: struct offsets need overrides"),
+            format!("pass --offset ap_matrix_dev.mdevs_lock=N --offset ap_matrix_mdev.mig_data=N (from `pahole -C ap_matrix_dev {module}.ko` on the module's debug info)"),
+        )
+    });
+    rows.push(if res.kallsyms_readable {
+        row(
+            "kallsyms",
+            Status::Ok,
+            "/proc/kallsyms readable with addresses",
+            "",
+        )
+    } else {
+        row(
+            "kallsyms",
+            Status::Fail,
+            "/proc/kallsyms unreadable or addresses hidden",
+            "run as root (kptr_restrict hides addresses from others)",
+        )
+    });
+    rows.push(if res.loaded {
+        row(format!("module {module}"), Status::Ok, "loaded", "")
+    } else {
+        row(
+            format!("module {module}"),
+            Status::Warn,
+            "not loaded: `aptrace live` waits for it and attaches when it appears",
+            format!("modprobe {module} (or insmod the model module)"),
+        )
+    });
+
+    for t in &res.targets {
+        let (status, mut detail) = if t.clone {
+            (
+                Status::Warn,
+                format!(
+                    "found as {} (compiler clone: timed, arguments untrusted)",
+                    t.attach_name
+                ),
+            )
+        } else {
+            (Status::Ok, format!("found at {:#x}", t.addr))
+        };
+        let mut status = status;
+        match t.traceable {
+            Some(true) => detail.push_str(", traceable"),
+            Some(false) => {
+                detail.push_str(", not in available_filter_functions (kprobe may still attach)");
+                status = Status::Warn;
+            }
+            None => {}
+        }
+        let mut fix = String::new();
+        if let Some(p) = &t.field_problem {
+            status = Status::Warn;
+            detail.push_str("; field read off");
+            fix = p.clone();
+        }
+        rows.push(row(format!("function {}", t.name), status, detail, fix));
+    }
+    if !res.loaded {
+        rows.push(row(
+            "functions",
+            Status::Warn,
+            format!(
+                "{} profile functions: checked when module {module} loads",
+                profile.functions.len()
+            ),
+            "",
+        ));
+    }
+    for (name, optional, msg) in res.missing.iter().filter(|_| res.loaded) {
+        let st = Status::Warn;
+        let detail = if *optional {
+            format!("missing ({msg}); optional: added by later patches")
+        } else {
+            format!("missing: {msg}")
+        };
+        let fix = if !*optional {
+            "other probes still attach; check the kernel/module version".to_string()
+        } else {
+            String::new()
+        };
+        rows.push(row(format!("function {name}"), st, detail, fix));
+    }
+
+    let lock_item = "lock mdevs_lock";
+    rows.push(match (&res.matrix_dev_addr, &res.mdevs_lock_offset, &res.mutex) {
+        (Ok(a), Ok(o), Ok((m, src))) => row(
+            lock_item,
+            Status::Ok,
+            format!("matrix_dev at {a:#x}, mdevs_lock at +{o:#x}, owner at +{:#x} mask {:#x} ({src})", m.owner_offset, m.owner_mask),
+            "",
+        ),
+        (a, o, m) => {
+            let mut why = Vec::new();
+            let mut fix = Vec::new();
+            if let Err(e) = a {
+                why.push(format!("matrix_dev: {e}"));
+                fix.push("--matrix-dev-addr ADDR or --module-file PATH".to_string());
+            }
+            if let Err(e) = o {
+                why.push(e.clone());
+                fix.push("--offset ap_matrix_dev.mdevs_lock=N (pahole -C ap_matrix_dev)".to_string());
+            }
+            if let Err(e) = m {
+                why.push(e.clone());
+                fix.push("--offset mutex.owner=N".to_string());
+            }
+            row(lock_item, Status::Warn, format!("lock checks off: {}", why.join("; ")), fix.join("; "))
+        }
+    });
+    let raw_tp = match &probed.raw_tracepoint {
+        Some(Ok(())) => row(
+            "--all-allocations",
+            Status::Ok,
+            format!(
+                "raw tracepoints attach; kvmalloc: {}",
+                res.kvmalloc.as_deref().unwrap_or("not found")
+            ),
+            "",
+        ),
+        Some(Err(e)) => row(
+            "--all-allocations",
+            Status::Warn,
+            format!("raw tracepoint kfree failed: {e}"),
+            "only the profile's field tracking is available",
+        ),
+        None => {
+            let ev = tracefs
+                .as_ref()
+                .is_some_and(|t| host.exists(&format!("{t}/events/kmem/kfree")));
+            row(
+                "--all-allocations",
+                if ev { Status::Ok } else { Status::Warn },
+                format!(
+                    "kmem tracepoints {}; kvmalloc: {}",
+                    if ev { "present" } else { "not seen" },
+                    res.kvmalloc.as_deref().unwrap_or("not found")
+                ),
+                "",
+            )
+        }
+    };
+    rows.push(raw_tp);
+    (rows, res)
+}
+
+/// 0 when live tracing can run (possibly degraded), 2 when it cannot.
+pub fn exit_code(rows: &[Row]) -> u8 {
+    if rows.iter().any(|r| r.status == Status::Fail) {
+        2
+    } else {
+        0
+    }
+}
+
+pub fn to_text(rows: &[Row]) -> String {
+    let w = rows
+        .iter()
+        .map(|r| r.item.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for r in rows {
+        let _ = writeln!(out, "{:<4}  {:<w$}  {}", r.status.label(), r.item, r.detail);
+        if !r.fix.is_empty() {
+            let _ = writeln!(out, "{:<4}  {:<w$}  → {}", "", "", r.fix);
+        }
+    }
+    let verdict = match exit_code(rows) {
+        0 if rows.iter().any(|r| r.status == Status::Warn) => {
+            "live tracing can run, degraded (see WARN lines)"
+        }
+        0 => "live tracing can run",
+        _ => "live tracing cannot run here (see FAIL lines)",
+    };
+    let _ = writeln!(out, "\n{verdict}");
+    out
+}
+
+pub fn to_json(rows: &[Row]) -> String {
+    #[derive(Serialize)]
+    struct J<'a> {
+        schema: &'static str,
+        can_trace: bool,
+        rows: &'a [Row],
+    }
+    serde_json::to_string_pretty(&J {
+        schema: "aptrace-check/1",
+        can_trace: exit_code(rows) == 0,
+        rows,
+    })
+    .expect("serializable")
+}

@@ -1,0 +1,445 @@
+//! Everything the agent must know about the running kernel and module before it attaches:
+//! function addresses (kallsyms, tracefs), the module's text range, the `matrix_dev`
+//! variable, the `mdevs_lock` and profile field offsets (BTF or overrides), the mutex owner
+//! layout. Pure file reading: it runs on fixture trees in tests.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use tracer_common as abi;
+
+use super::btf::{Btf, MutexLayout};
+use super::elf;
+use super::host::{read_module_file, Host};
+use super::kallsyms::{filter_functions, Kallsyms};
+use crate::profile::{
+    strip_clone_suffix, FunctionSpec, LockContract, MdevArg, Profile, ReadAt, Role,
+};
+use crate::recording::{ProbeState, ProbeStatus, Symbol};
+
+/// Kernel functions that `--all-allocations` probes, in order of preference.
+pub const KVMALLOC_NAMES: &[&str] = &["__kvmalloc_node_noprof", "__kvmalloc_node", "kvmalloc_node"];
+pub const VFREE_NAMES: &[&str] = &["vfree"];
+pub const KVFREE_NAMES: &[&str] = &["kvfree"];
+
+/// Values given on the command line instead of reading them from the kernel.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--offset STRUCT.MEMBER=N`: `ap_matrix_dev.mdevs_lock`, `ap_matrix_mdev.mig_data`,
+    /// `mutex.owner`, or any field a profile reads.
+    pub offsets: BTreeMap<String, u64>,
+    /// `--matrix-dev-addr`: address of the `matrix_dev` pointer variable.
+    pub matrix_dev_addr: Option<u64>,
+    /// `--owner-mask`: mask of the mutex owner word (default `!0x7`, PREEMPT_RT `!0x1`).
+    pub owner_mask: Option<u64>,
+    /// `--module-file`: the module's .ko, for its symbol table.
+    pub module_file: Option<PathBuf>,
+    /// `--text-range START-END` (hidden, for self-tests on hosts without the module):
+    /// attribute allocations from this range as if it were the module's text.
+    pub text_range: Option<(u64, u64)>,
+}
+
+/// Parses `STRUCT.MEMBER=N` (N decimal or 0x hex).
+pub fn parse_offset_override(s: &str) -> Result<(String, u64), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--offset {s:?}: expected STRUCT.MEMBER=N"))?;
+    if !k.contains('.') {
+        return Err(format!("--offset {s:?}: expected STRUCT.MEMBER=N"));
+    }
+    let v = crate::model::hex_u64::parse(v).map_err(|e| format!("--offset {s:?}: {e}"))?;
+    Ok((k.trim().to_string(), v))
+}
+
+/// One profile function in the running kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FuncTarget {
+    /// Index into the profile's functions.
+    pub spec: usize,
+    pub name: String,
+    /// The symbol to attach to (the name, or a clone such as `name.isra.0`).
+    pub attach_name: String,
+    pub addr: u64,
+    pub clone: bool,
+    /// Listed in available_filter_functions (None: tracefs not readable).
+    pub traceable: Option<bool>,
+    pub config: abi::FuncConfig,
+    /// Why the field read was dropped, if it was.
+    pub field_problem: Option<String>,
+}
+
+/// What resolution found.
+#[derive(Clone, Debug)]
+pub struct Resolution {
+    pub module: String,
+    pub loaded: bool,
+    pub kallsyms_readable: bool,
+    pub targets: Vec<FuncTarget>,
+    /// Functions of the profile that are not in the kernel: (name, optional, message).
+    pub missing: Vec<(String, bool, String)>,
+    pub text: Option<(u64, u64)>,
+    pub matrix_dev_addr: Result<u64, String>,
+    pub mdevs_lock_offset: Result<u64, String>,
+    pub mutex: Result<(MutexLayout, String), String>,
+    pub vmlinux_btf: bool,
+    pub module_btf: bool,
+    pub kvmalloc: Option<String>,
+    pub vfree: Option<String>,
+    pub kvfree: Option<String>,
+    pub symbols: Vec<Symbol>,
+    pub kallsyms: Kallsyms,
+}
+
+impl Resolution {
+    /// The global configuration for the probes; lock checks are off (matrix_dev_addr 0)
+    /// when any part of the lock's address is unknown.
+    pub fn global_config(&self, all_allocations: bool) -> abi::GlobalConfig {
+        let (addr, owner_off, mask) =
+            match (&self.matrix_dev_addr, &self.mdevs_lock_offset, &self.mutex) {
+                (Ok(a), Ok(l), Ok((m, _))) => (*a, l + m.owner_offset, m.owner_mask),
+                _ => (0, 0, 0),
+            };
+        let (ts, te) = self.text.unwrap_or((0, 0));
+        abi::GlobalConfig {
+            matrix_dev_addr: addr,
+            lock_owner_offset: owner_off,
+            owner_mask: mask,
+            text_start: ts,
+            text_end: te,
+            all_allocations: all_allocations as u32,
+            owner_is_task: 1,
+        }
+    }
+
+    pub fn lock_checks(&self) -> bool {
+        self.matrix_dev_addr.is_ok() && self.mdevs_lock_offset.is_ok() && self.mutex.is_ok()
+    }
+
+    /// What to write into a recording's header about the probes (before attaching).
+    pub fn probe_statuses(&self) -> Vec<ProbeStatus> {
+        let mut v: Vec<ProbeStatus> = self
+            .targets
+            .iter()
+            .map(|t| ProbeStatus {
+                name: t.name.clone(),
+                state: if t.clone {
+                    ProbeState::Clone
+                } else {
+                    ProbeState::Attached
+                },
+                detail: if t.clone {
+                    format!(
+                        "attached to {} (compiler clone: arguments untrusted)",
+                        t.attach_name
+                    )
+                } else {
+                    String::new()
+                },
+            })
+            .collect();
+        v.extend(self.missing.iter().map(|(n, _, msg)| ProbeStatus {
+            name: n.clone(),
+            state: ProbeState::Missing,
+            detail: msg.clone(),
+        }));
+        v
+    }
+}
+
+/// How to find a struct offset when BTF cannot tell.
+pub fn pahole_hint(strukt: &str, module: &str) -> String {
+    format!(
+        "find it with `pahole -C {strukt} {module}.ko` on the module built with debug info (or \
+         its .debug file), then pass --offset {strukt}.MEMBER=N"
+    )
+}
+
+/// Resolves a profile against a host.
+pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> Resolution {
+    let mut kernel_names: Vec<&str> = Vec::new();
+    kernel_names.extend(KVMALLOC_NAMES);
+    kernel_names.extend(VFREE_NAMES);
+    kernel_names.extend(KVFREE_NAMES);
+    let kallsyms_text = host.kallsyms();
+    let kallsyms = kallsyms_text
+        .as_deref()
+        .map(|t| Kallsyms::parse(t, module, &kernel_names))
+        .unwrap_or_default();
+    let kallsyms_readable = kallsyms_text.is_some() && !kallsyms.zeroed;
+    let loaded = host.module_live(module) || kallsyms.functions_of(module).next().is_some();
+    let filter = host
+        .available_filter_functions()
+        .map(|t| filter_functions(&t, module));
+
+    let vmlinux = host.vmlinux_btf().and_then(|b| Btf::parse(&b).ok());
+    let module_btf = host.module_btf(module).and_then(|b| match &vmlinux {
+        Some(base) => Btf::parse_split(&b, base.clone()).ok(),
+        None => None,
+    });
+
+    let field_offset = |field: &str| -> Result<u64, String> {
+        if let Ok(n) = crate::model::hex_u64::parse(field) {
+            return Ok(n);
+        }
+        if let Some(v) = ov.offsets.get(field) {
+            return Ok(*v);
+        }
+        let (strukt, member) = field
+            .split_once('.')
+            .ok_or_else(|| format!("field {field:?} is neither a number nor STRUCT.MEMBER"))?;
+        match &module_btf {
+            Some(b) => b.offset_of(strukt, member).ok_or_else(|| {
+                format!("{field} is not in the BTF of module {module}; {}", pahole_hint(strukt, module))
+            }),
+            None => Err(format!(
+                "offset of {field} unknown: module {module} has no BTF (/sys/kernel/btf/{module}); {}",
+                pahole_hint(strukt, module)
+            )),
+        }
+    };
+
+    let mut targets = Vec::new();
+    let mut missing = Vec::new();
+    for (i, spec) in profile.functions.iter().enumerate() {
+        let found = find_function(&kallsyms, module, &spec.name);
+        let Some((attach_name, addr, clone)) = found else {
+            let in_filter = filter
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|n| strip_clone_suffix(n).0 == spec.name));
+            let msg = if !loaded {
+                format!("module {module} is not loaded")
+            } else if !kallsyms_readable {
+                "/proc/kallsyms is not readable with addresses (run as root)".to_string()
+            } else if in_filter {
+                "listed by tracefs but not by kallsyms".to_string()
+            } else {
+                "not in the running kernel, or inlined (without debug info the two cannot be told apart)".to_string()
+            };
+            missing.push((spec.name.clone(), spec.optional, msg));
+            continue;
+        };
+        let traceable = filter.as_ref().map(|f| f.contains(&attach_name));
+        let (config, field_problem) = func_config(spec, clone, &field_offset);
+        targets.push(FuncTarget {
+            spec: i,
+            name: spec.name.clone(),
+            attach_name,
+            addr,
+            clone,
+            traceable,
+            config,
+            field_problem,
+        });
+    }
+
+    let mutex = match ov.offsets.get("mutex.owner") {
+        Some(o) => Ok((
+            MutexLayout {
+                owner_offset: *o,
+                owner_mask: ov.owner_mask.unwrap_or(!0x7),
+                rt: ov.owner_mask == Some(!0x1),
+            },
+            "--offset mutex.owner".to_string(),
+        )),
+        None => match &vmlinux {
+            Some(b) => match MutexLayout::from_btf(b) {
+                Some(mut m) => {
+                    if let Some(mask) = ov.owner_mask {
+                        m.owner_mask = mask;
+                    }
+                    Ok((m, if m.rt { "vmlinux BTF (PREEMPT_RT)".into() } else { "vmlinux BTF".into() }))
+                }
+                None => Err("vmlinux BTF has no struct mutex owner; pass --offset mutex.owner=N".into()),
+            },
+            // Without vmlinux BTF (Debian 6.1 s390x): the non-RT layout every such kernel has.
+            None => Ok((
+                MutexLayout { owner_mask: ov.owner_mask.unwrap_or(!0x7), ..MutexLayout::DEFAULT },
+                "default layout (no vmlinux BTF; owner at offset 0, mask ~0x7; override with --offset mutex.owner=N --owner-mask M)".into(),
+            )),
+        },
+    };
+
+    let (lock_struct, lock_member) = profile
+        .lock_field
+        .split_once('.')
+        .unwrap_or(("ap_matrix_dev", "mdevs_lock"));
+    let mdevs_lock_offset = field_offset(&profile.lock_field).map_err(|e| {
+        if e.contains("no BTF") {
+            format!(
+                "offset of {lock_struct}.{lock_member} unknown: module {module} has no BTF; {} \
+                 (e.g. --offset {lock_struct}.{lock_member}=N)",
+                pahole_hint(lock_struct, module)
+            )
+        } else {
+            e
+        }
+    });
+
+    let matrix_dev_addr = locate_variable(
+        host,
+        &kallsyms,
+        module,
+        &profile.lock_holder_symbol,
+        ov,
+        loaded,
+    );
+
+    let pick = |names: &[&str]| {
+        names
+            .iter()
+            .find(|n| kallsyms.lookup(n, "").is_some())
+            .map(|n| n.to_string())
+    };
+    let mut text = ov.text_range.or_else(|| kallsyms.text_range(module));
+    if let (Some((s, e)), Some(sec), None) =
+        (text, host.module_section(module, ".text"), ov.text_range)
+    {
+        text = Some((s.min(sec), e));
+    }
+    Resolution {
+        module: module.to_string(),
+        loaded,
+        kallsyms_readable,
+        missing,
+        targets,
+        text,
+        matrix_dev_addr,
+        mdevs_lock_offset,
+        mutex,
+        vmlinux_btf: vmlinux.is_some(),
+        module_btf: module_btf.is_some(),
+        kvmalloc: pick(KVMALLOC_NAMES),
+        vfree: pick(VFREE_NAMES),
+        kvfree: pick(KVFREE_NAMES),
+        symbols: kallsyms.module_symbols(module),
+        kallsyms,
+    }
+}
+
+/// The function itself, else a compiler clone of it.
+fn find_function(k: &Kallsyms, module: &str, name: &str) -> Option<(String, u64, bool)> {
+    if let Some(s) = k.lookup(name, module).filter(|s| s.is_text()) {
+        return Some((s.name.clone(), s.addr, false));
+    }
+    let mut clones: Vec<_> = k
+        .functions_of(module)
+        .filter(|s| {
+            let (base, is_clone) = strip_clone_suffix(&s.name);
+            is_clone && base == name
+        })
+        .collect();
+    clones.sort_by(|a, b| a.name.cmp(&b.name));
+    clones.first().map(|s| (s.name.clone(), s.addr, true))
+}
+
+fn func_config(
+    spec: &FunctionSpec,
+    clone: bool,
+    field_offset: &dyn Fn(&str) -> Result<u64, String>,
+) -> (abi::FuncConfig, Option<String>) {
+    let mut c = abi::FuncConfig {
+        check_lock: match spec.lock {
+            LockContract::None => abi::check_lock::OFF,
+            LockContract::Held => abi::check_lock::STACK_IF_NOT_HELD,
+            LockContract::NotHeld => abi::check_lock::STACK_IF_HELD,
+        },
+        stack_on_entry: spec.stack as u8,
+        extra_flags: if clone {
+            abi::flags::ARGS_UNTRUSTED as u8
+        } else {
+            0
+        },
+        read_name: (spec.mdev == MdevArg::Object
+            && matches!(
+                spec.role,
+                Role::InitDev | Role::Open | Role::Close | Role::ReleaseDev | Role::SetState
+            )) as u8,
+        ..Default::default()
+    };
+    let mut problem = None;
+    if let Some(r) = &spec.read {
+        match field_offset(&r.field) {
+            Ok(off) if off <= u32::MAX as u64 => {
+                c.field_offset = off as u32;
+                c.field_arg = r.arg.min(abi::MAX_ARGS as u8 - 1);
+                c.field_size = if r.size == 4 { 4 } else { 8 };
+                c.read_field_at = match r.at {
+                    ReadAt::Entry => abi::read_at::ENTRY,
+                    ReadAt::Exit => abi::read_at::EXIT,
+                };
+            }
+            Ok(off) => problem = Some(format!("offset {off} of {} is too large", r.field)),
+            Err(e) => problem = Some(e),
+        }
+    }
+    (c, problem)
+}
+
+fn locate_variable(
+    host: &Host,
+    k: &Kallsyms,
+    module: &str,
+    symbol: &str,
+    ov: &Overrides,
+    loaded: bool,
+) -> Result<u64, String> {
+    if let Some(a) = ov.matrix_dev_addr {
+        return Ok(a);
+    }
+    if let Some(s) = k.lookup(symbol, module) {
+        return Ok(s.addr);
+    }
+    if !loaded {
+        return Err(format!("module {module} is not loaded"));
+    }
+    // No CONFIG_KALLSYMS_ALL: the module file's symbol table + the section's load address.
+    let file = ov
+        .module_file
+        .clone()
+        .or_else(|| host.find_module_file(module));
+    let Some(file) = file else {
+        return Err(format!(
+            "{symbol} is not in /proc/kallsyms (kernel without CONFIG_KALLSYMS_ALL) and no {module}.ko \
+             was found under /lib/modules/{}: pass --module-file PATH or --matrix-dev-addr ADDR",
+            host.kernel_release()
+        ));
+    };
+    let data = read_module_file(&file)?;
+    let loc = elf::find_symbol(&data, symbol).map_err(|e| format!("{}: {e}", file.display()))?;
+    let base = host.module_section(module, &loc.section).ok_or_else(|| {
+        format!(
+            "/sys/module/{module}/sections/{} is not readable (run as root) to place {symbol}",
+            loc.section
+        )
+    })?;
+    Ok(base + loc.value)
+}
+
+/// Parses `START-END` (hex with 0x, or decimal).
+pub fn parse_text_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected START-END"))?;
+    let a = crate::model::hex_u64::parse(a)?;
+    let b = crate::model::hex_u64::parse(b)?;
+    if a >= b {
+        return Err(format!("{s:?}: START must be below END"));
+    }
+    Ok((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_overrides_parse() {
+        assert_eq!(
+            parse_offset_override("ap_matrix_dev.mdevs_lock=0x328").unwrap(),
+            ("ap_matrix_dev.mdevs_lock".to_string(), 0x328)
+        );
+        assert_eq!(parse_offset_override("mutex.owner=0").unwrap().1, 0);
+        assert!(parse_offset_override("mdevs_lock=8").is_err());
+        assert!(parse_offset_override("a.b=x").is_err());
+    }
+}

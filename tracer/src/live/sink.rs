@@ -1,0 +1,110 @@
+//! Printing findings as they happen (text or JSON lines), and the `--guest` selection.
+
+use std::io::Write;
+
+use crate::audit::{Finding, TaskRef};
+use crate::pipeline::Sink;
+
+/// `--guest PID|NAME`: keep findings about mdevs that guest opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestFilter {
+    Pid(u32),
+    Name(String),
+}
+
+impl GuestFilter {
+    pub fn parse(s: &str) -> GuestFilter {
+        match s.parse::<u32>() {
+            Ok(p) => GuestFilter::Pid(p),
+            Err(_) => GuestFilter::Name(s.to_string()),
+        }
+    }
+
+    fn matches_task(&self, t: &TaskRef) -> bool {
+        match self {
+            GuestFilter::Pid(p) => t.pid == *p,
+            GuestFilter::Name(n) => t.guest.as_deref() == Some(n.as_str()),
+        }
+    }
+
+    /// The finding concerns an mdev this guest had open (or the guest's own task).
+    pub fn matches(&self, f: &Finding) -> bool {
+        f.guest.as_ref().is_some_and(|g| self.matches_task(g))
+            || f.task.as_ref().is_some_and(|t| self.matches_task(t))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LiveFormat {
+    Text,
+    Json,
+}
+
+/// Prints each finding the moment the auditor raises it.
+pub struct PrintSink<W: Write + Send> {
+    pub out: W,
+    pub format: LiveFormat,
+    pub guest: Option<GuestFilter>,
+    pub printed: u64,
+}
+
+/// One line for a finding.
+pub fn finding_line(f: &Finding) -> String {
+    let mut s = format!("[{}] {}", f.severity.name(), f.kind.name());
+    if f.uncertain {
+        s.push_str(" (uncertain: events lost)");
+    }
+    if let Some(func) = &f.function {
+        s.push_str(&format!(" in {func}"));
+    }
+    if let Some(m) = &f.mdev {
+        match &m.uuid {
+            Some(u) => s.push_str(&format!(" mdev {u}")),
+            None => s.push_str(&format!(" mdev {:#x}", m.ptr)),
+        }
+    }
+    if let Some(t) = &f.task {
+        s.push_str(&format!(" task {}/{} {}", t.pid, t.tid, t.comm));
+    }
+    if let Some(g) = &f.guest {
+        match &g.guest {
+            Some(n) => s.push_str(&format!(" guest {n} (pid {})", g.pid)),
+            None => s.push_str(&format!(" guest pid {}", g.pid)),
+        }
+    }
+    s.push_str(": ");
+    s.push_str(&f.message);
+    if !f.events.is_empty() {
+        let ev: Vec<String> = f.events.iter().map(|e| e.to_string()).collect();
+        s.push_str(&format!(" [events {}]", ev.join(",")));
+    }
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+impl<W: Write + Send> Sink for PrintSink<W> {
+    fn on_finding(&mut self, f: &Finding) {
+        if let Some(g) = &self.guest {
+            if !g.matches(f) {
+                return;
+            }
+        }
+        let line = match self.format {
+            LiveFormat::Text => {
+                let mut l = finding_line(f);
+                for frame in &f.stack {
+                    l.push_str(&format!("\n    {frame}"));
+                }
+                l
+            }
+            LiveFormat::Json => match serde_json::to_string(f) {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        self.printed += 1;
+        let _ = writeln!(self.out, "{line}");
+        let _ = self.out.flush();
+    }
+}

@@ -1,0 +1,420 @@
+//! Resolution and `check` on host trees built from tracer/tests/fixtures/live (no kernel).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::btf::tests::vmlinux_and_module;
+use super::check::{exit_code, preflight, Probed, Status};
+use super::elf::tests::tiny_ko;
+use super::host::Host;
+use super::resolve::{resolve, Overrides};
+use crate::profile::Profile;
+use tracer_common as abi;
+
+fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/live")
+        .join(name);
+    fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn put(root: &Path, rel: &str, data: impl AsRef<[u8]>) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+/// Debian-like 6.12 x86_64 with the module loaded, BTF everywhere, kprobes.
+fn host_612(dir: &Path) -> Host {
+    put(dir, "proc/sys/kernel/osrelease", "6.12.43+deb12-amd64\n");
+    put(dir, "proc/kallsyms", fixture("kallsyms-6.12-x86_64"));
+    put(
+        dir,
+        "proc/self/status",
+        "Uid:\t0\t0\t0\t0\nCapEff:\t000001ffffffffff\n",
+    );
+    put(
+        dir,
+        "sys/kernel/tracing/available_filter_functions",
+        fixture("available_filter_functions-6.12"),
+    );
+    put(dir, "sys/kernel/tracing/kprobe_events", "");
+    put(dir, "sys/kernel/tracing/events/kmem/kfree/format", "");
+    put(dir, "sys/bus/event_source/devices/kprobe/type", "6\n");
+    put(dir, "sys/module/vfio_ap/initstate", "live\n");
+    put(
+        dir,
+        "sys/module/vfio_ap/sections/.text",
+        "0xffffffffc0a50000\n",
+    );
+    let (v, m) = vmlinux_and_module(false, false);
+    put(dir, "sys/kernel/btf/vmlinux", v);
+    put(dir, "sys/kernel/btf/vfio_ap", m);
+    put(
+        dir,
+        "boot/config-6.12.43+deb12-amd64",
+        fixture("config-debian"),
+    );
+    Host::at(dir)
+}
+
+/// Debian 6.1 s390x: no BTF, no module variables in kallsyms; the .ko under /lib/modules.
+fn host_61_s390x(dir: &Path, with_ko: bool) -> Host {
+    put(dir, "proc/sys/kernel/osrelease", "6.1.0-37-s390x\n");
+    put(dir, "proc/kallsyms", fixture("kallsyms-6.1-s390x"));
+    put(
+        dir,
+        "proc/self/status",
+        "Uid:\t0\t0\t0\t0\nCapEff:\t000001ffffffffff\n",
+    );
+    put(dir, "sys/kernel/tracing/kprobe_events", "");
+    put(
+        dir,
+        "sys/kernel/tracing/available_filter_functions",
+        "vfio_ap_mdev_probe [vfio_ap]\n",
+    );
+    put(dir, "sys/bus/event_source/devices/kprobe/type", "6\n");
+    put(dir, "sys/module/vfio_ap/initstate", "live\n");
+    put(
+        dir,
+        "sys/module/vfio_ap/sections/.bss",
+        "0x000003ff80020000\n",
+    );
+    put(dir, "boot/config-6.1.0-37-s390x", fixture("config-debian"));
+    if with_ko {
+        put(
+            dir,
+            "lib/modules/6.1.0-37-s390x/updates/vfio_ap.ko",
+            tiny_ko(true, "matrix_dev", 0x40),
+        );
+    }
+    Host::at(dir)
+}
+
+/// The build machine: no CONFIG_KPROBES, no module.
+fn host_nokprobes(dir: &Path) -> Host {
+    put(dir, "proc/sys/kernel/osrelease", "6.18.44\n");
+    put(
+        dir,
+        "proc/kallsyms",
+        "ffffffff81000000 T _stext\nffffffff81635550 T __kvmalloc_node_noprof\n",
+    );
+    put(
+        dir,
+        "proc/self/status",
+        "Uid:\t0\t0\t0\t0\nCapEff:\t000001ffffffffff\n",
+    );
+    put(
+        dir,
+        "sys/kernel/tracing/available_filter_functions",
+        "vfs_read\n",
+    );
+    let (v, _) = vmlinux_and_module(false, false);
+    put(dir, "sys/kernel/btf/vmlinux", v);
+    Host::at(dir)
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn live_ok() -> Probed {
+    Probed {
+        live_support: Ok(()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn resolves_a_612_host_with_btf() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let p = Profile::vfio_ap();
+    let r = resolve(&host, &p, "vfio_ap", &Overrides::default());
+    assert!(r.loaded && r.kallsyms_readable && r.vmlinux_btf && r.module_btf);
+    assert!(r.missing.is_empty(), "{:?}", r.missing);
+    assert_eq!(r.targets.len(), p.functions.len());
+    let set_state = r
+        .targets
+        .iter()
+        .find(|t| t.name == "vfio_ap_set_state")
+        .unwrap();
+    assert!(set_state.clone);
+    assert_eq!(set_state.attach_name, "vfio_ap_set_state.isra.0");
+    assert_eq!(
+        set_state.config.extra_flags as u16,
+        abi::flags::ARGS_UNTRUSTED
+    );
+    assert_eq!(set_state.traceable, Some(true));
+    let init = r
+        .targets
+        .iter()
+        .find(|t| t.name == "vfio_ap_init_migration_data")
+        .unwrap();
+    assert_eq!(init.config.field_offset, 3368, "mig_data from module BTF");
+    assert_eq!(init.config.read_field_at, abi::read_at::EXIT);
+    assert_eq!(init.config.check_lock, abi::check_lock::STACK_IF_NOT_HELD);
+    let get_state = r
+        .targets
+        .iter()
+        .find(|t| t.name == "vfio_ap_get_state")
+        .unwrap();
+    assert_eq!(
+        (
+            get_state.config.field_offset,
+            get_state.config.field_arg,
+            get_state.config.field_size
+        ),
+        (0, 1, 4)
+    );
+    let probe = r
+        .targets
+        .iter()
+        .find(|t| t.name == "vfio_ap_mdev_probe")
+        .unwrap();
+    assert_eq!(probe.addr, 0xffffffffc0a50040);
+    assert_eq!(probe.config.check_lock, abi::check_lock::STACK_IF_HELD);
+    assert_eq!(r.matrix_dev_addr, Ok(0xffffffffc0a54000));
+    assert_eq!(r.mdevs_lock_offset, Ok(808));
+    let g = r.global_config(true);
+    assert_eq!(g.matrix_dev_addr, 0xffffffffc0a54000);
+    assert_eq!(g.lock_owner_offset, 808);
+    assert_eq!(g.owner_mask, !0x7);
+    assert_eq!(g.text_start, 0xffffffffc0a50000);
+    assert!(g.text_end > 0xffffffffc0a50d00 && g.text_end <= 0xffffffffc0a60000);
+    assert_eq!(r.kvmalloc.as_deref(), Some("__kvmalloc_node_noprof"));
+    let (rows, _) = preflight(
+        &host,
+        &p,
+        "vfio_ap",
+        &Overrides::default(),
+        &live_ok(),
+        None,
+        "x86_64",
+    );
+    assert_eq!(exit_code(&rows), 0);
+    let bad: Vec<_> = rows.iter().filter(|r| r.status == Status::Fail).collect();
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[test]
+fn s390x_61_without_btf_uses_the_module_file_and_overrides() {
+    let d = tmp();
+    let host = host_61_s390x(d.path(), true);
+    let p = Profile::vfio_ap();
+    let r = resolve(&host, &p, "vfio_ap", &Overrides::default());
+    assert!(!r.vmlinux_btf && !r.module_btf);
+    // matrix_dev: .bss of the loaded module + st_value from the big-endian .ko.
+    assert_eq!(r.matrix_dev_addr, Ok(0x3ff80020040));
+    let err = r.mdevs_lock_offset.clone().unwrap_err();
+    assert!(err.contains("pahole -C ap_matrix_dev"), "{err}");
+    assert!(!r.lock_checks());
+    assert_eq!(r.global_config(false).matrix_dev_addr, 0, "lock checks off");
+    let missing: Vec<_> = r.missing.iter().map(|m| (m.0.as_str(), m.1)).collect();
+    assert_eq!(missing, vec![("vfio_ap_transition_to_state", true)]);
+    let init = r
+        .targets
+        .iter()
+        .find(|t| t.name == "vfio_ap_init_migration_data")
+        .unwrap();
+    assert_eq!(init.config.read_field_at, 0, "no offset: field read off");
+    assert!(init
+        .field_problem
+        .as_deref()
+        .unwrap()
+        .contains("--offset ap_matrix_mdev.MEMBER=N"));
+
+    let mut ov = Overrides::default();
+    ov.offsets.insert("ap_matrix_dev.mdevs_lock".into(), 0x328);
+    ov.offsets.insert("ap_matrix_mdev.mig_data".into(), 3368);
+    let r = resolve(&host, &p, "vfio_ap", &ov);
+    assert!(r.lock_checks());
+    let g = r.global_config(false);
+    assert_eq!(
+        (g.matrix_dev_addr, g.lock_owner_offset, g.owner_mask),
+        (0x3ff80020040, 0x328, !0x7)
+    );
+    let init = r
+        .targets
+        .iter()
+        .find(|t| t.name == "vfio_ap_init_migration_data")
+        .unwrap();
+    assert_eq!(init.config.field_offset, 3368);
+    let (rows, _) = preflight(&host, &p, "vfio_ap", &ov, &live_ok(), None, "s390x");
+    assert_eq!(exit_code(&rows), 0, "degraded, but it runs");
+    assert!(rows
+        .iter()
+        .any(|r| r.item == "BTF vmlinux" && r.status == Status::Warn));
+}
+
+#[test]
+fn s390x_61_without_module_file_says_what_to_pass() {
+    let d = tmp();
+    let host = host_61_s390x(d.path(), false);
+    let r = resolve(&host, &Profile::vfio_ap(), "vfio_ap", &Overrides::default());
+    let e = r.matrix_dev_addr.unwrap_err();
+    assert!(
+        e.contains("--module-file") && e.contains("--matrix-dev-addr"),
+        "{e}"
+    );
+    let ov = Overrides {
+        matrix_dev_addr: Some(0x3ff80020040),
+        ..Default::default()
+    };
+    let r = resolve(&host, &Profile::vfio_ap(), "vfio_ap", &ov);
+    assert_eq!(r.matrix_dev_addr, Ok(0x3ff80020040));
+}
+
+#[test]
+fn a_kernel_without_kprobes_cannot_trace_and_says_so() {
+    let d = tmp();
+    let host = host_nokprobes(d.path());
+    let config = fixture("config-nokprobes");
+    let (rows, _) = preflight(
+        &host,
+        &Profile::vfio_ap(),
+        "vfio_ap",
+        &Overrides::default(),
+        &live_ok(),
+        Some(&config),
+        "x86_64",
+    );
+    assert_eq!(exit_code(&rows), 2);
+    let k = rows.iter().find(|r| r.item == "kprobes").unwrap();
+    assert_eq!(k.status, Status::Fail);
+    assert!(k.detail.contains("without CONFIG_KPROBES"), "{}", k.detail);
+    assert!(k.fix.contains("CONFIG_KPROBES=y"));
+    // Without the config file the missing kprobe PMU and kprobe_events still tell.
+    let (rows, _) = preflight(
+        &host,
+        &Profile::vfio_ap(),
+        "vfio_ap",
+        &Overrides::default(),
+        &live_ok(),
+        None,
+        "x86_64",
+    );
+    let k = rows.iter().find(|r| r.item == "kprobes").unwrap();
+    assert_eq!(k.status, Status::Fail);
+    // The module is not loaded: a warning, the agent waits for it.
+    assert!(rows
+        .iter()
+        .any(|r| r.item == "module vfio_ap" && r.status == Status::Warn));
+}
+
+#[test]
+fn a_binary_without_live_support_says_so() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let probed = Probed {
+        live_support: Err("built without live support".into()),
+        ..Default::default()
+    };
+    let (rows, _) = preflight(
+        &host,
+        &Profile::vfio_ap(),
+        "vfio_ap",
+        &Overrides::default(),
+        &probed,
+        None,
+        "x86_64",
+    );
+    assert_eq!(exit_code(&rows), 2);
+    let r = rows.iter().find(|r| r.item == "live support").unwrap();
+    assert!(r.fix.contains("cargo xtask build"));
+    let text = super::check::to_text(&rows);
+    assert!(text.contains("cannot run"), "{text}");
+}
+
+#[test]
+fn a_profile_file_adds_a_function_that_gets_a_probe() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let p = Profile::from_toml(&fixture("profile-adds-function.toml"), "fixture").unwrap();
+    let r = resolve(&host, &p, "vfio_ap", &Overrides::default());
+    let ping = r
+        .targets
+        .iter()
+        .find(|t| t.name == "vfio_ap_model_ping")
+        .unwrap();
+    assert_eq!(ping.addr, 0xffffffffc0a50000);
+    assert_eq!(ping.config.stack_on_entry, 1);
+    assert_eq!(r.targets.len(), Profile::vfio_ap().functions.len() + 1);
+    assert!(r.targets.len() <= abi::FUNC_SLOTS as usize);
+}
+
+#[test]
+fn a_missing_function_is_reported_and_the_rest_resolve() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let text =
+        fixture("kallsyms-6.12-x86_64").replace("vfio_ap_mdev_close_device", "renamed_close");
+    put(d.path(), "proc/kallsyms", text);
+    let filter = fixture("available_filter_functions-6.12")
+        .replace("vfio_ap_mdev_close_device", "renamed_close");
+    put(
+        d.path(),
+        "sys/kernel/tracing/available_filter_functions",
+        filter,
+    );
+    let r = resolve(&host, &Profile::vfio_ap(), "vfio_ap", &Overrides::default());
+    assert_eq!(r.missing.len(), 1);
+    assert!(r.missing[0].2.contains("inlined"), "{}", r.missing[0].2);
+    assert_eq!(r.targets.len(), Profile::vfio_ap().functions.len() - 1);
+}
+
+#[test]
+fn this_hosts_vmlinux_btf_gives_the_mutex_owner_when_readable() {
+    let Ok(data) = fs::read(PathBuf::from("/sys/kernel/btf/vmlinux")) else {
+        return;
+    };
+    let btf = super::btf::Btf::parse(&data).expect("the running kernel's BTF parses");
+    let m = super::btf::MutexLayout::from_btf(&btf).expect("struct mutex has an owner");
+    assert!(m.owner_offset < 64);
+    assert!(btf.has_struct("task_struct"));
+}
+
+/// Records captured from the ring buffer of a real kernel (x86_64 6.18, the hidden
+/// `--text-range` self-test over `single_open`, `APTRACE_RAW_DUMP`): a kmalloc from
+/// single_open and its kfree from single_release.
+#[test]
+fn raw_records_captured_from_a_real_run_decode() {
+    use crate::model::{decode_record, Allocator, Body, Endian, NoSymbols};
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/live/raw-x86_64-alloc-free.bin");
+    let data = fs::read(&p).unwrap();
+    let mut recs = Vec::new();
+    let mut off = 0;
+    while off + 4 <= data.len() {
+        let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        recs.push(&data[off + 4..off + 4 + len]);
+        off += 4 + len;
+    }
+    assert!(recs.len() >= 2, "{} records", recs.len());
+    let evs: Vec<_> = recs
+        .iter()
+        .map(|r| {
+            decode_record(r, Endian::Little, &NoSymbols)
+                .expect("decodes")
+                .event
+        })
+        .collect();
+    let alloc_ptr = evs
+        .iter()
+        .find_map(|e| match &e.body {
+            Body::Alloc {
+                ptr,
+                allocator: Allocator::Kmalloc,
+                bytes,
+                ..
+            } if *bytes > 0 => Some(*ptr),
+            _ => None,
+        })
+        .expect("an allocation");
+    assert!(evs
+        .iter()
+        .any(|e| matches!(&e.body, Body::Free { ptr, .. } if *ptr == alloc_ptr)));
+    assert!(evs.iter().all(|e| e.ts_ns > 0 && e.task.pid > 0));
+    // Read with the wrong byte order they are refused, not misread.
+    assert!(decode_record(recs[0], Endian::Big, &NoSymbols).is_err());
+}
