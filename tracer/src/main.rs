@@ -89,6 +89,9 @@ enum Command {
         /// Write log messages here (nothing is written to the terminal while the UI is up).
         #[arg(long)]
         log: Option<PathBuf>,
+        /// Serve Prometheus metrics of the replay at /metrics on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Preflight: can live tracing run on this machine, and how degraded?
     /// Exit status: 0 it can (possibly degraded), 2 it cannot.
@@ -100,33 +103,7 @@ enum Command {
     },
     /// Attach to the running kernel, print findings as they happen and a summary at exit
     /// (SIGINT/SIGTERM or --duration). Exit status as `report`.
-    Live {
-        /// Write a recording (.aptr) as events arrive.
-        #[arg(long)]
-        record: Option<PathBuf>,
-        /// Also write the final JSON report to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "text")]
-        format: LiveFormat,
-        /// Stop after this long (30s, 500ms, 5m).
-        #[arg(long, value_parser = commands::parse_duration)]
-        duration: Option<std::time::Duration>,
-        /// Only report mdevs opened by this guest (QEMU pid or `-name guest=` name).
-        #[arg(long)]
-        guest: Option<String>,
-        /// Hook the allocator too (kmalloc/kmem_cache raw tracepoints, kvmalloc, vfree).
-        #[arg(long)]
-        all_allocations: bool,
-        /// Ring buffer size in bytes (rounded up to a power of two).
-        #[arg(long, default_value_t = 4 << 20)]
-        ring_buffer_size: u32,
-        /// Overwrite the recording if it exists.
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        target: TargetArgs,
-    },
+    Live(LiveArgs),
     /// Turn JSON lines (one event per line) into a recording.
     Import {
         file: PathBuf,
@@ -135,6 +112,44 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct LiveArgs {
+    /// Write a recording (.aptr) as events arrive.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Also write the final JSON report to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: LiveFormat,
+    /// Stop after this long (30s, 500ms, 5m).
+    #[arg(long, value_parser = commands::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Only report mdevs opened by this guest (QEMU pid or `-name guest=` name).
+    #[arg(long)]
+    guest: Option<String>,
+    /// Hook the allocator too (kmalloc/kmem_cache raw tracepoints, kvmalloc, vfree).
+    #[arg(long)]
+    all_allocations: bool,
+    /// Ring buffer size in bytes (rounded up to a power of two).
+    #[arg(long, default_value_t = 4 << 20)]
+    ring_buffer_size: u32,
+    /// Overwrite the recording if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Show the terminal UI instead of printing findings (the summary is printed at exit).
+    #[arg(long)]
+    tui: bool,
+    /// Write log messages here while the terminal UI is up.
+    #[arg(long, requires = "tui")]
+    log: Option<PathBuf>,
+    /// Serve Prometheus metrics at /metrics on this address (HOST:PORT, or :PORT for 127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
 }
 
 /// Which module and profile, and values that replace what BTF or kallsyms cannot give.
@@ -190,50 +205,37 @@ impl TargetArgs {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn live(
-    record: Option<PathBuf>,
-    json: Option<PathBuf>,
-    format: LiveFormat,
-    duration: Option<std::time::Duration>,
-    guest: Option<String>,
-    all_allocations: bool,
-    ring_buffer_size: u32,
-    force: bool,
-    target: &TargetArgs,
-) -> anyhow::Result<ExitCode> {
+fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     #[cfg(all(feature = "live", target_os = "linux"))]
     {
-        let t = target.options();
+        let t = args.target.options();
         let (profile, module) = t.resolve()?;
-        let code = tracer::live::agent::run(tracer::live::agent::LiveOptions {
-            record,
-            json,
-            format,
-            duration,
-            guest: guest.as_deref().map(GuestFilter::parse),
+        let opts = tracer::live::agent::LiveOptions {
+            record: args.record,
+            json: args.json,
+            format: args.format,
+            duration: args.duration,
+            guest: args.guest.as_deref().map(GuestFilter::parse),
             module,
             profile,
-            all_allocations,
-            ring_buffer_size,
-            force,
+            all_allocations: args.all_allocations,
+            ring_buffer_size: args.ring_buffer_size,
+            force: args.force,
             overrides: t.overrides,
-        })?;
+            metrics: args.metrics,
+            forward: None,
+            stop: None,
+        };
+        let code = if args.tui {
+            tracer::live::ui::run(opts)?
+        } else {
+            tracer::live::agent::run(opts)?
+        };
         Ok(ExitCode::from(code))
     }
     #[cfg(not(all(feature = "live", target_os = "linux")))]
     {
-        let _ = (
-            record,
-            json,
-            format,
-            duration,
-            guest,
-            all_allocations,
-            ring_buffer_size,
-            force,
-            target,
-        );
+        let _ = args;
         let why = tracer::live::live_support().err().unwrap_or_default();
         anyhow::bail!("{why}; build it with `cargo xtask build`")
     }
@@ -243,7 +245,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         // The UI owns the terminal: logs go to --log FILE or nowhere.
-        Command::Tui { log, .. } => {
+        Command::Tui { log, .. } | Command::Live(LiveArgs { tui: true, log, .. }) => {
             if let Err(e) = tracer::tui::init_logging(log.as_deref()) {
                 eprintln!("aptrace: error: {e:#}");
                 return ExitCode::from(2);
@@ -304,39 +306,21 @@ fn main() -> ExitCode {
             paused,
             profile,
             log: _,
+            metrics,
         } => tracer::tui::replay(
             &file,
             &tracer::tui::ReplayOptions {
                 speed,
                 paused,
                 profile,
+                metrics,
             },
         )
         .map(|_| ExitCode::SUCCESS),
         Command::Check { target, format } => {
             commands::check(&target.options(), format == LiveFormat::Json).map(ExitCode::from)
         }
-        Command::Live {
-            record,
-            json,
-            format,
-            duration,
-            guest,
-            all_allocations,
-            ring_buffer_size,
-            force,
-            target,
-        } => live(
-            record,
-            json,
-            format,
-            duration,
-            guest,
-            all_allocations,
-            ring_buffer_size,
-            force,
-            &target,
-        ),
+        Command::Live(args) => live(args),
         Command::Import {
             file,
             output,

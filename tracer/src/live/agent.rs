@@ -41,6 +41,19 @@ pub fn object_present() -> Result<(), String> {
     }
 }
 
+/// Set while the terminal UI owns the screen: the agent's messages go to the log instead.
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+macro_rules! say {
+    ($($t:tt)*) => {
+        if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+            log::info!($($t)*)
+        } else {
+            eprintln!($($t)*)
+        }
+    };
+}
+
 /// What `aptrace live` was asked to do.
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -55,6 +68,12 @@ pub struct LiveOptions {
     pub ring_buffer_size: u32,
     pub force: bool,
     pub overrides: Overrides,
+    /// `--metrics ADDR`: serve Prometheus metrics there.
+    pub metrics: Option<String>,
+    /// `--tui`: every event also goes to the terminal UI, and nothing is printed.
+    pub forward: Option<std::sync::mpsc::Sender<Event>>,
+    /// Set by the terminal UI when the user quits.
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 const ENTRY_PROGRAM: &str = "enter_";
@@ -494,12 +513,25 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
         .map_err(|e| anyhow!("polling the ring buffer: {e}"))?;
 
     let mut pipeline = Pipeline::new(Auditor::new(opts.profile.clone()), None);
-    pipeline.add_sink(Box::new(PrintSink {
-        out: std::io::stdout(),
-        format: opts.format,
-        guest: opts.guest.clone(),
-        printed: 0,
-    }));
+    if opts.forward.is_none() {
+        pipeline.add_sink(Box::new(PrintSink {
+            out: std::io::stdout(),
+            format: opts.format,
+            guest: opts.guest.clone(),
+            printed: 0,
+        }));
+    }
+    let metrics = match &opts.metrics {
+        Some(addr) => {
+            let m = crate::metrics::Metrics::new(&opts.profile);
+            let server = crate::metrics::serve(addr, m.clone())
+                .with_context(|| format!("starting the metrics server on {addr}"))?;
+            pipeline.add_sink(Box::new(m.sink()));
+            say!("aptrace: metrics at http://{}/metrics", server.local_addr());
+            Some((m, server))
+        }
+        None => None,
+    };
     let boot_to_wall = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
     let hostname = host
         .read_string("/proc/sys/kernel/hostname")
@@ -555,7 +587,7 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
             if id != current {
                 if let Some(a) = attachment.take() {
                     detach(&mut ebpf, a);
-                    eprintln!("aptrace: module {} unloaded; probes detached", opts.module);
+                    say!("aptrace: module {} unloaded; probes detached", opts.module);
                 }
                 if let Some(id) = id {
                     let res =
@@ -571,16 +603,19 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
                         .iter()
                         .filter(|s| !matches!(s.state, ProbeState::Attached))
                     {
-                        eprintln!("aptrace: {} {}: {}", s.name, s.state.name(), s.detail);
+                        say!("aptrace: {} {}: {}", s.name, s.state.name(), s.detail);
                     }
                     if !res.lock_checks() {
                         let why: Vec<String> = [&res.matrix_dev_addr, &res.mdevs_lock_offset]
                             .iter()
                             .filter_map(|r| r.as_ref().err().cloned())
                             .collect();
-                        eprintln!("aptrace: mdevs_lock checks off: {}", why.join("; "));
+                        say!("aptrace: mdevs_lock checks off: {}", why.join("; "));
                     }
                     header_for_report = make_header(Some(&res), a.statuses.clone());
+                    if let Some((m, _)) = &metrics {
+                        m.set_probes(&a.statuses);
+                    }
                     if !pipeline.has_recorder() {
                         if let Some(path) = &opts.record {
                             pipeline.set_recorder(Writer::create(
@@ -590,7 +625,7 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
                             )?);
                         }
                     }
-                    eprintln!(
+                    say!(
                         "aptrace: attached {n} probes to module {} ({} missing, lock checks {})",
                         opts.module,
                         res.missing.len(),
@@ -599,7 +634,7 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
                     attachment = Some(a);
                     waiting_said = false;
                 } else if !waiting_said {
-                    eprintln!("aptrace: waiting for module {} to load", opts.module);
+                    say!("aptrace: waiting for module {} to load", opts.module);
                     waiting_said = true;
                 }
             }
@@ -627,6 +662,9 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
             }
             _ = tick.tick() => {
                 pipeline.idle();
+                if opts.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+                    break;
+                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -638,10 +676,13 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
         }
         events_total += batch.len() as u64;
         for ev in batch.drain(..) {
+            if let Some(tx) = &opts.forward {
+                let _ = tx.send(ev.clone());
+            }
             pipeline.push(ev);
         }
         if let Some(e) = pipeline.record_error.take() {
-            eprintln!("aptrace: recording stopped: {e}");
+            say!("aptrace: recording stopped: {e}");
         }
     }
     // Drain what is left, detach, finish.
@@ -663,17 +704,20 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
     push_losses(&counters, &mut lost_seen, &mut batch);
     events_total += batch.len() as u64;
     for ev in batch.drain(..) {
+        if let Some(tx) = &opts.forward {
+            let _ = tx.send(ev.clone());
+        }
         pipeline.push(ev);
     }
     if let Some(a) = attachment.take() {
         detach(&mut ebpf, a);
     }
     drop(ebpf);
-    eprintln!("aptrace: detached; {events_total} events");
+    say!("aptrace: detached; {events_total} events");
     let had_recorder = pipeline.has_recorder();
     let (auditor, rec_err) = pipeline.finish();
     if let Some(e) = rec_err {
-        eprintln!("aptrace: recording error: {e}");
+        say!("aptrace: recording error: {e}");
     }
     if let (Some(path), false) = (&opts.record, had_recorder) {
         // Never attached: still leave a (header-only) recording behind.
@@ -681,7 +725,7 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
             Ok(w) => {
                 let _ = w.finish();
             }
-            Err(e) => eprintln!("aptrace: cannot write {}: {e}", path.display()),
+            Err(e) => say!("aptrace: cannot write {}: {e}", path.display()),
         }
     }
     let path = opts

@@ -438,6 +438,12 @@ impl Sink for MetricsSink {
     fn on_finding(&mut self, f: &Finding) {
         self.metrics.count_finding(f);
     }
+
+    fn on_idle(&mut self, auditor: &Auditor) {
+        // Gauges must not stay stale when events stop.
+        self.metrics.refresh(auditor);
+        self.last_refresh = Some(Instant::now());
+    }
 }
 
 /// Encodes the state on every scrape.

@@ -17,6 +17,8 @@ pub trait Sink {
     fn on_event(&mut self, _ev: &Event, _auditor: &Auditor) {}
     /// A finding, the moment the auditor raised it.
     fn on_finding(&mut self, _finding: &Finding) {}
+    /// The source is idle: a chance to catch up with the auditor's state.
+    fn on_idle(&mut self, _auditor: &Auditor) {}
 }
 
 /// Where events go once ordered.
@@ -106,6 +108,9 @@ impl Pipeline {
                 self.record_error = Some(e);
                 self.recorder = None;
             }
+        }
+        for s in &mut self.sinks {
+            s.on_idle(&self.auditor);
         }
     }
 

@@ -43,6 +43,8 @@ pub struct ReplayOptions {
     pub paused: bool,
     /// Audit with this profile instead of the recording's.
     pub profile: Option<std::path::PathBuf>,
+    /// `--metrics ADDR`: serve Prometheus metrics of the replay there.
+    pub metrics: Option<String>,
 }
 
 impl Default for ReplayOptions {
@@ -51,6 +53,7 @@ impl Default for ReplayOptions {
             speed: 1.0,
             paused: false,
             profile: None,
+            metrics: None,
         }
     }
 }
@@ -87,10 +90,22 @@ pub fn replay(path: &Path, opts: &ReplayOptions) -> Result<()> {
         loaded.header.probes.clone(),
         &profile,
     );
-    let engine = Engine::new(Auditor::new(profile));
+    let mut pipeline = crate::pipeline::Pipeline::new(Auditor::new(profile.clone()), None);
+    // Started before the terminal is taken, so a port in use is a plain error.
+    let _server = match &opts.metrics {
+        Some(addr) => {
+            let m = crate::metrics::Metrics::new(&profile);
+            m.set_probes(&loaded.header.probes);
+            let server = crate::metrics::serve(addr, m.clone())
+                .with_context(|| format!("starting the metrics server on {addr}"))?;
+            pipeline.add_sink(Box::new(m.sink()));
+            Some(server)
+        }
+        None => None,
+    };
     run(
         Replay::new(loaded.events, opts.speed, opts.paused),
-        engine,
+        Engine::with_pipeline(pipeline),
         info,
     )
 }
