@@ -293,7 +293,8 @@ impl Mdev {
 #[derive(Clone, Debug)]
 struct Frame {
     spec: usize,
-    enter: Event,
+    /// Boxed: frames are pushed and popped on every call, and an event is large to move.
+    enter: Box<Event>,
     mdev: Option<u64>,
     /// The `struct mdev_device *` of probe/remove.
     mdev_device: Option<u64>,
@@ -355,10 +356,45 @@ pub struct UnfinishedCall {
     pub ts_ns: u64,
 }
 
+/// Remembers which profile function (and whether a compiler clone) recent function-name
+/// strings are, by the identity of their `Arc`: events of one source share their name
+/// strings, so most lookups are one pointer comparison. Each slot holds its `Arc`, so the
+/// address cannot be reused by another string while cached.
+#[derive(Default)]
+struct NameCache {
+    slots: [Option<(Arc<str>, Option<(usize, bool)>)>; 32],
+}
+
+impl NameCache {
+    fn slot(name: &Arc<str>) -> usize {
+        let p = Arc::as_ptr(name) as *const u8 as usize;
+        (p >> 4 ^ p >> 9) % 32
+    }
+
+    #[inline]
+    fn lookup(
+        &mut self,
+        name: &Arc<str>,
+        index: &FastMap<String, usize>,
+    ) -> Option<(usize, bool)> {
+        let i = Self::slot(name);
+        if let Some((cached, hit)) = &self.slots[i] {
+            if Arc::ptr_eq(cached, name) {
+                return *hit;
+            }
+        }
+        let (base, clone) = strip_clone_suffix(name);
+        let hit = index.get(base).map(|&spec| (spec, clone));
+        self.slots[i] = Some((name.clone(), hit));
+        hit
+    }
+}
+
 /// The auditor.
 pub struct Auditor {
     profile: Profile,
     index: FastMap<String, usize>,
+    names: NameCache,
     mdevs: FastMap<u64, Mdev>,
     released_order: VecDeque<u64>,
     mdev_devices: FastMap<u64, u64>,
@@ -406,6 +442,7 @@ impl Auditor {
         Auditor {
             profile,
             index,
+            names: NameCache::default(),
             mdevs: FastMap::default(),
             released_order: VecDeque::new(),
             mdev_devices: FastMap::default(),
@@ -449,8 +486,7 @@ impl Auditor {
                 untrusted,
                 stack,
             } => {
-                let (base, clone) = strip_clone_suffix(func);
-                if let Some(&spec) = self.index.get(base) {
+                if let Some((spec, clone)) = self.names.lookup(func, &self.index) {
                     self.on_enter(ev, spec, args, *field, *lock, *untrusted || clone, stack);
                 }
             }
@@ -461,8 +497,7 @@ impl Auditor {
                 duration_ns,
                 field,
             } => {
-                let (base, clone) = strip_clone_suffix(func);
-                if let Some(&spec) = self.index.get(base) {
+                if let Some((spec, clone)) = self.names.lookup(func, &self.index) {
                     self.on_exit(ev, spec, *ret, *arg0, *duration_ns, *field, clone);
                 }
             }
@@ -618,7 +653,7 @@ impl Auditor {
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
         let mut frame = Frame {
             spec: spec_idx,
-            enter: ev.clone(),
+            enter: Box::new(ev.clone()),
             mdev: None,
             mdev_device: None,
             requested: None,
@@ -674,7 +709,7 @@ impl Auditor {
                     .tasks
                     .get(&ev.task.tid)
                     .and_then(|fs| fs.last())
-                    .map(|f| f.enter.clone());
+                    .map(|f| (*f.enter).clone());
                 let inside = holder
                     .as_ref()
                     .and_then(|e| e.body.func().map(|s| format!(", called from {s}")))
@@ -902,9 +937,8 @@ impl Auditor {
         // Pop this call's frame; frames above it lost their exits.
         let frame = self.tasks.get_mut(&ev.task.tid).and_then(|fs| {
             let pos = fs.iter().rposition(|f| f.spec == spec_idx)?;
-            let frame = fs.remove(pos);
-            fs.truncate(pos);
-            Some(frame)
+            fs.truncate(pos + 1);
+            fs.pop()
         });
         if clone || frame.as_ref().is_some_and(|f| f.enter.body_untrusted()) {
             return;
@@ -1109,7 +1143,7 @@ impl Auditor {
                 ev,
                 Some(func.clone()),
                 msg,
-                vec![frame.enter.clone()],
+                vec![(*frame.enter).clone()],
                 Vec::new(),
             );
         }
@@ -1136,7 +1170,7 @@ impl Auditor {
             Some(Body::Enter { stack, .. }) => stack.clone(),
             _ => Vec::new(),
         };
-        let entry = frame.map(|f| f.enter.clone());
+        let entry = frame.map(|f| (*f.enter).clone());
         match self.ledger.get_mut(&p) {
             // The allocator's own event (--all-allocations) came first: same allocation.
             Some(a) if a.tid == ev.task.tid && !a.in_field => {
@@ -1234,7 +1268,7 @@ impl Auditor {
                 ev,
                 Some(func.clone()),
                 msg,
-                vec![frame.enter.clone(), aev],
+                vec![(*frame.enter).clone(), aev],
                 astack,
             );
         }
