@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <task>`.
 
+mod bench;
 mod provision;
 mod samples;
 mod testbed;
@@ -27,6 +28,12 @@ enum Task {
     CrossEndianFixture,
     /// Install what the tests need, then run every test of the workspace.
     Test,
+    /// Run the benchmarks and print every ratio of BENCHMARKS.md (`--quick`: compile and run
+    /// each once on a small input, as CI does).
+    Bench {
+        #[arg(long)]
+        quick: bool,
+    },
     /// Boot Debian kernels in QEMU with the vfio_ap model module and run the scenarios
     /// (`cargo xtask testbed --help`).
     Testbed {
@@ -66,6 +73,7 @@ fn main() -> Result<()> {
         }
         Task::CrossEndianFixture => samples::cross_endian_fixture(&root()),
         Task::Test => test(),
+        Task::Bench { quick } => bench::run(quick),
         Task::Testbed { args } => testbed::run(testbed::TestbedArgs::parse(args)?),
     }
 }
