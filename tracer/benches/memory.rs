@@ -118,7 +118,13 @@ fn main() {
     let runs: Vec<Run> = sizes.iter().map(|&n| run(n, &header)).collect();
     println!(
         "  {:>10}  {:>10}  {:>12}  {:>12}  {:>8}  {:>11}  {:>11}",
-        "events", "peak heap", "heap at end", "allocations", "findings", "outstanding", "mdevs kept"
+        "events",
+        "peak heap",
+        "heap at end",
+        "allocations",
+        "findings",
+        "outstanding",
+        "mdevs kept"
     );
     for r in &runs {
         println!(

@@ -76,7 +76,8 @@ fn end_to_end(path: &std::path::Path) -> (usize, [f64; 3]) {
     r.for_each_event(&mut warnings, |e| auditor.ingest(&e));
     let t_audit = t.elapsed().as_secs_f64();
     let (t_report, text) = secs(|| {
-        let source = tracer::report::SourceInfo::new(&name, &r.header, r.version, Vec::new(), warnings);
+        let source =
+            tracer::report::SourceInfo::new(&name, &r.header, r.version, Vec::new(), warnings);
         let file = tracer::report::FileReport::new(source, &auditor, r.intact());
         Report { files: vec![file] }.to_text()
     });
@@ -101,7 +102,11 @@ fn main() {
     let rounds = if quick { 1 } else { 7 };
     println!(
         "aptrace userspace ratios: {n} events of the realistic mix, {rounds} round(s){}",
-        if quick { " (quick: checks that it runs; not figures)" } else { "" }
+        if quick {
+            " (quick: checks that it runs; not figures)"
+        } else {
+            ""
+        }
     );
 
     let syms = Syms::for_events(&evs);

@@ -13,11 +13,20 @@ use anyhow::{bail, Context, Result};
 
 /// The criterion groups of `tracer/benches/throughput.rs`, in pipeline order.
 const STAGES: &[(&str, &str)] = &[
-    ("abi_decode", "ABI decode (model::decode_record, s390x big-endian records)"),
-    ("reorder", "reorder (pipeline::reorder::Reorder, 50 ms window)"),
+    (
+        "abi_decode",
+        "ABI decode (model::decode_record, s390x big-endian records)",
+    ),
+    (
+        "reorder",
+        "reorder (pipeline::reorder::Reorder, 50 ms window)",
+    ),
     ("audit_ingest", "auditor ingest (audit::Auditor::ingest)"),
     ("recording_write", "recording write (recording::Writer)"),
-    ("recording_read", "recording read (Recording::parse + decode)"),
+    (
+        "recording_read",
+        "recording read (Recording::parse + decode)",
+    ),
     ("report", "report (FileReport::new + to_text / to_json)"),
 ];
 
@@ -35,7 +44,10 @@ pub fn run(quick: bool) -> Result<()> {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     let cargo_bench = |bench: &str, args: &[&str]| -> Result<()> {
-        eprintln!("xtask: cargo bench -p tracer --bench {bench} -- {}", args.join(" "));
+        eprintln!(
+            "xtask: cargo bench -p tracer --bench {bench} -- {}",
+            args.join(" ")
+        );
         let status = Command::new(env!("CARGO"))
             .current_dir(&root)
             .args(["bench", "-p", "tracer", "--bench", bench, "--"])
@@ -154,7 +166,9 @@ fn summary(target: &Path, out: &Path, quick: bool) -> Result<()> {
         q(number(&ratios, "a_report_command_ratio"))
     );
     println!("(b) probe cost per call vs nothing attached and vs ftrace kprobe events: {TESTBED}");
-    println!("(c) allocation-heavy loop, default and --all-allocations, vs do-nothing BPF: {TESTBED}");
+    println!(
+        "(c) allocation-heavy loop, default and --all-allocations, vs do-nothing BPF: {TESTBED}"
+    );
     println!("(d) highest sustained event rate without loss, and above it: {TESTBED}");
     println!("(e) attach time, start to all probes attached: {TESTBED}");
     let f = q(number(&ratios, "f_recording_bytes_per_event"));

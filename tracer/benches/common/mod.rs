@@ -17,7 +17,7 @@ pub const MIX_EVENTS: usize = 1_000_000;
 pub const QUICK_EVENTS: usize = 20_000;
 /// One mdev life in this many carries a fault (the mix is mostly clean).
 pub const FAULT_EVERY: u64 = 500;
-pub const SEED: u64 = 0x5eed_a9;
+pub const SEED: u64 = 0x005e_eda9;
 
 /// Whether the binary was started by `cargo bench` (criterion's rule: `--bench` present) and
 /// not by `cargo test --benches` or with `--quick`.
@@ -177,8 +177,8 @@ fn put<const N: usize>(b: &mut [u8], off: usize, le: [u8; N], be: [u8; N], endia
 /// The ABI record the probes would have written for a call event, in `endian` byte order.
 /// Events userspace makes itself (names) have no record: `None`.
 pub fn to_raw(ev: &Event, endian: Endian, syms: &Syms) -> Option<Vec<u8>> {
-    use core::mem::{offset_of, size_of};
     use abi::{FuncEntry, FuncExit, RecordHeader};
+    use core::mem::{offset_of, size_of};
     let p16 = |b: &mut [u8], o: usize, v: u16| put(b, o, v.to_le_bytes(), v.to_be_bytes(), endian);
     let p32 = |b: &mut [u8], o: usize, v: u32| put(b, o, v.to_le_bytes(), v.to_be_bytes(), endian);
     let p64 = |b: &mut [u8], o: usize, v: u64| put(b, o, v.to_le_bytes(), v.to_be_bytes(), endian);
@@ -246,7 +246,11 @@ pub fn to_raw(ev: &Event, endian: Endian, syms: &Syms) -> Option<Vec<u8>> {
             p64(&mut b, offset_of!(FuncExit, func_ip), syms.addr_of(func));
             p64(&mut b, offset_of!(FuncExit, ret), *ret);
             p64(&mut b, offset_of!(FuncExit, arg0), *arg0);
-            p64(&mut b, offset_of!(FuncExit, duration_ns), duration_ns.unwrap_or(0));
+            p64(
+                &mut b,
+                offset_of!(FuncExit, duration_ns),
+                duration_ns.unwrap_or(0),
+            );
             p64(&mut b, offset_of!(FuncExit, field), field.unwrap_or(0));
             Some(b)
         }

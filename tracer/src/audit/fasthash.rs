@@ -66,7 +66,7 @@ impl Default for FastState {
     fn default() -> Self {
         static SEED: OnceLock<u64> = OnceLock::new();
         FastState(*SEED.get_or_init(|| {
-            std::collections::hash_map::RandomState::new().hash_one(0x6170_7472_6163_65u64)
+            std::collections::hash_map::RandomState::new().hash_one(0x0061_7074_7261_6365_u64)
         }))
     }
 }
@@ -103,6 +103,9 @@ mod tests {
         let s = FastState::default();
         let a = String::from("vfio_ap_set_state");
         assert_eq!(s.hash_one(&a), s.hash_one("vfio_ap_set_state"));
-        assert_ne!(s.hash_one("vfio_ap_set_state"), s.hash_one("vfio_ap_get_state"));
+        assert_ne!(
+            s.hash_one("vfio_ap_set_state"),
+            s.hash_one("vfio_ap_get_state")
+        );
     }
 }

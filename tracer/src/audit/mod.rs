@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use fasthash::FastMap;
 pub use finding::{Finding, Kind, MdevRef, Severity, TaskRef};
 use migration::{is_direct_arc, MigState};
 pub use stats::{FunctionStats, Histogram};
-use fasthash::FastMap;
 
 use crate::model::{hex_u64, Body, Event, LockObs, LossSource};
 use crate::profile::{strip_clone_suffix, LockContract, MdevArg, Profile, Role};
@@ -362,8 +362,12 @@ pub struct UnfinishedCall {
 /// address cannot be reused by another string while cached.
 #[derive(Default)]
 struct NameCache {
-    slots: [Option<(Arc<str>, Option<(usize, bool)>)>; 32],
+    slots: [Option<(Arc<str>, NameHit)>; 32],
 }
+
+/// The profile function's index and whether the name is a compiler clone; `None` when the
+/// profile does not have the function.
+type NameHit = Option<(usize, bool)>;
 
 impl NameCache {
     fn slot(name: &Arc<str>) -> usize {
@@ -372,11 +376,7 @@ impl NameCache {
     }
 
     #[inline]
-    fn lookup(
-        &mut self,
-        name: &Arc<str>,
-        index: &FastMap<String, usize>,
-    ) -> Option<(usize, bool)> {
+    fn lookup(&mut self, name: &Arc<str>, index: &FastMap<String, usize>) -> Option<(usize, bool)> {
         let i = Self::slot(name);
         if let Some((cached, hit)) = &self.slots[i] {
             if Arc::ptr_eq(cached, name) {
@@ -1110,9 +1110,10 @@ impl Auditor {
                     "{func} returned a file ({ret:#x}) for {} on a request for {to}, whose last arc opens no data stream",
                     label()
                 ))
-            } else if let (Some(from), false) =
-                (before, migration::reachable(before.unwrap_or(to), to, flags))
-            {
+            } else if let (Some(from), false) = (
+                before,
+                migration::reachable(before.unwrap_or(to), to, flags),
+            ) {
                 Some(format!(
                     "{func} accepted {from} → {to} on {}, which no walk of direct arcs reaches",
                     label()
