@@ -108,6 +108,34 @@ pub fn is_direct_arc(from: MigState, to: MigState, flags: u32) -> bool {
     }
 }
 
+/// Whether some walk of direct arcs leads from `from` to `to` (as `path(..).is_some()`,
+/// without building the walk: the auditor asks on every accepted request).
+pub fn reachable(from: MigState, to: MigState, flags: u32) -> bool {
+    if from == to {
+        return true;
+    }
+    let (mut seen, mut frontier) = (1u8 << from as u8, 1u8 << from as u8);
+    while frontier != 0 {
+        let mut next = 0u8;
+        for s in MigState::ALL {
+            if frontier & (1 << s as u8) == 0 {
+                continue;
+            }
+            for n in MigState::ALL {
+                if seen & (1 << n as u8) == 0 && is_direct_arc(s, n, flags) {
+                    next |= 1 << n as u8;
+                }
+            }
+        }
+        if next & (1 << to as u8) != 0 {
+            return true;
+        }
+        seen |= next;
+        frontier = next;
+    }
+    false
+}
+
 /// The shortest walk of direct arcs from `from` to `to`, without `from` itself; `None`
 /// when `to` cannot be reached.
 pub fn path(from: MigState, to: MigState, flags: u32) -> Option<Vec<MigState>> {
@@ -171,5 +199,27 @@ mod tests {
         assert!(!is_direct_arc(StopCopy, PreCopy, all));
         assert!(!is_direct_arc(Error, Stop, all));
         assert_eq!(path(Running, Stop, all), Some(vec![RunningP2p, Stop]));
+    }
+
+    #[test]
+    fn reachable_agrees_with_path() {
+        let s = VFIO_MIGRATION_STOP_COPY;
+        for flags in [
+            0,
+            s,
+            s | VFIO_MIGRATION_P2P,
+            s | VFIO_MIGRATION_PRE_COPY,
+            s | VFIO_MIGRATION_P2P | VFIO_MIGRATION_PRE_COPY,
+        ] {
+            for from in MigState::ALL {
+                for to in MigState::ALL {
+                    assert_eq!(
+                        reachable(from, to, flags),
+                        path(from, to, flags).is_some(),
+                        "{from} -> {to} with {flags:#x}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -4,15 +4,17 @@
 //! `findings` and `snapshot` at any time, `finish` at the end. Everything it concludes can be
 //! reproduced from a recording.
 
+mod fasthash;
 pub mod finding;
 pub mod migration;
 pub mod stats;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use fasthash::FastMap;
 pub use finding::{Finding, Kind, MdevRef, Severity, TaskRef};
 use migration::{is_direct_arc, MigState};
 pub use stats::{FunctionStats, Histogram};
@@ -151,8 +153,65 @@ struct Mdev {
     outstanding_bytes: u64,
     findings: u64,
     events: u64,
-    timeline: VecDeque<TimelineEntry>,
+    timeline: VecDeque<Noted>,
     timeline_dropped: u64,
+}
+
+/// A timeline line as the auditor keeps it: what happened, rendered into
+/// [`TimelineEntry::what`] only when a sink asks (most lines are never shown).
+#[derive(Clone, Debug)]
+enum Note {
+    Text(&'static str),
+    /// `first seen in {func} (adopted)`
+    Adopted(Arc<str>),
+    /// `open by pid {pid}`
+    OpenBy(u32),
+    /// `probe failed ({err})`
+    ProbeFailed(i32),
+    /// `open failed ({err})`
+    OpenFailed(i32),
+    /// `mig_data {p:#x} allocated`
+    MigAllocated(u64),
+    /// `mig_data {p:#x} freed`
+    MigFreed(u64),
+    /// `request {state} refused`, from the raw requested state.
+    Refused(u64),
+    /// `{from} → {to}`, `?` for an unknown from.
+    Step(Option<MigState>, MigState),
+}
+
+impl Note {
+    fn render(&self) -> String {
+        match self {
+            Note::Text(s) => (*s).to_string(),
+            Note::Adopted(func) => format!("first seen in {func} (adopted)"),
+            Note::OpenBy(pid) => format!("open by pid {pid}"),
+            Note::ProbeFailed(err) => format!("probe failed ({err})"),
+            Note::OpenFailed(err) => format!("open failed ({err})"),
+            Note::MigAllocated(p) => format!("mig_data {p:#x} allocated"),
+            Note::MigFreed(p) => format!("mig_data {p:#x} freed"),
+            Note::Refused(raw) => format!("request {} refused", state_name(*raw)),
+            Note::Step(from, to) => {
+                let from = from.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+                format!("{from} → {to}")
+            }
+        }
+    }
+}
+
+/// A requested state by name, or `invalid state N`.
+fn state_name(raw: u64) -> String {
+    MigState::try_from(raw)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|raw| format!("invalid state {raw}"))
+}
+
+#[derive(Clone, Debug)]
+struct Noted {
+    seq: u64,
+    ts_ns: u64,
+    note: Note,
+    mig_state: Option<MigState>,
 }
 
 impl Mdev {
@@ -190,15 +249,15 @@ impl Mdev {
         }
     }
 
-    fn note(&mut self, ev: &Event, what: String, mig_state: Option<MigState>) {
+    fn note(&mut self, ev: &Event, note: Note, mig_state: Option<MigState>) {
         if self.timeline.len() == TIMELINE_CAP {
             self.timeline.pop_front();
             self.timeline_dropped += 1;
         }
-        self.timeline.push_back(TimelineEntry {
+        self.timeline.push_back(Noted {
             seq: ev.seq,
             ts_ns: ev.ts_ns,
-            what,
+            note,
             mig_state,
         });
     }
@@ -215,7 +274,16 @@ impl Mdev {
             outstanding_bytes: self.outstanding_bytes,
             findings: self.findings,
             events: self.events,
-            timeline: self.timeline.iter().cloned().collect(),
+            timeline: self
+                .timeline
+                .iter()
+                .map(|n| TimelineEntry {
+                    seq: n.seq,
+                    ts_ns: n.ts_ns,
+                    what: n.note.render(),
+                    mig_state: n.mig_state,
+                })
+                .collect(),
             timeline_dropped: self.timeline_dropped,
         }
     }
@@ -225,7 +293,8 @@ impl Mdev {
 #[derive(Clone, Debug)]
 struct Frame {
     spec: usize,
-    enter: Event,
+    /// Boxed: frames are pushed and popped on every call, and an event is large to move.
+    enter: Box<Event>,
     mdev: Option<u64>,
     /// The `struct mdev_device *` of probe/remove.
     mdev_device: Option<u64>,
@@ -287,18 +356,53 @@ pub struct UnfinishedCall {
     pub ts_ns: u64,
 }
 
+/// Remembers which profile function (and whether a compiler clone) recent function-name
+/// strings are, by the identity of their `Arc`: events of one source share their name
+/// strings, so most lookups are one pointer comparison. Each slot holds its `Arc`, so the
+/// address cannot be reused by another string while cached.
+#[derive(Default)]
+struct NameCache {
+    slots: [Option<(Arc<str>, NameHit)>; 32],
+}
+
+/// The profile function's index and whether the name is a compiler clone; `None` when the
+/// profile does not have the function.
+type NameHit = Option<(usize, bool)>;
+
+impl NameCache {
+    fn slot(name: &Arc<str>) -> usize {
+        let p = Arc::as_ptr(name) as *const u8 as usize;
+        (p >> 4 ^ p >> 9) % 32
+    }
+
+    #[inline]
+    fn lookup(&mut self, name: &Arc<str>, index: &FastMap<String, usize>) -> Option<(usize, bool)> {
+        let i = Self::slot(name);
+        if let Some((cached, hit)) = &self.slots[i] {
+            if Arc::ptr_eq(cached, name) {
+                return *hit;
+            }
+        }
+        let (base, clone) = strip_clone_suffix(name);
+        let hit = index.get(base).map(|&spec| (spec, clone));
+        self.slots[i] = Some((name.clone(), hit));
+        hit
+    }
+}
+
 /// The auditor.
 pub struct Auditor {
     profile: Profile,
-    index: HashMap<String, usize>,
-    mdevs: HashMap<u64, Mdev>,
+    index: FastMap<String, usize>,
+    names: NameCache,
+    mdevs: FastMap<u64, Mdev>,
     released_order: VecDeque<u64>,
-    mdev_devices: HashMap<u64, u64>,
-    tasks: HashMap<u32, Vec<Frame>>,
-    ledger: HashMap<u64, Allocation>,
-    freed: HashMap<u64, Freed>,
+    mdev_devices: FastMap<u64, u64>,
+    tasks: FastMap<u32, Vec<Frame>>,
+    ledger: FastMap<u64, Allocation>,
+    freed: FastMap<u64, Freed>,
     freed_order: VecDeque<u64>,
-    guests: HashMap<u32, Arc<str>>,
+    guests: FastMap<u32, Arc<str>>,
     findings: Vec<Finding>,
     functions: Vec<FunctionStats>,
     transitions: BTreeMap<(MigState, MigState), u64>,
@@ -308,6 +412,14 @@ pub struct Auditor {
     lost: u64,
     last_loss_seq: Option<u64>,
     mdevs_seen: u64,
+}
+
+/// The function of a call event, sharing the event's string.
+fn call_name(ev: &Event) -> Arc<str> {
+    match &ev.body {
+        Body::Enter { func, .. } | Body::Exit { func, .. } => func.clone(),
+        _ => Arc::from(""),
+    }
 }
 
 fn int_ret(ret: u64) -> i32 {
@@ -325,19 +437,20 @@ fn secs(ts: u64) -> String {
 
 impl Auditor {
     pub fn new(profile: Profile) -> Auditor {
-        let index = profile.index();
+        let index = profile.index().into_iter().collect();
         let functions = vec![FunctionStats::default(); profile.functions.len()];
         Auditor {
             profile,
             index,
-            mdevs: HashMap::new(),
+            names: NameCache::default(),
+            mdevs: FastMap::default(),
             released_order: VecDeque::new(),
-            mdev_devices: HashMap::new(),
-            tasks: HashMap::new(),
-            ledger: HashMap::new(),
-            freed: HashMap::new(),
+            mdev_devices: FastMap::default(),
+            tasks: FastMap::default(),
+            ledger: FastMap::default(),
+            freed: FastMap::default(),
             freed_order: VecDeque::new(),
-            guests: HashMap::new(),
+            guests: FastMap::default(),
             findings: Vec::new(),
             functions,
             transitions: BTreeMap::new(),
@@ -373,8 +486,7 @@ impl Auditor {
                 untrusted,
                 stack,
             } => {
-                let (base, clone) = strip_clone_suffix(func);
-                if let Some(&spec) = self.index.get(base) {
+                if let Some((spec, clone)) = self.names.lookup(func, &self.index) {
                     self.on_enter(ev, spec, args, *field, *lock, *untrusted || clone, stack);
                 }
             }
@@ -385,8 +497,7 @@ impl Auditor {
                 duration_ns,
                 field,
             } => {
-                let (base, clone) = strip_clone_suffix(func);
-                if let Some(&spec) = self.index.get(base) {
+                if let Some((spec, clone)) = self.names.lookup(func, &self.index) {
                     self.on_exit(ev, spec, *ret, *arg0, *duration_ns, *field, clone);
                 }
             }
@@ -492,7 +603,7 @@ impl Auditor {
         }
         let m = self.mdevs.entry(ptr).or_insert_with(|| {
             let mut m = Mdev::new(ptr, 0, true);
-            m.note(ev, format!("first seen in {func} (adopted)"), None);
+            m.note(ev, Note::Adopted(func.clone()), None);
             m
         });
         if m.adopted && m.events == 0 {
@@ -538,15 +649,11 @@ impl Auditor {
         self.functions[spec_idx].entries += 1;
         let spec = &self.profile.functions[spec_idx];
         let (role, contract, mdev_arg) = (spec.role, spec.lock, spec.mdev);
-        let func: Arc<str> = ev
-            .body
-            .func()
-            .map(Arc::from)
-            .unwrap_or_else(|| Arc::from(""));
+        let func = call_name(ev);
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
         let mut frame = Frame {
             spec: spec_idx,
-            enter: ev.clone(),
+            enter: Box::new(ev.clone()),
             mdev: None,
             mdev_device: None,
             requested: None,
@@ -602,7 +709,7 @@ impl Auditor {
                     .tasks
                     .get(&ev.task.tid)
                     .and_then(|fs| fs.last())
-                    .map(|f| f.enter.clone());
+                    .map(|f| (*f.enter).clone());
                 let inside = holder
                     .as_ref()
                     .and_then(|e| e.body.func().map(|s| format!(", called from {s}")))
@@ -654,11 +761,11 @@ impl Auditor {
             self.frames(ev.task.tid).push(frame);
             return;
         };
-        let label = self.mdev_label(ptr);
         match role {
             Role::MigrationCapabilities => {
                 let m = &self.mdevs[&ptr];
                 if m.registered && !m.adopted && !frame.lock_fault {
+                    let label = self.mdev_label(ptr);
                     let msg = format!(
                         "{func} ran on {label} after probe had registered it: the VFIO core saw no mig_ops at registration"
                     );
@@ -688,8 +795,9 @@ impl Auditor {
                     None
                 };
                 m.guest = Some(task);
-                m.note(ev, format!("open by pid {}", ev.task.pid), None);
+                m.note(ev, Note::OpenBy(ev.task.pid), None);
                 if let Some(problem) = problem {
+                    let label = self.mdev_label(ptr);
                     let msg = format!("{func} opened {label} {problem}");
                     self.raise(
                         Kind::LifecycleOrder,
@@ -705,6 +813,7 @@ impl Auditor {
             Role::Close => {
                 let m = &self.mdevs[&ptr];
                 if !m.open && !m.adopted && !frame.lock_fault && m.phase != Phase::Released {
+                    let label = self.mdev_label(ptr);
                     let msg = format!("{func} closed {label}, which was not open");
                     self.raise(
                         Kind::LifecycleOrder,
@@ -750,6 +859,7 @@ impl Auditor {
                     }
                 }
                 if let Some(arc) = fault {
+                    let label = self.mdev_label(ptr);
                     let msg = format!(
                         "{func} stepped {label} along {arc}, which is not one direct arc of the VFIO migration state machine"
                     );
@@ -768,7 +878,7 @@ impl Auditor {
                 let m = self.mdevs.get_mut(&ptr).expect("touched");
                 if m.mig_state.is_some() {
                     m.mig_state = Some(MigState::Running);
-                    m.note(ev, "reset".into(), Some(MigState::Running));
+                    m.note(ev, Note::Text("reset"), Some(MigState::Running));
                 }
             }
             _ => {}
@@ -785,7 +895,7 @@ impl Auditor {
         // A pointer back after release is a new incarnation, not a use-after-release.
         let mut m = Mdev::new(ptr, incarnation, false);
         m.events = 1;
-        m.note(ev, "init_dev (created)".into(), None);
+        m.note(ev, Note::Text("init_dev (created)"), None);
         self.mdevs.insert(ptr, m);
     }
 
@@ -807,11 +917,7 @@ impl Auditor {
         }
         let spec = &self.profile.functions[spec_idx];
         let (role, mdev_arg) = (spec.role, spec.mdev);
-        let func: Arc<str> = ev
-            .body
-            .func()
-            .map(Arc::from)
-            .unwrap_or_else(|| Arc::from(""));
+        let func = call_name(ev);
         let failed = if role == Role::SetState {
             ptr_is_err(ret)
         } else {
@@ -831,9 +937,8 @@ impl Auditor {
         // Pop this call's frame; frames above it lost their exits.
         let frame = self.tasks.get_mut(&ev.task.tid).and_then(|fs| {
             let pos = fs.iter().rposition(|f| f.spec == spec_idx)?;
-            let frame = fs.remove(pos);
-            fs.truncate(pos);
-            Some(frame)
+            fs.truncate(pos + 1);
+            fs.pop()
         });
         if clone || frame.as_ref().is_some_and(|f| f.enter.body_untrusted()) {
             return;
@@ -849,13 +954,12 @@ impl Auditor {
         } else if let Some(m) = self.mdevs.get_mut(&ptr) {
             m.events += 1;
         }
-        let label = self.mdev_label(ptr);
         let lock_fault = frame.as_ref().is_some_and(|f| f.lock_fault);
         match role {
             Role::Probe => {
                 let m = self.mdevs.get_mut(&ptr).expect("touched");
                 if failed {
-                    m.note(ev, format!("probe failed ({})", int_ret(ret)), None);
+                    m.note(ev, Note::ProbeFailed(int_ret(ret)), None);
                     if let Some(f) = &frame {
                         self.error_path_leaks(ptr, f, ev, &func, int_ret(ret));
                     }
@@ -864,13 +968,13 @@ impl Auditor {
                     if m.phase == Phase::Probing {
                         m.phase = Phase::Registered;
                     }
-                    m.note(ev, "probe done (registered)".into(), None);
+                    m.note(ev, Note::Text("probe done (registered)"), None);
                 }
             }
             Role::Open => {
                 let m = self.mdevs.get_mut(&ptr).expect("touched");
                 if failed {
-                    m.note(ev, format!("open failed ({})", int_ret(ret)), None);
+                    m.note(ev, Note::OpenFailed(int_ret(ret)), None);
                     if let Some(f) = &frame {
                         self.error_path_leaks(ptr, f, ev, &func, int_ret(ret));
                     }
@@ -886,14 +990,14 @@ impl Auditor {
                     m.phase = Phase::Closed;
                 }
                 m.mig_state = None;
-                m.note(ev, "closed".into(), None);
+                m.note(ev, Note::Text("closed"), None);
             }
             Role::Remove => {
                 let m = self.mdevs.get_mut(&ptr).expect("touched");
                 if m.phase != Phase::Released {
                     m.phase = Phase::Removed;
                 }
-                m.note(ev, "removed".into(), None);
+                m.note(ev, Note::Text("removed"), None);
             }
             Role::ReleaseDev => self.end_life(ptr, ev, &func),
             Role::AllocField if !failed => {
@@ -903,7 +1007,7 @@ impl Auditor {
             }
             Role::SetState => {
                 if let Some(f) = frame {
-                    self.check_set_state(ptr, &f, ev, ret, failed, &func, &label);
+                    self.check_set_state(ptr, &f, ev, ret, failed, &func);
                 }
             }
             Role::GetState if !failed => {
@@ -915,6 +1019,7 @@ impl Auditor {
                             let shown = MigState::try_from(read)
                                 .map(|s| s.to_string())
                                 .unwrap_or_else(|raw| format!("invalid state {raw}"));
+                            let label = self.mdev_label(ptr);
                             let msg = format!(
                                 "{func} read back {shown} on {label}, but the last accepted request left it in {tracked}"
                             );
@@ -968,27 +1073,26 @@ impl Auditor {
         ret: u64,
         failed: bool,
         func: &Arc<str>,
-        label: &str,
     ) {
         let flags = self.profile.migration_flags;
         let raw = frame.requested.unwrap_or(0);
         let requested = MigState::try_from(raw);
         let before = frame.state_before;
-        let evidence = vec![frame.enter.clone()];
-        let req_name = requested
-            .map(|s| s.to_string())
-            .unwrap_or_else(|raw| format!("invalid state {raw}"));
+        // Messages are built only for a fault: most calls are clean.
+        let label = || self.mdev_label(ptr);
         let fault = if frame.step_fault {
             None // already reported at the step that broke the machine
         } else if !requested.is_ok_and(|s| s.supported(flags)) {
             (!failed).then(|| {
                 format!(
-                    "{func} accepted a request for {req_name} on {label}, a state outside the device's migration flags ({flags:#x}); it must fail"
+                    "{func} accepted a request for {} on {}, a state outside the device's migration flags ({flags:#x}); it must fail",
+                    state_name(raw),
+                    label()
                 )
             })
         } else if before == Some(MigState::Error) {
             (!failed).then(|| {
-                format!("{func} accepted a request for {req_name} on {label} while the device was in ERROR; nothing leaves ERROR but a reset")
+                format!("{func} accepted a request for {} on {} while the device was in ERROR; nothing leaves ERROR but a reset", state_name(raw), label())
             })
         } else if failed {
             None
@@ -998,17 +1102,21 @@ impl Auditor {
             let has_file = ret != 0;
             if wants_file && !has_file {
                 Some(format!(
-                    "{func} moved {label} into {to} but returned no migration data file"
+                    "{func} moved {} into {to} but returned no migration data file",
+                    label()
                 ))
             } else if !wants_file && has_file && before.is_some() {
                 Some(format!(
-                    "{func} returned a file ({ret:#x}) for {label} on a request for {to}, whose last arc opens no data stream"
+                    "{func} returned a file ({ret:#x}) for {} on a request for {to}, whose last arc opens no data stream",
+                    label()
                 ))
-            } else if let (Some(from), None) =
-                (before, migration::path(before.unwrap_or(to), to, flags))
-            {
+            } else if let (Some(from), false) = (
+                before,
+                migration::reachable(before.unwrap_or(to), to, flags),
+            ) {
                 Some(format!(
-                    "{func} accepted {from} → {to} on {label}, which no walk of direct arcs reaches"
+                    "{func} accepted {from} → {to} on {}, which no walk of direct arcs reaches",
+                    label()
                 ))
             } else {
                 None
@@ -1020,15 +1128,14 @@ impl Auditor {
             if before.is_some() && requested.is_ok_and(|s| s.supported(flags)) {
                 m.mig_state = None;
             }
-            m.note(ev, format!("request {req_name} refused"), m.mig_state);
+            m.note(ev, Note::Refused(raw), m.mig_state);
         } else if let Ok(to) = requested {
             if let Some(from) = before {
                 *self.transitions.entry((from, to)).or_default() += 1;
             }
             // An unsupported state was already reported: what follows cannot be judged.
             m.mig_state = Some(to).filter(|s| s.supported(flags));
-            let from = before.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
-            m.note(ev, format!("{from} → {to}"), Some(to));
+            m.note(ev, Note::Step(before, to), Some(to));
         }
         if let Some(msg) = fault {
             self.raise(
@@ -1037,7 +1144,7 @@ impl Auditor {
                 ev,
                 Some(func.clone()),
                 msg,
-                evidence,
+                vec![(*frame.enter).clone()],
                 Vec::new(),
             );
         }
@@ -1064,7 +1171,7 @@ impl Auditor {
             Some(Body::Enter { stack, .. }) => stack.clone(),
             _ => Vec::new(),
         };
-        let entry = frame.map(|f| f.enter.clone());
+        let entry = frame.map(|f| (*f.enter).clone());
         match self.ledger.get_mut(&p) {
             // The allocator's own event (--all-allocations) came first: same allocation.
             Some(a) if a.tid == ev.task.tid && !a.in_field => {
@@ -1099,7 +1206,7 @@ impl Auditor {
         }
         self.mdevs.get_mut(&ptr).expect("touched").note(
             ev,
-            format!("mig_data {p:#x} allocated"),
+            Note::MigAllocated(p),
             Some(MigState::Running),
         );
         self.mdevs.get_mut(&ptr).expect("touched").mig_state = Some(MigState::Running);
@@ -1162,7 +1269,7 @@ impl Auditor {
                 ev,
                 Some(func.clone()),
                 msg,
-                vec![frame.enter.clone(), aev],
+                vec![(*frame.enter).clone(), aev],
                 astack,
             );
         }
@@ -1211,7 +1318,7 @@ impl Auditor {
             m.phase = Phase::Released;
             m.open = false;
             m.released_by = Some(ev.seq);
-            m.note(ev, "released".into(), None);
+            m.note(ev, Note::Text("released"), None);
         }
         self.mdev_devices.retain(|_, v| *v != ptr);
         self.released_order.push_back(ptr);
@@ -1299,7 +1406,7 @@ impl Auditor {
             self.forget_outstanding(&a);
             if let Some(m) = a.mdev.and_then(|q| self.mdevs.get_mut(&q)) {
                 if a.in_field {
-                    m.note(ev, format!("mig_data {p:#x} freed"), None);
+                    m.note(ev, Note::MigFreed(p), None);
                 }
             }
             self.remember_freed(p, ev, tid, call_seq);

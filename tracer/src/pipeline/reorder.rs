@@ -9,28 +9,16 @@ use std::collections::BinaryHeap;
 
 use crate::model::Event;
 
-struct Item(Event, u64);
-
-impl PartialEq for Item {
-    fn eq(&self, o: &Self) -> bool {
-        (self.0.ts_ns, self.1) == (o.0.ts_ns, o.1)
-    }
-}
-impl Eq for Item {}
-impl PartialOrd for Item {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Item {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.0.ts_ns, self.1).cmp(&(o.0.ts_ns, o.1))
-    }
-}
+/// The heap orders small keys, (timestamp, arrival, slot); the events wait in a slab. Moving
+/// 24-byte keys through the heap's levels instead of whole events is what makes the window
+/// cheap (ties on the timestamp keep arrival order, as before).
+type Key = (u64, u64, u32);
 
 /// The reorder window.
 pub struct Reorder {
-    heap: BinaryHeap<Reverse<Item>>,
+    heap: BinaryHeap<Reverse<Key>>,
+    slab: Vec<Option<Event>>,
+    free: Vec<u32>,
     window_ns: u64,
     capacity: usize,
     newest: u64,
@@ -43,8 +31,11 @@ pub struct Reorder {
 
 impl Reorder {
     pub fn new(window_ns: u64, capacity: usize) -> Reorder {
+        let cap = capacity.min(1 << 16);
         Reorder {
-            heap: BinaryHeap::with_capacity(capacity.min(1 << 16)),
+            heap: BinaryHeap::with_capacity(cap),
+            slab: Vec::with_capacity(cap),
+            free: Vec::new(),
             window_ns,
             capacity: capacity.max(1),
             newest: 0,
@@ -63,10 +54,21 @@ impl Reorder {
         if ev.ts_ns < self.released_ts {
             self.late += 1;
         }
-        self.heap.push(Reverse(Item(ev, self.arrivals)));
+        let ts = ev.ts_ns;
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(ev);
+                i
+            }
+            None => {
+                self.slab.push(Some(ev));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.heap.push(Reverse((ts, self.arrivals, slot)));
         let horizon = self.newest.saturating_sub(self.window_ns);
-        while let Some(Reverse(top)) = self.heap.peek() {
-            if top.0.ts_ns <= horizon || self.heap.len() > self.capacity {
+        while let Some(Reverse((top_ts, _, _))) = self.heap.peek() {
+            if *top_ts <= horizon || self.heap.len() > self.capacity {
                 self.release_one(out);
             } else {
                 break;
@@ -75,7 +77,9 @@ impl Reorder {
     }
 
     fn release_one(&mut self, out: &mut impl FnMut(Event)) {
-        if let Some(Reverse(Item(mut ev, _))) = self.heap.pop() {
+        if let Some(Reverse((_, _, slot))) = self.heap.pop() {
+            let mut ev = self.slab[slot as usize].take().expect("a held event");
+            self.free.push(slot);
             self.released_ts = self.released_ts.max(ev.ts_ns);
             ev.seq = self.next_seq;
             self.next_seq += 1;

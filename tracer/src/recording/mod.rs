@@ -630,7 +630,9 @@ impl Recording {
     /// Every event of every good chunk. A chunk whose events do not decode is skipped with a
     /// warning pushed to `warnings`.
     pub fn events(&self, warnings: &mut Vec<String>) -> Vec<Event> {
-        let mut out = Vec::new();
+        // Counts come from CRC-checked chunks; the cap only guards against a writer's bug.
+        let total: usize = self.chunks.iter().map(|c| c.count as usize).sum();
+        let mut out = Vec::with_capacity(total.min(1 << 24));
         self.for_each_event(warnings, |e| out.push(e));
         out
     }

@@ -1,0 +1,228 @@
+//! The userspace figures of issue 7, each measured within one run on one machine:
+//!
+//! - auditor ingest rate (events/s on one core; target ≥ 5 M/s);
+//! - (a) auditing a recording end to end (read, check, decode, audit, render the text
+//!   report, in one streaming pass) against the floor any consumer pays (read, check CRCs,
+//!   decode); target ≤ 2x. Also timed: `aptrace report`'s own path today
+//!   (`input::load` collects every event first, then `commands::audit_loaded`);
+//! - (f) recording bytes per event on the one-million-event mix, header excluded, against the
+//!   same events as JSON lines; target ≤ 24 bytes/event.
+//!
+//! Rounds alternate the measured paths so that noise from other processes hits both; the
+//! figures are medians over rounds. `cargo bench -p tracer --bench ratios` (full) or
+//! `-- --quick` (one round on a small input: checks that it runs, measures nothing).
+//! With `APTRACE_BENCH_OUT=DIR` the figures are also written to `DIR/ratios.json`.
+
+mod common;
+
+use std::hint::black_box;
+use std::io::Write;
+use std::time::Instant;
+
+use tracer::audit::Auditor;
+use tracer::model::Event;
+use tracer::profile::Profile;
+use tracer::recording::Recording;
+use tracer::report::Report;
+
+use common::*;
+
+/// Counts bytes written.
+struct Count(u64);
+impl Write for Count {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn secs<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let t = Instant::now();
+    let r = f();
+    (t.elapsed().as_secs_f64(), r)
+}
+
+fn ingest(evs: &[Event]) -> usize {
+    let mut a = Auditor::new(Profile::vfio_ap());
+    for e in evs {
+        a.ingest(e);
+    }
+    a.findings().len()
+}
+
+/// The floor: read the file, check every CRC, decode every event, and drop it.
+fn floor(path: &std::path::Path) -> u64 {
+    let r = Recording::open(path).expect("a recording");
+    let mut warnings = Vec::new();
+    let mut n = 0u64;
+    r.for_each_event(&mut warnings, |e| {
+        black_box(&e);
+        n += 1;
+    });
+    assert!(warnings.is_empty() && r.intact());
+    n
+}
+
+/// End to end in one streaming pass: read, check, decode, audit, render the text report.
+fn end_to_end(path: &std::path::Path) -> (usize, [f64; 3]) {
+    let name = path.display().to_string();
+    let t = Instant::now();
+    let r = Recording::open(path).expect("a recording");
+    let mut warnings = Vec::new();
+    let mut auditor = Auditor::new(Profile::vfio_ap());
+    r.for_each_event(&mut warnings, |e| auditor.ingest(&e));
+    let t_audit = t.elapsed().as_secs_f64();
+    let (t_report, text) = secs(|| {
+        let source =
+            tracer::report::SourceInfo::new(&name, &r.header, r.version, Vec::new(), warnings);
+        let file = tracer::report::FileReport::new(source, &auditor, r.intact());
+        Report { files: vec![file] }.to_text()
+    });
+    (black_box(text).len(), [0.0, t_audit, t_report])
+}
+
+/// As `aptrace report FILE` does it today (less writing the text out): load every event,
+/// then audit, then render.
+fn report_command(path: &std::path::Path) -> (usize, [f64; 3]) {
+    let name = path.display().to_string();
+    let (t_load, loaded) = secs(|| tracer::input::load(path).expect("loads"));
+    let (t_audit, file) = secs(|| tracer::commands::audit_loaded(&name, loaded, None));
+    let (t_report, text) = secs(|| Report { files: vec![file] }.to_text());
+    (black_box(text).len(), [t_load, t_audit, t_report])
+}
+
+fn main() {
+    let quick = !full_run();
+    let evs = mix(events_for_run());
+    // Whole mdev lives: a few more events than asked for.
+    let n = evs.len();
+    let rounds = if quick { 1 } else { 7 };
+    println!(
+        "aptrace userspace ratios: {n} events of the realistic mix, {rounds} round(s){}",
+        if quick {
+            " (quick: checks that it runs; not figures)"
+        } else {
+            ""
+        }
+    );
+
+    let syms = Syms::for_events(&evs);
+    let header = header(&syms);
+    let (file, chunk_bytes) = record(&evs, &header);
+
+    // (f) bytes per event.
+    let mut json = Count(0);
+    for e in &evs {
+        tracer::jsonl::write_event(&mut json, e).expect("counts");
+    }
+    let aptr_per_event = chunk_bytes as f64 / n as f64;
+    let json_per_event = json.0 as f64 / n as f64;
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("mix.aptr");
+    std::fs::write(&path, &file).expect("writes");
+    drop(file);
+
+    let (mut t_ingest, mut t_floor, mut t_e2e, mut r_a) = (vec![], vec![], vec![], vec![]);
+    let (mut t_load, mut t_audit, mut t_report) = (vec![], vec![], vec![]);
+    let mut t_cmd = vec![];
+    for round in 0..rounds {
+        let (ti, _) = secs(|| black_box(ingest(&evs)));
+        // Alternate which of the pair goes first.
+        let (tf, te, parts) = if round % 2 == 0 {
+            let (tf, got) = secs(|| floor(&path));
+            assert_eq!(got, n as u64);
+            let (te, (_, parts)) = secs(|| end_to_end(&path));
+            (tf, te, parts)
+        } else {
+            let (te, (_, parts)) = secs(|| end_to_end(&path));
+            let (tf, got) = secs(|| floor(&path));
+            assert_eq!(got, n as u64);
+            (tf, te, parts)
+        };
+        let (tc, (_, cparts)) = secs(|| report_command(&path));
+        println!(
+            "  round {}: ingest {:.1} M ev/s; floor {:.3} s, end to end {:.3} s: {:.2}x; `aptrace report` path {:.3} s (load {:.3} + audit {:.3} + report {:.3}): {:.2}x",
+            round + 1,
+            n as f64 / ti / 1e6,
+            tf,
+            te,
+            te / tf,
+            tc,
+            cparts[0],
+            cparts[1],
+            cparts[2],
+            tc / tf
+        );
+        let _ = parts;
+        t_cmd.push(tc);
+        t_ingest.push(ti);
+        t_floor.push(tf);
+        t_e2e.push(te);
+        r_a.push(te / tf);
+        t_load.push(cparts[0]);
+        t_audit.push(cparts[1]);
+        t_report.push(cparts[2]);
+    }
+    let ingest_rate = n as f64 / median(&mut t_ingest);
+    let ratio_a = median(&mut r_a);
+    let floor_rate = n as f64 / median(&mut t_floor);
+    let e2e_rate = n as f64 / median(&mut t_e2e);
+    let cmd_ratio = median(&mut t_cmd) / median(&mut t_floor.clone());
+
+    println!();
+    println!(
+        "auditor ingest: {:.2} M events/s on one core (target >= 5 M/s: {})",
+        ingest_rate / 1e6,
+        verdict(ingest_rate >= 5e6)
+    );
+    println!(
+        "(a) end to end / read+CRC+decode floor: {ratio_a:.2}x (floor {:.2} M ev/s, end to end {:.2} M ev/s; median of {rounds}; target <= 2x: {})",
+        floor_rate / 1e6,
+        e2e_rate / 1e6,
+        verdict(ratio_a <= 2.0)
+    );
+    println!(
+        "    `aptrace report` path today: {cmd_ratio:.2}x the floor (medians: load all events {:.3} s, audit {:.3} s, report {:.3} s)",
+        median(&mut t_load),
+        median(&mut t_audit),
+        median(&mut t_report)
+    );
+    println!(
+        "(f) recording {aptr_per_event:.2} bytes/event (header excluded) vs JSON lines {json_per_event:.1} bytes/event: {:.1}x smaller (target <= 24: {})",
+        json_per_event / aptr_per_event,
+        verdict(aptr_per_event <= 24.0)
+    );
+
+    if let Ok(out) = std::env::var("APTRACE_BENCH_OUT") {
+        std::fs::create_dir_all(&out).expect("output directory");
+        let v = serde_json::json!({
+            "quick": quick,
+            "events": n,
+            "rounds": rounds,
+            "ingest_events_per_s": ingest_rate,
+            "a_ratio": ratio_a,
+            "a_floor_events_per_s": floor_rate,
+            "a_end_to_end_events_per_s": e2e_rate,
+            "a_report_command_ratio": cmd_ratio,
+            "f_recording_bytes_per_event": aptr_per_event,
+            "f_jsonl_bytes_per_event": json_per_event,
+        });
+        std::fs::write(
+            std::path::Path::new(&out).join("ratios.json"),
+            serde_json::to_string_pretty(&v).expect("json"),
+        )
+        .expect("writes ratios.json");
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}

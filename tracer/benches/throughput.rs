@@ -1,0 +1,159 @@
+//! Throughput of each userspace stage, in events per second, on the realistic mix of
+//! `common::mix` (one million events; `APTRACE_BENCH_EVENTS` overrides, `-- --test` runs each
+//! once on a small input).
+//!
+//! `cargo bench -p tracer --bench throughput [-- FILTER]`; the auditor's is `audit_ingest`.
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
+
+use tracer::audit::Auditor;
+use tracer::model::{decode_record, Endian, Event};
+use tracer::pipeline::reorder::Reorder;
+use tracer::pipeline::{REORDER_CAPACITY, REORDER_WINDOW_NS};
+use tracer::profile::Profile;
+use tracer::recording::{Recording, Writer};
+use tracer::report::{FileReport, Report, SourceInfo};
+
+use common::*;
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(10))
+}
+
+fn stages(c: &mut Criterion) {
+    let evs = mix(events_for_run());
+    let n = evs.len();
+    let id = format!("mix_{n}");
+    let syms = Syms::for_events(&evs);
+    let header = header(&syms);
+
+    // Raw ring-buffer records, big-endian as an s390x host writes them, back to back.
+    let mut raw = Vec::new();
+    let mut spans = Vec::new();
+    for e in &evs {
+        if let Some(r) = to_raw(e, Endian::Big, &syms) {
+            spans.push((raw.len(), r.len()));
+            raw.extend_from_slice(&r);
+        }
+    }
+    let mut g = c.benchmark_group("abi_decode");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(spans.len() as u64));
+    g.bench_function(&id, |b| {
+        b.iter(|| {
+            for &(o, l) in &spans {
+                black_box(decode_record(&raw[o..o + l], Endian::Big, &syms).expect("decodes"));
+            }
+        })
+    });
+    g.finish();
+    drop((raw, spans));
+
+    // Reorder: events moved by up to 30 places, as per-CPU buffers interleave them.
+    let mut shuffled = evs.clone();
+    shuffle_locally(&mut shuffled, 30);
+    let mut g = c.benchmark_group("reorder");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(&id, |b| {
+        b.iter_batched(
+            || shuffled.clone(),
+            |input| {
+                let mut r = Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY);
+                let mut out = 0u64;
+                for e in input {
+                    r.push(e, &mut |e: Event| out += black_box(e.seq));
+                }
+                r.flush(&mut |e: Event| out += black_box(e.seq));
+                out
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+    drop(shuffled);
+
+    let mut g = c.benchmark_group("audit_ingest");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(&id, |b| {
+        b.iter(|| {
+            let mut a = Auditor::new(Profile::vfio_ap());
+            for e in &evs {
+                a.ingest(e);
+            }
+            black_box(a.findings().len())
+        })
+    });
+    g.finish();
+
+    let (file, _) = record(&evs, &header);
+    let mut g = c.benchmark_group("recording_write");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(&id, |b| {
+        b.iter(|| {
+            let mut w = Writer::new(Vec::with_capacity(file.len()), &header).expect("in memory");
+            for e in &evs {
+                w.push(e).expect("in memory");
+            }
+            black_box(w.finish().expect("in memory").len())
+        })
+    });
+    g.finish();
+
+    let bytes = bytes::Bytes::from(file);
+    let mut g = c.benchmark_group("recording_read");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(&id, |b| {
+        b.iter(|| {
+            let r = Recording::parse(bytes.clone(), "bench").expect("a recording");
+            let mut warnings = Vec::new();
+            let mut count = 0u64;
+            r.for_each_event(&mut warnings, |e| count += black_box(e.seq));
+            assert!(warnings.is_empty());
+            count
+        })
+    });
+    g.finish();
+
+    let mut auditor = Auditor::new(Profile::vfio_ap());
+    evs.iter().for_each(|e| auditor.ingest(e));
+    let source = || SourceInfo::new("bench.aptr", &header, (1, 0), Vec::new(), Vec::new());
+    let mut g = c.benchmark_group("report");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(format!("text_{id}"), |b| {
+        b.iter(|| {
+            let r = Report {
+                files: vec![FileReport::new(source(), &auditor, true)],
+            };
+            black_box(r.to_text().len())
+        })
+    });
+    g.bench_function(format!("json_{id}"), |b| {
+        b.iter(|| {
+            let r = Report {
+                files: vec![FileReport::new(source(), &auditor, true)],
+            };
+            black_box(r.to_json().len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = stages
+}
+criterion_main!(benches);
