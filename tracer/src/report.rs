@@ -77,6 +77,8 @@ pub struct ReportSummary {
     pub complete: bool,
     pub errors: u64,
     pub warnings: u64,
+    /// Findings counted but not kept in full (beyond the auditor's memory cap).
+    pub findings_not_kept: u64,
     pub findings_by_kind: BTreeMap<String, u64>,
     pub outstanding: Vec<Outstanding>,
     pub unfinished_calls: Vec<UnfinishedCall>,
@@ -100,7 +102,14 @@ impl FileReport {
         let snap = auditor.snapshot();
         let complete = intact && s.lost_events == 0;
         let findings = auditor.findings().to_vec();
-        let count = |sev| findings.iter().filter(|f| f.severity == sev).count() as u64;
+        let counts = auditor.finding_counts();
+        let count = |sev| {
+            counts
+                .iter()
+                .filter(|(k, _)| k.severity() == sev)
+                .map(|(_, n)| n)
+                .sum::<u64>()
+        };
         let functions = auditor
             .function_stats()
             .map(|(name, st)| FunctionRow {
@@ -127,6 +136,7 @@ impl FileReport {
                 complete,
                 errors: count(Severity::Error),
                 warnings: count(Severity::Warning),
+                findings_not_kept: auditor.findings_total() - findings.len() as u64,
                 findings_by_kind: snap
                     .findings_by_kind
                     .iter()
@@ -462,6 +472,14 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
         "{b}findings: {} error(s), {} warning(s): {kinds}",
         sm.errors, sm.warnings
     );
+    if sm.findings_not_kept > 0 {
+        let _ = writeln!(
+            out,
+            "{b}{} more finding(s) were counted but not kept in memory (the first {} are listed)",
+            sm.findings_not_kept,
+            crate::audit::FINDINGS_KEPT
+        );
+    }
     if sm.outstanding.is_empty() {
         let _ = writeln!(out, "{b}outstanding allocations at the end: none");
     } else {

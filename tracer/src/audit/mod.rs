@@ -22,6 +22,8 @@ pub use stats::{FunctionStats, Histogram};
 use crate::model::{hex_u64, Body, Event, LockObs, LossSource};
 use crate::profile::{strip_clone_suffix, LockContract, MdevArg, Profile, Role};
 
+/// How many findings are kept in full; the rest are counted by kind.
+pub const FINDINGS_KEPT: usize = 10_000;
 /// How many timeline entries an mdev keeps (older ones are dropped, counted).
 const TIMELINE_CAP: usize = 256;
 /// How many freed pointers are remembered for double-free detection.
@@ -404,6 +406,11 @@ pub struct Auditor {
     freed_order: VecDeque<u64>,
     guests: FastMap<u32, Arc<str>>,
     findings: Vec<Finding>,
+    /// Every finding raised, by kind (exact even when `findings` stopped keeping them).
+    kind_counts: [u64; Kind::ALL.len()],
+    /// Raised and not yet taken by `take_raised` (only while streaming).
+    raised: Vec<Finding>,
+    streaming: bool,
     functions: Vec<FunctionStats>,
     transitions: BTreeMap<(MigState, MigState), u64>,
     events: u64,
@@ -452,6 +459,9 @@ impl Auditor {
             freed_order: VecDeque::new(),
             guests: FastMap::default(),
             findings: Vec::new(),
+            kind_counts: [0; Kind::ALL.len()],
+            raised: Vec::new(),
+            streaming: false,
             functions,
             transitions: BTreeMap::new(),
             events: 0,
@@ -468,6 +478,8 @@ impl Auditor {
     }
 
     /// Every finding so far, in the order they were raised.
+    /// Findings kept in memory: the first [`FINDINGS_KEPT`]; later ones are counted only
+    /// (an agent on a host that keeps faulting must not grow without bound).
     pub fn findings(&self) -> &[Finding] {
         &self.findings
     }
@@ -562,7 +574,8 @@ impl Auditor {
             None => (None, None),
         };
         let task = Some(self.task_ref(trigger));
-        self.findings.push(Finding {
+        self.kind_counts[kind as usize] += 1;
+        let finding = Finding {
             kind,
             severity: kind.severity(),
             uncertain,
@@ -575,7 +588,36 @@ impl Auditor {
             events: evidence.iter().map(|e| e.seq).collect(),
             evidence,
             stack,
-        });
+        };
+        if self.streaming {
+            self.raised.push(finding.clone());
+        }
+        if self.findings.len() < FINDINGS_KEPT {
+            self.findings.push(finding);
+        }
+    }
+
+    /// Makes `take_raised` return every finding as it is raised (for live sinks).
+    pub fn stream_findings(&mut self) {
+        self.streaming = true;
+    }
+
+    /// The findings raised since the last call (needs `stream_findings`).
+    pub fn take_raised(&mut self) -> Vec<Finding> {
+        std::mem::take(&mut self.raised)
+    }
+
+    /// Every finding raised, kept or not.
+    pub fn findings_total(&self) -> u64 {
+        self.kind_counts.iter().sum()
+    }
+
+    /// Findings raised of each kind, kept or not.
+    pub fn finding_counts(&self) -> BTreeMap<Kind, u64> {
+        Kind::ALL
+            .iter()
+            .map(|&k| (k, self.kind_counts[k as usize]))
+            .collect()
     }
 
     fn mdev_label(&self, ptr: u64) -> String {
@@ -1513,10 +1555,7 @@ impl Auditor {
     pub fn snapshot(&self) -> Snapshot {
         let mut mdevs: Vec<MdevView> = self.mdevs.values().map(Mdev::view).collect();
         mdevs.sort_by_key(|m| (m.id.ptr, m.id.incarnation));
-        let mut findings_by_kind: BTreeMap<Kind, u64> = Kind::ALL.iter().map(|&k| (k, 0)).collect();
-        for f in &self.findings {
-            *findings_by_kind.entry(f.kind).or_default() += 1;
-        }
+        let findings_by_kind = self.finding_counts();
         Snapshot {
             events: self.events,
             first_ts_ns: self.first_ts,

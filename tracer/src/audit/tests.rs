@@ -718,3 +718,62 @@ fn an_accepted_bad_request_taken_in_one_bad_step_is_one_finding() {
         .message
         .contains("RUNNING → PRE_COPY"));
 }
+
+#[test]
+fn findings_beyond_the_cap_are_counted_not_kept() {
+    let mut a = Auditor::new(Profile::vfio_ap());
+    a.stream_findings();
+    let mut s = Script::new();
+    s.create();
+    for e in s.events.iter() {
+        a.ingest(e);
+    }
+    // A close without open, over and over: one lifecycle-order finding each.
+    let mut streamed = 0;
+    for i in 0..(FINDINGS_KEPT as u64 + 5) {
+        let ev = |seq: u64, body: Body| Event {
+            seq,
+            ts_ns: 2_000_000_000 + seq,
+            cpu: 0,
+            task: Task {
+                pid: QEMU,
+                tid: QEMU,
+                comm: Arc::from("q"),
+            },
+            body,
+        };
+        a.ingest(&ev(
+            100 + 2 * i,
+            Body::Enter {
+                func: Arc::from("vfio_ap_mdev_close_device"),
+                args: vec![MDEV],
+                field: None,
+                lock: LockObs::Free,
+                untrusted: false,
+                stack: vec![],
+            },
+        ));
+        a.ingest(&ev(
+            101 + 2 * i,
+            Body::Exit {
+                func: Arc::from("vfio_ap_mdev_close_device"),
+                ret: 0,
+                arg0: MDEV,
+                duration_ns: None,
+                field: None,
+            },
+        ));
+        streamed += a.take_raised().len();
+    }
+    assert_eq!(a.findings().len(), FINDINGS_KEPT);
+    assert_eq!(a.findings_total(), FINDINGS_KEPT as u64 + 5);
+    assert_eq!(
+        streamed,
+        FINDINGS_KEPT + 5,
+        "live sinks still hear every finding"
+    );
+    assert_eq!(
+        a.snapshot().findings_by_kind[&Kind::LifecycleOrder],
+        FINDINGS_KEPT as u64 + 5
+    );
+}

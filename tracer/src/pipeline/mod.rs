@@ -27,7 +27,6 @@ pub struct Pipeline {
     pub auditor: Auditor,
     recorder: Option<Writer<File>>,
     sinks: Vec<Box<dyn Sink + Send>>,
-    reported: usize,
     /// A recorder error, kept so the agent can say it (and stop recording) without panicking.
     pub record_error: Option<io::Error>,
 }
@@ -37,13 +36,13 @@ pub const REORDER_WINDOW_NS: u64 = 50_000_000;
 pub const REORDER_CAPACITY: usize = 1 << 16;
 
 impl Pipeline {
-    pub fn new(auditor: Auditor, recorder: Option<Writer<File>>) -> Pipeline {
+    pub fn new(mut auditor: Auditor, recorder: Option<Writer<File>>) -> Pipeline {
+        auditor.stream_findings();
         Pipeline {
             reorder: Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY),
             auditor,
             recorder,
             sinks: Vec::new(),
-            reported: 0,
             record_error: None,
         }
     }
@@ -84,13 +83,11 @@ impl Pipeline {
             }
         }
         self.auditor.ingest(&ev);
-        let findings = self.auditor.findings();
-        for f in &findings[self.reported..] {
+        for f in self.auditor.take_raised() {
             for s in &mut self.sinks {
-                s.on_finding(f);
+                s.on_finding(&f);
             }
         }
-        self.reported = findings.len();
         for s in &mut self.sinks {
             s.on_event(&ev, &self.auditor);
         }

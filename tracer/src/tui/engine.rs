@@ -379,7 +379,7 @@ impl Engine {
 
     /// Findings raised so far.
     pub fn findings_len(&self) -> usize {
-        self.pipeline.auditor.findings().len()
+        self.pipeline.auditor.findings_total() as usize
     }
 
     /// Closes the current one-second throughput bucket.
