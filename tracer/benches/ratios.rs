@@ -3,8 +3,8 @@
 //! - auditor ingest rate (events/s on one core; target ≥ 5 M/s);
 //! - (a) auditing a recording end to end (read, check, decode, audit, render the text
 //!   report, in one streaming pass) against the floor any consumer pays (read, check CRCs,
-//!   decode); target ≤ 2x. Also timed: `aptrace report`'s own path today
-//!   (`input::load` collects every event first, then `commands::audit_loaded`);
+//!   decode); target ≤ 2x. Also timed: `aptrace report`'s own path (`input::open`, then
+//!   `commands::audit_opened` streams the events into the auditor);
 //! - (f) recording bytes per event on the one-million-event mix, header excluded, against the
 //!   same events as JSON lines; target ≤ 24 bytes/event.
 //!
@@ -84,12 +84,12 @@ fn end_to_end(path: &std::path::Path) -> (usize, [f64; 3]) {
     (black_box(text).len(), [0.0, t_audit, t_report])
 }
 
-/// As `aptrace report FILE` does it today (less writing the text out): load every event,
-/// then audit, then render.
+/// As `aptrace report FILE` does it (less writing the text out): open, stream the events
+/// into the auditor, render.
 fn report_command(path: &std::path::Path) -> (usize, [f64; 3]) {
     let name = path.display().to_string();
-    let (t_load, loaded) = secs(|| tracer::input::load(path).expect("loads"));
-    let (t_audit, file) = secs(|| tracer::commands::audit_loaded(&name, loaded, None));
+    let (t_load, opened) = secs(|| tracer::input::open(path).expect("opens"));
+    let (t_audit, file) = secs(|| tracer::commands::audit_opened(&name, opened, None));
     let (t_report, text) = secs(|| Report { files: vec![file] }.to_text());
     (black_box(text).len(), [t_load, t_audit, t_report])
 }

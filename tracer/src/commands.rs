@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::audit::Auditor;
-use crate::input::{load, Loaded};
+use crate::input::{load, open, Opened};
 use crate::profile::Profile;
 use crate::recording::{create_private, Header, Writer};
 use crate::report::{FileReport, Report, SourceInfo};
@@ -41,21 +41,19 @@ pub fn profile_for(
     }
 }
 
-/// Audits one loaded source.
-pub fn audit_loaded(path: &str, loaded: Loaded, profile: Option<&Profile>) -> FileReport {
-    let (profile, warn) = profile_for(&loaded.header, path, profile);
-    let mut warnings = loaded.warnings;
-    warnings.extend(warn);
+/// Audits one source, streaming its events (a recording is never held as events).
+pub fn audit_opened(path: &str, mut opened: Opened, profile: Option<&Profile>) -> FileReport {
+    let (profile, warn) = profile_for(&opened.header, path, profile);
     let mut auditor = Auditor::new(profile);
-    for e in &loaded.events {
-        auditor.ingest(e);
-    }
-    let intact = loaded.damage.is_empty();
+    opened.for_each_event(|e| auditor.ingest(&e));
+    let mut warnings = opened.warnings;
+    warnings.extend(warn);
+    let intact = opened.damage.is_empty();
     let source = SourceInfo::new(
         path,
-        &loaded.header,
-        loaded.version,
-        loaded.damage,
+        &opened.header,
+        opened.version,
+        opened.damage,
         warnings,
     );
     FileReport::new(source, &auditor, intact)
@@ -72,15 +70,11 @@ pub fn report(
     let profile = profile.map(Profile::load).transpose()?;
     let mut reports = Vec::new();
     for f in files {
-        let loaded = load(f)?;
-        for w in &loaded.warnings {
+        let fr = audit_opened(&f.display().to_string(), open(f)?, profile.as_ref());
+        for w in &fr.source.warnings {
             log::warn!("{w}");
         }
-        reports.push(audit_loaded(
-            &f.display().to_string(),
-            loaded,
-            profile.as_ref(),
-        ));
+        reports.push(fr);
     }
     let report = Report { files: reports };
     let text = match format {

@@ -36,8 +36,22 @@ pub enum InputError {
     },
 }
 
-/// Reads a recording (by its magic) or JSON lines (anything else).
-pub fn load(path: &Path) -> Result<Loaded, InputError> {
+/// An input opened but not yet read: its events are streamed by [`Opened::for_each_event`].
+pub struct Opened {
+    pub header: Header,
+    pub version: (u16, u16),
+    pub damage: Vec<Damage>,
+    pub warnings: Vec<String>,
+    body: Body,
+}
+
+enum Body {
+    Recording(Box<Recording>),
+    Jsonl(Vec<Event>),
+}
+
+/// Opens a recording (by its magic) or JSON lines (anything else).
+pub fn open(path: &Path) -> Result<Opened, InputError> {
     let name = path.display().to_string();
     let mut f = std::fs::File::open(path).map_err(|source| InputError::Open {
         path: name.clone(),
@@ -47,22 +61,12 @@ pub fn load(path: &Path) -> Result<Loaded, InputError> {
     let n = std::io::Read::read(&mut f, &mut magic).unwrap_or(0);
     if n == 8 && magic == MAGIC {
         let r = Recording::open(path)?;
-        let mut warnings = r.warnings.clone();
-        let events = with_gaps_marked(r.events(&mut warnings));
-        let mut damage = r.damage.clone();
-        if warnings.len() > r.warnings.len() {
-            damage.push(Damage {
-                offset: 0,
-                bytes: 0,
-                reason: "a chunk did not decode".into(),
-            });
-        }
-        return Ok(Loaded {
+        return Ok(Opened {
             header: r.header.clone(),
             version: r.version,
-            events,
-            damage,
-            warnings,
+            damage: r.damage.clone(),
+            warnings: r.warnings.clone(),
+            body: Body::Recording(Box::new(r)),
         });
     }
     let f = std::fs::File::open(path).map_err(|source| InputError::Open {
@@ -70,45 +74,82 @@ pub fn load(path: &Path) -> Result<Loaded, InputError> {
         source,
     })?;
     let j = read_jsonl(BufReader::new(f), &name)?;
-    Ok(Loaded {
+    Ok(Opened {
         header: j.header.unwrap_or_default(),
         version: (
             crate::recording::VERSION_MAJOR,
             crate::recording::VERSION_MINOR,
         ),
-        events: j.events,
         damage: Vec::new(),
         warnings: Vec::new(),
+        body: Body::Jsonl(j.events),
     })
 }
 
-/// Where sequence numbers jump (a damaged chunk was skipped), insert a `Lost` event so the
-/// auditor marks findings across the gap uncertain.
-fn with_gaps_marked(events: Vec<Event>) -> Vec<Event> {
-    use crate::model::{Body, LossSource};
-    let mut out = Vec::with_capacity(events.len());
-    let mut prev: Option<u64> = None;
-    for e in events {
-        if let Some(p) = prev {
-            if e.seq > p.saturating_add(1) {
-                out.push(Event {
-                    seq: p + 1,
-                    ts_ns: e.ts_ns,
-                    cpu: e.cpu,
-                    task: crate::model::Task {
-                        pid: 0,
-                        tid: 0,
-                        comm: std::sync::Arc::from(""),
-                    },
-                    body: Body::Lost {
-                        count: e.seq - p - 1,
-                        source: LossSource::Recording,
-                    },
+impl Opened {
+    /// Streams every event, chunk by chunk for a recording (memory stays bounded by one
+    /// chunk), with a `lost` event where sequence numbers jump over a damaged region.
+    pub fn for_each_event(&mut self, mut f: impl FnMut(Event)) {
+        match &self.body {
+            Body::Jsonl(events) => events.iter().cloned().for_each(f),
+            Body::Recording(r) => {
+                let before = self.warnings.len();
+                let mut prev: Option<u64> = None;
+                r.for_each_event(&mut self.warnings, |e| {
+                    if let Some(gap) = gap_before(prev, &e) {
+                        f(gap);
+                    }
+                    prev = Some(e.seq);
+                    f(e);
                 });
+                if self.warnings.len() > before {
+                    self.damage.push(Damage {
+                        offset: 0,
+                        bytes: 0,
+                        reason: "a chunk did not decode".into(),
+                    });
+                }
             }
         }
-        prev = Some(e.seq);
-        out.push(e);
     }
-    out
+
+    /// Nothing was skipped (meaningful after the events were read).
+    pub fn intact(&self) -> bool {
+        self.damage.is_empty()
+    }
+}
+
+/// Reads every event into memory (the TUI seeks in them; the report streams instead).
+pub fn load(path: &Path) -> Result<Loaded, InputError> {
+    let mut o = open(path)?;
+    let mut events = Vec::new();
+    o.for_each_event(|e| events.push(e));
+    Ok(Loaded {
+        header: o.header,
+        version: o.version,
+        events,
+        damage: o.damage,
+        warnings: o.warnings,
+    })
+}
+
+/// Where sequence numbers jump (a damaged chunk was skipped), the `Lost` event to insert
+/// before `e`, so the auditor marks findings across the gap uncertain.
+fn gap_before(prev: Option<u64>, e: &Event) -> Option<Event> {
+    use crate::model::{Body, LossSource};
+    let p = prev?;
+    (e.seq > p.saturating_add(1)).then(|| Event {
+        seq: p + 1,
+        ts_ns: e.ts_ns,
+        cpu: e.cpu,
+        task: crate::model::Task {
+            pid: 0,
+            tid: 0,
+            comm: std::sync::Arc::from(""),
+        },
+        body: Body::Lost {
+            count: e.seq - p - 1,
+            source: LossSource::Recording,
+        },
+    })
 }
