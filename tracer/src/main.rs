@@ -226,6 +226,8 @@ fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
             forward: None,
             stop: None,
         };
+        // Before the terminal UI takes the screen: warnings, or an error naming the fix.
+        tracer::live::agent::gate(&opts)?;
         let code = if args.tui {
             tracer::live::ui::run(opts)?
         } else {

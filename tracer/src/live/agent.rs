@@ -129,7 +129,7 @@ pub fn load(ring_buffer_size: u32) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", size)
         .load(EBPF_OBJECT)
-        .context("loading the eBPF object")?;
+        .map_err(|e| permission_hint(anyhow::Error::new(e).context("loading the eBPF object")))?;
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     for name in names {
         let prog = ebpf.program_mut(&name).expect("listed");
@@ -138,9 +138,59 @@ pub fn load(ring_buffer_size: u32) -> Result<Ebpf> {
             aya::programs::Program::RawTracePoint(p) => p.load(),
             _ => continue,
         };
-        r.with_context(|| format!("loading eBPF program {name}"))?;
+        r.map_err(|e| {
+            permission_hint(anyhow::Error::new(e).context(format!("loading eBPF program {name}")))
+        })?;
     }
     Ok(ebpf)
+}
+
+/// A refusal by the bpf syscall names what to do about it.
+fn permission_hint(e: anyhow::Error) -> anyhow::Error {
+    if super::check::is_permission_error(&format!("{e:#}")) {
+        e.context(format!(
+            "not permitted to use BPF: {}",
+            super::check::PRIVILEGE_FIX
+        ))
+    } else {
+        e
+    }
+}
+
+/// Before `aptrace live` loads anything: the preflight table's lines about this host. Its
+/// warnings are printed (tracefs, BTF, ...); a failing line (no privileges, no kprobes, no
+/// ring buffer) stops it with an error naming the fix.
+pub fn gate(opts: &LiveOptions) -> Result<()> {
+    let host = Host::live();
+    let mut probed = Probed {
+        live_support: object_present(),
+        ..Default::default()
+    };
+    if probed.live_support.is_ok() {
+        probed.ringbuf = Some(
+            aya::sys::is_map_supported(aya::maps::MapType::RingBuf).map_err(|e| e.to_string()),
+        );
+    }
+    let config = super::kernel_config(&host);
+    let (rows, _) = super::check::preflight(
+        &host,
+        &opts.profile,
+        &opts.module,
+        &opts.overrides,
+        &probed,
+        config.as_deref(),
+        &super::machine(),
+    );
+    let self_test = opts.overrides.text_range.is_some() && opts.all_allocations;
+    match super::check::live_gate(&rows, self_test) {
+        Ok(warnings) => {
+            for w in warnings {
+                say!("aptrace: warning: {w}");
+            }
+            Ok(())
+        }
+        Err(e) => Err(anyhow!(e)),
+    }
 }
 
 /// `check`'s probes that need the bpf syscall: load, ring buffer, a kprobe and a raw
@@ -477,11 +527,6 @@ pub fn run(opts: LiveOptions) -> Result<u8> {
 
 async fn run_async(opts: LiveOptions) -> Result<u8> {
     let host = Host::live();
-    if !host.exists("/sys/kernel/tracing/events")
-        && !host.exists("/sys/kernel/debug/tracing/events")
-    {
-        log::warn!("tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing): functions cannot be checked for traceability");
-    }
     let mut ebpf = load(opts.ring_buffer_size)?;
     match aya_log::EbpfLogger::init(&mut ebpf) {
         // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd holds it.
@@ -633,10 +678,12 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
                     );
                     attachment = Some(a);
                     waiting_said = false;
-                } else if !waiting_said {
-                    say!("aptrace: waiting for module {} to load", opts.module);
-                    waiting_said = true;
                 }
+            }
+            // Absent from the start, or gone: said once until it loads.
+            if attachment.is_none() && !waiting_said {
+                say!("aptrace: waiting for module {} to load", opts.module);
+                waiting_said = true;
             }
         }
         let symbols: &dyn Symbolizer = match &attachment {

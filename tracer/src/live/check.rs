@@ -98,6 +98,14 @@ pub fn config_option(config: Option<&str>, option: &str) -> Option<bool> {
     Some(false)
 }
 
+/// What to do when the process may not use BPF or read kernel addresses.
+pub const PRIVILEGE_FIX: &str = "run as root (sudo aptrace ...), or give the binary CAP_BPF and CAP_PERFMON (and CAP_SYSLOG for kernel addresses): setcap cap_bpf,cap_perfmon,cap_syslog+ep aptrace";
+
+/// Whether an error from the bpf syscall is a permission refusal.
+pub fn is_permission_error(e: &str) -> bool {
+    e.contains("Operation not permitted") || e.contains("Permission denied")
+}
+
 /// Whether the process may use BPF: root, or CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN.
 fn privileges(host: &Host) -> Row {
     let status = host.read_string("/proc/self/status").unwrap_or_default();
@@ -126,7 +134,7 @@ fn privileges(host: &Host) -> Row {
             "privileges",
             Status::Fail,
             "no CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN",
-            "run as root (sudo aptrace ...) or grant cap_bpf,cap_perfmon,cap_sys_admin",
+            PRIVILEGE_FIX,
         ),
         None => row(
             "privileges",
@@ -209,6 +217,12 @@ pub fn preflight(
             format!("{t} (available_filter_functions)"),
             "",
         ),
+        None if host.tracefs_unreadable() => row(
+            "tracefs",
+            Status::Warn,
+            "not readable by this user: functions cannot be checked for traceability",
+            PRIVILEGE_FIX,
+        ),
         None => row(
             "tracefs",
             Status::Warn,
@@ -219,6 +233,7 @@ pub fn preflight(
     if let Some(r) = &probed.load {
         rows.push(match r {
             Ok(()) => row("eBPF programs", Status::Ok, "loaded (verifier accepted every program)", ""),
+            Err(e) if is_permission_error(e) => row("eBPF programs", Status::Fail, e.clone(), PRIVILEGE_FIX),
             Err(e) => row("eBPF programs", Status::Fail, e.clone(), "needs a kernel with BPF (CONFIG_BPF_SYSCALL) and BPF_MAP_TYPE_RINGBUF (5.8+ or a backport)"),
         });
     }
@@ -240,7 +255,7 @@ pub fn preflight(
                 "ring buffer",
                 Status::Fail,
                 format!("cannot probe: {e}"),
-                "run as root",
+                PRIVILEGE_FIX,
             ),
         });
     }
@@ -278,7 +293,7 @@ pub fn preflight(
             "kallsyms",
             Status::Fail,
             "/proc/kallsyms unreadable or addresses hidden",
-            "run as root (kptr_restrict hides addresses from others)",
+            "run as root, or with CAP_SYSLOG (kptr_restrict hides addresses from others)",
         )
     });
     rows.push(if res.loaded {
@@ -407,6 +422,47 @@ pub fn preflight(
     };
     rows.push(raw_tp);
     (rows, res)
+}
+
+/// Rows about the host rather than the module: `aptrace live` prints their warnings before
+/// it loads anything.
+const ENVIRONMENT: &[&str] = &[
+    "live support",
+    "privileges",
+    "kprobes",
+    "tracefs",
+    "eBPF programs",
+    "ring buffer",
+    "BTF vmlinux",
+    "kallsyms",
+];
+
+/// What `aptrace live` makes of the preflight table before it loads anything: the warnings
+/// it prints about the host (each with its fix), or, when a line fails, the error that stops
+/// it (exit 2) naming every failing line and its fix. `self_test` (the hidden
+/// `--text-range`, allocator tracepoints only) runs without kprobes.
+pub fn live_gate(rows: &[Row], self_test: bool) -> Result<Vec<String>, String> {
+    let line = |r: &Row| {
+        if r.fix.is_empty() {
+            format!("{}: {}", r.item, r.detail)
+        } else {
+            format!("{}: {}\n  → {}", r.item, r.detail, r.fix)
+        }
+    };
+    let fatal = |r: &&Row| r.status == Status::Fail && !(self_test && r.item == "kprobes");
+    let failed: Vec<String> = rows.iter().filter(fatal).map(line).collect();
+    if !failed.is_empty() {
+        return Err(format!(
+            "live tracing cannot run here (`aptrace check` shows every line):\n{}",
+            failed.join("\n")
+        ));
+    }
+    Ok(rows
+        .iter()
+        .filter(|r| r.status != Status::Ok && r.status != Status::Info)
+        .filter(|r| ENVIRONMENT.contains(&r.item.as_str()))
+        .map(line)
+        .collect())
 }
 
 /// 0 when live tracing can run (possibly degraded), 2 when it cannot.

@@ -59,6 +59,16 @@ impl Host {
             .map(str::to_string)
     }
 
+    /// tracefs is there but this user may not look inside (mode 0700 for root).
+    pub fn tracefs_unreadable(&self) -> bool {
+        ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .into_iter()
+            .any(|d| {
+                fs::read_dir(self.path(d))
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+            })
+    }
+
     pub fn available_filter_functions(&self) -> Option<String> {
         self.read_string(&format!("{}/available_filter_functions", self.tracefs()?))
     }
