@@ -198,7 +198,7 @@ pub fn preflight(
             "kprobes",
             Status::Fail,
             "no kprobe support: /sys/bus/event_source/devices/kprobe and tracefs kprobe_events are absent",
-            "boot a kernel with CONFIG_KPROBES=y and CONFIG_KPROBE_EVENTS=y; mount tracefs at /sys/kernel/tracing",
+            "boot a kernel with CONFIG_KPROBES=y and CONFIG_KPROBE_EVENTS=y; if it has them: mount -t tracefs tracefs /sys/kernel/tracing",
         ),
         (Some(Err(e)), _, true) => row(
             "kprobes",
@@ -267,8 +267,8 @@ pub fn preflight(
         row(
             "BTF vmlinux",
             Status::Warn,
-            "absent: the mutex owner layout is assumed (owner word at 0, mask ~0x7)",
-            "on PREEMPT_RT pass --offset mutex.owner=N --owner-mask 0xfffffffffffffffe",
+            "/sys/kernel/btf/vmlinux absent: the probes need no CO-RE and still load; the mutex owner layout is assumed (owner word at +0, mask ~0x7)",
+            "on PREEMPT_RT, or if struct mutex differs, pass --offset mutex.owner=N --owner-mask 0xfffffffffffffffe (pahole -C mutex vmlinux)",
         )
     });
     rows.push(if res.module_btf {

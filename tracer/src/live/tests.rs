@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::btf::tests::vmlinux_and_module;
-use super::check::{exit_code, preflight, Probed, Status};
+use super::check::{exit_code, live_gate, preflight, Probed, Status};
 use super::elf::tests::tiny_ko;
 use super::host::Host;
 use super::resolve::{resolve, Overrides};
@@ -417,4 +417,193 @@ fn raw_records_captured_from_a_real_run_decode() {
     assert!(evs.iter().all(|e| e.ts_ns > 0 && e.task.pid > 0));
     // Read with the wrong byte order they are refused, not misread.
     assert!(decode_record(recs[0], Endian::Big, &NoSymbols).is_err());
+}
+
+// The environment cases of `check` and of `live`'s gate (issue 8, item 5) on fixture hosts
+// and injected probe results. The real binary is run against this host in tests/live_env.rs.
+
+fn preflight_on(host: &Host, probed: &Probed, config: Option<&str>) -> Vec<super::check::Row> {
+    preflight(
+        host,
+        &Profile::vfio_ap(),
+        "vfio_ap",
+        &Overrides::default(),
+        probed,
+        config,
+        "x86_64",
+    )
+    .0
+}
+
+fn row<'a>(rows: &'a [super::check::Row], item: &str) -> &'a super::check::Row {
+    rows.iter()
+        .find(|r| r.item == item)
+        .unwrap_or_else(|| panic!("no row {item}: {rows:?}"))
+}
+
+#[test]
+fn env_not_root_fails_naming_root_or_the_capabilities() {
+    let d = tmp();
+    let host = host_612(d.path());
+    put(
+        d.path(),
+        "proc/self/status",
+        "Uid:\t65534\t65534\t65534\t65534\nCapEff:\t0000000000000000\n",
+    );
+    let rows = preflight_on(&host, &live_ok(), None);
+    assert_eq!(exit_code(&rows), 2);
+    let r = row(&rows, "privileges");
+    assert_eq!(r.status, Status::Fail);
+    assert!(
+        r.fix.contains("run as root") && r.fix.contains("CAP_BPF and CAP_PERFMON"),
+        "{}",
+        r.fix
+    );
+    let e = live_gate(&rows, false).unwrap_err();
+    assert!(
+        e.contains("privileges: no CAP_BPF") && e.contains("setcap cap_bpf,cap_perfmon"),
+        "{e}"
+    );
+    // CAP_BPF + CAP_PERFMON without root are enough.
+    put(
+        d.path(),
+        "proc/self/status",
+        "Uid:\t1000\t1000\t1000\t1000\nCapEff:\t000000c000000000\n",
+    );
+    let rows = preflight_on(&host, &live_ok(), None);
+    assert_eq!(row(&rows, "privileges").status, Status::Ok);
+    // The bpf syscall refusing is a privilege problem, not a missing kernel feature.
+    let probed = Probed {
+        load: Some(Err(
+            "loading the eBPF object: map error: Operation not permitted (os error 1)".into(),
+        )),
+        ..live_ok()
+    };
+    let rows = preflight_on(&host, &probed, None);
+    assert_eq!(exit_code(&rows), 2);
+    assert!(row(&rows, "eBPF programs").fix.contains("run as root"));
+}
+
+#[test]
+fn env_tracefs_not_mounted_warns_with_the_mount_command() {
+    let d = tmp();
+    let host = host_612(d.path());
+    fs::remove_dir_all(d.path().join("sys/kernel/tracing")).unwrap();
+    fs::create_dir_all(d.path().join("sys/kernel/tracing")).unwrap();
+    let rows = preflight_on(&host, &live_ok(), None);
+    assert_eq!(exit_code(&rows), 0, "the kprobe PMU still attaches");
+    let r = row(&rows, "tracefs");
+    assert_eq!(r.status, Status::Warn);
+    assert!(r.detail.contains("not mounted"), "{}", r.detail);
+    assert_eq!(r.fix, "mount -t tracefs tracefs /sys/kernel/tracing");
+    let warnings = live_gate(&rows, false).unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("mount -t tracefs tracefs /sys/kernel/tracing")),
+        "{warnings:?}"
+    );
+    // Without tracefs and without the kprobe PMU nothing can attach.
+    fs::remove_dir_all(d.path().join("sys/bus/event_source/devices/kprobe")).unwrap();
+    let rows = preflight_on(&host, &live_ok(), None);
+    assert_eq!(exit_code(&rows), 2);
+    assert!(row(&rows, "kprobes")
+        .fix
+        .contains("mount -t tracefs tracefs /sys/kernel/tracing"));
+}
+
+#[test]
+fn env_no_vmlinux_btf_is_degraded_with_the_override() {
+    let d = tmp();
+    let host = host_612(d.path());
+    fs::remove_file(d.path().join("sys/kernel/btf/vmlinux")).unwrap();
+    let rows = preflight_on(&host, &live_ok(), None);
+    assert_eq!(
+        exit_code(&rows),
+        0,
+        "no CO-RE needed: degraded, not refused"
+    );
+    let r = row(&rows, "BTF vmlinux");
+    assert_eq!(r.status, Status::Warn);
+    assert!(r.detail.contains("no CO-RE"), "{}", r.detail);
+    assert!(r.fix.contains("--offset mutex.owner=N"), "{}", r.fix);
+    let text = super::check::to_text(&rows);
+    assert!(text.contains("can run, degraded"), "{text}");
+    let warnings = live_gate(&rows, false).unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("BTF vmlinux:") && w.contains("--offset mutex.owner=N")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn env_no_kprobes_stops_live_naming_config_kprobes() {
+    let d = tmp();
+    let host = host_nokprobes(d.path());
+    let config = fixture("config-nokprobes");
+    let rows = preflight_on(&host, &live_ok(), Some(&config));
+    let e = live_gate(&rows, false).unwrap_err();
+    assert!(
+        e.contains("cannot run") && e.contains("without CONFIG_KPROBES"),
+        "{e}"
+    );
+    assert!(e.contains("→ boot a kernel with CONFIG_KPROBES=y"), "{e}");
+    // The hidden allocator self-test (--text-range) needs no kprobes: a warning only.
+    let w = live_gate(&rows, true).unwrap();
+    assert!(w.iter().any(|w| w.contains("CONFIG_KPROBES")), "{w:?}");
+}
+
+#[test]
+fn env_a_kernel_without_ring_buffers_cannot_trace() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let probed = Probed {
+        ringbuf: Some(Ok(false)),
+        ..live_ok()
+    };
+    let rows = preflight_on(&host, &probed, None);
+    assert_eq!(exit_code(&rows), 2);
+    let r = row(&rows, "ring buffer");
+    assert_eq!(r.status, Status::Fail);
+    assert!(r.fix.contains("5.8+"), "{}", r.fix);
+    let e = live_gate(&rows, false).unwrap_err();
+    assert!(
+        e.contains("BPF_MAP_TYPE_RINGBUF not supported") && e.contains("5.8+"),
+        "{e}"
+    );
+    // The verifier refusing the programs: stops too, naming the kernel options.
+    let probed = Probed {
+        load: Some(Err("loading eBPF program enter_00: invalid argument".into())),
+        ..live_ok()
+    };
+    let rows = preflight_on(&host, &probed, None);
+    assert_eq!(exit_code(&rows), 2);
+    assert!(row(&rows, "eBPF programs")
+        .fix
+        .contains("CONFIG_BPF_SYSCALL"));
+    assert!(live_gate(&rows, false).is_err());
+}
+
+#[test]
+fn env_module_not_loaded_warns_with_modprobe_and_live_goes_on() {
+    let d = tmp();
+    let host = host_612(d.path());
+    fs::remove_dir_all(d.path().join("sys/module/vfio_ap")).unwrap();
+    let kallsyms: String = fixture("kallsyms-6.12-x86_64")
+        .lines()
+        .filter(|l| !l.contains("[vfio_ap]"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    put(d.path(), "proc/kallsyms", kallsyms);
+    let rows = preflight_on(&host, &live_ok(), None);
+    assert_eq!(exit_code(&rows), 0);
+    let r = row(&rows, "module vfio_ap");
+    assert_eq!(r.status, Status::Warn);
+    assert!(r.detail.contains("not loaded") && r.detail.contains("waits for it"));
+    assert!(r.fix.starts_with("modprobe vfio_ap"), "{}", r.fix);
+    // live does not stop for it (the agent says it is waiting), nor warns twice.
+    let w = live_gate(&rows, false).unwrap();
+    assert!(w.iter().all(|w| !w.contains("vfio_ap")), "{w:?}");
 }
