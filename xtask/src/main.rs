@@ -114,10 +114,13 @@ fn test() -> Result<()> {
             .current_dir(root())
             .arg("ci/prometheus-setup.sh"),
     )?;
+    // tracer/tests/live_env.rs runs the static agent with live tracing against this host.
+    let agent = build::build(build::Arch::X86_64)?;
     // The ignored tests are the ones that need those installed tools: run them too.
     provision::run(
         std::process::Command::new(env!("CARGO"))
             .current_dir(root())
+            .env("APTRACE_AGENT", &agent)
             .args([
                 "test",
                 "--workspace",

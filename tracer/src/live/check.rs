@@ -451,18 +451,23 @@ pub fn live_gate(rows: &[Row], self_test: bool) -> Result<Vec<String>, String> {
     };
     let fatal = |r: &&Row| r.status == Status::Fail && !(self_test && r.item == "kprobes");
     let failed: Vec<String> = rows.iter().filter(fatal).map(line).collect();
-    if !failed.is_empty() {
-        return Err(format!(
-            "live tracing cannot run here (`aptrace check` shows every line):\n{}",
-            failed.join("\n")
-        ));
-    }
-    Ok(rows
+    let warnings: Vec<String> = rows
         .iter()
-        .filter(|r| r.status != Status::Ok && r.status != Status::Info)
+        .filter(|r| r.status != Status::Ok && r.status != Status::Info && !fatal(r))
         .filter(|r| ENVIRONMENT.contains(&r.item.as_str()))
         .map(line)
-        .collect())
+        .collect();
+    if failed.is_empty() {
+        return Ok(warnings);
+    }
+    let mut e = format!(
+        "live tracing cannot run here (`aptrace check` shows every line):\n{}",
+        failed.join("\n")
+    );
+    if !warnings.is_empty() {
+        e.push_str(&format!("\nand, once it can:\n{}", warnings.join("\n")));
+    }
+    Err(e)
 }
 
 /// 0 when live tracing can run (possibly degraded), 2 when it cannot.

@@ -510,6 +510,14 @@ fn env_tracefs_not_mounted_warns_with_the_mount_command() {
     assert!(row(&rows, "kprobes")
         .fix
         .contains("mount -t tracefs tracefs /sys/kernel/tracing"));
+    // A kernel without kprobes and tracefs unmounted: live's error names both fixes.
+    let e = live_gate(&rows, false).unwrap_err();
+    assert!(
+        e.contains("kprobes: no kprobe support")
+            && e.contains("tracefs: not mounted")
+            && e.contains("→ mount -t tracefs tracefs /sys/kernel/tracing"),
+        "{e}"
+    );
 }
 
 #[test]
