@@ -148,10 +148,7 @@ pub fn load(ring_buffer_size: u32) -> Result<Ebpf> {
 /// A refusal by the bpf syscall names what to do about it.
 fn permission_hint(e: anyhow::Error) -> anyhow::Error {
     if super::check::is_permission_error(&format!("{e:#}")) {
-        e.context(format!(
-            "not permitted to use BPF: {}",
-            super::check::PRIVILEGE_FIX
-        ))
+        e.context("not permitted to use BPF (run as root, or with CAP_BPF and CAP_PERFMON)")
     } else {
         e
     }

@@ -421,6 +421,18 @@ pub fn preflight(
         }
     };
     rows.push(raw_tp);
+    // Said once: the other lines that privileges would fix point at it.
+    if rows
+        .iter()
+        .any(|r| r.item == "privileges" && r.status == Status::Fail)
+    {
+        for r in rows
+            .iter_mut()
+            .filter(|r| r.item != "privileges" && r.fix == PRIVILEGE_FIX)
+        {
+            r.fix = "run as root (see privileges)".into();
+        }
+    }
     (rows, res)
 }
 

@@ -464,6 +464,16 @@ fn env_not_root_fails_naming_root_or_the_capabilities() {
         e.contains("privileges: no CAP_BPF") && e.contains("setcap cap_bpf,cap_perfmon"),
         "{e}"
     );
+    // The lines privileges would fix point at it rather than repeating it.
+    let probed = Probed {
+        ringbuf: Some(Err("`bpf_map_create` failed".into())),
+        ..live_ok()
+    };
+    let rows = preflight_on(&host, &probed, None);
+    assert_eq!(
+        row(&rows, "ring buffer").fix,
+        "run as root (see privileges)"
+    );
     // CAP_BPF + CAP_PERFMON without root are enough.
     put(
         d.path(),
