@@ -362,3 +362,37 @@ fn a_newer_minor_version_is_read_as_far_as_known_with_a_warning() {
     assert_eq!(f["summary"], o["summary"]);
     assert_eq!(f["complete"], true, "nothing was skipped");
 }
+
+/// Found by `cargo xtask fuzz`: a chunk with a valid CRC whose count claims billions of
+/// events made the reader reserve gigabytes. Counts are capped by what each payload can hold.
+#[test]
+fn lying_chunk_counts_do_not_size_allocations() {
+    use tracer::recording::{Recording, SYNC};
+    let mut data = std::fs::read(root().join("samples/synthetic-clean.aptr")).unwrap();
+    let honest = Recording::parse(bytes::Bytes::copy_from_slice(&data), "x").unwrap();
+    let mut pos = 0;
+    while let Some(i) = data[pos..].windows(8).position(|w| w == SYNC) {
+        let at = pos + i;
+        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        data[at + 12..at + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+        let end = at + 16 + len;
+        let crc = crc32fast::hash(&data[at + 8..end]);
+        data[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        pos = end + 4;
+    }
+    let r = Recording::parse(bytes::Bytes::from(data), "lying.aptr").unwrap();
+    assert_eq!(r.chunks.len(), honest.chunks.len());
+    for c in &r.chunks {
+        assert!(
+            c.plausible_count() <= c.payload.len(),
+            "count capped by the payload"
+        );
+    }
+    let mut warnings = Vec::new();
+    let evs = r.events(&mut warnings);
+    assert!(
+        evs.is_empty(),
+        "every chunk fails to decode its claimed events"
+    );
+    assert_eq!(warnings.len(), r.chunks.len(), "{warnings:?}");
+}

@@ -473,13 +473,16 @@ pub struct Chunk {
 
 impl Chunk {
     /// Decodes the chunk's events.
+    /// The chunk's event count, capped by what its payload can hold (every event takes at
+    /// least MIN_EVENT_BYTES): the count is data, and a lying one must not size allocations.
+    pub fn plausible_count(&self) -> usize {
+        (self.count as usize).min(self.payload.len() / codec::MIN_EVENT_BYTES)
+    }
+
     pub fn events(&self) -> Result<Vec<Event>, codec::CodecError> {
         let mut dec = ChunkDecoder::new();
         let mut b: &[u8] = &self.payload;
-        // The count is data: reserve no more than the payload can hold (every event takes
-        // at least MIN_EVENT_BYTES), so a lying count cannot make this allocate.
-        let fits = self.payload.len() / codec::MIN_EVENT_BYTES;
-        let mut out = Vec::with_capacity((self.count as usize).min(fits));
+        let mut out = Vec::with_capacity(self.plausible_count());
         for _ in 0..self.count {
             out.push(dec.decode(&mut b)?);
         }
@@ -630,9 +633,9 @@ impl Recording {
     /// Every event of every good chunk. A chunk whose events do not decode is skipped with a
     /// warning pushed to `warnings`.
     pub fn events(&self, warnings: &mut Vec<String>) -> Vec<Event> {
-        // Counts come from CRC-checked chunks; the cap only guards against a writer's bug.
-        let total: usize = self.chunks.iter().map(|c| c.count as usize).sum();
-        let mut out = Vec::with_capacity(total.min(1 << 24));
+        // A CRC does not make a count honest (anyone can write one): cap each by its payload.
+        let total: usize = self.chunks.iter().map(Chunk::plausible_count).sum();
+        let mut out = Vec::with_capacity(total);
         self.for_each_event(warnings, |e| out.push(e));
         out
     }
