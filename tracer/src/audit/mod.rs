@@ -844,7 +844,14 @@ impl Auditor {
             (None, _) => None,
         };
         let Some(ptr) = ptr else { return };
-        if role != Role::ReleaseDev {
+        // The return of a call entered before the release ended the life (remove puts the
+        // device itself, so release_dev runs nested in it) is not a use after release.
+        let straddles = frame.as_ref().is_some_and(|f| {
+            self.mdevs.get(&ptr).is_some_and(|m| {
+                m.phase == Phase::Released && m.released_by.is_some_and(|r| r > f.enter.seq)
+            })
+        });
+        if role != Role::ReleaseDev && !straddles {
             self.touch(ptr, ev, &func);
         } else if let Some(m) = self.mdevs.get_mut(&ptr) {
             m.events += 1;

@@ -437,6 +437,30 @@ fn event_after_release_is_use_after_release_once() {
 }
 
 #[test]
+fn release_nested_in_remove_is_no_use_after_release() {
+    // As upstream's vfio_ap_mdev_remove: it ends with vfio_put_device(), whose last put runs
+    // .release inside it; remove returns after the life ended.
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG).close(QEMU, MIG);
+    s.enter(100, "vfio_ap_mdev_remove", &[MDEV_DEV], LockObs::Free, None)
+        .enter(
+            100,
+            "vfio_ap_mdev_release_dev",
+            &[MDEV],
+            LockObs::Free,
+            None,
+        )
+        .exit(100, "vfio_ap_mdev_release_dev", MDEV, 0, None)
+        .exit(100, "vfio_ap_mdev_remove", MDEV_DEV, 0, None);
+    let a = s.audit();
+    assert!(a.findings().is_empty(), "{:#?}", a.findings());
+    // but a new call after the release still is one
+    s.set_state(QEMU, 1, 0);
+    let a = s.audit();
+    only(&a, Kind::UseAfterRelease);
+}
+
+#[test]
 fn a_pointer_reused_after_release_is_a_new_incarnation() {
     let mut s = clean_lifecycle();
     s.create()
