@@ -41,7 +41,8 @@ for r in $RUNS; do
         "$AGENT" live --record "$o.aptr" --json "$o.json" $flag ${AGENT_ARGS:-} > "$o.agent.log" 2>&1 &
         apid=$!
         if wait_attached $apid "$o.agent.log"; then
-            M "agent attached $n $mode kprobes=$(attached) $(grep -m1 '^aptrace: attached' "$o.agent.log")"
+            M "agent attached $n $mode after $(awk "BEGIN{print $(up)-$t0}")s kprobes=$(attached) $(grep -m1 '^aptrace: attached' "$o.agent.log")"
+            [ -e /out/kprobes.list ] || cat /sys/kernel/debug/kprobes/list > /out/kprobes.list 2>&1
         else
             M "agent not attached ($n $mode)"
         fi
@@ -61,6 +62,7 @@ for r in $RUNS; do
         stop_agent $apid; arc=$?
     fi
     t1=$(up)
+    [ -n "$apid" ] && M "run $n $mode agent stopped after $(awk "BEGIN{print $t1-$t0}")s"
     M "run $n $mode end rc=$rc t=$(awk "BEGIN{print $t1-$t0}") agent=$arc"
 done
 if [ -n "${AGENT:-}" ] && [ -x "$AGENT" ] && [ -z "${ISOLATED:-}" ]; then
