@@ -12,7 +12,8 @@
 C=/sys/kernel/debug/vfio_ap_model/ctl
 M() { echo "APTRACE-TESTBED: $*"; }
 up() { cut -d' ' -f1 /proc/uptime; }
-attached() { n=$(grep -c "\[${MODULE:-vfio_ap}\]" /sys/kernel/debug/kprobes/list 2>/dev/null); echo "${n:-0}"; }
+# kprobes on the module's functions: kprobes/list lines are "ADDR  k|r  SYM+0xOFF  MODULE [FLAGS]"
+attached() { awk -v m="${MODULE:-vfio_ap}" '$4 == m { n++ } END { print n + 0 }' /sys/kernel/debug/kprobes/list 2>/dev/null || echo 0; }
 wait_attached() { # pid log: up to 120 s (kallsyms is slow under emulated s390x) for the
     # agent's "attached" line (all probes in place), then the kprobes it made must be listed
     i=0
@@ -44,6 +45,7 @@ for r in $RUNS; do
             M "agent attached $n $mode after $(awk "BEGIN{print $(up)-$t0}")s kprobes=$(attached) $(grep -m1 '^aptrace: attached' "$o.agent.log")"
             [ -e /out/kprobes.list ] || cat /sys/kernel/debug/kprobes/list > /out/kprobes.list 2>&1
         else
+            cat /sys/kernel/debug/kprobes/list > /out/kprobes.list 2>&1
             M "agent not attached ($n $mode)"
         fi
     fi
