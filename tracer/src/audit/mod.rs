@@ -299,6 +299,10 @@ pub struct Auditor {
     freed: HashMap<u64, Freed>,
     freed_order: VecDeque<u64>,
     guests: HashMap<u32, Arc<str>>,
+    /// UUIDs read before the life they name began (the probes read the name at init_dev's
+    /// entry, just before the auditor creates the mdev), or for a pointer whose last life
+    /// ended: given to the next life of that pointer.
+    pending_names: HashMap<u64, Arc<str>>,
     findings: Vec<Finding>,
     functions: Vec<FunctionStats>,
     transitions: BTreeMap<(MigState, MigState), u64>,
@@ -338,6 +342,7 @@ impl Auditor {
             freed: HashMap::new(),
             freed_order: VecDeque::new(),
             guests: HashMap::new(),
+            pending_names: HashMap::new(),
             findings: Vec::new(),
             functions,
             transitions: BTreeMap::new(),
@@ -399,11 +404,12 @@ impl Auditor {
             } => self.on_alloc(ev, *ptr, *bytes, site.clone(), stack),
             Body::Free { ptr, .. } => self.on_free(ev, *ptr, None),
             Body::Lost { count, source } => self.on_lost(ev, *count, *source),
-            Body::MdevName { mdev, uuid } => {
-                if let Some(m) = self.mdevs.get_mut(mdev) {
-                    m.uuid = Some(uuid.clone());
+            Body::MdevName { mdev, uuid } => match self.mdevs.get_mut(mdev) {
+                Some(m) if m.phase != Phase::Released => m.uuid = Some(uuid.clone()),
+                _ => {
+                    self.pending_names.insert(*mdev, uuid.clone());
                 }
-            }
+            },
             Body::GuestName { guest_pid, name } => {
                 self.guests.insert(*guest_pid, name.clone());
                 for m in self.mdevs.values_mut() {
@@ -490,8 +496,10 @@ impl Auditor {
         if ptr == 0 {
             return false;
         }
+        let pending = &mut self.pending_names;
         let m = self.mdevs.entry(ptr).or_insert_with(|| {
             let mut m = Mdev::new(ptr, 0, true);
+            m.uuid = pending.remove(&ptr);
             m.note(ev, format!("first seen in {func} (adopted)"), None);
             m
         });
@@ -784,6 +792,7 @@ impl Auditor {
         self.mdevs_seen += 1;
         // A pointer back after release is a new incarnation, not a use-after-release.
         let mut m = Mdev::new(ptr, incarnation, false);
+        m.uuid = self.pending_names.remove(&ptr);
         m.events = 1;
         m.note(ev, "init_dev (created)".into(), None);
         self.mdevs.insert(ptr, m);

@@ -742,3 +742,27 @@ fn an_accepted_bad_request_taken_in_one_bad_step_is_one_finding() {
         .message
         .contains("RUNNING → PRE_COPY"));
 }
+
+#[test]
+fn a_name_read_before_init_dev_names_the_new_life() {
+    // The probes read dev_name() at init_dev's entry: the name event precedes the life.
+    let mut s = Script::new();
+    s.push(
+        100,
+        "mdevctl",
+        Body::MdevName {
+            mdev: MDEV,
+            uuid: Arc::from("1eac0000-0000-4000-8000-000000000001"),
+        },
+    );
+    s.create().open(QEMU, MIG);
+    s.call(QEMU, "vfio_ap_mdev_close_device", &[MDEV], 0)
+        .remove_release(None);
+    let a = s.audit();
+    only(&a, Kind::Leak);
+    let m = a.findings()[0].mdev.as_ref().expect("mdev");
+    assert_eq!(
+        m.uuid.as_deref(),
+        Some("1eac0000-0000-4000-8000-000000000001")
+    );
+}
