@@ -12,14 +12,16 @@
 C=/sys/kernel/debug/vfio_ap_model/ctl
 M() { echo "APTRACE-TESTBED: $*"; }
 up() { cut -d' ' -f1 /proc/uptime; }
-attached() { n=$(grep -c "\[${MODULE:-vfio_ap}\]" /sys/kernel/debug/kprobes/list 2>/dev/null); echo "${n:-0}"; }
-wait_attached() { # up to 120 s (kallsyms is slow under emulated s390x)
+# kprobes on the module's functions: kprobes/list lines are "ADDR  k|r  SYM+0xOFF  MODULE [FLAGS]"
+attached() { awk -v m="${MODULE:-vfio_ap}" '$4 == m { n++ } END { print n + 0 }' /sys/kernel/debug/kprobes/list 2>/dev/null || echo 0; }
+wait_attached() { # pid log: up to 120 s (kallsyms is slow under emulated s390x) for the
+    # agent's "attached" line (all probes in place), then the kprobes it made must be listed
     i=0
-    while [ "$(attached)" = 0 ] && [ $i -lt 1200 ]; do
+    while ! grep -q "^aptrace: attached" "$2" 2>/dev/null && [ $i -lt 1200 ]; do
         kill -0 "$1" 2>/dev/null || return 1
         sleep 0.1; i=$((i+1))
     done
-    [ "$(attached)" != 0 ]
+    grep -q "^aptrace: attached" "$2" && [ "$(attached)" != 0 ]
 }
 stop_agent() { # pid: SIGINT, then up to 60 s for the recording to close
     kill -INT "$1" 2>/dev/null
@@ -39,26 +41,51 @@ for r in $RUNS; do
         # shellcheck disable=SC2086
         "$AGENT" live --record "$o.aptr" --json "$o.json" $flag ${AGENT_ARGS:-} > "$o.agent.log" 2>&1 &
         apid=$!
-        wait_attached $apid || M "agent not attached ($n $mode)"
+        if wait_attached $apid "$o.agent.log"; then
+            M "agent attached $n $mode after $(awk "BEGIN{print $(up)-$t0}")s kprobes=$(attached) $(grep -m1 '^aptrace: attached' "$o.agent.log")"
+            [ -e /out/kprobes.list ] || cat /sys/kernel/debug/kprobes/list > /out/kprobes.list 2>&1
+        else
+            cat /sys/kernel/debug/kprobes/list > /out/kprobes.list 2>&1
+            M "agent not attached ($n $mode)"
+        fi
     fi
     sh "/scenarios/$n/run.sh" > "$o.run.log" 2>&1
     rc=$?
     arc=none
     if [ -n "$apid" ]; then
         sleep 0.5   # let the ring buffer drain
+        if [ -n "${ISOLATED:-}" ]; then
+            # the hung task never returns: the finding must come while it hangs (up to 30 s)
+            i=0
+            while ! grep -q '^\[error\] self-deadlock' "$o.agent.log" && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+        fi
+        # findings printed live, before the agent is told to stop
+        M "run $n $mode live $(grep -o '^\[[a-z]*\] [a-z-]*' "$o.agent.log" | cut -d' ' -f2 | sort | uniq -c | tr -s ' \n' ' ')"
         stop_agent $apid; arc=$?
     fi
     t1=$(up)
+    [ -n "$apid" ] && M "run $n $mode agent stopped after $(awk "BEGIN{print $t1-$t0}")s"
     M "run $n $mode end rc=$rc t=$(awk "BEGIN{print $t1-$t0}") agent=$arc"
 done
 if [ -n "${AGENT:-}" ] && [ -x "$AGENT" ] && [ -z "${ISOLATED:-}" ]; then
     # after a SIGKILL of the agent no probe may stay attached
-    "$AGENT" live --record /out/sigkill.aptr ${AGENT_ARGS:-} > /out/sigkill.agent.log 2>&1 &
+    # shellcheck disable=SC2086
+    "$AGENT" live --all-allocations --record /out/sigkill.aptr ${AGENT_ARGS:-} > /out/sigkill.agent.log 2>&1 &
     apid=$!
-    wait_attached $apid
-    kill -9 $apid; wait $apid 2>/dev/null; sleep 1
-    left=$(attached); ev=$(grep -c . /sys/kernel/tracing/kprobe_events)
-    if [ "$left" = 0 ] && [ "$ev" = 0 ]; then M "sigkill-check ok"; else M "sigkill-check FAIL kprobes=$left kprobe_events=$ev"; fi
+    if wait_attached $apid /out/sigkill.agent.log; then
+        before=$(attached)
+        kill -9 $apid; wait $apid 2>/dev/null; sleep 1
+        left=$(attached); ev=$(grep -c . /sys/kernel/tracing/kprobe_events)
+        cp /sys/kernel/debug/kprobes/list /out/sigkill.kprobes-after 2>/dev/null
+        if [ "$before" != 0 ] && [ "$left" = 0 ] && [ "$ev" = 0 ]; then
+            M "sigkill-check ok kprobes-before=$before after=0"
+        else
+            M "sigkill-check FAIL kprobes-before=$before after=$left kprobe_events=$ev"
+        fi
+    else
+        kill -9 $apid 2>/dev/null
+        M "sigkill-check FAIL agent never attached"
+    fi
 fi
 if [ -n "${ISOLATED:-}" ]; then
     sync

@@ -405,6 +405,10 @@ pub struct Auditor {
     freed: FastMap<u64, Freed>,
     freed_order: VecDeque<u64>,
     guests: FastMap<u32, Arc<str>>,
+    /// UUIDs read before the life they name began (the probes read the name at init_dev's
+    /// entry, just before the auditor creates the mdev), or for a pointer whose last life
+    /// ended: given to the next life of that pointer.
+    pending_names: FastMap<u64, Arc<str>>,
     findings: Vec<Finding>,
     /// Every finding raised, by kind (exact even when `findings` stopped keeping them).
     kind_counts: [u64; Kind::ALL.len()],
@@ -458,6 +462,7 @@ impl Auditor {
             freed: FastMap::default(),
             freed_order: VecDeque::new(),
             guests: FastMap::default(),
+            pending_names: FastMap::default(),
             findings: Vec::new(),
             kind_counts: [0; Kind::ALL.len()],
             raised: Vec::new(),
@@ -522,11 +527,12 @@ impl Auditor {
             } => self.on_alloc(ev, *ptr, *bytes, site.clone(), stack),
             Body::Free { ptr, .. } => self.on_free(ev, *ptr, None),
             Body::Lost { count, source } => self.on_lost(ev, *count, *source),
-            Body::MdevName { mdev, uuid } => {
-                if let Some(m) = self.mdevs.get_mut(mdev) {
-                    m.uuid = Some(uuid.clone());
+            Body::MdevName { mdev, uuid } => match self.mdevs.get_mut(mdev) {
+                Some(m) if m.phase != Phase::Released => m.uuid = Some(uuid.clone()),
+                _ => {
+                    self.pending_names.insert(*mdev, uuid.clone());
                 }
-            }
+            },
             Body::GuestName { guest_pid, name } => {
                 self.guests.insert(*guest_pid, name.clone());
                 for m in self.mdevs.values_mut() {
@@ -643,8 +649,10 @@ impl Auditor {
         if ptr == 0 {
             return false;
         }
+        let pending = &mut self.pending_names;
         let m = self.mdevs.entry(ptr).or_insert_with(|| {
             let mut m = Mdev::new(ptr, 0, true);
+            m.uuid = pending.remove(&ptr);
             m.note(ev, Note::Adopted(func.clone()), None);
             m
         });
@@ -936,6 +944,7 @@ impl Auditor {
         self.mdevs_seen += 1;
         // A pointer back after release is a new incarnation, not a use-after-release.
         let mut m = Mdev::new(ptr, incarnation, false);
+        m.uuid = self.pending_names.remove(&ptr);
         m.events = 1;
         m.note(ev, Note::Text("init_dev (created)"), None);
         self.mdevs.insert(ptr, m);
@@ -991,7 +1000,14 @@ impl Auditor {
             (None, _) => None,
         };
         let Some(ptr) = ptr else { return };
-        if role != Role::ReleaseDev {
+        // The return of a call entered before the release ended the life (remove puts the
+        // device itself, so release_dev runs nested in it) is not a use after release.
+        let straddles = frame.as_ref().is_some_and(|f| {
+            self.mdevs.get(&ptr).is_some_and(|m| {
+                m.phase == Phase::Released && m.released_by.is_some_and(|r| r > f.enter.seq)
+            })
+        });
+        if role != Role::ReleaseDev && !straddles {
             self.touch(ptr, ev, &func);
         } else if let Some(m) = self.mdevs.get_mut(&ptr) {
             m.events += 1;

@@ -437,6 +437,30 @@ fn event_after_release_is_use_after_release_once() {
 }
 
 #[test]
+fn release_nested_in_remove_is_no_use_after_release() {
+    // As upstream's vfio_ap_mdev_remove: it ends with vfio_put_device(), whose last put runs
+    // .release inside it; remove returns after the life ended.
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG).close(QEMU, MIG);
+    s.enter(100, "vfio_ap_mdev_remove", &[MDEV_DEV], LockObs::Free, None)
+        .enter(
+            100,
+            "vfio_ap_mdev_release_dev",
+            &[MDEV],
+            LockObs::Free,
+            None,
+        )
+        .exit(100, "vfio_ap_mdev_release_dev", MDEV, 0, None)
+        .exit(100, "vfio_ap_mdev_remove", MDEV_DEV, 0, None);
+    let a = s.audit();
+    assert!(a.findings().is_empty(), "{:#?}", a.findings());
+    // but a new call after the release still is one
+    s.set_state(QEMU, 1, 0);
+    let a = s.audit();
+    only(&a, Kind::UseAfterRelease);
+}
+
+#[test]
 fn a_pointer_reused_after_release_is_a_new_incarnation() {
     let mut s = clean_lifecycle();
     s.create()
@@ -775,5 +799,29 @@ fn findings_beyond_the_cap_are_counted_not_kept() {
     assert_eq!(
         a.snapshot().findings_by_kind[&Kind::LifecycleOrder],
         FINDINGS_KEPT as u64 + 5
+    );
+}
+
+#[test]
+fn a_name_read_before_init_dev_names_the_new_life() {
+    // The probes read dev_name() at init_dev's entry: the name event precedes the life.
+    let mut s = Script::new();
+    s.push(
+        100,
+        "mdevctl",
+        Body::MdevName {
+            mdev: MDEV,
+            uuid: Arc::from("1eac0000-0000-4000-8000-000000000001"),
+        },
+    );
+    s.create().open(QEMU, MIG);
+    s.call(QEMU, "vfio_ap_mdev_close_device", &[MDEV], 0)
+        .remove_release(None);
+    let a = s.audit();
+    only(&a, Kind::Leak);
+    let m = a.findings()[0].mdev.as_ref().expect("mdev");
+    assert_eq!(
+        m.uuid.as_deref(),
+        Some("1eac0000-0000-4000-8000-000000000001")
     );
 }

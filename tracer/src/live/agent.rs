@@ -119,8 +119,10 @@ fn bump_memlock() {
     }
 }
 
-/// Loads the object with the ring buffer sized and every program loaded.
-pub fn load(ring_buffer_size: u32) -> Result<Ebpf> {
+/// Loads the object with the ring buffer sized; programs are loaded (verified) when first
+/// attached (`prepare`), except those named in `eager`: the kernel verifies each one, and
+/// under an emulated s390x without a JIT loading all 64 function slots took seconds.
+pub fn load(ring_buffer_size: u32, eager: &[&str]) -> Result<Ebpf> {
     object_present().map_err(|e| anyhow!(e))?;
     bump_memlock();
     let size = ring_buffer_size.max(4096).next_power_of_two();
@@ -130,17 +132,8 @@ pub fn load(ring_buffer_size: u32) -> Result<Ebpf> {
         .map_max_entries("EVENTS", size)
         .load(EBPF_OBJECT)
         .map_err(|e| permission_hint(anyhow::Error::new(e).context("loading the eBPF object")))?;
-    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-    for name in names {
-        let prog = ebpf.program_mut(&name).expect("listed");
-        let r = match prog {
-            aya::programs::Program::KProbe(p) => p.load(),
-            aya::programs::Program::RawTracePoint(p) => p.load(),
-            _ => continue,
-        };
-        r.map_err(|e| {
-            permission_hint(anyhow::Error::new(e).context(format!("loading eBPF program {name}")))
-        })?;
+    for name in eager {
+        prepare(&mut ebpf, name).map_err(permission_hint)?;
     }
     Ok(ebpf)
 }
@@ -190,6 +183,23 @@ pub fn gate(opts: &LiveOptions) -> Result<()> {
     }
 }
 
+/// Loads one program unless it is loaded already.
+fn prepare<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("no eBPF program {name}"))?;
+    let r = match prog {
+        aya::programs::Program::KProbe(p) => p.load(),
+        aya::programs::Program::RawTracePoint(p) => p.load(),
+        _ => Ok(()),
+    };
+    match r {
+        Ok(()) | Err(aya::programs::ProgramError::AlreadyLoaded) => {}
+        Err(e) => return Err(e).with_context(|| format!("loading eBPF program {name}")),
+    }
+    Ok(prog)
+}
+
 /// `check`'s probes that need the bpf syscall: load, ring buffer, a kprobe and a raw
 /// tracepoint actually attached and detached.
 pub fn probe_features() -> Probed {
@@ -202,7 +212,7 @@ pub fn probe_features() -> Probed {
     }
     p.ringbuf =
         Some(aya::sys::is_map_supported(aya::maps::MapType::RingBuf).map_err(|e| e.to_string()));
-    let mut ebpf = match load(4096) {
+    let mut ebpf = match load(4096, &["enter_00", "kfree"]) {
         Ok(e) => {
             p.load = Some(Ok(()));
             e
@@ -312,7 +322,7 @@ fn attach(
         let mut failed = None;
         for prefix in [ENTRY_PROGRAM, EXIT_PROGRAM] {
             let name = format!("{prefix}{slot:02}");
-            let kp: &mut KProbe = ebpf.program_mut(&name).context("program")?.try_into()?;
+            let kp: &mut KProbe = prepare(ebpf, &name)?.try_into()?;
             match kp.attach(&t.attach_name, 0) {
                 Ok(id) => links.push(Link::K(name, id)),
                 Err(e) => failed = Some(format!("{e}: {}", error_chain(&e))),
@@ -350,7 +360,7 @@ fn attach(
     }
     if opts.all_allocations {
         for (prog, tps) in RAW_TRACEPOINTS {
-            let rt: &mut RawTracePoint = ebpf.program_mut(prog).context("program")?.try_into()?;
+            let rt: &mut RawTracePoint = prepare(ebpf, prog)?.try_into()?;
             for tp in *tps {
                 match rt.attach(tp) {
                     Ok(id) => links.push(Link::R(prog.to_string(), id)),
@@ -369,7 +379,7 @@ fn attach(
                 log::warn!("--all-allocations: no kernel function for {prog}");
                 continue;
             };
-            let kp: &mut KProbe = ebpf.program_mut(prog).context("program")?.try_into()?;
+            let kp: &mut KProbe = prepare(ebpf, prog)?.try_into()?;
             match kp.attach(target, 0) {
                 Ok(id) => links.push(Link::K(prog.to_string(), id)),
                 Err(e) => log::warn!("--all-allocations: {prog} on {target}: {e}"),
@@ -524,7 +534,7 @@ pub fn run(opts: LiveOptions) -> Result<u8> {
 
 async fn run_async(opts: LiveOptions) -> Result<u8> {
     let host = Host::live();
-    let mut ebpf = load(opts.ring_buffer_size)?;
+    let mut ebpf = load(opts.ring_buffer_size, &[])?;
     match aya_log::EbpfLogger::init(&mut ebpf) {
         // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd holds it.
         Ok(logger) => {

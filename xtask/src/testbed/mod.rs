@@ -1,6 +1,7 @@
 //! `cargo xtask testbed`: Debian's 6.1 and 6.12 kernels for x86_64 and s390x in QEMU (TCG),
 //! the vfio_ap model module, and the scenarios of testbed/scenarios run against it, with
-//! `aptrace live --record` inside the guest when an agent binary is given.
+//! `aptrace live --record` inside the guest (the static agents are built by `cargo xtask
+//! build`'s code unless given with `--agent-*`; `--no-agent` runs the scenarios bare).
 //!
 //! Cache (gitignored): `<repo>/.cache/testbed/`
 //!   apt/<arch>/        private apt sources, lists and archive cache
@@ -67,6 +68,10 @@ pub struct TestbedArgs {
     pub module_name: String,
     pub agent_x86_64: Option<PathBuf>,
     pub agent_s390x: Option<PathBuf>,
+    /// run the scenarios without the agent
+    pub no_agent: bool,
+    /// copy the s390x 6.12 recordings of SAMPLE_SCENARIOS into samples/
+    pub update_samples: bool,
     /// extra arguments for every `aptrace live`
     pub agent_args: String,
     /// arguments added where the module has no BTF; `{mdevs_lock}` and `{mig_data}` are
@@ -91,9 +96,10 @@ impl Default for TestbedArgs {
             module_name: "vfio_ap".into(),
             agent_x86_64: None,
             agent_s390x: None,
+            no_agent: false,
+            update_samples: false,
             agent_args: String::new(),
-            btf_override_args: "--mdevs-lock-offset {mdevs_lock} --mig-data-offset {mig_data}"
-                .into(),
+            btf_override_args: DEFAULT_OVERRIDE_ARGS.into(),
             cache: None,
             boot_timeout: Duration::from_secs(600),
             install: true,
@@ -103,6 +109,17 @@ impl Default for TestbedArgs {
     }
 }
 
+/// What a user of a kernel whose modules have no BTF passes (offsets from pahole).
+const DEFAULT_OVERRIDE_ARGS: &str =
+    "--offset ap_matrix_dev.mdevs_lock={mdevs_lock} --offset ap_matrix_mdev.mig_data={mig_data}";
+
+/// The guest path of the module file (for `--module-file`: where kallsyms lists no module
+/// variables, the agent places `matrix_dev` from its symbol table).
+const GUEST_KO: &str = "/model.ko";
+
+/// The scenarios whose s390x 6.12 recordings are samples/<name>.aptr.
+pub const SAMPLE_SCENARIOS: [&str; 4] = ["clean", "leak", "self-deadlock", "invalid-arc"];
+
 impl TestbedArgs {
     pub const USAGE: &'static str = "cargo xtask testbed [options]
   --kernels LIST          x86_64-6.1,x86_64-6.12,s390x-6.1,s390x-6.12 (default: all)
@@ -110,11 +127,15 @@ impl TestbedArgs {
   --scenarios DIR         extra scenario folder (repeatable)
   --module-src DIR        module source folder (Kbuild/Makefile) instead of testbed/kmod
   --module-name NAME      its module name (default vfio_ap)
-  --agent-x86_64 PATH     static aptrace for x86_64 guests (none: scenarios run without agent)
-  --agent-s390x PATH      static aptrace for s390x guests
+  --agent-x86_64 PATH     static aptrace for x86_64 guests (default: built by `cargo xtask build`)
+  --agent-s390x PATH      static aptrace for s390x guests (default: built likewise)
+  --no-agent              run the scenarios without `aptrace live` (checks only run.sh)
   --agent-args STR        extra arguments for `aptrace live`
   --btf-override-args STR where the module has no BTF (default
-                          \"--mdevs-lock-offset {mdevs_lock} --mig-data-offset {mig_data}\")
+                          \"--offset ap_matrix_dev.mdevs_lock={mdevs_lock}
+                           --offset ap_matrix_mdev.mig_data={mig_data}\")
+  --update-samples        run clean, leak, self-deadlock, invalid-arc on s390x 6.12 (unless
+                          --kernels/--only say otherwise) and copy their recordings to samples/
   --cache DIR             cache (default <repo>/.cache/testbed)
   --boot-timeout SECS     per boot (default 600)
   --no-install            do not apt-get install missing host tools
@@ -149,6 +170,8 @@ impl TestbedArgs {
                 "--module-name" => a.module_name = val()?,
                 "--agent-x86_64" | "--agent-x86-64" => a.agent_x86_64 = Some(val()?.into()),
                 "--agent-s390x" => a.agent_s390x = Some(val()?.into()),
+                "--no-agent" => a.no_agent = true,
+                "--update-samples" => a.update_samples = true,
                 "--agent-args" => a.agent_args = val()?,
                 "--btf-override-args" => a.btf_override_args = val()?,
                 "--cache" => a.cache = Some(val()?.into()),
@@ -161,6 +184,14 @@ impl TestbedArgs {
                     std::process::exit(0);
                 }
                 _ => bail!("unknown testbed argument {arg}\n{}", Self::USAGE),
+            }
+        }
+        if a.update_samples {
+            if a.kernels.is_empty() {
+                a.kernels.push((Arch::S390x, "6.12".into()));
+            }
+            if a.only.is_empty() {
+                a.only = SAMPLE_SCENARIOS.iter().map(|s| s.to_string()).collect();
             }
         }
         if a.kernels.is_empty() {
@@ -353,8 +384,40 @@ pub fn run(args: TestbedArgs) -> Result<()> {
     }
 
     let t0 = Instant::now();
+    // The static agents, built by `cargo xtask build`'s code unless given.
+    let mut agents: BTreeMap<&'static str, PathBuf> = BTreeMap::new();
+    if !args.no_agent && !args.prepare_only && !args.prove {
+        for arch in [Arch::X86_64, Arch::S390x] {
+            if !arches.contains(&arch) {
+                continue;
+            }
+            let given = match arch {
+                Arch::X86_64 => args.agent_x86_64.clone(),
+                Arch::S390x => args.agent_s390x.clone(),
+            };
+            let path = match given {
+                Some(p) => p,
+                None => {
+                    let t = Instant::now();
+                    let p = crate::build::build(match arch {
+                        Arch::X86_64 => crate::build::Arch::X86_64,
+                        Arch::S390x => crate::build::Arch::S390x,
+                    })
+                    .with_context(|| format!("building the {} agent", arch.name()))?;
+                    eprintln!(
+                        "testbed: agent for {} built in {:.0}s",
+                        arch.name(),
+                        t.elapsed().as_secs_f64()
+                    );
+                    p
+                }
+            };
+            agents.insert(arch.name(), path);
+        }
+    }
     let mut rows = Vec::new();
     let mut failures = 0usize;
+    let mut judged: Vec<Judged> = Vec::new();
     for (arch, series) in &args.kernels {
         let arch = *arch;
         let k = kernels::provision(&cache, &apt, arch, series)?;
@@ -373,11 +436,12 @@ pub fn run(args: TestbedArgs) -> Result<()> {
         if args.prepare_only {
             continue;
         }
-        let agent = match arch {
-            Arch::X86_64 => args.agent_x86_64.clone(),
-            Arch::S390x => args.agent_s390x.clone(),
-        };
-        let mut agent_args = args.agent_args.clone();
+        let agent = agents.get(arch.name()).cloned();
+        // As a user would: the module file for its symbol table (kallsyms of Debian's s390x
+        // 6.1 lists no module variables), and pahole's offsets where the module has no BTF.
+        let mut agent_args = format!("{} --module-file {GUEST_KO}", args.agent_args)
+            .trim()
+            .to_string();
         if !m.has_btf {
             if let (Some(l), Some(d)) = (m.mdevs_lock_off, m.mig_data_off) {
                 let o = args
@@ -488,13 +552,60 @@ pub fn run(args: TestbedArgs) -> Result<()> {
                         note = format!("run.sh rc={rc}");
                     }
                     let expected = scenario::fmt_counts(&s.expected);
+                    let mut agent_ok = true;
                     let (found, found_ok) = if agent.is_some() {
-                        let json = share.join(format!("{}.{mode}.json", s.name));
-                        match fs::read_to_string(&json) {
-                            Ok(t) => {
-                                let f = scenario::count_findings(&t);
-                                (scenario::fmt_counts(&f), f == s.expected)
+                        let out = |ext: &str| share.join(format!("{}.{mode}.{ext}", s.name));
+                        let log = guest::read_lossy(&out("agent.log"));
+                        // every profiled function attached, lock checks on
+                        if !log.contains("(0 missing, lock checks on)") {
+                            agent_ok = false;
+                            note = format!(
+                                "{note} agent: {}",
+                                log.lines()
+                                    .find(|l| l.starts_with("aptrace: attached"))
+                                    .unwrap_or("never attached")
+                            )
+                            .trim()
+                            .to_string();
+                        }
+                        let aptr = out("aptr");
+                        if fs::metadata(&aptr).map(|m| m.len()).unwrap_or(0) == 0 {
+                            agent_ok = false;
+                            note = format!("{note} no recording").trim().to_string();
+                        }
+                        if isolated {
+                            // named while the task hangs, before the agent was stopped
+                            let live = marks.iter().find_map(|l| {
+                                l.strip_prefix(&format!("run {} {mode} live", s.name))
+                            });
+                            let ok = s
+                                .expected
+                                .keys()
+                                .all(|k| live.is_some_and(|l| l.contains(k.as_str())));
+                            if !ok {
+                                agent_ok = false;
+                                note = format!("{note} not reported live: {live:?}")
+                                    .trim()
+                                    .to_string();
                             }
+                        }
+                        let json = out("json");
+                        match fs::read_to_string(&json) {
+                            Ok(t) => match scenario::count_report(&t) {
+                                Ok(f) => {
+                                    let ok = scenario::judge(&s.expected, &f);
+                                    judged.push(Judged {
+                                        id: format!("{} {} {mode}", k.id(), s.name),
+                                        expected: s.expected.clone(),
+                                        found: f.clone(),
+                                    });
+                                    (scenario::fmt_counts(&f), ok)
+                                }
+                                Err(e) => {
+                                    note = format!("{note} {e}").trim().to_string();
+                                    ("-".into(), false)
+                                }
+                            },
                             Err(_) => {
                                 note = format!("{note} no {}", json.display()).trim().to_string();
                                 ("-".into(), false)
@@ -503,7 +614,7 @@ pub fn run(args: TestbedArgs) -> Result<()> {
                     } else {
                         ("(no agent)".into(), true)
                     };
-                    let mut pass = booted && end.is_some() && rc == 0 && found_ok;
+                    let mut pass = booted && end.is_some() && rc == 0 && found_ok && agent_ok;
                     if isolated && !res.ended_on_marker {
                         pass = false;
                         note = format!("{note} no evidence-out marker").trim().to_string();
@@ -524,7 +635,7 @@ pub fn run(args: TestbedArgs) -> Result<()> {
             }
             if agent.is_some() && !isolated {
                 let sk = marks.iter().find(|l| l.starts_with("sigkill-check"));
-                let ok = sk.is_some_and(|l| l == "sigkill-check ok");
+                let ok = sk.is_some_and(|l| l.starts_with("sigkill-check ok"));
                 failures += usize::from(!ok);
                 rows.push(Row {
                     kernel: k.kver.clone(),
@@ -543,6 +654,43 @@ pub fn run(args: TestbedArgs) -> Result<()> {
     if args.prepare_only {
         return Ok(());
     }
+    // Self-check: the judgment must fail on these very results with one expected kind
+    // removed (or, for a clean scenario, one added).
+    for j in &judged {
+        let mut wrong = j.expected.clone();
+        match wrong.keys().next().cloned() {
+            Some(k) => {
+                wrong.remove(&k);
+            }
+            None => {
+                wrong.insert("leak".into(), 1);
+            }
+        }
+        if scenario::judge(&wrong, &j.found) {
+            failures += 1;
+            rows.push(Row {
+                kernel: j.id.clone(),
+                arch: "-",
+                scenario: "self-check".into(),
+                mode: "-".into(),
+                expected: scenario::fmt_counts(&wrong),
+                found: scenario::fmt_counts(&j.found),
+                secs: 0.0,
+                pass: false,
+                note: "a wrong expectation was accepted".into(),
+            });
+        }
+    }
+    if !judged.is_empty() {
+        println!(
+            "testbed: self-check: {} results each judged against a wrong expectation (one kind removed, or added to clean): all rejected = {}",
+            judged.len(),
+            !rows.iter().any(|r| r.scenario == "self-check")
+        );
+    }
+    if args.update_samples {
+        update_samples(&root, &cache, &rows)?;
+    }
     print_table(&rows);
     println!(
         "\ntestbed: {} rows, {} failed, {:.0}s",
@@ -552,6 +700,47 @@ pub fn run(args: TestbedArgs) -> Result<()> {
     );
     if failures > 0 {
         bail!("testbed: {failures} failed");
+    }
+    Ok(())
+}
+
+/// One judged result, kept for the self-check.
+struct Judged {
+    id: String,
+    expected: BTreeMap<String, u64>,
+    found: BTreeMap<String, u64>,
+}
+
+/// Copies the s390x 6.12 recordings of the sample scenarios (default mode) to samples/.
+fn update_samples(root: &Path, cache: &Path, rows: &[Row]) -> Result<()> {
+    let runs = cache.join("runs/s390x-6.12");
+    for name in SAMPLE_SCENARIOS {
+        let passed = rows.iter().any(|r| {
+            r.arch == "s390x"
+                && r.kernel.contains("6.12")
+                && r.scenario == name
+                && r.mode == "default"
+                && r.pass
+        });
+        if !passed {
+            bail!("--update-samples: {name} did not pass on s390x 6.12; samples/ left as it was");
+        }
+    }
+    for name in SAMPLE_SCENARIOS {
+        let boot = if runs.join(name).join("share").is_dir() {
+            runs.join(name)
+        } else {
+            runs.join("shared")
+        };
+        let from = boot.join("share").join(format!("{name}.default.aptr"));
+        let to = root.join("samples").join(format!("{name}.aptr"));
+        fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+        eprintln!(
+            "testbed: {} <- {} ({} bytes)",
+            to.display(),
+            from.display(),
+            fs::metadata(&to)?.len()
+        );
     }
     Ok(())
 }

@@ -27,6 +27,12 @@ pub fn parse_counts(text: &str) -> Result<BTreeMap<String, u64>> {
         }
         let mut it = l.split_whitespace();
         let kind = it.next().unwrap_or_default().to_string();
+        if !FINDING_KINDS.contains(&kind.as_str()) {
+            bail!(
+                "unknown finding kind {kind:?} (one of {})",
+                FINDING_KINDS.join(", ")
+            );
+        }
         let n: u64 = it.next().context("`kind count` expected")?.parse()?;
         if n > 0 {
             *m.entry(kind).or_insert(0) += n;
@@ -110,28 +116,40 @@ pub const FINDING_KINDS: [&str; 11] = [
     "events-lost",
 ];
 
-/// Counts findings in an agent's JSON output without assuming its exact shape: every
-/// `"kind": "<finding kind>"` pair counts once.
-pub fn count_findings(json: &str) -> BTreeMap<String, u64> {
+/// Finding counts from the agent's JSON report (`--json`): the `findings` array, which must
+/// agree with `summary.findings_by_kind`.
+pub fn count_report(json: &str) -> Result<BTreeMap<String, u64>> {
+    let v: serde_json::Value = serde_json::from_str(json).context("the JSON report")?;
     let mut m = BTreeMap::new();
-    let mut rest = json;
-    while let Some(i) = rest.find("\"kind\"") {
-        rest = &rest[i + 6..];
-        let r = rest.trim_start();
-        let Some(r) = r.strip_prefix(':') else {
-            continue;
-        };
-        let r = r.trim_start();
-        let Some(r) = r.strip_prefix('"') else {
-            continue;
-        };
-        let Some(end) = r.find('"') else { break };
-        let kind = &r[..end];
-        if FINDING_KINDS.contains(&kind) {
-            *m.entry(kind.to_string()).or_insert(0) += 1;
-        }
+    for f in v["findings"]
+        .as_array()
+        .context("report without findings[]")?
+    {
+        let kind = f["kind"].as_str().context("finding without kind")?;
+        *m.entry(kind.to_string()).or_insert(0) += 1;
     }
-    m
+    let by_kind: BTreeMap<String, u64> = v["summary"]["findings_by_kind"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        })
+        .unwrap_or_default();
+    if by_kind != m {
+        bail!(
+            "findings[] ({}) and summary.findings_by_kind ({}) disagree",
+            fmt_counts(&m),
+            fmt_counts(&by_kind)
+        );
+    }
+    Ok(m)
+}
+
+/// Exact: every expected kind with its count, and nothing else (clean = no finding).
+pub fn judge(expected: &BTreeMap<String, u64>, found: &BTreeMap<String, u64>) -> bool {
+    expected == found
 }
 
 #[cfg(test)]
@@ -142,8 +160,29 @@ mod tests {
     fn counts() {
         let e = parse_counts("leak 1\n# c\n\nlock-not-held 2\n").unwrap();
         assert_eq!(fmt_counts(&e), "leak 1, lock-not-held 2");
-        let j = r#"{"findings":[{"kind":"leak","x":1},{"kind" : "leak"}]}
-{"kind":"vfio_ap_mdev_probe"}"#;
-        assert_eq!(fmt_counts(&count_findings(j)), "leak 2");
+        assert!(parse_counts("leek 1").is_err());
+    }
+
+    #[test]
+    fn report_counts_and_exact_judgment() {
+        let j = r#"{"findings":[{"kind":"leak"},{"kind":"lock-not-held"}],
+            "summary":{"findings_by_kind":{"leak":1,"lock-not-held":1}}}"#;
+        let f = count_report(j).unwrap();
+        assert!(judge(&parse_counts("leak 1\nlock-not-held 1").unwrap(), &f));
+        // one kind removed, one count off, one extra kind: all fail
+        assert!(!judge(&parse_counts("leak 1").unwrap(), &f));
+        assert!(!judge(
+            &parse_counts("leak 2\nlock-not-held 1").unwrap(),
+            &f
+        ));
+        assert!(!judge(
+            &parse_counts("leak 1\nlock-not-held 1\nevents-lost 1").unwrap(),
+            &f
+        ));
+        // clean: zero findings only
+        assert!(judge(&parse_counts("").unwrap(), &BTreeMap::new()));
+        assert!(!judge(&parse_counts("").unwrap(), &f));
+        let bad = r#"{"findings":[{"kind":"leak"}],"summary":{"findings_by_kind":{}}}"#;
+        assert!(count_report(bad).is_err());
     }
 }
