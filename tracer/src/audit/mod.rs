@@ -626,6 +626,26 @@ impl Auditor {
             .collect()
     }
 
+    /// A finding proved by its triggering event alone, without a stack.
+    fn raise_plain(
+        &mut self,
+        kind: Kind,
+        mdev: Option<u64>,
+        trigger: &Event,
+        func: &Arc<str>,
+        message: String,
+    ) {
+        self.raise(
+            kind,
+            mdev,
+            trigger,
+            Some(func.clone()),
+            message,
+            Vec::new(),
+            Vec::new(),
+        );
+    }
+
     fn mdev_label(&self, ptr: u64) -> String {
         match self.mdevs.get(&ptr).and_then(|m| m.uuid.clone()) {
             Some(uuid) => format!("mdev {uuid} ({ptr:#x})"),
@@ -668,15 +688,7 @@ impl Auditor {
                 self.mdev_label(ptr),
                 released.unwrap_or(0)
             );
-            self.raise(
-                Kind::UseAfterRelease,
-                Some(ptr),
-                ev,
-                Some(func.clone()),
-                msg,
-                Vec::new(),
-                Vec::new(),
-            );
+            self.raise_plain(Kind::UseAfterRelease, Some(ptr), ev, func, msg);
         }
         true
     }
@@ -819,15 +831,7 @@ impl Auditor {
                     let msg = format!(
                         "{func} ran on {label} after probe had registered it: the VFIO core saw no mig_ops at registration"
                     );
-                    self.raise(
-                        Kind::LifecycleOrder,
-                        Some(ptr),
-                        ev,
-                        Some(func.clone()),
-                        msg,
-                        Vec::new(),
-                        Vec::new(),
-                    );
+                    self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, &func, msg);
                 }
             }
             Role::Open => {
@@ -849,15 +853,7 @@ impl Auditor {
                 if let Some(problem) = problem {
                     let label = self.mdev_label(ptr);
                     let msg = format!("{func} opened {label} {problem}");
-                    self.raise(
-                        Kind::LifecycleOrder,
-                        Some(ptr),
-                        ev,
-                        Some(func.clone()),
-                        msg,
-                        Vec::new(),
-                        Vec::new(),
-                    );
+                    self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, &func, msg);
                 }
             }
             Role::Close => {
@@ -865,15 +861,7 @@ impl Auditor {
                 if !m.open && !m.adopted && !frame.lock_fault && m.phase != Phase::Released {
                     let label = self.mdev_label(ptr);
                     let msg = format!("{func} closed {label}, which was not open");
-                    self.raise(
-                        Kind::LifecycleOrder,
-                        Some(ptr),
-                        ev,
-                        Some(func.clone()),
-                        msg,
-                        Vec::new(),
-                        Vec::new(),
-                    );
+                    self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, &func, msg);
                 }
             }
             Role::FreeField => {
@@ -913,15 +901,7 @@ impl Auditor {
                     let msg = format!(
                         "{func} stepped {label} along {arc}, which is not one direct arc of the VFIO migration state machine"
                     );
-                    self.raise(
-                        Kind::InvalidMigrationArc,
-                        Some(ptr),
-                        ev,
-                        Some(func.clone()),
-                        msg,
-                        Vec::new(),
-                        Vec::new(),
-                    );
+                    self.raise_plain(Kind::InvalidMigrationArc, Some(ptr), ev, &func, msg);
                 }
             }
             Role::Reset => {
@@ -1081,15 +1061,7 @@ impl Auditor {
                             let msg = format!(
                                 "{func} read back {shown} on {label}, but the last accepted request left it in {tracked}"
                             );
-                            self.raise(
-                                Kind::InvalidMigrationArc,
-                                Some(ptr),
-                                ev,
-                                Some(func.clone()),
-                                msg,
-                                Vec::new(),
-                                Vec::new(),
-                            );
+                            self.raise_plain(Kind::InvalidMigrationArc, Some(ptr), ev, &func, msg);
                         }
                     } else if let Ok(s) = MigState::try_from(read) {
                         // Learn the state of an adopted mdev or after an error.
