@@ -20,8 +20,8 @@ waitfor() { # pattern count: up to 120 s in the agent's log
 }
 U=1eac0000-0000-4000-8000-000000000a01
 echo "create $U" > $C || fail create
-echo "open $U" > $C
 echo "fault init-unlocked" > $C
+echo "open $U" > $C
 echo "migrate $U STOP" > $C
 echo "close $U" > $C
 echo "remove $U" > $C

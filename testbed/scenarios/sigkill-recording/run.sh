@@ -10,6 +10,7 @@ O=/out/sigkill-recording.killed
 nk() { awk -v m="$M" '$4 == m { n++ } END { print n + 0 }' /sys/kernel/debug/kprobes/list; }
 [ -x "${AGENT:-}" ] || { echo "no agent: nothing to check"; exit 0; }
 k1=$(nk)
+: > $O.log
 # shellcheck disable=SC2086
 "$AGENT" live --all-allocations --record $O.aptr ${AGENT_ARGS:-} > $O.log 2>&1 &
 P=$!
