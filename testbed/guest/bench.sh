@@ -15,7 +15,8 @@ insmod /bench.ko || M "bench insmod failed"
 F=$(awk '$3 == "vfio_ap_get_data_size" { print $1; exit }' /proc/kallsyms)
 M "bench fn vfio_ap_get_data_size=$F"
 ps_of() { echo "$1" > $B && sed -n 's/.*per_call_ps=\([0-9]*\).*/\1/p' $B; }
-calls() { i=0; while [ $i -lt "$R" ]; do M "bench call $1 ps=$(ps_of "call $F $NCALL")"; i=$((i+1)); done; }
+calls() { # with an agent: a pause after each run, so its ring buffer drains and no event is lost
+    i=0; while [ $i -lt "$R" ]; do M "bench call $1 ps=$(ps_of "call $F $NCALL")"; i=$((i+1)); [ -n "${2:-}" ] && sleep "$2"; done; }
 allocs() { i=0; while [ $i -lt "$R" ]; do M "bench alloc $1 ps=$(ps_of "alloc $NALLOC 64")"; i=$((i+1)); done; }
 start_agent() { # mode log [args]: starts, times the attach, sets P
     t0=$(up)
@@ -44,8 +45,10 @@ echo > $T/kprobe_events
 echo > $T/trace
 if [ -x "${AGENT:-}" ]; then
     start_agent default /out/bench.default.log
-    calls aptrace
+    calls aptrace 1
     allocs aptrace-default
+    sleep 2
+    M "bench lost during calls: $(grep -c '^\[[a-z]*\] events-lost' /out/bench.default.log)"
     # (d) sustained rates: K calls every millisecond for RATE_MS ms
     for k in $RATES; do
         lost0=$(grep -c '^\[[a-z]*\] events-lost' /out/bench.default.log)

@@ -195,7 +195,7 @@ impl Default for BenchConf {
     fn default() -> Self {
         Self {
             runs: 5,
-            ncall: 10_000,
+            ncall: 2_000,
             nalloc: 50_000,
             rates: "5 10 20 50 100 200".into(),
             rate_ms: 2000,

@@ -177,6 +177,11 @@ pub fn boot(
         }
     }
     c.args(["-m", "1G", "-smp", "2", "-nographic", "-no-reboot"]);
+    // e.g. APTRACE_QEMU_EXTRA="-icount shift=0" (the kernel benchmarks: guest time counts
+    // instructions, not the shared host's load)
+    if let Ok(x) = std::env::var("APTRACE_QEMU_EXTRA") {
+        c.args(x.split_whitespace());
+    }
     c.arg("-kernel").arg(k.vmlinuz()).arg("-initrd").arg(initrd);
     c.arg("-fsdev").arg(fsdev);
     let out = File::create(log)?;
