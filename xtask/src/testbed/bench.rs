@@ -87,11 +87,9 @@ impl Figures {
                             .push(ps / 1000.0);
                     }
                 }
-                ["bench", "attach", mode, ..] => {
-                    if l.contains("aptrace: attached") {
-                        if let Some(s) = kv(l, "s=").and_then(|s| s.parse().ok()) {
-                            f.attach.insert(mode.to_string(), s);
-                        }
+                ["bench", "attach", mode, ..] if l.contains("aptrace: attached") => {
+                    if let Some(s) = kv(l, "s=").and_then(|s| s.parse().ok()) {
+                        f.attach.insert(mode.to_string(), s);
                     }
                 }
                 ["bench", "rate", ..] => {
@@ -178,7 +176,10 @@ impl Figures {
                 .unwrap_or("-".into()),
         );
         let runs = self.samples.values().map(Vec::len).max().unwrap_or(0);
-        s += &format!("  ({runs} runs per figure, medians; boot {:.0} s)\n", self.secs);
+        s += &format!(
+            "  ({runs} runs per figure, medians; boot {:.0} s)\n",
+            self.secs
+        );
         s
     }
 }

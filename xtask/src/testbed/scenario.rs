@@ -121,7 +121,10 @@ pub fn fmt_expected(m: &BTreeMap<String, u64>, at_least: &BTreeSet<String>) -> S
     if m.is_empty() {
         return "none".into();
     }
-    let allowed = m.iter().filter(|(k, v)| **v == 0 && at_least.contains(*k)).count();
+    let allowed = m
+        .iter()
+        .filter(|(k, v)| **v == 0 && at_least.contains(*k))
+        .count();
     let mut s = m
         .iter()
         .filter(|(k, v)| **v > 0 || !at_least.contains(*k))
@@ -264,14 +267,21 @@ mod tests {
         assert!(judge_at_least(&e, &al, &f2("events-lost 3")));
         assert!(judge_at_least(&e, &al, &f2("events-lost 1\nleak 2")));
         assert!(!judge_at_least(&e, &al, &f2("leak 2")));
-        assert!(!judge_at_least(&e, &al, &f2("events-lost 1\nlock-not-held 1")));
+        assert!(!judge_at_least(
+            &e,
+            &al,
+            &f2("events-lost 1\nlock-not-held 1")
+        ));
         assert!(!judge(&e, &f2("events-lost 3")));
         let (e, al) = parse_expected("leak 1").unwrap();
         assert!(al.is_empty() && judge_at_least(&e, &al, &f2("leak 1")));
         assert!(!judge_at_least(&e, &al, &f2("leak 2")));
         let u = r#"{"findings":[{"kind":"events-lost"},{"kind":"leak","uncertain":true},
             {"kind":"unknown-free","uncertain":false}]}"#;
-        assert_eq!(certain_findings(u).unwrap(), vec!["unknown-free".to_string()]);
+        assert_eq!(
+            certain_findings(u).unwrap(),
+            vec!["unknown-free".to_string()]
+        );
         let bad = r#"{"findings":[{"kind":"leak"}],"summary":{"findings_by_kind":{}}}"#;
         assert!(count_report(bad).is_err());
     }
