@@ -19,6 +19,7 @@ calls() { # with an agent: a pause after each run, so its ring buffer drains and
     i=0; while [ $i -lt "$R" ]; do M "bench call $1 ps=$(ps_of "call $F $NCALL")"; i=$((i+1)); [ -n "${2:-}" ] && sleep "$2"; done; }
 allocs() { i=0; while [ $i -lt "$R" ]; do M "bench alloc $1 ps=$(ps_of "alloc $NALLOC 64")"; i=$((i+1)); done; }
 start_agent() { # mode log [args]: starts, times the attach, sets P
+    rm -f "$2"; : > "$2" # no stale "attached" line
     t0=$(up)
     # shellcheck disable=SC2086
     "$AGENT" live $3 ${AGENT_ARGS:-} > "$2" 2>&1 &

@@ -260,10 +260,12 @@ pub fn bench_one(
     // (b), (c): guest time counts instructions (-icount shift=0: 1 ns per instruction) on
     // one vCPU, so neither the shared host's load nor the agent's own work on another CPU
     // enters the loops' times. (d), (e): real time, two vCPUs, as a user would see it.
+    let share_ic = dir.join("share-icount");
+    fs::create_dir_all(&share_ic)?;
     let ic = guest::boot_with(
         k,
         &initrd,
-        &share,
+        &share_ic,
         &dir.join("console-icount.log"),
         timeout,
         None,
