@@ -283,6 +283,15 @@ pub fn bench_one(
     Ok(f)
 }
 
+/// The figures of the run recorded in BENCHMARKS.md ("Kernel side, in the testbed"), for
+/// `cargo xtask bench`'s (b)-(e) lines (its `TESTBED` text).
+#[allow(dead_code)] // used by `cargo xtask bench` once merged with the bench branch
+pub const MEASURED: &str = "testbed, Debian 6.12 under TCG (cargo xtask testbed --bench; BENCHMARKS.md): \
+(b) aptrace/ftrace kprobe+kretprobe events per call 2.01x x86_64, 6.80x s390x (target 1.00: missed; \
+aptrace/nothing 264x, 1334x); (c) default mode 1.00x both; --all-allocations 2.35x x86_64, 5.72x s390x \
+= 1.34x, 2.79x the do-nothing raw-tracepoint floor (target 1.1: missed); (d) x86_64 about 50 500 events/s with no loss, events-lost (agent keeps running) from 77 000; s390x 40 404 events/s \
+with no loss (the highest the loop reached: the probes' cost bounds it); (e) attach 4.62 s x86_64, 3.73 s s390x";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,11 +318,3 @@ mod tests {
         assert!(t.contains("without loss: 9000 events/s"), "{t}");
     }
 }
-
-/// The figures of the run recorded in BENCHMARKS.md ("Kernel side, in the testbed"), for
-/// `cargo xtask bench`'s (b)-(e) lines (its `TESTBED` text).
-pub const MEASURED: &str = "testbed, Debian 6.12 under TCG (cargo xtask testbed --bench; BENCHMARKS.md): \
-(b) aptrace/ftrace kprobe+kretprobe events per call 2.01x x86_64, 6.80x s390x (target 1.00: missed; \
-aptrace/nothing 264x, 1334x); (c) default mode 1.00x both; --all-allocations 2.35x x86_64, 5.72x s390x \
-= 1.34x, 2.79x the do-nothing raw-tracepoint floor (target 1.1: missed); (d) x86_64 about 50 500 events/s with no loss, events-lost (agent keeps running) from 77 000; s390x 40 404 events/s \
-with no loss (the highest the loop reached: the probes' cost bounds it); (e) attach 4.62 s x86_64, 3.73 s s390x";
