@@ -34,6 +34,8 @@ for r in $RUNS; do
     n=${r%%:*}; mode=${r#*:}
     o=/out/$n.$mode
     flag=""; [ "$mode" = all-allocations ] && flag=--all-allocations
+    # a scenario's own agent arguments (e.g. --ring-buffer-size 4096)
+    [ -f "/scenarios/$n/agent-args" ] && flag="$flag $(cat "/scenarios/$n/agent-args")"
     M "run $n $mode start"
     t0=$(up)
     apid=""

@@ -155,6 +155,19 @@ pub fn boot(
     timeout: Duration,
     kill_marker: Option<&str>,
 ) -> Result<BootResult> {
+    boot_with(k, initrd, share, log, timeout, kill_marker, &[])
+}
+
+/// [`boot`] with extra QEMU arguments (the benchmarks' `-icount shift=0 -smp 1`).
+pub fn boot_with(
+    k: &Kernel,
+    initrd: &Path,
+    share: &Path,
+    log: &Path,
+    timeout: Duration,
+    kill_marker: Option<&str>,
+    extra: &[&str],
+) -> Result<BootResult> {
     let fsdev = format!("local,id=out,path={},security_model=none", share.display());
     let mut c = Command::new("nice");
     c.arg("-n").arg("5");
@@ -177,6 +190,12 @@ pub fn boot(
         }
     }
     c.args(["-m", "1G", "-smp", "2", "-nographic", "-no-reboot"]);
+    // e.g. APTRACE_QEMU_EXTRA="-icount shift=0" (the kernel benchmarks: guest time counts
+    // instructions, not the shared host's load)
+    if let Ok(x) = std::env::var("APTRACE_QEMU_EXTRA") {
+        c.args(x.split_whitespace());
+    }
+    c.args(extra);
     c.arg("-kernel").arg(k.vmlinuz()).arg("-initrd").arg(initrd);
     c.arg("-fsdev").arg(fsdev);
     let out = File::create(log)?;

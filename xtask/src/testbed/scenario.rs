@@ -1,7 +1,11 @@
 //! Scenarios are data: `<dir>/<name>/run.sh`, `expected` (lines `kind count`), optional
 //! `isolated` (a boot of its own) and `modes` (`default`, `all-allocations`; default: default).
+//! An `expected` line `kind >=N` asks for at least N (`>=0`: allowed, not required: kinds that
+//! lost events may or may not cause). Optional `agent-args` (added to that scenario's `aptrace
+//! live`, read by the guest runner) and `uncertain` (every finding other than events-lost must
+//! be marked uncertain in the JSON report).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -12,14 +16,25 @@ pub struct Scenario {
     pub name: String,
     pub dir: PathBuf,
     pub expected: BTreeMap<String, u64>,
+    /// kinds of `expected` judged as "at least" (`kind >=N` lines)
+    pub at_least: BTreeSet<String>,
+    /// every finding but events-lost must be uncertain (file `uncertain`)
+    pub uncertain: bool,
     pub isolated: bool,
     pub modes: Vec<String>,
 }
 
 pub const MODES: [&str; 2] = ["default", "all-allocations"];
 
+#[cfg(test)]
 pub fn parse_counts(text: &str) -> Result<BTreeMap<String, u64>> {
+    Ok(parse_expected(text)?.0)
+}
+
+/// `kind N` (exact) and `kind >=N` (at least) lines: the counts and the at-least kinds.
+pub fn parse_expected(text: &str) -> Result<(BTreeMap<String, u64>, BTreeSet<String>)> {
     let mut m = BTreeMap::new();
+    let mut at_least = BTreeSet::new();
     for l in text.lines() {
         let l = l.split('#').next().unwrap_or("").trim();
         if l.is_empty() {
@@ -33,12 +48,20 @@ pub fn parse_counts(text: &str) -> Result<BTreeMap<String, u64>> {
                 FINDING_KINDS.join(", ")
             );
         }
-        let n: u64 = it.next().context("`kind count` expected")?.parse()?;
+        let c = it.next().context("`kind count` expected")?;
+        let n: u64 = match c.strip_prefix(">=") {
+            Some(n) => {
+                at_least.insert(kind.clone());
+                m.entry(kind.clone()).or_insert(0);
+                n.parse()?
+            }
+            None => c.parse()?,
+        };
         if n > 0 {
             *m.entry(kind).or_insert(0) += n;
         }
     }
-    Ok(m)
+    Ok((m, at_least))
 }
 
 pub fn load_one(dir: &Path) -> Result<Scenario> {
@@ -50,8 +73,8 @@ pub fn load_one(dir: &Path) -> Result<Scenario> {
     if !dir.join("run.sh").exists() {
         bail!("{}: no run.sh", dir.display());
     }
-    let expected = match fs::read_to_string(dir.join("expected")) {
-        Ok(t) => parse_counts(&t).with_context(|| format!("{}/expected", dir.display()))?,
+    let (expected, at_least) = match fs::read_to_string(dir.join("expected")) {
+        Ok(t) => parse_expected(&t).with_context(|| format!("{}/expected", dir.display()))?,
         Err(_) => bail!("{}: no expected file", dir.display()),
     };
     let modes: Vec<String> = match fs::read_to_string(dir.join("modes")) {
@@ -67,6 +90,8 @@ pub fn load_one(dir: &Path) -> Result<Scenario> {
         name,
         dir: dir.to_path_buf(),
         expected,
+        at_least,
+        uncertain: dir.join("uncertain").exists(),
         isolated: dir.join("isolated").exists(),
         modes,
     })
@@ -89,6 +114,30 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>> {
         v.push(load_one(&p)?);
     }
     Ok(v)
+}
+
+/// `expected` for the table, with `>=` on the at-least kinds.
+pub fn fmt_expected(m: &BTreeMap<String, u64>, at_least: &BTreeSet<String>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    let allowed = m
+        .iter()
+        .filter(|(k, v)| **v == 0 && at_least.contains(*k))
+        .count();
+    let mut s = m
+        .iter()
+        .filter(|(k, v)| **v > 0 || !at_least.contains(*k))
+        .map(|(k, v)| {
+            let op = if at_least.contains(k) { ">=" } else { "" };
+            format!("{k} {op}{v}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if allowed > 0 {
+        s += &format!(" (+{allowed} kinds >=0)");
+    }
+    s
 }
 
 pub fn fmt_counts(m: &BTreeMap<String, u64>) -> String {
@@ -148,8 +197,38 @@ pub fn count_report(json: &str) -> Result<BTreeMap<String, u64>> {
 }
 
 /// Exact: every expected kind with its count, and nothing else (clean = no finding).
+#[cfg(test)]
 pub fn judge(expected: &BTreeMap<String, u64>, found: &BTreeMap<String, u64>) -> bool {
     expected == found
+}
+
+/// As [`judge`], but the `at_least` kinds need only reach their count (0: may be absent).
+pub fn judge_at_least(
+    expected: &BTreeMap<String, u64>,
+    at_least: &BTreeSet<String>,
+    found: &BTreeMap<String, u64>,
+) -> bool {
+    let exact_ok = expected
+        .iter()
+        .filter(|(k, _)| !at_least.contains(*k))
+        .all(|(k, n)| found.get(k) == Some(n));
+    let least_ok = at_least
+        .iter()
+        .all(|k| found.get(k).copied().unwrap_or(0) >= expected.get(k).copied().unwrap_or(0));
+    let no_extra = found.keys().all(|k| expected.contains_key(k));
+    exact_ok && least_ok && no_extra
+}
+
+/// Findings other than events-lost that are not marked uncertain in the JSON report.
+pub fn certain_findings(json: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(json).context("the JSON report")?;
+    Ok(v["findings"]
+        .as_array()
+        .context("report without findings[]")?
+        .iter()
+        .filter(|f| f["kind"] != "events-lost" && f["uncertain"] != true)
+        .map(|f| f["kind"].as_str().unwrap_or("?").to_string())
+        .collect())
 }
 
 #[cfg(test)]
@@ -182,6 +261,27 @@ mod tests {
         // clean: zero findings only
         assert!(judge(&parse_counts("").unwrap(), &BTreeMap::new()));
         assert!(!judge(&parse_counts("").unwrap(), &f));
+        // at least: events-lost >=1 and leak >=0 (allowed, not required); nothing else
+        let (e, al) = parse_expected("events-lost >=1\nleak >=0\n").unwrap();
+        let f2 = |t: &str| parse_counts(t).unwrap();
+        assert!(judge_at_least(&e, &al, &f2("events-lost 3")));
+        assert!(judge_at_least(&e, &al, &f2("events-lost 1\nleak 2")));
+        assert!(!judge_at_least(&e, &al, &f2("leak 2")));
+        assert!(!judge_at_least(
+            &e,
+            &al,
+            &f2("events-lost 1\nlock-not-held 1")
+        ));
+        assert!(!judge(&e, &f2("events-lost 3")));
+        let (e, al) = parse_expected("leak 1").unwrap();
+        assert!(al.is_empty() && judge_at_least(&e, &al, &f2("leak 1")));
+        assert!(!judge_at_least(&e, &al, &f2("leak 2")));
+        let u = r#"{"findings":[{"kind":"events-lost"},{"kind":"leak","uncertain":true},
+            {"kind":"unknown-free","uncertain":false}]}"#;
+        assert_eq!(
+            certain_findings(u).unwrap(),
+            vec!["unknown-free".to_string()]
+        );
         let bad = r#"{"findings":[{"kind":"leak"}],"summary":{"findings_by_kind":{}}}"#;
         assert!(count_report(bad).is_err());
     }

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Lost events (issue 8 item 3). The agent runs with --ring-buffer-size 4096 (agent-args).
+# It is stopped (SIGSTOP) during a burst of 40 clean mdev lives, so the 4 KiB ring fills
+# whatever the speed of the emulated CPU, then continued: it must read the kernel-side loss
+# counter, raise events-lost, and keep running (the runner then stops it with SIGINT and
+# judges its recording and report). An mdev opened before the burst (its events are early in
+# the ring) leaks after it: that leak's evidence straddles the loss, so it must be marked
+# uncertain (the scenario's `uncertain` file). Without an agent the burst just runs.
+set -e
+C=/sys/kernel/debug/vfio_ap_model/ctl
+A=$(pidof aptrace || true)
+[ -n "$A" ] && kill -STOP $A
+X=1eac0000-0000-4000-8000-000000001000
+echo "create $X" > $C
+echo "open $X" > $C
+echo "migrate $X STOP" > $C
+i=10
+while [ $i -lt 50 ]; do
+    U=1eac0000-0000-4000-8000-0000000010$i
+    echo "create $U" > $C
+    echo "open $U" > $C
+    echo "migrate $U STOP" > $C
+    echo "migrate $U RUNNING" > $C
+    echo "close $U" > $C
+    echo "remove $U" > $C
+    i=$((i+1))
+done
+if [ -n "$A" ]; then
+    kill -CONT $A
+    sleep 3 # the agent reads the loss counters once a second
+    kill -0 $A && echo "agent still running after the burst"
+fi
+echo "fault skip-release" > $C
+echo "close $X" > $C
+echo "remove $X" > $C
+# and it still audits: one clean life after the loss
+U=1eac0000-0000-4000-8000-000000001099
+echo "create $U" > $C
+echo "open $U" > $C
+echo "close $U" > $C
+echo "remove $U" > $C

@@ -1,0 +1,40 @@
+#!/bin/sh
+# An agent SIGKILLed while recording (issue 8 item 4): its recording must read up to its
+# last flush (chunks are flushed at least once a second): `aptrace report` on it finds the
+# leak made before the kill and says complete:false at most; none of its kprobes stays (the
+# runner's own agent keeps its probes). Expected for the runner's agent: leak 1.
+. /job.env
+C=/sys/kernel/debug/vfio_ap_model/ctl
+M=${MODULE:-vfio_ap}
+O=/out/sigkill-recording.killed
+nk() { awk -v m="$M" '$4 == m { n++ } END { print n + 0 }' /sys/kernel/debug/kprobes/list; }
+[ -x "${AGENT:-}" ] || { echo "no agent: nothing to check"; exit 0; }
+k1=$(nk)
+: > $O.log
+# shellcheck disable=SC2086
+"$AGENT" live --all-allocations --record $O.aptr ${AGENT_ARGS:-} > $O.log 2>&1 &
+P=$!
+i=0
+while ! grep -q "^aptrace: attached" $O.log && kill -0 $P 2>/dev/null && [ $i -lt 1200 ]; do
+    sleep 0.1; i=$((i+1))
+done
+grep -q "^aptrace: attached" $O.log || { echo "FAIL: never attached: $(cat $O.log)"; exit 1; }
+k2=$(nk)
+U=1eac0000-0000-4000-8000-000000000c01
+echo "create $U" > $C
+echo "open $U" > $C
+echo "migrate $U STOP" > $C
+echo "fault skip-release" > $C
+echo "close $U" > $C
+echo "remove $U" > $C
+sleep 2.5 # past one flush
+kill -9 $P; wait $P 2>/dev/null
+sleep 1
+k3=$(nk)
+"$AGENT" report --format json $O.aptr > $O.report.json 2> $O.report.err
+rc=$?
+n=$(grep -c '"kind": "leak"' $O.report.json)
+complete=$(grep -m1 -o '"complete": [a-z]*' $O.report.json)
+echo "kprobes on $M: before $k1, with the killed agent $k2, after the kill $k3"
+echo "report rc=$rc leaks=$n $complete size=$(wc -c < $O.aptr) $(head -c 300 $O.report.err)"
+[ "$k2" -gt "$k1" ] && [ "$k3" = "$k1" ] && [ $rc = 1 ] && [ "$n" = 1 ]

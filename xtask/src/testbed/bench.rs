@@ -1,0 +1,320 @@
+//! `cargo xtask testbed --bench`: the kernel-side figures of issue 7 (b-e) in the testbed's
+//! guests. One boot per kernel runs testbed/guest/bench.sh with the model module, the second
+//! module `aptrace_bench` (testbed/kmod/alloc_loop.c) and the static agent; the guest prints
+//! `bench ...` markers and the host takes medians and prints ratios.
+//!
+//! (b) `vfio_ap_get_data_size` called N times from aptrace_bench through its kallsyms
+//!     address, timed with ktime in the kernel: nothing attached, the kernel's kprobe events
+//!     (entry + return, tracing on), `aptrace live` (its entry + return probes).
+//! (c) kmalloc(64)+kfree N times from aptrace_bench: nothing, `aptrace live`, `aptrace live
+//!     --all-allocations`. The do-nothing BPF floor is TOOLCHAIN.md's measured raw-tracepoint
+//!     program in the same guests ([`FLOOR_RAW_TP`]): the guest has no bpftool.
+//! (d) K calls every millisecond for RATE_MS ms at rising K with `aptrace live` (default
+//!     4 MiB ring): the achieved events/s and whether events-lost was raised.
+//! (e) agent start to its `aptrace: attached` line, timed by the guest script.
+//!
+//! Two boots per kernel: (b) and (c) under `-icount shift=0 -smp 1` (guest time counts
+//! instructions: reproducible on a loaded host, and the agent's work on another vCPU stays
+//! out of the loops), (d) and (e) in real time on two vCPUs.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::kernels::Kernel;
+use super::{guest, kmod, Arch};
+
+/// do-nothing BPF on raw tracepoint kmalloc, per kmalloc+kfree pair against nothing
+/// (TOOLCHAIN.md, Debian 6.12 guests under TCG, medians of 5 runs)
+pub fn floor_raw_tp(arch: Arch) -> f64 {
+    match arch {
+        Arch::X86_64 => 1.75,
+        Arch::S390x => 2.05,
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Figures {
+    pub kernel: String,
+    pub arch: &'static str,
+    pub floor: f64,
+    /// ns per call / per pair, each run
+    pub samples: BTreeMap<String, Vec<f64>>,
+    /// mode -> seconds
+    pub attach: BTreeMap<String, f64>,
+    /// (calls per ms, achieved events/s, events-lost findings raised, agent alive)
+    pub rates: Vec<(u64, u64, u64, bool)>,
+    pub secs: f64,
+}
+
+pub fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    })
+}
+
+impl Figures {
+    pub fn med(&self, key: &str) -> Option<f64> {
+        self.samples.get(key).and_then(|v| median(v))
+    }
+
+    /// Parses the guest's `bench ...` markers.
+    pub fn parse(kernel: &str, arch: Arch, marks: &[String]) -> Self {
+        let mut f = Figures {
+            kernel: kernel.into(),
+            arch: arch.name(),
+            floor: floor_raw_tp(arch),
+            ..Default::default()
+        };
+        let kv = |l: &str, k: &str| -> Option<String> {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .map(str::to_string)
+        };
+        for l in marks {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["bench", what @ ("call" | "alloc"), who, ..] => {
+                    if let Some(ps) = kv(l, "ps=").and_then(|s| s.parse::<f64>().ok()) {
+                        f.samples
+                            .entry(format!("{what} {who}"))
+                            .or_default()
+                            .push(ps / 1000.0);
+                    }
+                }
+                ["bench", "attach", mode, ..] if l.contains("aptrace: attached") => {
+                    if let Some(s) = kv(l, "s=").and_then(|s| s.parse().ok()) {
+                        f.attach.insert(mode.to_string(), s);
+                    }
+                }
+                ["bench", "rate", ..] => {
+                    let n = |k: &str| kv(l, k).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+                    f.rates.push((
+                        n("k="),
+                        n("events_per_s="),
+                        n("lost="),
+                        kv(l, "alive=").as_deref() == Some("yes"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        f
+    }
+
+    /// The figures as text lines (ratios first).
+    pub fn render(&self) -> String {
+        let mut s = format!("{} {} (TCG):\n", self.arch, self.kernel);
+        let r = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "-".into(),
+        };
+        let ns = |v: Option<f64>| v.map(|v| format!("{v:.1} ns")).unwrap_or("-".into());
+        let (cn, cf, ca) = (
+            self.med("call none"),
+            self.med("call ftrace"),
+            self.med("call aptrace"),
+        );
+        s += &format!(
+            "  (b) per call of vfio_ap_get_data_size: nothing {}, ftrace kprobe+kretprobe events {}, aptrace {}; aptrace/nothing {}, aptrace/ftrace {} (target <= 1.00x)\n",
+            ns(cn), ns(cf), ns(ca), r(ca, cn), r(ca, cf)
+        );
+        let (an, ad, aa) = (
+            self.med("alloc none"),
+            self.med("alloc aptrace-default"),
+            self.med("alloc aptrace-all"),
+        );
+        let all_vs_floor = match (aa, an) {
+            (Some(a), Some(n)) if n > 0.0 => format!("{:.2}x", a / n / self.floor),
+            _ => "-".into(),
+        };
+        s += &format!(
+            "  (c) per kmalloc(64)+kfree in aptrace_bench: nothing {}, aptrace default {} ({} , target 1.00), --all-allocations {} ({}); against the do-nothing raw-tracepoint floor ({:.2}x, TOOLCHAIN.md): {} (target <= 1.1x)\n",
+            ns(an), ns(ad), r(ad, an), ns(aa), r(aa, an), self.floor, all_vs_floor
+        );
+        let ok = self.rates.iter().filter(|r| r.2 == 0).map(|r| r.1).max();
+        let above: Vec<String> = self
+            .rates
+            .iter()
+            .filter(|r| r.2 > 0)
+            .map(|r| {
+                format!(
+                    "{} ev/s: events-lost raised, agent {}",
+                    r.1,
+                    if r.3 { "kept running" } else { "DIED" }
+                )
+            })
+            .collect();
+        s += &format!(
+            "  (d) highest sustained rate without loss: {} events/s (steps: {}); above: {}\n",
+            ok.map(|v| v.to_string()).unwrap_or("-".into()),
+            self.rates
+                .iter()
+                .map(|r| format!("{}{}", r.1, if r.2 > 0 { "(lost)" } else { "" }))
+                .collect::<Vec<_>>()
+                .join(" "),
+            if above.is_empty() {
+                "no loss at the highest rate the loop reached".into()
+            } else {
+                above.join("; ")
+            }
+        );
+        s += &format!(
+            "  (e) attach, start to all probes attached: default {}, --all-allocations {}\n",
+            self.attach
+                .get("default")
+                .map(|v| format!("{v:.2} s"))
+                .unwrap_or("-".into()),
+            self.attach
+                .get("all-allocations")
+                .map(|v| format!("{v:.2} s"))
+                .unwrap_or("-".into()),
+        );
+        let rt = |k: &str| self.med(&format!("{k} (real time)"));
+        if rt("call none").is_some() {
+            s += &format!(
+                "  real time, 2 vCPUs (host load included): call nothing {}, ftrace {}, aptrace {} ({}); alloc nothing {}, default {}, all {} ({})\n",
+                ns(rt("call none")),
+                ns(rt("call ftrace")),
+                ns(rt("call aptrace")),
+                r(rt("call aptrace"), rt("call none")),
+                ns(rt("alloc none")),
+                ns(rt("alloc aptrace-default")),
+                ns(rt("alloc aptrace-all")),
+                r(rt("alloc aptrace-all"), rt("alloc none")),
+            );
+        }
+        let runs = self.samples.values().map(Vec::len).max().unwrap_or(0);
+        s += &format!(
+            "  ({runs} runs per figure, medians; (b)(c) instruction time, (d)(e) real time; boots {:.0} s)\n",
+            self.secs
+        );
+        s
+    }
+}
+
+pub struct BenchConf {
+    pub runs: u32,
+    pub ncall: u64,
+    pub nalloc: u64,
+    pub rates: String,
+    pub rate_ms: u64,
+}
+
+impl Default for BenchConf {
+    fn default() -> Self {
+        Self {
+            runs: 5,
+            ncall: 2_000,
+            nalloc: 50_000,
+            rates: "5 10 20 50 100 200".into(),
+            rate_ms: 2000,
+        }
+    }
+}
+
+/// One bench boot on one kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn bench_one(
+    root: &Path,
+    runs_dir: &Path,
+    k: &Kernel,
+    bb: &Path,
+    m: &kmod::BuiltModule,
+    agent: Option<&PathBuf>,
+    agent_args: &str,
+    conf: &BenchConf,
+    timeout: std::time::Duration,
+) -> Result<Figures> {
+    let dir = runs_dir.join("bench");
+    let share = dir.join("share");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&share)?;
+    let bko = m.ko.with_file_name("aptrace_bench.ko");
+    let mut job = guest::Job::default();
+    job.files
+        .push(("job.sh".into(), root.join("testbed/guest/bench.sh"), 0o755));
+    job.files.push(("bench.ko".into(), bko.clone(), 0o644));
+    let mut env = format!(
+        "R={}\nNCALL={}\nNALLOC={}\nRATES=\"{}\"\nRATE_MS={}\n",
+        conf.runs, conf.ncall, conf.nalloc, conf.rates, conf.rate_ms
+    );
+    if let Some(a) = agent {
+        job.files.push(("aptrace".into(), a.clone(), 0o755));
+        env += &format!("AGENT=/aptrace\nAGENT_ARGS=\"{agent_args}\"\n");
+    }
+    job.texts.push(("job.env".into(), env, 0o644));
+    let initrd = dir.join("initrd.cpio");
+    fs::write(&initrd, guest::initramfs(root, k, bb, &m.ko, &job)?)
+        .with_context(|| format!("initrd with {}", bko.display()))?;
+    eprintln!("testbed: bench boot {}", k.id());
+    // (b), (c): guest time counts instructions (-icount shift=0: 1 ns per instruction) on
+    // one vCPU, so neither the shared host's load nor the agent's own work on another CPU
+    // enters the loops' times. (d), (e): real time, two vCPUs, as a user would see it.
+    let share_ic = dir.join("share-icount");
+    fs::create_dir_all(&share_ic)?;
+    let ic = guest::boot_with(
+        k,
+        &initrd,
+        &share_ic,
+        &dir.join("console-icount.log"),
+        timeout,
+        None,
+        &["-icount", "shift=0", "-smp", "1"],
+    )?;
+    let res = guest::boot(k, &initrd, &share, &dir.join("console.log"), timeout, None)?;
+    let mut f = Figures::parse(&k.kver, k.arch, &guest::markers(&ic.console));
+    let wall = Figures::parse(&k.kver, k.arch, &guest::markers(&res.console));
+    f.rates = wall.rates;
+    f.attach = wall.attach;
+    for (key, v) in wall.samples {
+        f.samples.insert(format!("{key} (real time)"), v);
+    }
+    f.secs = ic.secs + res.secs;
+    Ok(f)
+}
+
+/// The figures of the run recorded in BENCHMARKS.md ("Kernel side, in the testbed"), for
+/// `cargo xtask bench`'s (b)-(e) lines (its `TESTBED` text).
+#[allow(dead_code)] // used by `cargo xtask bench` once merged with the bench branch
+pub const MEASURED: &str = "testbed, Debian 6.12 under TCG (cargo xtask testbed --bench; BENCHMARKS.md): \
+(b) aptrace/ftrace kprobe+kretprobe events per call 2.01x x86_64, 6.80x s390x (target 1.00: missed; \
+aptrace/nothing 264x, 1334x); (c) default mode 1.00x both; --all-allocations 2.35x x86_64, 5.72x s390x \
+= 1.34x, 2.79x the do-nothing raw-tracepoint floor (target 1.1: missed); (d) x86_64 about 50 500 events/s with no loss, events-lost (agent keeps running) from 77 000; s390x 40 404 events/s \
+with no loss (the highest the loop reached: the probes' cost bounds it); (e) attach 4.62 s x86_64, 3.73 s s390x";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_markers_and_takes_medians() {
+        let m: Vec<String> = [
+            "bench call none ps=8000",
+            "bench call none ps=9000",
+            "bench call none ps=100000",
+            "bench call aptrace ps=400000",
+            "bench attach default s=3.5 aptrace: attached 13 probes",
+            "bench rate k=5 events_per_s=9000 lost=0 alive=yes",
+            "bench rate k=50 events_per_s=90000 lost=1 alive=yes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let f = Figures::parse("6.12", Arch::X86_64, &m);
+        assert_eq!(f.med("call none"), Some(9.0));
+        assert_eq!(f.attach["default"], 3.5);
+        let t = f.render();
+        assert!(t.contains("aptrace/nothing 44.44x"), "{t}");
+        assert!(t.contains("without loss: 9000 events/s"), "{t}");
+    }
+}
