@@ -1,5 +1,7 @@
 //! The `aptrace` binary as a user runs it: exit codes, reports, damaged files, file safety.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -121,7 +123,7 @@ fn bad_input_exits_2_with_a_message_naming_the_file() {
     data[8] = 7;
     // keep the header CRC valid so the version is read, not treated as damage
     let len = u32::from_le_bytes(data[12..16].try_into().unwrap()) as usize;
-    let crc = crc32(&data[8..16 + len]);
+    let crc = common::crc32(&data[8..16 + len]);
     data[16 + len..20 + len].copy_from_slice(&crc.to_le_bytes());
     let future = dir.path().join("future.aptr");
     std::fs::write(&future, data).unwrap();
@@ -132,22 +134,6 @@ fn bad_input_exits_2_with_a_message_naming_the_file() {
         err.contains("7.0") && err.contains("upgrade aptrace"),
         "{err}"
     );
-}
-
-fn crc32(b: &[u8]) -> u32 {
-    // Bitwise CRC-32 (IEEE), independent of the implementation under test.
-    let mut c = !0u32;
-    for &x in b {
-        c ^= u32::from(x);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xedb8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
 }
 
 #[test]

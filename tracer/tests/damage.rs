@@ -5,6 +5,8 @@
 //!
 //! The layout of the sample is read here independently of the reader under test.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -44,26 +46,10 @@ fn layout(data: &[u8]) -> Layout {
     Layout { header_end, chunks }
 }
 
-fn crc32(b: &[u8]) -> u32 {
-    // Bitwise CRC-32 (IEEE), independent of the implementation under test.
-    let mut c = !0u32;
-    for &x in b {
-        c ^= u32::from(x);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xedb8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
 /// Rewrites the header's CRC after editing it.
 fn fix_header_crc(data: &mut [u8]) {
     let end = 16 + le32(&data[12..]);
-    let crc = crc32(&data[8..end]);
+    let crc = common::crc32(&data[8..end]);
     data[end..end + 4].copy_from_slice(&crc.to_le_bytes());
 }
 

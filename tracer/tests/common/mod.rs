@@ -1,4 +1,4 @@
-//! Samples shared by the TUI and export tests.
+//! Samples and helpers shared by the integration tests.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -68,4 +68,20 @@ pub fn write_recording(path: &Path, events: &[Event]) {
         w.push(e).expect("push");
     }
     w.finish().expect("finish");
+}
+
+/// Bitwise CRC-32 (IEEE), independent of the implementation under test.
+pub fn crc32(b: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &x in b {
+        c ^= u32::from(x);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
 }
