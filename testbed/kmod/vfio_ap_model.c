@@ -806,6 +806,44 @@ static int holder_fn(void *data)
 	return 0;
 }
 
+/*
+ * A crowd: threads that each call vfio_ap_get_state twice. Started while "hold" keeps
+ * mdevs_lock, they all sleep inside the function at once, more of them than a kretprobe
+ * has instances (maxactive defaults to max(10, 2 * CPUs)): the kernel misses their
+ * returns, and the second call finds the first one's entry still pending.
+ */
+static atomic_t crowd_left = ATOMIC_INIT(0);
+
+static int crowd_fn(void *data)
+{
+	struct model_slot *slot = data;
+	enum vfio_device_mig_state st;
+
+	vfio_ap_get_state(&slot->matrix_mdev.vdev, &st);
+	vfio_ap_get_state(&slot->matrix_mdev.vdev, &st);
+	atomic_dec(&crowd_left);
+	return 0;
+}
+
+static int do_crowd(struct model_slot *slot, const char *count)
+{
+	unsigned int n, i;
+	struct task_struct *t;
+
+	if (kstrtouint(count, 0, &n) || n == 0 || n > 256)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		atomic_inc(&crowd_left);
+		t = kthread_run(crowd_fn, slot, "vfio_ap_crowd");
+		if (IS_ERR(t)) {
+			atomic_dec(&crowd_left);
+			return PTR_ERR(t);
+		}
+	}
+	set_result("crowd %s started %u threads\n", slot->mdev.uuid, n);
+	return 0;
+}
+
 static const char *owner_kind(unsigned long owner)
 {
 	struct task_struct *t = (struct task_struct *)(owner & ~0x7UL);
@@ -1054,6 +1092,10 @@ static ssize_t ctl_write(struct file *file, const char __user *ubuf, size_t len,
 		return do_fault(a1) ?: len;
 	if (!strcmp(cmd, "list"))
 		return do_list() ?: len;
+	if (!strcmp(cmd, "crowdleft")) {
+		set_result("crowdleft %d\n", atomic_read(&crowd_left));
+		return len;
+	}
 	if (!strcmp(cmd, "create")) {
 		if (!a1[0])
 			return -EINVAL;
@@ -1077,6 +1119,8 @@ static ssize_t ctl_write(struct file *file, const char __user *ubuf, size_t len,
 		ret = do_migrate(slot, a2);
 	else if (!strcmp(cmd, "getstate"))
 		ret = do_getstate(slot);
+	else if (!strcmp(cmd, "crowd"))
+		ret = do_crowd(slot, a2);
 	else
 		ret = -EINVAL;
 	return ret ?: len;

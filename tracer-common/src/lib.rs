@@ -247,7 +247,11 @@ pub mod counter {
     pub const RINGBUF_FULL: u32 = 0;
     /// A return had no matching entry (the kretprobe's entry was missed).
     pub const EXIT_WITHOUT_ENTRY: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// An entry found the same thread's previous call of the same function still pending:
+    /// that call's return never ran (a kretprobe miss, counted on kernels whose link info
+    /// lacks the kernel's own `missed`, before 6.7).
+    pub const RETURN_MISSED: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 40);

@@ -16,7 +16,7 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{config, count, in_text, EVENTS, PENDING_ALLOCS, TRACKED},
+    maps::{config, count, in_text, wake_flags, EVENTS, PENDING_ALLOCS, TRACKED},
     record::{header, now},
     stacks,
 };
@@ -55,7 +55,7 @@ fn send_alloc<C: EbpfContext + aya_ebpf::programs::tracing::StackIdContext>(
         _pad: [0; 3],
         stack_id,
     };
-    if EVENTS.output::<AllocRecord>(&rec, 0).is_err() {
+    if EVENTS.output::<AllocRecord>(&rec, wake_flags()).is_err() {
         count(counter::RINGBUF_FULL);
     }
 }
@@ -69,7 +69,7 @@ fn send_free(ptr: u64, call_site: u64, which: u8) {
         allocator: which,
         _pad: [0; 7],
     };
-    if EVENTS.output::<FreeRecord>(&rec, 0).is_err() {
+    if EVENTS.output::<FreeRecord>(&rec, wake_flags()).is_err() {
         count(counter::RINGBUF_FULL);
     }
 }

@@ -7,6 +7,7 @@
 //! kernels without rethook (s390x 6.1).
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
     macros::{kprobe, kretprobe},
     programs::{ProbeContext, RetProbeContext},
@@ -18,7 +19,7 @@ use tracer_common::{
 
 use crate::{
     lock,
-    maps::{config, count, EVENTS, FUNC_CONFIG, FUNC_SLOTS_MAP, PENDING_CALLS},
+    maps::{config, count, wake_flags, EVENTS, FUNC_CONFIG, FUNC_SLOTS_MAP, PENDING_CALLS},
     record::{header, now},
     stacks,
 };
@@ -91,7 +92,7 @@ fn send_name(obj: u64, ts_ns: u64) {
             return;
         }
     }
-    entry.submit(0);
+    entry.submit(wake_flags());
 }
 
 #[inline(always)]
@@ -114,15 +115,21 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         2 => args[2],
         _ => args[3],
     };
-    let _ = PENDING_CALLS.insert(
-        pending_key(slot),
-        PendingCall {
-            ts_ns: ts,
-            arg0: args[0],
-            field_base,
-        },
-        0,
-    );
+    let key = pending_key(slot);
+    let pending = PendingCall {
+        ts_ns: ts,
+        arg0: args[0],
+        field_base,
+    };
+    // BPF_NOEXIST fails when this thread's previous call is still pending: its return was
+    // missed. Overwriting then succeeds; if that fails too the map is full (not a miss).
+    if PENDING_CALLS
+        .insert(key, pending, BPF_NOEXIST as u64)
+        .is_err()
+        && PENDING_CALLS.insert(key, pending, 0).is_ok()
+    {
+        count(counter::RETURN_MISSED);
+    }
     let mut fl = fc.extra_flags as u16;
     let mut field = 0;
     if fc.read_field_at & read_at::ENTRY != 0 && !untrusted {
@@ -159,7 +166,7 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         _pad: [0; 3],
         stack_id,
     };
-    if EVENTS.output::<FuncEntry>(&rec, 0).is_err() {
+    if EVENTS.output::<FuncEntry>(&rec, wake_flags()).is_err() {
         count(counter::RINGBUF_FULL);
     }
     0
@@ -202,7 +209,7 @@ fn on_exit(ctx: &RetProbeContext, slot: u32) -> u32 {
         duration_ns: duration,
         field,
     };
-    if EVENTS.output::<FuncExit>(&rec, 0).is_err() {
+    if EVENTS.output::<FuncExit>(&rec, wake_flags()).is_err() {
         count(counter::RINGBUF_FULL);
     }
     0

@@ -2,6 +2,7 @@
 //! (`--ring-buffer-size`) and fills `CONFIG`, `FUNC_SLOTS` and `FUNC_CONFIG` before attach.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -23,9 +24,11 @@ pub static FUNC_SLOTS_MAP: Array<u64> = Array::with_max_entries(FUNC_SLOTS, 0);
 #[map]
 pub static FUNC_CONFIG: HashMap<u64, FuncConfig> = HashMap::with_max_entries(256, 0);
 
-/// (thread id << 32 | slot) → what the entry saw, for the return.
+/// (thread id << 32 | slot) → what the entry saw, for the return. A plain (preallocated)
+/// hash: cheaper per call than an LRU, and a key left behind by a missed return is found
+/// and counted by the thread's next call of that function, which overwrites it.
 #[map]
-pub static PENDING_CALLS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(8192, 0);
+pub static PENDING_CALLS: HashMap<u64, PendingCall> = HashMap::with_max_entries(8192, 0);
 
 /// Thread id → kvmalloc call in flight from the module.
 #[map]
@@ -38,6 +41,20 @@ pub static TRACKED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0)
 /// Per-CPU counters of lost events, indexed by [`tracer_common::counter`].
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// The flags for the next record: no wakeup while the ring is less than an eighth full
+/// (the agent drains it on its own timer), a forced one beyond. A wakeup per record costs
+/// more than the record itself on a busy host.
+#[inline(always)]
+pub fn wake_flags() -> u64 {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    if avail >= size / 8 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 #[inline(always)]
 pub fn config() -> Option<&'static GlobalConfig> {

@@ -558,8 +558,9 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
     }
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
     let stacks = StackTraceMap::try_from(ebpf.take_map("STACKS").context("map STACKS")?)?;
-    let counters: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS")?)?;
+    let mut losses = Losses::new(PerCpuArray::try_from(
+        ebpf.take_map("COUNTERS").context("map COUNTERS")?,
+    )?);
     // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow!("polling the ring buffer: {e}"))?;
@@ -618,13 +619,12 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(Duration::from_millis(150));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut attachment: Option<Attachment> = None;
     let mut waiting_said = false;
     let mut last_module_check = Instant::now() - Duration::from_secs(10);
     let mut last_counters = Instant::now();
-    let mut lost_seen = [0u64; abi::counter::COUNT as usize];
     let mut events_total = 0u64;
     let mut batch = Vec::new();
     let empty = Kallsyms::default();
@@ -645,6 +645,7 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
                     let res =
                         Arc::new(resolve(&host, &opts.profile, &opts.module, &opts.overrides));
                     let a = attach(&mut ebpf, res.clone(), &opts, id)?;
+                    losses.note_programs(&ebpf);
                     let n = a
                         .statuses
                         .iter()
@@ -715,6 +716,15 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
                 }
             }
             _ = tick.tick() => {
+                // Records are submitted without a wakeup until the ring is an eighth full
+                // (tracer-ebpf maps::wake_flags): the timer drains the rest.
+                let rb = ring.get_mut();
+                let mut drained = 0;
+                while drained < DRAIN_BATCH {
+                    let Some(item) = rb.next() else { break };
+                    decoder.decode(&item, symbols, Some(&stacks), &mut batch);
+                    drained += 1;
+                }
                 pipeline.idle();
                 if opts.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
                     break;
@@ -726,7 +736,7 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
         }
         if last_counters.elapsed() >= Duration::from_secs(1) {
             last_counters = Instant::now();
-            push_losses(&counters, &mut lost_seen, &mut batch);
+            losses.push(&mut batch);
         }
         events_total += batch.len() as u64;
         for ev in batch.drain(..) {
@@ -755,7 +765,7 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
             }
         }
     }
-    push_losses(&counters, &mut lost_seen, &mut batch);
+    losses.push(&mut batch);
     events_total += batch.len() as u64;
     for ev in batch.drain(..) {
         if let Some(tx) = &opts.forward {
@@ -813,33 +823,86 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
     Ok(if report.has_findings() { 1 } else { 0 })
 }
 
-fn push_losses(counters: &PerCpuArray<MapData, u64>, seen: &mut [u64], out: &mut Vec<Event>) {
-    let sources = [
-        (abi::counter::RINGBUF_FULL, LossSource::RingBuffer),
-        (
-            abi::counter::EXIT_WITHOUT_ENTRY,
-            LossSource::ExitWithoutEntry,
-        ),
-    ];
-    let now = clock_ns(libc::CLOCK_BOOTTIME) as u64;
-    for (idx, source) in sources {
-        let Ok(values) = counters.get(&idx, 0) else {
-            continue;
+/// Lost events, from the probes' per-CPU counters and the kernel's own miss counts.
+struct Losses {
+    counters: PerCpuArray<MapData, u64>,
+    seen: [u64; abi::counter::COUNT as usize],
+    /// Ids of the kprobe programs, whose links report the kernel's `missed` (6.7+).
+    kprobe_ids: HashSet<u32>,
+    kernel_missed_seen: u64,
+    /// Whether the kernel reports `missed`; until known, both sources are read.
+    kernel_reports_missed: Option<bool>,
+}
+
+impl Losses {
+    fn new(counters: PerCpuArray<MapData, u64>) -> Self {
+        Self {
+            counters,
+            seen: [0; abi::counter::COUNT as usize],
+            kprobe_ids: HashSet::new(),
+            kernel_missed_seen: 0,
+            kernel_reports_missed: None,
+        }
+    }
+
+    /// After an attach: programs are loaded on first use, so their ids are known now.
+    fn note_programs(&mut self, ebpf: &Ebpf) {
+        self.kprobe_ids = ebpf
+            .programs()
+            .filter_map(|(_, p)| match p {
+                aya::programs::Program::KProbe(k) => k.info().ok().map(|i| i.id()),
+                _ => None,
+            })
+            .collect();
+    }
+
+    fn push(&mut self, out: &mut Vec<Event>) {
+        let now = clock_ns(libc::CLOCK_BOOTTIME) as u64;
+        let lost = |count: u64, source: LossSource| Event {
+            seq: 0,
+            ts_ns: now,
+            cpu: 0,
+            task: agent_task(),
+            body: Body::Lost { count, source },
         };
-        let total: u64 = values.iter().sum();
-        let delta = total.saturating_sub(seen[idx as usize]);
-        seen[idx as usize] = total;
-        if delta > 0 {
-            out.push(Event {
-                seq: 0,
-                ts_ns: now,
-                cpu: 0,
-                task: agent_task(),
-                body: Body::Lost {
-                    count: delta,
-                    source,
-                },
-            });
+        // The kernel's count wins where it exists: the probes' own count of returns never
+        // seen (RETURN_MISSED) would count the same misses again, later.
+        match super::linkinfo::kprobe_missed(&self.kprobe_ids) {
+            Ok(Some(total)) => {
+                if self.kernel_reports_missed.is_none() {
+                    log::info!("kretprobe misses: the kernel's count from bpf link info");
+                }
+                self.kernel_reports_missed = Some(true);
+                let delta = total.saturating_sub(self.kernel_missed_seen);
+                self.kernel_missed_seen = total;
+                if delta > 0 {
+                    out.push(lost(delta, LossSource::KretprobeMiss));
+                }
+            }
+            // No attached link reports it yet (nothing attached, or before 6.7).
+            Ok(None) => {}
+            Err(e) => log::debug!("bpf link info: {e}"),
+        }
+        let sources = [
+            (abi::counter::RINGBUF_FULL, LossSource::RingBuffer),
+            (
+                abi::counter::EXIT_WITHOUT_ENTRY,
+                LossSource::ExitWithoutEntry,
+            ),
+            (abi::counter::RETURN_MISSED, LossSource::KretprobeMiss),
+        ];
+        for (idx, source) in sources {
+            let Ok(values) = self.counters.get(&idx, 0) else {
+                continue;
+            };
+            let total: u64 = values.iter().sum();
+            let delta = total.saturating_sub(self.seen[idx as usize]);
+            self.seen[idx as usize] = total;
+            if delta > 0
+                && !(idx == abi::counter::RETURN_MISSED && self.kernel_reports_missed == Some(true))
+            {
+                out.push(lost(delta, source));
+            }
         }
     }
 }

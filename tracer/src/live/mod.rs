@@ -16,6 +16,8 @@ pub mod sink;
 #[cfg(all(feature = "live", target_os = "linux"))]
 pub mod agent;
 #[cfg(all(feature = "live", target_os = "linux"))]
+mod linkinfo;
+#[cfg(all(feature = "live", target_os = "linux"))]
 pub mod ui;
 
 use std::io::Read;
