@@ -1,7 +1,8 @@
 //! Damaged recordings through the `aptrace report` a user runs: cut at many points, a byte
 //! flipped in every part of every chunk, a damaged header, unknown major and newer minor
-//! versions. Each case checks the exit code, `complete`, the exact bytes skipped (in the
-//! JSON and in the warning's wording) and that nothing panicked.
+//! versions, a recording whose writer was killed (no end marker). Each case checks the exit
+//! code, `complete`, the exact bytes skipped (in the JSON and in the warning's wording) and
+//! that nothing panicked.
 //!
 //! The layout of the sample is read here independently of the reader under test.
 
@@ -12,6 +13,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// A format 1.0 recording (no end marker), as shipped.
 const SAMPLE: &str = "samples/synthetic-mixed.aptr";
 const SYNC: [u8; 8] = *b"\xf5\x0bAPCHK\x9e";
 
@@ -44,6 +46,17 @@ fn layout(data: &[u8]) -> Layout {
     }
     assert_eq!(pos, data.len());
     Layout { header_end, chunks }
+}
+
+/// A chunk of no events around `payload`: how the end marker is framed.
+fn end_chunk(payload: &[u8]) -> Vec<u8> {
+    let mut c = SYNC.to_vec();
+    c.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    c.extend_from_slice(&0u32.to_le_bytes());
+    c.extend_from_slice(payload);
+    let crc = common::crc32(&c[8..]);
+    c.extend_from_slice(&crc.to_le_bytes());
+    c
 }
 
 /// Rewrites the header's CRC after editing it.
@@ -156,7 +169,8 @@ fn a_cut_anywhere_recovers_every_whole_chunk_and_says_exactly_what_was_skipped()
                 run.stderr
             );
         } else if cut == kept_to {
-            // Cut exactly between chunks: nothing tells it from a recording that ended.
+            // Cut exactly between chunks of a 1.0 recording (which has no end marker): nothing
+            // tells it from a recording that ended. 1.1 tells: see the writer-killed test.
             assert_eq!(f["complete"], true, "cut {cut}");
             assert_eq!(skipped(&run), 0, "cut {cut}");
         } else {
@@ -313,10 +327,21 @@ fn a_newer_minor_version_is_read_as_far_as_known_with_a_warning() {
     let len = le32(&v[12..]) + field.len();
     v[12..16].copy_from_slice(&(len as u32).to_le_bytes());
     fix_header_crc(&mut v);
+    // Since 1.1 a finished recording ends with the end marker; a newer minor may add fields
+    // to its payload, which this version skips.
+    let events: u64 = l.chunks.iter().map(|c| c.2).sum();
+    let payload = [
+        &b"APTR-END"[..],
+        &events.to_le_bytes(),
+        &(l.chunks.len() as u64).to_le_bytes(),
+        b"a later field",
+    ]
+    .concat();
+    v.extend_from_slice(&end_chunk(&payload));
     let run = report_json(dir.path(), "minor.aptr", &v);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let f = file0(&run);
-    let w = "minor.aptr: format version 1.9 is newer than this aptrace (1.0); reading what this version knows";
+    let w = "minor.aptr: format version 1.9 is newer than this aptrace (1.1); reading what this version knows";
     assert!(run.stderr.contains(w), "{}", run.stderr);
     assert!(source(&run)["warnings"]
         .as_array()
