@@ -64,7 +64,17 @@ fn check(input: &[u8]) {
         chunk_bytes += (CHUNK_OVERHEAD + c.payload.len()) as u64;
         assert!(last_end <= input.len() as u64);
     }
-    // Every byte is accounted for exactly once: magic, header, whole chunks, skipped bytes.
+    // The end marker, if any, comes after every chunk.
+    let end_bytes = match &r.end {
+        Some(m) => {
+            assert!(m.offset >= last_end, "the end marker precedes a chunk");
+            assert!(m.offset + m.bytes <= input.len() as u64);
+            m.bytes
+        }
+        None => 0,
+    };
+    // Every byte is accounted for exactly once: magic, header, whole chunks, end marker,
+    // skipped bytes.
     // So "N bytes skipped" is exact.
     let skipped: u64 = r.damage.iter().map(|d| d.bytes).sum();
     for d in &r.damage {
@@ -77,7 +87,7 @@ fn check(input: &[u8]) {
         (16 + le32(&input[12..]) + 4 - 8) as u64
     };
     assert_eq!(
-        8 + header_bytes + chunk_bytes + skipped,
+        8 + header_bytes + chunk_bytes + end_bytes + skipped,
         input.len() as u64,
         "bytes not accounted for: damage {:?}",
         r.damage

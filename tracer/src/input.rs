@@ -17,7 +17,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Nothing was skipped.
+    /// Nothing was skipped, and a recording was finished (see [`Recording::intact`]).
     pub fn intact(&self) -> bool {
         self.damage.is_empty()
     }

@@ -383,7 +383,7 @@ fn render(r: &Report, st: &Style) -> String {
         if r.complete() {
             ""
         } else {
-            " (events were lost or the recording is damaged: see below)"
+            " (events were lost, or the recording is damaged or unfinished: see below)"
         }
     );
     for f in &r.files {

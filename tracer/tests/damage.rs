@@ -1,7 +1,8 @@
 //! Damaged recordings through the `aptrace report` a user runs: cut at many points, a byte
 //! flipped in every part of every chunk, a damaged header, unknown major and newer minor
-//! versions. Each case checks the exit code, `complete`, the exact bytes skipped (in the
-//! JSON and in the warning's wording) and that nothing panicked.
+//! versions, a recording whose writer was killed (no end marker). Each case checks the exit
+//! code, `complete`, the exact bytes skipped (in the JSON and in the warning's wording) and
+//! that nothing panicked.
 //!
 //! The layout of the sample is read here independently of the reader under test.
 
@@ -12,6 +13,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// A format 1.0 recording (no end marker), as shipped.
 const SAMPLE: &str = "samples/synthetic-mixed.aptr";
 const SYNC: [u8; 8] = *b"\xf5\x0bAPCHK\x9e";
 
@@ -44,6 +46,17 @@ fn layout(data: &[u8]) -> Layout {
     }
     assert_eq!(pos, data.len());
     Layout { header_end, chunks }
+}
+
+/// A chunk of no events around `payload`: how the end marker is framed.
+fn end_chunk(payload: &[u8]) -> Vec<u8> {
+    let mut c = SYNC.to_vec();
+    c.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    c.extend_from_slice(&0u32.to_le_bytes());
+    c.extend_from_slice(payload);
+    let crc = common::crc32(&c[8..]);
+    c.extend_from_slice(&crc.to_le_bytes());
+    c
 }
 
 /// Rewrites the header's CRC after editing it.
@@ -156,7 +169,8 @@ fn a_cut_anywhere_recovers_every_whole_chunk_and_says_exactly_what_was_skipped()
                 run.stderr
             );
         } else if cut == kept_to {
-            // Cut exactly between chunks: nothing tells it from a recording that ended.
+            // Cut exactly between chunks of a 1.0 recording (which has no end marker): nothing
+            // tells it from a recording that ended. 1.1 tells: see the writer-killed test.
             assert_eq!(f["complete"], true, "cut {cut}");
             assert_eq!(skipped(&run), 0, "cut {cut}");
         } else {
@@ -313,10 +327,21 @@ fn a_newer_minor_version_is_read_as_far_as_known_with_a_warning() {
     let len = le32(&v[12..]) + field.len();
     v[12..16].copy_from_slice(&(len as u32).to_le_bytes());
     fix_header_crc(&mut v);
+    // Since 1.1 a finished recording ends with the end marker; a newer minor may add fields
+    // to its payload, which this version skips.
+    let events: u64 = l.chunks.iter().map(|c| c.2).sum();
+    let payload = [
+        &b"APTR-END"[..],
+        &events.to_le_bytes(),
+        &(l.chunks.len() as u64).to_le_bytes(),
+        b"a later field",
+    ]
+    .concat();
+    v.extend_from_slice(&end_chunk(&payload));
     let run = report_json(dir.path(), "minor.aptr", &v);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let f = file0(&run);
-    let w = "minor.aptr: format version 1.9 is newer than this aptrace (1.0); reading what this version knows";
+    let w = "minor.aptr: format version 1.9 is newer than this aptrace (1.1); reading what this version knows";
     assert!(run.stderr.contains(w), "{}", run.stderr);
     assert!(source(&run)["warnings"]
         .as_array()
@@ -381,4 +406,193 @@ fn lying_chunk_counts_do_not_size_allocations() {
         "every chunk fails to decode its claimed events"
     );
     assert_eq!(warnings.len(), r.chunks.len(), "{warnings:?}");
+}
+
+const NOT_FINISHED: &str = "the recording has no end marker: its writer stopped without finishing it (killed?); events after the last whole chunk are lost";
+
+/// The sample's events written again by this aptrace's writer into a file, the way the live
+/// agent's recorder writes (a chunk synced at a time), and finished: a 1.1 recording.
+fn written_by_this_writer(dir: &Path) -> Vec<u8> {
+    use tracer::recording::{Recording, Writer};
+    let old = Recording::open(&root().join(SAMPLE)).unwrap();
+    let mut warnings = Vec::new();
+    let events = old.events(&mut warnings);
+    assert!(warnings.is_empty());
+    let path = dir.join("written.aptr");
+    let mut w = Writer::create(&path, &old.header, true).unwrap();
+    for (i, e) in events.iter().enumerate() {
+        w.push(e).unwrap();
+        if i % 64 == 63 {
+            w.flush_chunk().unwrap();
+        }
+    }
+    w.finish().unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+/// The agent SIGKILLed leaves every chunk it synced and no end marker; cut exactly between
+/// two chunks, only the missing marker tells that the recording was not finished.
+#[test]
+fn a_recording_whose_writer_was_killed_reads_as_incomplete_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = written_by_this_writer(dir.path());
+    let l = layout(&data);
+    // Read as a 1.0 reader reads chunks, the end marker is one more chunk, of no events.
+    let &(marker, marker_size, marker_count) = l.chunks.last().unwrap();
+    assert_eq!((marker_size, marker_count), (16 + 24 + 4, 0));
+    assert_eq!(&data[marker + 16..marker + 24], b"APTR-END");
+    assert!(l.chunks.len() >= 6, "the recording needs several chunks");
+
+    let finished = report_json(dir.path(), "finished.aptr", &data);
+    assert_eq!(finished.code, 1, "{}", finished.stderr);
+    assert_eq!(file0(&finished)["complete"], true);
+    assert_eq!(source(&finished)["format_version"], "1.1");
+    assert_eq!(source(&finished)["damage"], serde_json::json!([]));
+    assert!(
+        !finished.stderr.contains("end marker"),
+        "{}",
+        finished.stderr
+    );
+    let total = file0(&finished)["summary"]["events"].as_u64().unwrap();
+    assert_eq!(total, l.chunks.iter().map(|c| c.2).sum::<u64>());
+
+    // Every chunk boundary (the header's end included), and byte offsets inside the header's
+    // last bytes, inside chunks and inside the marker.
+    let mut cuts = vec![l.header_end - 1, l.header_end];
+    for &(off, size, _) in &l.chunks {
+        cuts.extend([off + 3, off + size / 2, off + size - 1, off + size]);
+    }
+    cuts.retain(|&c| c < data.len());
+    cuts.sort_unstable();
+    cuts.dedup();
+    for cut in cuts {
+        let name = format!("killed-{cut}.aptr");
+        let run = report_json(dir.path(), &name, &data[..cut]);
+        let f = file0(&run);
+        assert!(run.code == 0 || run.code == 1, "cut {cut}: {}", run.stderr);
+        assert_eq!(f["complete"], false, "cut {cut}");
+        assert_eq!(source(&run)["complete"], false, "cut {cut}");
+        if cut < l.header_end {
+            // No header, so no version: the damaged header is what is reported.
+            assert!(run.stderr.contains("the header is damaged"), "cut {cut}");
+            continue;
+        }
+        let whole: Vec<_> = l.chunks.iter().filter(|c| c.0 + c.1 <= cut).collect();
+        let kept_to = whole.last().map(|c| c.0 + c.1).unwrap_or(l.header_end);
+        let events: u64 = whole.iter().map(|c| c.2).sum();
+        assert_eq!(f["summary"]["events"], events, "cut {cut}");
+        let damage = source(&run)["damage"].as_array().unwrap();
+        let note = serde_json::json!({
+            "offset": cut,
+            "bytes": 0,
+            "reason": "no end marker: the writer did not finish"
+        });
+        assert_eq!(damage.last(), Some(&note), "cut {cut}: {damage:?}");
+        if cut == kept_to {
+            assert_eq!(damage.len(), 1, "cut {cut}: {damage:?}");
+        } else {
+            assert_eq!(damage.len(), 2, "cut {cut}: {damage:?}");
+            assert_eq!(damage[0]["offset"], kept_to as u64, "cut {cut}");
+            assert_eq!(damage[0]["bytes"], (cut - kept_to) as u64, "cut {cut}");
+        }
+        let said = format!("{name}: {NOT_FINISHED}");
+        assert!(run.stderr.contains(&said), "cut {cut}: {}", run.stderr);
+        let w = source(&run)["warnings"].as_array().unwrap();
+        assert!(
+            w.iter().any(|w| w.as_str().unwrap().ends_with(&said)),
+            "cut {cut}: the report's warnings lack the note: {w:?}"
+        );
+    }
+
+    // The text and markdown reports say it too, among the source's warnings.
+    let on_boundary = l.chunks[2].0;
+    let file = dir.path().join("killed.aptr");
+    std::fs::write(&file, &data[..on_boundary]).unwrap();
+    for format in ["text", "markdown"] {
+        let out = aptrace(&["report", "--format", format, file.to_str().unwrap()]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("complete: NO"), "{format}: {text}");
+        assert!(
+            text.contains("WARNING: ") && text.contains("has no end marker: its writer stopped"),
+            "{format}: {text}"
+        );
+    }
+}
+
+#[test]
+fn end_marker_counts_that_disagree_or_bytes_after_it_make_the_report_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = written_by_this_writer(dir.path());
+    let l = layout(&data);
+    let events: Vec<u64> = l.chunks.iter().map(|c| c.2).collect();
+    let total: u64 = events.iter().sum();
+    let n = l.chunks.len() - 1;
+
+    // A whole chunk cut out: every CRC is good, the marker's counts tell.
+    let (off, size, count) = l.chunks[1];
+    let spliced = [&data[..off], &data[off + size..]].concat();
+    let run = report_json(dir.path(), "spliced.aptr", &spliced);
+    assert_eq!(file0(&run)["complete"], false);
+    assert_eq!(
+        file0(&run)["summary"]["events"],
+        total - count + 1,
+        "a lost event marks the gap"
+    );
+    let said = format!(
+        "spliced.aptr: the end marker says {total} event(s) in {n} chunk(s) were written; {} event(s) in {} chunk(s) were read before it",
+        total - count,
+        n - 1
+    );
+    assert!(
+        run.stderr.contains(&said),
+        "want {said:?} in {}",
+        run.stderr
+    );
+    let damage = source(&run)["damage"].as_array().unwrap();
+    assert_eq!(damage.len(), 1, "{damage:?}");
+    assert_eq!(damage[0]["offset"], (l.chunks[n].0 - size) as u64);
+    assert_eq!(damage[0]["bytes"], 0);
+
+    // Bytes after the marker: reported, never read as events.
+    let mut trailing = data.clone();
+    trailing.extend_from_slice(&data[l.chunks[0].0..l.chunks[0].0 + l.chunks[0].1]);
+    let run = report_json(dir.path(), "trailing.aptr", &trailing);
+    assert_eq!(file0(&run)["complete"], false);
+    assert_eq!(file0(&run)["summary"]["events"], total);
+    let damage = source(&run)["damage"].as_array().unwrap();
+    assert_eq!(
+        damage,
+        &vec![serde_json::json!({
+            "offset": data.len(),
+            "bytes": l.chunks[0].1,
+            "reason": "after the end marker: not part of the finished recording"
+        })]
+    );
+}
+
+/// Recordings of format 1.0 have no end marker and must read as they always did: every
+/// shipped sample and the s390x fixture, complete, with nothing to warn about.
+#[test]
+fn the_shipped_1_0_recordings_still_read_complete() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "aptr"))
+        .collect();
+    files.push(root().join("tracer/tests/fixtures/written-on-s390x.aptr"));
+    assert!(files.len() >= 8, "{files:?}");
+    for p in files {
+        let out = aptrace(&["report", "--format", "json", p.to_str().unwrap()]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let name = p.display();
+        assert_eq!(v["sources"][0]["format_version"], "1.0", "{name}");
+        assert_eq!(v["complete"], true, "{name}");
+        assert_eq!(v["sources"][0]["damage"], serde_json::json!([]), "{name}");
+        assert_eq!(v["sources"][0]["warnings"], serde_json::json!([]), "{name}");
+        assert!(
+            out.stderr.is_empty(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tracer::recording::Recording;
+use tracer::recording::{Recording, Writer};
 use tracer_common as abi;
 
 use crate::provision;
@@ -225,6 +225,17 @@ fn write_seeds(dir: &Path) -> Result<()> {
         }
         let mut w = Vec::new();
         let events = r.events(&mut w);
+        // The shipped files are format 1.0: the same events written by this version's
+        // writer give the recording target files that end with an end marker.
+        let mut current = Writer::new(Vec::new(), &r.header)?;
+        for e in &events {
+            current.push(e)?;
+        }
+        let current = current.finish()?;
+        write_seed(&dir.join("recording"), &format!("current-{name}"), &current)?;
+        let mut f = b"F".to_vec();
+        f.extend_from_slice(&current);
+        write_seed(&dir.join("recording"), &format!("F-current-{name}"), &f)?;
         let mut jl = Vec::new();
         tracer::jsonl::write_jsonl(&mut jl, &r.header, events)?;
         write_seed(&dir.join("jsonl"), &format!("{name}.jsonl"), &jl)?;

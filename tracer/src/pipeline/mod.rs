@@ -123,3 +123,54 @@ impl Pipeline {
         (self.auditor, err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Profile;
+    use crate::recording::{Header, Recording};
+
+    /// The live agent's recorder: a pipeline that finishes leaves a recording with its end
+    /// marker; one that never finishes (the agent SIGKILLed) leaves one that says so.
+    #[test]
+    fn the_recorder_ends_the_recording_only_when_the_pipeline_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = crate::synth::Generator::new(5).stream(300);
+        let record = |name: &str, finish: bool| {
+            let path = dir.path().join(name);
+            let w = Writer::create(&path, &Header::default(), false).unwrap();
+            let mut p = Pipeline::new(Auditor::new(Profile::vfio_ap()), Some(w));
+            for e in &events {
+                p.push_ordered(e.clone());
+            }
+            // What the agent has written when it is killed: every chunk flushed so far.
+            p.recorder.as_mut().unwrap().flush_chunk().unwrap();
+            if finish {
+                let (_, err) = p.finish();
+                assert!(err.is_none(), "{err:?}");
+            } else {
+                drop(p);
+            }
+            Recording::open(&path).unwrap()
+        };
+
+        let finished = record("finished.aptr", true);
+        assert!(finished.intact(), "{:?}", finished.damage);
+        let end = finished.end.clone().expect("an end marker");
+        assert_eq!(end.events, events.len() as u64);
+
+        let killed = record("killed.aptr", false);
+        assert!(killed.end.is_none());
+        assert!(!killed.intact());
+        let mut w = Vec::new();
+        assert_eq!(killed.events(&mut w), events, "every flushed event is kept");
+        assert!(
+            killed
+                .warnings
+                .iter()
+                .any(|w| w.contains("has no end marker")),
+            "{:?}",
+            killed.warnings
+        );
+    }
+}

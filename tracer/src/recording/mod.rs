@@ -20,7 +20,15 @@ pub const MAGIC: [u8; 8] = *b"\x89APTR\r\n\x1a";
 /// Starts every chunk.
 pub const SYNC: [u8; 8] = *b"\xf5\x0bAPCHK\x9e";
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 0;
+/// 1.1 added the end marker: a 1.1 recording without one was not finished.
+pub const VERSION_MINOR: u16 = 1;
+/// The first version whose writer ends every recording with an end marker.
+pub const END_MARKER_SINCE: (u16, u16) = (1, 1);
+/// Starts the payload of the end marker: a chunk of no events, so that a 1.0 reader reads
+/// past it as an empty chunk instead of reporting damage.
+pub const END_TAG: [u8; 8] = *b"APTR-END";
+/// End marker payload: tag, events written, chunks written (a newer minor may append more).
+pub const END_PAYLOAD: usize = 8 + 8 + 8;
 /// A chunk is flushed when its payload reaches this size.
 pub const CHUNK_TARGET: usize = 64 * 1024;
 /// Largest payload a reader accepts: a damaged length cannot make it allocate more.
@@ -242,6 +250,8 @@ pub struct Writer<W: Write> {
     sync: Option<fn(&mut W) -> io::Result<()>>,
     pub bytes_written: u64,
     pub events_written: u64,
+    /// Event chunks written (the end marker is not one).
+    pub chunks_written: u64,
 }
 
 /// Opens a log file for appending: created 0600, never through a symbolic link.
@@ -364,6 +374,7 @@ impl<W: Write> Writer<W> {
             sync: None,
             bytes_written: 0,
             events_written: 0,
+            chunks_written: 0,
         })
     }
 
@@ -404,29 +415,46 @@ impl<W: Write> Writer<W> {
         if self.enc.events == 0 {
             return Ok(());
         }
-        let mut c = BytesMut::with_capacity(self.buf.len() + CHUNK_OVERHEAD);
-        c.put_slice(&SYNC);
-        c.put_u32_le(self.buf.len() as u32);
-        c.put_u32_le(self.enc.events);
-        c.put_slice(&self.buf);
-        let crc = crc32fast::hash(&c[8..]);
-        c.put_u32_le(crc);
-        self.out.write_all(&c)?;
-        self.out.flush()?;
-        if let Some(sync) = self.sync {
-            sync(&mut self.out)?;
-        }
-        self.bytes_written += c.len() as u64;
+        self.bytes_written += write_chunk(&mut self.out, self.sync, self.enc.events, &self.buf)?;
+        self.chunks_written += 1;
         self.buf.clear();
         self.enc = ChunkEncoder::new();
         Ok(())
     }
 
-    /// Flushes what is left and returns the output.
+    /// Flushes what is left, writes the end marker (what tells a reader the recording was
+    /// finished, not cut at a chunk boundary) and returns the output.
     pub fn finish(mut self) -> io::Result<W> {
         self.flush_chunk()?;
+        let mut p = BytesMut::with_capacity(END_PAYLOAD);
+        p.put_slice(&END_TAG);
+        p.put_u64_le(self.events_written);
+        p.put_u64_le(self.chunks_written);
+        self.bytes_written += write_chunk(&mut self.out, self.sync, 0, &p)?;
         Ok(self.out)
     }
+}
+
+/// Frames a payload as a chunk, writes it and syncs it; returns the bytes written.
+fn write_chunk<W: Write>(
+    out: &mut W,
+    sync: Option<fn(&mut W) -> io::Result<()>>,
+    count: u32,
+    payload: &[u8],
+) -> io::Result<u64> {
+    let mut c = BytesMut::with_capacity(payload.len() + CHUNK_OVERHEAD);
+    c.put_slice(&SYNC);
+    c.put_u32_le(payload.len() as u32);
+    c.put_u32_le(count);
+    c.put_slice(payload);
+    let crc = crc32fast::hash(&c[8..]);
+    c.put_u32_le(crc);
+    out.write_all(&c)?;
+    out.flush()?;
+    if let Some(sync) = sync {
+        sync(out)?;
+    }
+    Ok(c.len() as u64)
 }
 
 /// A recording that cannot be read at all.
@@ -456,11 +484,41 @@ pub struct Damage {
 #[derive(Debug)]
 pub struct Recording {
     pub header: Header,
-    /// Whole good chunks, in file order.
+    /// Whole good chunks of events, in file order (the end marker is not one).
     pub chunks: Vec<Chunk>,
+    /// The end marker, when the file has a good one. Nothing after it is read.
+    pub end: Option<EndMarker>,
     pub damage: Vec<Damage>,
     pub warnings: Vec<String>,
     pub version: (u16, u16),
+}
+
+/// What the writer said it wrote when it finished (format 1.1 and later).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndMarker {
+    pub offset: u64,
+    /// Its size in the file, framing included.
+    pub bytes: u64,
+    /// Events in the chunks before it.
+    pub events: u64,
+    /// Chunks of events before it.
+    pub chunks: u64,
+}
+
+impl EndMarker {
+    /// The end marker, if `c` is one: a chunk of no events whose payload carries the tag.
+    fn from_chunk(c: &Chunk) -> Option<EndMarker> {
+        if c.count != 0 || c.payload.len() < END_PAYLOAD || c.payload[..8] != END_TAG {
+            return None;
+        }
+        let mut p = &c.payload[8..];
+        Some(EndMarker {
+            offset: c.offset,
+            bytes: (CHUNK_OVERHEAD + c.payload.len()) as u64,
+            events: p.get_u64_le(),
+            chunks: p.get_u64_le(),
+        })
+    }
 }
 
 /// A chunk that passed its CRC (events are decoded on demand).
@@ -557,6 +615,7 @@ impl Recording {
             pos = data.len();
         }
         let mut chunks = Vec::new();
+        let mut end = None;
         let mut skip_start: Option<usize> = None;
         let mut skip_reason = String::new();
         // Built on the first damage: while resynchronizing, every marker is a candidate
@@ -577,8 +636,13 @@ impl Recording {
                             reason: std::mem::take(&mut skip_reason),
                         });
                     }
-                    chunks.push(chunk);
                     pos = next;
+                    if let Some(m) = EndMarker::from_chunk(&chunk) {
+                        // The writer finished here: what follows is not its recording.
+                        end = Some(m);
+                        break;
+                    }
+                    chunks.push(chunk);
                 }
                 Err(reason) => {
                     if ranges.is_none() {
@@ -603,6 +667,13 @@ impl Recording {
                 reason: skip_reason,
             });
         }
+        if end.is_some() && pos < data.len() {
+            damage.push(Damage {
+                offset: pos as u64,
+                bytes: (data.len() - pos) as u64,
+                reason: "after the end marker: not part of the finished recording".into(),
+            });
+        }
         if !damage.is_empty() {
             let bytes: u64 = damage.iter().map(|d| d.bytes).sum();
             warnings.push(format!(
@@ -616,16 +687,45 @@ impl Recording {
                     .join("; ")
             ));
         }
+        // Checked after the summary above, which counts skipped bytes: these notes skip none.
+        let events_read: u64 = chunks.iter().map(|c| u64::from(c.count)).sum();
+        let chunks_read = chunks.len() as u64;
+        match &end {
+            None if version >= END_MARKER_SINCE => {
+                damage.push(Damage {
+                    offset: data.len() as u64,
+                    bytes: 0,
+                    reason: "no end marker: the writer did not finish".into(),
+                });
+                warnings.push(format!(
+                    "{origin}: the recording has no end marker: its writer stopped without finishing it (killed?); events after the last whole chunk are lost"
+                ));
+            }
+            Some(m) if (m.events, m.chunks) != (events_read, chunks_read) => {
+                damage.push(Damage {
+                    offset: m.offset,
+                    bytes: 0,
+                    reason: "the end marker's counts disagree with the chunks read".into(),
+                });
+                warnings.push(format!(
+                    "{origin}: the end marker says {} event(s) in {} chunk(s) were written; {events_read} event(s) in {chunks_read} chunk(s) were read before it",
+                    m.events, m.chunks
+                ));
+            }
+            _ => {}
+        }
         Ok(Recording {
             header,
             chunks,
+            end,
             damage,
             warnings,
             version,
         })
     }
 
-    /// True when nothing was skipped.
+    /// True when nothing was skipped and, from format 1.1, the writer finished the recording
+    /// (its end marker is there and agrees with the chunks read).
     pub fn intact(&self) -> bool {
         self.damage.is_empty()
     }

@@ -44,23 +44,190 @@ fn read(data: &[u8]) -> (Recording, Vec<Event>) {
     (r, evs)
 }
 
+/// Bytes of the end marker a writer appends: a chunk of no events around its payload.
+const END_BYTES: usize = CHUNK_OVERHEAD + END_PAYLOAD;
+
+fn header_end(data: &[u8]) -> usize {
+    16 + u32::from_le_bytes(data[12..16].try_into().unwrap()) as usize + 4
+}
+
 #[test]
 fn round_trip_keeps_header_and_every_event() {
     let (data, evs) = sample(2000);
     let (r, back) = read(&data);
     assert_eq!(r.header, header());
+    assert_eq!(r.version, (VERSION_MAJOR, VERSION_MINOR));
     assert!(r.intact());
     assert!(r.warnings.is_empty());
     assert_eq!(back, evs);
 }
 
 #[test]
+fn a_finished_recording_ends_with_a_marker_counting_what_was_written() {
+    let (data, evs) = sample(2000);
+    let (r, _) = read(&data);
+    let end = r.end.clone().expect("an end marker");
+    assert_eq!(end.offset as usize, data.len() - END_BYTES);
+    assert_eq!(end.bytes as usize, END_BYTES);
+    assert_eq!(end.events, evs.len() as u64);
+    assert_eq!(end.chunks, r.chunks.len() as u64);
+    // The marker is an ordinary chunk of no events, so a 1.0 reader passes over it.
+    let m = &data[end.offset as usize..];
+    assert_eq!(m[..8], SYNC);
+    assert_eq!(m[8..12], (END_PAYLOAD as u32).to_le_bytes());
+    assert_eq!(m[12..16], 0u32.to_le_bytes());
+    assert_eq!(m[16..24], END_TAG);
+
+    // A recording of no events still says it was finished.
+    let empty = Writer::new(Vec::new(), &header())
+        .unwrap()
+        .finish()
+        .unwrap();
+    let (r, back) = read(&empty);
+    assert!(back.is_empty() && r.intact(), "{:?}", r.damage);
+    let end = r.end.expect("an end marker");
+    assert_eq!((end.events, end.chunks), (0, 0));
+}
+
+/// What a SIGKILL at a chunk boundary leaves (the writer syncs every chunk it writes): every
+/// chunk before the cut, no end marker. It must not read as a finished recording.
+#[test]
+fn a_recording_cut_at_a_chunk_boundary_says_its_writer_did_not_finish() {
+    let (data, evs) = sample(400);
+    let (whole, _) = read(&data);
+    let mut boundaries = vec![header_end(&data)];
+    boundaries.extend(
+        whole
+            .chunks
+            .iter()
+            .map(|c| c.offset as usize + CHUNK_OVERHEAD + c.payload.len()),
+    );
+    assert!(boundaries.len() >= 9, "a chunk per 50 events at least");
+    assert_eq!(*boundaries.last().unwrap(), data.len() - END_BYTES);
+    for (k, &cut) in boundaries.iter().enumerate() {
+        let (r, back) = read(&data[..cut]);
+        let kept: u32 = whole.chunks[..k].iter().map(|c| c.count).sum();
+        assert_eq!(r.chunks.len(), k, "cut {cut}");
+        assert_eq!(back[..], evs[..kept as usize], "cut {cut}");
+        assert!(r.end.is_none(), "cut {cut}");
+        assert!(
+            !r.intact(),
+            "cut {cut} at a chunk boundary must be reported"
+        );
+        assert_eq!(
+            r.damage,
+            vec![Damage {
+                offset: cut as u64,
+                bytes: 0,
+                reason: "no end marker: the writer did not finish".into(),
+            }],
+            "cut {cut}"
+        );
+        assert_eq!(
+            r.warnings,
+            vec!["test.aptr: the recording has no end marker: its writer stopped without finishing it (killed?); events after the last whole chunk are lost".to_string()],
+            "cut {cut}"
+        );
+    }
+}
+
+#[test]
+fn end_marker_counts_that_disagree_with_the_chunks_are_reported() {
+    let (data, evs) = sample(400);
+    let (whole, _) = read(&data);
+    // The third chunk removed whole: every CRC is still good, only the counts tell.
+    let c = &whole.chunks[2];
+    let (a, b) = (
+        c.offset as usize,
+        c.offset as usize + CHUNK_OVERHEAD + c.payload.len(),
+    );
+    let spliced = [&data[..a], &data[b..]].concat();
+    let r = Recording::parse(bytes::Bytes::from(spliced), "spliced.aptr").unwrap();
+    let mut w = Vec::new();
+    assert_eq!(r.events(&mut w).len(), evs.len() - c.count as usize);
+    assert!(!r.intact());
+    assert_eq!(r.damage.len(), 1, "{:?}", r.damage);
+    assert_eq!(r.damage[0].bytes, 0);
+    assert_eq!(r.damage[0].offset, r.end.as_ref().unwrap().offset);
+    let said = format!(
+        "spliced.aptr: the end marker says {} event(s) in {} chunk(s) were written; {} event(s) in {} chunk(s) were read before it",
+        evs.len(),
+        whole.chunks.len(),
+        evs.len() - c.count as usize,
+        whole.chunks.len() - 1
+    );
+    assert!(r.warnings.contains(&said), "{:?}", r.warnings);
+
+    // A marker whose own counts are wrong (CRC recomputed): events, then chunks.
+    let at = data.len() - END_BYTES;
+    for (field, value) in [(24, 401u64), (32, 9u64)] {
+        let mut bad = data.clone();
+        bad[at + field..at + field + 8].copy_from_slice(&value.to_le_bytes());
+        let crc = crc32fast::hash(&bad[at + 8..data.len() - 4]);
+        let n = bad.len();
+        bad[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        let r = Recording::parse(bytes::Bytes::from(bad), "lying.aptr").unwrap();
+        assert!(r.end.is_some() && !r.intact(), "field {field}");
+        assert!(
+            r.warnings.iter().any(|w| w.contains("the end marker says")),
+            "field {field}: {:?}",
+            r.warnings
+        );
+    }
+}
+
+#[test]
+fn bytes_after_the_end_marker_are_reported_not_read() {
+    let (data, evs) = sample(200);
+    let chunks = read(&data).0.chunks.len();
+    let (second, _) = sample(100);
+    // Junk, and a second recording's chunks: neither is part of the finished recording.
+    for tail in [&b"\0\0\0\0 padding"[..], &second[header_end(&second)..]] {
+        let mut bad = data.clone();
+        bad.extend_from_slice(tail);
+        let r = Recording::parse(bytes::Bytes::from(bad), "trailing.aptr").unwrap();
+        let mut w = Vec::new();
+        assert_eq!(r.events(&mut w), evs);
+        assert_eq!(
+            r.damage,
+            vec![Damage {
+                offset: data.len() as u64,
+                bytes: tail.len() as u64,
+                reason: "after the end marker: not part of the finished recording".into(),
+            }]
+        );
+        assert!(
+            r.warnings.iter().any(|w| w.contains(&format!(
+                "{} bytes skipped; {chunks} whole chunk(s) recovered",
+                tail.len()
+            ))),
+            "{:?}",
+            r.warnings
+        );
+    }
+}
+
+/// Format 1.0 had no end marker: a 1.0 recording that ends on a chunk boundary is read as
+/// complete, as it always was.
+#[test]
+fn a_version_1_0_recording_needs_no_end_marker() {
+    let (data, evs) = sample(200);
+    let mut v1_0 = data[..data.len() - END_BYTES].to_vec();
+    v1_0[10..12].copy_from_slice(&0u16.to_le_bytes());
+    let end = header_end(&v1_0) - 4;
+    let crc = crc32fast::hash(&v1_0[8..end]);
+    v1_0[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+    let (r, back) = read(&v1_0);
+    assert_eq!(r.version, (1, 0));
+    assert!(r.intact() && r.warnings.is_empty(), "{:?}", r.warnings);
+    assert!(r.end.is_none());
+    assert_eq!(back, evs);
+}
+
+#[test]
 fn a_cut_at_any_byte_yields_every_whole_chunk_before_it() {
     let (data, evs) = sample(400);
-    let header_end = {
-        let len = u32::from_le_bytes(data[12..16].try_into().unwrap()) as usize;
-        16 + len + 4
-    };
+    let header_end = header_end(&data);
     for cut in 0..data.len() {
         let r = Recording::parse(bytes::Bytes::copy_from_slice(&data[..cut]), "cut.aptr");
         if cut < 8 {
@@ -75,14 +242,20 @@ fn a_cut_at_any_byte_yields_every_whole_chunk_before_it() {
         // Chunks end at known positions: everything that ended before the cut is there.
         let whole: usize = r.chunks.iter().map(|c| c.count as usize).sum();
         assert_eq!(whole, back.len());
-        if cut > header_end && cut < data.len() {
+        // Whatever the cut, the end marker is gone: no cut reads as a finished recording.
+        assert!(!r.intact(), "cut {cut} must be reported");
+        if cut >= header_end {
+            assert!(
+                r.warnings.iter().any(|w| w.contains("has no end marker")),
+                "cut {cut}: {:?}",
+                r.warnings
+            );
             let ends_on_boundary = r
                 .chunks
                 .last()
                 .map(|c| c.offset as usize + CHUNK_OVERHEAD + c.payload.len() == cut)
                 .unwrap_or(cut == header_end);
             if !ends_on_boundary {
-                assert!(!r.intact(), "cut {cut} mid-chunk must be reported");
                 assert!(
                     r.warnings.iter().any(|w| w.contains("bytes skipped")),
                     "{:?}",
@@ -237,7 +410,9 @@ fn a_lying_event_count_neither_allocates_nor_hangs() {
 /// hours for a 16 MiB file).
 #[test]
 fn resynchronizing_over_many_lying_markers_is_linear() {
-    let (good, evs) = sample(100);
+    let (finished, evs) = sample(100);
+    // Without its end marker, so that the reader goes on to the junk.
+    let good = finished[..finished.len() - END_BYTES].to_vec();
     let mut data = good.clone();
     let fake = 4 << 20;
     for _ in 0..fake / 20 {
@@ -263,9 +438,11 @@ fn resynchronizing_over_many_lying_markers_is_linear() {
         t.elapsed()
     );
     assert_eq!(r.chunks.last().unwrap().offset as usize, tail_start);
-    assert_eq!(r.damage.len(), 1);
+    // The junk, then the tail's end marker, which counts only the tail's events.
+    assert_eq!(r.damage.len(), 2, "{:?}", r.damage);
     assert_eq!(r.damage[0].offset as usize, good.len());
     assert_eq!(r.damage[0].bytes as usize, tail_start - good.len());
+    assert_eq!(r.damage[1].bytes, 0);
 }
 
 #[test]
