@@ -1,7 +1,8 @@
 //! Post-mortem reports: text, markdown and JSON. They render what the auditor concluded;
 //! they decide nothing.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -293,13 +294,15 @@ impl Style {
         }
     }
     /// Escapes text taken from the traced host (comm, uuid, names can hold anything).
-    fn t(&self, s: &str) -> String {
+    fn t<'a>(&self, s: &'a str) -> Cow<'a, str> {
         match self {
+            // Most text is clean: borrowed, not copied (reports list thousands of lines).
+            Style::Text if !s.chars().any(char::is_control) => Cow::Borrowed(s),
             Style::Text => s
                 .chars()
                 .map(|c| if c.is_control() { '?' } else { c })
                 .collect(),
-            Style::Markdown => md(s),
+            Style::Markdown => Cow::Owned(md(s)),
         }
     }
 }
@@ -367,7 +370,10 @@ fn event_line(st: &Style, e: &Event, off: i64) -> String {
         e.task.comm,
         e.describe()
     );
-    st.t(&line)
+    match st.t(&line) {
+        Cow::Owned(escaped) => escaped,
+        Cow::Borrowed(_) => line,
+    }
 }
 
 fn render(r: &Report, st: &Style) -> String {
@@ -521,13 +527,17 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
         let _ = writeln!(out, "{b}none");
     }
     // Grouped by mdev, in the order the mdev first had a finding.
+    // An index by key: a search of the groups for each finding is quadratic when many
+    // mdevs have findings.
     let mut groups: Vec<(Option<u64>, Vec<&Finding>)> = Vec::new();
+    let mut group_of: HashMap<Option<u64>, usize> = HashMap::new();
     for fi in &f.findings {
         let key = fi.mdev.as_ref().map(|m| m.ptr);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(fi),
-            None => groups.push((key, vec![fi])),
-        }
+        let i = *group_of.entry(key).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(fi);
     }
     for (key, list) in groups {
         let title = match (key, list[0].mdev.as_ref()) {
