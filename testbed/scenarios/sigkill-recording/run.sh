@@ -1,8 +1,10 @@
 #!/bin/sh
 # An agent SIGKILLed while recording (issue 8 item 4): its recording must read up to its
 # last flush (chunks are flushed at least once a second): `aptrace report` on it finds the
-# leak made before the kill and says complete:false at most; none of its kprobes stays (the
-# runner's own agent keeps its probes). Expected for the runner's agent: leak 1.
+# leak made before the kill and says complete:false, naming the missing end marker (a
+# killed writer never writes it, even when the kill falls between two chunks); none of its
+# kprobes stays (the runner's own agent keeps its probes). Expected for the runner's
+# agent: leak 1.
 . /job.env
 C=/sys/kernel/debug/vfio_ap_model/ctl
 M=${MODULE:-vfio_ap}
@@ -37,4 +39,7 @@ n=$(grep -c '"kind": "leak"' $O.report.json)
 complete=$(grep -m1 -o '"complete": [a-z]*' $O.report.json)
 echo "kprobes on $M: before $k1, with the killed agent $k2, after the kill $k3"
 echo "report rc=$rc leaks=$n $complete size=$(wc -c < $O.aptr) $(head -c 300 $O.report.err)"
-[ "$k2" -gt "$k1" ] && [ "$k3" = "$k1" ] && [ $rc = 1 ] && [ "$n" = 1 ]
+unfinished=$(grep -c "no end marker" $O.report.json)
+echo "no-end-marker notes in the report: $unfinished"
+[ "$k2" -gt "$k1" ] && [ "$k3" = "$k1" ] && [ $rc = 1 ] && [ "$n" = 1 ] &&
+    [ "$complete" = '"complete": false' ] && [ "$unfinished" -ge 1 ]

@@ -223,13 +223,24 @@ pub fn probe_features() -> Probed {
         }
     };
     let kp: Result<&mut KProbe, _> = ebpf.program_mut("enter_00").expect("enter_00").try_into();
+    let mut kernel_miss_count = None;
     p.kprobe_attach = Some(match kp {
         Ok(kp) => kp
             .attach("vfs_read", 0)
-            .and_then(|id| kp.detach(id))
+            .and_then(|id| {
+                // While attached: does its link report the kernel's miss count (6.7+)?
+                if let Ok(info) = kp.info() {
+                    let ids = HashSet::from([info.id()]);
+                    if let Ok(found) = super::linkinfo::kprobe_missed(&ids) {
+                        kernel_miss_count = Some(found.is_some());
+                    }
+                }
+                kp.detach(id)
+            })
             .map_err(|e| format!("{e}: {}", error_chain(&e))),
         Err(e) => Err(e.to_string()),
     });
+    p.kernel_miss_count = kernel_miss_count;
     let rt: Result<&mut RawTracePoint, _> = ebpf.program_mut("kfree").expect("kfree").try_into();
     p.raw_tracepoint = Some(match rt {
         Ok(rt) => rt

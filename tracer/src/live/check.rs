@@ -69,6 +69,8 @@ pub struct Probed {
     pub kprobe_attach: Option<Result<(), String>>,
     /// A raw tracepoint attached (kmem:kfree).
     pub raw_tracepoint: Option<Result<(), String>>,
+    /// Whether the attached kprobe's link reported the kernel's miss count (6.7+).
+    pub kernel_miss_count: Option<bool>,
 }
 
 impl Default for Probed {
@@ -79,6 +81,7 @@ impl Default for Probed {
             ringbuf: None,
             kprobe_attach: None,
             raw_tracepoint: None,
+            kernel_miss_count: None,
         }
     }
 }
@@ -388,6 +391,18 @@ pub fn preflight(
             row(lock_item, Status::Warn, format!("lock checks off: {}", why.join("; ")), fix.join("; "))
         }
     });
+    let misses = probed.kernel_miss_count.map(|kernel| {
+        row(
+            "lost returns",
+            Status::Info,
+            if kernel {
+                "kretprobe misses counted by the kernel (bpf link info)"
+            } else {
+                "kretprobe misses counted by the probes: a missed return shows when the same thread calls the function again (the kernel's own count needs Linux 6.7)"
+            },
+            "",
+        )
+    });
     let raw_tp = match &probed.raw_tracepoint {
         Some(Ok(())) => row(
             "--all-allocations",
@@ -421,6 +436,7 @@ pub fn preflight(
         }
     };
     rows.push(raw_tp);
+    rows.extend(misses);
     // Said once: the other lines that privileges would fix point at it.
     if rows
         .iter()
