@@ -451,6 +451,24 @@ struct Decoder {
 }
 
 impl Decoder {
+    /// Decodes up to `limit` records from the ring; returns how many it took.
+    fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        limit: usize,
+        symbols: &dyn Symbolizer,
+        stacks: &StackTraceMap<MapData>,
+        out: &mut Vec<Event>,
+    ) -> usize {
+        let mut drained = 0;
+        while drained < limit {
+            let Some(item) = ring.next() else { break };
+            self.decode(&item, symbols, Some(stacks), out);
+            drained += 1;
+        }
+        drained
+    }
+
     fn decode(
         &mut self,
         raw: &[u8],
@@ -713,15 +731,9 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let rb = guard.get_inner_mut();
                 // Bounded, so a flood cannot starve signals, the deadline and the module
                 // check, nor grow the batch without limit.
-                let mut drained = 0;
-                while drained < DRAIN_BATCH {
-                    let Some(item) = rb.next() else { break };
-                    decoder.decode(&item, symbols, Some(&stacks), &mut batch);
-                    drained += 1;
-                }
+                let drained = decoder.drain(guard.get_inner_mut(), DRAIN_BATCH, symbols, &stacks, &mut batch);
                 if drained < DRAIN_BATCH {
                     guard.clear_ready();
                 }
@@ -729,13 +741,7 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
             _ = tick.tick() => {
                 // Records are submitted without a wakeup until the ring is an eighth full
                 // (tracer-ebpf maps::wake_flags): the timer drains the rest.
-                let rb = ring.get_mut();
-                let mut drained = 0;
-                while drained < DRAIN_BATCH {
-                    let Some(item) = rb.next() else { break };
-                    decoder.decode(&item, symbols, Some(&stacks), &mut batch);
-                    drained += 1;
-                }
+                decoder.drain(ring.get_mut(), DRAIN_BATCH, symbols, &stacks, &mut batch);
                 pipeline.idle();
                 if opts.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
                     break;
@@ -766,15 +772,13 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
             Some(a) => &a.resolution.kallsyms,
             None => &empty,
         };
-        let rb = ring.get_mut();
-        let mut drained = 0;
-        while let Some(item) = rb.next() {
-            decoder.decode(&item, symbols, Some(&stacks), &mut batch);
-            drained += 1;
-            if drained >= 16 * DRAIN_BATCH {
-                break;
-            }
-        }
+        decoder.drain(
+            ring.get_mut(),
+            16 * DRAIN_BATCH,
+            symbols,
+            &stacks,
+            &mut batch,
+        );
     }
     losses.push(&mut batch);
     events_total += batch.len() as u64;
