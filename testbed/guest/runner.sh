@@ -8,6 +8,7 @@
 #                                    the evidence-out marker and wait for the host to end QEMU
 # Per run, in /out: <name>.<mode>.{run.log,agent.log,aptr,json}. Console markers:
 #   APTRACE-TESTBED: run <name> <mode> start|end rc=<n> t=<seconds> agent=<rc|none>
+# run.sh gets AGENT_LOG (the agent's output file) when an agent runs.
 . /job.env
 C=/sys/kernel/debug/vfio_ap_model/ctl
 M() { echo "APTRACE-TESTBED: $*"; }
@@ -51,8 +52,13 @@ for r in $RUNS; do
             M "agent not attached ($n $mode)"
         fi
     fi
-    sh "/scenarios/$n/run.sh" > "$o.run.log" 2>&1
+    AGENT_LOG=${apid:+$o.agent.log} sh "/scenarios/$n/run.sh" > "$o.run.log" 2>&1
     rc=$?
+    # the scenarios after this one need the module (run.sh should have left it loaded)
+    if ! grep -q "^${MODULE:-vfio_ap} " /proc/modules; then
+        M "run $n $mode left the module unloaded; loading /model.ko"
+        insmod /model.ko
+    fi
     arc=none
     if [ -n "$apid" ]; then
         sleep 0.5   # let the ring buffer drain
