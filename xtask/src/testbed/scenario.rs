@@ -5,7 +5,9 @@
 //! live`, read by the guest runner) and `uncertain` (every finding other than events-lost must
 //! be marked uncertain in the JSON report). Optional `rebuilt-module`: the boot carries
 //! /model-rebuilt.ko, the module built again with kmod::REBUILD_DEFINE (its functions at
-//! other offsets).
+//! other offsets). Optional `module-unloaded` (read by the guest runner): the module is
+//! unloaded before the agent starts, the runner waits for the agent's "waiting for module"
+//! line instead of "attached", and run.sh loads the module.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
