@@ -173,12 +173,7 @@ impl TestbedArgs {
                     .with_context(|| format!("{flag} needs a value"))
             };
             match flag.as_str() {
-                "--kernels" => {
-                    for k in val()?.split(',').filter(|s| !s.is_empty()) {
-                        let (arch, series) = k.rsplit_once('-').context("kernel as ARCH-SERIES")?;
-                        a.kernels.push((Arch::parse(arch)?, series.to_string()));
-                    }
-                }
+                "--kernels" => a.kernels.extend(parse_kernels(&val()?)?),
                 "--only" => a.only.extend(val()?.split(',').map(str::to_string)),
                 "--scenarios" => a.scenarios.push(val()?.into()),
                 "--module-src" => a.module_src = Some(val()?.into()),
@@ -383,6 +378,34 @@ fn print_table(rows: &[Row]) {
 }
 
 pub fn run(args: TestbedArgs) -> Result<()> {
+    run_collect(args).map(|_| ())
+}
+
+/// The kernel-side figures (b)-(e) measured now on `kernels` (`cargo xtask bench`): what
+/// `cargo xtask testbed --bench --kernels ... --bench-runs RUNS` measures, returned instead
+/// of only printed.
+pub fn kernel_figures(kernels: Vec<(Arch, String)>, runs: u32) -> Result<Vec<bench::Figures>> {
+    let args = TestbedArgs {
+        kernels,
+        bench: true,
+        bench_runs: runs,
+        ..Default::default()
+    };
+    run_collect(args)
+}
+
+/// Parses `--kernels`' list (`x86_64-6.12,s390x-6.12`).
+pub fn parse_kernels(list: &str) -> Result<Vec<(Arch, String)>> {
+    let mut v = Vec::new();
+    for k in list.split(',').filter(|s| !s.is_empty()) {
+        let (arch, series) = k.rsplit_once('-').context("kernel as ARCH-SERIES")?;
+        v.push((Arch::parse(arch)?, series.to_string()));
+    }
+    Ok(v)
+}
+
+/// [`run`]; with `--bench`, the figures it printed.
+fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
     let root = repo_root();
     let cache = args
         .cache
@@ -740,14 +763,14 @@ pub fn run(args: TestbedArgs) -> Result<()> {
         }
     }
     if args.prepare_only {
-        return Ok(());
+        return Ok(Vec::new());
     }
     if args.bench {
         println!("\ntestbed bench ({:.0}s):", t0.elapsed().as_secs_f64());
         for f in &bench_figures {
             println!("{}", f.render());
         }
-        return Ok(());
+        return Ok(bench_figures);
     }
     // Self-check: the judgment must fail on these very results with one expected kind
     // removed (or, for a clean scenario, one added).
@@ -797,7 +820,7 @@ pub fn run(args: TestbedArgs) -> Result<()> {
     if failures > 0 {
         bail!("testbed: {failures} failed");
     }
-    Ok(())
+    Ok(Vec::new())
 }
 
 /// One judged result, kept for the self-check.
