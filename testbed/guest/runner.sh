@@ -8,20 +8,27 @@
 #                                    the evidence-out marker and wait for the host to end QEMU
 # Per run, in /out: <name>.<mode>.{run.log,agent.log,aptr,json}. Console markers:
 #   APTRACE-TESTBED: run <name> <mode> start|end rc=<n> t=<seconds> agent=<rc|none>
+# A scenario with a `module-unloaded` file starts with the module unloaded: the agent must
+# say it waits for it (instead of attaching), and run.sh loads it. run.sh gets AGENT_LOG (the
+# agent's output file) when an agent runs.
 . /job.env
 C=/sys/kernel/debug/vfio_ap_model/ctl
 M() { echo "APTRACE-TESTBED: $*"; }
 up() { cut -d' ' -f1 /proc/uptime; }
 # kprobes on the module's functions: kprobes/list lines are "ADDR  k|r  SYM+0xOFF  MODULE [FLAGS]"
 attached() { awk -v m="${MODULE:-vfio_ap}" '$4 == m { n++ } END { print n + 0 }' /sys/kernel/debug/kprobes/list 2>/dev/null || echo 0; }
-wait_attached() { # pid log: up to 120 s (kallsyms is slow under emulated s390x) for the
-    # agent's "attached" line (all probes in place), then the kprobes it made must be listed
+wait_line() { # pid log pattern: up to 120 s (kallsyms is slow under emulated s390x) for
+    # the line in the agent's output, while the agent runs
     i=0
-    while ! grep -q "^aptrace: attached" "$2" 2>/dev/null && [ $i -lt 1200 ]; do
+    while ! grep -q "$3" "$2" 2>/dev/null && [ $i -lt 1200 ]; do
         kill -0 "$1" 2>/dev/null || return 1
         sleep 0.1; i=$((i+1))
     done
-    grep -q "^aptrace: attached" "$2" && [ "$(attached)" != 0 ]
+    grep -q "$3" "$2"
+}
+wait_attached() { # pid log: the agent's "attached" line (all probes in place), then the
+    # kprobes it made must be listed
+    wait_line "$1" "$2" "^aptrace: attached" && [ "$(attached)" != 0 ]
 }
 stop_agent() { # pid: SIGINT, then up to 60 s for the recording to close
     kill -INT "$1" 2>/dev/null
@@ -36,6 +43,11 @@ for r in $RUNS; do
     flag=""; [ "$mode" = all-allocations ] && flag=--all-allocations
     # a scenario's own agent arguments (e.g. --ring-buffer-size 4096)
     [ -f "/scenarios/$n/agent-args" ] && flag="$flag $(cat "/scenarios/$n/agent-args")"
+    late=""; [ -f "/scenarios/$n/module-unloaded" ] && late=1
+    if [ -n "$late" ]; then
+        if rmmod "${MODULE:-vfio_ap}"; then M "module unloaded before the agent ($n $mode)"
+        else M "rmmod before $n $mode failed"; fi
+    fi
     M "run $n $mode start"
     t0=$(up)
     apid=""
@@ -43,7 +55,14 @@ for r in $RUNS; do
         # shellcheck disable=SC2086
         "$AGENT" live --record "$o.aptr" --json "$o.json" $flag ${AGENT_ARGS:-} > "$o.agent.log" 2>&1 &
         apid=$!
-        if wait_attached $apid "$o.agent.log"; then
+        if [ -n "$late" ]; then
+            # nothing to attach to yet: the agent must say it waits (run.sh checks the rest)
+            if wait_line $apid "$o.agent.log" "^aptrace: waiting for module" && [ "$(attached)" = 0 ]; then
+                M "agent waiting $n $mode after $(awk "BEGIN{print $(up)-$t0}")s $(grep -m1 '^aptrace: waiting' "$o.agent.log")"
+            else
+                M "agent not waiting ($n $mode)"
+            fi
+        elif wait_attached $apid "$o.agent.log"; then
             M "agent attached $n $mode after $(awk "BEGIN{print $(up)-$t0}")s kprobes=$(attached) $(grep -m1 '^aptrace: attached' "$o.agent.log")"
             [ -e /out/kprobes.list ] || cat /sys/kernel/debug/kprobes/list > /out/kprobes.list 2>&1
         else
@@ -51,8 +70,13 @@ for r in $RUNS; do
             M "agent not attached ($n $mode)"
         fi
     fi
-    sh "/scenarios/$n/run.sh" > "$o.run.log" 2>&1
+    AGENT_LOG=${apid:+$o.agent.log} sh "/scenarios/$n/run.sh" > "$o.run.log" 2>&1
     rc=$?
+    # the scenarios after this one need the module (run.sh should have left it loaded)
+    if ! grep -q "^${MODULE:-vfio_ap} " /proc/modules; then
+        M "run $n $mode left the module unloaded; loading /model.ko"
+        insmod /model.ko
+    fi
     arc=none
     if [ -n "$apid" ]; then
         sleep 0.5   # let the ring buffer drain

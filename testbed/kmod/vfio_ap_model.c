@@ -257,6 +257,23 @@ noinline int model_vfio_mig_get_next_state(struct vfio_device_model *vdev,
 					   enum vfio_device_mig_state new_fsm,
 					   enum vfio_device_mig_state *next_fsm);
 
+#ifdef APTRACE_MODEL_REBUILD
+/* ---------------------------------------------------------------------------------------
+ * Only in the rebuilt module (testbed scenario module-reload: KCFLAGS=-DAPTRACE_MODEL_REBUILD):
+ * several KiB of text ahead of every driver function, so a reload of the rebuilt module
+ * puts each profiled function at another offset in .text and another address. No data is
+ * added: struct layouts and the .bss/.data placement of matrix_dev stay those of the first
+ * build (the agent's --offset overrides and --module-file stay valid; kmod.rs checks it).
+ */
+#define PAD4(x) x x x x
+noinline int aptrace_model_rebuild_pad(volatile int *p);
+noinline int aptrace_model_rebuild_pad(volatile int *p)
+{
+	PAD4(PAD4(PAD4(PAD4(PAD4(*p += 1;)))))
+	return *p;
+}
+#endif
+
 /* ---------------------------------------------------------------------------------------
  * The mdev pool: the model core keeps its objects in static slots (the real core
  * allocates them in vfio_main.c, outside the driver's text), so the only allocations from

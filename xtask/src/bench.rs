@@ -1,10 +1,14 @@
-//! `cargo xtask bench [--quick]`: runs the benchmarks of the `tracer` package and prints every
-//! ratio of issue 7 (BENCHMARKS.md says how each is measured).
+//! `cargo xtask bench [--quick] [--no-kernel] [--kernels LIST] [--kernel-runs N]`: runs the
+//! benchmarks of the `tracer` package and the kernel-side benchmark of the testbed, and prints
+//! every ratio of issue 7 (BENCHMARKS.md says how each is measured).
 //!
 //! Full: the criterion throughput benches (one million events per stage), the ratio bench
-//! (ingest rate, (a), (f)) and the memory bench (1 M and 10 M events), then a summary.
-//! `--quick` (CI): every bench compiles and runs once on a small input; nothing is a figure.
-//! The kernel-side ratios (b)–(e) come from the testbed and are said to be missing until then.
+//! (ingest rate, (a), (f)) and the memory bench (1 M and 10 M events), then the kernel-side
+//! figures (b)–(e), measured in the same run by the testbed's benchmark
+//! (`cargo xtask testbed --bench`: QEMU guests on x86_64-6.12 and s390x-6.12 unless
+//! `--kernels` says otherwise), then a summary.
+//! `--quick` (CI): every userspace bench compiles and runs once on a small input; nothing is a
+//! figure, and no guest boots. `--no-kernel`: the userspace figures only.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,9 +34,41 @@ const STAGES: &[(&str, &str)] = &[
     ("report", "report (FileReport::new + to_text / to_json)"),
 ];
 
+/// The kernels `cargo xtask bench` measures (b)–(e) on unless `--kernels` is given.
+pub const DEFAULT_KERNELS: &str = "x86_64-6.12,s390x-6.12";
+
+/// The options of `cargo xtask bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Compile and run each userspace bench once on a small input (CI); no guest boots.
+    #[arg(long)]
+    pub quick: bool,
+    /// Skip the testbed's guests: (b)-(e) are not measured.
+    #[arg(long)]
+    pub no_kernel: bool,
+    /// Kernels for (b)-(e), as `cargo xtask testbed --kernels`.
+    #[arg(long, default_value = DEFAULT_KERNELS)]
+    pub kernels: String,
+    /// Runs per kernel figure (medians), as `cargo xtask testbed --bench-runs`.
+    #[arg(long, default_value_t = 5)]
+    pub kernel_runs: u32,
+}
+
 static QUICK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-pub fn run(quick: bool) -> Result<()> {
+/// What became of (b)–(e) in this run.
+enum Kernel {
+    Measured(Vec<crate::testbed::bench::Figures>),
+    /// why not (the line to print)
+    NotMeasured(String),
+    /// the testbed's benchmark failed
+    Failed(anyhow::Error),
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let quick = a.quick;
+    // Checked before minutes of benches run.
+    let kernels = crate::testbed::parse_kernels(&a.kernels)?;
     QUICK.store(quick, std::sync::atomic::Ordering::Relaxed);
     let root = crate::root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -67,7 +103,48 @@ pub fn run(quick: bool) -> Result<()> {
         cargo_bench("ratios", &[])?;
         cargo_bench("memory", &[])?;
     }
-    summary(&target, &out, quick)
+    let kernel = if quick {
+        Kernel::NotMeasured(
+            "not measured (--quick: they need the testbed's QEMU guests, minutes per kernel)"
+                .into(),
+        )
+    } else if a.no_kernel {
+        Kernel::NotMeasured(
+            "not measured (--no-kernel: the testbed's QEMU guests were skipped; `cargo xtask bench` without it measures them)"
+                .into(),
+        )
+    } else if kernels.is_empty() {
+        Kernel::NotMeasured("not measured (--kernels named no kernel)".into())
+    } else {
+        eprintln!(
+            "xtask: cargo xtask testbed --bench --kernels {} --bench-runs {}",
+            a.kernels, a.kernel_runs
+        );
+        match crate::testbed::kernel_figures(kernels, a.kernel_runs) {
+            Ok(f) => Kernel::Measured(f),
+            Err(e) => Kernel::Failed(e),
+        }
+    };
+    summary(&target, &out, quick, &kernel)?;
+    match kernel {
+        Kernel::Failed(e) => Err(e.context("the kernel benchmark (b)-(e) failed")),
+        Kernel::Measured(f) => {
+            let missing: Vec<String> = f
+                .iter()
+                .flat_map(|f| {
+                    f.missing()
+                        .into_iter()
+                        .map(move |m| format!("{} {}: {m}", f.arch, f.kernel))
+                })
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                bail!("kernel figures without a number: {}", missing.join("; "))
+            }
+        }
+        Kernel::NotMeasured(_) => Ok(()),
+    }
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -124,7 +201,7 @@ fn criterion_group(target: &Path, group: &str) -> Vec<(String, f64, f64)> {
     rows
 }
 
-fn summary(target: &Path, out: &Path, quick: bool) -> Result<()> {
+fn summary(target: &Path, out: &Path, quick: bool, kernel: &Kernel) -> Result<()> {
     let ratios = read(&out.join("ratios.json"))?;
     let memory = read(&out.join("memory.json"))?;
     let q = |v: Option<f64>| v.unwrap_or(f64::NAN);
@@ -163,11 +240,19 @@ fn summary(target: &Path, out: &Path, quick: bool) -> Result<()> {
         met(a <= 2.0),
         q(number(&ratios, "a_report_command_ratio"))
     );
-    // (b)-(e) need kernels: they are measured in the testbed's guests, not here.
-    println!(
-        "(b)-(e), last measured with `cargo xtask testbed --bench --kernels x86_64-6.12,s390x-6.12`: {}",
-        crate::testbed::bench::MEASURED
-    );
+    // (b)-(e) need kernels: measured in this run in the testbed's guests.
+    match kernel {
+        Kernel::Measured(figures) => {
+            println!("(b)-(e), measured in this run in the testbed's guests (Debian kernels under QEMU TCG):");
+            for f in figures {
+                print!("{}", f.render());
+            }
+        }
+        Kernel::NotMeasured(why) => println!("(b)-(e): {why}"),
+        Kernel::Failed(e) => {
+            println!("(b)-(e): not measured: the testbed's benchmark failed: {e:#}")
+        }
+    }
     let f = q(number(&ratios, "f_recording_bytes_per_event"));
     let j = q(number(&ratios, "f_jsonl_bytes_per_event"));
     println!(

@@ -35,12 +35,10 @@ enum Task {
     Fuzz(fuzz::FuzzArgs),
     /// Replay a recording at full speed in a loop and sample memory (not part of CI).
     Soak(soak::SoakArgs),
-    /// Run the benchmarks and print every ratio of BENCHMARKS.md (`--quick`: compile and run
-    /// each once on a small input, as CI does).
-    Bench {
-        #[arg(long)]
-        quick: bool,
-    },
+    /// Run the benchmarks, the kernel-side ones in the testbed's guests too, and print every
+    /// ratio of BENCHMARKS.md (`--quick`: compile and run each userspace bench once on a small
+    /// input, no guests, as CI does; `--no-kernel`: no guests).
+    Bench(bench::BenchArgs),
     /// Boot Debian kernels in QEMU with the vfio_ap model module and run the scenarios
     /// (`cargo xtask testbed --help`).
     Testbed {
@@ -95,7 +93,7 @@ fn main() -> Result<()> {
         Task::Test => test(),
         Task::Fuzz(args) => fuzz::run(args),
         Task::Soak(args) => soak::run(args),
-        Task::Bench { quick } => bench::run(quick),
+        Task::Bench(a) => bench::run(a),
         Task::Testbed { args } => testbed::run(testbed::TestbedArgs::parse(args)?),
         Task::Build { target } => build::build(target).map(|_| ()),
         Task::Provision { target } => build::provision(target),

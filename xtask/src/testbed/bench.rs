@@ -111,6 +111,31 @@ impl Figures {
         f
     }
 
+    /// The figures (b)-(e) that have no number (the guest printed no marker for them): a
+    /// run that measured nothing must not pass for a measurement.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if ["call none", "call ftrace", "call aptrace"]
+            .iter()
+            .any(|k| self.med(k).is_none())
+        {
+            v.push("(b)");
+        }
+        if ["alloc none", "alloc aptrace-default", "alloc aptrace-all"]
+            .iter()
+            .any(|k| self.med(k).is_none())
+        {
+            v.push("(c)");
+        }
+        if self.rates.is_empty() {
+            v.push("(d)");
+        }
+        if !self.attach.contains_key("default") || !self.attach.contains_key("all-allocations") {
+            v.push("(e)");
+        }
+        v
+    }
+
     /// The figures as text lines (ratios first).
     pub fn render(&self) -> String {
         let mut s = format!("{} {} (TCG):\n", self.arch, self.kernel);
@@ -283,15 +308,6 @@ pub fn bench_one(
     Ok(f)
 }
 
-/// The figures of the run recorded in BENCHMARKS.md ("Kernel side, in the testbed"), for
-/// `cargo xtask bench`'s (b)-(e) lines (its `TESTBED` text).
-#[allow(dead_code)] // used by `cargo xtask bench` once merged with the bench branch
-pub const MEASURED: &str = "testbed, Debian 6.12 under TCG (cargo xtask testbed --bench; BENCHMARKS.md): \
-(b) aptrace/ftrace kprobe+kretprobe events per call 2.01x x86_64, 6.80x s390x (target 1.00: missed; \
-aptrace/nothing 264x, 1334x); (c) default mode 1.00x both; --all-allocations 2.35x x86_64, 5.72x s390x \
-= 1.34x, 2.79x the do-nothing raw-tracepoint floor (target 1.1: missed); (d) x86_64 about 50 500 events/s with no loss, events-lost (agent keeps running) from 77 000; s390x 40 404 events/s \
-with no loss (the highest the loop reached: the probes' cost bounds it); (e) attach 4.62 s x86_64, 3.73 s s390x";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +332,11 @@ mod tests {
         let t = f.render();
         assert!(t.contains("aptrace/nothing 44.44x"), "{t}");
         assert!(t.contains("without loss: 9000 events/s"), "{t}");
+        // no ftrace call, no alloc line, no --all-allocations attach in these markers
+        assert_eq!(f.missing(), vec!["(b)", "(c)", "(e)"]);
+        assert_eq!(
+            Figures::parse("6.12", Arch::X86_64, &[]).missing(),
+            vec!["(b)", "(c)", "(d)", "(e)"]
+        );
     }
 }

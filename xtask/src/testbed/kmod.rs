@@ -20,8 +20,85 @@ pub struct BuiltModule {
     pub mig_data_off: Option<u64>,
 }
 
-pub fn build(cache: &Path, k: &Kernel, src: &Path, name: &str) -> Result<BuiltModule> {
-    let out = cache.join("build").join(k.id()).join(name);
+/// Builds `src` as module `name` in `<build>/<kernel id>/<name>` (`build`: this invocation's
+/// build folder, so parallel testbed runs do not remove each other's trees).
+pub fn build(build: &Path, k: &Kernel, src: &Path, name: &str) -> Result<BuiltModule> {
+    let ko = make(build, k, src, name, name, &[])?;
+    let has_btf = section_names(&ko)?.iter().any(|s| s == ".BTF");
+    Ok(BuiltModule {
+        mdevs_lock_off: pahole_offset(&ko, "ap_matrix_dev", "mdevs_lock")?,
+        mig_data_off: pahole_offset(&ko, "ap_matrix_mdev", "mig_data")?,
+        ko,
+        has_btf,
+    })
+}
+
+/// The define that makes the rebuilt model (testbed/kmod/vfio_ap_model.c): more text ahead
+/// of the driver functions, nothing else.
+pub const REBUILD_DEFINE: &str = "-DAPTRACE_MODEL_REBUILD";
+
+/// The same module built a second time with [`REBUILD_DEFINE`] (scenario module-reload loads
+/// it in place of the first). Its struct offsets and the placement of `matrix_dev` must be
+/// the first build's: the agent keeps the --offset overrides and reads `--module-file` for
+/// `matrix_dev`, and a difference would make the scenario test a wrong configuration.
+pub fn build_rebuilt(build: &Path, k: &Kernel, src: &Path, first: &BuiltModule) -> Result<PathBuf> {
+    let name = first
+        .ko
+        .file_stem()
+        .context("module file name")?
+        .to_string_lossy()
+        .into_owned();
+    let kcflags = format!("KCFLAGS={REBUILD_DEFINE}");
+    let ko = make(
+        build,
+        k,
+        src,
+        &name,
+        &format!("{name}-rebuilt"),
+        &[&kcflags],
+    )?;
+    let same = |what: &str, a: Option<u64>, b: Option<u64>| -> Result<()> {
+        if a != b {
+            bail!(
+                "{}: {what} is {b:?} in the rebuilt module, {a:?} in the first",
+                k.id()
+            );
+        }
+        Ok(())
+    };
+    same(
+        "offsetof(ap_matrix_dev, mdevs_lock)",
+        first.mdevs_lock_off,
+        pahole_offset(&ko, "ap_matrix_dev", "mdevs_lock")?,
+    )?;
+    same(
+        "offsetof(ap_matrix_mdev, mig_data)",
+        first.mig_data_off,
+        pahole_offset(&ko, "ap_matrix_mdev", "mig_data")?,
+    )?;
+    let (a, b) = (
+        symbol_place(&first.ko, "matrix_dev")?,
+        symbol_place(&ko, "matrix_dev")?,
+    );
+    if a != b {
+        bail!(
+            "{}: matrix_dev at {b:?} in the rebuilt module, {a:?} in the first",
+            k.id()
+        );
+    }
+    Ok(ko)
+}
+
+/// `make modules` of a copy of `src` in `<build>/<kernel id>/<dir>`; the path of `name`.ko.
+fn make(
+    build: &Path,
+    k: &Kernel,
+    src: &Path,
+    name: &str,
+    dir: &str,
+    extra: &[&str],
+) -> Result<PathBuf> {
+    let out = build.join(k.id()).join(dir);
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out)?;
     copy_tree(src, &out)?;
@@ -34,19 +111,45 @@ pub fn build(cache: &Path, k: &Kernel, src: &Path, name: &str) -> Result<BuiltMo
     if k.arch == Arch::S390x {
         c.arg("ARCH=s390").arg("CROSS_COMPILE=s390x-linux-gnu-");
     }
+    c.args(extra);
     c.arg("modules");
     run_cmd(&mut c).with_context(|| format!("building {name} for {}", k.id()))?;
     let ko = out.join(format!("{name}.ko"));
     if !ko.exists() {
         bail!("{} was not built", ko.display());
     }
-    let has_btf = section_names(&ko)?.iter().any(|s| s == ".BTF");
-    Ok(BuiltModule {
-        mdevs_lock_off: pahole_offset(&ko, "ap_matrix_dev", "mdevs_lock")?,
-        mig_data_off: pahole_offset(&ko, "ap_matrix_mdev", "mig_data")?,
-        ko,
-        has_btf,
-    })
+    Ok(ko)
+}
+
+/// (section name, value) of a symbol in an ELF file's symbol table (`readelf -sW`).
+fn symbol_place(elf: &Path, sym: &str) -> Result<Option<(String, u64)>> {
+    let out = Command::new("readelf").arg("-sW").arg(elf).output()?;
+    // section index -> name, from "  [43] .bss  NOBITS ..." lines
+    let headers = Command::new("readelf").arg("-SW").arg(elf).output()?;
+    let sections: std::collections::BTreeMap<String, String> =
+        String::from_utf8_lossy(&headers.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (i, rest) = l.trim_start().strip_prefix('[')?.split_once(']')?;
+                Some((
+                    i.trim().to_string(),
+                    rest.split_whitespace().next()?.to_string(),
+                ))
+            })
+            .collect();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        // "   116: 0000000000000000     8 OBJECT  GLOBAL DEFAULT   43 matrix_dev"
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.len() == 8 && w[7] == sym {
+            let value = u64::from_str_radix(w[1], 16)?;
+            let section = sections
+                .get(w[6])
+                .cloned()
+                .unwrap_or_else(|| w[6].to_string());
+            return Ok(Some((section, value)));
+        }
+    }
+    Ok(None)
 }
 
 fn section_names(elf: &Path) -> Result<Vec<String>> {

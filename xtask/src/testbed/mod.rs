@@ -8,8 +8,10 @@
 //!   debs/<arch>-<series>/, debs/busybox-<arch>/   downloaded packages
 //!   kernels/<arch>-<series>/   dpkg -x of image + headers + -common + kbuild (KVER, VERSION)
 //!   busybox-<arch>     the guest's static busybox
-//!   build/<arch>-<series>/<module>/   module build trees (with debug info)
-//!   runs/<arch>-<series>/<boot>/      initrd, console.log, share/ (what the guest wrote)
+//!   build/<pid>/<arch>-<series>/<module>/   module build trees (with debug info)
+//!   runs/<pid>/<arch>-<series>/<boot>/      initrd, console.log, share/ (what the guest wrote)
+//! `<pid>` is the invocation's: parallel runs on one cache keep apart; the folders of
+//! invocations that have ended are removed by the next one.
 
 pub mod bench;
 mod cpio;
@@ -124,6 +126,10 @@ const DEFAULT_OVERRIDE_ARGS: &str =
 /// variables, the agent places `matrix_dev` from its symbol table).
 const GUEST_KO: &str = "/model.ko";
 
+/// The guest path of the rebuilt model (kmod::build_rebuilt), in boots whose scenarios ask for
+/// it (file `rebuilt-module`).
+const GUEST_KO_REBUILT: &str = "model-rebuilt.ko";
+
 /// The scenarios whose s390x 6.12 recordings are samples/<name>.aptr.
 pub const SAMPLE_SCENARIOS: [&str; 4] = ["clean", "leak", "self-deadlock", "invalid-arc"];
 
@@ -167,12 +173,7 @@ impl TestbedArgs {
                     .with_context(|| format!("{flag} needs a value"))
             };
             match flag.as_str() {
-                "--kernels" => {
-                    for k in val()?.split(',').filter(|s| !s.is_empty()) {
-                        let (arch, series) = k.rsplit_once('-').context("kernel as ARCH-SERIES")?;
-                        a.kernels.push((Arch::parse(arch)?, series.to_string()));
-                    }
-                }
+                "--kernels" => a.kernels.extend(parse_kernels(&val()?)?),
                 "--only" => a.only.extend(val()?.split(',').map(str::to_string)),
                 "--scenarios" => a.scenarios.push(val()?.into()),
                 "--module-src" => a.module_src = Some(val()?.into()),
@@ -251,6 +252,20 @@ fn repo_root() -> PathBuf {
     match up {
         Some(p) if p.join("testbed/kmod").is_dir() => p,
         _ => std::env::current_dir().unwrap_or_else(|_| ".".into()),
+    }
+}
+
+/// Removes the `<pid>` folders under `dir` whose invocation has ended (the next run's
+/// housekeeping; a running invocation's folder is left alone).
+fn sweep_ended(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_ok() && !Path::new("/proc").join(&name).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -363,6 +378,34 @@ fn print_table(rows: &[Row]) {
 }
 
 pub fn run(args: TestbedArgs) -> Result<()> {
+    run_collect(args).map(|_| ())
+}
+
+/// The kernel-side figures (b)-(e) measured now on `kernels` (`cargo xtask bench`): what
+/// `cargo xtask testbed --bench --kernels ... --bench-runs RUNS` measures, returned instead
+/// of only printed.
+pub fn kernel_figures(kernels: Vec<(Arch, String)>, runs: u32) -> Result<Vec<bench::Figures>> {
+    let args = TestbedArgs {
+        kernels,
+        bench: true,
+        bench_runs: runs,
+        ..Default::default()
+    };
+    run_collect(args)
+}
+
+/// Parses `--kernels`' list (`x86_64-6.12,s390x-6.12`).
+pub fn parse_kernels(list: &str) -> Result<Vec<(Arch, String)>> {
+    let mut v = Vec::new();
+    for k in list.split(',').filter(|s| !s.is_empty()) {
+        let (arch, series) = k.rsplit_once('-').context("kernel as ARCH-SERIES")?;
+        v.push((Arch::parse(arch)?, series.to_string()));
+    }
+    Ok(v)
+}
+
+/// [`run`]; with `--bench`, the figures it printed.
+fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
     let root = repo_root();
     let cache = args
         .cache
@@ -426,6 +469,14 @@ pub fn run(args: TestbedArgs) -> Result<()> {
             agents.insert(arch.name(), path);
         }
     }
+    let inv = std::process::id().to_string();
+    let runs_base = cache.join("runs").join(&inv);
+    let build_base = cache.join("build").join(&inv);
+    for d in ["runs", "build"] {
+        sweep_ended(&cache.join(d));
+    }
+    // the rebuilt model only where a scenario loads it (scenario file `rebuilt-module`)
+    let want_rebuilt = !args.bench && !args.prove && scenarios.iter().any(|s| s.rebuilt_module);
     let mut rows = Vec::new();
     let mut failures = 0usize;
     let mut judged: Vec<Judged> = Vec::new();
@@ -434,7 +485,7 @@ pub fn run(args: TestbedArgs) -> Result<()> {
         let arch = *arch;
         let k = kernels::provision(&cache, &apt, arch, series)?;
         let bb = kernels::busybox(&cache, &apt, arch)?;
-        let m = kmod::build(&cache, &k, &module_src, &args.module_name)?;
+        let m = kmod::build(&build_base, &k, &module_src, &args.module_name)?;
         eprintln!(
             "testbed: {} ({} {}): {} built, BTF {}, pahole mdevs_lock {:?} mig_data {:?}",
             k.id(),
@@ -448,6 +499,18 @@ pub fn run(args: TestbedArgs) -> Result<()> {
         if args.prepare_only {
             continue;
         }
+        let rebuilt = if want_rebuilt {
+            let r = kmod::build_rebuilt(&build_base, &k, &module_src, &m)?;
+            eprintln!(
+                "testbed: {}: {} built ({})",
+                k.id(),
+                r.display(),
+                kmod::REBUILD_DEFINE
+            );
+            Some(r)
+        } else {
+            None
+        };
         let agent = agents.get(arch.name()).cloned();
         // As a user would: the module file for its symbol table (kallsyms of Debian's s390x
         // 6.1 lists no module variables), and pahole's offsets where the module has no BTF.
@@ -463,8 +526,7 @@ pub fn run(args: TestbedArgs) -> Result<()> {
                 agent_args = format!("{agent_args} {o}").trim().to_string();
             }
         }
-        let runs_dir = cache.join("runs").join(k.id());
-        let _ = fs::remove_dir_all(&runs_dir);
+        let runs_dir = runs_base.join(k.id());
 
         if args.bench {
             let conf = bench::BenchConf {
@@ -510,6 +572,12 @@ pub fn run(args: TestbedArgs) -> Result<()> {
             let mut job = guest::Job::default();
             job.files
                 .push(("job.sh".into(), root.join("testbed/guest/runner.sh"), 0o755));
+            if let Some(r) = rebuilt
+                .as_ref()
+                .filter(|_| list.iter().any(|s| s.rebuilt_module))
+            {
+                job.files.push((GUEST_KO_REBUILT.into(), r.clone(), 0o644));
+            }
             let runs: Vec<String> = list
                 .iter()
                 .flat_map(|s| s.modes.iter().map(move |m| format!("{}:{m}", s.name)))
@@ -695,14 +763,14 @@ pub fn run(args: TestbedArgs) -> Result<()> {
         }
     }
     if args.prepare_only {
-        return Ok(());
+        return Ok(Vec::new());
     }
     if args.bench {
         println!("\ntestbed bench ({:.0}s):", t0.elapsed().as_secs_f64());
         for f in &bench_figures {
             println!("{}", f.render());
         }
-        return Ok(());
+        return Ok(bench_figures);
     }
     // Self-check: the judgment must fail on these very results with one expected kind
     // removed (or, for a clean scenario, one added).
@@ -740,7 +808,7 @@ pub fn run(args: TestbedArgs) -> Result<()> {
         );
     }
     if args.update_samples {
-        update_samples(&root, &cache, &rows)?;
+        update_samples(&root, &runs_base, &rows)?;
     }
     print_table(&rows);
     println!(
@@ -752,7 +820,7 @@ pub fn run(args: TestbedArgs) -> Result<()> {
     if failures > 0 {
         bail!("testbed: {failures} failed");
     }
-    Ok(())
+    Ok(Vec::new())
 }
 
 /// One judged result, kept for the self-check.
@@ -764,8 +832,8 @@ struct Judged {
 }
 
 /// Copies the s390x 6.12 recordings of the sample scenarios (default mode) to samples/.
-fn update_samples(root: &Path, cache: &Path, rows: &[Row]) -> Result<()> {
-    let runs = cache.join("runs/s390x-6.12");
+fn update_samples(root: &Path, runs_base: &Path, rows: &[Row]) -> Result<()> {
+    let runs = runs_base.join("s390x-6.12");
     for name in SAMPLE_SCENARIOS {
         let passed = rows.iter().any(|r| {
             r.arch == "s390x"

@@ -3,7 +3,11 @@
 //! An `expected` line `kind >=N` asks for at least N (`>=0`: allowed, not required: kinds that
 //! lost events may or may not cause). Optional `agent-args` (added to that scenario's `aptrace
 //! live`, read by the guest runner) and `uncertain` (every finding other than events-lost must
-//! be marked uncertain in the JSON report).
+//! be marked uncertain in the JSON report). Optional `rebuilt-module`: the boot carries
+//! /model-rebuilt.ko, the module built again with kmod::REBUILD_DEFINE (its functions at
+//! other offsets). Optional `module-unloaded` (read by the guest runner): the module is
+//! unloaded before the agent starts, the runner waits for the agent's "waiting for module"
+//! line instead of "attached", and run.sh loads the module.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -21,6 +25,8 @@ pub struct Scenario {
     /// every finding but events-lost must be uncertain (file `uncertain`)
     pub uncertain: bool,
     pub isolated: bool,
+    /// the boot needs /model-rebuilt.ko (file `rebuilt-module`)
+    pub rebuilt_module: bool,
     pub modes: Vec<String>,
 }
 
@@ -93,6 +99,7 @@ pub fn load_one(dir: &Path) -> Result<Scenario> {
         at_least,
         uncertain: dir.join("uncertain").exists(),
         isolated: dir.join("isolated").exists(),
+        rebuilt_module: dir.join("rebuilt-module").exists(),
         modes,
     })
 }

@@ -1,0 +1,61 @@
+#!/bin/sh
+# `aptrace check` and `aptrace live` started before the module is loaded (issue 8 item 5).
+# The runner unloaded the module (file module-unloaded) and then started the agent, which had
+# to say "aptrace: waiting for module vfio_ap to load". Here, still before the load,
+# `aptrace check` must say the module is not loaded (its WARN line) and that live tracing can
+# run (exit 0). Then insmod: the agent must attach (its first "aptrace: attached" line), and
+# the leak made after it must be printed live with its stack named from this load's kallsyms
+# (vfio_ap_init_migration_data called from vfio_ap_mdev_open_device). The runner judges the
+# report: leak 1.
+. /job.env
+C=/sys/kernel/debug/vfio_ap_model/ctl
+M=${MODULE:-vfio_ap}
+L=${AGENT_LOG:-}
+fail() { echo "FAIL: $*"; grep -q "^$M " /proc/modules || insmod /model.ko; exit 1; }
+waitfor() { # pattern count: up to 120 s in the agent's log
+    [ -n "$L" ] || return 0
+    i=0
+    while [ "$(grep -c "$1" "$L")" -lt "$2" ]; do
+        i=$((i+1)); [ $i -gt 1200 ] && return 1; sleep 0.1
+    done
+}
+stack_of() { # the stack frames (indented lines) printed under the live leak line of mdev $1
+    awk -v u="$1" 'f && /^    / { print; next } f { exit }
+        /^\[error\] leak / && index($0, "mdev " u) { f = 1 }' "$L"
+}
+grep -q "^$M " /proc/modules && fail "module $M is loaded: the runner should have unloaded it"
+if [ -x "${AGENT:-}" ]; then
+    # shellcheck disable=SC2086
+    "$AGENT" check ${AGENT_ARGS:-} > /out/module-late.check.txt 2>&1
+    crc=$?
+    cat /out/module-late.check.txt
+    line=$(grep -E "^WARN +module $M +not loaded" /out/module-late.check.txt)
+    [ -n "$line" ] || fail "aptrace check did not say that module $M is not loaded"
+    [ $crc = 0 ] || fail "aptrace check exited $crc (live tracing should be able to run)"
+    echo "check said: $line (rc $crc)"
+fi
+if [ -n "$L" ]; then
+    grep -q "^aptrace: waiting for module $M to load" "$L" || fail "the agent did not say it waits for $M"
+    grep -q "^aptrace: attached" "$L" && fail "the agent said attached before $M was loaded"
+    echo "agent said: $(grep -m1 '^aptrace: waiting' "$L")"
+fi
+insmod /model.ko || fail "insmod /model.ko"
+echo "insmod done"
+waitfor "^aptrace: attached" 1 || fail "no 'attached' line after the load"
+echo "agent said: $(grep -m1 '^aptrace: attached' "$L" 2>/dev/null)"
+U=1ae70000-0000-4000-8000-000000000001
+echo "create $U" > $C
+echo "open $U" > $C
+echo "migrate $U STOP" > $C
+echo "fault skip-release" > $C
+echo "close $U" > $C
+echo "remove $U" > $C
+if [ -n "$L" ]; then
+    waitfor "^\[error\] leak .*mdev $U" 1 || fail "no live leak line for $U"
+    sleep 0.5 # its stack lines come with it, in the same print
+    stack=$(stack_of "$U")
+    echo "$stack"
+    echo "$stack" | grep -q "^ *vfio_ap_init_migration_data+0x[0-9a-f]* \[$M\]" &&
+        echo "$stack" | grep -q "^ *vfio_ap_mdev_open_device+0x[0-9a-f]* \[$M\]" ||
+        fail "the leak's stack does not name vfio_ap_init_migration_data <- vfio_ap_mdev_open_device"
+fi
