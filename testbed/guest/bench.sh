@@ -2,7 +2,8 @@
 # In-guest benchmark job (cargo xtask bench --kernel; issue 7 b-e). /job.env sets AGENT,
 # AGENT_ARGS, R (runs per figure), NCALL, NALLOC, RATES ("K ..." calls per ms), RATE_MS.
 # Markers (the host takes medians):
-#   bench call <none|ftrace|aptrace> ps=<per call>      (b) vfio_ap_get_data_size N times
+#   bench call <none|ftrace|ftrace-args|aptrace> ps=    (b) vfio_ap_get_data_size N times
+#   bench jit <0|1|2|none>                               net.core.bpf_jit_enable (none: no JIT built)
 #   bench alloc <none|aptrace-default|aptrace-all> ps=  (c) kmalloc(64)+kfree from aptrace_bench
 #   bench attach <default|all-allocations> s=<seconds>  (e) start to the "attached" line
 #   bench rate k=<calls/ms> events_per_s=<achieved> lost=<events-lost findings so far>  (d)
@@ -44,6 +45,16 @@ calls ftrace
 echo 0 > $T/events/aptb/enable
 echo > $T/kprobe_events
 echo > $T/trace
+# the same, fetching what aptrace's records carry: four arguments and the comm at entry,
+# the return value and the comm at return
+echo 'p:aptb/e vfio_ap_get_data_size a1=$arg1 a2=$arg2 a3=$arg3 a4=$arg4 comm=$comm' >> $T/kprobe_events
+echo 'r:aptb/r vfio_ap_get_data_size ret=$retval comm=$comm' >> $T/kprobe_events
+echo 1 > $T/events/aptb/enable
+calls ftrace-args
+echo 0 > $T/events/aptb/enable
+echo > $T/kprobe_events
+echo > $T/trace
+M "bench jit $(cat /proc/sys/net/core/bpf_jit_enable 2>/dev/null || echo none)"
 if [ -x "${AGENT:-}" ]; then
     start_agent default /out/bench.default.log
     calls aptrace 1

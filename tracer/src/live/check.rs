@@ -233,6 +233,28 @@ pub fn preflight(
             "mount -t tracefs tracefs /sys/kernel/tracing",
         ),
     });
+    // The sysctl exists only where the kernel has a BPF JIT (Debian's s390x kernels have
+    // none): interpreted probes cost several times more per call.
+    rows.push(
+        match host
+            .read_string("/proc/sys/net/core/bpf_jit_enable")
+            .map(|s| s.trim().to_string())
+        {
+            Some(v) if v != "0" => row("BPF JIT", Status::Ok, format!("on (bpf_jit_enable={v})"), ""),
+            Some(_) => row(
+                "BPF JIT",
+                Status::Warn,
+                "off: the probes run interpreted, several times slower per call",
+                "sysctl -w net.core.bpf_jit_enable=1",
+            ),
+            None => row(
+                "BPF JIT",
+                Status::Warn,
+                "not in this kernel (no /proc/sys/net/core/bpf_jit_enable): the probes run interpreted, several times slower per call",
+                "a kernel built with CONFIG_BPF_JIT for lower overhead; tracing works without it",
+            ),
+        },
+    );
     if let Some(r) = &probed.load {
         rows.push(match r {
             Ok(()) => row("eBPF programs", Status::Ok, "loaded (verifier accepted every program)", ""),

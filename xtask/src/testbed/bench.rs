@@ -47,6 +47,8 @@ pub struct Figures {
     /// (calls per ms, achieved events/s, events-lost findings raised, agent alive)
     pub rates: Vec<(u64, u64, u64, bool)>,
     pub secs: f64,
+    /// net.core.bpf_jit_enable in the guest ("none": the kernel has no BPF JIT)
+    pub jit: Option<String>,
 }
 
 pub fn median(v: &[f64]) -> Option<f64> {
@@ -91,6 +93,7 @@ impl Figures {
                             .push(ps / 1000.0);
                     }
                 }
+                ["bench", "jit", v] => f.jit = Some(v.to_string()),
                 ["bench", "attach", mode, ..] if l.contains("aptrace: attached") => {
                     if let Some(s) = kv(l, "s=").and_then(|s| s.parse().ok()) {
                         f.attach.insert(mode.to_string(), s);
@@ -115,9 +118,14 @@ impl Figures {
     /// run that measured nothing must not pass for a measurement.
     pub fn missing(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if ["call none", "call ftrace", "call aptrace"]
-            .iter()
-            .any(|k| self.med(k).is_none())
+        if [
+            "call none",
+            "call ftrace",
+            "call ftrace-args",
+            "call aptrace",
+        ]
+        .iter()
+        .any(|k| self.med(k).is_none())
         {
             v.push("(b)");
         }
@@ -144,14 +152,21 @@ impl Figures {
             _ => "-".into(),
         };
         let ns = |v: Option<f64>| v.map(|v| format!("{v:.1} ns")).unwrap_or("-".into());
-        let (cn, cf, ca) = (
+        let (cn, cf, cfa, ca) = (
             self.med("call none"),
             self.med("call ftrace"),
+            self.med("call ftrace-args"),
             self.med("call aptrace"),
         );
+        let jit = match self.jit.as_deref() {
+            Some("none") => "no BPF JIT in this kernel: programs interpreted",
+            Some("0") => "BPF JIT off: programs interpreted",
+            Some(_) => "BPF JIT on",
+            None => "BPF JIT not reported",
+        };
         s += &format!(
-            "  (b) per call of vfio_ap_get_data_size: nothing {}, ftrace kprobe+kretprobe events {}, aptrace {}; aptrace/nothing {}, aptrace/ftrace {} (target <= 1.00x)\n",
-            ns(cn), ns(cf), ns(ca), r(ca, cn), r(ca, cf)
+            "  (b) per call of vfio_ap_get_data_size: nothing {}, ftrace kprobe+kretprobe events {} (bare) / {} (fetching 4 args, comm, retval as aptrace does), aptrace {}; aptrace/nothing {}, aptrace/ftrace {} bare, {} same data (target <= 1.00x); {jit}\n",
+            ns(cn), ns(cf), ns(cfa), ns(ca), r(ca, cn), r(ca, cf), r(ca, cfa)
         );
         let (an, ad, aa) = (
             self.med("alloc none"),
@@ -163,7 +178,7 @@ impl Figures {
             _ => "-".into(),
         };
         s += &format!(
-            "  (c) per kmalloc(64)+kfree in aptrace_bench: nothing {}, aptrace default {} ({} , target 1.00), --all-allocations {} ({}); against the do-nothing raw-tracepoint floor ({:.2}x, TOOLCHAIN.md): {} (target <= 1.1x)\n",
+            "  (c) per kmalloc(64)+kfree in aptrace_bench: nothing {}, aptrace default {} ({}, target 1.00), --all-allocations {} ({}); against the do-nothing raw-tracepoint floor ({:.2}x, TOOLCHAIN.md): {} (target <= 1.1x)\n",
             ns(an), ns(ad), r(ad, an), ns(aa), r(aa, an), self.floor, all_vs_floor
         );
         let ok = self.rates.iter().filter(|r| r.2 == 0).map(|r| r.1).max();
