@@ -298,6 +298,14 @@ pub fn preflight(
     });
     rows.push(if res.module_btf {
         row("BTF module", Status::Ok, format!("/sys/kernel/btf/{module}"), "")
+    } else if !res.loaded {
+        // A module's BTF appears with the module: nothing to conclude before it loads.
+        row(
+            "BTF module",
+            Status::Info,
+            format!("{module} not loaded: its BTF (/sys/kernel/btf/{module}) is checked when it loads"),
+            "",
+        )
     } else {
         row(
             "BTF module",
@@ -393,6 +401,14 @@ pub fn preflight(
             lock_item,
             Status::Ok,
             format!("matrix_dev at {a:#x}, mdevs_lock at +{o:#x}, owner at +{:#x} mask {:#x} ({src})", m.owner_offset, m.owner_mask),
+            "",
+        ),
+        // matrix_dev and the module's BTF appear with the module; the mutex layout (vmlinux)
+        // is known now.
+        (_, _, Ok(_)) if !res.loaded => row(
+            lock_item,
+            Status::Info,
+            format!("matrix_dev and the mdevs_lock offset are resolved when module {module} loads"),
             "",
         ),
         (a, o, m) => {

@@ -621,6 +621,18 @@ fn env_module_not_loaded_warns_with_modprobe_and_live_goes_on() {
     assert_eq!(r.status, Status::Warn);
     assert!(r.detail.contains("not loaded") && r.detail.contains("waits for it"));
     assert!(r.fix.starts_with("modprobe vfio_ap"), "{}", r.fix);
+    // What only the module can tell is deferred, not blamed on missing BTF.
+    fs::remove_file(d.path().join("sys/kernel/btf/vfio_ap")).ok();
+    let rows = preflight_on(&host, &live_ok(), None);
+    for item in ["BTF module", "lock mdevs_lock"] {
+        let r = row(&rows, item);
+        assert_eq!(r.status, Status::Info, "{item}: {}", r.detail);
+        assert!(r.detail.contains("loads"), "{item}: {}", r.detail);
+    }
+    assert!(
+        rows.iter().all(|r| !r.detail.contains("has no BTF")),
+        "{rows:?}"
+    );
     // live does not stop for it (the agent says it is waiting), nor warns twice.
     let w = live_gate(&rows, false).unwrap();
     assert!(w.iter().all(|w| !w.contains("vfio_ap")), "{w:?}");
