@@ -4,7 +4,8 @@
 # Markers (the host takes medians):
 #   bench call <none|ftrace|ftrace-args|aptrace> ps=    (b) vfio_ap_get_data_size N times
 #   bench jit <0|1|2|none>                               net.core.bpf_jit_enable (none: no JIT built)
-#   bench alloc <none|aptrace-default|aptrace-all> ps=  (c) kmalloc(64)+kfree from aptrace_bench
+#   bench alloc <none|aptrace-default|aptrace-all|noop> ps=  (c) kmalloc(64)+kfree from aptrace_bench
+#                                                        (noop: a do-nothing BPF program on the same tracepoints)
 #   bench attach <default|all-allocations> s=<seconds>  (e) start to the "attached" line
 #   bench rate k=<calls/ms> events_per_s=<achieved> lost=<events-lost findings so far>  (d)
 . /job.env
@@ -77,5 +78,16 @@ if [ -x "${AGENT:-}" ]; then
     allocs aptrace-all
     stop_agent
     M "bench agent all stopped rc=$?"
+    # (c)'s floor: a BPF program that does nothing, on the same allocator tracepoints
+    "$AGENT" live --noop-floor > /out/bench.noop.log 2>&1 &
+    P=$!
+    i=0
+    while ! grep -q "^aptrace: noop floor attached" /out/bench.noop.log && kill -0 $P 2>/dev/null && [ $i -lt 2400 ]; do
+        sleep 0.05; i=$((i+1))
+    done
+    M "bench noop $(grep -m1 '^aptrace: noop floor attached' /out/bench.noop.log)"
+    allocs noop
+    stop_agent
+    M "bench noop stopped rc=$?"
 fi
 M "bench done"

@@ -215,3 +215,10 @@ pub fn kvfree_enter(ctx: ProbeContext) -> u32 {
     }
     0
 }
+
+/// Does nothing: attached by `aptrace live --noop-floor` to the same allocator tracepoints as
+/// `--all-allocations`, it is the floor any BPF program there pays (issue 7, figure (c)).
+#[raw_tracepoint(tracepoint = "kmalloc")]
+pub fn noop_alloc(_ctx: RawTracePointContext) -> u32 {
+    0
+}

@@ -150,6 +150,10 @@ struct LiveArgs {
     metrics: Option<String>,
     #[command(flatten)]
     target: TargetArgs,
+    /// Benchmark floor: only a do-nothing program on the allocator tracepoints, until
+    /// SIGINT (`cargo xtask bench`, figure (c)).
+    #[arg(long, hide = true)]
+    noop_floor: bool,
 }
 
 /// Which module and profile, and values that replace what BTF or kallsyms cannot give.
@@ -208,6 +212,9 @@ impl TargetArgs {
 fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     #[cfg(all(feature = "live", target_os = "linux"))]
     {
+        if args.noop_floor {
+            return Ok(ExitCode::from(tracer::live::agent::run_noop_floor()?));
+        }
         let t = args.target.options();
         let (profile, module) = t.resolve()?;
         let opts = tracer::live::agent::LiveOptions {

@@ -438,6 +438,39 @@ fn detach(ebpf: &mut Ebpf, a: Attachment) {
     }
 }
 
+/// `live --noop-floor` (hidden, for `cargo xtask bench`): the do-nothing program on every
+/// allocator tracepoint `--all-allocations` uses, until SIGINT or SIGTERM. What any BPF
+/// program there costs, measured in the same guest as aptrace's own.
+pub fn run_noop_floor() -> Result<u8> {
+    let mut ebpf = load(4096, &["noop_alloc"])?;
+    let rt: &mut RawTracePoint = prepare(&mut ebpf, "noop_alloc")?.try_into()?;
+    let mut n = 0;
+    for (_, tps) in RAW_TRACEPOINTS {
+        for tp in *tps {
+            match rt.attach(tp) {
+                Ok(_) => n += 1,
+                Err(e) => say!("aptrace: noop on {tp}: {e}"),
+            }
+        }
+    }
+    say!("aptrace: noop floor attached to {n} allocator tracepoints");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let mut sigint = signal(SignalKind::interrupt())?;
+            let mut sigterm = signal(SignalKind::terminate())?;
+            tokio::select! {
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+            anyhow::Ok(())
+        })?;
+    drop(ebpf);
+    say!("aptrace: noop floor detached");
+    Ok(0)
+}
+
 /// Turns raw records into events: names, stacks, mdev and guest names.
 struct Decoder {
     endian: Endian,
