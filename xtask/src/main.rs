@@ -127,5 +127,13 @@ fn test() -> Result<()> {
                 "--",
                 "--include-ignored",
             ]),
+    )?;
+    // The agent's own unit tests (bpf link info parsing, ...) need the `live` feature; the
+    // eBPF object is not needed for them.
+    provision::run(
+        std::process::Command::new(env!("CARGO"))
+            .current_dir(root())
+            .env("AYA_BUILD_SKIP", "1")
+            .args(["test", "-p", "tracer", "--features", "live", "--lib"]),
     )
 }

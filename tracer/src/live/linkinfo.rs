@@ -94,16 +94,53 @@ pub fn kprobe_missed(prog_ids: &HashSet<u32>) -> io::Result<Option<u64>> {
         let bytes: &[u8] = unsafe {
             std::slice::from_raw_parts(info.as_ptr().cast(), std::mem::size_of_val(&info))
         };
-        if u32_at(bytes, INFO_TYPE) != BPF_LINK_TYPE_PERF_EVENT
-            || !prog_ids.contains(&u32_at(bytes, INFO_PROG_ID))
-        {
-            continue;
+        if let Some(missed) = missed_in(bytes, filled, prog_ids) {
+            *total.get_or_insert(0) += missed;
         }
-        let perf = u32_at(bytes, INFO_PERF_TYPE);
-        if filled >= INFO_WITH_MISSED
-            && (perf == BPF_PERF_EVENT_KPROBE || perf == BPF_PERF_EVENT_KRETPROBE)
-        {
-            *total.get_or_insert(0) += u64_at(bytes, INFO_KPROBE_MISSED);
-        }
+    }
+}
+
+/// `missed` of one link's info (`filled` bytes of it written by the kernel), if it is a
+/// kprobe or kretprobe perf link of one of `prog_ids` and the kernel knows the field.
+fn missed_in(info: &[u8], filled: u32, prog_ids: &HashSet<u32>) -> Option<u64> {
+    if u32_at(info, INFO_TYPE) != BPF_LINK_TYPE_PERF_EVENT
+        || !prog_ids.contains(&u32_at(info, INFO_PROG_ID))
+        || filled < INFO_WITH_MISSED
+    {
+        return None;
+    }
+    let perf = u32_at(info, INFO_PERF_TYPE);
+    (perf == BPF_PERF_EVENT_KPROBE || perf == BPF_PERF_EVENT_KRETPROBE)
+        .then(|| u64_at(info, INFO_KPROBE_MISSED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(link_type: u32, prog: u32, perf: u32, missed: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 256];
+        b[INFO_TYPE..INFO_TYPE + 4].copy_from_slice(&link_type.to_ne_bytes());
+        b[INFO_PROG_ID..INFO_PROG_ID + 4].copy_from_slice(&prog.to_ne_bytes());
+        b[INFO_PERF_TYPE..INFO_PERF_TYPE + 4].copy_from_slice(&perf.to_ne_bytes());
+        b[INFO_KPROBE_MISSED..INFO_KPROBE_MISSED + 8].copy_from_slice(&missed.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn reads_missed_only_from_our_kprobe_links_on_kernels_that_fill_it() {
+        let ours = HashSet::from([7u32]);
+        let kret = info(BPF_LINK_TYPE_PERF_EVENT, 7, BPF_PERF_EVENT_KRETPROBE, 38);
+        assert_eq!(missed_in(&kret, 64, &ours), Some(38));
+        let kp = info(BPF_LINK_TYPE_PERF_EVENT, 7, BPF_PERF_EVENT_KPROBE, 2);
+        assert_eq!(missed_in(&kp, 88, &ours), Some(2));
+        // A kernel before 6.7 writes less of the structure: the field is not there.
+        assert_eq!(missed_in(&kret, 48, &ours), None);
+        // Another tool's program, a tracepoint link, another link type.
+        assert_eq!(missed_in(&kret, 64, &HashSet::from([8])), None);
+        let tp = info(BPF_LINK_TYPE_PERF_EVENT, 7, 5, 9);
+        assert_eq!(missed_in(&tp, 64, &ours), None);
+        let raw = info(1, 7, BPF_PERF_EVENT_KRETPROBE, 9);
+        assert_eq!(missed_in(&raw, 64, &ours), None);
     }
 }
