@@ -1,10 +1,10 @@
 //! Generic entry and return probes for the profile's functions.
 //!
 //! There is one `enter_NN` kprobe and one `leave_NN` kretprobe per slot. Userspace attaches
-//! slot N to a function and writes the function's address into `FUNC_SLOTS_MAP[N]`; what to
-//! read comes from `FUNC_CONFIG[address]`. The slot, not `bpf_get_func_ip`, names the
-//! function: that helper is missing before 5.15 and returns the trampoline in kretprobes of
-//! kernels without rethook (s390x 6.1).
+//! slot N to a function and writes the function's address into `FUNC_SLOTS_MAP[N]` and what
+//! to read into `FUNC_CONFIG[N]`: a profile file adds a function without a new object. The
+//! slot, not `bpf_get_func_ip`, names the function: that helper is missing before 5.15 and
+//! returns the trampoline in kretprobes of kernels without rethook (s390x 6.1).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -30,9 +30,7 @@ fn slot_config(slot: u32) -> Option<(u64, FuncConfig)> {
     if addr == 0 {
         return None;
     }
-    // SAFETY: the value is copied out at once.
-    let cfg = unsafe { FUNC_CONFIG.get(addr) }?;
-    Some((addr, *cfg))
+    Some((addr, *FUNC_CONFIG.get(slot)?))
 }
 
 #[inline(always)]

@@ -20,9 +20,10 @@ pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static FUNC_SLOTS_MAP: Array<u64> = Array::with_max_entries(FUNC_SLOTS, 0);
 
-/// Function address → what its probes read.
+/// Slot → what its probes read. An array, not a hash by address: an array lookup is a
+/// bounds check and an add, a hash lookup hundreds of instructions on every call.
 #[map]
-pub static FUNC_CONFIG: HashMap<u64, FuncConfig> = HashMap::with_max_entries(256, 0);
+pub static FUNC_CONFIG: Array<FuncConfig> = Array::with_max_entries(FUNC_SLOTS, 0);
 
 /// (thread id << 32 | slot) → what the entry saw, for the return. A plain (preallocated)
 /// hash: cheaper per call than an LRU, and a key left behind by a missed return is found

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::kprobe::KProbeLinkId;
 use aya::programs::raw_trace_point::RawTracePointLinkId;
 use aya::programs::{KProbe, RawTracePoint};
@@ -270,7 +270,6 @@ enum Link {
 /// The probes attached for one load of the module.
 struct Attachment {
     links: Vec<Link>,
-    keys: Vec<u64>,
     /// The module's identity: its .text address.
     identity: String,
     resolution: Arc<Resolution>,
@@ -299,7 +298,6 @@ fn attach(
 ) -> Result<Attachment> {
     let mut statuses = Vec::new();
     let mut links = Vec::new();
-    let mut keys = Vec::new();
     {
         let mut cfg: Array<&mut MapData, abi::GlobalConfig> =
             Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
@@ -320,10 +318,9 @@ fn attach(
     }
     for (slot, t) in targets.iter().enumerate() {
         {
-            let mut fc: BpfHashMap<&mut MapData, u64, abi::FuncConfig> =
-                BpfHashMap::try_from(ebpf.map_mut("FUNC_CONFIG").context("map FUNC_CONFIG")?)?;
-            fc.insert(t.addr, t.config, 0)?;
-            keys.push(t.addr);
+            let mut fc: Array<&mut MapData, abi::FuncConfig> =
+                Array::try_from(ebpf.map_mut("FUNC_CONFIG").context("map FUNC_CONFIG")?)?;
+            fc.set(slot as u32, t.config, 0)?;
             let mut slots: Array<&mut MapData, u64> = Array::try_from(
                 ebpf.map_mut("FUNC_SLOTS_MAP")
                     .context("map FUNC_SLOTS_MAP")?,
@@ -399,7 +396,6 @@ fn attach(
     }
     Ok(Attachment {
         links,
-        keys,
         identity,
         resolution: res,
         statuses,
@@ -422,13 +418,7 @@ fn detach(ebpf: &mut Ebpf, a: Attachment) {
             log::debug!("detach: {e}");
         }
     }
-    if let Some(m) = ebpf.map_mut("FUNC_CONFIG") {
-        if let Ok(mut fc) = BpfHashMap::<&mut MapData, u64, abi::FuncConfig>::try_from(m) {
-            for k in &a.keys {
-                let _ = fc.remove(k);
-            }
-        }
-    }
+    // A zero address switches a slot's programs off; its config is rewritten on attach.
     if let Some(m) = ebpf.map_mut("FUNC_SLOTS_MAP") {
         if let Ok(mut slots) = Array::<&mut MapData, u64>::try_from(m) {
             for i in 0..abi::FUNC_SLOTS {
