@@ -887,6 +887,10 @@ impl Losses {
     fn note_programs(&mut self, ebpf: &Ebpf) {
         self.kprobe_ids = ebpf
             .programs()
+            // The profile's functions only: the host-wide kvmalloc probes of
+            // --all-allocations miss returns of other modules' calls under load, which
+            // are no events of the traced driver.
+            .filter(|(name, _)| name.starts_with(ENTRY_PROGRAM) || name.starts_with(EXIT_PROGRAM))
             .filter_map(|(_, p)| match p {
                 aya::programs::Program::KProbe(k) => k.info().ok().map(|i| i.id()),
                 _ => None,
