@@ -4,7 +4,7 @@
 //! - (a) auditing a recording end to end (read, check, decode, audit, render the text
 //!   report, in one streaming pass) against the floor any consumer pays (read, check CRCs,
 //!   decode); target ≤ 2x. Also timed: `aptrace report`'s own path (`input::open`, then
-//!   `commands::audit_opened` streams the events into the auditor);
+//!   `offline::audit_opened` streams the events into the auditor);
 //! - (f) recording bytes per event on the one-million-event mix, header excluded, against the
 //!   same events as JSON lines; target ≤ 24 bytes/event.
 //!
@@ -89,7 +89,7 @@ fn end_to_end(path: &std::path::Path) -> (usize, [f64; 3]) {
 fn report_command(path: &std::path::Path) -> (usize, [f64; 3]) {
     let name = path.display().to_string();
     let (t_load, opened) = secs(|| tracer::input::open(path).expect("opens"));
-    let (t_audit, file) = secs(|| tracer::commands::audit_opened(&name, opened, None));
+    let (t_audit, file) = secs(|| tracer::offline::audit_opened(&name, opened, None));
     let (t_report, text) = secs(|| Report { files: vec![file] }.to_text());
     (black_box(text).len(), [t_load, t_audit, t_report])
 }

@@ -4,13 +4,13 @@
 //! → [`pipeline`] (reorder) → [`audit::Auditor`] (pure) → sinks ([`report`], TUI, metrics).
 
 pub mod audit;
-pub mod commands;
 pub mod export;
 pub mod input;
 pub mod jsonl;
 pub mod live;
 pub mod metrics;
 pub mod model;
+pub mod offline;
 pub mod pipeline;
 pub mod profile;
 pub mod recording;

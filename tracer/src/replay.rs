@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::audit::Auditor;
-use crate::commands::profile_for;
 use crate::input::load;
 use crate::metrics::{self, Metrics};
 use crate::model::Event;
+use crate::offline::profile_for;
 use crate::pipeline::Pipeline;
 use crate::profile::Profile;
 

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Result;
 use serde_json::{json, Value};
 
 use crate::audit::migration::MigState;
@@ -29,18 +28,17 @@ const TID_LIFECYCLE: u32 = 1;
 const TID_MIGRATION: u32 = 2;
 const TID_CALLS: u32 = 3;
 
-/// `aptrace export FILE --format chrome-trace [-o OUT]`.
-pub fn export(file: &Path, output: Option<&Path>, force: bool) -> Result<()> {
+/// `aptrace export FILE --format chrome-trace`: the trace as JSON bytes (newline-terminated),
+/// and what the reader and the embedded profile warned of.
+pub fn export_file(file: &Path) -> Result<(Vec<u8>, Vec<String>), crate::input::InputError> {
     let loaded = crate::input::load(file)?;
     let name = file.display().to_string();
-    let (profile, warn) = crate::commands::profile_for(&loaded.header, &name, None);
-    for w in loaded.warnings.iter().chain(warn.iter()) {
-        log::warn!("{w}");
-    }
+    let (profile, warn) = crate::offline::profile_for(&loaded.header, &name, None);
+    let warnings = loaded.warnings.iter().cloned().chain(warn).collect();
     let trace = chrome_trace(&loaded.events, &profile, &name);
-    let mut text = serde_json::to_vec(&trace)?;
+    let mut text = trace.to_string().into_bytes();
     text.push(b'\n');
-    crate::commands::write_output(output, &text, force)
+    Ok((text, warnings))
 }
 
 fn failed(ret: u64) -> bool {

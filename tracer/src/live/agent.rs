@@ -851,14 +851,34 @@ async fn run_async(opts: LiveOptions) -> Result<u8> {
     }
     let report = Report { files: vec![fr] };
     if let Some(j) = &opts.json {
-        crate::commands::write_output(Some(j), report.to_json().as_bytes(), true)?;
+        write_report_file(j, report.to_json().as_bytes())?;
     }
     let text = match opts.format {
         LiveFormat::Text => report.to_text(),
         LiveFormat::Json => report.to_json(),
     };
-    crate::commands::write_output(None, text.as_bytes(), false)?;
+    print_stdout(text.as_bytes())?;
     Ok(if report.has_findings() { 1 } else { 0 })
+}
+
+/// `--json FILE`: the final report, replacing an earlier one (mode 0600).
+fn write_report_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    crate::recording::create_private(path, true)
+        .and_then(|mut f| f.write_all(bytes))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The summary on standard output; a closed pipe is not an error.
+fn print_stdout(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing to standard output")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Lost events, from the probes' per-CPU counters and the kernel's own miss counts.

@@ -536,6 +536,32 @@ pub fn live_gate(rows: &[Row], self_test: bool) -> Result<Vec<String>, String> {
     Err(e)
 }
 
+/// `aptrace check` on this host: the preflight table as text or JSON, and its exit status
+/// (0 can trace, possibly degraded; 2 cannot).
+pub fn check_host(
+    target: &super::resolve::TargetOptions,
+    json: bool,
+) -> Result<(String, u8), crate::profile::ProfileError> {
+    let (profile, module) = target.resolve()?;
+    let host = Host::live();
+    #[cfg(all(feature = "live", target_os = "linux"))]
+    let probed = crate::live::agent::probe_features();
+    #[cfg(not(all(feature = "live", target_os = "linux")))]
+    let probed = Probed::default();
+    let config = crate::live::kernel_config(&host);
+    let (rows, _) = preflight(
+        &host,
+        &profile,
+        &module,
+        &target.overrides,
+        &probed,
+        config.as_deref(),
+        &crate::live::machine(),
+    );
+    let text = if json { to_json(&rows) } else { to_text(&rows) };
+    Ok((text, exit_code(&rows)))
+}
+
 /// 0 when live tracing can run (possibly degraded), 2 when it cannot.
 pub fn exit_code(rows: &[Row]) -> u8 {
     if rows.iter().any(|r| r.status == Status::Fail) {

@@ -39,6 +39,32 @@ pub struct Overrides {
     pub text_range: Option<(u64, u64)>,
 }
 
+/// What `check` and `live` trace: which module and profile, and the overrides.
+#[derive(Clone, Debug, Default)]
+pub struct TargetOptions {
+    pub module: Option<String>,
+    pub profile: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl TargetOptions {
+    /// The profile (built-in unless `--profile`) and the module (`--module`, else the
+    /// profile's).
+    pub fn resolve(
+        &self,
+    ) -> Result<(crate::profile::Profile, String), crate::profile::ProfileError> {
+        let profile = match &self.profile {
+            Some(p) => crate::profile::Profile::load(p)?,
+            None => crate::profile::Profile::vfio_ap(),
+        };
+        let module = self
+            .module
+            .clone()
+            .unwrap_or_else(|| profile.module.clone());
+        Ok((profile, module))
+    }
+}
+
 /// Parses `STRUCT.MEMBER=N` (N decimal or 0x hex).
 pub fn parse_offset_override(s: &str) -> Result<(String, u64), String> {
     let (k, v) = s

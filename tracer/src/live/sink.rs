@@ -34,7 +34,8 @@ impl GuestFilter {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// How `live` prints findings and its summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LiveFormat {
     Text,
     Json,

@@ -77,7 +77,7 @@ pub fn replay(path: &Path, opts: &ReplayOptions) -> Result<()> {
     let explicit = opts.profile.as_deref().map(Profile::load).transpose()?;
     let loaded = crate::input::load(path)?;
     let name = path.display().to_string();
-    let (profile, warn) = crate::commands::profile_for(&loaded.header, &name, explicit.as_ref());
+    let (profile, warn) = crate::offline::profile_for(&loaded.header, &name, explicit.as_ref());
     for w in loaded.warnings.iter().chain(warn.iter()) {
         log::warn!("{w}");
     }

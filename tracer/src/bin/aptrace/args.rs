@@ -1,12 +1,34 @@
-//! The `aptrace` binary: wiring only.
+//! The command line: every subcommand, flag and format, as clap parses them.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracer::commands::{self, ReportFormat};
-#[allow(unused_imports)]
-use tracer::live::sink::{GuestFilter, LiveFormat};
+use tracer::live::resolve::TargetOptions;
+use tracer::live::sink::LiveFormat;
+
+/// Report formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// How `check` and `live` print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrintFormat {
+    Text,
+    Json,
+}
+
+impl From<PrintFormat> for LiveFormat {
+    fn from(f: PrintFormat) -> LiveFormat {
+        match f {
+            PrintFormat::Text => LiveFormat::Text,
+            PrintFormat::Json => LiveFormat::Json,
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -14,20 +36,20 @@ use tracer::live::sink::{GuestFilter, LiveFormat};
     version,
     about = "eBPF tracer and leak auditor for the s390 vfio_ap driver"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum ExportFormat {
+pub enum ExportFormat {
     Jsonl,
     /// Trace Event Format JSON for Perfetto and chrome://tracing.
     ChromeTrace,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub enum Command {
     /// Audit recordings (.aptr) or JSON-lines files and print a report.
     /// Exit status: 0 no findings, 1 findings, 2 usage or input error.
     Report {
@@ -99,7 +121,7 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
         #[arg(long, value_enum, default_value = "text")]
-        format: LiveFormat,
+        format: PrintFormat,
     },
     /// Attach to the running kernel, print findings as they happen and a summary at exit
     /// (SIGINT/SIGTERM or --duration). Exit status as `report`.
@@ -115,74 +137,74 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-struct LiveArgs {
+pub struct LiveArgs {
     /// Write a recording (.aptr) as events arrive.
     #[arg(long)]
-    record: Option<PathBuf>,
+    pub record: Option<PathBuf>,
     /// Also write the final JSON report to this file.
     #[arg(long)]
-    json: Option<PathBuf>,
+    pub json: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
-    format: LiveFormat,
+    pub format: PrintFormat,
     /// Stop after this long (30s, 500ms, 5m).
-    #[arg(long, value_parser = commands::parse_duration)]
-    duration: Option<std::time::Duration>,
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// Only report mdevs opened by this guest (QEMU pid or `-name guest=` name).
     #[arg(long)]
-    guest: Option<String>,
+    pub guest: Option<String>,
     /// Hook the allocator too (kmalloc/kmem_cache raw tracepoints, kvmalloc, vfree).
     #[arg(long)]
-    all_allocations: bool,
+    pub all_allocations: bool,
     /// Ring buffer size in bytes (rounded up to a power of two).
     #[arg(long, default_value_t = 4 << 20)]
-    ring_buffer_size: u32,
+    pub ring_buffer_size: u32,
     /// Overwrite the recording if it exists.
     #[arg(long)]
-    force: bool,
+    pub force: bool,
     /// Show the terminal UI instead of printing findings (the summary is printed at exit).
     #[arg(long)]
-    tui: bool,
+    pub tui: bool,
     /// Write log messages here while the terminal UI is up.
     #[arg(long, requires = "tui")]
-    log: Option<PathBuf>,
+    pub log: Option<PathBuf>,
     /// Serve Prometheus metrics at /metrics on this address (HOST:PORT, or :PORT for 127.0.0.1).
     #[arg(long, value_name = "ADDR")]
-    metrics: Option<String>,
+    pub metrics: Option<String>,
     #[command(flatten)]
-    target: TargetArgs,
+    pub target: TargetArgs,
     /// Benchmark floor: only a do-nothing program on the allocator tracepoints, until
     /// SIGINT (`cargo xtask bench`, figure (c)).
     #[arg(long, hide = true)]
-    noop_floor: bool,
+    pub noop_floor: bool,
 }
 
 /// Which module and profile, and values that replace what BTF or kallsyms cannot give.
 #[derive(clap::Args, Clone, Debug)]
-struct TargetArgs {
+pub struct TargetArgs {
     /// Kernel module to trace (default: the profile's, vfio_ap).
     #[arg(long)]
-    module: Option<String>,
+    pub module: Option<String>,
     /// Profile file (TOML) instead of the built-in vfio_ap profile.
     #[arg(long)]
-    profile: Option<PathBuf>,
+    pub profile: Option<PathBuf>,
     /// Struct member offset where BTF is absent: ap_matrix_dev.mdevs_lock=N,
     /// ap_matrix_mdev.mig_data=N, mutex.owner=N (repeatable; N decimal or 0x hex).
     #[arg(long = "offset", value_name = "STRUCT.MEMBER=N", value_parser = parse_offset)]
-    offsets: Vec<(String, u64)>,
+    pub offsets: Vec<(String, u64)>,
     /// Address of the `matrix_dev` pointer variable (when kallsyms lists no module variables
     /// and the module file cannot be found).
     #[arg(long, value_parser = parse_hex)]
-    matrix_dev_addr: Option<u64>,
+    pub matrix_dev_addr: Option<u64>,
     /// Mask of the mutex owner word (default 0xfffffffffffffff8; PREEMPT_RT 0xfffffffffffffffe).
     #[arg(long, value_parser = parse_hex)]
-    owner_mask: Option<u64>,
+    pub owner_mask: Option<u64>,
     /// The module's .ko (for its symbol table), when not under /lib/modules/$(uname -r).
     #[arg(long)]
-    module_file: Option<PathBuf>,
+    pub module_file: Option<PathBuf>,
     /// Self-test: treat START-END as the module's text (allocator probes attach without
     /// the module; use with --all-allocations).
     #[arg(long, hide = true, value_parser = tracer::live::resolve::parse_text_range)]
-    text_range: Option<(u64, u64)>,
+    pub text_range: Option<(u64, u64)>,
 }
 
 fn parse_offset(s: &str) -> Result<(String, u64), String> {
@@ -194,8 +216,8 @@ fn parse_hex(s: &str) -> Result<u64, String> {
 }
 
 impl TargetArgs {
-    fn options(&self) -> commands::TargetOptions {
-        commands::TargetOptions {
+    pub fn options(&self) -> TargetOptions {
+        TargetOptions {
             module: self.module.clone(),
             profile: self.profile.clone(),
             overrides: tracer::live::resolve::Overrides {
@@ -209,138 +231,26 @@ impl TargetArgs {
     }
 }
 
-fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
-    #[cfg(all(feature = "live", target_os = "linux"))]
-    {
-        if args.noop_floor {
-            return Ok(ExitCode::from(tracer::live::agent::run_noop_floor()?));
-        }
-        let t = args.target.options();
-        let (profile, module) = t.resolve()?;
-        let opts = tracer::live::agent::LiveOptions {
-            record: args.record,
-            json: args.json,
-            format: args.format,
-            duration: args.duration,
-            guest: args.guest.as_deref().map(GuestFilter::parse),
-            module,
-            profile,
-            all_allocations: args.all_allocations,
-            ring_buffer_size: args.ring_buffer_size,
-            force: args.force,
-            overrides: t.overrides,
-            metrics: args.metrics,
-            forward: None,
-            stop: None,
-        };
-        // Before the terminal UI takes the screen: warnings, or an error naming the fix.
-        tracer::live::agent::gate(&opts)?;
-        let code = if args.tui {
-            tracer::live::ui::run(opts)?
-        } else {
-            tracer::live::agent::run(opts)?
-        };
-        Ok(ExitCode::from(code))
-    }
-    #[cfg(not(all(feature = "live", target_os = "linux")))]
-    {
-        let _ = args;
-        let why = tracer::live::live_support().err().unwrap_or_default();
-        anyhow::bail!("{why}; build it with `cargo xtask build`")
-    }
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match &cli.command {
-        // The UI owns the terminal: logs go to --log FILE or nowhere.
-        Command::Tui { log, .. } | Command::Live(LiveArgs { tui: true, log, .. }) => {
-            if let Err(e) = tracer::tui::init_logging(log.as_deref()) {
-                eprintln!("aptrace: error: {e:#}");
-                return ExitCode::from(2);
-            }
-        }
-        _ => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-            .format_target(false)
-            .init(),
-    }
-    let result = match cli.command {
-        Command::Report {
-            files,
-            format,
-            output,
-            profile,
-            force,
-        } => commands::report(&files, format, output.as_deref(), profile.as_deref(), force).map(
-            |found| {
-                if found {
-                    ExitCode::from(1)
-                } else {
-                    ExitCode::SUCCESS
-                }
-            },
-        ),
-        Command::Export {
-            file,
-            format: ExportFormat::Jsonl,
-            output,
-            force,
-        } => commands::export_jsonl(&file, output.as_deref(), force).map(|_| ExitCode::SUCCESS),
-        Command::Replay {
-            file,
-            metrics,
-            speed,
-            looping,
-            exit_when_done,
-            profile,
-        } => tracer::replay::replay(&tracer::replay::ReplayOptions {
-            file,
-            metrics,
-            speed,
-            looping,
-            exit_when_done,
-            profile,
-        })
-        .map(|_| ExitCode::SUCCESS),
-        Command::Export {
-            file,
-            format: ExportFormat::ChromeTrace,
-            output,
-            force,
-        } => tracer::export::chrome::export(&file, output.as_deref(), force)
-            .map(|_| ExitCode::SUCCESS),
-        Command::Tui {
-            file,
-            speed,
-            paused,
-            profile,
-            log: _,
-            metrics,
-        } => tracer::tui::replay(
-            &file,
-            &tracer::tui::ReplayOptions {
-                speed,
-                paused,
-                profile,
-                metrics,
-            },
-        )
-        .map(|_| ExitCode::SUCCESS),
-        Command::Check { target, format } => {
-            commands::check(&target.options(), format == LiveFormat::Json).map(ExitCode::from)
-        }
-        Command::Live(args) => live(args),
-        Command::Import {
-            file,
-            output,
-            force,
-        } => commands::import(&file, &output, force).map(|_| ExitCode::SUCCESS),
+/// Parses `10s`, `500ms`, `2m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, mult_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e3)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600e3)
+    } else {
+        (s, 1e3)
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("aptrace: error: {e:#}");
-            ExitCode::from(2)
-        }
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (examples: 30s, 500ms, 5m)"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("bad duration {s:?}"));
     }
+    Ok(std::time::Duration::from_millis((v * mult_ms) as u64))
 }

@@ -1,0 +1,116 @@
+//! Each subcommand: the library does the work, these functions say where its results go and
+//! what the exit status is.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use tracer::profile::Profile;
+
+use crate::args::{LiveArgs, ReportFormat, TargetArgs};
+use crate::output::write_output;
+
+/// `aptrace report`: exit status 1 when findings were raised.
+pub fn report(
+    files: &[PathBuf],
+    format: ReportFormat,
+    output: Option<&Path>,
+    profile: Option<&Path>,
+    force: bool,
+) -> Result<ExitCode> {
+    let profile = profile.map(Profile::load).transpose()?;
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let report = tracer::offline::audit_files(&files, profile.as_ref())?;
+    for w in report.files.iter().flat_map(|f| &f.source.warnings) {
+        log::warn!("{w}");
+    }
+    let text = match format {
+        ReportFormat::Text => report.to_text(),
+        ReportFormat::Json => report.to_json(),
+        ReportFormat::Markdown => report.to_markdown(),
+    };
+    write_output(output, text.as_bytes(), force)?;
+    Ok(if report.has_findings() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `aptrace export FILE --format jsonl`.
+pub fn export_jsonl(file: &Path, output: Option<&Path>, force: bool) -> Result<ExitCode> {
+    let (bytes, warnings) = tracer::offline::export_jsonl(file)?;
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    write_output(output, &bytes, force)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `aptrace export FILE --format chrome-trace`.
+pub fn export_chrome(file: &Path, output: Option<&Path>, force: bool) -> Result<ExitCode> {
+    let (bytes, warnings) = tracer::export::chrome::export_file(file)?;
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    write_output(output, &bytes, force)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `aptrace import FILE.jsonl -o FILE.aptr`.
+pub fn import(file: &Path, output: &Path, force: bool) -> Result<ExitCode> {
+    tracer::offline::import(file, output, force)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `aptrace check`: 0 it can trace (possibly degraded), 2 it cannot.
+pub fn check(target: &TargetArgs, json: bool) -> Result<ExitCode> {
+    let (text, code) = tracer::live::check::check_host(&target.options(), json)?;
+    write_output(None, text.as_bytes(), false)?;
+    Ok(ExitCode::from(code))
+}
+
+/// `aptrace live`: exit status as `report`.
+pub fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
+    #[cfg(all(feature = "live", target_os = "linux"))]
+    {
+        if args.noop_floor {
+            return Ok(ExitCode::from(tracer::live::agent::run_noop_floor()?));
+        }
+        let t = args.target.options();
+        let (profile, module) = t.resolve()?;
+        let opts = tracer::live::agent::LiveOptions {
+            record: args.record,
+            json: args.json,
+            format: args.format.into(),
+            duration: args.duration,
+            guest: args
+                .guest
+                .as_deref()
+                .map(tracer::live::sink::GuestFilter::parse),
+            module,
+            profile,
+            all_allocations: args.all_allocations,
+            ring_buffer_size: args.ring_buffer_size,
+            force: args.force,
+            overrides: t.overrides,
+            metrics: args.metrics,
+            forward: None,
+            stop: None,
+        };
+        // Before the terminal UI takes the screen: warnings, or an error naming the fix.
+        tracer::live::agent::gate(&opts)?;
+        let code = if args.tui {
+            tracer::live::ui::run(opts)?
+        } else {
+            tracer::live::agent::run(opts)?
+        };
+        Ok(ExitCode::from(code))
+    }
+    #[cfg(not(all(feature = "live", target_os = "linux")))]
+    {
+        let _ = args;
+        let why = tracer::live::live_support().err().unwrap_or_default();
+        anyhow::bail!("{why}; build it with `cargo xtask build`")
+    }
+}
