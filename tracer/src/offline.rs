@@ -25,6 +25,8 @@ pub enum OfflineError {
     },
     #[error("{path}: two events have the same seq; seq numbers must be unique")]
     DuplicateSeq { path: String },
+    #[error("{path}: no readable event ({why}); nothing to audit")]
+    NoEvents { path: String, why: String },
     #[error("writing {path}: {source}")]
     Write {
         path: String,
@@ -79,6 +81,29 @@ pub fn audit_files(files: &[&Path], profile: Option<&Profile>) -> Result<Report,
         reports.push(audit_opened(&f.display().to_string(), open(f)?, profile));
     }
     Ok(Report { files: reports })
+}
+
+/// An error when a source gave no event at all (an empty file, a header alone, only damage):
+/// there is nothing to audit, and a clean report would be a lie.
+pub fn require_events(report: &Report) -> Result<(), OfflineError> {
+    for f in &report.files {
+        if f.summary.events > 0 {
+            continue;
+        }
+        let path = f.source.path.clone();
+        let why = if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            "the file is empty".to_string()
+        } else if !f.source.damage.is_empty() {
+            format!(
+                "{} damaged region(s), no whole chunk",
+                f.source.damage.len()
+            )
+        } else {
+            "it holds a header and no events".to_string()
+        };
+        return Err(OfflineError::NoEvents { path, why });
+    }
+    Ok(())
 }
 
 /// A recording (or JSON lines) as JSON lines; the second value is what its reader warned of.

@@ -155,6 +155,15 @@ impl FileReport {
     }
 }
 
+/// Exit status: complete input, nothing found.
+pub const EXIT_CLEAN: u8 = 0;
+/// Exit status: a finding other than `events-lost`.
+pub const EXIT_FINDINGS: u8 = 1;
+/// Exit status: bad usage, or an input that could not be read (or held no readable event).
+pub const EXIT_UNREADABLE: u8 = 2;
+/// Exit status: nothing found, but an input is incomplete (damaged, unfinished, events lost).
+pub const EXIT_INCOMPLETE: u8 = 3;
+
 /// The whole report: one or more sources.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -199,9 +208,28 @@ struct JsonSource<'a> {
 }
 
 impl Report {
-    /// True when any finding was raised (exit status 1).
+    /// True when any finding was raised.
     pub fn has_findings(&self) -> bool {
         self.files.iter().any(|f| !f.findings.is_empty())
+    }
+
+    /// The exit status a CI job gates on: 1 when there is a finding other than
+    /// `events-lost`; else 3 when an input is incomplete (damaged, unfinished, events lost);
+    /// else 0. (2, usage errors and unreadable inputs, never reaches a report.)
+    pub fn exit_status(&self) -> u8 {
+        let found = self.files.iter().any(|f| {
+            f.summary
+                .findings_by_kind
+                .iter()
+                .any(|(kind, &n)| n > 0 && kind != Kind::EventsLost.name())
+        });
+        if found {
+            EXIT_FINDINGS
+        } else if !self.complete() {
+            EXIT_INCOMPLETE
+        } else {
+            EXIT_CLEAN
+        }
     }
 
     pub fn complete(&self) -> bool {

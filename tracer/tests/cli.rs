@@ -297,3 +297,57 @@ fn golden_reports() {
         ])
     );
 }
+
+/// The exit status a CI job gates on: 0 complete and clean, 1 a finding other than
+/// `events-lost`, 2 nothing readable, 3 only incomplete.
+#[test]
+fn exit_status_tells_clean_findings_unreadable_and_incomplete_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let status = |file: &str| aptrace(&["report", file]).status.code();
+
+    assert_eq!(status(&path("samples/synthetic-clean.aptr")), Some(0));
+    assert_eq!(status(&path("samples/synthetic-leak.aptr")), Some(1));
+
+    // Empty files, and a file with no readable event, are unreadable inputs.
+    for name in ["empty.aptr", "empty.jsonl"] {
+        let f = write(name, "");
+        let out = aptrace(&["report", &f]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(name) && err.contains("no readable event"),
+            "{err}"
+        );
+    }
+    let comments = write("comments.jsonl", "# nothing but a comment\n");
+    assert_eq!(status(&comments), Some(2));
+
+    // Events lost and nothing else wrong: incomplete (3), events-lost still reported.
+    let lost = write(
+        "lost.jsonl",
+        "{\"type\":\"enter\",\"ts_ns\":\"1000\",\"pid\":100,\"comm\":\"sh\",\"func\":\"vfio_ap_get_state\",\"args\":[\"0x1000\"]}\n\
+         {\"type\":\"exit\",\"ts_ns\":\"1100\",\"pid\":100,\"comm\":\"sh\",\"func\":\"vfio_ap_get_state\",\"ret\":\"0\",\"arg0\":\"0x1000\"}\n\
+         {\"type\":\"lost\",\"ts_ns\":\"2000\",\"pid\":0,\"count\":3,\"source\":\"ring-buffer\"}\n",
+    );
+    let out = aptrace(&["report", "--format", "json", &lost]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["complete"], false);
+    assert_eq!(kinds(&v), vec!["events-lost".to_string()]);
+
+    // A recording cut between two chunks (its end marker gone), no finding in what is left.
+    let data = std::fs::read(path("samples/synthetic-clean.aptr")).unwrap();
+    let cut = dir.path().join("cut.aptr");
+    std::fs::write(&cut, &data[..data.len() - 1]).unwrap();
+    assert_eq!(status(cut.to_str().unwrap()), Some(3));
+}

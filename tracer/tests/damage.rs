@@ -91,6 +91,29 @@ fn report_json(dir: &Path, name: &str, data: &[u8]) -> Run {
     Run { code, json, stderr }
 }
 
+/// The exit status agrees with the report: 1 with a finding other than `events-lost`, else 3
+/// when incomplete, else 0; 2 (nothing readable) has no report at all.
+fn assert_status(run: &Run, what: &str) {
+    if run.code == 2 {
+        assert!(
+            run.stderr.contains("no readable event"),
+            "{what}: exit 2 must name the unreadable input: {}",
+            run.stderr
+        );
+        return;
+    }
+    let by_kind = run.json["summary"]["findings_by_kind"].as_object().unwrap();
+    let found = by_kind.keys().any(|k| k != "events-lost");
+    let want = if found {
+        1
+    } else if run.json["complete"] == false {
+        3
+    } else {
+        0
+    };
+    assert_eq!(run.code, want, "{what}: {}", run.stderr);
+}
+
 fn aptrace(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_aptrace"))
         .args(args)
@@ -153,22 +176,30 @@ fn a_cut_anywhere_recovers_every_whole_chunk_and_says_exactly_what_was_skipped()
         let whole: Vec<_> = l.chunks.iter().filter(|c| c.0 + c.1 <= cut).collect();
         let kept_to = whole.last().map(|c| c.0 + c.1).unwrap_or(l.header_end);
         let events: u64 = whole.iter().map(|c| c.2).sum();
-        let f = file0(&run);
-        assert!(run.code == 0 || run.code == 1, "cut {cut}: {}", run.stderr);
-        assert_eq!(f["summary"]["events"], events, "cut {cut}");
+        assert_status(&run, &format!("cut {cut}"));
         if cut < l.header_end {
-            // The header is gone: everything after the magic is skipped, no events.
-            assert_eq!(f["complete"], false, "cut {cut}");
-            assert_eq!(skipped(&run), (cut - 8) as u64, "cut {cut}");
+            // The header is gone: everything after the magic is skipped, no events: nothing
+            // to audit (exit 2), and the reader says what it skipped.
+            assert_eq!(run.code, 2, "cut {cut}: {}", run.stderr);
             assert!(
-                run.stderr.contains(&format!(
-                    "{} bytes skipped; 0 whole chunk(s) recovered",
-                    cut - 8
-                )),
+                cut == 8
+                    || run.stderr.contains(&format!(
+                        "{} bytes skipped; 0 whole chunk(s) recovered",
+                        cut - 8
+                    )),
                 "cut {cut}: {}",
                 run.stderr
             );
-        } else if cut == kept_to {
+            continue;
+        }
+        if events == 0 {
+            // Inside the first chunk: no whole chunk, nothing to audit.
+            assert_eq!(run.code, 2, "cut {cut}: {}", run.stderr);
+            continue;
+        }
+        let f = file0(&run);
+        assert_eq!(f["summary"]["events"], events, "cut {cut}");
+        if cut == kept_to {
             // Cut exactly between chunks of a 1.0 recording (which has no end marker): nothing
             // tells it from a recording that ended. 1.1 tells: see the writer-killed test.
             assert_eq!(f["complete"], true, "cut {cut}");
@@ -224,11 +255,7 @@ fn a_flipped_byte_in_any_part_of_a_chunk_loses_exactly_that_chunk() {
             bad[at] ^= [0x01, 0x40, 0x80, 0xff][i % 4];
             let run = report_json(dir.path(), &format!("flip-{at}.aptr"), &bad);
             let f = file0(&run);
-            assert!(
-                run.code == 0 || run.code == 1,
-                "flip at {at}: {}",
-                run.stderr
-            );
+            assert_status(&run, &format!("flip at {at}"));
             assert_eq!(f["complete"], false, "flip at {at}");
             let damage = source(&run)["damage"].as_array().unwrap();
             assert_eq!(damage.len(), 1, "flip at {at}: {damage:?}");
@@ -468,8 +495,17 @@ fn a_recording_whose_writer_was_killed_reads_as_incomplete_with_the_reason() {
     for cut in cuts {
         let name = format!("killed-{cut}.aptr");
         let run = report_json(dir.path(), &name, &data[..cut]);
+        assert_status(&run, &format!("cut {cut}"));
+        if run.code == 2 {
+            // Cut inside the header or the first chunk: no event to audit.
+            assert!(
+                run.stderr.contains("the header is damaged") || run.stderr.contains(NOT_FINISHED),
+                "cut {cut}: {}",
+                run.stderr
+            );
+            continue;
+        }
         let f = file0(&run);
-        assert!(run.code == 0 || run.code == 1, "cut {cut}: {}", run.stderr);
         assert_eq!(f["complete"], false, "cut {cut}");
         assert_eq!(source(&run)["complete"], false, "cut {cut}");
         if cut < l.header_end {

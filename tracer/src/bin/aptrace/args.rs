@@ -51,7 +51,10 @@ pub enum ExportFormat {
 #[derive(Subcommand)]
 pub enum Command {
     /// Audit recordings (.aptr) or JSON-lines files and print a report.
-    /// Exit status: 0 no findings, 1 findings, 2 usage or input error.
+    ///
+    /// Exit status: 0 every input complete and nothing found; 1 a finding other than
+    /// events-lost; 2 bad usage or an unreadable input (missing, empty, no readable event);
+    /// 3 nothing found but an input incomplete (damaged, no end marker, events lost).
     Report {
         #[arg(required = true)]
         files: Vec<PathBuf>,

@@ -10,7 +10,7 @@ use tracer::profile::Profile;
 use crate::args::{LiveArgs, ReportFormat, TargetArgs};
 use crate::output::write_output;
 
-/// `aptrace report`: exit status 1 when findings were raised.
+/// `aptrace report`: exit status as [`tracer::report::Report::exit_status`].
 pub fn report(
     files: &[PathBuf],
     format: ReportFormat,
@@ -24,17 +24,14 @@ pub fn report(
     for w in report.files.iter().flat_map(|f| &f.source.warnings) {
         log::warn!("{w}");
     }
+    tracer::offline::require_events(&report)?;
     let text = match format {
         ReportFormat::Text => report.to_text(),
         ReportFormat::Json => report.to_json(),
         ReportFormat::Markdown => report.to_markdown(),
     };
     write_output(output, text.as_bytes(), force)?;
-    Ok(if report.has_findings() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(report.exit_status()))
 }
 
 /// `aptrace export FILE --format jsonl`.
