@@ -21,6 +21,8 @@ pub struct SourceInfo {
     pub module: String,
     pub writer: String,
     pub format_version: String,
+    /// Add to a `ts_ns` for Unix time. A string: near 1.8e18, it does not fit a double.
+    #[serde(serialize_with = "i64_string")]
     pub boot_to_wall_ns: i64,
     pub probes: Vec<ProbeStatus>,
     pub damage: Vec<Damage>,
@@ -155,6 +157,14 @@ impl FileReport {
     }
 }
 
+/// The JSON report's schema id (docs/report-schema.md, docs/report.schema.json). 2: 64-bit
+/// values that can exceed 2^53 are strings (`boot_to_wall_ns` was a number in 1).
+pub const REPORT_SCHEMA: &str = "aptrace-report/2";
+
+fn i64_string<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
 /// Exit status: complete input, nothing found.
 pub const EXIT_CLEAN: u8 = 0;
 /// Exit status: a finding other than `events-lost`.
@@ -244,7 +254,7 @@ impl Report {
             }
         }
         let r = JsonReport {
-            schema: "aptrace-report/1",
+            schema: REPORT_SCHEMA,
             complete: self.complete(),
             findings: self
                 .files
