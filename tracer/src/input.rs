@@ -50,8 +50,15 @@ enum Body {
     Jsonl(Vec<Event>),
 }
 
-/// Opens a recording (by its magic) or JSON lines (anything else).
+/// The path that names standard input (`aptrace report -`).
+pub const STDIN: &str = "-";
+
+/// Opens a recording (by its magic) or JSON lines (anything else); `-` is standard input,
+/// read whole (a pipe cannot be read twice).
 pub fn open(path: &Path) -> Result<Opened, InputError> {
+    if path.as_os_str() == STDIN {
+        return open_stdin();
+    }
     let name = path.display().to_string();
     let mut f = std::fs::File::open(path).map_err(|source| InputError::Open {
         path: name.clone(),
@@ -74,6 +81,38 @@ pub fn open(path: &Path) -> Result<Opened, InputError> {
         source,
     })?;
     let j = read_jsonl(BufReader::new(f), &name)?;
+    Ok(Opened {
+        header: j.header.unwrap_or_default(),
+        version: (
+            crate::recording::VERSION_MAJOR,
+            crate::recording::VERSION_MINOR,
+        ),
+        damage: Vec::new(),
+        warnings: Vec::new(),
+        body: Body::Jsonl(j.events),
+    })
+}
+
+fn open_stdin() -> Result<Opened, InputError> {
+    let name = "standard input";
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut data).map_err(|source| {
+        InputError::Open {
+            path: name.into(),
+            source,
+        }
+    })?;
+    if data.len() >= 8 && data[..8] == MAGIC {
+        let r = Recording::parse(bytes::Bytes::from(data), name)?;
+        return Ok(Opened {
+            header: r.header.clone(),
+            version: r.version,
+            damage: r.damage.clone(),
+            warnings: r.warnings.clone(),
+            body: Body::Recording(Box::new(r)),
+        });
+    }
+    let j = read_jsonl(&data[..], name)?;
     Ok(Opened {
         header: j.header.unwrap_or_default(),
         version: (

@@ -91,7 +91,11 @@ pub fn require_events(report: &Report) -> Result<(), OfflineError> {
             continue;
         }
         let path = f.source.path.clone();
-        let why = if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+        let why = if path == crate::input::STDIN && f.source.damage.is_empty() {
+            "standard input gave no event".to_string()
+        } else if path != crate::input::STDIN
+            && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0)
+        {
             "the file is empty".to_string()
         } else if !f.source.damage.is_empty() {
             format!(

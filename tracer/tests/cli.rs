@@ -107,6 +107,23 @@ fn bad_input_exits_2_with_a_message_naming_the_file() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/x.aptr"), "{err}");
+    assert_eq!(
+        err.matches("os error 2").count(),
+        1,
+        "the OS error once: {err}"
+    );
+    let out = aptrace(&[
+        "import",
+        "/nonexistent/x.jsonl",
+        "-o",
+        "/nonexistent/x.aptr",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("os error 2").count(),
+        1,
+        "the OS error once: {err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.jsonl");
@@ -350,4 +367,62 @@ fn exit_status_tells_clean_findings_unreadable_and_incomplete_apart() {
     let cut = dir.path().join("cut.aptr");
     std::fs::write(&cut, &data[..data.len() - 1]).unwrap();
     assert_eq!(status(cut.to_str().unwrap()), Some(3));
+}
+
+#[test]
+fn report_dash_reads_standard_input_recordings_and_json_lines_alike() {
+    use std::io::Write;
+    use std::process::Stdio;
+    for sample in [
+        "samples/synthetic-leak.aptr",
+        "tracer/tests/scenarios/double-free.jsonl",
+    ] {
+        let data = std::fs::read(path(sample)).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aptrace"))
+            .args(["report", "--format", "json", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (code, from_file) = json_report(&path(sample));
+        assert_eq!(out.status.code(), Some(code), "{sample}");
+        assert_eq!(kinds(&v), kinds(&from_file), "{sample}");
+        assert_eq!(v["sources"][0]["path"], "-");
+    }
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "_aptrace()"),
+        ("zsh", "#compdef aptrace"),
+        ("fish", "complete -c aptrace"),
+    ] {
+        let out = aptrace(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(marker) && text.contains("report"),
+            "{shell}: {text}"
+        );
+    }
+    assert_eq!(aptrace(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+#[test]
+fn check_off_s390_says_where_vfio_ap_exists_and_what_to_do() {
+    let out = aptrace(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    if std::env::consts::ARCH == "s390x" {
+        assert!(!text.contains("exists only on s390"), "{text}");
+    } else {
+        assert!(
+            text.contains("vfio_ap exists only on s390") && text.contains("cargo xtask testbed"),
+            "{text}"
+        );
+    }
 }

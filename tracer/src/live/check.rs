@@ -165,6 +165,19 @@ pub fn preflight(
         format!("{} {arch}", host.kernel_release()),
         "",
     ));
+    if !arch.starts_with("s390") && module == "vfio_ap" {
+        // The real driver needs the AP bus of IBM Z; elsewhere only a model can load.
+        rows.push(row(
+            "platform",
+            Status::Info,
+            format!(
+                "vfio_ap exists only on s390 (IBM Z); on {arch} what loads as vfio_ap is the \
+                 testbed's model of the driver"
+            ),
+            "trace the model in the testbed's QEMU guests (`cargo xtask testbed`, \
+             testbed/README.md), or audit a recording from an s390x host with `aptrace report`",
+        ));
+    }
     rows.push(match &probed.live_support {
         Ok(()) => row(
             "live support",

@@ -55,9 +55,17 @@ pub enum Command {
     /// Exit status: 0 every input complete and nothing found; 1 a finding other than
     /// events-lost; 2 bad usage or an unreadable input (missing, empty, no readable event);
     /// 3 nothing found but an input incomplete (damaged, no end marker, events lost).
+    #[command(after_help = "Examples:
+  aptrace report samples/leak.aptr
+  aptrace report src.aptr dst.aptr --format json -o report.json
+  aptrace export run.aptr --format jsonl | aptrace report -
+  aptrace report run.aptr >/dev/null; [ $? -eq 1 ] && echo 'findings'")]
     Report {
+        /// Recordings (.aptr) or JSON-lines files; each is audited on its own; `-` reads
+        /// standard input.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// text for people, json for programs (docs/report-schema.md), markdown for tickets.
         #[arg(long, value_enum, default_value = "text")]
         format: ReportFormat,
         /// Write the report here (mode 0600) instead of standard output.
@@ -71,17 +79,28 @@ pub enum Command {
         force: bool,
     },
     /// Convert a recording to another format.
+    #[command(after_help = "Examples:
+  aptrace export run.aptr --format jsonl -o run.jsonl
+  aptrace export run.aptr --format chrome-trace -o run.trace.json   # open in ui.perfetto.dev")]
     Export {
+        /// The recording (or JSON-lines file) to convert.
         file: PathBuf,
+        /// jsonl: one event per line (docs/recording-format.md); chrome-trace: a timeline.
         #[arg(long, value_enum)]
         format: ExportFormat,
+        /// Write here (mode 0600) instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Overwrite the output file if it exists.
         #[arg(long)]
         force: bool,
     },
     /// Replay a recording headless, with its own timing, and serve Prometheus metrics.
+    #[command(after_help = "Examples:
+  aptrace replay run.aptr --metrics :9464
+  aptrace replay run.aptr --metrics 127.0.0.1:9464 --speed 10 --loop")]
     Replay {
+        /// The recording (or JSON-lines file) to replay.
         file: PathBuf,
         /// Serve /metrics here: HOST:PORT, or :PORT / PORT for 127.0.0.1.
         #[arg(long, value_name = "ADDR", required = true)]
@@ -100,7 +119,11 @@ pub enum Command {
         profile: Option<PathBuf>,
     },
     /// Replay a recording (or JSON lines) in the terminal UI.
+    #[command(after_help = "Examples:
+  aptrace tui samples/leak.aptr
+  aptrace tui run.aptr --paused --log tui.log   # s steps one event, p plays, q quits")]
     Tui {
+        /// The recording (or JSON-lines file) to replay.
         file: PathBuf,
         /// Replay speed: 0.25 to 64 times the recorded pace.
         #[arg(long, default_value_t = 1.0)]
@@ -120,22 +143,52 @@ pub enum Command {
     },
     /// Preflight: can live tracing run on this machine, and how degraded?
     /// Exit status: 0 it can (possibly degraded), 2 it cannot.
+    #[command(after_help = "Examples:
+  sudo aptrace check
+  sudo aptrace check --format json
+  sudo aptrace check --offset ap_matrix_dev.mdevs_lock=0x50 --module-file vfio_ap.ko")]
     Check {
         #[command(flatten)]
         target: TargetArgs,
+        /// text: one row per feature with the fix; json: the same rows for programs.
         #[arg(long, value_enum, default_value = "text")]
         format: PrintFormat,
     },
     /// Attach to the running kernel, print findings as they happen and a summary at exit
     /// (SIGINT/SIGTERM or --duration). Exit status as `report`.
+    #[command(after_help = "Examples:
+  sudo aptrace live --record run.aptr
+  sudo aptrace live --tui --log live.log --record run.aptr
+  sudo aptrace live --guest guest1 --duration 10m --json report.json --metrics :9464
+  sudo aptrace live --all-allocations --record run.aptr")]
     Live(LiveArgs),
     /// Turn JSON lines (one event per line) into a recording.
+    #[command(after_help = "Examples:
+  aptrace import events.jsonl -o run.aptr
+  aptrace export run.aptr --format jsonl -o e.jsonl && aptrace import e.jsonl -o again.aptr --force")]
     Import {
+        /// The JSON-lines file (docs/recording-format.md).
         file: PathBuf,
+        /// The recording to write (mode 0600).
         #[arg(long, short, required = true)]
         output: PathBuf,
+        /// Overwrite the output file if it exists.
         #[arg(long)]
         force: bool,
+    },
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Examples:
+  aptrace completions bash > /etc/bash_completion.d/aptrace
+  aptrace completions zsh > \"${fpath[1]}/_aptrace\"")]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write one man page per command into DIR (`cargo xtask man`).
+    #[command(hide = true)]
+    Man {
+        /// The directory to write aptrace.1, aptrace-report.1, ... into.
+        dir: PathBuf,
     },
 }
 
@@ -147,6 +200,8 @@ pub struct LiveArgs {
     /// Also write the final JSON report to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// text: findings and the summary for people; json: one finding per line, then the
+    /// JSON report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: PrintFormat,
     /// Stop after this long (30s, 500ms, 5m).
@@ -256,4 +311,38 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("bad duration {s:?}"));
     }
     Ok(std::time::Duration::from_millis((v * mult_ms) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every argument of every visible command says what it is for, and every visible
+    /// subcommand's help ends with examples.
+    #[test]
+    fn every_argument_has_help_and_every_command_examples() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let examples = sub
+                .get_after_help()
+                .map(|h| h.to_string().starts_with("Examples:"))
+                .unwrap_or(false);
+            if !examples {
+                missing.push(format!("{}: no examples", sub.get_name()));
+            }
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{} {}", sub.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "without help: {missing:?}");
+    }
 }

@@ -111,3 +111,34 @@ pub fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{why}; build it with `cargo xtask build`")
     }
 }
+
+/// `aptrace completions SHELL`.
+pub fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
+    let mut cmd = <crate::args::Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "aptrace", &mut out);
+    write_output(None, &out, false)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `aptrace man DIR`: aptrace.1 and one page per visible subcommand.
+pub fn man(dir: &Path) -> Result<ExitCode> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = <crate::args::Cli as clap::CommandFactory>::command();
+    let mut pages = vec![("aptrace".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("aptrace-{}", sub.get_name());
+        let page = sub.clone().name(name.clone());
+        pages.push((name, page));
+    }
+    for (name, page) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page)
+            .render(&mut out)
+            .with_context(|| format!("rendering {name}.1"))?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

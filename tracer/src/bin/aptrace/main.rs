@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         // The UI owns the terminal: logs go to --log FILE or nowhere.
         Command::Tui { log, .. } | Command::Live(LiveArgs { tui: true, log, .. }) => {
             if let Err(e) = tracer::tui::init_logging(log.as_deref()) {
-                eprintln!("aptrace: error: {e:#}");
+                eprintln!("aptrace: error: {}", error_text(&e));
                 return ExitCode::from(2);
             }
         }
@@ -80,6 +80,8 @@ fn main() -> ExitCode {
         .map(|_| ExitCode::SUCCESS),
         Command::Check { target, format } => commands::check(&target, format == PrintFormat::Json),
         Command::Live(args) => commands::live(args),
+        Command::Completions { shell } => commands::completions(shell),
+        Command::Man { dir } => commands::man(&dir),
         Command::Import {
             file,
             output,
@@ -89,8 +91,22 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("aptrace: error: {e:#}");
+            eprintln!("aptrace: error: {}", error_text(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each said once: library errors already quote their OS error in
+/// their own message, and anyhow's `{:#}` would repeat it.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
