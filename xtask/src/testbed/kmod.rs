@@ -8,7 +8,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use super::kernels::Kernel;
-use super::{copy_tree, run_cmd, Arch};
+use super::{copy_tree, Arch};
+use crate::cmd;
 
 pub struct BuiltModule {
     pub ko: PathBuf,
@@ -113,7 +114,7 @@ fn make(
     }
     c.args(extra);
     c.arg("modules");
-    run_cmd(&mut c).with_context(|| format!("building {name} for {}", k.id()))?;
+    cmd::capture(&mut c).with_context(|| format!("building {name} for {}", k.id()))?;
     let ko = out.join(format!("{name}.ko"));
     if !ko.exists() {
         bail!("{} was not built", ko.display());
