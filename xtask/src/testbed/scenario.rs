@@ -157,7 +157,7 @@ pub fn fmt_counts(m: &BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
-/// The finding kinds (DESIGN.md: stable names).
+/// The finding kinds, by their stable names (docs/report-schema.md).
 pub const FINDING_KINDS: [&str; 11] = [
     "leak",
     "overwrite-leak",
