@@ -49,11 +49,8 @@ fn path_with_tools() -> std::ffi::OsString {
 
 fn ensure_cargo_fuzz() -> Result<()> {
     let bin = tools_bin().join("cargo-fuzz");
-    let current = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION))
-        .unwrap_or(false);
+    let current = cmd::query(Command::new(&bin).arg("--version"))
+        .is_some_and(|v| v.contains(CARGO_FUZZ_VERSION));
     if current {
         return Ok(());
     }

@@ -256,10 +256,9 @@ fn ensure_host_tools(apt: &kernels::Apt, arches: &[Arch]) -> Result<()> {
         )?;
     }
     if !qemu.is_empty() {
-        let utils = Command::new("dpkg-query")
-            .args(["-W", "-f=${Version}", "qemu-utils"])
-            .output()?;
-        let bpo = String::from_utf8_lossy(&utils.stdout).contains("bpo");
+        let bpo =
+            cmd::query(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"]))
+                .is_some_and(|v| v.contains("bpo"));
         eprintln!(
             "testbed: apt-get install {}{}",
             qemu.join(" "),
