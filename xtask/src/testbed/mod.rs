@@ -185,17 +185,6 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-fn repo_root() -> PathBuf {
-    // xtask/ is one below the workspace root
-    let up = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf);
-    match up {
-        Some(p) if p.join("testbed/kmod").is_dir() => p,
-        _ => std::env::current_dir().unwrap_or_else(|_| ".".into()),
-    }
-}
-
 /// Removes the `<pid>` folders under `dir` whose invocation has ended (the next run's
 /// housekeeping; a running invocation's folder is left alone).
 fn sweep_ended(dir: &Path) {
@@ -345,7 +334,7 @@ pub fn parse_kernels(list: &str) -> Result<Vec<KernelSpec>> {
 
 /// [`run`]; with `--bench`, the figures it printed.
 fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
-    let root = repo_root();
+    let root = crate::root();
     let cache = args
         .cache
         .clone()
