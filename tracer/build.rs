@@ -1,8 +1,10 @@
 //! Builds the eBPF object (tracer-ebpf) with aya-build when the `live` feature is on.
 //!
-//! - The eBPF crate is compiled by the pinned nightly (`APTRACE_EBPF_TOOLCHAIN`, default
-//!   below): it must use LLVM 22 like bpf-linker, and aya-build adds `-Z build-std` only for
-//!   a nightly. aya-build picks bpfel/bpfeb and `bpf_target_arch` from the userspace target.
+//! - The eBPF crate is compiled by the pinned nightly (the workspace Cargo.toml's
+//!   `[workspace.metadata.aptrace] ebpf-toolchain`; `APTRACE_EBPF_TOOLCHAIN` overrides it):
+//!   it must use LLVM 22 like bpf-linker, and aya-build adds `-Z build-std` only for a
+//!   nightly. aya-build picks bpfel/bpfeb and `bpf_target_arch` from the userspace target.
+//!   docs/toolchain.md says more.
 //! - bpf-linker is looked up in `<workspace>/.cache/tools/bin` (where `cargo xtask build`
 //!   provisions it), then on PATH.
 //! - `AYA_BUILD_SKIP=1` writes an empty placeholder object so the crate still compiles
@@ -18,9 +20,6 @@ fn main() {
 mod live {
     use std::env;
     use std::path::{Path, PathBuf};
-
-    /// Uses LLVM 22, like the bpf-linker this project builds (see TOOLCHAIN.md).
-    pub const DEFAULT_EBPF_TOOLCHAIN: &str = "nightly-2026-08-05";
 
     pub fn build() {
         println!("cargo:rerun-if-env-changed=APTRACE_EBPF_TOOLCHAIN");
@@ -51,8 +50,8 @@ mod live {
                 tools.display()
             );
         }
-        let toolchain = env::var("APTRACE_EBPF_TOOLCHAIN")
-            .unwrap_or_else(|_| DEFAULT_EBPF_TOOLCHAIN.to_string());
+        let toolchain =
+            env::var("APTRACE_EBPF_TOOLCHAIN").unwrap_or_else(|_| pinned_nightly(&workspace));
         let ebpf_dir = workspace.join("tracer-ebpf");
         let common_dir = workspace.join("tracer-common");
         println!(
@@ -74,6 +73,30 @@ mod live {
             object.exists(),
             "aya-build produced no {}",
             object.display()
+        );
+    }
+
+    /// `ebpf-toolchain` of `[workspace.metadata.aptrace]` in the workspace Cargo.toml (a
+    /// line scan: a TOML parser would be a build dependency for one string).
+    fn pinned_nightly(workspace: &Path) -> String {
+        let manifest = workspace.join("Cargo.toml");
+        println!("cargo:rerun-if-changed={}", manifest.display());
+        let text = std::fs::read_to_string(&manifest).expect("read the workspace Cargo.toml");
+        let mut in_table = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_table = line == "[workspace.metadata.aptrace]";
+            } else if let Some(v) = line.strip_prefix("ebpf-toolchain").filter(|_| in_table) {
+                return v
+                    .trim_start_matches([' ', '='])
+                    .trim()
+                    .trim_matches('"')
+                    .to_string();
+            }
+        }
+        panic!(
+            "{} has no ebpf-toolchain in [workspace.metadata.aptrace]",
+            manifest.display()
         );
     }
 

@@ -10,22 +10,11 @@
 #   APTRACE-TESTBED: run <name> <mode> start|end rc=<n> t=<seconds> agent=<rc|none>
 # A scenario with a `module-unloaded` file starts with the module unloaded: the agent must
 # say it waits for it (instead of attaching), and run.sh loads it. run.sh gets AGENT_LOG (the
-# agent's output file) when an agent runs.
-. /job.env
-C=/sys/kernel/debug/vfio_ap_model/ctl
-M() { echo "APTRACE-TESTBED: $*"; }
+# agent's output file) when an agent runs. /lib.sh (testbed/guest/lib.sh) sources /job.env.
+. /lib.sh
+M() { marker "$@"; }
 up() { cut -d' ' -f1 /proc/uptime; }
-# kprobes on the module's functions: kprobes/list lines are "ADDR  k|r  SYM+0xOFF  MODULE [FLAGS]"
-attached() { awk -v m="${MODULE:-vfio_ap}" '$4 == m { n++ } END { print n + 0 }' /sys/kernel/debug/kprobes/list 2>/dev/null || echo 0; }
-wait_line() { # pid log pattern: up to 120 s (kallsyms is slow under emulated s390x) for
-    # the line in the agent's output, while the agent runs
-    i=0
-    while ! grep -q "$3" "$2" 2>/dev/null && [ $i -lt 1200 ]; do
-        kill -0 "$1" 2>/dev/null || return 1
-        sleep 0.1; i=$((i+1))
-    done
-    grep -q "$3" "$2"
-}
+attached() { kprobes_on_module; }
 wait_attached() { # pid log: the agent's "attached" line (all probes in place), then the
     # kprobes it made must be listed
     wait_line "$1" "$2" "^aptrace: attached" && [ "$(attached)" != 0 ]
@@ -45,7 +34,7 @@ for r in $RUNS; do
     [ -f "/scenarios/$n/agent-args" ] && flag="$flag $(cat "/scenarios/$n/agent-args")"
     late=""; [ -f "/scenarios/$n/module-unloaded" ] && late=1
     if [ -n "$late" ]; then
-        if rmmod "${MODULE:-vfio_ap}"; then M "module unloaded before the agent ($n $mode)"
+        if rmmod "$MOD"; then M "module unloaded before the agent ($n $mode)"
         else M "rmmod before $n $mode failed"; fi
     fi
     M "run $n $mode start"
@@ -73,7 +62,7 @@ for r in $RUNS; do
     AGENT_LOG=${apid:+$o.agent.log} sh "/scenarios/$n/run.sh" > "$o.run.log" 2>&1
     rc=$?
     # the scenarios after this one need the module (run.sh should have left it loaded)
-    if ! grep -q "^${MODULE:-vfio_ap} " /proc/modules; then
+    if ! module_loaded; then
         M "run $n $mode left the module unloaded; loading /model.ko"
         insmod /model.ko
     fi

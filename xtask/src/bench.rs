@@ -78,21 +78,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     let cargo_bench = |bench: &str, args: &[&str]| -> Result<()> {
-        eprintln!(
-            "xtask: cargo bench -p tracer --bench {bench} -- {}",
-            args.join(" ")
-        );
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["bench", "-p", "tracer", "--bench", bench, "--"])
-            .args(args)
-            .env("APTRACE_BENCH_OUT", &out)
-            .status()
-            .context("running cargo bench")?;
-        if !status.success() {
-            bail!("cargo bench --bench {bench} failed");
-        }
-        Ok(())
+        crate::cmd::run(
+            Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .args(["bench", "-p", "tracer", "--bench", bench, "--"])
+                .args(args)
+                .env("APTRACE_BENCH_OUT", &out),
+        )
     };
     if quick {
         for b in ["throughput", "ratios", "memory"] {

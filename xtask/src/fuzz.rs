@@ -11,11 +11,8 @@ use anyhow::{bail, Context, Result};
 use tracer::recording::{Recording, Writer};
 use tracer_common as abi;
 
-use crate::provision;
-use crate::root;
+use crate::{cmd, provision, root, toolchain};
 
-/// The project's pinned nightly: cargo-fuzz needs `-Zsanitizer`.
-pub const NIGHTLY: &str = "nightly-2026-08-05";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 pub const TARGETS: &[&str] = &["recording", "chunk", "abi", "jsonl"];
 
@@ -50,45 +47,15 @@ fn path_with_tools() -> std::ffi::OsString {
     std::env::join_paths(paths).expect("PATH entries have no separator")
 }
 
-/// The pinned nightly, installed with rustup when missing. Returns false if it cannot be
-/// had (no network to the toolchain server): the caller falls back to stable with
-/// RUSTC_BOOTSTRAP=1 and no sanitizer.
-fn ensure_nightly() -> bool {
-    let has = |name: &str| {
-        Command::new("rustup")
-            .args(["toolchain", "list"])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .any(|l| l.starts_with(name))
-            })
-            .unwrap_or(false)
-    };
-    if has(NIGHTLY) {
-        return true;
-    }
-    eprintln!("xtask: installing the Rust toolchain {NIGHTLY} for cargo-fuzz");
-    let ok = Command::new("rustup")
-        .args(["toolchain", "install", NIGHTLY, "--profile", "minimal"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    ok && has(NIGHTLY)
-}
-
 fn ensure_cargo_fuzz() -> Result<()> {
     let bin = tools_bin().join("cargo-fuzz");
-    let current = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION))
-        .unwrap_or(false);
+    let current = cmd::query(Command::new(&bin).arg("--version"))
+        .is_some_and(|v| v.contains(CARGO_FUZZ_VERSION));
     if current {
         return Ok(());
     }
     eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} into .cache/tools");
-    provision::run(
+    cmd::run(
         Command::new(env!("CARGO"))
             .current_dir(root())
             .args(["install", "cargo-fuzz", "--locked", "--version"])
@@ -276,14 +243,18 @@ pub fn run(args: FuzzArgs) -> Result<()> {
         args.targets.clone()
     };
     ensure_cargo_fuzz()?;
-    let (toolchain, bootstrap) = if ensure_nightly() {
-        (NIGHTLY.to_string(), false)
-    } else {
-        eprintln!(
-            "xtask: warning: {NIGHTLY} cannot be installed; fuzzing with the stable toolchain \
-             (RUSTC_BOOTSTRAP=1) and no sanitizer"
-        );
-        ("1.95.0".to_string(), true)
+    // cargo-fuzz needs `-Zsanitizer`: the pinned nightly. Where it cannot be had (no
+    // network to the toolchain server), stable with RUSTC_BOOTSTRAP=1 and no sanitizer.
+    let nightly = toolchain::ebpf_nightly()?;
+    let (toolchain, bootstrap) = match provision::ensure_toolchain(&nightly, &[], &[]) {
+        Ok(()) => (nightly, false),
+        Err(e) => {
+            eprintln!(
+                "xtask: warning: {nightly} cannot be installed ({e:#}); fuzzing with the \
+                 stable toolchain (RUSTC_BOOTSTRAP=1) and no sanitizer"
+            );
+            (toolchain::stable()?, true)
+        }
     };
     let sanitizer = if args.no_sanitizer || bootstrap {
         "none"
@@ -305,7 +276,7 @@ pub fn run(args: FuzzArgs) -> Result<()> {
     };
 
     let t0 = Instant::now();
-    provision::run(&mut cargo_fuzz("build"))?;
+    cmd::run(&mut cargo_fuzz("build"))?;
     eprintln!("xtask: fuzz targets built in {:.0?}", t0.elapsed());
 
     let seeds = fuzz_dir.join("target/seeds");

@@ -1,17 +1,22 @@
 //! Project tasks: `cargo xtask <task>`.
 
+mod arch;
 mod bench;
 mod build;
+mod cmd;
 mod fuzz;
 mod provision;
 mod samples;
 mod soak;
 mod testbed;
+mod toolchain;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+use arch::Arch;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -39,22 +44,19 @@ enum Task {
     /// ratio of BENCHMARKS.md (`--quick`: compile and run each userspace bench once on a small
     /// input, no guests, as CI does; `--no-kernel`: no guests).
     Bench(bench::BenchArgs),
-    /// Boot Debian kernels in QEMU with the vfio_ap model module and run the scenarios
-    /// (`cargo xtask testbed --help`).
-    Testbed {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Boot Debian kernels in QEMU (TCG) with the vfio_ap model module and run the
+    /// scenarios with `aptrace live --record` in each guest.
+    Testbed(testbed::TestbedArgs),
     /// Build a static, stripped `aptrace` with live tracing (provisions the toolchain,
     /// bpf-linker and cross tools into .cache/tools and apt as needed).
     Build {
         #[arg(long, value_enum, default_value = "x86_64")]
-        target: build::Arch,
+        target: Arch,
     },
     /// Provision only (apt packages, pinned nightly + rust-src, targets, bpf-linker).
     Provision {
         #[arg(long, value_enum, default_value = "x86_64")]
-        target: build::Arch,
+        target: Arch,
     },
     /// clippy -D warnings for tracer-ebpf on bpfel (x86_64) and bpfeb (s390x).
     LintEbpf,
@@ -94,7 +96,7 @@ fn main() -> Result<()> {
         Task::Fuzz(args) => fuzz::run(args),
         Task::Soak(args) => soak::run(args),
         Task::Bench(a) => bench::run(a),
-        Task::Testbed { args } => testbed::run(testbed::TestbedArgs::parse(args)?),
+        Task::Testbed(args) => testbed::run(args),
         Task::Build { target } => build::build(target).map(|_| ()),
         Task::Provision { target } => build::provision(target),
         Task::LintEbpf => build::lint_ebpf(),
@@ -107,15 +109,15 @@ const TEST_PACKAGES: &[&str] = &["tmux"];
 fn test() -> Result<()> {
     provision::ensure_apt(TEST_PACKAGES)?;
     // A real Prometheus for the dashboard and alert tests (its service is kept stopped).
-    provision::run(
+    cmd::run(
         std::process::Command::new("sh")
             .current_dir(root())
             .arg("ci/prometheus-setup.sh"),
     )?;
     // tracer/tests/live_env.rs runs the static agent with live tracing against this host.
-    let agent = build::build(build::Arch::X86_64)?;
+    let agent = build::build(Arch::X86_64)?;
     // The ignored tests are the ones that need those installed tools: run them too.
-    provision::run(
+    cmd::run(
         std::process::Command::new(env!("CARGO"))
             .current_dir(root())
             .env("APTRACE_AGENT", &agent)
@@ -130,7 +132,7 @@ fn test() -> Result<()> {
     )?;
     // The agent's own unit tests (bpf link info parsing, ...) need the `live` feature; the
     // eBPF object is not needed for them.
-    provision::run(
+    cmd::run(
         std::process::Command::new(env!("CARGO"))
             .current_dir(root())
             .env("AYA_BUILD_SKIP", "1")

@@ -1,15 +1,19 @@
-//! Installs what the project's tasks need on a fresh machine, saying what it does.
+//! Installs what the project's tasks need on a fresh machine, saying what it does: Debian
+//! packages, Rust toolchains with their components and targets.
 
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+
+use crate::cmd;
 
 fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        .unwrap_or(false)
+    cmd::query(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.contains("install ok installed"))
+}
+
+fn is_root() -> bool {
+    cmd::query(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
 }
 
 /// Debian packages: installs the missing ones with apt-get (as root, or through sudo).
@@ -19,33 +23,21 @@ pub fn ensure_apt(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
+    let root = is_root();
     let apt = |args: &[&str]| -> Result<()> {
-        let mut cmd = if is_root {
+        let mut c = if root {
             Command::new("apt-get")
         } else {
             let mut c = Command::new("sudo");
             c.arg("apt-get");
             c
         };
-        let status = cmd
-            .args(["-o", "DPkg::Lock::Timeout=600", "-q"])
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("running apt-get")?;
-        if !status.success() {
-            bail!(
-                "apt-get {} failed; install these packages by hand: {}",
-                args.join(" "),
-                missing.join(" ")
-            );
-        }
-        Ok(())
+        cmd::run(
+            c.args(["-o", "DPkg::Lock::Timeout=600", "-q"])
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .with_context(|| format!("install these packages by hand: {}", missing.join(" ")))
     };
     apt(&["update"])?;
     let mut install = vec!["install", "-y", "--no-install-recommends"];
@@ -53,35 +45,42 @@ pub fn ensure_apt(packages: &[&str]) -> Result<()> {
     apt(&install)
 }
 
-/// A rustup target for the pinned toolchain.
-pub fn ensure_rust_target(target: &str) -> Result<()> {
-    let out = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .context("running rustup")?;
-    if String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.trim() == target)
-    {
-        return Ok(());
-    }
-    eprintln!("xtask: adding the Rust target {target}");
-    let status = Command::new("rustup")
-        .args(["target", "add", target])
-        .status()?;
-    if !status.success() {
-        bail!("rustup target add {target} failed");
-    }
-    Ok(())
+fn rustup_list(args: &[&str]) -> String {
+    cmd::query(Command::new("rustup").args(args)).unwrap_or_default()
 }
 
-/// Runs a command, failing with its name when it fails.
-pub fn run(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    eprintln!("xtask: {shown}");
-    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed with {status}");
+/// A Rust toolchain with the given components and targets, each installed when missing.
+pub fn ensure_toolchain(toolchain: &str, components: &[&str], targets: &[&str]) -> Result<()> {
+    if !rustup_list(&["toolchain", "list"])
+        .lines()
+        .any(|l| l.starts_with(toolchain))
+    {
+        eprintln!("xtask: installing the Rust toolchain {toolchain}");
+        cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            toolchain,
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let have = rustup_list(&["component", "list", "--installed", "--toolchain", toolchain]);
+    for c in components {
+        if !have.lines().any(|l| l.starts_with(c)) {
+            cmd::run(Command::new("rustup").args([
+                "component",
+                "add",
+                "--toolchain",
+                toolchain,
+                c,
+            ]))?;
+        }
+    }
+    let have = rustup_list(&["target", "list", "--installed", "--toolchain", toolchain]);
+    for t in targets {
+        if !have.lines().any(|l| l.trim() == *t) {
+            cmd::run(Command::new("rustup").args(["target", "add", "--toolchain", toolchain, t]))?;
+        }
     }
     Ok(())
 }

@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use tracer::recording::{Header, Writer};
 use tracer::synth::{Fault, Generator};
+
+use crate::cmd;
 
 fn header() -> Header {
     Header {
@@ -71,41 +73,36 @@ pub fn cross_endian_fixture(root: &Path) -> Result<()> {
     }
     std::fs::write(&jsonl, buf)?;
     crate::provision::ensure_apt(&["gcc-s390x-linux-gnu", "libc6-dev-s390x-cross", "qemu-user"])?;
-    crate::provision::ensure_rust_target("s390x-unknown-linux-gnu")?;
-    let status = Command::new("cargo")
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "tracer",
-            "--bin",
-            "aptrace",
-            "--target",
-            "s390x-unknown-linux-gnu",
-        ])
-        .env(
-            "CARGO_TARGET_S390X_UNKNOWN_LINUX_GNU_LINKER",
-            "s390x-linux-gnu-gcc",
-        )
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        bail!("building aptrace for s390x failed: needs `rustup target add s390x-unknown-linux-gnu` and `apt-get install gcc-s390x-linux-gnu libc6-dev-s390x-cross qemu-user`");
-    }
-    let bin = root.join("target/s390x-unknown-linux-gnu/release/aptrace");
+    let s390x = crate::arch::Arch::S390x.triple();
+    crate::provision::ensure_toolchain(&crate::toolchain::stable()?, &[], &[s390x])?;
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(root)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "tracer",
+                "--bin",
+                "aptrace",
+                "--target",
+                s390x,
+            ])
+            .env(
+                "CARGO_TARGET_S390X_UNKNOWN_LINUX_GNU_LINKER",
+                "s390x-linux-gnu-gcc",
+            )
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+    )?;
+    let bin = root.join(format!("target/{s390x}/release/aptrace"));
     let out = fixtures.join("written-on-s390x.aptr");
-    let status = Command::new("qemu-s390x")
-        .arg(&bin)
-        .args(["import", "--force", "-o"])
-        .arg(&out)
-        .arg(&jsonl)
-        .status()
-        .context("running qemu-s390x (apt-get install qemu-user)")?;
-    if !status.success() {
-        bail!("aptrace import under qemu-s390x failed");
-    }
+    cmd::run(
+        Command::new("qemu-s390x")
+            .arg(&bin)
+            .args(["import", "--force", "-o"])
+            .arg(&out)
+            .arg(&jsonl),
+    )?;
     println!("wrote {} on an emulated big-endian s390x", out.display());
     Ok(())
 }

@@ -18,8 +18,7 @@ use tracer::pipeline::Pipeline;
 use tracer::profile::Profile;
 use tracer::recording::Recording;
 
-use crate::provision;
-use crate::root;
+use crate::{cmd, root};
 
 #[derive(clap::Args)]
 pub struct SoakArgs {
@@ -114,7 +113,7 @@ pub fn run(args: SoakArgs) -> Result<()> {
         return worker(&args);
     }
     let root = root();
-    provision::run(Command::new(env!("CARGO")).current_dir(&root).args([
+    cmd::run(Command::new(env!("CARGO")).current_dir(&root).args([
         "build",
         "--release",
         "--package",

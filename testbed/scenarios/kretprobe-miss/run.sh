@@ -6,20 +6,20 @@
 # kernel's own `missed` in bpf link info on 6.7+, from the probes' count (each thread calls
 # twice: the second entry finds the first still pending) before. One clean mdev life after
 # shows the agent still audits.
+. /lib.sh
 set -e
-C=/sys/kernel/debug/vfio_ap_model/ctl
 X=1eac0000-0000-4000-8000-000000002000
-echo "create $X" > $C
-echo "open $X" > $C
-echo "migrate $X STOP" > $C
-echo "hold" > $C
-echo "crowd $X 48" > $C
+ctl create $X
+ctl open $X
+migrate $X STOP
+ctl hold
+ctl crowd $X 48
 cat $C
 sleep 2
-echo "unhold" > $C
+ctl unhold
 i=0
 while :; do
-    echo crowdleft > $C
+    ctl crowdleft
     left=$(sed -n 's/^crowdleft \([0-9-]*\).*/\1/p' $C)
     [ "$left" = 0 ] && break
     i=$((i+1)); [ $i -gt 600 ] && { echo "FAIL: crowd still running ($left)"; exit 1; }
@@ -36,6 +36,6 @@ if [ -n "$L" ]; then
     done
     echo "agent said: $(grep -m1 'kretprobes missed returns' "$L")"
 fi
-echo "migrate $X RUNNING" > $C
-echo "close $X" > $C
-echo "remove $X" > $C
+migrate $X RUNNING
+ctl close $X
+ctl remove $X

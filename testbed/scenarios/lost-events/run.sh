@@ -6,23 +6,22 @@
 # judges its recording and report). An mdev opened before the burst (its events are early in
 # the ring) leaks after it: that leak's evidence straddles the loss, so it must be marked
 # uncertain (the scenario's `uncertain` file). Without an agent the burst just runs.
+. /lib.sh
 set -e
-C=/sys/kernel/debug/vfio_ap_model/ctl
 A=$(pidof aptrace || true)
 [ -n "$A" ] && kill -STOP $A
 X=1eac0000-0000-4000-8000-000000001000
-echo "create $X" > $C
-echo "open $X" > $C
-echo "migrate $X STOP" > $C
+ctl create $X
+ctl open $X
+migrate $X STOP
 i=10
 while [ $i -lt 50 ]; do
     U=1eac0000-0000-4000-8000-0000000010$i
-    echo "create $U" > $C
-    echo "open $U" > $C
-    echo "migrate $U STOP" > $C
-    echo "migrate $U RUNNING" > $C
-    echo "close $U" > $C
-    echo "remove $U" > $C
+    ctl create $U
+    ctl open $U
+    migrate $U STOP RUNNING
+    ctl close $U
+    ctl remove $U
     i=$((i+1))
 done
 if [ -n "$A" ]; then
@@ -30,12 +29,12 @@ if [ -n "$A" ]; then
     sleep 3 # the agent reads the loss counters once a second
     kill -0 $A && echo "agent still running after the burst"
 fi
-echo "fault skip-release" > $C
-echo "close $X" > $C
-echo "remove $X" > $C
+ctl fault skip-release
+ctl close $X
+ctl remove $X
 # and it still audits: one clean life after the loss
 U=1eac0000-0000-4000-8000-000000001099
-echo "create $U" > $C
-echo "open $U" > $C
-echo "close $U" > $C
-echo "remove $U" > $C
+ctl create $U
+ctl open $U
+ctl close $U
+ctl remove $U

@@ -7,23 +7,12 @@
 # the leak made after it must be printed live with its stack named from this load's kallsyms
 # (vfio_ap_init_migration_data called from vfio_ap_mdev_open_device). The runner judges the
 # report: leak 1.
-. /job.env
-C=/sys/kernel/debug/vfio_ap_model/ctl
-M=${MODULE:-vfio_ap}
+. /lib.sh
+M=$MOD
 L=${AGENT_LOG:-}
-fail() { echo "FAIL: $*"; grep -q "^$M " /proc/modules || insmod /model.ko; exit 1; }
-waitfor() { # pattern count: up to 120 s in the agent's log
-    [ -n "$L" ] || return 0
-    i=0
-    while [ "$(grep -c "$1" "$L")" -lt "$2" ]; do
-        i=$((i+1)); [ $i -gt 1200 ] && return 1; sleep 0.1
-    done
-}
-stack_of() { # the stack frames (indented lines) printed under the live leak line of mdev $1
-    awk -v u="$1" 'f && /^    / { print; next } f { exit }
-        /^\[error\] leak / && index($0, "mdev " u) { f = 1 }' "$L"
-}
-grep -q "^$M " /proc/modules && fail "module $M is loaded: the runner should have unloaded it"
+fail() { echo "FAIL: $*"; module_loaded || insmod /model.ko; exit 1; }
+waitfor() { wait_count "$L" "$1" "$2"; } # pattern count
+module_loaded && fail "module $M is loaded: the runner should have unloaded it"
 if [ -x "${AGENT:-}" ]; then
     # shellcheck disable=SC2086
     "$AGENT" check ${AGENT_ARGS:-} > /out/module-late.check.txt 2>&1
@@ -44,16 +33,11 @@ echo "insmod done"
 waitfor "^aptrace: attached" 1 || fail "no 'attached' line after the load"
 echo "agent said: $(grep -m1 '^aptrace: attached' "$L" 2>/dev/null)"
 U=1ae70000-0000-4000-8000-000000000001
-echo "create $U" > $C
-echo "open $U" > $C
-echo "migrate $U STOP" > $C
-echo "fault skip-release" > $C
-echo "close $U" > $C
-echo "remove $U" > $C
+leaky_life $U
 if [ -n "$L" ]; then
     waitfor "^\[error\] leak .*mdev $U" 1 || fail "no live leak line for $U"
     sleep 0.5 # its stack lines come with it, in the same print
-    stack=$(stack_of "$U")
+    stack=$(stack_of "$L" "$U")
     echo "$stack"
     echo "$stack" | grep -q "^ *vfio_ap_init_migration_data+0x[0-9a-f]* \[$M\]" &&
         echo "$stack" | grep -q "^ *vfio_ap_mdev_open_device+0x[0-9a-f]* \[$M\]" ||

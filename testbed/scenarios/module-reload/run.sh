@@ -10,12 +10,11 @@
 # with its stack named from the new load's kallsyms. Expected in the report: lock-not-held 1
 # (kept from the first load) and leak 1 (the rebuilt load). At the end the first build is put
 # back and loaded (the agent attaches a third time) for the scenarios after this one.
-. /job.env
-C=/sys/kernel/debug/vfio_ap_model/ctl
-M=${MODULE:-vfio_ap}
+. /lib.sh
+M=$MOD
 L=${AGENT_LOG:-}
 F=vfio_ap_init_migration_data
-loaded() { grep -q "^$M " /proc/modules; }
+loaded() { module_loaded; }
 restore() { # the first build back in place and loaded
     loaded && ! cmp -s /model.ko /model-rebuilt.ko && return 0
     loaded && rmmod "$M"
@@ -23,17 +22,7 @@ restore() { # the first build back in place and loaded
     insmod /model.ko
 }
 fail() { echo "FAIL: $*"; restore; exit 1; }
-waitfor() { # pattern count: up to 120 s in the agent's log
-    [ -n "$L" ] || return 0
-    i=0
-    while [ "$(grep -c "$1" "$L")" -lt "$2" ]; do
-        i=$((i+1)); [ $i -gt 1200 ] && return 1; sleep 0.1
-    done
-}
-stack_of() { # the stack frames (indented lines) printed under the live leak line of mdev $1
-    awk -v u="$1" 'f && /^    / { print; next } f { exit }
-        /^\[error\] leak / && index($0, "mdev " u) { f = 1 }' "$L"
-}
+waitfor() { wait_count "$L" "$1" "$2"; } # pattern count
 where() { # "ADDRESS OFFSET" of $F in the loaded module (kallsyms, and from the start of .text)
     a=$(awk -v f="$F" -v m="[$M]" '$3 == f && $4 == m { print $1; exit }' /proc/kallsyms)
     t=$(cat "/sys/module/$M/sections/.text")
@@ -42,12 +31,12 @@ where() { # "ADDRESS OFFSET" of $F in the loaded module (kallsyms, and from the 
 [ -f /model-rebuilt.ko ] || fail "no /model-rebuilt.ko in the initramfs"
 W1=$(where) || fail "$F not in /proc/kallsyms"
 U=1eac0000-0000-4000-8000-000000000a01
-echo "create $U" > $C || fail create
-echo "fault init-unlocked" > $C
-echo "open $U" > $C
-echo "migrate $U STOP" > $C
-echo "close $U" > $C
-echo "remove $U" > $C
+ctl create $U || fail create
+ctl fault init-unlocked
+ctl open $U
+migrate $U STOP
+ctl close $U
+ctl remove $U
 sleep 1
 cp /model.ko /tmp/model-first.ko
 rmmod "$M" || fail "rmmod $M"
@@ -64,18 +53,13 @@ echo "evidence: $F at ${W1% *} (.text+${W1#* }) on the first load, ${W2% *} (.te
 waitfor "^aptrace: attached" 2 || fail "no second 'attached' line"
 echo "agent said: $(grep '^aptrace: attached' "$L" 2>/dev/null | tail -1)"
 V=1eac0000-0000-4000-8000-000000000a02
-echo "create $V" > $C
-echo "open $V" > $C
-echo "migrate $V STOP" > $C
-echo "fault skip-release" > $C
-echo "close $V" > $C
-echo "remove $V" > $C
+leaky_life $V
 if [ -n "$L" ]; then
     waitfor "^\[error\] leak .*mdev $V" 1 || fail "no live leak line for $V"
     sleep 0.5 # its stack lines come with it, in the same print
     # the stack frames printed under it: symbols of the first load would name other
     # functions (F moved by KiBs)
-    stack=$(stack_of "$V")
+    stack=$(stack_of "$L" "$V")
     echo "$stack"
     echo "$stack" | grep -q "^ *$F+0x[0-9a-f]* \[$M\]" &&
         echo "$stack" | grep -q "^ *vfio_ap_mdev_open_device+0x[0-9a-f]* \[$M\]" ||

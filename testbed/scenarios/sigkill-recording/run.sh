@@ -5,30 +5,20 @@
 # killed writer never writes it, even when the kill falls between two chunks); none of its
 # kprobes stays (the runner's own agent keeps its probes). Expected for the runner's
 # agent: leak 1.
-. /job.env
-C=/sys/kernel/debug/vfio_ap_model/ctl
-M=${MODULE:-vfio_ap}
+. /lib.sh
+M=$MOD
 O=/out/sigkill-recording.killed
-nk() { awk -v m="$M" '$4 == m { n++ } END { print n + 0 }' /sys/kernel/debug/kprobes/list; }
+nk() { kprobes_on_module; }
 [ -x "${AGENT:-}" ] || { echo "no agent: nothing to check"; exit 0; }
 k1=$(nk)
 : > $O.log
 # shellcheck disable=SC2086
 "$AGENT" live --all-allocations --record $O.aptr ${AGENT_ARGS:-} > $O.log 2>&1 &
 P=$!
-i=0
-while ! grep -q "^aptrace: attached" $O.log && kill -0 $P 2>/dev/null && [ $i -lt 1200 ]; do
-    sleep 0.1; i=$((i+1))
-done
-grep -q "^aptrace: attached" $O.log || { echo "FAIL: never attached: $(cat $O.log)"; exit 1; }
+wait_line $P $O.log "^aptrace: attached" || { echo "FAIL: never attached: $(cat $O.log)"; exit 1; }
 k2=$(nk)
 U=1eac0000-0000-4000-8000-000000000c01
-echo "create $U" > $C
-echo "open $U" > $C
-echo "migrate $U STOP" > $C
-echo "fault skip-release" > $C
-echo "close $U" > $C
-echo "remove $U" > $C
+leaky_life $U
 sleep 2.5 # past one flush
 kill -9 $P; wait $P 2>/dev/null
 sleep 1

@@ -1,5 +1,5 @@
-//! The guest: an initramfs (busybox, the kernel's 9p modules, testbed/guest/init, the model
-//! module, a job) and a QEMU boot under TCG with a 9p share for the files that come out.
+//! The guest: an initramfs (busybox, the kernel's 9p modules, testbed/guest/init and lib.sh,
+//! the model module, a job) and a QEMU boot under TCG with a 9p share for the files that come out.
 
 use std::fs::{self, File};
 use std::io::Read;
@@ -61,15 +61,9 @@ fn ninep_modules(k: &Kernel) -> Result<Vec<(String, Vec<u8>)>> {
         let Some(path) = find(&k.module_dir(), name) else {
             return Ok(());
         }; // built in
-        let out = Command::new("modinfo")
-            .args(["-F", "depends"])
-            .arg(&path)
-            .output()?;
-        for d in String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .split(',')
-            .filter(|d| !d.is_empty())
-        {
+        let depends =
+            crate::cmd::capture(Command::new("modinfo").args(["-F", "depends"]).arg(&path))?;
+        for d in depends.trim().split(',').filter(|d| !d.is_empty()) {
             add(k, d, seen, order)?;
         }
         let data = if path.extension().is_some_and(|x| x == "xz") {
@@ -111,6 +105,12 @@ pub fn initramfs(root: &Path, k: &Kernel, busybox: &Path, ko: &Path, job: &Job) 
     c.char_dev("dev/console", 0o600, 5, 1);
     c.char_dev("dev/null", 0o666, 1, 3);
     c.file("init", 0o755, &fs::read(root.join("testbed/guest/init"))?);
+    // the helpers every job and scenario sources as /lib.sh
+    c.file(
+        "lib.sh",
+        0o644,
+        &fs::read(root.join("testbed/guest/lib.sh"))?,
+    );
     c.file("model.ko", 0o644, &fs::read(ko)?);
     let mut order = String::new();
     for (name, data) in ninep_modules(k)? {

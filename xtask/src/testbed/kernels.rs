@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use super::{run_cmd, Arch};
+use super::Arch;
+use crate::cmd;
 
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
@@ -164,17 +165,13 @@ impl Apt {
         });
         if changed || !fresh {
             eprintln!("testbed: apt-get update ({})", arch.deb());
-            run_cmd(self.cmd("apt-get", arch).arg("update"))?;
+            cmd::capture(self.cmd("apt-get", arch).arg("update"))?;
         }
         Ok(())
     }
 
     fn output(&self, arch: Arch, prog: &str, args: &[&str]) -> Result<String> {
-        let out = self.cmd(prog, arch).args(args).output()?;
-        if !out.status.success() {
-            bail!("{prog} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        cmd::capture(self.cmd(prog, arch).args(args))
     }
 
     /// All versions apt knows of a package (`apt-cache madison`).
@@ -199,12 +196,13 @@ impl Apt {
 
     pub fn download(&self, arch: Arch, specs: &[String], dir: &Path) -> Result<()> {
         fs::create_dir_all(dir)?;
-        run_cmd(
+        cmd::capture(
             self.cmd("apt-get", arch)
                 .arg("download")
                 .args(specs)
                 .current_dir(dir),
         )
+        .map(drop)
     }
 }
 
@@ -308,7 +306,7 @@ pub fn provision(cache: &Path, apt: &Apt, arch: Arch, series: &str) -> Result<Ke
     for e in fs::read_dir(&dl)? {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "deb") {
-            run_cmd(Command::new("dpkg").arg("-x").arg(&p).arg(&tmp))?;
+            cmd::capture(Command::new("dpkg").arg("-x").arg(&p).arg(&tmp))?;
         }
     }
     // the arch headers' Makefile includes the common tree by an absolute path
@@ -351,7 +349,7 @@ pub fn busybox(cache: &Path, apt: &Apt, arch: Arch) -> Result<PathBuf> {
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .context("busybox-static not downloaded")?;
     let x = dl.join("x");
-    run_cmd(Command::new("dpkg").arg("-x").arg(&deb).arg(&x))?;
+    cmd::capture(Command::new("dpkg").arg("-x").arg(&deb).arg(&x))?;
     fs::copy(x.join("bin/busybox"), &out)?;
     Ok(out)
 }

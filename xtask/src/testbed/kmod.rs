@@ -8,7 +8,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use super::kernels::Kernel;
-use super::{copy_tree, run_cmd, Arch};
+use super::{copy_tree, Arch};
+use crate::cmd;
 
 pub struct BuiltModule {
     pub ko: PathBuf,
@@ -113,7 +114,7 @@ fn make(
     }
     c.args(extra);
     c.arg("modules");
-    run_cmd(&mut c).with_context(|| format!("building {name} for {}", k.id()))?;
+    cmd::capture(&mut c).with_context(|| format!("building {name} for {}", k.id()))?;
     let ko = out.join(format!("{name}.ko"));
     if !ko.exists() {
         bail!("{} was not built", ko.display());
@@ -123,21 +124,20 @@ fn make(
 
 /// (section name, value) of a symbol in an ELF file's symbol table (`readelf -sW`).
 fn symbol_place(elf: &Path, sym: &str) -> Result<Option<(String, u64)>> {
-    let out = Command::new("readelf").arg("-sW").arg(elf).output()?;
+    let symbols = cmd::capture(Command::new("readelf").arg("-sW").arg(elf))?;
     // section index -> name, from "  [43] .bss  NOBITS ..." lines
-    let headers = Command::new("readelf").arg("-SW").arg(elf).output()?;
-    let sections: std::collections::BTreeMap<String, String> =
-        String::from_utf8_lossy(&headers.stdout)
-            .lines()
-            .filter_map(|l| {
-                let (i, rest) = l.trim_start().strip_prefix('[')?.split_once(']')?;
-                Some((
-                    i.trim().to_string(),
-                    rest.split_whitespace().next()?.to_string(),
-                ))
-            })
-            .collect();
-    for l in String::from_utf8_lossy(&out.stdout).lines() {
+    let headers = cmd::capture(Command::new("readelf").arg("-SW").arg(elf))?;
+    let sections: std::collections::BTreeMap<String, String> = headers
+        .lines()
+        .filter_map(|l| {
+            let (i, rest) = l.trim_start().strip_prefix('[')?.split_once(']')?;
+            Some((
+                i.trim().to_string(),
+                rest.split_whitespace().next()?.to_string(),
+            ))
+        })
+        .collect();
+    for l in symbols.lines() {
         // "   116: 0000000000000000     8 OBJECT  GLOBAL DEFAULT   43 matrix_dev"
         let w: Vec<&str> = l.split_whitespace().collect();
         if w.len() == 8 && w[7] == sym {
@@ -153,12 +153,7 @@ fn symbol_place(elf: &Path, sym: &str) -> Result<Option<(String, u64)>> {
 }
 
 fn section_names(elf: &Path) -> Result<Vec<String>> {
-    let out = Command::new("readelf")
-        .arg("-S")
-        .arg("-W")
-        .arg(elf)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = cmd::capture(Command::new("readelf").arg("-S").arg("-W").arg(elf))?;
     Ok(text
         .lines()
         .filter_map(|l| {

@@ -28,93 +28,105 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::cmd;
 use scenario::Scenario;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arch {
-    X86_64,
-    S390x,
+pub use crate::arch::Arch;
+
+/// A kernel of the matrix: `ARCH-SERIES`, as `--kernels` names it (`x86_64-6.12`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelSpec {
+    pub arch: Arch,
+    pub series: String,
 }
 
-impl Arch {
-    pub fn deb(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "amd64",
-            Arch::S390x => "s390x",
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::S390x => "s390x",
-        }
-    }
-    fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "x86_64" | "amd64" => Arch::X86_64,
-            "s390x" => Arch::S390x,
-            _ => bail!("unknown arch {s} (x86_64, s390x)"),
+impl std::str::FromStr for KernelSpec {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (arch, series) = s.rsplit_once('-').context("kernel as ARCH-SERIES")?;
+        Ok(Self {
+            arch: Arch::parse(arch)?,
+            series: series.to_string(),
         })
     }
 }
 
-/// Arguments of `cargo xtask testbed` (see `TestbedArgs::USAGE`).
-#[derive(Clone, Debug)]
+/// The four kernels of the matrix (`--kernels`' default).
+pub const ALL_KERNELS: &str = "x86_64-6.1,x86_64-6.12,s390x-6.1,s390x-6.12";
+
+/// Boot Debian kernels in QEMU (TCG) with the vfio_ap model module and run the scenarios of
+/// testbed/scenarios with `aptrace live --record` in the guest.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "cargo xtask testbed")]
 pub struct TestbedArgs {
-    /// (arch, series) pairs; default all four
-    pub kernels: Vec<(Arch, String)>,
-    /// extra scenario folders (each a folder of scenarios, or one scenario)
+    /// Kernels as ARCH-SERIES, comma-separated or repeated [default: all four:
+    /// x86_64-6.1,x86_64-6.12,s390x-6.1,s390x-6.12]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub kernels: Vec<KernelSpec>,
+    /// Extra scenario folder (a folder of scenarios, or one scenario; repeatable)
+    #[arg(long, value_name = "DIR")]
     pub scenarios: Vec<PathBuf>,
-    /// run only these scenario names
+    /// Run only these scenario names (comma-separated or repeated)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Module source folder (Kbuild/Makefile) instead of testbed/kmod
+    #[arg(long, value_name = "DIR")]
     pub module_src: Option<PathBuf>,
+    /// Its module name
+    #[arg(long, value_name = "NAME", default_value = "vfio_ap")]
     pub module_name: String,
+    /// Static aptrace for x86_64 guests [default: built by `cargo xtask build`'s code]
+    #[arg(long = "agent-x86_64", alias = "agent-x86-64", value_name = "PATH")]
     pub agent_x86_64: Option<PathBuf>,
+    /// Static aptrace for s390x guests [default: built likewise]
+    #[arg(long = "agent-s390x", value_name = "PATH")]
     pub agent_s390x: Option<PathBuf>,
-    /// run the scenarios without the agent
+    /// Run the scenarios without `aptrace live` (checks only run.sh)
+    #[arg(long)]
     pub no_agent: bool,
-    /// copy the s390x 6.12 recordings of SAMPLE_SCENARIOS into samples/
+    /// Run clean, leak, self-deadlock, invalid-arc on s390x 6.12 (unless --kernels/--only
+    /// say otherwise) and copy their recordings to samples/
+    #[arg(long)]
     pub update_samples: bool,
-    /// extra arguments for every `aptrace live`
+    /// Extra arguments for every `aptrace live`
+    #[arg(
+        long,
+        value_name = "STR",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
     pub agent_args: String,
-    /// arguments added where the module has no BTF; `{mdevs_lock}` and `{mig_data}` are
+    /// Arguments added where the module has no BTF; {mdevs_lock} and {mig_data} are
     /// replaced by the offsets pahole found
+    #[arg(long, value_name = "STR", default_value = DEFAULT_OVERRIDE_ARGS, allow_hyphen_values = true)]
     pub btf_override_args: String,
+    /// Cache folder [default: <repo>/.cache/testbed]
+    #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
-    pub boot_timeout: Duration,
-    pub install: bool,
-    /// run the phase-1 proof (testbed/guest/proof.sh) instead of the scenarios
+    /// Per boot, in seconds
+    #[arg(long = "boot-timeout", value_name = "SECS", default_value_t = 600)]
+    pub boot_timeout_secs: u64,
+    /// Do not apt-get install missing host tools
+    #[arg(long)]
+    pub no_install: bool,
+    /// Run the kernel/probe proof job (testbed/guest/proof.sh) instead of the scenarios
+    #[arg(long)]
     pub prove: bool,
-    /// fetch kernels and build the module only
+    /// Fetch kernels and build the module only
+    #[arg(long = "prepare")]
     pub prepare_only: bool,
-    /// run the kernel benchmarks (bench.rs) instead of the scenarios
+    /// Run the kernel benchmarks (BENCHMARKS.md (b)-(e)) instead of the scenarios
+    #[arg(long)]
     pub bench: bool,
-    /// runs per benchmark figure
+    /// Runs per benchmark figure (medians)
+    #[arg(long, value_name = "N", default_value_t = 5)]
     pub bench_runs: u32,
 }
 
 impl Default for TestbedArgs {
+    /// What `cargo xtask testbed` with no option means (before [`TestbedArgs::resolved`]).
     fn default() -> Self {
-        Self {
-            kernels: vec![],
-            scenarios: vec![],
-            only: vec![],
-            module_src: None,
-            module_name: "vfio_ap".into(),
-            agent_x86_64: None,
-            agent_s390x: None,
-            no_agent: false,
-            update_samples: false,
-            agent_args: String::new(),
-            btf_override_args: DEFAULT_OVERRIDE_ARGS.into(),
-            cache: None,
-            boot_timeout: Duration::from_secs(600),
-            install: true,
-            prove: false,
-            prepare_only: false,
-            bench: false,
-            bench_runs: 5,
-        }
+        <Self as clap::Parser>::parse_from(["testbed"])
     }
 }
 
@@ -134,100 +146,29 @@ const GUEST_KO_REBUILT: &str = "model-rebuilt.ko";
 pub const SAMPLE_SCENARIOS: [&str; 4] = ["clean", "leak", "self-deadlock", "invalid-arc"];
 
 impl TestbedArgs {
-    pub const USAGE: &'static str = "cargo xtask testbed [options]
-  --kernels LIST          x86_64-6.1,x86_64-6.12,s390x-6.1,s390x-6.12 (default: all)
-  --only LIST             scenario names to run
-  --scenarios DIR         extra scenario folder (repeatable)
-  --module-src DIR        module source folder (Kbuild/Makefile) instead of testbed/kmod
-  --module-name NAME      its module name (default vfio_ap)
-  --agent-x86_64 PATH     static aptrace for x86_64 guests (default: built by `cargo xtask build`)
-  --agent-s390x PATH      static aptrace for s390x guests (default: built likewise)
-  --no-agent              run the scenarios without `aptrace live` (checks only run.sh)
-  --agent-args STR        extra arguments for `aptrace live`
-  --btf-override-args STR where the module has no BTF (default
-                          \"--offset ap_matrix_dev.mdevs_lock={mdevs_lock}
-                           --offset ap_matrix_mdev.mig_data={mig_data}\")
-  --update-samples        run clean, leak, self-deadlock, invalid-arc on s390x 6.12 (unless
-                          --kernels/--only say otherwise) and copy their recordings to samples/
-  --cache DIR             cache (default <repo>/.cache/testbed)
-  --boot-timeout SECS     per boot (default 600)
-  --no-install            do not apt-get install missing host tools
-  --prove                 run the kernel/probe proof job instead of the scenarios
-  --prepare               fetch kernels and build the module only
-  --bench                 the kernel benchmarks (issue 7 b-e) instead of the scenarios
-  --bench-runs N          runs per benchmark figure (default 5; medians)";
-
-    /// Parses the arguments after `testbed`.
-    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self> {
-        let mut a = Self::default();
-        let mut it = args.into_iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-                _ => (arg.clone(), None),
-            };
-            let mut val = || -> Result<String> {
-                inline
-                    .clone()
-                    .or_else(|| it.next())
-                    .with_context(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--kernels" => a.kernels.extend(parse_kernels(&val()?)?),
-                "--only" => a.only.extend(val()?.split(',').map(str::to_string)),
-                "--scenarios" => a.scenarios.push(val()?.into()),
-                "--module-src" => a.module_src = Some(val()?.into()),
-                "--module-name" => a.module_name = val()?,
-                "--agent-x86_64" | "--agent-x86-64" => a.agent_x86_64 = Some(val()?.into()),
-                "--agent-s390x" => a.agent_s390x = Some(val()?.into()),
-                "--no-agent" => a.no_agent = true,
-                "--update-samples" => a.update_samples = true,
-                "--agent-args" => a.agent_args = val()?,
-                "--btf-override-args" => a.btf_override_args = val()?,
-                "--cache" => a.cache = Some(val()?.into()),
-                "--boot-timeout" => a.boot_timeout = Duration::from_secs(val()?.parse()?),
-                "--no-install" => a.install = false,
-                "--prove" => a.prove = true,
-                "--prepare" => a.prepare_only = true,
-                "--bench" => a.bench = true,
-                "--bench-runs" => a.bench_runs = val()?.parse()?,
-                "-h" | "--help" => {
-                    println!("{}", Self::USAGE);
-                    std::process::exit(0);
-                }
-                _ => bail!("unknown testbed argument {arg}\n{}", Self::USAGE),
+    /// The defaults that depend on other options: `--update-samples` picks its kernel and
+    /// scenarios unless told, and no `--kernels` means all four.
+    pub fn resolved(mut self) -> Self {
+        if self.update_samples {
+            if self.kernels.is_empty() {
+                self.kernels.push(KernelSpec {
+                    arch: Arch::S390x,
+                    series: "6.12".into(),
+                });
+            }
+            if self.only.is_empty() {
+                self.only = SAMPLE_SCENARIOS.iter().map(|s| s.to_string()).collect();
             }
         }
-        if a.update_samples {
-            if a.kernels.is_empty() {
-                a.kernels.push((Arch::S390x, "6.12".into()));
-            }
-            if a.only.is_empty() {
-                a.only = SAMPLE_SCENARIOS.iter().map(|s| s.to_string()).collect();
-            }
+        if self.kernels.is_empty() {
+            self.kernels = parse_kernels(ALL_KERNELS).expect("the default kernels parse");
         }
-        if a.kernels.is_empty() {
-            for arch in [Arch::X86_64, Arch::S390x] {
-                for s in ["6.1", "6.12"] {
-                    a.kernels.push((arch, s.into()));
-                }
-            }
-        }
-        Ok(a)
+        self
     }
-}
 
-pub(crate) fn run_cmd(c: &mut Command) -> Result<()> {
-    let out = c.output().with_context(|| format!("running {c:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{c:?} failed ({})\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    fn boot_timeout(&self) -> Duration {
+        Duration::from_secs(self.boot_timeout_secs)
     }
-    Ok(())
 }
 
 pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
@@ -242,17 +183,6 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn repo_root() -> PathBuf {
-    // xtask/ is one below the workspace root
-    let up = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf);
-    match up {
-        Some(p) if p.join("testbed/kmod").is_dir() => p,
-        _ => std::env::current_dir().unwrap_or_else(|_| ".".into()),
-    }
 }
 
 /// Removes the `<pid>` folders under `dir` whose invocation has ended (the next run's
@@ -270,11 +200,12 @@ fn sweep_ended(dir: &Path) {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool} >/dev/null"))
-        .status()
-        .is_ok_and(|s| s.success())
+    cmd::query(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool} >/dev/null")),
+    )
+    .is_some()
 }
 
 /// Installs missing host tools with apt-get (root). QEMU comes from bookworm-backports when
@@ -306,7 +237,7 @@ fn ensure_host_tools(apt: &kernels::Apt, arches: &[Arch]) -> Result<()> {
     }
     if !pkgs.is_empty() {
         eprintln!("testbed: apt-get install {}", pkgs.join(" "));
-        run_cmd(
+        cmd::capture(
             Command::new("apt-get")
                 .args(["install", "-y", "-qq"])
                 .args(&pkgs)
@@ -314,10 +245,9 @@ fn ensure_host_tools(apt: &kernels::Apt, arches: &[Arch]) -> Result<()> {
         )?;
     }
     if !qemu.is_empty() {
-        let utils = Command::new("dpkg-query")
-            .args(["-W", "-f=${Version}", "qemu-utils"])
-            .output()?;
-        let bpo = String::from_utf8_lossy(&utils.stdout).contains("bpo");
+        let bpo =
+            cmd::query(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"]))
+                .is_some_and(|v| v.contains("bpo"));
         eprintln!(
             "testbed: apt-get install {}{}",
             qemu.join(" "),
@@ -330,7 +260,7 @@ fn ensure_host_tools(apt: &kernels::Apt, arches: &[Arch]) -> Result<()> {
         } else {
             Command::new("apt-get")
         };
-        run_cmd(
+        cmd::capture(
             c.args(["install", "-y"])
                 .args(&qemu)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
@@ -378,13 +308,13 @@ fn print_table(rows: &[Row]) {
 }
 
 pub fn run(args: TestbedArgs) -> Result<()> {
-    run_collect(args).map(|_| ())
+    run_collect(args.resolved()).map(|_| ())
 }
 
 /// The kernel-side figures (b)-(e) measured now on `kernels` (`cargo xtask bench`): what
 /// `cargo xtask testbed --bench --kernels ... --bench-runs RUNS` measures, returned instead
 /// of only printed.
-pub fn kernel_figures(kernels: Vec<(Arch, String)>, runs: u32) -> Result<Vec<bench::Figures>> {
+pub fn kernel_figures(kernels: Vec<KernelSpec>, runs: u32) -> Result<Vec<bench::Figures>> {
     let args = TestbedArgs {
         kernels,
         bench: true,
@@ -395,30 +325,28 @@ pub fn kernel_figures(kernels: Vec<(Arch, String)>, runs: u32) -> Result<Vec<ben
 }
 
 /// Parses `--kernels`' list (`x86_64-6.12,s390x-6.12`).
-pub fn parse_kernels(list: &str) -> Result<Vec<(Arch, String)>> {
-    let mut v = Vec::new();
-    for k in list.split(',').filter(|s| !s.is_empty()) {
-        let (arch, series) = k.rsplit_once('-').context("kernel as ARCH-SERIES")?;
-        v.push((Arch::parse(arch)?, series.to_string()));
-    }
-    Ok(v)
+pub fn parse_kernels(list: &str) -> Result<Vec<KernelSpec>> {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect()
 }
 
 /// [`run`]; with `--bench`, the figures it printed.
 fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
-    let root = repo_root();
+    let root = crate::root();
     let cache = args
         .cache
         .clone()
         .unwrap_or_else(|| root.join(".cache/testbed"));
     fs::create_dir_all(&cache)?;
     let apt = kernels::Apt::new(&cache);
-    let arches: Vec<Arch> = args.kernels.iter().map(|k| k.0).collect();
+    let arches: Vec<Arch> = args.kernels.iter().map(|k| k.arch).collect();
     apt.setup(Arch::X86_64)?;
     if arches.contains(&Arch::S390x) {
         apt.setup(Arch::S390x)?;
     }
-    if args.install {
+    if !args.no_install {
         ensure_host_tools(&apt, &arches)?;
     }
     let module_src = args
@@ -441,7 +369,7 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
     // The static agents, built by `cargo xtask build`'s code unless given.
     let mut agents: BTreeMap<&'static str, PathBuf> = BTreeMap::new();
     if !args.no_agent && !args.prepare_only && !args.prove {
-        for arch in [Arch::X86_64, Arch::S390x] {
+        for arch in Arch::ALL {
             if !arches.contains(&arch) {
                 continue;
             }
@@ -453,11 +381,8 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                 Some(p) => p,
                 None => {
                     let t = Instant::now();
-                    let p = crate::build::build(match arch {
-                        Arch::X86_64 => crate::build::Arch::X86_64,
-                        Arch::S390x => crate::build::Arch::S390x,
-                    })
-                    .with_context(|| format!("building the {} agent", arch.name()))?;
+                    let p = crate::build::build(arch)
+                        .with_context(|| format!("building the {} agent", arch.name()))?;
                     eprintln!(
                         "testbed: agent for {} built in {:.0}s",
                         arch.name(),
@@ -481,7 +406,7 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
     let mut failures = 0usize;
     let mut judged: Vec<Judged> = Vec::new();
     let mut bench_figures: Vec<bench::Figures> = Vec::new();
-    for (arch, series) in &args.kernels {
+    for KernelSpec { arch, series } in &args.kernels {
         let arch = *arch;
         let k = kernels::provision(&cache, &apt, arch, series)?;
         let bb = kernels::busybox(&cache, &apt, arch)?;
@@ -542,7 +467,7 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                 agent.as_ref(),
                 &agent_args,
                 &conf,
-                args.boot_timeout,
+                args.boot_timeout(),
             )?;
             println!("{}", f.render());
             bench_figures.push(f);
@@ -609,7 +534,7 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                 &initrd,
                 &share,
                 &dir.join("console.log"),
-                args.boot_timeout,
+                args.boot_timeout(),
                 isolated.then_some("APTRACE-TESTBED: evidence-out"),
             )?;
             let marks = guest::markers(&res.console);
@@ -893,7 +818,7 @@ fn prove(
         &initrd,
         &share,
         &dir.join("console.log"),
-        args.boot_timeout,
+        args.boot_timeout(),
         None,
     )?;
     let marks = guest::markers(&res.console);
@@ -926,4 +851,105 @@ fn prove(
             },
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> TestbedArgs {
+        TestbedArgs::try_parse_from(std::iter::once("testbed").chain(args.iter().copied()))
+            .unwrap()
+            .resolved()
+    }
+
+    fn spec(arch: Arch, series: &str) -> KernelSpec {
+        KernelSpec {
+            arch,
+            series: series.into(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&[]);
+        assert_eq!(a.kernels.len(), 4);
+        assert_eq!(a.kernels[0], spec(Arch::X86_64, "6.1"));
+        assert_eq!(a.kernels[3], spec(Arch::S390x, "6.12"));
+        assert_eq!(a.module_name, "vfio_ap");
+        assert_eq!(a.btf_override_args, DEFAULT_OVERRIDE_ARGS);
+        assert_eq!(a.boot_timeout(), Duration::from_secs(600));
+        assert_eq!(a.bench_runs, 5);
+        assert!(!a.no_install && !a.prove && !a.prepare_only && !a.bench && !a.no_agent);
+        assert!(a.agent_args.is_empty());
+    }
+
+    #[test]
+    fn the_spellings_the_docs_and_ci_use() {
+        let a = parse(&[
+            "--kernels",
+            "s390x-6.12,amd64-6.1",
+            "--only",
+            "clean,leak",
+            "--only=invalid-arc",
+            "--agent-x86-64",
+            "/a",
+            "--agent-s390x=/b",
+            "--agent-args",
+            "--ring-buffer-size 4096",
+            "--btf-override-args=--offset x.y={mdevs_lock}",
+            "--boot-timeout",
+            "30",
+            "--no-install",
+            "--prepare",
+            "--scenarios",
+            "d1",
+            "--scenarios",
+            "d2",
+        ]);
+        assert_eq!(
+            a.kernels,
+            [spec(Arch::S390x, "6.12"), spec(Arch::X86_64, "6.1")]
+        );
+        assert_eq!(a.only, ["clean", "leak", "invalid-arc"]);
+        assert_eq!(a.agent_x86_64, Some("/a".into()));
+        assert_eq!(a.agent_s390x, Some("/b".into()));
+        assert_eq!(a.agent_args, "--ring-buffer-size 4096");
+        assert_eq!(a.btf_override_args, "--offset x.y={mdevs_lock}");
+        assert_eq!(a.boot_timeout(), Duration::from_secs(30));
+        assert!(a.no_install && a.prepare_only);
+        assert_eq!(a.scenarios, [PathBuf::from("d1"), PathBuf::from("d2")]);
+        assert_eq!(
+            parse(&["--agent-x86_64", "/c"]).agent_x86_64,
+            Some("/c".into())
+        );
+        let b = parse(&["--bench", "--kernels", "x86_64-6.12", "--bench-runs", "3"]);
+        assert!(b.bench && b.bench_runs == 3 && b.kernels.len() == 1);
+    }
+
+    #[test]
+    fn update_samples_picks_its_kernel_and_scenarios() {
+        let a = parse(&["--update-samples"]);
+        assert_eq!(a.kernels, [spec(Arch::S390x, "6.12")]);
+        assert_eq!(a.only, SAMPLE_SCENARIOS);
+        let b = parse(&["--update-samples", "--only", "leak"]);
+        assert_eq!(b.only, ["leak"]);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        for bad in [
+            &["--kernels", "arm64-6.1"][..],
+            &["--kernels", "x86_64"],
+            &["--frobnicate"],
+            &["--boot-timeout", "soon"],
+        ] {
+            assert!(
+                TestbedArgs::try_parse_from(std::iter::once("testbed").chain(bad.iter().copied()))
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 }

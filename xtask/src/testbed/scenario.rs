@@ -8,6 +8,8 @@
 //! other offsets). Optional `module-unloaded` (read by the guest runner): the module is
 //! unloaded before the agent starts, the runner waits for the agent's "waiting for module"
 //! line instead of "attached", and run.sh loads the module.
+//! run.sh runs in the guest with busybox sh and sources /lib.sh (testbed/guest/lib.sh) for
+//! what scenarios share: commands to the model, the leaking life, waits on the agent's log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -157,7 +159,7 @@ pub fn fmt_counts(m: &BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
-/// The finding kinds (DESIGN.md: stable names).
+/// The finding kinds, by their stable names (docs/report-schema.md).
 pub const FINDING_KINDS: [&str; 11] = [
     "leak",
     "overwrite-leak",

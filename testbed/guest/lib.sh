@@ -1,0 +1,58 @@
+# Sourced by the guest's jobs (runner.sh, the scenarios' run.sh): the sequences they share.
+# Shipped in every initramfs as /lib.sh. POSIX sh (busybox); nothing here exits the caller.
+[ -f /job.env ] && . /job.env
+C=/sys/kernel/debug/vfio_ap_model/ctl
+MOD=${MODULE:-vfio_ap}
+
+# A console marker: the host judges by these lines.
+marker() { echo "APTRACE-TESTBED: $*"; }
+
+# One command to the model's control file; fails as the write does (a refused command).
+ctl() { echo "$*" > "$C"; }
+
+# migrate NAME STATE...: one set_state per state, in order; stops at the first refusal.
+migrate() {
+    _u=$1; shift
+    for _s in "$@"; do ctl migrate "$_u" "$_s" || return; done
+}
+
+# leaky_life NAME: create, open, STOP, then close and remove with the release of mig_data
+# skipped: exactly one leak.
+leaky_life() {
+    ctl create "$1" && ctl open "$1" && migrate "$1" STOP &&
+        ctl fault skip-release && ctl close "$1" && ctl remove "$1"
+}
+
+module_loaded() { grep -q "^$MOD " /proc/modules; }
+
+# The kprobes on the module's functions (kprobes/list: "ADDR  k|r  SYM+0xOFF  MODULE [FLAGS]").
+kprobes_on_module() {
+    awk -v m="$MOD" '$4 == m { n++ } END { print n + 0 }' /sys/kernel/debug/kprobes/list 2>/dev/null || echo 0
+}
+
+# wait_line PID LOG PATTERN: up to 120 s (kallsyms is slow under emulated s390x) for the
+# line in an agent's output while that agent runs.
+wait_line() {
+    _i=0
+    while ! grep -q "$3" "$2" 2>/dev/null && [ $_i -lt 1200 ]; do
+        kill -0 "$1" 2>/dev/null || return 1
+        sleep 0.1; _i=$((_i+1))
+    done
+    grep -q "$3" "$2"
+}
+
+# wait_count LOG PATTERN COUNT: up to 120 s for COUNT matching lines in LOG; at once when
+# there is no log (a run without agent).
+wait_count() {
+    [ -n "$1" ] || return 0
+    _i=0
+    while [ "$(grep -c "$2" "$1")" -lt "$3" ]; do
+        _i=$((_i+1)); [ $_i -gt 1200 ] && return 1; sleep 0.1
+    done
+}
+
+# stack_of LOG NAME: the stack frames (indented lines) under the live leak line of mdev NAME.
+stack_of() {
+    awk -v u="$2" 'f && /^    / { print; next } f { exit }
+        /^\[error\] leak / && index($0, "mdev " u) { f = 1 }' "$1"
+}
