@@ -275,9 +275,13 @@ impl Patch {
     fn u64(&mut self, off: usize, v: u64) {
         self.put(off, &v.to_le_bytes(), &v.to_be_bytes());
     }
-    /// A NUL-padded string; one that fills the buffer has no NUL, as the decoder accepts.
+    /// A NUL-padded string, cut at a character boundary to fit; one that fills the buffer
+    /// has no NUL, as the decoder accepts.
     fn text(&mut self, off: usize, len: usize, s: &str) {
-        let n = s.len().min(len);
+        let mut n = s.len().min(len);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
         self.buf[off..off + n].copy_from_slice(&s.as_bytes()[..n]);
     }
 }
@@ -548,6 +552,15 @@ mod tests {
             source: crate::model::LossSource::RingBuffer,
         });
         assert!(encode_record(&lost, None, Endian::Big, &addr_of).is_err());
+    }
+
+    #[test]
+    fn long_names_are_cut_at_a_character_boundary() {
+        let mut ev = entry();
+        ev.task.comm = Arc::from("worker-thread-ééé");
+        let raw = encode_record(&ev, None, Endian::Little, &addr_of).unwrap();
+        let d = decode_record(&raw, Endian::Little, &OneSym).unwrap();
+        assert_eq!(&*d.event.task.comm, "worker-thread-é");
     }
 
     #[test]
