@@ -348,8 +348,11 @@ impl ChunkDecoder {
         self.d.ts = ts_ns;
         let cpu = Self::u32_of(get_varint(b)?, "cpu")?;
         let pid = Self::u32_of(get_varint(b)?, "pid")?;
-        let tid = i64::from(pid) + unzigzag(get_varint(b)?);
-        let tid = u32::try_from(tid).map_err(|_| CodecError::Range("tid"))?;
+        // The delta is data: pid + delta must not overflow before the range check.
+        let tid = i64::from(pid)
+            .checked_add(unzigzag(get_varint(b)?))
+            .and_then(|t| u32::try_from(t).ok())
+            .ok_or(CodecError::Range("tid"))?;
         let comm = self.string(b)?;
         let body = match tag {
             T_ENTER => {
