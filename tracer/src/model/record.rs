@@ -563,6 +563,31 @@ mod tests {
         assert_eq!(&*d.event.task.comm, "worker-thread-é");
     }
 
+    proptest::proptest! {
+        /// Any bytes with a known kind: an error or an event, never a panic; and what
+        /// decodes encodes back to a record that decodes the same.
+        #[test]
+        fn any_record_decodes_or_fails_cleanly(
+            mut data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            kind in 1u16..=5,
+            big: bool,
+        ) {
+            let endian = if big { Endian::Big } else { Endian::Little };
+            if data.len() >= 2 {
+                let k = if big { kind.to_be_bytes() } else { kind.to_le_bytes() };
+                data[..2].copy_from_slice(&k);
+            }
+            if let Ok(d) = decode_record(&data, endian, &OneSym) {
+                let lossy = |s: &str| s.contains(char::REPLACEMENT_CHARACTER);
+                let text_ok = !lossy(&d.event.task.comm)
+                    && !matches!(&d.event.body, Body::MdevName { uuid, .. } if lossy(uuid));
+                let raw = encode_record(&d.event, d.stack_id, endian, &addr_of).unwrap();
+                let back = decode_record(&raw, endian, &OneSym).unwrap();
+                proptest::prop_assert!(!text_ok || back == d);
+            }
+        }
+    }
+
     #[test]
     fn wrong_byte_order_is_not_silently_equal() {
         let be = encode_record(&entry(), None, Endian::Big, &addr_of).unwrap();
