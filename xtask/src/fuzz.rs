@@ -301,7 +301,10 @@ pub fn run(args: FuzzArgs) -> Result<()> {
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO")
             .arg(format!("+{toolchain}"))
-            .args(["fuzz", sub, "--sanitizer", sanitizer]);
+            .args(["fuzz", sub, "--sanitizer", sanitizer])
+            // Overflow checks on, as in the debug build `cargo run` makes: an integer
+            // overflow on decoded values is a crash here too.
+            .arg("--debug-assertions");
         if bootstrap {
             c.env("RUSTC_BOOTSTRAP", "1");
         }
