@@ -681,6 +681,7 @@ fn crafted_chunks_behind_a_good_crc_are_errors_not_panics() {
         file.extend_from_slice(&c);
         file.extend_from_slice(&marker);
         let run = report_json(dir.path(), &format!("{name}.aptr"), &file);
+        assert_status(&run, name);
         assert!(
             run.stderr.contains("passed its CRC but does not decode"),
             "{name}: {}",
