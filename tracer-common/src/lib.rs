@@ -83,7 +83,8 @@ pub struct RecordHeader {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FuncEntry {
     pub header: RecordHeader,
-    /// Address of the probed function (`bpf_get_func_ip` or the kprobe's address).
+    /// Address of the probed function: the one userspace bound the probe's slot to in
+    /// `FUNC_SLOTS_MAP` (not `bpf_get_func_ip`, missing before 5.15).
     pub func_ip: u64,
     /// The first [`MAX_ARGS`] argument registers.
     pub args: [u64; MAX_ARGS],
@@ -139,19 +140,19 @@ pub struct FreeRecord {
     pub _pad: [u8; 7],
 }
 
-/// What the probe of one function does, keyed by the function's address in the
-/// `FUNC_CONFIG` map. Set by userspace from the profile, so a profile file can add a
-/// function without rebuilding the eBPF object.
+/// What the probes of one function do, at the function's slot in the `FUNC_CONFIG` array
+/// (the slot's function address is in `FUNC_SLOTS_MAP`). Set by userspace from the
+/// profile, so a profile file can add a function without rebuilding the eBPF object.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FuncConfig {
-    /// Byte offset of the field to read from `args[field_arg]` (entry) or the saved
-    /// arg (exit). Read only when `read_field_at` is non-zero.
+    /// Byte offset of the field from `args[field_arg]`: the argument itself at entry, the
+    /// value it had at entry (kept in [`PendingCall::field_base`]) at return. Read only
+    /// when `read_field_at` is non-zero.
     pub field_offset: u32,
     /// Which argument points at the struct holding the field.
     pub field_arg: u8,
-    /// Bit 0: read at entry, bit 1: read at exit, bit 2: the arg is a pointer to the value
-    /// itself (offset applies to it, e.g. get_state's `*current_state`).
+    /// Bits of [`read_at`]: read the field at entry, at return, or neither (0).
     pub read_field_at: u8,
     /// Size of the field in bytes (4 or 8).
     pub field_size: u8,
@@ -182,8 +183,9 @@ pub struct NameRecord {
     pub name: [u8; NAME_LEN],
 }
 
-/// Number of generic function probe slots (entry and return programs `fentry_NN` /
-/// `fexit_NN`). A slot is bound to a function address by userspace through `FUNC_SLOTS`.
+/// Number of generic function probe slots (a kprobe `enter_NN` and a kretprobe `leave_NN`
+/// each). Userspace binds slot N to a function by attaching its two programs there and
+/// writing the function's address into `FUNC_SLOTS_MAP[N]`.
 pub const FUNC_SLOTS: u32 = 32;
 
 /// Values of [`FuncConfig::check_lock`]. The probe never judges; it only takes a stack
@@ -198,6 +200,7 @@ pub mod check_lock {
     pub const STACK_IF_NOT_HELD: u8 = 3;
 }
 
+/// Bits of [`FuncConfig::read_field_at`].
 pub mod read_at {
     pub const ENTRY: u8 = 1;
     pub const EXIT: u8 = 2;
@@ -218,8 +221,8 @@ pub struct GlobalConfig {
     pub text_end: u64,
     /// Non-zero when `--all-allocations` is on.
     pub all_allocations: u32,
-    /// Non-zero: the owner word is a `task_struct *` compared after masking (always 1
-    /// today; 0 reserved for layouts where the owner is not a task pointer).
+    /// 1: the owner word is a `task_struct *` once masked. Userspace always sets it; the
+    /// probes do not read it yet (they always compare with `current`).
     pub owner_is_task: u32,
 }
 

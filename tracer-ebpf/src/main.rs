@@ -2,7 +2,7 @@
 //!
 //! One module per probe family:
 //! - [`functions`]: generic kprobe/kretprobe slots bound by userspace to the profile's
-//!   functions (slot → address in `FUNC_SLOTS`, address → what to read in `FUNC_CONFIG`),
+//!   functions (slot → address in `FUNC_SLOTS_MAP`, slot → what to read in `FUNC_CONFIG`),
 //!   so a profile file adds a function without rebuilding this object;
 //! - [`lock`]: the `matrix_dev->mdevs_lock` owner compared with the current task;
 //! - [`alloc`]: with `--all-allocations`, the allocator's raw tracepoints and kvmalloc;

@@ -1,5 +1,6 @@
 //! The maps shared by every probe family. Userspace sizes `EVENTS` before load
-//! (`--ring-buffer-size`) and fills `CONFIG`, `FUNC_SLOTS` and `FUNC_CONFIG` before attach.
+//! (`--ring-buffer-size`) and fills `CONFIG`, `FUNC_SLOTS_MAP` and `FUNC_CONFIG` before
+//! attach.
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},

@@ -635,3 +635,60 @@ fn the_shipped_recordings_read_complete_and_1_0_needs_no_marker() {
         );
     }
 }
+
+/// Chunk payloads that decoded into a panic: they pass the CRC (anyone can write one), so
+/// each must cost its chunk with a warning, not crash the reader. Found by reading the
+/// decoder's arithmetic and by `cargo xtask fuzz` (target `chunk`).
+const CRAFTED_PAYLOADS: &[(&str, &[u8])] = &[
+    // A loss event of pid u32::MAX whose tid delta is i64::MAX: pid + delta overflowed.
+    (
+        "tid-overflow",
+        &[
+            5, // tag: loss
+            0, 0, 0, // seq, ts, cpu deltas
+            0xff, 0xff, 0xff, 0xff, 0x0f, // pid u32::MAX
+            0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, // zigzag(i64::MAX)
+            0, 4, b'q', b'e', b'm', b'u', // comm: new string 0, "qemu"
+            1, 0, // count 1, ring buffer
+        ],
+    ),
+];
+
+#[test]
+fn crafted_chunks_behind_a_good_crc_are_errors_not_panics() {
+    use tracer::recording::{Chunk, Header, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    for (name, payload) in CRAFTED_PAYLOADS {
+        let chunk = Chunk {
+            offset: 0,
+            count: 1,
+            payload: bytes::Bytes::from_static(payload),
+        };
+        assert!(chunk.events().is_err(), "{name}");
+        // The same payload in a file, through the report a user runs.
+        let mut file = Writer::new(Vec::new(), &Header::default())
+            .unwrap()
+            .finish()
+            .unwrap();
+        let end = file.len() - (END_MARKER_BYTES);
+        let marker = file.split_off(end);
+        let mut c = SYNC.to_vec();
+        c.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        c.extend_from_slice(&1u32.to_le_bytes());
+        c.extend_from_slice(payload);
+        let crc = common::crc32(&c[8..]);
+        c.extend_from_slice(&crc.to_le_bytes());
+        file.extend_from_slice(&c);
+        file.extend_from_slice(&marker);
+        let run = report_json(dir.path(), &format!("{name}.aptr"), &file);
+        assert_status(&run, name);
+        assert!(
+            run.stderr.contains("passed its CRC but does not decode"),
+            "{name}: {}",
+            run.stderr
+        );
+    }
+}
+
+/// The end marker: framing (sync, length, count, CRC) around tag and two counts.
+const END_MARKER_BYTES: usize = 8 + 4 + 4 + 24 + 4;

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tracer::recording::{Recording, Writer};
-use tracer_common as abi;
 
 use crate::{cmd, provision, root, toolchain};
 
@@ -81,89 +80,94 @@ fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
-/// Raw bytes of a `repr(C)` ABI record (they have no implicit padding: size asserts in
-/// tracer-common).
-fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
-    // SAFETY: T is one of tracer-common's records: repr(C), Copy, explicit padding fields.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-        .to_vec()
-}
-
-fn record_header(kind: u16, flags: u16, big: bool) -> abi::RecordHeader {
-    let mut comm = [0u8; abi::COMM_LEN];
-    comm[..4].copy_from_slice(b"qemu");
-    let (k, f, cpu, ts, tgid, pid) = (kind, flags, 1u32, 123_456_789u64, 4242u32, 4243u32);
-    if big {
-        abi::RecordHeader {
-            kind: k.to_be(),
-            flags: f.to_be(),
-            cpu: cpu.to_be(),
-            ts_ns: ts.to_be(),
-            tgid: tgid.to_be(),
-            pid: pid.to_be(),
-            comm,
-        }
-    } else {
-        abi::RecordHeader {
-            kind: k.to_le(),
-            flags: f.to_le(),
-            cpu: cpu.to_le(),
-            ts_ns: ts.to_le(),
-            tgid: tgid.to_le(),
-            pid: pid.to_le(),
-            comm,
-        }
-    }
-}
-
-/// Every record kind, in both byte orders, with the optional fields flagged valid.
-fn abi_records() -> Vec<(String, Vec<u8>)> {
-    use abi::flags::*;
+/// Every record kind, in both byte orders, with the optional fields flagged valid: the
+/// records a probe would write, from the library's own encoder.
+fn abi_records() -> Result<Vec<(String, Vec<u8>)>> {
+    use std::sync::Arc;
+    use tracer::model::{encode_record, Allocator, Body, Endian, Event, LockObs, Task};
+    const OPEN: u64 = 0xffff_ffff_c000_1000;
+    const MDEV: u64 = 0xffff_8880_1234_5600;
+    let addresses = |name: &str| match name {
+        "vfio_ap_mdev_open_device" => Some(OPEN),
+        "vfio_ap_mdev_set_migration_state" => Some(OPEN + 0x100),
+        "vfio_ap_release_mig_data" => Some(OPEN + 0x200),
+        _ => None,
+    };
+    let func: Arc<str> = Arc::from("vfio_ap_mdev_open_device");
+    let bodies = [
+        (
+            "entry",
+            Body::Enter {
+                func: func.clone(),
+                args: vec![MDEV, 1, 2, 3],
+                field: Some(0xffff_8880_0000_0040),
+                lock: LockObs::HeldByOther {
+                    owner: 0xffff_8880_dead_0000,
+                },
+                untrusted: false,
+                stack: Vec::new(),
+            },
+            Some(7),
+        ),
+        (
+            "exit",
+            Body::Exit {
+                func,
+                ret: (-22i64) as u64,
+                arg0: MDEV,
+                duration_ns: Some(12_345),
+                field: Some(0),
+            },
+            None,
+        ),
+        (
+            "alloc",
+            Body::Alloc {
+                ptr: 0xffff_8880_0000_0040,
+                bytes: 96,
+                site: Some(Arc::from("vfio_ap_mdev_set_migration_state")),
+                allocator: Allocator::Kvmalloc,
+                stack: Vec::new(),
+            },
+            Some(9),
+        ),
+        (
+            "free",
+            Body::Free {
+                ptr: 0xffff_8880_0000_0040,
+                site: Some(Arc::from("vfio_ap_release_mig_data")),
+                allocator: Allocator::Kmalloc,
+            },
+            None,
+        ),
+        (
+            "name",
+            Body::MdevName {
+                mdev: MDEV,
+                uuid: Arc::from("0000000b-0000-4000-8000-00000000000b"),
+            },
+            None,
+        ),
+    ];
     let mut out = Vec::new();
-    for big in [false, true] {
-        let e = if big { "be" } else { "le" };
-        let o64 = |v: u64| if big { v.to_be() } else { v.to_le() };
-        let o32 = |v: i32| if big { v.to_be() } else { v.to_le() };
-        let entry = abi::FuncEntry {
-            header: record_header(abi::kind::FUNC_ENTRY, FIELD_VALID | STACK_VALID, big),
-            func_ip: o64(0xffff_ffff_c000_1000),
-            args: [o64(0xffff_8880_1234_5600), o64(1), o64(2), o64(3)],
-            field: o64(0xffff_8880_0000_0040),
-            lock_owner: o64(0xffff_8880_dead_0000),
-            lock_state: abi::lock_state::HELD_BY_OTHER,
-            _pad: [0; 3],
-            stack_id: o32(7),
-        };
-        out.push((format!("entry-{e}"), bytes_of(&entry)));
-        let exit = abi::FuncExit {
-            header: record_header(abi::kind::FUNC_EXIT, FIELD_VALID | DURATION_VALID, big),
-            func_ip: o64(0xffff_ffff_c000_1000),
-            ret: o64((-22i64) as u64),
-            arg0: o64(0xffff_8880_1234_5600),
-            duration_ns: o64(12_345),
-            field: o64(0),
-        };
-        out.push((format!("exit-{e}"), bytes_of(&exit)));
-        let alloc = abi::AllocRecord {
-            header: record_header(abi::kind::ALLOC, STACK_VALID, big),
-            ptr: o64(0xffff_8880_0000_0040),
-            bytes_req: o64(96),
-            call_site: o64(0xffff_ffff_c000_1100),
-            allocator: abi::allocator::KVMALLOC,
-            _pad: [0; 3],
-            stack_id: o32(9),
-        };
-        out.push((format!("alloc-{e}"), bytes_of(&alloc)));
-        let free = abi::FreeRecord {
-            header: record_header(abi::kind::FREE, 0, big),
-            ptr: o64(0xffff_8880_0000_0040),
-            call_site: o64(0xffff_ffff_c000_1200),
-            allocator: abi::allocator::KMALLOC,
-            _pad: [0; 7],
-        };
-        out.push((format!("free-{e}"), bytes_of(&free)));
+    for (endian, e) in [(Endian::Little, "le"), (Endian::Big, "be")] {
+        for (kind, body, stack_id) in &bodies {
+            let ev = Event {
+                seq: 0,
+                ts_ns: 123_456_789,
+                cpu: 1,
+                task: Task {
+                    pid: 4242,
+                    tid: 4243,
+                    comm: Arc::from("qemu"),
+                },
+                body: body.clone(),
+            };
+            let raw = encode_record(&ev, *stack_id, endian, &addresses)?;
+            out.push((format!("{kind}-{e}"), raw));
+        }
     }
-    out
+    Ok(out)
 }
 
 /// Writes the seeds of every target under `dir/<target>/` (regenerated each run).
@@ -213,7 +217,7 @@ fn write_seeds(dir: &Path) -> Result<()> {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
         write_seed(&dir.join("jsonl"), &name, &std::fs::read(p)?)?;
     }
-    for (name, data) in abi_records() {
+    for (name, data) in abi_records()? {
         write_seed(&dir.join("abi"), &name, &data)?;
     }
     Ok(())
@@ -268,7 +272,10 @@ pub fn run(args: FuzzArgs) -> Result<()> {
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO")
             .arg(format!("+{toolchain}"))
-            .args(["fuzz", sub, "--sanitizer", sanitizer]);
+            .args(["fuzz", sub, "--sanitizer", sanitizer])
+            // Overflow checks on, as in the debug build `cargo run` makes: an integer
+            // overflow on decoded values is a crash here too.
+            .arg("--debug-assertions");
         if bootstrap {
             c.env("RUSTC_BOOTSTRAP", "1");
         }

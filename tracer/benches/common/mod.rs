@@ -6,10 +6,9 @@
 
 use std::sync::Arc;
 
-use tracer::model::{Body, Endian, Event, LockObs, Symbolizer};
+use tracer::model::{encode_record, Addresses, Endian, Event, Symbolizer};
 use tracer::recording::{Header, Writer};
 use tracer::synth::{Fault, Generator};
-use tracer_common as abi;
 
 /// Events in the standard mix (the issue asks for at least one million).
 pub const MIX_EVENTS: usize = 1_000_000;
@@ -149,13 +148,14 @@ impl Syms {
             .collect();
         Syms { table }
     }
+}
 
-    pub fn addr_of(&self, name: &str) -> u64 {
+impl Addresses for Syms {
+    fn address_of(&self, name: &str) -> Option<u64> {
         self.table
             .iter()
             .find(|(_, _, n)| &**n == name)
             .map(|(a, _, _)| *a)
-            .expect("a profiled function")
     }
 }
 
@@ -167,95 +167,11 @@ impl Symbolizer for Syms {
     }
 }
 
-fn put<const N: usize>(b: &mut [u8], off: usize, le: [u8; N], be: [u8; N], endian: Endian) {
-    b[off..off + N].copy_from_slice(match endian {
-        Endian::Little => &le,
-        Endian::Big => &be,
-    });
-}
-
 /// The ABI record the probes would have written for a call event, in `endian` byte order.
-/// Events userspace makes itself (names) have no record: `None`.
+/// The decoding benchmark measures call records: other events give `None`.
 pub fn to_raw(ev: &Event, endian: Endian, syms: &Syms) -> Option<Vec<u8>> {
-    use abi::{FuncEntry, FuncExit, RecordHeader};
-    use core::mem::{offset_of, size_of};
-    let p16 = |b: &mut [u8], o: usize, v: u16| put(b, o, v.to_le_bytes(), v.to_be_bytes(), endian);
-    let p32 = |b: &mut [u8], o: usize, v: u32| put(b, o, v.to_le_bytes(), v.to_be_bytes(), endian);
-    let p64 = |b: &mut [u8], o: usize, v: u64| put(b, o, v.to_le_bytes(), v.to_be_bytes(), endian);
-    let header = |b: &mut [u8], kind: u16, flags: u16| {
-        p16(b, offset_of!(RecordHeader, kind), kind);
-        p16(b, offset_of!(RecordHeader, flags), flags);
-        p32(b, offset_of!(RecordHeader, cpu), ev.cpu);
-        p64(b, offset_of!(RecordHeader, ts_ns), ev.ts_ns);
-        p32(b, offset_of!(RecordHeader, tgid), ev.task.pid);
-        p32(b, offset_of!(RecordHeader, pid), ev.task.tid);
-        let c = ev.task.comm.as_bytes();
-        let n = c.len().min(abi::COMM_LEN);
-        let o = offset_of!(RecordHeader, comm);
-        b[o..o + n].copy_from_slice(&c[..n]);
-    };
-    match &ev.body {
-        Body::Enter {
-            func,
-            args,
-            field,
-            lock,
-            untrusted,
-            ..
-        } => {
-            let mut b = vec![0u8; size_of::<FuncEntry>()];
-            let mut flags = 0;
-            if field.is_some() {
-                flags |= abi::flags::FIELD_VALID;
-            }
-            if *untrusted {
-                flags |= abi::flags::ARGS_UNTRUSTED;
-            }
-            header(&mut b, abi::kind::FUNC_ENTRY, flags);
-            p64(&mut b, offset_of!(FuncEntry, func_ip), syms.addr_of(func));
-            for (i, a) in args.iter().take(abi::MAX_ARGS).enumerate() {
-                p64(&mut b, offset_of!(FuncEntry, args) + 8 * i, *a);
-            }
-            p64(&mut b, offset_of!(FuncEntry, field), field.unwrap_or(0));
-            let (state, owner) = match lock {
-                LockObs::NotChecked => (abi::lock_state::NOT_CHECKED, 0),
-                LockObs::Free => (abi::lock_state::FREE, 0),
-                LockObs::HeldByCurrent => (abi::lock_state::HELD_BY_CURRENT, 0),
-                LockObs::HeldByOther { owner } => (abi::lock_state::HELD_BY_OTHER, *owner),
-            };
-            b[offset_of!(FuncEntry, lock_state)] = state;
-            p64(&mut b, offset_of!(FuncEntry, lock_owner), owner);
-            Some(b)
-        }
-        Body::Exit {
-            func,
-            ret,
-            arg0,
-            duration_ns,
-            field,
-        } => {
-            let mut b = vec![0u8; size_of::<FuncExit>()];
-            let mut flags = 0;
-            if field.is_some() {
-                flags |= abi::flags::FIELD_VALID;
-            }
-            if duration_ns.is_some() {
-                flags |= abi::flags::DURATION_VALID;
-            }
-            header(&mut b, abi::kind::FUNC_EXIT, flags);
-            p64(&mut b, offset_of!(FuncExit, func_ip), syms.addr_of(func));
-            p64(&mut b, offset_of!(FuncExit, ret), *ret);
-            p64(&mut b, offset_of!(FuncExit, arg0), *arg0);
-            p64(
-                &mut b,
-                offset_of!(FuncExit, duration_ns),
-                duration_ns.unwrap_or(0),
-            );
-            p64(&mut b, offset_of!(FuncExit, field), field.unwrap_or(0));
-            Some(b)
-        }
-        _ => None,
-    }
+    ev.body.func()?;
+    encode_record(ev, None, endian, syms).ok()
 }
 
 /// The recording header of the benchmarks (a realistic size: the built-in profile and a

@@ -2,7 +2,9 @@
 //! BTF (whose type ids and string offsets continue those of vmlinux). Either byte order.
 //! No CO-RE: the offsets are handed to the probes as plain numbers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use crate::bytes_reader::{Endian, OutOfBounds, Reader};
 
 const MAGIC: u16 = 0xeb9f;
 
@@ -16,11 +18,16 @@ pub enum BtfError {
     Kind(u32),
 }
 
+impl From<OutOfBounds> for BtfError {
+    fn from(e: OutOfBounds) -> BtfError {
+        BtfError::Truncated(e.at)
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Type {
     name_off: u32,
     kind: u32,
-    kind_flag: bool,
     /// Referenced type for typedef/const/volatile/...; members for struct/union.
     type_ref: u32,
     members: Vec<Member>,
@@ -70,85 +77,70 @@ impl Btf {
         if data.len() < 24 {
             return Err(BtfError::Truncated(data.len()));
         }
-        let big = match (
+        let endian = match (
             u16::from_le_bytes([data[0], data[1]]),
             u16::from_be_bytes([data[0], data[1]]),
         ) {
-            (MAGIC, _) => false,
-            (_, MAGIC) => true,
+            (MAGIC, _) => Endian::Little,
+            (_, MAGIC) => Endian::Big,
             _ => return Err(BtfError::Magic),
         };
-        let u32_at = |off: usize| -> Result<u32, BtfError> {
-            let b: [u8; 4] = data
-                .get(off..off + 4)
-                .ok_or(BtfError::Truncated(off))?
-                .try_into()
-                .expect("4 bytes");
-            Ok(if big {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            })
-        };
-        let hdr_len = u32_at(4)? as usize;
-        let type_off = u32_at(8)? as usize;
-        let type_len = u32_at(12)? as usize;
-        let str_off = u32_at(16)? as usize;
-        let str_len = u32_at(20)? as usize;
-        let types_start = hdr_len + type_off;
-        let types_end = types_start + type_len;
-        let str_start = hdr_len + str_off;
-        let strings = data
-            .get(str_start..str_start + str_len)
-            .ok_or(BtfError::Truncated(str_start + str_len))?
-            .to_vec();
+        let mut r = Reader::new(data, endian);
+        let at = |o: u64| usize::try_from(o).map_err(|_| BtfError::Truncated(data.len()));
+        // Section bounds are sums of header fields: computed in u64, they cannot wrap.
+        let hdr_len = u64::from(r.read_at::<u32>(4)?);
+        let types_start = hdr_len + u64::from(r.read_at::<u32>(8)?);
+        let types_end = at(types_start + u64::from(r.read_at::<u32>(12)?))?;
+        let str_start = hdr_len + u64::from(r.read_at::<u32>(16)?);
+        let str_len = r.read_at::<u32>(20)? as usize;
+        let strings = r.bytes_at(at(str_start)?, str_len)?.to_vec();
         if types_end > data.len() {
             return Err(BtfError::Truncated(types_end));
         }
         let (first_id, str_base) = match &base {
             Some(b) => (
-                b.first_id + b.types.len() as u32,
-                b.str_base + b.strings.len() as u32,
+                b.next_id().ok_or(BtfError::Truncated(data.len()))?,
+                u32::try_from(b.strings.len())
+                    .ok()
+                    .and_then(|n| b.str_base.checked_add(n))
+                    .ok_or(BtfError::Truncated(data.len()))?,
             ),
             None => (1, 0),
         };
         let mut types = Vec::new();
-        let mut off = types_start;
-        while off < types_end {
-            let name_off = u32_at(off)?;
-            let info = u32_at(off + 4)?;
-            let size_or_type = u32_at(off + 8)?;
-            off += 12;
+        r.seek(at(types_start)?)?;
+        while r.pos() < types_end {
+            let name_off = r.u32()?;
+            let info = r.u32()?;
+            let size_or_type = r.u32()?;
             let vlen = (info & 0xffff) as usize;
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
             let mut members = Vec::new();
             match kind {
-                1 | 14 | 17 => off += 4, // INT, VAR, DECL_TAG
-                3 => off += 12,          // ARRAY
+                1 | 14 | 17 => r.skip(4)?, // INT, VAR, DECL_TAG
+                3 => r.skip(12)?,          // ARRAY
                 KIND_STRUCT | KIND_UNION => {
                     for _ in 0..vlen {
-                        let m_name = u32_at(off)?;
-                        let m_type = u32_at(off + 4)?;
-                        let m_off = u32_at(off + 8)?;
+                        let m_name = r.u32()?;
+                        let m_type = r.u32()?;
+                        let m_off = r.u32()?;
                         let bit_offset = if kind_flag { m_off & 0xff_ffff } else { m_off };
                         members.push(Member {
                             name_off: m_name,
                             type_id: m_type,
                             bit_offset,
                         });
-                        off += 12;
                     }
                 }
-                6 | 13 => off += 8 * vlen,   // ENUM, FUNC_PROTO
-                15 | 19 => off += 12 * vlen, // DATASEC, ENUM64
+                6 | 13 => r.skip(8 * vlen)?,   // ENUM, FUNC_PROTO
+                15 | 19 => r.skip(12 * vlen)?, // DATASEC, ENUM64
                 2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => {}
                 other => return Err(BtfError::Kind(other)),
             }
             types.push(Type {
                 name_off,
                 kind,
-                kind_flag,
                 type_ref: size_or_type,
                 members,
             });
@@ -168,7 +160,7 @@ impl Btf {
                     by_name
                         .entry(n.to_string())
                         .or_default()
-                        .push(first_id + i as u32);
+                        .push(first_id.saturating_add(i as u32));
                 }
             }
         }
@@ -176,11 +168,18 @@ impl Btf {
         Ok(btf)
     }
 
+    /// The id the next type after these would have (the first of a split BTF on top).
+    fn next_id(&self) -> Option<u32> {
+        u32::try_from(self.types.len())
+            .ok()
+            .and_then(|n| self.first_id.checked_add(n))
+    }
+
     fn string(&self, off: u32) -> Option<&str> {
         if off < self.str_base {
             return self.base.as_ref()?.string(off);
         }
-        let s = &self.strings[(off - self.str_base) as usize..];
+        let s = self.strings.get((off - self.str_base) as usize..)?;
         let end = s.iter().position(|&b| b == 0)?;
         std::str::from_utf8(&s[..end]).ok()
     }
@@ -245,32 +244,38 @@ impl Btf {
             if t.members.is_empty() {
                 return None;
             }
-            self.path_offset(id, &path.split('.').collect::<Vec<_>>())
+            let path: Vec<&str> = path.split('.').collect();
+            self.path_offset(id, &path, &mut HashSet::new())
         })
     }
 
-    fn path_offset(&self, id: u32, path: &[&str]) -> Option<u64> {
+    /// `seen` holds the (type, path length) pairs already searched: the same search again
+    /// finds nothing new, so a type graph that loops (crafted BTF) ends, in linear time.
+    fn path_offset(&self, id: u32, path: &[&str], seen: &mut HashSet<(u32, usize)>) -> Option<u64> {
         let (first, rest) = path.split_first()?;
         let id = self.resolve(id)?;
+        if !seen.insert((id, path.len())) {
+            return None;
+        }
         let t = self.ty(id)?;
         if !matches!(t.kind, KIND_STRUCT | KIND_UNION) {
             return None;
         }
-        let _ = t.kind_flag;
         for m in &t.members {
             let name = self.string(m.name_off).unwrap_or("");
-            let here = (m.bit_offset / 8) as u64;
+            let here = u64::from(m.bit_offset / 8);
             if name == *first {
                 return if rest.is_empty() {
                     Some(here)
                 } else {
-                    self.path_offset(m.type_id, rest).map(|o| here + o)
+                    self.path_offset(m.type_id, rest, seen)
+                        .and_then(|o| here.checked_add(o))
                 };
             }
             if name.is_empty() {
                 // An anonymous struct or union: look inside.
-                if let Some(o) = self.path_offset(m.type_id, path) {
-                    return Some(here + o);
+                if let Some(o) = self.path_offset(m.type_id, path, seen) {
+                    return here.checked_add(o);
                 }
             }
         }
@@ -492,5 +497,34 @@ pub(crate) mod tests {
             BtfError::Magic
         );
         assert!(Btf::parse(&[0x9f, 0xeb]).is_err());
+    }
+
+    #[test]
+    fn crafted_btf_is_an_error_or_a_miss_never_a_panic() {
+        // A name past the string section, and an anonymous member that contains itself.
+        let mut b = Builder::new(false);
+        let long = b.int("long", 8);
+        let me = b.next_id;
+        b.strukt("loop", 8, &[(0, me, 0), (9999, long, 0)]);
+        let btf = Btf::parse(&b.finish()).unwrap();
+        assert_eq!(btf.offset_of("loop", "nope"), None);
+        assert!(btf.members("loop").is_some());
+        // Section lengths that point past the end, or wrap a 32-bit sum.
+        let (v, _) = vmlinux_and_module(true, false);
+        for (at, value) in [
+            (12, u32::MAX),
+            (16, u32::MAX),
+            (20, u32::MAX),
+            (4, u32::MAX),
+        ] {
+            let mut bad = v.clone();
+            bad[at..at + 4].copy_from_slice(&value.to_be_bytes());
+            assert!(Btf::parse(&bad).is_err(), "header field at {at}");
+        }
+        // A struct that claims more members than the section holds.
+        let mut bad = v.clone();
+        let info = 24 + 16 + 4;
+        bad[info + 2..info + 4].copy_from_slice(&[0xff, 0xff]);
+        assert!(Btf::parse(&bad).is_err());
     }
 }

@@ -2,6 +2,8 @@
 //! kallsyms lists no module variables (no CONFIG_KALLSYMS_ALL, as Debian's s390x 6.1).
 //! The address is `/sys/module/NAME/sections/<section>` + the symbol's value.
 
+use crate::bytes_reader::{Endian, OutOfBounds, Reader};
+
 /// Where a symbol lives inside the module file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SymbolLocation {
@@ -23,90 +25,101 @@ pub enum ElfError {
     NotFound(String),
 }
 
+impl From<OutOfBounds> for ElfError {
+    fn from(_: OutOfBounds) -> ElfError {
+        ElfError::Truncated
+    }
+}
+
+/// `base + index * size`, or Truncated: every term comes from the file.
+fn offset(base: u64, index: u64, size: u64) -> Result<usize, ElfError> {
+    index
+        .checked_mul(size)
+        .and_then(|o| o.checked_add(base))
+        .and_then(|o| usize::try_from(o).ok())
+        .ok_or(ElfError::Truncated)
+}
+
+/// A section header, as far as symbol lookup needs it.
+struct Section {
+    name: u32,
+    kind: u32,
+    offset: u64,
+    size: u64,
+    link: u32,
+    entsize: u64,
+}
+
+/// The parts of an ELF64 file that symbol lookup reads.
+struct Elf<'a> {
+    r: Reader<'a>,
+    shoff: u64,
+    shentsize: u64,
+}
+
+impl Elf<'_> {
+    fn section(&self, i: usize) -> Result<Section, ElfError> {
+        let b = offset(self.shoff, i as u64, self.shentsize)?;
+        let at = |o: usize| b.checked_add(o).ok_or(ElfError::Truncated);
+        Ok(Section {
+            name: self.r.read_at(at(0)?)?,
+            kind: self.r.read_at(at(4)?)?,
+            offset: self.r.read_at(at(0x18)?)?,
+            size: self.r.read_at(at(0x20)?)?,
+            link: self.r.read_at(at(0x28)?)?,
+            entsize: self.r.read_at(at(0x38)?)?,
+        })
+    }
+
+    /// The NUL-terminated string at `base + off`.
+    fn cstr(&self, base: u64, off: u64) -> Result<&str, ElfError> {
+        let start = offset(base, off, 1)?;
+        let s = self.r.data().get(start..).ok_or(ElfError::Truncated)?;
+        let end = s.iter().position(|&b| b == 0).ok_or(ElfError::Truncated)?;
+        std::str::from_utf8(&s[..end]).map_err(|_| ElfError::Truncated)
+    }
+}
+
 /// Finds `name` in the symbol table of an ELF64 relocatable object, either byte order.
 pub fn find_symbol(data: &[u8], name: &str) -> Result<SymbolLocation, ElfError> {
     if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 {
         return Err(ElfError::NotElf64);
     }
-    let big = data[5] == 2;
-    let get = |off: usize, n: usize| data.get(off..off + n).ok_or(ElfError::Truncated);
-    let u16_at = |off: usize| -> Result<u16, ElfError> {
-        let b: [u8; 2] = get(off, 2)?.try_into().expect("2");
-        Ok(if big {
-            u16::from_be_bytes(b)
-        } else {
-            u16::from_le_bytes(b)
-        })
+    let endian = if data[5] == 2 {
+        Endian::Big
+    } else {
+        Endian::Little
     };
-    let u32_at = |off: usize| -> Result<u32, ElfError> {
-        let b: [u8; 4] = get(off, 4)?.try_into().expect("4");
-        Ok(if big {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        })
+    let r = Reader::new(data, endian);
+    let elf = Elf {
+        shoff: r.read_at(0x28)?,
+        shentsize: u64::from(r.read_at::<u16>(0x3a)?),
+        r,
     };
-    let u64_at = |off: usize| -> Result<u64, ElfError> {
-        let b: [u8; 8] = get(off, 8)?.try_into().expect("8");
-        Ok(if big {
-            u64::from_be_bytes(b)
-        } else {
-            u64::from_le_bytes(b)
-        })
-    };
-    let shoff = u64_at(0x28)? as usize;
-    let shentsize = u16_at(0x3a)? as usize;
-    let shnum = u16_at(0x3c)? as usize;
-    let shstrndx = u16_at(0x3e)? as usize;
-    struct Sh {
-        name: u32,
-        kind: u32,
-        offset: usize,
-        size: usize,
-        link: u32,
-        entsize: usize,
-    }
-    let sh = |i: usize| -> Result<Sh, ElfError> {
-        let b = shoff + i * shentsize;
-        Ok(Sh {
-            name: u32_at(b)?,
-            kind: u32_at(b + 4)?,
-            offset: u64_at(b + 0x18)? as usize,
-            size: u64_at(b + 0x20)? as usize,
-            link: u32_at(b + 0x28)?,
-            entsize: u64_at(b + 0x38)? as usize,
-        })
-    };
-    let cstr = |off: usize| -> Result<&str, ElfError> {
-        let s = data.get(off..).ok_or(ElfError::Truncated)?;
-        let end = s.iter().position(|&b| b == 0).ok_or(ElfError::Truncated)?;
-        std::str::from_utf8(&s[..end]).map_err(|_| ElfError::Truncated)
-    };
-    let shstr = sh(shstrndx)?;
-    let section_name = |i: usize| -> Result<String, ElfError> {
-        let s = sh(i)?;
-        Ok(cstr(shstr.offset + s.name as usize)?.to_string())
-    };
-    for i in 0..shnum {
-        let s = sh(i)?;
+    let shnum: u16 = elf.r.read_at(0x3c)?;
+    let shstr = elf.section(usize::from(elf.r.read_at::<u16>(0x3e)?))?;
+    for i in 0..usize::from(shnum) {
+        let s = elf.section(i)?;
         if s.kind != 2 {
             continue; // SHT_SYMTAB
         }
-        let strtab = sh(s.link as usize)?;
+        let strtab = elf.section(s.link as usize)?;
         let ent = if s.entsize == 0 { 24 } else { s.entsize };
         for j in 0..s.size / ent {
-            let e = s.offset + j * ent;
-            let st_name = u32_at(e)? as usize;
-            let st_shndx = u16_at(e + 6)? as usize;
-            let st_value = u64_at(e + 8)?;
-            if st_name == 0 || cstr(strtab.offset + st_name)? != name {
+            let e = offset(s.offset, j, ent)?;
+            let at = |o: usize| e.checked_add(o).ok_or(ElfError::Truncated);
+            let st_name: u32 = elf.r.read_at(at(0)?)?;
+            let st_shndx: u16 = elf.r.read_at(at(6)?)?;
+            let st_value: u64 = elf.r.read_at(at(8)?)?;
+            if st_name == 0 || elf.cstr(strtab.offset, u64::from(st_name))? != name {
                 continue;
             }
             if st_shndx == 0 || st_shndx >= 0xff00 {
                 continue; // undefined or special (COMMON, ABS)
             }
+            let section = elf.section(usize::from(st_shndx))?;
             return Ok(SymbolLocation {
-                section: section_name(st_shndx)?,
+                section: elf.cstr(shstr.offset, u64::from(section.name))?.to_string(),
                 value: st_value,
             });
         }
@@ -229,5 +242,26 @@ pub(crate) mod tests {
             );
         }
         assert_eq!(find_symbol(b"not an elf", "x"), Err(ElfError::NotElf64));
+    }
+
+    #[test]
+    fn offsets_past_the_end_are_truncation_not_a_panic() {
+        let ko = tiny_ko(false, "matrix_dev", 0x28);
+        // e_shoff, then e_shentsize at its largest.
+        for (at, bytes) in [(0x28, vec![0xff; 8]), (0x3a, vec![0xff; 2])] {
+            let mut bad = ko.clone();
+            bad[at..at + bytes.len()].copy_from_slice(&bytes);
+            assert_eq!(find_symbol(&bad, "matrix_dev"), Err(ElfError::Truncated));
+        }
+        // Every byte cut off the end, and every section header field set to its largest.
+        for len in 64..ko.len() {
+            let _ = find_symbol(&ko[..len], "matrix_dev");
+        }
+        let shoff = ko.len() - 6 * 64;
+        for at in (shoff..ko.len()).step_by(4) {
+            let mut bad = ko.clone();
+            bad[at..at + 4].copy_from_slice(&[0xff; 4]);
+            let _ = find_symbol(&bad, "matrix_dev");
+        }
     }
 }

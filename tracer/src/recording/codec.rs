@@ -348,8 +348,11 @@ impl ChunkDecoder {
         self.d.ts = ts_ns;
         let cpu = Self::u32_of(get_varint(b)?, "cpu")?;
         let pid = Self::u32_of(get_varint(b)?, "pid")?;
-        let tid = i64::from(pid) + unzigzag(get_varint(b)?);
-        let tid = u32::try_from(tid).map_err(|_| CodecError::Range("tid"))?;
+        // The delta is data: pid + delta must not overflow before the range check.
+        let tid = i64::from(pid)
+            .checked_add(unzigzag(get_varint(b)?))
+            .and_then(|t| u32::try_from(t).ok())
+            .ok_or(CodecError::Range("tid"))?;
         let comm = self.string(b)?;
         let body = match tag {
             T_ENTER => {
@@ -481,5 +484,142 @@ mod tests {
     fn an_overlong_varint_is_an_error() {
         let mut s: &[u8] = &[0xff; 11];
         assert!(get_varint(&mut s).is_err());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::option::of;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = Arc<str>> {
+            "[a-z_.0-9-]{0,12}".prop_map(Arc::from)
+        }
+
+        fn allocator() -> impl Strategy<Value = Allocator> {
+            (0u8..4).prop_map(|c| allocator_from(c).unwrap())
+        }
+
+        fn lock() -> impl Strategy<Value = LockObs> {
+            (0u8..4, any::<u64>()).prop_map(|(c, owner)| match c {
+                0 => LockObs::NotChecked,
+                1 => LockObs::Free,
+                2 => LockObs::HeldByCurrent,
+                _ => LockObs::HeldByOther { owner },
+            })
+        }
+
+        fn body() -> impl Strategy<Value = Body> {
+            prop_oneof![
+                (
+                    text(),
+                    vec(any::<u64>(), 0..=MAX_ARGS),
+                    any::<Option<u64>>(),
+                    lock(),
+                    any::<bool>(),
+                    vec(text(), 0..3)
+                )
+                    .prop_map(|(func, args, field, lock, untrusted, stack)| {
+                        Body::Enter {
+                            func,
+                            args,
+                            field,
+                            lock,
+                            untrusted,
+                            stack,
+                        }
+                    }),
+                (
+                    text(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    any::<Option<u64>>(),
+                    any::<Option<u64>>()
+                )
+                    .prop_map(|(func, ret, arg0, duration_ns, field)| Body::Exit {
+                        func,
+                        ret,
+                        arg0,
+                        duration_ns,
+                        field
+                    }),
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    of(text()),
+                    allocator(),
+                    vec(text(), 0..3)
+                )
+                    .prop_map(|(ptr, bytes, site, allocator, stack)| Body::Alloc {
+                        ptr,
+                        bytes,
+                        site,
+                        allocator,
+                        stack
+                    }),
+                (any::<u64>(), of(text()), allocator()).prop_map(|(ptr, site, allocator)| {
+                    Body::Free {
+                        ptr,
+                        site,
+                        allocator,
+                    }
+                }),
+                (any::<u64>(), 0u8..4).prop_map(|(count, s)| Body::Lost {
+                    count,
+                    source: [
+                        LossSource::RingBuffer,
+                        LossSource::KretprobeMiss,
+                        LossSource::ExitWithoutEntry,
+                        LossSource::Recording,
+                    ][usize::from(s)],
+                }),
+                (any::<u64>(), text()).prop_map(|(mdev, uuid)| Body::MdevName { mdev, uuid }),
+                (any::<u32>(), text())
+                    .prop_map(|(guest_pid, name)| Body::GuestName { guest_pid, name }),
+            ]
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                text(),
+                body(),
+            )
+                .prop_map(|(seq, ts_ns, cpu, pid, tid, comm, body)| Event {
+                    seq,
+                    ts_ns,
+                    cpu,
+                    task: Task { pid, tid, comm },
+                    body,
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn events_within_the_limits_round_trip(evs in vec(event(), 0..16)) {
+                let mut enc = ChunkEncoder::new();
+                let mut b = BytesMut::new();
+                for e in &evs {
+                    enc.encode(&mut b, e);
+                }
+                let mut dec = ChunkDecoder::new();
+                let mut s: &[u8] = &b;
+                for e in &evs {
+                    prop_assert_eq!(&dec.decode(&mut s).unwrap(), e);
+                }
+                prop_assert!(s.is_empty());
+            }
+
+            #[test]
+            fn any_bytes_decode_to_events_or_an_error(data in vec(any::<u8>(), 0..512)) {
+                let mut dec = ChunkDecoder::new();
+                let mut s: &[u8] = &data;
+                while !s.is_empty() && dec.decode(&mut s).is_ok() {}
+            }
+        }
     }
 }
