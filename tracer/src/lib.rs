@@ -4,6 +4,7 @@
 //! → [`pipeline`] (reorder) → [`audit::Auditor`] (pure) → sinks ([`report`], TUI, metrics).
 
 pub mod audit;
+pub mod calls;
 pub mod export;
 pub mod input;
 pub mod jsonl;

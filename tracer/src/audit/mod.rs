@@ -4,7 +4,6 @@
 //! `findings` and `snapshot` at any time, `finish` at the end. Everything it concludes can be
 //! reproduced from a recording.
 
-mod fasthash;
 pub mod finding;
 pub mod migration;
 pub mod stats;
@@ -14,13 +13,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use fasthash::FastMap;
+use crate::calls::fasthash::FastMap;
+use crate::calls::{as_int, lock_kept, Calls, Exited, Step};
 pub use finding::{Finding, Kind, MdevRef, Severity, TaskRef};
 use migration::{is_direct_arc, MigState};
 pub use stats::{FunctionStats, Histogram};
 
 use crate::model::{hex_u64, Body, Event, LockObs, LossSource};
-use crate::profile::{strip_clone_suffix, LockContract, MdevArg, Profile, Role};
+use crate::profile::{LockContract, Profile, Role};
 
 /// How many findings are kept in full; the rest are counted by kind.
 pub const FINDINGS_KEPT: usize = 10_000;
@@ -291,15 +291,9 @@ impl Mdev {
     }
 }
 
-/// An active call on a task's stack.
-#[derive(Clone, Debug)]
-struct Frame {
-    spec: usize,
-    /// Boxed: frames are pushed and popped on every call, and an event is large to move.
-    enter: Box<Event>,
-    mdev: Option<u64>,
-    /// The `struct mdev_device *` of probe/remove.
-    mdev_device: Option<u64>,
+/// What the auditor keeps about a call in progress.
+#[derive(Clone, Debug, Default)]
+struct CallState {
     /// set_state: the requested final state (raw), and the state when it was entered.
     requested: Option<u64>,
     state_before: Option<MigState>,
@@ -309,6 +303,8 @@ struct Frame {
     /// A lock finding was raised for this call: no further ordering finding for it.
     lock_fault: bool,
 }
+
+type Frame = crate::calls::Frame<CallState>;
 
 #[derive(Clone, Debug)]
 struct Allocation {
@@ -358,49 +354,12 @@ pub struct UnfinishedCall {
     pub ts_ns: u64,
 }
 
-/// Remembers which profile function (and whether a compiler clone) recent function-name
-/// strings are, by the identity of their `Arc`: events of one source share their name
-/// strings, so most lookups are one pointer comparison. Each slot holds its `Arc`, so the
-/// address cannot be reused by another string while cached.
-#[derive(Default)]
-struct NameCache {
-    slots: [Option<(Arc<str>, NameHit)>; 32],
-}
-
-/// The profile function's index and whether the name is a compiler clone; `None` when the
-/// profile does not have the function.
-type NameHit = Option<(usize, bool)>;
-
-impl NameCache {
-    fn slot(name: &Arc<str>) -> usize {
-        let p = Arc::as_ptr(name) as *const u8 as usize;
-        (p >> 4 ^ p >> 9) % 32
-    }
-
-    #[inline]
-    fn lookup(&mut self, name: &Arc<str>, index: &FastMap<String, usize>) -> Option<(usize, bool)> {
-        let i = Self::slot(name);
-        if let Some((cached, hit)) = &self.slots[i] {
-            if Arc::ptr_eq(cached, name) {
-                return *hit;
-            }
-        }
-        let (base, clone) = strip_clone_suffix(name);
-        let hit = index.get(base).map(|&spec| (spec, clone));
-        self.slots[i] = Some((name.clone(), hit));
-        hit
-    }
-}
-
 /// The auditor.
 pub struct Auditor {
     profile: Profile,
-    index: FastMap<String, usize>,
-    names: NameCache,
+    calls: Calls<CallState>,
     mdevs: FastMap<u64, Mdev>,
     released_order: VecDeque<u64>,
-    mdev_devices: FastMap<u64, u64>,
-    tasks: FastMap<u32, Vec<Frame>>,
     ledger: FastMap<u64, Allocation>,
     freed: FastMap<u64, Freed>,
     freed_order: VecDeque<u64>,
@@ -433,31 +392,18 @@ fn call_name(ev: &Event) -> Arc<str> {
     }
 }
 
-fn int_ret(ret: u64) -> i32 {
-    // An `int` return: only the low 32 bits are defined on x86_64.
-    ret as u32 as i32
-}
-
-fn ptr_is_err(ret: u64) -> bool {
-    (ret as i64) < 0 && (ret as i64) >= -4095
-}
-
 fn secs(ts: u64) -> String {
     format!("{}.{:06}s", ts / 1_000_000_000, (ts % 1_000_000_000) / 1000)
 }
 
 impl Auditor {
     pub fn new(profile: Profile) -> Auditor {
-        let index = profile.index().into_iter().collect();
         let functions = vec![FunctionStats::default(); profile.functions.len()];
         Auditor {
+            calls: Calls::new(&profile),
             profile,
-            index,
-            names: NameCache::default(),
             mdevs: FastMap::default(),
             released_order: VecDeque::new(),
-            mdev_devices: FastMap::default(),
-            tasks: FastMap::default(),
             ledger: FastMap::default(),
             freed: FastMap::default(),
             freed_order: VecDeque::new(),
@@ -482,6 +428,11 @@ impl Auditor {
         &self.profile
     }
 
+    /// What the last ingested event was as a call, for sinks.
+    pub fn step(&self) -> Step<'_> {
+        self.calls.step()
+    }
+
     /// Every finding so far, in the order they were raised.
     /// Findings kept in memory: the first [`FINDINGS_KEPT`]; later ones are counted only
     /// (an agent on a host that keeps faulting must not grow without bound).
@@ -496,28 +447,32 @@ impl Auditor {
         self.last_ts = Some(ev.ts_ns);
         match &ev.body {
             Body::Enter {
-                func,
                 args,
                 field,
                 lock,
-                untrusted,
                 stack,
+                ..
             } => {
-                if let Some((spec, clone)) = self.names.lookup(func, &self.index) {
-                    self.on_enter(ev, spec, args, *field, *lock, *untrusted || clone, stack);
+                if let Some(frame) = self.calls.enter(ev) {
+                    self.on_enter(ev, frame, args, *field, *lock, stack);
                 }
             }
             Body::Exit {
-                func,
-                ret,
-                arg0,
-                duration_ns,
-                field,
+                duration_ns, field, ..
             } => {
-                if let Some((spec, clone)) = self.names.lookup(func, &self.index) {
-                    self.on_exit(ev, spec, *ret, *arg0, *duration_ns, *field, clone);
+                if let Some(exited) = self.calls.exit(ev) {
+                    self.on_exit(ev, &exited, *duration_ns, *field);
+                    self.calls.retire(exited);
                 }
             }
+            _ => self.ingest_other(ev),
+        }
+    }
+
+    fn ingest_other(&mut self, ev: &Event) {
+        self.calls.other();
+        match &ev.body {
+            Body::Enter { .. } | Body::Exit { .. } => {}
             Body::Alloc {
                 ptr,
                 bytes,
@@ -693,54 +648,30 @@ impl Auditor {
         true
     }
 
-    fn frames(&mut self, tid: u32) -> &mut Vec<Frame> {
-        self.tasks.entry(tid).or_default()
-    }
-
-    #[allow(clippy::too_many_arguments)]
     fn on_enter(
         &mut self,
         ev: &Event,
-        spec_idx: usize,
+        mut frame: Frame,
         args: &[u64],
         field: Option<u64>,
         lock: LockObs,
-        untrusted: bool,
         stack: &[Arc<str>],
     ) {
+        let spec_idx = frame.call.spec;
         self.functions[spec_idx].entries += 1;
         let spec = &self.profile.functions[spec_idx];
-        let (role, contract, mdev_arg) = (spec.role, spec.lock, spec.mdev);
+        let (role, contract) = (spec.role, spec.lock);
         let func = call_name(ev);
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
-        let mut frame = Frame {
-            spec: spec_idx,
-            enter: Box::new(ev.clone()),
-            mdev: None,
-            mdev_device: None,
-            requested: None,
-            state_before: None,
-            step_state: None,
-            step_fault: false,
-            lock_fault: false,
-        };
-        if untrusted {
+        if !frame.call.trusted {
             // A compiler clone: timed, but its registers may not be the C arguments.
-            self.frames(ev.task.tid).push(frame);
+            self.calls.push(frame);
             return;
-        }
-        match mdev_arg {
-            MdevArg::Object => frame.mdev = Some(arg(0)).filter(|&p| p != 0),
-            MdevArg::MdevDevice => {
-                frame.mdev_device = Some(arg(0));
-                frame.mdev = self.mdev_devices.get(&arg(0)).copied();
-            }
-            MdevArg::None => {}
         }
 
         // The lock contract, on the kernel's reading of the owner word.
-        match (contract, lock) {
-            (LockContract::Held, LockObs::Free | LockObs::HeldByOther { .. }) => {
+        match (lock_kept(contract, lock), contract) {
+            (Some(false), LockContract::Held) => {
                 let who = match lock {
                     LockObs::HeldByOther { owner } => {
                         format!("held by another task (owner {owner:#x})")
@@ -748,14 +679,15 @@ impl Auditor {
                     _ => "free".to_string(),
                 };
                 let on = frame
+                    .call
                     .mdev
                     .map(|p| format!(" on {}", self.mdev_label(p)))
                     .unwrap_or_default();
                 let msg = format!(
                     "{func} asserts matrix_dev->mdevs_lock is held by the calling task, but it was {who}{on}"
                 );
-                frame.lock_fault = true;
-                let mdev = frame.mdev;
+                frame.x.lock_fault = true;
+                let mdev = frame.call.mdev;
                 self.raise(
                     Kind::LockNotHeld,
                     mdev,
@@ -766,12 +698,12 @@ impl Auditor {
                     stack.to_vec(),
                 );
             }
-            (LockContract::NotHeld, LockObs::HeldByCurrent) => {
+            (Some(false), LockContract::NotHeld) => {
                 let holder = self
-                    .tasks
-                    .get(&ev.task.tid)
-                    .and_then(|fs| fs.last())
-                    .map(|f| (*f.enter).clone());
+                    .calls
+                    .stack(ev.task.tid)
+                    .last()
+                    .map(|f| (*f.call.enter).clone());
                 let inside = holder
                     .as_ref()
                     .and_then(|e| e.body.func().map(|s| format!(", called from {s}")))
@@ -780,8 +712,8 @@ impl Auditor {
                     "{func} takes matrix_dev->mdevs_lock, but the calling task (pid {}) already holds it{inside}: this task will block on it for ever",
                     ev.task.tid
                 );
-                frame.lock_fault = true;
-                let mdev = frame.mdev;
+                frame.x.lock_fault = true;
+                let mdev = frame.call.mdev;
                 let evidence = holder.into_iter().collect();
                 self.raise(
                     Kind::SelfDeadlock,
@@ -798,35 +730,25 @@ impl Auditor {
 
         match role {
             Role::InitDev => {
-                if let Some(ptr) = frame.mdev {
+                // The calls already gave the probe it is nested in this object.
+                if let Some(ptr) = frame.call.mdev {
                     self.begin_life(ptr, ev);
-                    // init_dev nested in probe, same task: map the mdev_device to it.
-                    if let Some(probe) = self
-                        .tasks
-                        .get_mut(&ev.task.tid)
-                        .and_then(|fs| fs.iter_mut().rev().find(|f| f.mdev_device.is_some()))
-                    {
-                        probe.mdev = Some(ptr);
-                        if let Some(dev) = probe.mdev_device {
-                            self.mdev_devices.insert(dev, ptr);
-                        }
-                    }
                 }
             }
             _ => {
-                if let Some(ptr) = frame.mdev {
+                if let Some(ptr) = frame.call.mdev {
                     self.touch(ptr, ev, &func);
                 }
             }
         }
-        let Some(ptr) = frame.mdev else {
-            self.frames(ev.task.tid).push(frame);
+        let Some(ptr) = frame.call.mdev else {
+            self.calls.push(frame);
             return;
         };
         match role {
             Role::MigrationCapabilities => {
                 let m = &self.mdevs[&ptr];
-                if m.registered && !m.adopted && !frame.lock_fault {
+                if m.registered && !m.adopted && !frame.x.lock_fault {
                     let label = self.mdev_label(ptr);
                     let msg = format!(
                         "{func} ran on {label} after probe had registered it: the VFIO core saw no mig_ops at registration"
@@ -837,7 +759,7 @@ impl Auditor {
             Role::Open => {
                 let task = self.task_ref(ev);
                 let m = self.mdevs.get_mut(&ptr).expect("touched");
-                let problem = if m.adopted || frame.lock_fault {
+                let problem = if m.adopted || frame.x.lock_fault {
                     None
                 } else if m.phase == Phase::Probing {
                     Some("before probe registered it")
@@ -858,7 +780,7 @@ impl Auditor {
             }
             Role::Close => {
                 let m = &self.mdevs[&ptr];
-                if !m.open && !m.adopted && !frame.lock_fault && m.phase != Phase::Released {
+                if !m.open && !m.adopted && !frame.x.lock_fault && m.phase != Phase::Released {
                     let label = self.mdev_label(ptr);
                     let msg = format!("{func} closed {label}, which was not open");
                     self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, &func, msg);
@@ -870,29 +792,29 @@ impl Auditor {
                 }
             }
             Role::SetState => {
-                frame.requested = Some(arg(1));
-                frame.state_before = self.mdevs[&ptr].mig_state;
-                frame.step_state = frame.state_before;
+                frame.x.requested = Some(arg(1));
+                frame.x.state_before = self.mdevs[&ptr].mig_state;
+                frame.x.step_state = frame.x.state_before;
             }
             Role::TransitionStep => {
                 let flags = self.profile.migration_flags;
                 let to = MigState::try_from(arg(1));
-                let tid = ev.task.tid;
-                let parent = self.tasks.get_mut(&tid).and_then(|fs| {
-                    fs.iter_mut()
-                        .rev()
-                        .find(|f| f.requested.is_some() && f.mdev == Some(ptr))
-                });
+                let parent = self
+                    .calls
+                    .stack_mut(ev.task.tid)
+                    .iter_mut()
+                    .rev()
+                    .find(|f| f.x.requested.is_some() && f.call.mdev == Some(ptr));
                 let mut fault = None;
                 if let Some(parent) = parent {
-                    if let Some(from) = parent.step_state {
+                    if let Some(from) = parent.x.step_state {
                         match to {
                             Ok(to) if is_direct_arc(from, to, flags) => {}
                             Ok(to) => fault = Some(format!("{from} → {to}")),
                             Err(raw) => fault = Some(format!("{from} → invalid state {raw}")),
                         }
                         if fault.is_some() {
-                            parent.step_fault = true;
+                            parent.x.step_fault = true;
                         }
                     }
                 }
@@ -913,7 +835,7 @@ impl Auditor {
             }
             _ => {}
         }
-        self.frames(ev.task.tid).push(frame);
+        self.calls.push(frame);
     }
 
     fn begin_life(&mut self, ptr: u64, ev: &Event) {
@@ -930,61 +852,34 @@ impl Auditor {
         self.mdevs.insert(ptr, m);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_exit(
         &mut self,
         ev: &Event,
-        spec_idx: usize,
-        ret: u64,
-        arg0: u64,
+        exited: &Exited<CallState>,
         duration: Option<u64>,
         field: Option<u64>,
-        clone: bool,
     ) {
+        let (r, frame) = (&exited.ret, exited.frame.as_ref());
+        let (spec_idx, ret, failed) = (r.spec, r.ret, r.failed);
         let stats = &mut self.functions[spec_idx];
         stats.exits += 1;
         if let Some(d) = duration {
             stats.latency.record(d);
         }
-        let spec = &self.profile.functions[spec_idx];
-        let (role, mdev_arg) = (spec.role, spec.mdev);
-        let func = call_name(ev);
-        let failed = if role == Role::SetState {
-            ptr_is_err(ret)
-        } else {
-            matches!(
-                role,
-                Role::Probe
-                    | Role::Open
-                    | Role::AllocField
-                    | Role::GetState
-                    | Role::GetDataSize
-                    | Role::TransitionStep
-            ) && int_ret(ret) < 0
-        };
         if failed {
-            self.functions[spec_idx].failures += 1;
+            stats.failures += 1;
         }
-        // Pop this call's frame; frames above it lost their exits.
-        let frame = self.tasks.get_mut(&ev.task.tid).and_then(|fs| {
-            let pos = fs.iter().rposition(|f| f.spec == spec_idx)?;
-            fs.truncate(pos + 1);
-            fs.pop()
-        });
-        if clone || frame.as_ref().is_some_and(|f| f.enter.body_untrusted()) {
+        let role = self.profile.functions[spec_idx].role;
+        let func = call_name(ev);
+        if !r.trusted {
             return;
         }
-        let ptr = match (&frame, mdev_arg) {
-            (Some(f), _) => f.mdev,
-            (None, MdevArg::Object) => Some(arg0).filter(|&p| p != 0),
-            (None, _) => None,
-        };
-        let Some(ptr) = ptr else { return };
+        let Some(ptr) = r.mdev else { return };
         // The return of a call entered before the release ended the life (remove puts the
         // device itself, so release_dev runs nested in it) is not a use after release.
-        let straddles = frame.as_ref().is_some_and(|f| {
+        let straddles = frame.is_some_and(|f| {
             self.mdevs.get(&ptr).is_some_and(|m| {
-                m.phase == Phase::Released && m.released_by.is_some_and(|r| r > f.enter.seq)
+                m.phase == Phase::Released && m.released_by.is_some_and(|r| r > f.call.enter.seq)
             })
         });
         if role != Role::ReleaseDev && !straddles {
@@ -992,14 +887,14 @@ impl Auditor {
         } else if let Some(m) = self.mdevs.get_mut(&ptr) {
             m.events += 1;
         }
-        let lock_fault = frame.as_ref().is_some_and(|f| f.lock_fault);
+        let lock_fault = frame.is_some_and(|f| f.x.lock_fault);
         match role {
             Role::Probe => {
                 let m = self.mdevs.get_mut(&ptr).expect("touched");
                 if failed {
-                    m.note(ev, Note::ProbeFailed(int_ret(ret)), None);
-                    if let Some(f) = &frame {
-                        self.error_path_leaks(ptr, f, ev, &func, int_ret(ret));
+                    m.note(ev, Note::ProbeFailed(as_int(ret)), None);
+                    if let Some(f) = frame {
+                        self.error_path_leaks(ptr, f, ev, &func, as_int(ret));
                     }
                 } else if m.phase != Phase::Released {
                     m.registered = true;
@@ -1012,9 +907,9 @@ impl Auditor {
             Role::Open => {
                 let m = self.mdevs.get_mut(&ptr).expect("touched");
                 if failed {
-                    m.note(ev, Note::OpenFailed(int_ret(ret)), None);
-                    if let Some(f) = &frame {
-                        self.error_path_leaks(ptr, f, ev, &func, int_ret(ret));
+                    m.note(ev, Note::OpenFailed(as_int(ret)), None);
+                    if let Some(f) = frame {
+                        self.error_path_leaks(ptr, f, ev, &func, as_int(ret));
                     }
                 } else {
                     m.open = true;
@@ -1040,12 +935,12 @@ impl Auditor {
             Role::ReleaseDev => self.end_life(ptr, ev, &func),
             Role::AllocField if !failed => {
                 if let Some(p) = field.filter(|&p| p != 0) {
-                    self.alloc_into_field(ptr, p, ev, &func, frame.as_ref(), lock_fault);
+                    self.alloc_into_field(ptr, p, ev, &func, frame, lock_fault);
                 }
             }
             Role::SetState => {
                 if let Some(f) = frame {
-                    self.check_set_state(ptr, &f, ev, ret, failed, &func);
+                    self.check_set_state(ptr, f, ev, ret, failed, &func);
                 }
             }
             Role::GetState if !failed => {
@@ -1073,21 +968,20 @@ impl Auditor {
             }
             Role::TransitionStep if !failed => {
                 let to = frame
-                    .as_ref()
-                    .and_then(|f| match &f.enter.body {
+                    .and_then(|f| match &f.call.enter.body {
                         Body::Enter { args, .. } => args.get(1).copied(),
                         _ => None,
                     })
                     .and_then(|raw| MigState::try_from(raw).ok());
                 if let (Some(to), Some(parent)) = (
                     to,
-                    self.tasks.get_mut(&ev.task.tid).and_then(|fs| {
-                        fs.iter_mut()
-                            .rev()
-                            .find(|f| f.requested.is_some() && f.mdev == Some(ptr))
-                    }),
+                    self.calls
+                        .stack_mut(ev.task.tid)
+                        .iter_mut()
+                        .rev()
+                        .find(|f| f.x.requested.is_some() && f.call.mdev == Some(ptr)),
                 ) {
-                    parent.step_state = Some(to);
+                    parent.x.step_state = Some(to);
                 }
             }
             _ => {}
@@ -1105,12 +999,12 @@ impl Auditor {
         func: &Arc<str>,
     ) {
         let flags = self.profile.migration_flags;
-        let raw = frame.requested.unwrap_or(0);
+        let raw = frame.x.requested.unwrap_or(0);
         let requested = MigState::try_from(raw);
-        let before = frame.state_before;
+        let before = frame.x.state_before;
         // Messages are built only for a fault: most calls are clean.
         let label = || self.mdev_label(ptr);
-        let fault = if frame.step_fault {
+        let fault = if frame.x.step_fault {
             None // already reported at the step that broke the machine
         } else if !requested.is_ok_and(|s| s.supported(flags)) {
             (!failed).then(|| {
@@ -1174,7 +1068,7 @@ impl Auditor {
                 ev,
                 Some(func.clone()),
                 msg,
-                vec![(*frame.enter).clone()],
+                vec![(*frame.call.enter).clone()],
                 Vec::new(),
             );
         }
@@ -1197,11 +1091,11 @@ impl Auditor {
                 q != p && a.mdev == Some(ptr) && a.in_field && !a.reported && a.function == *func
             })
             .map(|(&q, _)| q);
-        let stack = match frame.map(|f| &f.enter.body) {
+        let stack = match frame.map(|f| &f.call.enter.body) {
             Some(Body::Enter { stack, .. }) => stack.clone(),
             _ => Vec::new(),
         };
-        let entry = frame.map(|f| (*f.enter).clone());
+        let entry = frame.map(|f| (*f.call.enter).clone());
         match self.ledger.get_mut(&p) {
             // The allocator's own event (--all-allocations) came first: same allocation.
             Some(a) if a.tid == ev.task.tid && !a.in_field => {
@@ -1273,7 +1167,7 @@ impl Auditor {
 
     /// A failed open or probe: what it allocated for the mdev must be gone.
     fn error_path_leaks(&mut self, ptr: u64, frame: &Frame, ev: &Event, func: &Arc<str>, err: i32) {
-        let since = frame.enter.seq;
+        let since = frame.call.enter.seq;
         let mut left: Vec<u64> = self
             .ledger
             .iter()
@@ -1299,7 +1193,7 @@ impl Auditor {
                 ev,
                 Some(func.clone()),
                 msg,
-                vec![(*frame.enter).clone(), aev],
+                vec![(*frame.call.enter).clone(), aev],
                 astack,
             );
         }
@@ -1350,7 +1244,6 @@ impl Auditor {
             m.released_by = Some(ev.seq);
             m.note(ev, Note::Text("released"), None);
         }
-        self.mdev_devices.retain(|_, v| *v != ptr);
         self.released_order.push_back(ptr);
         while self.released_order.len() > RELEASED_CAP {
             if let Some(old) = self.released_order.pop_front() {
@@ -1376,10 +1269,7 @@ impl Auditor {
         if p == 0 {
             return;
         }
-        let ctx = self
-            .tasks
-            .get(&ev.task.tid)
-            .and_then(|fs| fs.iter().rev().find_map(|f| f.mdev));
+        let ctx = self.calls.context_mdev(ev.task.tid);
         self.freed.remove(&p);
         if let Some(old) = self.ledger.remove(&p) {
             self.forget_outstanding(&old);
@@ -1410,21 +1300,21 @@ impl Auditor {
             return;
         }
         let tid = ev.task.tid;
-        let frames = self.tasks.get(&tid);
         let call_seq = match &by_field {
             Some(_) => Some(ev.seq),
             // The allocator's kfree inside the freeing function is the same free.
-            None => frames.and_then(|fs| {
-                fs.iter()
-                    .rev()
-                    .find(|f| self.profile.functions[f.spec].role == Role::FreeField)
-                    .map(|f| f.enter.seq)
-            }),
+            None => self
+                .calls
+                .stack(tid)
+                .iter()
+                .rev()
+                .find(|f| self.profile.functions[f.call.spec].role == Role::FreeField)
+                .map(|f| f.call.enter.seq),
         };
         let ctx = by_field
             .as_ref()
             .map(|(m, _)| *m)
-            .or_else(|| frames.and_then(|fs| fs.iter().rev().find_map(|f| f.mdev)));
+            .or_else(|| self.calls.context_mdev(tid));
         let func = by_field
             .as_ref()
             .map(|(_, f)| f.clone())
@@ -1600,9 +1490,8 @@ impl Auditor {
             .collect();
         outstanding.sort_by_key(|o| o.seq);
         let mut unfinished_calls: Vec<UnfinishedCall> = self
-            .tasks
-            .values()
-            .flatten()
+            .calls
+            .in_progress()
             .map(|f| UnfinishedCall {
                 function: f
                     .enter
@@ -1625,18 +1514,6 @@ impl Auditor {
             outstanding,
             unfinished_calls,
         }
-    }
-}
-
-impl Event {
-    fn body_untrusted(&self) -> bool {
-        matches!(
-            self.body,
-            Body::Enter {
-                untrusted: true,
-                ..
-            }
-        )
     }
 }
 
