@@ -968,10 +968,7 @@ impl Auditor {
             }
             Role::TransitionStep if !failed => {
                 let to = frame
-                    .and_then(|f| match &f.call.enter.body {
-                        Body::Enter { args, .. } => args.get(1).copied(),
-                        _ => None,
-                    })
+                    .and_then(|f| f.call.arg(1))
                     .and_then(|raw| MigState::try_from(raw).ok());
                 if let (Some(to), Some(parent)) = (
                     to,

@@ -34,11 +34,11 @@ pub struct Call {
 }
 
 impl Call {
-    /// Argument `i` as captured at entry (0 when not captured).
-    pub fn arg(&self, i: usize) -> u64 {
+    /// Argument `i` as captured at entry, when it was.
+    pub fn arg(&self, i: usize) -> Option<u64> {
         match &self.enter.body {
-            Body::Enter { args, .. } => args.get(i).copied().unwrap_or(0),
-            _ => 0,
+            Body::Enter { args, .. } => args.get(i).copied(),
+            _ => None,
         }
     }
 
