@@ -12,7 +12,7 @@ use crate::model::{hex_u64, Body, Event};
 use crate::profile::Role;
 
 /// How many freed pointers are remembered for double-free detection.
-pub(super) const FREED_CAP: usize = 1 << 16;
+const FREED_CAP: usize = 1 << 16;
 
 /// An allocation still outstanding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,7 +136,7 @@ impl Auditor {
         }
     }
 
-    pub(super) fn forget_outstanding(&mut self, a: &Allocation) {
+    fn forget_outstanding(&mut self, a: &Allocation) {
         if let Some(m) = a.mdev.and_then(|p| self.mdevs.get_mut(&p)) {
             m.outstanding = m.outstanding.saturating_sub(1);
             m.outstanding_bytes = m.outstanding_bytes.saturating_sub(a.bytes);
@@ -352,7 +352,7 @@ impl Auditor {
         }
     }
 
-    pub(super) fn remember_freed(&mut self, p: u64, ev: &Event, tid: u32, call_seq: Option<u64>) {
+    fn remember_freed(&mut self, p: u64, ev: &Event, tid: u32, call_seq: Option<u64>) {
         if self
             .freed
             .insert(

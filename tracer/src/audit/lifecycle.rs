@@ -301,7 +301,7 @@ impl Auditor {
     }
 
     /// The entry of a call with an mdev: the life begins at init_dev; other calls touch it.
-    pub(super) fn enter_life(&mut self, ev: &Event, frame: &Frame, func: &Arc<str>) {
+    pub(super) fn touch_at_entry(&mut self, ev: &Event, frame: &Frame, func: &Arc<str>) {
         let Some(ptr) = frame.call.mdev else { return };
         match self.profile.functions[frame.call.spec].role {
             // The calls already gave the probe it is nested in this object.

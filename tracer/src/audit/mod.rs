@@ -316,7 +316,7 @@ impl Auditor {
             return;
         }
         self.check_lock(ev, &mut frame, lock, stack, &func);
-        self.enter_life(ev, &frame, &func);
+        self.touch_at_entry(ev, &frame, &func);
         if let Some(ptr) = frame.call.mdev {
             match role {
                 Role::MigrationCapabilities | Role::Open | Role::Close => {

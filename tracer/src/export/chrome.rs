@@ -374,3 +374,95 @@ pub fn chrome_trace(events: &[Event], profile: &Profile, source: &str) -> Value 
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LockObs, Task};
+
+    fn ev(seq: u64, body: Body) -> Event {
+        Event {
+            seq,
+            ts_ns: 1_000 * seq,
+            cpu: 0,
+            task: Task {
+                pid: 7,
+                tid: 7,
+                comm: Arc::from("qemu"),
+            },
+            body,
+        }
+    }
+
+    fn enter(seq: u64, func: &str, args: &[u64]) -> Event {
+        ev(
+            seq,
+            Body::Enter {
+                func: Arc::from(func),
+                args: args.to_vec(),
+                field: None,
+                lock: LockObs::NotChecked,
+                untrusted: false,
+                stack: Vec::new(),
+            },
+        )
+    }
+
+    fn exit(seq: u64, func: &str, ret: u64) -> Event {
+        ev(
+            seq,
+            Body::Exit {
+                func: Arc::from(func),
+                ret,
+                arg0: 0,
+                duration_ns: None,
+                field: None,
+            },
+        )
+    }
+
+    /// Calls are marked failed by their function's return type: set_state's data file at
+    /// an s390 address (whose low half reads as a negative int) is a success.
+    #[test]
+    fn a_call_fails_by_its_return_type() {
+        let (dev, obj) = (0xd000, 0x5000);
+        let events = vec![
+            enter(1, "vfio_ap_mdev_probe", &[dev]),
+            enter(2, "vfio_ap_mdev_init_dev", &[obj]),
+            exit(3, "vfio_ap_mdev_init_dev", 0),
+            exit(4, "vfio_ap_mdev_probe", 0),
+            enter(5, "vfio_ap_set_state", &[obj, 3]),
+            exit(6, "vfio_ap_set_state", 0x8123_4560),
+            enter(7, "vfio_ap_set_state", &[obj, 1]),
+            exit(8, "vfio_ap_set_state", (-22i64) as u64),
+        ];
+        let doc = chrome_trace(&events, &Profile::vfio_ap(), "t");
+        let calls: Vec<(String, bool)> = doc["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .map(|e| {
+                let name = e["name"].as_str().unwrap().to_string();
+                (name, e["args"]["failed"].as_bool().unwrap())
+            })
+            .collect();
+        let s = |n: &str, f| (n.to_string(), f);
+        assert_eq!(
+            calls,
+            vec![
+                s("vfio_ap_mdev_probe", false),
+                s("vfio_ap_mdev_init_dev", false),
+                s("vfio_ap_set_state", false),
+                s("vfio_ap_set_state", true),
+            ]
+        );
+        // The probe's call lands on the object's track, learned from init_dev.
+        let stop_copy = doc["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["ph"] == "B" && e["name"] == MigState::StopCopy.name());
+        assert!(stop_copy);
+    }
+}
