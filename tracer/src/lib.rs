@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod bytes_reader;
+pub mod calls;
 pub mod export;
 pub mod input;
 pub mod jsonl;

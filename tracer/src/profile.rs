@@ -67,6 +67,48 @@ pub enum MdevArg {
     None,
 }
 
+/// What a function returns, which says how it reports failure (see `crate::calls::failed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetType {
+    /// `int`: a negative errno in the low 32 bits.
+    Int,
+    /// `ssize_t`/`long`: a negative errno in the whole register.
+    Ssize,
+    /// A pointer that may be an `ERR_PTR`.
+    Pointer,
+    /// `bool`: false is failure.
+    Bool,
+    /// `size_t`: a count, never an error.
+    Size,
+    /// `void`, or a value that is not about success.
+    Void,
+}
+
+impl Role {
+    /// The return type of the role's function when the profile does not say.
+    pub fn default_ret(self) -> RetType {
+        match self {
+            Role::Probe
+            | Role::InitDev
+            | Role::Open
+            | Role::AllocField
+            | Role::GetState
+            | Role::GetDataSize
+            | Role::TransitionStep => RetType::Int,
+            // The migration data file, or an ERR_PTR.
+            Role::SetState => RetType::Pointer,
+            Role::MigrationCapabilities
+            | Role::Close
+            | Role::Remove
+            | Role::ReleaseDev
+            | Role::FreeField
+            | Role::Reset
+            | Role::Other => RetType::Void,
+        }
+    }
+}
+
 /// When the profile's field is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -110,6 +152,16 @@ pub struct FunctionSpec {
     /// Absent in a kernel without this function is normal (later patches of the series).
     #[serde(default)]
     pub optional: bool,
+    /// The return type, when it is not the role's usual one. Absent in older recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<RetType>,
+}
+
+impl FunctionSpec {
+    /// What the function returns: the profile's word, or its role's default.
+    pub fn ret_type(&self) -> RetType {
+        self.ret.unwrap_or_else(|| self.role.default_ret())
+    }
 }
 
 /// A driver's profile.
@@ -158,6 +210,7 @@ impl Profile {
             read: None,
             stack: false,
             optional: false,
+            ret: None,
         };
         let mig_data_at = |at| FieldRead {
             field: "ap_matrix_mdev.mig_data".to_string(),
@@ -376,6 +429,23 @@ lock = "held"
         assert_eq!(added.role, Role::Reset);
         assert_eq!(added.lock, LockContract::Held);
         assert_eq!(p.functions.len(), Profile::vfio_ap().functions.len() + 1);
+        assert_eq!(added.ret_type(), RetType::Void, "the role's default");
+    }
+
+    #[test]
+    fn a_profile_row_may_name_its_return_type() {
+        let text = r#"
+base = "vfio_ap"
+[[function]]
+name = "vfio_ap_mdev_reset"
+role = "reset"
+ret = "int"
+"#;
+        let p = Profile::from_toml(text, "x.toml").unwrap();
+        let added = p.functions.last().unwrap();
+        assert_eq!(added.ret_type(), RetType::Int);
+        let back = Profile::from_toml(&p.to_toml(), "again").unwrap();
+        assert_eq!(back, p);
     }
 
     #[test]

@@ -19,8 +19,9 @@ use serde_json::{json, Value};
 
 use crate::audit::migration::MigState;
 use crate::audit::Auditor;
+use crate::calls::{Call, Return, Step};
 use crate::model::{Body, Event};
-use crate::profile::{strip_clone_suffix, MdevArg, Profile, Role};
+use crate::profile::{MdevArg, Profile, Role};
 
 /// The process of findings without an mdev.
 const GLOBAL_PID: u32 = 1;
@@ -39,11 +40,6 @@ pub fn export_file(file: &Path) -> Result<(Vec<u8>, Vec<String>), crate::input::
     let mut text = trace.to_string().into_bytes();
     text.push(b'\n');
     Ok((text, warnings))
-}
-
-fn failed(ret: u64) -> bool {
-    let r = ret as i64;
-    (-4095..0).contains(&r) || ((ret >> 32) == 0 && (ret as u32 as i32) < 0)
 }
 
 struct Span {
@@ -65,24 +61,13 @@ struct Track {
     events: Vec<(u64, Value)>,
 }
 
-struct Frame {
-    func: Arc<str>,
-    role: Role,
-    ts: u64,
-    seq: u64,
-    track: Option<usize>,
-    requested: Option<u64>,
-}
-
 struct Builder<'a> {
     profile: &'a Profile,
-    specs: HashMap<&'a str, (Role, MdevArg)>,
     t0: u64,
     tracks: Vec<Track>,
+    /// The track of each object's current incarnation.
     current: HashMap<u64, usize>,
     by_ptr: HashMap<u64, Vec<usize>>,
-    dev_map: HashMap<u64, u64>,
-    stacks: HashMap<u32, Vec<Frame>>,
     guests: HashMap<u32, Arc<str>>,
     global: Vec<(u64, Value)>,
 }
@@ -192,116 +177,78 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn on_event(&mut self, ev: &Event) {
+    /// One event, as the auditor's calls read it.
+    fn on_event(&mut self, ev: &Event, step: &Step<'_>) {
+        match *step {
+            Step::Enter { call, .. } => self.on_enter(call),
+            Step::Exit {
+                ret,
+                call: Some(call),
+            } if ret.trusted => self.on_return(ev, ret, call),
+            _ => self.on_other(ev),
+        }
+    }
+
+    fn on_enter(&mut self, call: &Call) {
+        let Some(ptr) = call.mdev else { return };
+        let spec = &self.profile.functions[call.spec];
+        let ts = call.enter.ts_ns;
+        match (spec.role, spec.mdev) {
+            (Role::InitDev, _) => {
+                self.new_track(ptr, ts, false);
+            }
+            (_, MdevArg::Object) => {
+                self.track_of(ptr, ts);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_return(&mut self, ev: &Event, ret: &Return, call: &Call) {
+        let Some(t) = ret.mdev.and_then(|p| self.current.get(&p).copied()) else {
+            return;
+        };
+        let ok = !ret.failed;
+        let func = &call.func();
+        let (start, ts) = (call.enter.ts_ns, ev.ts_ns);
+        let (pid, us, dur) = (
+            self.tracks[t].pid,
+            self.us(start),
+            self.us(ts) - self.us(start),
+        );
+        self.tracks[t].events.push((
+            start,
+            json!({"name": func.as_ref(), "cat": "call", "ph": "X", "ts": us, "dur": dur.max(0.0), "pid": pid, "tid": TID_CALLS,
+                   "args": {"seq": call.enter.seq, "ret": format!("{:#x}", ret.ret), "failed": !ok, "task": format!("{} {}", ev.task.pid, ev.task.comm)}}),
+        ));
+        match self.profile.functions[call.spec].role {
+            Role::Probe => self.phase(t, if ok { "registered" } else { "probe-failed" }, ts),
+            Role::Open if ok => {
+                self.tracks[t].guest_pid = Some(ev.task.pid);
+                self.tracks[t].guest_comm = Some(ev.task.comm.clone());
+                self.phase(t, "open", ts);
+            }
+            Role::AllocField if ok && self.tracks[t].mig.is_none() => {
+                self.mig(t, Some(MigState::Running.name()), ts)
+            }
+            Role::SetState if ok => {
+                if let Some(Ok(s)) = call.arg(1).map(MigState::try_from) {
+                    self.mig(t, Some(s.name()), ts);
+                }
+            }
+            Role::Reset => self.mig(t, Some(MigState::Running.name()), ts),
+            Role::Close => {
+                self.mig(t, None, ts);
+                self.phase(t, "closed", ts);
+            }
+            Role::Remove => self.phase(t, "removed", ts),
+            Role::ReleaseDev => self.close(t, ts, false),
+            _ => {}
+        }
+    }
+
+    fn on_other(&mut self, ev: &Event) {
         match &ev.body {
-            Body::Enter {
-                func,
-                args,
-                untrusted,
-                ..
-            } => {
-                let (base, clone) = strip_clone_suffix(func);
-                let Some(&(role, mdev_arg)) = self.specs.get(base) else {
-                    return;
-                };
-                let arg0 = args.first().copied().unwrap_or(0);
-                let trusted = !*untrusted && !clone;
-                let track = if !trusted {
-                    None
-                } else {
-                    match (role, mdev_arg) {
-                        (Role::InitDev, _) if arg0 != 0 => {
-                            // init_dev inside probe tells which mdev the probe's device is.
-                            if let Some(f) = self
-                                .stacks
-                                .get(&ev.task.tid)
-                                .and_then(|s| s.iter().rev().find(|f| f.role == Role::Probe))
-                            {
-                                let dev = f.requested.unwrap_or(0);
-                                self.dev_map.insert(dev, arg0);
-                            }
-                            Some(self.new_track(arg0, ev.ts_ns, false))
-                        }
-                        (_, MdevArg::Object) => self.track_of(arg0, ev.ts_ns),
-                        (_, MdevArg::MdevDevice) => self
-                            .dev_map
-                            .get(&arg0)
-                            .and_then(|p| self.current.get(p).copied()),
-                        _ => None,
-                    }
-                };
-                let requested = match role {
-                    Role::Probe | Role::Remove => Some(arg0),
-                    Role::SetState => args.get(1).copied(),
-                    _ => None,
-                };
-                self.stacks.entry(ev.task.tid).or_default().push(Frame {
-                    func: func.clone(),
-                    role,
-                    ts: ev.ts_ns,
-                    seq: ev.seq,
-                    track,
-                    requested,
-                });
-            }
-            Body::Exit { func, ret, .. } => {
-                let Some(stack) = self.stacks.get_mut(&ev.task.tid) else {
-                    return;
-                };
-                let Some(pos) = stack.iter().rposition(|f| f.func == *func) else {
-                    return;
-                };
-                let frame = stack.remove(pos);
-                stack.truncate(pos);
-                let ok = !failed(*ret);
-                let mut track = frame.track;
-                if track.is_none() && matches!(frame.role, Role::Probe | Role::Remove) {
-                    let dev = frame.requested.unwrap_or(0);
-                    track = self
-                        .dev_map
-                        .get(&dev)
-                        .and_then(|p| self.current.get(p).copied());
-                }
-                let Some(t) = track else { return };
-                let ts = ev.ts_ns;
-                let (pid, us, dur) = (
-                    self.tracks[t].pid,
-                    self.us(frame.ts),
-                    self.us(ts) - self.us(frame.ts),
-                );
-                self.tracks[t].events.push((
-                    frame.ts,
-                    json!({"name": func.as_ref(), "cat": "call", "ph": "X", "ts": us, "dur": dur.max(0.0), "pid": pid, "tid": TID_CALLS,
-                           "args": {"seq": frame.seq, "ret": format!("{ret:#x}"), "failed": !ok, "task": format!("{} {}", ev.task.pid, ev.task.comm)}}),
-                ));
-                match frame.role {
-                    Role::Probe => {
-                        self.phase(t, if ok { "registered" } else { "probe-failed" }, ts)
-                    }
-                    Role::Open if ok => {
-                        self.tracks[t].guest_pid = Some(ev.task.pid);
-                        self.tracks[t].guest_comm = Some(ev.task.comm.clone());
-                        self.phase(t, "open", ts);
-                    }
-                    Role::AllocField if ok && self.tracks[t].mig.is_none() => {
-                        self.mig(t, Some(MigState::Running.name()), ts)
-                    }
-                    Role::SetState if ok => {
-                        let state = frame.requested.and_then(|r| MigState::try_from(r).ok());
-                        if let Some(s) = state {
-                            self.mig(t, Some(s.name()), ts);
-                        }
-                    }
-                    Role::Reset => self.mig(t, Some(MigState::Running.name()), ts),
-                    Role::Close => {
-                        self.mig(t, None, ts);
-                        self.phase(t, "closed", ts);
-                    }
-                    Role::Remove => self.phase(t, "removed", ts),
-                    Role::ReleaseDev => self.close(t, ts, false),
-                    _ => {}
-                }
-            }
             Body::MdevName { mdev, uuid } => {
                 if let Some(&t) = self.current.get(mdev) {
                     self.tracks[t].uuid = Some(uuid.clone());
@@ -330,24 +277,17 @@ pub fn chrome_trace(events: &[Event], profile: &Profile, source: &str) -> Value 
     let last = events.iter().map(|e| e.ts_ns).max().unwrap_or(0);
     let mut b = Builder {
         profile,
-        specs: profile
-            .functions
-            .iter()
-            .map(|f| (f.name.as_str(), (f.role, f.mdev)))
-            .collect(),
         t0,
         tracks: Vec::new(),
         current: HashMap::new(),
         by_ptr: HashMap::new(),
-        dev_map: HashMap::new(),
-        stacks: HashMap::new(),
         guests: HashMap::new(),
         global: Vec::new(),
     };
     let mut auditor = Auditor::new(b.profile.clone());
     for e in events {
         auditor.ingest(e);
-        b.on_event(e);
+        b.on_event(e, &auditor.step());
     }
     for t in 0..b.tracks.len() {
         if !b.tracks[t].released {
@@ -433,4 +373,96 @@ pub fn chrome_trace(events: &[Event], profile: &Profile, source: &str) -> Value 
             "events": events.len(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LockObs, Task};
+
+    fn ev(seq: u64, body: Body) -> Event {
+        Event {
+            seq,
+            ts_ns: 1_000 * seq,
+            cpu: 0,
+            task: Task {
+                pid: 7,
+                tid: 7,
+                comm: Arc::from("qemu"),
+            },
+            body,
+        }
+    }
+
+    fn enter(seq: u64, func: &str, args: &[u64]) -> Event {
+        ev(
+            seq,
+            Body::Enter {
+                func: Arc::from(func),
+                args: args.to_vec(),
+                field: None,
+                lock: LockObs::NotChecked,
+                untrusted: false,
+                stack: Vec::new(),
+            },
+        )
+    }
+
+    fn exit(seq: u64, func: &str, ret: u64) -> Event {
+        ev(
+            seq,
+            Body::Exit {
+                func: Arc::from(func),
+                ret,
+                arg0: 0,
+                duration_ns: None,
+                field: None,
+            },
+        )
+    }
+
+    /// Calls are marked failed by their function's return type: set_state's data file at
+    /// an s390 address (whose low half reads as a negative int) is a success.
+    #[test]
+    fn a_call_fails_by_its_return_type() {
+        let (dev, obj) = (0xd000, 0x5000);
+        let events = vec![
+            enter(1, "vfio_ap_mdev_probe", &[dev]),
+            enter(2, "vfio_ap_mdev_init_dev", &[obj]),
+            exit(3, "vfio_ap_mdev_init_dev", 0),
+            exit(4, "vfio_ap_mdev_probe", 0),
+            enter(5, "vfio_ap_set_state", &[obj, 3]),
+            exit(6, "vfio_ap_set_state", 0x8123_4560),
+            enter(7, "vfio_ap_set_state", &[obj, 1]),
+            exit(8, "vfio_ap_set_state", (-22i64) as u64),
+        ];
+        let doc = chrome_trace(&events, &Profile::vfio_ap(), "t");
+        let calls: Vec<(String, bool)> = doc["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .map(|e| {
+                let name = e["name"].as_str().unwrap().to_string();
+                (name, e["args"]["failed"].as_bool().unwrap())
+            })
+            .collect();
+        let s = |n: &str, f| (n.to_string(), f);
+        assert_eq!(
+            calls,
+            vec![
+                s("vfio_ap_mdev_probe", false),
+                s("vfio_ap_mdev_init_dev", false),
+                s("vfio_ap_set_state", false),
+                s("vfio_ap_set_state", true),
+            ]
+        );
+        // The probe's call lands on the object's track, learned from init_dev.
+        let stop_copy = doc["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["ph"] == "B" && e["name"] == MigState::StopCopy.name());
+        assert!(stop_copy);
+    }
 }

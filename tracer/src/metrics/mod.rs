@@ -424,7 +424,7 @@ impl MetricsSink {
 }
 
 impl Sink for MetricsSink {
-    fn on_event(&mut self, ev: &Event, auditor: &Auditor) {
+    fn on_event(&mut self, ev: &Event, _step: &crate::calls::Step<'_>, auditor: &Auditor) {
         self.metrics.count_event(ev);
         let due = self
             .last_refresh

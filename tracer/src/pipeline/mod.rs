@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io;
 
 use crate::audit::{Auditor, Finding};
+use crate::calls::Step;
 use crate::model::Event;
 use crate::recording::Writer;
 use reorder::Reorder;
@@ -13,8 +14,8 @@ use reorder::Reorder;
 /// Something that watches the stream: the TUI, metrics, printing findings as they happen.
 /// Sinks read; they decide nothing.
 pub trait Sink {
-    /// An event, after the auditor took it.
-    fn on_event(&mut self, _ev: &Event, _auditor: &Auditor) {}
+    /// An event, after the auditor took it, with what it was as a call.
+    fn on_event(&mut self, _ev: &Event, _step: &Step<'_>, _auditor: &Auditor) {}
     /// A finding, the moment the auditor raised it.
     fn on_finding(&mut self, _finding: &Finding) {}
     /// The source is idle: a chance to catch up with the auditor's state.
@@ -88,8 +89,9 @@ impl Pipeline {
                 s.on_finding(&f);
             }
         }
+        let step = self.auditor.step();
         for s in &mut self.sinks {
-            s.on_event(&ev, &self.auditor);
+            s.on_event(&ev, &step, &self.auditor);
         }
     }
 

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::audit::{Auditor, Finding, Outstanding, Snapshot};
+use crate::calls::{lock_kept, Step};
 use crate::model::{human_ns, Body, Event, LockObs};
 use crate::pipeline::{Pipeline, Sink};
-use crate::profile::{LockContract, MdevArg, Profile};
+use crate::profile::{LockContract, Profile};
 
 /// Event-log lines handed over per update at most (the newest win).
 pub const PENDING_LOG_CAP: usize = 2_000;
@@ -177,7 +178,6 @@ pub struct Update {
 
 /// What the tap collects from the pipeline, between two updates.
 struct Tap {
-    lock_specs: HashMap<String, (LockContract, MdevArg)>,
     log: VecDeque<Event>,
     log_dropped: u64,
     findings: Vec<Finding>,
@@ -186,20 +186,11 @@ struct Tap {
     lost_in_bucket: u64,
     locks: HashMap<u64, VecDeque<LockCheck>>,
     lock_order: VecDeque<u64>,
-    /// `struct mdev_device *` → mdev, learned from init_dev nested in probe.
-    dev_map: HashMap<u64, u64>,
-    /// Per task: probe/remove entered, mdev not yet known.
-    pending: HashMap<u32, Vec<(u64, LockCheck)>>,
 }
 
 impl Tap {
-    fn new(profile: &Profile) -> Tap {
+    fn new() -> Tap {
         Tap {
-            lock_specs: profile
-                .functions
-                .iter()
-                .map(|f| (f.name.clone(), (f.lock, f.mdev)))
-                .collect(),
             log: VecDeque::with_capacity(PENDING_LOG_CAP),
             log_dropped: 0,
             findings: Vec::new(),
@@ -208,8 +199,6 @@ impl Tap {
             lost_in_bucket: 0,
             locks: HashMap::new(),
             lock_order: VecDeque::new(),
-            dev_map: HashMap::new(),
-            pending: HashMap::new(),
         }
     }
 
@@ -229,75 +218,35 @@ impl Tap {
         q.push_back(check);
     }
 
-    fn observe_lock(&mut self, ev: &Event) {
-        match &ev.body {
-            Body::Enter {
-                func, args, lock, ..
-            } => {
-                let base = crate::profile::strip_clone_suffix(func).0;
-                let Some(&(contract, mdev_arg)) = self.lock_specs.get(base) else {
-                    return;
-                };
-                let arg0 = args.first().copied().unwrap_or(0);
-                if mdev_arg == MdevArg::Object && arg0 != 0 {
-                    // A probe still open on this task learns its mdev here (init_dev).
-                    if let Some(list) = self.pending.get_mut(&ev.task.tid) {
-                        let taken: Vec<(u64, LockCheck)> = std::mem::take(list);
-                        for (dev, check) in taken {
-                            if self.dev_map.len() >= LOCK_MDEVS_CAP {
-                                self.dev_map.clear();
-                            }
-                            self.dev_map.insert(dev, arg0);
-                            self.add_check(arg0, check);
-                        }
-                    }
-                }
-                if *lock == LockObs::NotChecked {
-                    return;
-                }
-                let ok = match contract {
-                    LockContract::None => true,
-                    LockContract::Held => *lock == LockObs::HeldByCurrent,
-                    LockContract::NotHeld => *lock != LockObs::HeldByCurrent,
-                };
-                let check = LockCheck {
-                    seq: ev.seq,
-                    ts_ns: ev.ts_ns,
-                    function: func.clone(),
-                    pid: ev.task.pid,
-                    observed: *lock,
-                    contract,
-                    ok,
-                };
-                match mdev_arg {
-                    MdevArg::Object if arg0 != 0 => self.add_check(arg0, check),
-                    MdevArg::MdevDevice => match self.dev_map.get(&arg0) {
-                        Some(&m) => self.add_check(m, check),
-                        None => {
-                            let list = self.pending.entry(ev.task.tid).or_default();
-                            if list.len() < 8 {
-                                list.push((arg0, check));
-                            }
-                        }
-                    },
-                    _ => {}
-                }
-            }
-            Body::Exit { func, .. } => {
-                if let Some(list) = self.pending.get_mut(&ev.task.tid) {
-                    list.retain(|(_, c)| c.function != *func);
-                    if list.is_empty() {
-                        self.pending.remove(&ev.task.tid);
-                    }
-                }
-            }
-            _ => {}
+    /// The lock reading of a call whose mdev is known: at its entry, or (probe) once the
+    /// call nested in it names the object.
+    fn observe_lock(&mut self, step: &Step<'_>, profile: &Profile) {
+        let Step::Enter { call, attributed } = step else {
+            return;
+        };
+        for c in attributed.iter().chain(Some(call)) {
+            let Some(mdev) = c.mdev else { continue };
+            let contract = profile.functions[c.spec].lock;
+            let observed = c.lock();
+            let Some(ok) = lock_kept(contract, observed) else {
+                continue;
+            };
+            let check = LockCheck {
+                seq: c.enter.seq,
+                ts_ns: c.enter.ts_ns,
+                function: c.func(),
+                pid: c.enter.task.pid,
+                observed,
+                contract,
+                ok,
+            };
+            self.add_check(mdev, check);
         }
     }
 }
 
 impl Sink for SharedTap {
-    fn on_event(&mut self, ev: &Event, _auditor: &Auditor) {
+    fn on_event(&mut self, ev: &Event, step: &Step<'_>, auditor: &Auditor) {
         let mut t = self.0.lock().expect("tap lock");
         t.events_in_bucket += 1;
         if let Body::Lost { count, .. } = ev.body {
@@ -308,7 +257,7 @@ impl Sink for SharedTap {
             t.log_dropped += 1;
         }
         t.log.push_back(ev.clone());
-        t.observe_lock(ev);
+        t.observe_lock(step, auditor.profile());
     }
 
     fn on_finding(&mut self, finding: &Finding) {
@@ -342,7 +291,7 @@ impl Engine {
 
     /// An engine on a given pipeline (a live session passes one with its recorder).
     pub fn with_pipeline(mut pipeline: Pipeline) -> Engine {
-        let tap = Arc::new(Mutex::new(Tap::new(pipeline.auditor.profile())));
+        let tap = Arc::new(Mutex::new(Tap::new()));
         pipeline.add_sink(Box::new(SharedTap(tap.clone())));
         let mut rate = VecDeque::with_capacity(RATE_HISTORY);
         rate.push_back(0);

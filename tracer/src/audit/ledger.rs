@@ -1,0 +1,376 @@
+//! The allocation ledger: what each mdev allocated and freed, leaks at release, leaks on an
+//! error path or by overwriting the field, double and unknown frees.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::lifecycle::Note;
+use super::migration::MigState;
+use super::{secs, Auditor, Frame, Kind, MdevRef};
+use crate::model::{hex_u64, Body, Event};
+use crate::profile::Role;
+
+/// How many freed pointers are remembered for double-free detection.
+const FREED_CAP: usize = 1 << 16;
+
+/// An allocation still outstanding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outstanding {
+    #[serde(with = "hex_u64")]
+    pub ptr: u64,
+    pub bytes: u64,
+    pub function: Arc<str>,
+    pub mdev: Option<MdevRef>,
+    pub seq: u64,
+    #[serde(with = "crate::model::dec_u64")]
+    pub ts_ns: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<Arc<str>>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Allocation {
+    pub(super) bytes: u64,
+    pub(super) mdev: Option<u64>,
+    pub(super) function: Arc<str>,
+    pub(super) tid: u32,
+    pub(super) event: Event,
+    pub(super) stack: Vec<Arc<str>>,
+    /// Stored into the profile's field (as opposed to seen only at the allocator).
+    pub(super) in_field: bool,
+    /// Already reported (error-path-leak / overwrite-leak): not a leak again.
+    pub(super) reported: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Freed {
+    pub(super) event: Event,
+    pub(super) tid: u32,
+    /// seq of the entry of the call that freed it (to merge the allocator's own kfree).
+    pub(super) call_seq: Option<u64>,
+}
+
+impl Auditor {
+    pub(super) fn alloc_into_field(
+        &mut self,
+        ptr: u64,
+        p: u64,
+        ev: &Event,
+        func: &Arc<str>,
+        frame: Option<&Frame>,
+        lock_fault: bool,
+    ) {
+        // An older allocation still in the same field is lost by this store.
+        let older: Option<u64> = self
+            .ledger
+            .iter()
+            .find(|(&q, a)| {
+                q != p && a.mdev == Some(ptr) && a.in_field && !a.reported && a.function == *func
+            })
+            .map(|(&q, _)| q);
+        let stack = match frame.map(|f| &f.call.enter.body) {
+            Some(Body::Enter { stack, .. }) => stack.clone(),
+            _ => Vec::new(),
+        };
+        let entry = frame.map(|f| (*f.call.enter).clone());
+        match self.ledger.get_mut(&p) {
+            // The allocator's own event (--all-allocations) came first: same allocation.
+            Some(a) if a.tid == ev.task.tid && !a.in_field => {
+                a.in_field = true;
+                a.function = func.clone();
+                a.mdev = Some(ptr);
+                if a.stack.is_empty() {
+                    a.stack = stack;
+                }
+            }
+            _ => {
+                self.freed.remove(&p);
+                if let Some(old) = self.ledger.remove(&p) {
+                    self.forget_outstanding(&old);
+                }
+                let m = self.mdevs.get_mut(&ptr).expect("touched");
+                m.outstanding += 1;
+                self.ledger.insert(
+                    p,
+                    Allocation {
+                        bytes: 0,
+                        mdev: Some(ptr),
+                        function: func.clone(),
+                        tid: ev.task.tid,
+                        event: ev.clone(),
+                        stack,
+                        in_field: true,
+                        reported: false,
+                    },
+                );
+            }
+        }
+        self.mdevs.get_mut(&ptr).expect("touched").note(
+            ev,
+            Note::MigAllocated(p),
+            Some(MigState::Running),
+        );
+        self.mdevs.get_mut(&ptr).expect("touched").mig_state = Some(MigState::Running);
+        if let Some(q) = older {
+            let a = self.ledger.get_mut(&q).expect("found above");
+            a.reported = true;
+            let mut evidence = vec![a.event.clone()];
+            evidence.extend(entry);
+            let (at, afunc) = (a.event.ts_ns, a.function.clone());
+            let msg = format!(
+                "{func} stored {p:#x} into mig_data of {} while {q:#x} (allocated by {afunc} at {}) was still there: the older allocation is leaked",
+                self.mdev_label(ptr),
+                secs(at)
+            );
+            let _ = lock_fault;
+            self.raise(
+                Kind::OverwriteLeak,
+                Some(ptr),
+                ev,
+                Some(func.clone()),
+                msg,
+                evidence,
+                Vec::new(),
+            );
+        }
+    }
+
+    fn forget_outstanding(&mut self, a: &Allocation) {
+        if let Some(m) = a.mdev.and_then(|p| self.mdevs.get_mut(&p)) {
+            m.outstanding = m.outstanding.saturating_sub(1);
+            m.outstanding_bytes = m.outstanding_bytes.saturating_sub(a.bytes);
+        }
+    }
+
+    /// A failed open or probe: what it allocated for the mdev must be gone.
+    pub(super) fn error_path_leaks(
+        &mut self,
+        ptr: u64,
+        frame: &Frame,
+        ev: &Event,
+        func: &Arc<str>,
+        err: i32,
+    ) {
+        let since = frame.call.enter.seq;
+        let mut left: Vec<u64> = self
+            .ledger
+            .iter()
+            .filter(|(_, a)| {
+                a.mdev == Some(ptr) && !a.reported && a.tid == ev.task.tid && a.event.seq > since
+            })
+            .map(|(&p, _)| p)
+            .collect();
+        left.sort_unstable();
+        for p in left {
+            let a = self.ledger.get_mut(&p).expect("listed");
+            a.reported = true;
+            let (aev, afunc, astack) = (a.event.clone(), a.function.clone(), a.stack.clone());
+            let msg = format!(
+                "{func} failed with {err} on {} ({}) but left {p:#x} allocated by {afunc} at {} outstanding",
+                self.mdev_label(ptr),
+                self.guest_label(ptr),
+                secs(aev.ts_ns)
+            );
+            self.raise(
+                Kind::ErrorPathLeak,
+                Some(ptr),
+                ev,
+                Some(func.clone()),
+                msg,
+                vec![(*frame.call.enter).clone(), aev],
+                astack,
+            );
+        }
+    }
+
+    /// release_dev returned: whatever the mdev still holds is leaked.
+    pub(super) fn leaks_at_release(&mut self, ptr: u64, ev: &Event, func: &Arc<str>) {
+        let mut leaked: Vec<u64> = self
+            .ledger
+            .iter()
+            .filter(|(_, a)| a.mdev == Some(ptr))
+            .map(|(&p, _)| p)
+            .collect();
+        leaked.sort_unstable();
+        for p in leaked {
+            let a = self.ledger.remove(&p).expect("listed");
+            self.forget_outstanding(&a);
+            if a.reported {
+                continue;
+            }
+            let what = if a.in_field { "mig_data " } else { "" };
+            let size = if a.bytes > 0 {
+                format!(" ({} bytes)", a.bytes)
+            } else {
+                String::new()
+            };
+            let msg = format!(
+                "{what}{p:#x}{size} allocated by {} at {} for {} ({}) was never freed before {func} returned at {}",
+                a.function,
+                secs(a.event.ts_ns),
+                self.mdev_label(ptr),
+                self.guest_label(ptr),
+                secs(ev.ts_ns)
+            );
+            self.raise(
+                Kind::Leak,
+                Some(ptr),
+                ev,
+                Some(a.function.clone()),
+                msg,
+                vec![a.event.clone()],
+                a.stack.clone(),
+            );
+        }
+    }
+
+    pub(super) fn on_alloc(
+        &mut self,
+        ev: &Event,
+        p: u64,
+        bytes: u64,
+        site: Option<Arc<str>>,
+        stack: &[Arc<str>],
+    ) {
+        if p == 0 {
+            return;
+        }
+        let ctx = self.calls.context_mdev(ev.task.tid);
+        self.freed.remove(&p);
+        if let Some(old) = self.ledger.remove(&p) {
+            self.forget_outstanding(&old);
+        }
+        if let Some(m) = ctx.and_then(|c| self.mdevs.get_mut(&c)) {
+            m.outstanding += 1;
+            m.outstanding_bytes += bytes;
+        }
+        let function = site.unwrap_or_else(|| Arc::from("?"));
+        self.ledger.insert(
+            p,
+            Allocation {
+                bytes,
+                mdev: ctx,
+                function,
+                tid: ev.task.tid,
+                event: ev.clone(),
+                stack: stack.to_vec(),
+                in_field: false,
+                reported: false,
+            },
+        );
+    }
+
+    /// A free: from the allocator (`by_field` None) or from the profile's freeing function.
+    pub(super) fn on_free(&mut self, ev: &Event, p: u64, by_field: Option<(u64, Arc<str>)>) {
+        if p == 0 {
+            return;
+        }
+        let tid = ev.task.tid;
+        let call_seq = match &by_field {
+            Some(_) => Some(ev.seq),
+            // The allocator's kfree inside the freeing function is the same free.
+            None => self
+                .calls
+                .stack(tid)
+                .iter()
+                .rev()
+                .find(|f| self.profile.functions[f.call.spec].role == Role::FreeField)
+                .map(|f| f.call.enter.seq),
+        };
+        let ctx = by_field
+            .as_ref()
+            .map(|(m, _)| *m)
+            .or_else(|| self.calls.context_mdev(tid));
+        let func = by_field
+            .as_ref()
+            .map(|(_, f)| f.clone())
+            .or_else(|| match &ev.body {
+                Body::Free { site, .. } => site.clone(),
+                _ => None,
+            });
+        if let Some(a) = self.ledger.remove(&p) {
+            self.forget_outstanding(&a);
+            if let Some(m) = a.mdev.and_then(|q| self.mdevs.get_mut(&q)) {
+                if a.in_field {
+                    m.note(ev, Note::MigFreed(p), None);
+                }
+            }
+            self.remember_freed(p, ev, tid, call_seq);
+            return;
+        }
+        if let Some(prev) = self.freed.get(&p) {
+            if by_field.is_none()
+                && prev.tid == tid
+                && prev.call_seq.is_some()
+                && prev.call_seq == call_seq
+            {
+                return; // the kfree inside the freeing function we already counted
+            }
+            let first = prev.event.clone();
+            let label = ctx
+                .map(|m| format!(" of {}", self.mdev_label(m)))
+                .unwrap_or_default();
+            let msg = format!(
+                "{p:#x}{label} freed again by {} at {}; it was already freed at {} (event #{}) and not allocated since",
+                func.as_deref().unwrap_or("?"),
+                secs(ev.ts_ns),
+                secs(first.ts_ns),
+                first.seq
+            );
+            self.raise(
+                Kind::DoubleFree,
+                ctx,
+                ev,
+                func,
+                msg,
+                vec![first],
+                Vec::new(),
+            );
+            return;
+        }
+        // Never seen allocated. Only a finding when we watched the mdev from its birth.
+        let known_birth = ctx
+            .and_then(|m| self.mdevs.get(&m))
+            .is_some_and(|m| !m.adopted);
+        self.remember_freed(p, ev, tid, call_seq);
+        if known_birth {
+            let label = self.mdev_label(ctx.expect("known"));
+            let msg = format!(
+                "{} freed {p:#x} of {label}, a pointer never seen allocated",
+                func.as_deref().unwrap_or("?")
+            );
+            self.raise(
+                Kind::UnknownFree,
+                ctx,
+                ev,
+                func,
+                msg,
+                Vec::new(),
+                Vec::new(),
+            );
+        }
+    }
+
+    fn remember_freed(&mut self, p: u64, ev: &Event, tid: u32, call_seq: Option<u64>) {
+        if self
+            .freed
+            .insert(
+                p,
+                Freed {
+                    event: ev.clone(),
+                    tid,
+                    call_seq,
+                },
+            )
+            .is_none()
+        {
+            self.freed_order.push_back(p);
+        }
+        while self.freed_order.len() > FREED_CAP {
+            if let Some(old) = self.freed_order.pop_front() {
+                self.freed.remove(&old);
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Migration requests, data files, steps and read-backs.
+
+use super::*;
+
+#[test]
+fn accepted_request_outside_flags_is_invalid_arc_and_refused_one_is_fine() {
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    s.set_state(QEMU, 5, (-22i64) as u64); // RUNNING_P2P refused: right
+    s.set_state(QEMU, 6, 0); // PRE_COPY accepted: wrong
+    s.close(QEMU, MIG).remove_release(None);
+    let a = s.audit();
+    let f = only(&a, Kind::InvalidMigrationArc);
+    assert!(f.message.contains("PRE_COPY"), "{}", f.message);
+    assert!(f.message.contains("accepted"), "{}", f.message);
+}
+
+#[test]
+fn wrong_file_return_and_bad_step_and_bad_readback_are_invalid_arcs() {
+    // STOP → STOP_COPY without a data file
+    let mut s = Script::new();
+    s.create()
+        .open(QEMU, MIG)
+        .set_state(QEMU, 1, 0)
+        .set_state(QEMU, 3, 0);
+    let a = s.audit();
+    assert!(only(&a, Kind::InvalidMigrationArc)
+        .message
+        .contains("no migration data file"));
+
+    // a step RUNNING → STOP_COPY inside set_state
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    s.enter(
+        QEMU,
+        "vfio_ap_set_state",
+        &[MDEV, 3],
+        LockObs::NotChecked,
+        None,
+    )
+    .enter(
+        QEMU,
+        "vfio_ap_transition_to_state",
+        &[MDEV, 3],
+        LockObs::NotChecked,
+        None,
+    )
+    .exit(QEMU, "vfio_ap_transition_to_state", MDEV, 0, None)
+    .exit(QEMU, "vfio_ap_set_state", MDEV, FILE as i64, None);
+    let a = s.audit();
+    assert!(only(&a, Kind::InvalidMigrationArc)
+        .message
+        .contains("RUNNING → STOP_COPY"));
+
+    // get_state reads back something else than accepted
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG).set_state(QEMU, 1, 0);
+    s.enter(
+        QEMU,
+        "vfio_ap_get_state",
+        &[MDEV, 0x1000],
+        LockObs::NotChecked,
+        None,
+    )
+    .exit(QEMU, "vfio_ap_get_state", MDEV, 0, Some(2));
+    let a = s.audit();
+    assert!(only(&a, Kind::InvalidMigrationArc)
+        .message
+        .contains("read back RUNNING"));
+}
+
+#[test]
+fn steps_along_direct_arcs_are_clean() {
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    s.enter(
+        QEMU,
+        "vfio_ap_set_state",
+        &[MDEV, 3],
+        LockObs::NotChecked,
+        None,
+    )
+    .call(QEMU, "vfio_ap_transition_to_state", &[MDEV, 1], 0)
+    .call(QEMU, "vfio_ap_transition_to_state", &[MDEV, 3], 0)
+    .exit(QEMU, "vfio_ap_set_state", MDEV, FILE as i64, None);
+    assert!(s.audit().findings().is_empty());
+}
+
+#[test]
+fn an_accepted_bad_request_taken_in_one_bad_step_is_one_finding() {
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    s.enter(
+        QEMU,
+        "vfio_ap_set_state",
+        &[MDEV, 6],
+        LockObs::NotChecked,
+        None,
+    )
+    .call(QEMU, "vfio_ap_transition_to_state", &[MDEV, 6], 0)
+    .exit(QEMU, "vfio_ap_set_state", MDEV, 0, None);
+    let a = s.audit();
+    assert!(only(&a, Kind::InvalidMigrationArc)
+        .message
+        .contains("RUNNING → PRE_COPY"));
+}

@@ -1,0 +1,144 @@
+//! What the auditor shows: the snapshot for the TUI and metrics, and the end-of-stream
+//! summary.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::lifecycle::{Mdev, MdevView};
+use super::migration::MigState;
+use super::{Auditor, FunctionStats, Kind, Outstanding, TaskRef};
+
+/// The auditor's state at one moment, for the TUI, metrics and reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub events: u64,
+    pub first_ts_ns: Option<u64>,
+    pub last_ts_ns: Option<u64>,
+    pub lost_events: u64,
+    pub mdevs: Vec<MdevView>,
+    /// Findings so far, by kind name.
+    pub findings_by_kind: BTreeMap<Kind, u64>,
+    pub outstanding: u64,
+    pub outstanding_bytes: u64,
+    /// Per traced function: calls and latency.
+    pub functions: BTreeMap<String, FunctionStats>,
+    /// Migration steps seen, by (from, to).
+    pub transitions: BTreeMap<String, u64>,
+}
+
+/// The end-of-stream summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub events: u64,
+    pub mdevs_seen: u64,
+    #[serde(with = "crate::model::dec_opt")]
+    pub first_ts_ns: Option<u64>,
+    #[serde(with = "crate::model::dec_opt")]
+    pub last_ts_ns: Option<u64>,
+    pub lost_events: u64,
+    /// Allocations still outstanding at the end (not leaks: their mdev may be alive).
+    pub outstanding: Vec<Outstanding>,
+    /// Tasks still inside a traced function at the end (a hang shows here).
+    pub unfinished_calls: Vec<UnfinishedCall>,
+}
+
+/// A call that never returned before the stream ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnfinishedCall {
+    pub function: Arc<str>,
+    pub task: TaskRef,
+    pub seq: u64,
+    #[serde(with = "crate::model::dec_u64")]
+    pub ts_ns: u64,
+}
+
+impl Auditor {
+    /// The state now, for sinks.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut mdevs: Vec<MdevView> = self.mdevs.values().map(Mdev::view).collect();
+        mdevs.sort_by_key(|m| (m.id.ptr, m.id.incarnation));
+        let findings_by_kind = self.finding_counts();
+        Snapshot {
+            events: self.events,
+            first_ts_ns: self.first_ts,
+            last_ts_ns: self.last_ts,
+            lost_events: self.lost,
+            outstanding: self.ledger.len() as u64,
+            outstanding_bytes: self.ledger.values().map(|a| a.bytes).sum(),
+            mdevs,
+            findings_by_kind,
+            functions: self
+                .profile
+                .functions
+                .iter()
+                .zip(&self.functions)
+                .map(|(s, st)| (s.name.clone(), st.clone()))
+                .collect(),
+            transitions: self
+                .transitions
+                .iter()
+                .map(|((a, b), n)| (format!("{a}->{b}"), *n))
+                .collect(),
+        }
+    }
+
+    /// Migration steps by (from, to).
+    pub fn transitions(&self) -> &BTreeMap<(MigState, MigState), u64> {
+        &self.transitions
+    }
+
+    /// Per-function statistics, in profile order.
+    pub fn function_stats(&self) -> impl Iterator<Item = (&str, &FunctionStats)> {
+        self.profile
+            .functions
+            .iter()
+            .map(|s| s.name.as_str())
+            .zip(&self.functions)
+    }
+
+    /// The end of the stream: outstanding allocations and unfinished calls, not leaks.
+    pub fn finish(&self) -> Summary {
+        let mut outstanding: Vec<Outstanding> = self
+            .ledger
+            .iter()
+            .filter(|(_, a)| !a.reported)
+            .map(|(&ptr, a)| Outstanding {
+                ptr,
+                bytes: a.bytes,
+                function: a.function.clone(),
+                mdev: a.mdev.and_then(|m| self.mdevs.get(&m)).map(Mdev::reference),
+                seq: a.event.seq,
+                ts_ns: a.event.ts_ns,
+                stack: a.stack.clone(),
+            })
+            .collect();
+        outstanding.sort_by_key(|o| o.seq);
+        let mut unfinished_calls: Vec<UnfinishedCall> = self
+            .calls
+            .in_progress()
+            .map(|f| UnfinishedCall {
+                function: f
+                    .enter
+                    .body
+                    .func()
+                    .map(Arc::from)
+                    .unwrap_or_else(|| Arc::from("")),
+                task: self.task_ref(&f.enter),
+                seq: f.enter.seq,
+                ts_ns: f.enter.ts_ns,
+            })
+            .collect();
+        unfinished_calls.sort_by_key(|u| u.seq);
+        Summary {
+            events: self.events,
+            mdevs_seen: self.mdevs_seen,
+            first_ts_ns: self.first_ts,
+            last_ts_ns: self.last_ts,
+            lost_events: self.lost,
+            outstanding,
+            unfinished_calls,
+        }
+    }
+}

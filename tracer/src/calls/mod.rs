@@ -1,0 +1,341 @@
+//! Calls: the ordered event stream read as function calls. The one place that pairs entries
+//! with returns on per-task stacks, decides which calls can be believed, which mdev a call is
+//! about, and whether it failed.
+//!
+//! What a call *means* for the driver's rules is the auditor's; sinks read the interpretation
+//! of the event just delivered as a [`Step`].
+
+pub(crate) mod fasthash;
+mod names;
+mod ret;
+
+use std::sync::Arc;
+
+use crate::model::{Body, Event, LockObs};
+use crate::profile::{LockContract, MdevArg, Profile, RetType, Role};
+use fasthash::FastMap;
+use names::NameCache;
+pub use ret::{as_int, failed};
+
+/// One call of a profiled function, as entered.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// Index of the function in the profile.
+    pub spec: usize,
+    /// The entry event. Boxed: calls are pushed and popped on every pair of events, and an
+    /// event is large to move.
+    pub enter: Box<Event>,
+    /// The registers are the C arguments: not a compiler clone, not marked untrusted.
+    pub trusted: bool,
+    /// The vfio_ap object (`ap_matrix_mdev`) the call is about, when known.
+    pub mdev: Option<u64>,
+    /// The `struct mdev_device *` argument of probe/remove.
+    pub mdev_device: Option<u64>,
+}
+
+impl Call {
+    /// Argument `i` as captured at entry, when it was.
+    pub fn arg(&self, i: usize) -> Option<u64> {
+        match &self.enter.body {
+            Body::Enter { args, .. } => args.get(i).copied(),
+            _ => None,
+        }
+    }
+
+    /// The lock as the probe read it at entry.
+    pub fn lock(&self) -> LockObs {
+        match &self.enter.body {
+            Body::Enter { lock, .. } => *lock,
+            _ => LockObs::NotChecked,
+        }
+    }
+
+    /// The function's name as the event gave it (a clone keeps its suffix).
+    pub fn func(&self) -> Arc<str> {
+        match &self.enter.body {
+            Body::Enter { func, .. } => func.clone(),
+            _ => Arc::from(""),
+        }
+    }
+}
+
+/// A call on its task's stack, with what the user of [`Calls`] keeps about it.
+#[derive(Clone, Debug)]
+pub struct Frame<X> {
+    pub call: Call,
+    pub x: X,
+}
+
+/// A return, paired with its entry when there was one.
+#[derive(Clone, Debug)]
+pub struct Return {
+    pub spec: usize,
+    pub ret: u64,
+    /// The function's return type says this value is a failure.
+    pub failed: bool,
+    /// Neither the return nor its entry is a compiler clone or marked untrusted.
+    pub trusted: bool,
+    /// The mdev of the call (from its entry, or from the return's arg0 without one).
+    pub mdev: Option<u64>,
+    /// Calls above this one on the task's stack, dropped: their returns were missed.
+    pub missed: usize,
+}
+
+/// A return and the call it ends (none when its entry was not seen).
+#[derive(Debug)]
+pub struct Exited<X> {
+    pub ret: Return,
+    pub frame: Option<Frame<X>>,
+}
+
+/// The interpretation of the event just delivered.
+#[derive(Clone, Copy, Debug)]
+pub enum Step<'a> {
+    /// Not a call of the profile.
+    Other,
+    /// A call was entered. `attributed` is an enclosing call that learned its mdev from this
+    /// one (probe, once init_dev names the object).
+    Enter {
+        call: &'a Call,
+        attributed: Option<&'a Call>,
+    },
+    /// A call returned.
+    Exit {
+        ret: &'a Return,
+        call: Option<&'a Call>,
+    },
+}
+
+enum Last<X> {
+    Other,
+    Enter { tid: u32, attributed: Option<usize> },
+    Exit(Exited<X>),
+}
+
+/// Whether the lock as read satisfies the function's contract; `None` when it was not read.
+pub fn lock_kept(contract: LockContract, obs: LockObs) -> Option<bool> {
+    if obs == LockObs::NotChecked {
+        return None;
+    }
+    Some(match contract {
+        LockContract::None => true,
+        LockContract::Held => obs == LockObs::HeldByCurrent,
+        LockContract::NotHeld => obs != LockObs::HeldByCurrent,
+    })
+}
+
+/// What the interpretation needs of a profiled function.
+#[derive(Clone, Copy)]
+struct Spec {
+    role: Role,
+    mdev: MdevArg,
+    ret: RetType,
+}
+
+/// Per-task call stacks and the mdev each call is about. `X` is what the user keeps per call.
+pub struct Calls<X> {
+    index: FastMap<String, usize>,
+    specs: Vec<Spec>,
+    names: NameCache,
+    tasks: FastMap<u32, Vec<Frame<X>>>,
+    /// `struct mdev_device *` → object, learned from init_dev nested in probe.
+    mdev_devices: FastMap<u64, u64>,
+    /// The entered call that learned its mdev, between `enter` and `push`.
+    attributed: Option<usize>,
+    last: Last<X>,
+}
+
+impl<X: Default> Calls<X> {
+    pub fn new(profile: &Profile) -> Calls<X> {
+        Calls {
+            index: profile.index().into_iter().collect(),
+            specs: profile
+                .functions
+                .iter()
+                .map(|f| Spec {
+                    role: f.role,
+                    mdev: f.mdev,
+                    ret: f.ret_type(),
+                })
+                .collect(),
+            names: NameCache::default(),
+            tasks: FastMap::default(),
+            mdev_devices: FastMap::default(),
+            attributed: None,
+            last: Last::Other,
+        }
+    }
+
+    /// An event that is not a call of the profile.
+    pub fn other(&mut self) {
+        self.last = Last::Other;
+    }
+
+    /// An entry: the call with its mdev, not yet on its task's stack. `push` it once judged
+    /// (the judge may look at the calls it is nested in).
+    pub fn enter(&mut self, ev: &Event) -> Option<Frame<X>> {
+        self.last = Last::Other;
+        self.attributed = None;
+        let Body::Enter {
+            func,
+            args,
+            untrusted,
+            ..
+        } = &ev.body
+        else {
+            return None;
+        };
+        let (spec, clone) = self.names.lookup(func, &self.index)?;
+        let s = self.specs[spec];
+        let arg0 = args.first().copied().unwrap_or(0);
+        let mut call = Call {
+            spec,
+            enter: Box::new(ev.clone()),
+            trusted: !*untrusted && !clone,
+            mdev: None,
+            mdev_device: None,
+        };
+        if call.trusted {
+            match s.mdev {
+                MdevArg::Object => call.mdev = Some(arg0).filter(|&p| p != 0),
+                MdevArg::MdevDevice => {
+                    call.mdev_device = Some(arg0);
+                    call.mdev = self.mdev_devices.get(&arg0).copied();
+                }
+                MdevArg::None => {}
+            }
+        }
+        if let (Role::InitDev, Some(ptr)) = (s.role, call.mdev) {
+            // init_dev nested in probe, same task: the probe's mdev_device is this object.
+            if let Some(fs) = self.tasks.get_mut(&ev.task.tid) {
+                if let Some(i) = fs.iter().rposition(|f| f.call.mdev_device.is_some()) {
+                    let outer = &mut fs[i].call;
+                    outer.mdev = Some(ptr);
+                    if let Some(dev) = outer.mdev_device {
+                        self.mdev_devices.insert(dev, ptr);
+                    }
+                    self.attributed = Some(i);
+                }
+            }
+        }
+        Some(Frame {
+            call,
+            x: X::default(),
+        })
+    }
+
+    /// Puts an entered call on its task's stack.
+    pub fn push(&mut self, frame: Frame<X>) {
+        let tid = frame.call.enter.task.tid;
+        self.tasks.entry(tid).or_default().push(frame);
+        self.last = Last::Enter {
+            tid,
+            attributed: self.attributed.take(),
+        };
+    }
+
+    /// A return: pops its call (and the calls above it, whose returns were missed). Give the
+    /// result back with `retire` once judged, so sinks can read it.
+    pub fn exit(&mut self, ev: &Event) -> Option<Exited<X>> {
+        self.last = Last::Other;
+        let Body::Exit {
+            func, ret, arg0, ..
+        } = &ev.body
+        else {
+            return None;
+        };
+        let (spec, clone) = self.names.lookup(func, &self.index)?;
+        let s = self.specs[spec];
+        let mut missed = 0;
+        let frame = self.tasks.get_mut(&ev.task.tid).and_then(|fs| {
+            let pos = fs.iter().rposition(|f| f.call.spec == spec)?;
+            missed = fs.len() - pos - 1;
+            fs.truncate(pos + 1);
+            fs.pop()
+        });
+        let trusted = !clone && !frame.as_ref().is_some_and(|f| entered_untrusted(&f.call));
+        let mdev = match (&frame, s.mdev) {
+            _ if !trusted => None,
+            (Some(f), _) => f.call.mdev,
+            (None, MdevArg::Object) => Some(*arg0).filter(|&p| p != 0),
+            (None, _) => None,
+        };
+        if let (Role::ReleaseDev, Some(ptr)) = (s.role, mdev) {
+            // The object is gone: its mdev_device names nothing any more.
+            self.mdev_devices.retain(|_, v| *v != ptr);
+        }
+        Some(Exited {
+            ret: Return {
+                spec,
+                ret: *ret,
+                failed: failed(s.ret, *ret),
+                trusted,
+                mdev,
+                missed,
+            },
+            frame,
+        })
+    }
+
+    /// A judged return, kept until the next event for [`Calls::step`].
+    pub fn retire(&mut self, exited: Exited<X>) {
+        self.last = Last::Exit(exited);
+    }
+
+    /// The interpretation of the last event.
+    pub fn step(&self) -> Step<'_> {
+        match &self.last {
+            Last::Other => Step::Other,
+            Last::Enter { tid, attributed } => {
+                let Some(fs) = self.tasks.get(tid) else {
+                    return Step::Other;
+                };
+                match fs.last() {
+                    Some(top) => Step::Enter {
+                        call: &top.call,
+                        attributed: attributed.and_then(|i| fs.get(i)).map(|f| &f.call),
+                    },
+                    None => Step::Other,
+                }
+            }
+            Last::Exit(e) => Step::Exit {
+                ret: &e.ret,
+                call: e.frame.as_ref().map(|f| &f.call),
+            },
+        }
+    }
+
+    /// The task's calls in progress, outermost first.
+    pub fn stack(&self, tid: u32) -> &[Frame<X>] {
+        self.tasks.get(&tid).map_or(&[], |fs| fs.as_slice())
+    }
+
+    pub fn stack_mut(&mut self, tid: u32) -> &mut [Frame<X>] {
+        self.tasks
+            .get_mut(&tid)
+            .map_or(&mut [], |fs| fs.as_mut_slice())
+    }
+
+    /// The mdev of the innermost call of the task that has one.
+    pub fn context_mdev(&self, tid: u32) -> Option<u64> {
+        self.stack(tid).iter().rev().find_map(|f| f.call.mdev)
+    }
+
+    /// Every call in progress, in no order.
+    pub fn in_progress(&self) -> impl Iterator<Item = &Call> {
+        self.tasks.values().flatten().map(|f| &f.call)
+    }
+}
+
+fn entered_untrusted(call: &Call) -> bool {
+    matches!(
+        call.enter.body,
+        Body::Enter {
+            untrusted: true,
+            ..
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests;
