@@ -11,7 +11,6 @@ use super::engine::{Playback, Screen};
 use super::feed::{Control, MIN_UPDATE_INTERVAL};
 use crate::audit::{Auditor, Finding};
 use crate::live::cancel::Cancel;
-use crate::model::Event;
 use crate::pipeline::Sink;
 use crate::profile::Profile;
 
@@ -116,8 +115,6 @@ impl ScreenSink {
 }
 
 impl Sink for ScreenSink {
-    fn on_event(&mut self, _ev: &Event, _auditor: &Auditor) {}
-
     fn on_finding(&mut self, _finding: &Finding) {
         if self.seeking {
             self.seeking = false;
