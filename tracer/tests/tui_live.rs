@@ -224,3 +224,44 @@ fn a_live_stream_over_100k_events_per_second_stays_responsive() {
         );
     }
 }
+
+/// Pause freezes the display of a live run (the auditor goes on); resuming shows what came
+/// meanwhile, nothing lost.
+#[test]
+fn a_frozen_display_gets_no_updates_until_resumed() {
+    let profile = Profile::vfio_ap();
+    let (tx, rx) = mpsc::channel();
+    let (ctl_tx, ctl_rx) = mpsc::channel();
+    let mut p = tracer::live::options::pipeline(
+        &profile,
+        screen_sinks(&profile, tx, ctl_rx, Cancel::new()),
+    );
+    let events = from_the_kernel(faulty(600));
+    let data = |rx: &Receiver<AppEvent>| -> Vec<Box<tracer::tui::Update>> {
+        rx.try_iter()
+            .filter_map(|e| match e {
+                AppEvent::Data(u) => Some(u),
+                _ => None,
+            })
+            .collect()
+    };
+    ctl_tx.send(Control::Hold).unwrap();
+    p.idle();
+    let first = data(&rx);
+    assert_eq!(first.len(), 1);
+    assert!(first[0].playback.paused());
+    drop(first);
+    for e in &events[..300] {
+        p.push(e.clone());
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    p.idle();
+    assert!(data(&rx).is_empty(), "frozen");
+    ctl_tx.send(Control::TogglePause).unwrap();
+    p.idle();
+    let resumed = data(&rx);
+    assert_eq!(resumed.len(), 1);
+    assert!(!resumed[0].playback.paused());
+    assert_eq!(resumed[0].new_log.len(), 300);
+    assert_eq!(resumed[0].snapshot.events, 300);
+}
