@@ -2,14 +2,24 @@
 //! (Linux with the `live` feature) the aya agent that loads the probes and feeds the
 //! pipeline.
 //!
-//! The resolution and check code only reads files, so it is tested on fixture trees on any
-//! OS; [`agent`] is the only part that needs aya, tokio and a Linux kernel.
+//! Everything that decides or decodes only reads files or bytes, so it is tested on fixture
+//! trees on any OS: resolution and check, [`decode`] (records → events), [`losses`],
+//! [`follow`] (the module's loads, attach statuses and lines), [`report`], [`options`].
+//! [`agent`] is the only part that needs aya and a Linux kernel: loading, attaching, the
+//! run loop.
 
 pub mod btf;
+pub mod cancel;
 pub mod check;
+pub mod decode;
 pub mod elf;
+pub mod follow;
 pub mod host;
 pub mod kallsyms;
+pub mod losses;
+pub mod options;
+pub mod output;
+pub mod report;
 pub mod resolve;
 pub mod sink;
 
@@ -17,8 +27,8 @@ pub mod sink;
 pub mod agent;
 #[cfg(all(feature = "live", target_os = "linux"))]
 mod linkinfo;
-#[cfg(all(feature = "live", target_os = "linux"))]
-pub mod ui;
+
+pub use options::{LiveOptions, Session};
 
 use std::io::Read;
 

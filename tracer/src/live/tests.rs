@@ -637,3 +637,30 @@ fn env_module_not_loaded_warns_with_modprobe_and_live_goes_on() {
     let w = live_gate(&rows, false).unwrap();
     assert!(w.iter().all(|w| !w.contains("vfio_ap")), "{w:?}");
 }
+
+/// The lines the agent says after attaching, which the QEMU testbed waits for: a status
+/// line for each probe that is not plainly attached, then the `attached` line.
+#[test]
+fn the_attach_lines_name_clones_and_end_with_the_count() {
+    use super::follow::{attach_lines, function_status, missing_statuses};
+    let d = tmp();
+    let host = host_612(d.path());
+    let r = resolve(&host, &Profile::vfio_ap(), "vfio_ap", &Overrides::default());
+    let mut statuses: Vec<_> = r.targets.iter().map(|t| function_status(t, None)).collect();
+    statuses.extend(missing_statuses(&r));
+    let lines = attach_lines("vfio_ap", &r, &statuses);
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!(
+            "aptrace: attached {} probes to module vfio_ap (0 missing, lock checks on)",
+            r.targets.len()
+        )
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("aptrace: vfio_ap_set_state ")
+                && l.contains("vfio_ap_set_state.isra.0 (compiler clone: arguments untrusted)")),
+        "{lines:#?}"
+    );
+}

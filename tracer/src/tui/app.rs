@@ -31,6 +31,8 @@ pub enum AppEvent {
     Resize,
     /// New state from the engine.
     Data(Box<Update>),
+    /// The source stopped without a last update (a live run that failed to start).
+    Ended,
     /// SIGTERM / SIGHUP / SIGINT: leave cleanly.
     Terminate,
 }
@@ -197,6 +199,11 @@ impl App {
             }
             AppEvent::Data(u) => {
                 self.on_update(*u);
+                true
+            }
+            AppEvent::Ended => {
+                self.ended = true;
+                self.seek_pending = false;
                 true
             }
         }

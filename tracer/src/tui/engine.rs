@@ -1,5 +1,5 @@
-//! The side of the TUI that runs outside the draw loop: the [`Pipeline`] (reorder → auditor),
-//! and a tap on it that keeps what the screen needs, bounded. It publishes [`Update`]s.
+//! The side of the TUI that runs outside the draw loop: a tap on the source's [`Pipeline`]
+//! that keeps what the screen needs, bounded, and publishes [`Update`]s.
 //!
 //! Nothing here knows whether events come from a kernel or a recording.
 
@@ -272,9 +272,10 @@ impl Sink for SharedTap {
 
 struct SharedTap(Arc<Mutex<Tap>>);
 
-/// The pipeline and what the screen needs from it.
-pub struct Engine {
-    pipeline: Pipeline,
+/// What the screen needs from one pipeline: a tap on it (a sink), the throughput history,
+/// and the updates in flight. It owns no pipeline: a replay's [`Engine`] holds one, and a
+/// live run's [`super::live::ScreenSink`] sits in the agent's.
+pub struct Screen {
     tap: Arc<Mutex<Tap>>,
     rate: VecDeque<u64>,
     lost_rate: VecDeque<u64>,
@@ -283,52 +284,23 @@ pub struct Engine {
     pub last_snapshot_cost: Duration,
 }
 
-impl Engine {
-    /// An engine on a fresh pipeline (no recorder) around `auditor`.
-    pub fn new(auditor: Auditor) -> Engine {
-        Engine::with_pipeline(Pipeline::new(auditor, None))
-    }
-
-    /// An engine on a given pipeline (a live session passes one with its recorder).
-    pub fn with_pipeline(mut pipeline: Pipeline) -> Engine {
+impl Screen {
+    /// A screen, and the sink that feeds it, to be
+    /// added to that pipeline.
+    pub fn new() -> (Screen, Box<dyn Sink + Send>) {
         let tap = Arc::new(Mutex::new(Tap::new()));
-        pipeline.add_sink(Box::new(SharedTap(tap.clone())));
         let mut rate = VecDeque::with_capacity(RATE_HISTORY);
         rate.push_back(0);
         let mut lost_rate = VecDeque::with_capacity(RATE_HISTORY);
         lost_rate.push_back(0);
-        Engine {
-            pipeline,
-            tap,
+        let screen = Screen {
+            tap: tap.clone(),
             rate,
             lost_rate,
             in_flight: Arc::new(AtomicUsize::new(0)),
             last_snapshot_cost: Duration::ZERO,
-        }
-    }
-
-    /// An event in order with its sequence number (a recording).
-    pub fn push_ordered(&mut self, ev: Event) {
-        self.pipeline.push_ordered(ev);
-    }
-
-    /// An event straight from a live source: it goes through the reorder window.
-    pub fn push(&mut self, ev: Event) {
-        self.pipeline.push(ev);
-    }
-
-    /// The source is idle: flush the reorder window (and the recorder).
-    pub fn idle(&mut self) {
-        self.pipeline.idle();
-    }
-
-    pub fn auditor(&self) -> &Auditor {
-        &self.pipeline.auditor
-    }
-
-    /// Findings raised so far.
-    pub fn findings_len(&self) -> usize {
-        self.pipeline.auditor.findings_total() as usize
+        };
+        (screen, Box::new(SharedTap(tap)))
     }
 
     /// Closes the current one-second throughput bucket.
@@ -355,10 +327,16 @@ impl Engine {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Takes what is new and the state now. `selected` is the mdev whose detail to include.
-    pub fn update(&mut self, selected: Option<u64>, playback: Playback, ended: bool) -> Update {
+    /// Takes what is new and the state of `auditor` now. `selected` is the mdev whose
+    /// detail to include.
+    pub fn update(
+        &mut self,
+        auditor: &Auditor,
+        selected: Option<u64>,
+        playback: Playback,
+        ended: bool,
+    ) -> Update {
         let started = Instant::now();
-        let auditor = &self.pipeline.auditor;
         let mut snapshot = auditor.snapshot();
         for m in &mut snapshot.mdevs {
             if Some(m.id.ptr) != selected {
@@ -417,6 +395,61 @@ impl Engine {
             ended,
             ticket: Some(Ticket(self.in_flight.clone())),
         }
+    }
+}
+
+/// A replay's pipeline and the screen on it.
+pub struct Engine {
+    pipeline: Pipeline,
+    screen: Screen,
+}
+
+impl Engine {
+    /// An engine on a fresh pipeline (no recorder) around `auditor`.
+    pub fn new(auditor: Auditor) -> Engine {
+        Engine::with_pipeline(Pipeline::new(auditor, None))
+    }
+
+    /// An engine on a given pipeline (with the metrics sink of `aptrace tui --metrics`).
+    pub fn with_pipeline(mut pipeline: Pipeline) -> Engine {
+        let (screen, tap) = Screen::new();
+        pipeline.add_sink(tap);
+        Engine { pipeline, screen }
+    }
+
+    /// An event in order with its sequence number (a recording).
+    pub fn push_ordered(&mut self, ev: Event) {
+        self.pipeline.push_ordered(ev);
+    }
+
+    pub fn auditor(&self) -> &Auditor {
+        &self.pipeline.auditor
+    }
+
+    /// Findings raised so far.
+    pub fn findings_len(&self) -> usize {
+        self.pipeline.auditor.findings_total() as usize
+    }
+
+    /// Closes the current one-second throughput bucket.
+    pub fn roll_rate(&mut self) {
+        self.screen.roll_rate();
+    }
+
+    /// Updates sent and not yet dropped by the App.
+    pub fn in_flight(&self) -> usize {
+        self.screen.in_flight()
+    }
+
+    /// How long the last snapshot took.
+    pub fn last_snapshot_cost(&self) -> Duration {
+        self.screen.last_snapshot_cost
+    }
+
+    /// Takes what is new and the state now. `selected` is the mdev whose detail to include.
+    pub fn update(&mut self, selected: Option<u64>, playback: Playback, ended: bool) -> Update {
+        self.screen
+            .update(&self.pipeline.auditor, selected, playback, ended)
     }
 }
 

@@ -1,5 +1,7 @@
-//! The thread that moves events from a [`Source`] (a recording being replayed, or a live
-//! channel) through the [`Engine`] and sends [`Update`]s to the App's one channel.
+//! The thread that replays a recording: it moves events from a [`Source`] through the
+//! [`Engine`] (the recording's own pipeline) and sends [`Update`]s to the App's one channel.
+//! A live run has no feed thread: its screen is a sink of the agent's pipeline
+//! ([`super::live`]).
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -15,7 +17,7 @@ pub const SPEEDS: [f64; 9] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 /// Events ingested between two looks at the controls and the clock.
 const BATCH: usize = 4_096;
 /// The shortest spacing of updates; it grows when snapshots get expensive.
-const MIN_UPDATE_INTERVAL: Duration = Duration::from_millis(100);
+pub(super) const MIN_UPDATE_INTERVAL: Duration = Duration::from_millis(100);
 /// A quiet gap in a recording longer than this (at the current speed) is skipped.
 const MAX_REPLAY_GAP: Duration = Duration::from_secs(2);
 
@@ -47,13 +49,10 @@ pub enum SourceState {
     Ended,
 }
 
-/// Where events come from. Replay and live sources differ only here.
+/// Where a replay's events come from, and at what pace.
 pub trait Source: Send {
     /// Appends up to `max` events that are due now.
     fn poll(&mut self, out: &mut Vec<Event>, max: usize) -> SourceState;
-    /// Events come in kernel-timestamp order with sequence numbers (a recording); otherwise
-    /// they go through the reorder window.
-    fn ordered(&self) -> bool;
     fn control(&mut self, c: &Control);
     fn playback(&self) -> Playback;
 }
@@ -143,10 +142,6 @@ impl Source for Replay {
         }
     }
 
-    fn ordered(&self) -> bool {
-        true
-    }
-
     fn control(&mut self, c: &Control) {
         match c {
             Control::TogglePause => {
@@ -188,67 +183,6 @@ impl Source for Replay {
             position: self.position(),
             total: self.total,
             seeking: self.mode == Mode::Seeking,
-        }
-    }
-}
-
-/// A live stream: events arrive on a channel (from the ring-buffer reader).
-pub struct Live {
-    rx: Receiver<Event>,
-    frozen: bool,
-    ended: bool,
-}
-
-impl Live {
-    pub fn new(rx: Receiver<Event>) -> Live {
-        Live {
-            rx,
-            frozen: false,
-            ended: false,
-        }
-    }
-}
-
-impl Source for Live {
-    fn poll(&mut self, out: &mut Vec<Event>, max: usize) -> SourceState {
-        if self.ended {
-            return SourceState::Ended;
-        }
-        let start = out.len();
-        while out.len() - start < max {
-            match self.rx.try_recv() {
-                Ok(e) => out.push(e),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.ended = true;
-                    break;
-                }
-            }
-        }
-        if out.len() > start {
-            SourceState::Ready
-        } else if self.ended {
-            SourceState::Ended
-        } else {
-            SourceState::Idle(Duration::from_millis(5))
-        }
-    }
-
-    fn ordered(&self) -> bool {
-        false
-    }
-
-    fn control(&mut self, c: &Control) {
-        match c {
-            Control::TogglePause => self.frozen = !self.frozen,
-            Control::Hold => self.frozen = true,
-            _ => {}
-        }
-    }
-
-    fn playback(&self) -> Playback {
-        Playback::Live {
-            frozen: self.frozen,
         }
     }
 }
@@ -300,7 +234,6 @@ impl<S: Source> Feed<S> {
         let mut last_roll = Instant::now();
         let mut force = true;
         let mut ended_sent = false;
-        let mut idle_since: Option<Instant> = None;
         loop {
             loop {
                 match self.controls.try_recv() {
@@ -317,14 +250,9 @@ impl<S: Source> Feed<S> {
             let max = if self.seeking { 1 } else { BATCH };
             batch.clear();
             let state = self.source.poll(&mut batch, max);
-            let ordered = self.source.ordered();
             let before = self.engine.findings_len();
             for ev in batch.drain(..) {
-                if ordered {
-                    self.engine.push_ordered(ev);
-                } else {
-                    self.engine.push(ev);
-                }
+                self.engine.push_ordered(ev);
             }
             if self.seeking && self.engine.findings_len() > before {
                 self.seeking = false;
@@ -339,18 +267,8 @@ impl<S: Source> Feed<S> {
                 self.engine.roll_rate();
                 last_roll += Duration::from_secs(1);
             }
-            match state {
-                SourceState::Idle(_) | SourceState::Ended => {
-                    let since = *idle_since.get_or_insert(now);
-                    if !ordered && now.duration_since(since) >= Duration::from_millis(100) {
-                        self.engine.idle();
-                        idle_since = Some(now);
-                    }
-                }
-                SourceState::Ready => idle_since = None,
-            }
             let ended = state == SourceState::Ended;
-            let interval = MIN_UPDATE_INTERVAL.max(self.engine.last_snapshot_cost * 10);
+            let interval = MIN_UPDATE_INTERVAL.max(self.engine.last_snapshot_cost() * 10);
             let due = last_update.is_none_or(|t| now.duration_since(t) >= interval);
             let frozen = matches!(self.source.playback(), Playback::Live { frozen: true });
             if (force || (due && !frozen) || (ended && !ended_sent)) && self.engine.in_flight() < 2

@@ -1,25 +1,30 @@
 //! The terminal UI: one [`App`] for replay and live.
 //!
 //! ```text
-//!  Source (Replay | Live) ──▶ feed thread: Engine = Pipeline (reorder → Auditor) + tap
+//!  replay: Source ──▶ feed thread: Engine = the recording's Pipeline (Auditor) + Screen
+//!  live:   agent thread: the agent's Pipeline (reorder → recorder, Auditor) + ScreenSink
 //!                                   │ Update (bounded: at most two in flight)
 //!  keys thread ──Key──┐             ▼
 //!  tick thread ──Tick─┼──▶ one channel ──▶ App::handle_event ──▶ draw (throttled)
 //!  signals ──Terminate┘                          │ Control (pause, speed, step, seek, select)
-//!                                                └──────────────▶ feed thread
+//!                                                └──────────────▶ feed thread / ScreenSink
 //! ```
-//! The App never sees an Auditor or a Source; tests build it and feed it [`AppEvent`]s.
+//! One pipeline per source: a live screen is a sink of the agent's pipeline, not a second
+//! auditor. The App never sees an Auditor or a Source; tests build it and feed it
+//! [`AppEvent`]s.
 
 pub mod app;
 pub mod engine;
 pub mod feed;
+pub mod live;
 mod view;
 
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -30,8 +35,8 @@ use ratatui::crossterm::{cursor, execute};
 use ratatui::Terminal;
 
 pub use app::{App, AppEvent, SourceInfo, View};
-pub use engine::{Engine, Playback, Update};
-pub use feed::{Control, Live, Replay, Source};
+pub use engine::{Engine, Playback, Screen, Update};
+pub use feed::{Control, Replay, Source};
 
 use crate::audit::Auditor;
 use crate::profile::Profile;
@@ -241,30 +246,45 @@ impl Drop for Signals {
     }
 }
 
-/// Runs the UI on `source` until `q` (or SIGTERM), then restores the terminal.
-/// `aptrace live --tui` calls this with a [`Live`] source and an engine on its pipeline.
+/// Runs the UI on a replayed `source` until `q` (or SIGTERM), then restores the terminal.
 pub fn run<S: Source + 'static>(source: S, engine: Engine, info: SourceInfo) -> Result<()> {
     let (tx, rx) = mpsc::channel();
+    let (ctl_tx, ctl_rx) = mpsc::channel();
+    show(info, tx, rx, ctl_tx, move |tx| {
+        let failed = tx.clone();
+        let feed_thread = std::thread::Builder::new()
+            .name("aptrace-feed".into())
+            .spawn(move || {
+                let feed = feed::Feed::new(source, engine, ctl_rx, tx);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| feed.run()));
+                if r.is_err() {
+                    let _ = failed.send(AppEvent::Terminate);
+                }
+                r.is_ok()
+            })
+            .context("cannot start the feed thread")?;
+        Ok(Some(feed_thread))
+    })
+}
+
+/// The terminal, keys, ticks and signals around an App whose data arrives on `rx` (sent
+/// through `tx` by whoever `start` sets going, once the terminal is taken) and whose
+/// controls go to `controls`.
+fn show(
+    info: SourceInfo,
+    tx: Sender<AppEvent>,
+    rx: Receiver<AppEvent>,
+    controls: Sender<Control>,
+    start: impl FnOnce(Sender<AppEvent>) -> Result<Option<JoinHandle<bool>>>,
+) -> Result<()> {
     #[cfg(unix)]
     let _signals = spawn_signals(tx.clone())?;
     let mut guard = TerminalGuard::enter()?;
     let stop = Arc::new(AtomicBool::new(false));
     spawn_keys(tx.clone(), stop.clone());
     spawn_ticks(tx.clone(), stop.clone());
-    let failed = tx.clone();
-    let (ctl_tx, ctl_rx) = mpsc::channel();
-    let feed_thread = std::thread::Builder::new()
-        .name("aptrace-feed".into())
-        .spawn(move || {
-            let feed = feed::Feed::new(source, engine, ctl_rx, tx);
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| feed.run()));
-            if r.is_err() {
-                let _ = failed.send(AppEvent::Terminate);
-            }
-            r.is_ok()
-        })
-        .context("cannot start the feed thread")?;
-    let mut app = App::new(info, Some(ctl_tx));
+    let feed_thread = start(tx)?;
+    let mut app = App::new(info, Some(controls));
     app.panic_key = std::env::var("APTRACE_TUI_PANIC_KEY")
         .ok()
         .and_then(|k| k.chars().next());
@@ -272,7 +292,7 @@ pub fn run<S: Source + 'static>(source: S, engine: Engine, info: SourceInfo) -> 
     stop.store(true, Ordering::Relaxed);
     drop(app);
     drop(rx);
-    let feed_ok = feed_thread.join().unwrap_or(false);
+    let feed_ok = feed_thread.is_none_or(|t| t.join().unwrap_or(false));
     drop(guard);
     res.context("drawing to the terminal")?;
     anyhow::ensure!(feed_ok, "the engine thread failed (see the message above)");

@@ -83,6 +83,8 @@ impl Widget for &App {
 impl App {
     fn render_header(&self, area: Rect, buf: &mut Buffer) {
         let play = match &self.playback {
+            // The run stopped (its deadline, a signal): the screen shows its last state.
+            Playback::Live { .. } if self.ended => "■ ended".to_string(),
             Playback::Live { frozen: false } => "● live".to_string(),
             Playback::Live { frozen: true } => "❚❚ live (display frozen)".to_string(),
             Playback::Replay {

@@ -72,11 +72,12 @@ pub fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     #[cfg(all(feature = "live", target_os = "linux"))]
     {
         if args.noop_floor {
-            return Ok(ExitCode::from(tracer::live::agent::run_noop_floor()?));
+            let out = tracer::live::output::Output::Terminal;
+            return Ok(ExitCode::from(tracer::live::agent::run_noop_floor(&out)?));
         }
         let t = args.target.options();
         let (profile, module) = t.resolve()?;
-        let opts = tracer::live::agent::LiveOptions {
+        let opts = tracer::live::LiveOptions {
             record: args.record,
             json: args.json,
             format: args.format.into(),
@@ -92,15 +93,14 @@ pub fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
             force: args.force,
             overrides: t.overrides,
             metrics: args.metrics,
-            forward: None,
-            stop: None,
         };
         // Before the terminal UI takes the screen: warnings, or an error naming the fix.
-        tracer::live::agent::gate(&opts)?;
+        tracer::live::agent::gate(&opts, &tracer::live::output::Output::Terminal)?;
         let code = if args.tui {
-            tracer::live::ui::run(opts)?
+            tracer::tui::live::run(opts)?
         } else {
-            tracer::live::agent::run(opts)?
+            let session = tracer::live::Session::terminal(&opts, Default::default());
+            tracer::live::agent::run(opts, session)?
         };
         Ok(ExitCode::from(code))
     }

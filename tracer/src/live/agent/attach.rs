@@ -1,0 +1,136 @@
+//! Attaching the probes to one load of the module. The links are aya's owned links:
+//! dropping an [`Attachment`] detaches every probe.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use aya::maps::{Array, MapData};
+use aya::programs::kprobe::KProbeLink;
+use aya::programs::raw_trace_point::RawTracePointLink;
+use aya::programs::{KProbe, RawTracePoint};
+use aya::Ebpf;
+use tracer_common as abi;
+
+use super::loader::{error_chain, prepare};
+use crate::live::follow::{function_status, missing_statuses, slotted};
+use crate::live::losses::{ENTRY_PROGRAM, EXIT_PROGRAM};
+use crate::live::resolve::Resolution;
+use crate::recording::ProbeStatus;
+
+/// The allocator tracepoints of `--all-allocations`, by program.
+pub const RAW_TRACEPOINTS: &[(&str, &[&str])] = &[
+    ("kmalloc", &["kmalloc", "kmalloc_node"]),
+    (
+        "kmem_cache_alloc",
+        &["kmem_cache_alloc", "kmem_cache_alloc_node"],
+    ),
+    ("kfree", &["kfree"]),
+    ("kmem_cache_free", &["kmem_cache_free"]),
+];
+
+/// The probes attached for one load of the module.
+pub struct Attachment {
+    kprobes: Vec<KProbeLink>,
+    tracepoints: Vec<RawTracePointLink>,
+    /// The module's identity: its .text address.
+    pub identity: String,
+    pub resolution: Arc<Resolution>,
+    pub statuses: Vec<ProbeStatus>,
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, target: &str) -> Result<Result<KProbeLink, String>> {
+    let kp: &mut KProbe = prepare(ebpf, prog)?.try_into()?;
+    Ok(match kp.attach(target, 0) {
+        Ok(id) => kp.take_link(id).map_err(|e| e.to_string()),
+        Err(e) => Err(format!("{e}: {}", error_chain(&e))),
+    })
+}
+
+/// Writes the configuration and attaches every probe `res` found; what could not attach
+/// is in the statuses.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    res: Arc<Resolution>,
+    all_allocations: bool,
+    identity: String,
+) -> Result<Attachment> {
+    let mut kprobes = Vec::new();
+    let mut tracepoints = Vec::new();
+    {
+        let mut cfg: Array<&mut MapData, abi::GlobalConfig> =
+            Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
+        cfg.set(0, res.global_config(all_allocations), 0)?;
+    }
+    let (targets, mut statuses) = slotted(&res.targets);
+    for (slot, t) in targets.iter().enumerate() {
+        {
+            let mut fc: Array<&mut MapData, abi::FuncConfig> =
+                Array::try_from(ebpf.map_mut("FUNC_CONFIG").context("map FUNC_CONFIG")?)?;
+            fc.set(slot as u32, t.config, 0)?;
+            let mut slots: Array<&mut MapData, u64> = Array::try_from(
+                ebpf.map_mut("FUNC_SLOTS_MAP")
+                    .context("map FUNC_SLOTS_MAP")?,
+            )?;
+            slots.set(slot as u32, t.addr, 0)?;
+        }
+        let mut failed = None;
+        for prefix in [ENTRY_PROGRAM, EXIT_PROGRAM] {
+            match attach_kprobe(ebpf, &format!("{prefix}{slot:02}"), &t.attach_name)? {
+                Ok(link) => kprobes.push(link),
+                Err(e) => failed = Some(e),
+            }
+        }
+        statuses.push(function_status(t, failed));
+    }
+    statuses.extend(missing_statuses(&res));
+    if all_allocations {
+        for (prog, tps) in RAW_TRACEPOINTS {
+            let rt: &mut RawTracePoint = prepare(ebpf, prog)?.try_into()?;
+            for tp in *tps {
+                match rt.attach(tp).and_then(|id| rt.take_link(id)) {
+                    Ok(link) => tracepoints.push(link),
+                    Err(e) => log::debug!("raw tracepoint {tp}: {e}"),
+                }
+            }
+        }
+        let kvm: [(&str, Option<&String>); 4] = [
+            ("kvmalloc_enter", res.kvmalloc.as_ref()),
+            ("kvmalloc_leave", res.kvmalloc.as_ref()),
+            ("vfree_enter", res.vfree.as_ref()),
+            ("kvfree_enter", res.kvfree.as_ref()),
+        ];
+        for (prog, target) in kvm {
+            let Some(target) = target else {
+                log::warn!("--all-allocations: no kernel function for {prog}");
+                continue;
+            };
+            match attach_kprobe(ebpf, prog, target)? {
+                Ok(link) => kprobes.push(link),
+                Err(e) => log::warn!("--all-allocations: {prog} on {target}: {e}"),
+            }
+        }
+    }
+    Ok(Attachment {
+        kprobes,
+        tracepoints,
+        identity,
+        resolution: res,
+        statuses,
+    })
+}
+
+impl Attachment {
+    /// Detaches every probe (dropping the links) and switches the function slots off: a
+    /// zero address disables a slot's programs; its config is rewritten on attach.
+    pub fn detach(self, ebpf: &mut Ebpf) {
+        drop(self.kprobes);
+        drop(self.tracepoints);
+        if let Some(m) = ebpf.map_mut("FUNC_SLOTS_MAP") {
+            if let Ok(mut slots) = Array::<&mut MapData, u64>::try_from(m) {
+                for i in 0..abi::FUNC_SLOTS {
+                    let _ = slots.set(i, 0, 0);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Loading the embedded eBPF object, and the feature probes `check` and the gate need.
+
+use std::collections::HashSet;
+
+use anyhow::{anyhow, Context, Result};
+use aya::programs::{KProbe, RawTracePoint};
+use aya::{Ebpf, EbpfLoader};
+
+use crate::live::check::Probed;
+use crate::live::host::Host;
+use crate::live::options::{ring_buffer_bytes, LiveOptions};
+use crate::live::output::{say, Output};
+
+/// The eBPF object built by build.rs (bpfel or bpfeb with the target's bpf_target_arch).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+pub fn object_present() -> Result<(), String> {
+    if EBPF_OBJECT.is_empty() {
+        Err("this aptrace was built with AYA_BUILD_SKIP: it carries no eBPF object".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn bump_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit pointer. Kernels before 5.11 charge BPF maps to memlock.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        log::debug!("setrlimit(RLIMIT_MEMLOCK) failed; kernels >= 5.11 do not need it");
+    }
+}
+
+/// Loads the object with the ring buffer sized; programs are loaded (verified) when first
+/// attached (`prepare`), except those named in `eager`: the kernel verifies each one, and
+/// under an emulated s390x without a JIT loading all 64 function slots took seconds.
+pub fn load(ring_buffer_size: u32, eager: &[&str]) -> Result<Ebpf> {
+    object_present().map_err(|e| anyhow!(e))?;
+    bump_memlock();
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("EVENTS", ring_buffer_bytes(ring_buffer_size))
+        .load(EBPF_OBJECT)
+        .map_err(|e| permission_hint(anyhow::Error::new(e).context("loading the eBPF object")))?;
+    for name in eager {
+        prepare(&mut ebpf, name).map_err(permission_hint)?;
+    }
+    Ok(ebpf)
+}
+
+/// A refusal by the bpf syscall names what to do about it.
+fn permission_hint(e: anyhow::Error) -> anyhow::Error {
+    if crate::live::check::is_permission_error(&format!("{e:#}")) {
+        e.context("not permitted to use BPF (run as root, or with CAP_BPF and CAP_PERFMON)")
+    } else {
+        e
+    }
+}
+
+/// Loads one program unless it is loaded already.
+pub fn prepare<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("no eBPF program {name}"))?;
+    let r = match prog {
+        aya::programs::Program::KProbe(p) => p.load(),
+        aya::programs::Program::RawTracePoint(p) => p.load(),
+        _ => Ok(()),
+    };
+    match r {
+        Ok(()) | Err(aya::programs::ProgramError::AlreadyLoaded) => {}
+        Err(e) => return Err(e).with_context(|| format!("loading eBPF program {name}")),
+    }
+    Ok(prog)
+}
+
+fn ringbuf_supported() -> Result<bool, String> {
+    aya::sys::is_map_supported(aya::maps::MapType::RingBuf).map_err(|e| e.to_string())
+}
+
+/// Before `aptrace live` loads anything: the preflight table's lines about this host. Its
+/// warnings are said (tracefs, BTF, ...); a failing line (no privileges, no kprobes, no
+/// ring buffer) stops it with an error naming the fix.
+pub fn gate(opts: &LiveOptions, out: &Output) -> Result<()> {
+    let host = Host::live();
+    let mut probed = Probed {
+        live_support: object_present(),
+        ..Default::default()
+    };
+    if probed.live_support.is_ok() {
+        probed.ringbuf = Some(ringbuf_supported());
+    }
+    let config = crate::live::kernel_config(&host);
+    let (rows, _) = crate::live::check::preflight(
+        &host,
+        &opts.profile,
+        &opts.module,
+        &opts.overrides,
+        &probed,
+        config.as_deref(),
+        &crate::live::machine(),
+    );
+    let warnings =
+        crate::live::check::live_gate(&rows, opts.self_test()).map_err(|e| anyhow!(e))?;
+    for w in warnings {
+        say!(out, "aptrace: warning: {w}");
+    }
+    Ok(())
+}
+
+/// `check`'s probes that need the bpf syscall: load, ring buffer, a kprobe and a raw
+/// tracepoint actually attached and detached.
+pub fn probe_features() -> Probed {
+    let mut p = Probed {
+        live_support: object_present(),
+        ..Default::default()
+    };
+    if p.live_support.is_err() {
+        return p;
+    }
+    p.ringbuf = Some(ringbuf_supported());
+    let mut ebpf = match load(4096, &["enter_00", "kfree"]) {
+        Ok(e) => {
+            p.load = Some(Ok(()));
+            e
+        }
+        Err(e) => {
+            p.load = Some(Err(format!("{e:#}")));
+            return p;
+        }
+    };
+    let kp: Result<&mut KProbe, _> = ebpf.program_mut("enter_00").expect("enter_00").try_into();
+    let mut kernel_miss_count = None;
+    p.kprobe_attach = Some(match kp {
+        Ok(kp) => kp
+            .attach("vfs_read", 0)
+            .and_then(|id| {
+                // While attached: does its link report the kernel's miss count (6.7+)?
+                if let Ok(info) = kp.info() {
+                    let ids = HashSet::from([info.id()]);
+                    if let Ok(found) = crate::live::linkinfo::kprobe_missed(&ids) {
+                        kernel_miss_count = Some(found.is_some());
+                    }
+                }
+                kp.detach(id)
+            })
+            .map_err(|e| format!("{e}: {}", error_chain(&e))),
+        Err(e) => Err(e.to_string()),
+    });
+    p.kernel_miss_count = kernel_miss_count;
+    let rt: Result<&mut RawTracePoint, _> = ebpf.program_mut("kfree").expect("kfree").try_into();
+    p.raw_tracepoint = Some(match rt {
+        Ok(rt) => rt
+            .attach("kfree")
+            .and_then(|id| rt.detach(id))
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    });
+    p
+}
+
+/// The causes under an error, joined (aya's attach errors hide the errno there).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}

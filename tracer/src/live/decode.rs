@@ -1,0 +1,341 @@
+//! Raw ring-buffer records → events: function names through the symbolizer, stacks from the
+//! kernel's stack map, mdev names said once, and a guest's name from its command line the
+//! first time it opens an mdev.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::sync::Arc;
+
+use super::host::{guest_name_from_cmdline, Host};
+use crate::model::{decode_record, Body, Decoded, Endian, Event, Symbolizer};
+use crate::profile::{Profile, Role};
+
+/// The kernel's stack map, or a stand-in: the instruction pointers of a stack id.
+pub trait StackFrames {
+    fn frames(&self, stack_id: u32) -> Option<Vec<u64>>;
+}
+
+/// No stacks (tests, or a record read back without its map).
+pub struct NoStacks;
+
+impl StackFrames for NoStacks {
+    fn frames(&self, _: u32) -> Option<Vec<u64>> {
+        None
+    }
+}
+
+/// The byte order of records written by this machine's kernel.
+pub fn native_endian() -> Endian {
+    if cfg!(target_endian = "big") {
+        Endian::Big
+    } else {
+        Endian::Little
+    }
+}
+
+/// Turns raw records into events: names, stacks, mdev and guest names.
+pub struct Decoder {
+    endian: Endian,
+    roles: HashMap<String, Role>,
+    names: HashMap<u64, Arc<str>>,
+    guests: HashSet<u32>,
+    host: Host,
+    /// `APTRACE_RAW_DUMP=FILE`: every raw record, as a little-endian u32 length and the
+    /// bytes (test fixtures captured from real kernels).
+    raw_dump: Option<Box<dyn Write + Send>>,
+}
+
+impl Decoder {
+    pub fn new(profile: &Profile, endian: Endian, host: Host) -> Decoder {
+        Decoder {
+            endian,
+            roles: profile
+                .functions
+                .iter()
+                .map(|f| (f.name.clone(), f.role))
+                .collect(),
+            names: HashMap::new(),
+            guests: HashSet::new(),
+            host,
+            raw_dump: None,
+        }
+    }
+
+    /// Copies every raw record to `w` as it is decoded.
+    pub fn dump_raw_to(&mut self, w: Box<dyn Write + Send>) {
+        self.raw_dump = Some(w);
+    }
+
+    /// Decodes one record and appends what it yields (nothing, the event, or a guest's
+    /// name and the event).
+    pub fn decode(
+        &mut self,
+        raw: &[u8],
+        symbols: &dyn Symbolizer,
+        stacks: &dyn StackFrames,
+        out: &mut Vec<Event>,
+    ) {
+        if let Some(f) = &mut self.raw_dump {
+            let _ = f
+                .write_all(&(raw.len() as u32).to_le_bytes())
+                .and_then(|_| f.write_all(raw));
+        }
+        match decode_record(raw, self.endian, symbols) {
+            Ok(d) => self.accept(d, symbols, stacks, out),
+            Err(e) => log::warn!("undecodable record ({} bytes): {e}", raw.len()),
+        }
+    }
+
+    /// What a decoded record adds to the stream.
+    pub fn accept(
+        &mut self,
+        d: Decoded,
+        symbols: &dyn Symbolizer,
+        stacks: &dyn StackFrames,
+        out: &mut Vec<Event>,
+    ) {
+        let mut ev = d.event;
+        if let Some(ips) = d.stack_id.and_then(|id| stacks.frames(id as u32)) {
+            let frames = useful_frames(ips.iter().map(|&ip| symbols.frame(ip)));
+            match &mut ev.body {
+                Body::Enter { stack, .. } | Body::Alloc { stack, .. } => *stack = frames,
+                _ => {}
+            }
+        }
+        match &ev.body {
+            Body::MdevName { mdev, uuid } => {
+                if self.names.get(mdev) == Some(uuid) || uuid.is_empty() {
+                    return;
+                }
+                self.names.insert(*mdev, uuid.clone());
+            }
+            Body::Enter { func, .. } if self.roles.get(&**func) == Some(&Role::Open) => {
+                let pid = ev.task.pid;
+                if self.guests.insert(pid) {
+                    let cmdline = std::fs::read(self.host.path(&format!("/proc/{pid}/cmdline")))
+                        .unwrap_or_default();
+                    if let Some(name) = guest_name_from_cmdline(&cmdline) {
+                        out.push(Event {
+                            seq: 0,
+                            ts_ns: ev.ts_ns.saturating_sub(1),
+                            cpu: ev.cpu,
+                            task: ev.task.clone(),
+                            body: Body::GuestName {
+                                guest_pid: pid,
+                                name: Arc::from(name),
+                            },
+                        });
+                    }
+                }
+            }
+            Body::Exit { func, arg0, .. } if self.roles.get(&**func) == Some(&Role::ReleaseDev) => {
+                self.names.remove(arg0);
+            }
+            _ => {}
+        }
+        out.push(ev);
+    }
+}
+
+/// A stack without the probe's own frames (the BPF program, the trace trampoline).
+fn useful_frames(frames: impl Iterator<Item = Arc<str>>) -> Vec<Arc<str>> {
+    frames
+        .skip_while(|f| {
+            f.contains("[bpf]") || f.starts_with("bpf_trace_run") || f.starts_with("kprobe_")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::{LockObs, NoSymbols, Task};
+
+    fn task(pid: u32) -> Task {
+        Task {
+            pid,
+            tid: pid,
+            comm: Arc::from("qemu-system-s39"),
+        }
+    }
+
+    fn decoded(pid: u32, body: Body, stack_id: Option<i32>) -> Decoded {
+        Decoded {
+            event: Event {
+                seq: 0,
+                ts_ns: 1_000,
+                cpu: 1,
+                task: task(pid),
+                body,
+            },
+            stack_id,
+        }
+    }
+
+    fn enter(func: &str) -> Body {
+        Body::Enter {
+            func: Arc::from(func),
+            args: vec![0x1000],
+            field: None,
+            lock: LockObs::NotChecked,
+            untrusted: false,
+            stack: Vec::new(),
+        }
+    }
+
+    fn decoder(root: &Path) -> Decoder {
+        Decoder::new(&Profile::vfio_ap(), Endian::Little, Host::at(root))
+    }
+
+    /// The first open by a guest names it from its command line, once.
+    #[test]
+    fn a_guest_is_named_from_its_cmdline_on_its_first_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("proc/77");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(
+            p.join("cmdline"),
+            b"qemu-system-s390x\0-name\0guest=g1,debug-threads=on\0",
+        )
+        .unwrap();
+        let open = Profile::vfio_ap()
+            .functions
+            .iter()
+            .find(|f| f.role == Role::Open)
+            .expect("an open function")
+            .name
+            .clone();
+        let mut d = decoder(dir.path());
+        let mut out = Vec::new();
+        d.accept(
+            decoded(77, enter(&open), None),
+            &NoSymbols,
+            &NoStacks,
+            &mut out,
+        );
+        d.accept(
+            decoded(77, enter(&open), None),
+            &NoSymbols,
+            &NoStacks,
+            &mut out,
+        );
+        assert_eq!(out.len(), 3, "{out:?}");
+        match &out[0].body {
+            Body::GuestName { guest_pid, name } => {
+                assert_eq!((*guest_pid, &**name), (77, "g1"));
+                assert_eq!(out[0].ts_ns, 999, "just before the open");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_mdev_name_is_said_once_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = decoder(dir.path());
+        let name = |uuid: &str| Body::MdevName {
+            mdev: 0xa0,
+            uuid: Arc::from(uuid),
+        };
+        let mut out = Vec::new();
+        for u in ["u-1", "u-1", "", "u-2"] {
+            d.accept(decoded(1, name(u), None), &NoSymbols, &NoStacks, &mut out);
+        }
+        let said: Vec<_> = out
+            .iter()
+            .map(|e| match &e.body {
+                Body::MdevName { uuid, .. } => uuid.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(said, ["u-1", "u-2"]);
+    }
+
+    struct OneStack(Vec<u64>);
+    impl StackFrames for OneStack {
+        fn frames(&self, id: u32) -> Option<Vec<u64>> {
+            (id == 7).then(|| self.0.clone())
+        }
+    }
+
+    struct Named;
+    impl Symbolizer for Named {
+        fn function_at(&self, _: u64) -> Option<Arc<str>> {
+            None
+        }
+        fn frame(&self, ip: u64) -> Arc<str> {
+            Arc::from(match ip {
+                1 => "bpf_prog_1234 [bpf]",
+                2 => "kprobe_ftrace_handler",
+                3 => "vfio_ap_mdev_open_device+0x10",
+                _ => "vfio_df_open+0x40",
+            })
+        }
+    }
+
+    #[test]
+    fn stacks_lose_the_probes_own_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = decoder(dir.path());
+        let mut out = Vec::new();
+        let stacks = OneStack(vec![1, 2, 3, 4]);
+        d.accept(
+            decoded(1, enter("other"), Some(7)),
+            &Named,
+            &stacks,
+            &mut out,
+        );
+        match &out[0].body {
+            Body::Enter { stack, .. } => {
+                let s: Vec<&str> = stack.iter().map(|f| &**f).collect();
+                assert_eq!(s, ["vfio_ap_mdev_open_device+0x10", "vfio_df_open+0x40"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Records from a real kernel, through the whole decoder, copied to the raw dump as
+    /// they were read.
+    #[test]
+    fn captured_records_decode_and_are_dumped_unchanged() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/live/raw-x86_64-alloc-free.bin");
+        let data = std::fs::read(p).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = decoder(dir.path());
+        let dump = Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        d.dump_raw_to(Box::new(Shared(dump.clone())));
+        let mut out = Vec::new();
+        let mut off = 0;
+        let mut n = 0;
+        while off + 4 <= data.len() {
+            let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+            d.decode(
+                &data[off + 4..off + 4 + len],
+                &NoSymbols,
+                &NoStacks,
+                &mut out,
+            );
+            off += 4 + len;
+            n += 1;
+        }
+        assert_eq!(out.len(), n);
+        assert!(out.iter().any(|e| matches!(e.body, Body::Alloc { .. })));
+        assert_eq!(*dump.lock().unwrap(), data);
+        // An undecodable record is dropped, not passed on.
+        d.decode(&[0u8; 3], &NoSymbols, &NoStacks, &mut out);
+        assert_eq!(out.len(), n);
+    }
+}

@@ -1,0 +1,191 @@
+//! Following the module across rmmod and insmod: which load of it is there, what an attach
+//! to it achieved, and the lines the agent says about it.
+
+use tracer_common as abi;
+
+use super::host::Host;
+use super::resolve::{FuncTarget, Overrides, Resolution};
+use crate::recording::{ProbeState, ProbeStatus};
+
+/// Which load of the module is there: its .text address (a new load moves it), or the
+/// self-test's text range; None while it is absent.
+pub fn module_identity(host: &Host, module: &str, ov: &Overrides) -> Option<String> {
+    if !host.module_live(module) {
+        // Self-test without the module: allocator probes over a given text range.
+        return ov
+            .text_range
+            .map(|(a, b)| format!("text-range {a:#x}-{b:#x}"));
+    }
+    Some(
+        host.read_string(&format!("/sys/module/{module}/sections/.text"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "live".to_string()),
+    )
+}
+
+/// The targets that get a function slot, and the statuses of those beyond the last slot.
+pub fn slotted(targets: &[FuncTarget]) -> (&[FuncTarget], Vec<ProbeStatus>) {
+    let n = targets.len().min(abi::FUNC_SLOTS as usize);
+    let over = targets[n..]
+        .iter()
+        .map(|t| ProbeStatus {
+            name: t.name.clone(),
+            state: ProbeState::Failed,
+            detail: format!("more than {} functions in the profile", abi::FUNC_SLOTS),
+        })
+        .collect();
+    (&targets[..n], over)
+}
+
+/// A function's status after its entry and exit probes were attached; `failed` is why
+/// one of them could not be.
+pub fn function_status(t: &FuncTarget, failed: Option<String>) -> ProbeStatus {
+    ProbeStatus {
+        name: t.name.clone(),
+        state: match (&failed, t.clone) {
+            (Some(_), _) => ProbeState::Failed,
+            (None, true) => ProbeState::Clone,
+            (None, false) => ProbeState::Attached,
+        },
+        detail: failed.unwrap_or_else(|| {
+            let mut d = if t.clone {
+                format!(
+                    "attached to {} (compiler clone: arguments untrusted)",
+                    t.attach_name
+                )
+            } else {
+                String::new()
+            };
+            if let Some(p) = &t.field_problem {
+                d.push_str(&format!("field read off: {p}"));
+            }
+            d
+        }),
+    }
+}
+
+/// The statuses of the profile's functions missing from the kernel.
+pub fn missing_statuses(res: &Resolution) -> Vec<ProbeStatus> {
+    res.missing
+        .iter()
+        .map(|(name, _, msg)| ProbeStatus {
+            name: name.clone(),
+            state: ProbeState::Missing,
+            detail: msg.clone(),
+        })
+        .collect()
+}
+
+/// What the agent says after attaching to a load of the module, last the `attached` line.
+pub fn attach_lines(module: &str, res: &Resolution, statuses: &[ProbeStatus]) -> Vec<String> {
+    let mut lines: Vec<String> = statuses
+        .iter()
+        .filter(|s| !matches!(s.state, ProbeState::Attached))
+        .map(|s| format!("aptrace: {} {}: {}", s.name, s.state.name(), s.detail))
+        .collect();
+    if !res.lock_checks() {
+        let why: Vec<String> = [&res.matrix_dev_addr, &res.mdevs_lock_offset]
+            .iter()
+            .filter_map(|r| r.as_ref().err().cloned())
+            .collect();
+        lines.push(format!(
+            "aptrace: mdevs_lock checks off: {}",
+            why.join("; ")
+        ));
+    }
+    let n = statuses
+        .iter()
+        .filter(|s| matches!(s.state, ProbeState::Attached | ProbeState::Clone))
+        .count();
+    lines.push(format!(
+        "aptrace: attached {n} probes to module {module} ({} missing, lock checks {})",
+        res.missing.len(),
+        if res.lock_checks() { "on" } else { "off" }
+    ));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(root: &std::path::Path, rel: &str, data: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    #[test]
+    fn a_new_load_of_the_module_has_a_new_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::at(dir.path());
+        let ov = Overrides::default();
+        assert_eq!(module_identity(&host, "vfio_ap", &ov), None);
+        put(dir.path(), "sys/module/vfio_ap/initstate", "live\n");
+        put(
+            dir.path(),
+            "sys/module/vfio_ap/sections/.text",
+            "0xffffffffc0a50000\n",
+        );
+        let first = module_identity(&host, "vfio_ap", &ov);
+        assert_eq!(first.as_deref(), Some("0xffffffffc0a50000"));
+        put(
+            dir.path(),
+            "sys/module/vfio_ap/sections/.text",
+            "0xffffffffc0b60000\n",
+        );
+        assert_ne!(module_identity(&host, "vfio_ap", &ov), first);
+    }
+
+    #[test]
+    fn the_self_test_range_stands_for_an_absent_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let ov = Overrides {
+            text_range: Some((0x1000, 0x2000)),
+            ..Default::default()
+        };
+        assert_eq!(
+            module_identity(&Host::at(dir.path()), "vfio_ap", &ov).as_deref(),
+            Some("text-range 0x1000-0x2000")
+        );
+    }
+
+    fn target(name: &str, clone: bool) -> FuncTarget {
+        FuncTarget {
+            spec: 0,
+            name: name.into(),
+            attach_name: if clone {
+                format!("{name}.isra.0")
+            } else {
+                name.into()
+            },
+            addr: 0x1000,
+            clone,
+            traceable: Some(true),
+            config: Default::default(),
+            field_problem: None,
+        }
+    }
+
+    #[test]
+    fn statuses_say_attached_clone_failed_and_overflow() {
+        let ok = function_status(&target("a", false), None);
+        assert_eq!((ok.state, ok.detail.as_str()), (ProbeState::Attached, ""));
+        let cl = function_status(&target("b", true), None);
+        assert_eq!(cl.state, ProbeState::Clone);
+        assert!(cl.detail.contains("b.isra.0"), "{}", cl.detail);
+        let bad = function_status(&target("c", false), Some("EINVAL".into()));
+        assert_eq!(
+            (bad.state, bad.detail.as_str()),
+            (ProbeState::Failed, "EINVAL")
+        );
+
+        let many: Vec<_> = (0..abi::FUNC_SLOTS + 2)
+            .map(|i| target(&format!("f{i}"), false))
+            .collect();
+        let (slots, over) = slotted(&many);
+        assert_eq!(slots.len(), abi::FUNC_SLOTS as usize);
+        assert_eq!(over.len(), 2);
+        assert!(over.iter().all(|s| s.state == ProbeState::Failed));
+    }
+}
