@@ -1,4 +1,5 @@
-//! Findings: what the auditor concludes, in the stable vocabulary of DESIGN.md.
+//! Findings: what the auditor concludes, in a stable vocabulary (the kinds in the README and
+//! docs/report-schema.md).
 
 use std::sync::Arc;
 
