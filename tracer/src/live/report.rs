@@ -79,7 +79,7 @@ pub fn emit(opts: &LiveOptions, report: &Report) -> Result<u8> {
         LiveFormat::Json => report.to_json(),
     };
     print_stdout(text.as_bytes())?;
-    Ok(if report.has_findings() { 1 } else { 0 })
+    Ok(report.exit_status())
 }
 
 /// `--json FILE`: the final report, replacing an earlier one (mode 0600).

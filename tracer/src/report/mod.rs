@@ -228,11 +228,14 @@ impl Report {
     /// `events-lost`; else 3 when an input is incomplete (damaged, unfinished, events lost);
     /// else 0. (2, usage errors and unreadable inputs, never reaches a report.)
     pub fn exit_status(&self) -> u8 {
+        // The kept findings (a `--guest` filter trims them), and the counted ones beyond.
         let found = self.files.iter().any(|f| {
-            f.summary
-                .findings_by_kind
-                .iter()
-                .any(|(kind, &n)| n > 0 && kind != Kind::EventsLost.name())
+            f.findings.iter().any(|x| x.kind != Kind::EventsLost)
+                || (f.summary.findings_not_kept > 0
+                    && f.summary
+                        .findings_by_kind
+                        .iter()
+                        .any(|(kind, &n)| n > 0 && kind != Kind::EventsLost.name()))
         });
         if found {
             EXIT_FINDINGS
