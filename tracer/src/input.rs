@@ -68,29 +68,14 @@ pub fn open(path: &Path) -> Result<Opened, InputError> {
     let n = std::io::Read::read(&mut f, &mut magic).unwrap_or(0);
     if n == 8 && magic == MAGIC {
         let r = Recording::open(path)?;
-        return Ok(Opened {
-            header: r.header.clone(),
-            version: r.version,
-            damage: r.damage.clone(),
-            warnings: r.warnings.clone(),
-            body: Body::Recording(Box::new(r)),
-        });
+        return Ok(Opened::recording(r));
     }
     let f = std::fs::File::open(path).map_err(|source| InputError::Open {
         path: name.clone(),
         source,
     })?;
     let j = read_jsonl(BufReader::new(f), &name)?;
-    Ok(Opened {
-        header: j.header.unwrap_or_default(),
-        version: (
-            crate::recording::VERSION_MAJOR,
-            crate::recording::VERSION_MINOR,
-        ),
-        damage: Vec::new(),
-        warnings: Vec::new(),
-        body: Body::Jsonl(j.events),
-    })
+    Ok(Opened::jsonl(j))
 }
 
 fn open_stdin() -> Result<Opened, InputError> {
@@ -104,28 +89,36 @@ fn open_stdin() -> Result<Opened, InputError> {
     })?;
     if data.len() >= 8 && data[..8] == MAGIC {
         let r = Recording::parse(bytes::Bytes::from(data), name)?;
-        return Ok(Opened {
+        return Ok(Opened::recording(r));
+    }
+    let j = read_jsonl(&data[..], name)?;
+    Ok(Opened::jsonl(j))
+}
+
+impl Opened {
+    fn recording(r: Recording) -> Opened {
+        Opened {
             header: r.header.clone(),
             version: r.version,
             damage: r.damage.clone(),
             warnings: r.warnings.clone(),
             body: Body::Recording(Box::new(r)),
-        });
+        }
     }
-    let j = read_jsonl(&data[..], name)?;
-    Ok(Opened {
-        header: j.header.unwrap_or_default(),
-        version: (
-            crate::recording::VERSION_MAJOR,
-            crate::recording::VERSION_MINOR,
-        ),
-        damage: Vec::new(),
-        warnings: Vec::new(),
-        body: Body::Jsonl(j.events),
-    })
-}
 
-impl Opened {
+    fn jsonl(j: crate::jsonl::JsonLines) -> Opened {
+        Opened {
+            header: j.header.unwrap_or_default(),
+            version: (
+                crate::recording::VERSION_MAJOR,
+                crate::recording::VERSION_MINOR,
+            ),
+            damage: Vec::new(),
+            warnings: Vec::new(),
+            body: Body::Jsonl(j.events),
+        }
+    }
+
     /// Streams every event, chunk by chunk for a recording (memory stays bounded by one
     /// chunk), with a `lost` event where sequence numbers jump over a damaged region.
     pub fn for_each_event(&mut self, mut f: impl FnMut(Event)) {

@@ -18,11 +18,6 @@ pub enum OfflineError {
     Input(#[from] InputError),
     #[error(transparent)]
     Jsonl(#[from] JsonlError),
-    #[error("cannot open {path}: {source}")]
-    Open {
-        path: String,
-        source: std::io::Error,
-    },
     #[error("{path}: two events have the same seq; seq numbers must be unique")]
     DuplicateSeq { path: String },
     #[error("{path}: no readable event ({why}); nothing to audit")]
@@ -125,7 +120,7 @@ pub fn export_jsonl(file: &Path) -> Result<(Vec<u8>, Vec<String>), OfflineError>
 
 /// Turns a JSON-lines file into a recording at `output` (mode 0600; `force` overwrites).
 pub fn import(file: &Path, output: &Path, force: bool) -> Result<(), OfflineError> {
-    let f = std::fs::File::open(file).map_err(|source| OfflineError::Open {
+    let f = std::fs::File::open(file).map_err(|source| InputError::Open {
         path: file.display().to_string(),
         source,
     })?;
