@@ -19,7 +19,6 @@ pub const MIN_RING_BUFFER: u32 = 4096;
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
     pub record: Option<PathBuf>,
-    pub json: Option<PathBuf>,
     pub format: LiveFormat,
     pub duration: Option<Duration>,
     pub guest: Option<GuestFilter>,

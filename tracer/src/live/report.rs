@@ -1,11 +1,8 @@
 //! What a live run says about itself: the recording's header (where it ran, what attached)
-//! and the report printed when it ends.
-
-use anyhow::{Context, Result};
+//! and the report it hands its caller when it ends (the binary prints and writes it).
 
 use super::options::LiveOptions;
 use super::resolve::Resolution;
-use super::sink::LiveFormat;
 use crate::audit::Auditor;
 use crate::recording::{Header, ProbeStatus};
 use crate::report::{FileReport, Report, SourceInfo};
@@ -68,40 +65,6 @@ pub fn end_report(opts: &LiveOptions, header: &Header, auditor: &Auditor) -> Rep
     Report { files: vec![fr] }
 }
 
-/// Writes the report (`--json FILE`, then stdout in the chosen format); returns the exit
-/// status: 1 with findings, else 0.
-pub fn emit(opts: &LiveOptions, report: &Report) -> Result<u8> {
-    if let Some(j) = &opts.json {
-        write_report_file(j, report.to_json().as_bytes())?;
-    }
-    let text = match opts.format {
-        LiveFormat::Text => report.to_text(),
-        LiveFormat::Json => report.to_json(),
-    };
-    print_stdout(text.as_bytes())?;
-    Ok(report.exit_status())
-}
-
-/// `--json FILE`: the final report, replacing an earlier one (mode 0600).
-fn write_report_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    crate::recording::create_private(path, true)
-        .and_then(|mut f| f.write_all(bytes))
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// The summary on standard output; a closed pipe is not an error.
-fn print_stdout(bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("writing to standard output")
-        }
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,8 +75,7 @@ mod tests {
     fn opts() -> LiveOptions {
         LiveOptions {
             record: None,
-            json: None,
-            format: LiveFormat::Text,
+            format: crate::live::sink::LiveFormat::Text,
             duration: None,
             guest: None,
             module: "vfio_ap".into(),

@@ -141,9 +141,9 @@ impl Drop for ScreenSink {
 
 /// Runs the agent on its own thread with the screen as a sink of its pipeline; quitting the
 /// UI cancels the run, which then finishes its recording and prints the summary on the
-/// restored terminal. Returns the agent's exit status.
+/// restored terminal. Returns the agent's end-of-run report.
 #[cfg(all(feature = "live", target_os = "linux"))]
-pub fn run(opts: crate::live::options::LiveOptions) -> anyhow::Result<u8> {
+pub fn run(opts: crate::live::options::LiveOptions) -> anyhow::Result<crate::report::Report> {
     use anyhow::anyhow;
 
     use crate::live::options::Session;
@@ -169,9 +169,9 @@ pub fn run(opts: crate::live::options::LiveOptions) -> anyhow::Result<u8> {
         .map_err(|e| anyhow!("cannot start the agent thread: {e}"))?;
     let ui = super::show(info, tx, rx, ctl_tx, |_| Ok(None));
     cancel.cancel();
-    let code = agent
+    let report = agent
         .join()
         .map_err(|_| anyhow!("the agent thread panicked"))??;
     ui?;
-    Ok(code)
+    Ok(report)
 }

@@ -79,7 +79,6 @@ pub fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
         let (profile, module) = t.resolve()?;
         let opts = tracer::live::LiveOptions {
             record: args.record,
-            json: args.json,
             format: args.format.into(),
             duration: args.duration,
             guest: args
@@ -96,13 +95,24 @@ pub fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
         };
         // Before the terminal UI takes the screen: warnings, or an error naming the fix.
         tracer::live::agent::gate(&opts, &tracer::live::output::Output::Terminal)?;
-        let code = if args.tui {
+        let format = opts.format;
+        let report = if args.tui {
             tracer::tui::live::run(opts)?
         } else {
             let session = tracer::live::Session::terminal(&opts, Default::default());
             tracer::live::agent::run(opts, session)?
         };
-        Ok(ExitCode::from(code))
+        // `--json FILE` holds the final report, replacing an earlier one; the summary goes
+        // to stdout in the chosen format.
+        if let Some(path) = &args.json {
+            write_output(Some(path), report.to_json().as_bytes(), true)?;
+        }
+        let summary = match format {
+            tracer::live::sink::LiveFormat::Text => report.to_text(),
+            tracer::live::sink::LiveFormat::Json => report.to_json(),
+        };
+        write_output(None, summary.as_bytes(), false)?;
+        Ok(ExitCode::from(report.exit_status()))
     }
     #[cfg(not(all(feature = "live", target_os = "linux")))]
     {

@@ -31,11 +31,12 @@ use super::host::Host;
 use super::kallsyms::Kallsyms;
 use super::options::{LiveOptions, Session};
 use super::output::{say, Output};
-use super::report::{emit, end_report, HostFacts};
+use super::report::{end_report, HostFacts};
 use super::resolve::resolve;
 use crate::model::Symbolizer;
 use crate::pipeline::Pipeline;
 use crate::recording::Writer;
+use crate::report::Report;
 
 /// Records decoded per wake-up of the ring buffer before the loop looks at its timers.
 const DRAIN_BATCH: usize = 4096;
@@ -50,8 +51,8 @@ fn clock_ns(clock: libc::clockid_t) -> i64 {
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
-/// `aptrace live`. Returns the exit status (0 no findings, 1 findings).
-pub fn run(opts: LiveOptions, session: Session) -> Result<u8> {
+/// `aptrace live`. Returns the end-of-run report, for the caller to print and gate on.
+pub fn run(opts: LiveOptions, session: Session) -> Result<Report> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -106,7 +107,7 @@ async fn stop_requested(
     cancel.cancel();
 }
 
-async fn run_async(opts: LiveOptions, session: Session) -> Result<u8> {
+async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
     let Session {
         output: out,
         cancel,
@@ -293,7 +294,7 @@ fn finish(
     out: &Output,
     pipeline: Pipeline,
     header: &crate::recording::Header,
-) -> Result<u8> {
+) -> Result<Report> {
     let had_recorder = pipeline.has_recorder();
     let (auditor, rec_err) = pipeline.finish();
     if let Some(e) = rec_err {
@@ -308,7 +309,7 @@ fn finish(
             Err(e) => say!(out, "aptrace: cannot write {}: {e}", path.display()),
         }
     }
-    emit(opts, &end_report(opts, header, &auditor))
+    Ok(end_report(opts, header, &auditor))
 }
 
 /// `live --noop-floor` (hidden, for `cargo xtask bench`): the do-nothing program on every
