@@ -8,18 +8,17 @@
 #                                                        (noop: a do-nothing BPF program on the same tracepoints)
 #   bench attach <default|all-allocations> s=<seconds>  (e) start to the "attached" line
 #   bench rate k=<calls/ms> events_per_s=<achieved> lost=<events-lost findings so far>  (d)
-. /job.env
+. /lib.sh   # /job.env, marker
 B=/sys/kernel/debug/aptrace_bench/ctl
 T=/sys/kernel/tracing
-M() { echo "APTRACE-TESTBED: $*"; }
 up() { cut -d' ' -f1 /proc/uptime; }
-insmod /bench.ko || M "bench insmod failed"
+insmod /bench.ko || marker "bench insmod failed"
 F=$(awk '$3 == "vfio_ap_get_data_size" { print $1; exit }' /proc/kallsyms)
-M "bench fn vfio_ap_get_data_size=$F"
+marker "bench fn vfio_ap_get_data_size=$F"
 ps_of() { echo "$1" > $B && sed -n 's/.*per_call_ps=\([0-9]*\).*/\1/p' $B; }
 calls() { # with an agent: a pause after each run, so its ring buffer drains and no event is lost
-    i=0; while [ $i -lt "$R" ]; do M "bench call $1 ps=$(ps_of "call $F $NCALL")"; i=$((i+1)); [ -n "${2:-}" ] && sleep "$2"; done; }
-allocs() { i=0; while [ $i -lt "$R" ]; do M "bench alloc $1 ps=$(ps_of "alloc $NALLOC 64")"; i=$((i+1)); done; }
+    i=0; while [ $i -lt "$R" ]; do marker "bench call $1 ps=$(ps_of "call $F $NCALL")"; i=$((i+1)); [ -n "${2:-}" ] && sleep "$2"; done; }
+allocs() { i=0; while [ $i -lt "$R" ]; do marker "bench alloc $1 ps=$(ps_of "alloc $NALLOC 64")"; i=$((i+1)); done; }
 start_agent() { # mode log [args]: starts, times the attach, sets P
     rm -f "$2"; : > "$2" # no stale "attached" line
     t0=$(up)
@@ -30,7 +29,7 @@ start_agent() { # mode log [args]: starts, times the attach, sets P
     while ! grep -q "^aptrace: attached" "$2" && kill -0 $P 2>/dev/null && [ $i -lt 2400 ]; do
         sleep 0.05; i=$((i+1))
     done
-    M "bench attach $1 s=$(awk "BEGIN{print $(up)-$t0}") $(grep -m1 '^aptrace: attached' "$2")"
+    marker "bench attach $1 s=$(awk "BEGIN{print $(up)-$t0}") $(grep -m1 '^aptrace: attached' "$2")"
 }
 stop_agent() { kill -INT $P; wait $P; }
 # warm up (page in, caches)
@@ -55,13 +54,13 @@ calls ftrace-args
 echo 0 > $T/events/aptb/enable
 echo > $T/kprobe_events
 echo > $T/trace
-M "bench jit $(cat /proc/sys/net/core/bpf_jit_enable 2>/dev/null || echo none)"
+marker "bench jit $(cat /proc/sys/net/core/bpf_jit_enable 2>/dev/null || echo none)"
 if [ -x "${AGENT:-}" ]; then
     start_agent default /out/bench.default.log
     calls aptrace 1
     allocs aptrace-default
     sleep 2
-    M "bench lost during calls: $(grep -c '^\[[a-z]*\] events-lost' /out/bench.default.log)"
+    marker "bench lost during calls: $(grep -c '^\[[a-z]*\] events-lost' /out/bench.default.log)"
     # (d) sustained rates: K calls every millisecond for RATE_MS ms
     for k in $RATES; do
         lost0=$(grep -c '^\[[a-z]*\] events-lost' /out/bench.default.log)
@@ -70,14 +69,14 @@ if [ -x "${AGENT:-}" ]; then
         t1=$(up)
         sleep 2
         lost=$(grep -c '^\[[a-z]*\] events-lost' /out/bench.default.log)
-        M "bench rate k=$k events_per_s=$(awk "BEGIN{printf \"%d\", 2*$k*$RATE_MS/($t1-$t0)}") lost=$((lost-lost0)) alive=$(kill -0 $P && echo yes || echo no)"
+        marker "bench rate k=$k events_per_s=$(awk "BEGIN{printf \"%d\", 2*$k*$RATE_MS/($t1-$t0)}") lost=$((lost-lost0)) alive=$(kill -0 $P && echo yes || echo no)"
     done
     stop_agent
-    M "bench agent default stopped rc=$? $(tail -1 /out/bench.default.log)"
+    marker "bench agent default stopped rc=$? $(tail -1 /out/bench.default.log)"
     start_agent all-allocations /out/bench.all.log --all-allocations
     allocs aptrace-all
     stop_agent
-    M "bench agent all stopped rc=$?"
+    marker "bench agent all stopped rc=$?"
     # (c)'s floor: a BPF program that does nothing, on the same allocator tracepoints
     "$AGENT" live --noop-floor > /out/bench.noop.log 2>&1 &
     P=$!
@@ -85,9 +84,9 @@ if [ -x "${AGENT:-}" ]; then
     while ! grep -q "^aptrace: noop floor attached" /out/bench.noop.log && kill -0 $P 2>/dev/null && [ $i -lt 2400 ]; do
         sleep 0.05; i=$((i+1))
     done
-    M "bench noop $(grep -m1 '^aptrace: noop floor attached' /out/bench.noop.log)"
+    marker "bench noop $(grep -m1 '^aptrace: noop floor attached' /out/bench.noop.log)"
     allocs noop
     stop_agent
-    M "bench noop stopped rc=$?"
+    marker "bench noop stopped rc=$?"
 fi
-M "bench done"
+marker "bench done"

@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-
 use crate::audit::Auditor;
 use crate::input::load;
 use crate::metrics::{self, Metrics};
@@ -21,6 +19,22 @@ pub const MIN_PASS: Duration = Duration::from_secs(1);
 
 /// Sleeps shorter than this are skipped (events are delivered a little early instead).
 const MIN_SLEEP: Duration = Duration::from_millis(2);
+
+/// Why `aptrace replay` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("--speed must be a number >= 0 (0 = as fast as possible), not {0}")]
+    Speed(f64),
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+    #[error("starting the metrics server on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
+}
 
 /// What `aptrace replay` was asked.
 #[derive(Clone, Debug)]
@@ -68,12 +82,9 @@ pub fn play_once(
 }
 
 /// `aptrace replay FILE --metrics ADDR [--speed S] [--loop]`.
-pub fn replay(opts: &ReplayOptions) -> Result<()> {
+pub fn replay(opts: &ReplayOptions) -> Result<(), ReplayError> {
     if !opts.speed.is_finite() || opts.speed < 0.0 {
-        bail!(
-            "--speed must be a number >= 0 (0 = as fast as possible), not {}",
-            opts.speed
-        );
+        return Err(ReplayError::Speed(opts.speed));
     }
     let explicit = opts.profile.as_deref().map(Profile::load).transpose()?;
     let path = opts.file.display().to_string();
@@ -87,7 +98,11 @@ pub fn replay(opts: &ReplayOptions) -> Result<()> {
     }
     let m = Metrics::new(&profile);
     m.set_probes(&loaded.header.probes);
-    let server = metrics::serve(&opts.metrics, m.clone()).context("starting the metrics server")?;
+    let server =
+        metrics::serve(&opts.metrics, m.clone()).map_err(|source| ReplayError::Metrics {
+            addr: opts.metrics.clone(),
+            source,
+        })?;
     eprintln!(
         "aptrace: replaying {path} ({} events) at {}; metrics at http://{}/metrics",
         loaded.events.len(),
@@ -121,5 +136,50 @@ pub fn replay(opts: &ReplayOptions) -> Result<()> {
     eprintln!("aptrace: replay finished; serving the final state until interrupted");
     loop {
         std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(speed: f64, metrics: String) -> ReplayOptions {
+        ReplayOptions {
+            file: PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../samples/clean.aptr"
+            )),
+            metrics,
+            speed,
+            looping: false,
+            exit_when_done: true,
+            profile: None,
+        }
+    }
+
+    #[test]
+    fn a_negative_speed_is_refused_naming_the_flag() {
+        let e = replay(&opts(-1.0, "127.0.0.1:0".into())).unwrap_err();
+        assert!(matches!(e, ReplayError::Speed(_)));
+        assert!(e.to_string().contains("--speed"), "{e}");
+    }
+
+    /// A port in use is an error naming the address, after the recording was read.
+    #[test]
+    fn a_busy_metrics_port_names_the_address() {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = busy.local_addr().unwrap().to_string();
+        let e = replay(&opts(0.0, addr.clone())).unwrap_err();
+        assert!(matches!(e, ReplayError::Metrics { .. }), "{e}");
+        assert!(e.to_string().contains(&addr), "{e}");
+    }
+
+    #[test]
+    fn a_missing_recording_is_an_input_error() {
+        let mut o = opts(0.0, "127.0.0.1:0".into());
+        o.file = PathBuf::from("/nonexistent/x.aptr");
+        let e = replay(&o).unwrap_err();
+        assert!(matches!(e, ReplayError::Input(_)));
+        assert!(e.to_string().contains("/nonexistent/x.aptr"), "{e}");
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod engine;
+mod error;
 pub mod feed;
 pub mod live;
 mod view;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+pub use error::TuiError;
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, Event as TermEvent};
 use ratatui::crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
@@ -77,7 +78,7 @@ pub fn source_info(
 }
 
 /// `aptrace tui FILE`: replays a recording (or JSON lines) in the terminal.
-pub fn replay(path: &Path, opts: &ReplayOptions) -> Result<()> {
+pub fn replay(path: &Path, opts: &ReplayOptions) -> Result<(), TuiError> {
     // Everything that can fail on the input fails here, before the terminal is taken.
     let explicit = opts.profile.as_deref().map(Profile::load).transpose()?;
     let loaded = crate::input::load(path)?;
@@ -101,8 +102,11 @@ pub fn replay(path: &Path, opts: &ReplayOptions) -> Result<()> {
         Some(addr) => {
             let m = crate::metrics::Metrics::new(&profile);
             m.set_probes(&loaded.header.probes);
-            let server = crate::metrics::serve(addr, m.clone())
-                .with_context(|| format!("starting the metrics server on {addr}"))?;
+            let server =
+                crate::metrics::serve(addr, m.clone()).map_err(|source| TuiError::Metrics {
+                    addr: addr.clone(),
+                    source,
+                })?;
             pipeline.add_sink(Box::new(m.sink()));
             Some(server)
         }
@@ -116,17 +120,19 @@ pub fn replay(path: &Path, opts: &ReplayOptions) -> Result<()> {
 }
 
 /// Sends log records to a file, or nowhere: nothing may reach stderr while the UI is up.
-pub fn init_logging(file: Option<&Path>) -> Result<()> {
+pub fn init_logging(file: Option<&Path>) -> Result<(), TuiError> {
     let Some(path) = file else {
         return Ok(());
     };
-    let f = crate::recording::open_private_append(path)
-        .with_context(|| format!("cannot open the log file {}", path.display()))?;
+    let f = crate::recording::open_private_append(path).map_err(|source| TuiError::LogFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Pipe(Box::new(f)))
         .write_style(env_logger::WriteStyle::Never)
         .try_init()
-        .context("a logger is already set")?;
+        .map_err(|_| TuiError::LoggerSet)?;
     Ok(())
 }
 
@@ -149,7 +155,7 @@ struct TerminalGuard {
 }
 
 impl TerminalGuard {
-    fn enter() -> Result<TerminalGuard> {
+    fn enter() -> Result<TerminalGuard, TuiError> {
         static HOOK: std::sync::Once = std::sync::Once::new();
         HOOK.call_once(|| {
             let previous = std::panic::take_hook();
@@ -158,19 +164,20 @@ impl TerminalGuard {
                 previous(info);
             }));
         });
-        terminal::enable_raw_mode()
-            .context("cannot put the terminal in raw mode (is this a terminal?)")?;
+        terminal::enable_raw_mode().map_err(TuiError::terminal(
+            "cannot put the terminal in raw mode (is this a terminal?)",
+        ))?;
         TERMINAL_TAKEN.store(true, Ordering::SeqCst);
         let mut out = io::stdout();
         if let Err(e) = execute!(out, EnterAlternateScreen, cursor::Hide) {
             restore_terminal();
-            return Err(e).context("cannot enter the alternate screen");
+            return Err(TuiError::terminal("cannot enter the alternate screen")(e));
         }
         let terminal = match Terminal::new(CrosstermBackend::new(io::stdout())) {
             Ok(t) => t,
             Err(e) => {
                 restore_terminal();
-                return Err(e).context("cannot set up the terminal");
+                return Err(TuiError::terminal("cannot set up the terminal")(e));
             }
         };
         Ok(TerminalGuard { terminal })
@@ -223,10 +230,10 @@ fn spawn_ticks(tx: Sender<AppEvent>, stop: Arc<AtomicBool>) {
 struct Signals(signal_hook::iterator::Handle);
 
 #[cfg(unix)]
-fn spawn_signals(tx: Sender<AppEvent>) -> Result<Signals> {
+fn spawn_signals(tx: Sender<AppEvent>) -> Result<Signals, TuiError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGINT])
-        .context("cannot watch signals")?;
+        .map_err(TuiError::Signals)?;
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("aptrace-signals".into())
@@ -235,7 +242,7 @@ fn spawn_signals(tx: Sender<AppEvent>) -> Result<Signals> {
                 let _ = tx.send(AppEvent::Terminate);
             }
         })
-        .context("cannot start the signal thread")?;
+        .map_err(TuiError::thread("signal"))?;
     Ok(Signals(handle))
 }
 
@@ -247,7 +254,11 @@ impl Drop for Signals {
 }
 
 /// Runs the UI on a replayed `source` until `q` (or SIGTERM), then restores the terminal.
-pub fn run<S: Source + 'static>(source: S, engine: Engine, info: SourceInfo) -> Result<()> {
+pub fn run<S: Source + 'static>(
+    source: S,
+    engine: Engine,
+    info: SourceInfo,
+) -> Result<(), TuiError> {
     let (tx, rx) = mpsc::channel();
     let (ctl_tx, ctl_rx) = mpsc::channel();
     show(info, tx, rx, ctl_tx, move |tx| {
@@ -262,7 +273,7 @@ pub fn run<S: Source + 'static>(source: S, engine: Engine, info: SourceInfo) -> 
                 }
                 r.is_ok()
             })
-            .context("cannot start the feed thread")?;
+            .map_err(TuiError::thread("feed"))?;
         Ok(Some(feed_thread))
     })
 }
@@ -275,8 +286,8 @@ fn show(
     tx: Sender<AppEvent>,
     rx: Receiver<AppEvent>,
     controls: Sender<Control>,
-    start: impl FnOnce(Sender<AppEvent>) -> Result<Option<JoinHandle<bool>>>,
-) -> Result<()> {
+    start: impl FnOnce(Sender<AppEvent>) -> Result<Option<JoinHandle<bool>>, TuiError>,
+) -> Result<(), TuiError> {
     #[cfg(unix)]
     let _signals = spawn_signals(tx.clone())?;
     let mut guard = TerminalGuard::enter()?;
@@ -294,7 +305,9 @@ fn show(
     drop(rx);
     let feed_ok = feed_thread.is_none_or(|t| t.join().unwrap_or(false));
     drop(guard);
-    res.context("drawing to the terminal")?;
-    anyhow::ensure!(feed_ok, "the engine thread failed (see the message above)");
+    res.map_err(TuiError::terminal("drawing to the terminal"))?;
+    if !feed_ok {
+        return Err(TuiError::EngineFailed);
+    }
     Ok(())
 }

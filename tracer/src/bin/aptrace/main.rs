@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         // The UI owns the terminal: logs go to --log FILE or nowhere.
         Command::Tui { log, .. } | Command::Live(LiveArgs { tui: true, log, .. }) => {
             if let Err(e) = tracer::tui::init_logging(log.as_deref()) {
-                eprintln!("aptrace: error: {}", error_text(&e));
+                eprintln!("aptrace: error: {}", error_text(&e.into()));
                 return ExitCode::from(2);
             }
         }
@@ -54,7 +54,8 @@ fn main() -> ExitCode {
             exit_when_done,
             profile,
         })
-        .map(|_| ExitCode::SUCCESS),
+        .map(|_| ExitCode::SUCCESS)
+        .map_err(anyhow::Error::from),
         Command::Export {
             file,
             format: ExportFormat::ChromeTrace,
@@ -77,7 +78,8 @@ fn main() -> ExitCode {
                 metrics,
             },
         )
-        .map(|_| ExitCode::SUCCESS),
+        .map(|_| ExitCode::SUCCESS)
+        .map_err(anyhow::Error::from),
         Command::Check { target, format } => commands::check(&target, format == PrintFormat::Json),
         Command::Live(args) => commands::live(args),
         Command::Completions { shell } => commands::completions(shell),
