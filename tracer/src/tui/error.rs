@@ -30,6 +30,12 @@ pub enum TuiError {
     },
     #[error("the engine thread failed (see the message above)")]
     EngineFailed,
+    /// `live --tui`: the agent behind the screen stopped with an error.
+    #[cfg(all(feature = "live", target_os = "linux"))]
+    #[error(transparent)]
+    Agent(#[from] crate::live::agent::LiveError),
+    #[error("the agent thread panicked")]
+    AgentPanicked,
 }
 
 impl TuiError {

@@ -143,9 +143,10 @@ impl Drop for ScreenSink {
 /// UI cancels the run, which then finishes its recording and prints the summary on the
 /// restored terminal. Returns the agent's end-of-run report.
 #[cfg(all(feature = "live", target_os = "linux"))]
-pub fn run(opts: crate::live::options::LiveOptions) -> anyhow::Result<crate::report::Report> {
-    use anyhow::anyhow;
-
+pub fn run(
+    opts: crate::live::options::LiveOptions,
+) -> Result<crate::report::Report, super::TuiError> {
+    use super::TuiError;
     use crate::live::options::Session;
     use crate::live::output::Output;
 
@@ -166,12 +167,10 @@ pub fn run(opts: crate::live::options::LiveOptions) -> anyhow::Result<crate::rep
     let agent = std::thread::Builder::new()
         .name("aptrace-agent".into())
         .spawn(move || crate::live::agent::run(opts, session))
-        .map_err(|e| anyhow!("cannot start the agent thread: {e}"))?;
+        .map_err(TuiError::thread("agent"))?;
     let ui = super::show(info, tx, rx, ctl_tx, |_| Ok(None));
     cancel.cancel();
-    let report = agent
-        .join()
-        .map_err(|_| anyhow!("the agent thread panicked"))??;
+    let report = agent.join().map_err(|_| TuiError::AgentPanicked)??;
     ui?;
     Ok(report)
 }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use aya::maps::{Array, MapData};
 use aya::programs::kprobe::KProbeLink;
 use aya::programs::raw_trace_point::RawTracePointLink;
@@ -11,7 +10,8 @@ use aya::programs::{KProbe, RawTracePoint};
 use aya::Ebpf;
 use tracer_common as abi;
 
-use super::loader::{error_chain, prepare};
+use super::error::{error_chain, LiveError, Result};
+use super::loader::prepare;
 use crate::live::follow::{function_status, missing_statuses, slotted};
 use crate::live::losses::{ENTRY_PROGRAM, EXIT_PROGRAM};
 use crate::live::resolve::Resolution;
@@ -39,7 +39,12 @@ pub struct Attachment {
 }
 
 fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, target: &str) -> Result<Result<KProbeLink, String>> {
-    let kp: &mut KProbe = prepare(ebpf, prog)?.try_into()?;
+    let kp: &mut KProbe = prepare(ebpf, prog)?
+        .try_into()
+        .map_err(|source| LiveError::Program {
+            name: prog.to_string(),
+            source,
+        })?;
     Ok(match kp.attach(target, 0) {
         Ok(id) => kp.take_link(id).map_err(|e| e.to_string()),
         Err(e) => Err(format!("{e}: {}", error_chain(&e))),
@@ -58,20 +63,29 @@ pub fn attach(
     let mut tracepoints = Vec::new();
     {
         let mut cfg: Array<&mut MapData, abi::GlobalConfig> =
-            Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
-        cfg.set(0, res.global_config(all_allocations), 0)?;
+            Array::try_from(ebpf.map_mut("CONFIG").ok_or(LiveError::NoMap("CONFIG"))?)
+                .map_err(LiveError::map("CONFIG"))?;
+        cfg.set(0, res.global_config(all_allocations), 0)
+            .map_err(LiveError::map("CONFIG"))?;
     }
     let (targets, mut statuses) = slotted(&res.targets);
     for (slot, t) in targets.iter().enumerate() {
         {
-            let mut fc: Array<&mut MapData, abi::FuncConfig> =
-                Array::try_from(ebpf.map_mut("FUNC_CONFIG").context("map FUNC_CONFIG")?)?;
-            fc.set(slot as u32, t.config, 0)?;
+            let mut fc: Array<&mut MapData, abi::FuncConfig> = Array::try_from(
+                ebpf.map_mut("FUNC_CONFIG")
+                    .ok_or(LiveError::NoMap("FUNC_CONFIG"))?,
+            )
+            .map_err(LiveError::map("FUNC_CONFIG"))?;
+            fc.set(slot as u32, t.config, 0)
+                .map_err(LiveError::map("FUNC_CONFIG"))?;
             let mut slots: Array<&mut MapData, u64> = Array::try_from(
                 ebpf.map_mut("FUNC_SLOTS_MAP")
-                    .context("map FUNC_SLOTS_MAP")?,
-            )?;
-            slots.set(slot as u32, t.addr, 0)?;
+                    .ok_or(LiveError::NoMap("FUNC_SLOTS_MAP"))?,
+            )
+            .map_err(LiveError::map("FUNC_SLOTS_MAP"))?;
+            slots
+                .set(slot as u32, t.addr, 0)
+                .map_err(LiveError::map("FUNC_SLOTS_MAP"))?;
         }
         let mut failed = None;
         for prefix in [ENTRY_PROGRAM, EXIT_PROGRAM] {
@@ -85,7 +99,13 @@ pub fn attach(
     statuses.extend(missing_statuses(&res));
     if all_allocations {
         for (prog, tps) in RAW_TRACEPOINTS {
-            let rt: &mut RawTracePoint = prepare(ebpf, prog)?.try_into()?;
+            let rt: &mut RawTracePoint =
+                prepare(ebpf, prog)?
+                    .try_into()
+                    .map_err(|source| LiveError::Program {
+                        name: prog.to_string(),
+                        source,
+                    })?;
             for tp in *tps {
                 match rt.attach(tp).and_then(|id| rt.take_link(id)) {
                     Ok(link) => tracepoints.push(link),

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::{anyhow, Context, Result};
+use super::error::{describe, error_chain, LiveError, Result};
 use aya::programs::{KProbe, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 
@@ -37,32 +37,23 @@ fn bump_memlock() {
 /// attached (`prepare`), except those named in `eager`: the kernel verifies each one, and
 /// under an emulated s390x without a JIT loading all 64 function slots took seconds.
 pub fn load(ring_buffer_size: u32, eager: &[&str]) -> Result<Ebpf> {
-    object_present().map_err(|e| anyhow!(e))?;
+    object_present().map_err(LiveError::Refused)?;
     bump_memlock();
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_buffer_bytes(ring_buffer_size))
         .load(EBPF_OBJECT)
-        .map_err(|e| permission_hint(anyhow::Error::new(e).context("loading the eBPF object")))?;
+        .map_err(|e| LiveError::Load(Box::new(e)).with_permission_hint())?;
     for name in eager {
-        prepare(&mut ebpf, name).map_err(permission_hint)?;
+        prepare(&mut ebpf, name).map_err(LiveError::with_permission_hint)?;
     }
     Ok(ebpf)
-}
-
-/// A refusal by the bpf syscall names what to do about it.
-fn permission_hint(e: anyhow::Error) -> anyhow::Error {
-    if crate::live::check::is_permission_error(&format!("{e:#}")) {
-        e.context("not permitted to use BPF (run as root, or with CAP_BPF and CAP_PERFMON)")
-    } else {
-        e
-    }
 }
 
 /// Loads one program unless it is loaded already.
 pub fn prepare<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
     let prog = ebpf
         .program_mut(name)
-        .with_context(|| format!("no eBPF program {name}"))?;
+        .ok_or_else(|| LiveError::NoProgram(name.to_string()))?;
     let r = match prog {
         aya::programs::Program::KProbe(p) => p.load(),
         aya::programs::Program::RawTracePoint(p) => p.load(),
@@ -70,7 +61,12 @@ pub fn prepare<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::progra
     };
     match r {
         Ok(()) | Err(aya::programs::ProgramError::AlreadyLoaded) => {}
-        Err(e) => return Err(e).with_context(|| format!("loading eBPF program {name}")),
+        Err(source) => {
+            return Err(LiveError::Program {
+                name: name.to_string(),
+                source,
+            })
+        }
     }
     Ok(prog)
 }
@@ -102,7 +98,7 @@ pub fn gate(opts: &LiveOptions, out: &Output) -> Result<()> {
         &crate::live::machine(),
     );
     let warnings =
-        crate::live::check::live_gate(&rows, opts.self_test()).map_err(|e| anyhow!(e))?;
+        crate::live::check::live_gate(&rows, opts.self_test()).map_err(LiveError::Refused)?;
     for w in warnings {
         say!(out, "aptrace: warning: {w}");
     }
@@ -126,7 +122,7 @@ pub fn probe_features() -> Probed {
             e
         }
         Err(e) => {
-            p.load = Some(Err(format!("{e:#}")));
+            p.load = Some(Err(describe(&e)));
             return p;
         }
     };
@@ -158,15 +154,4 @@ pub fn probe_features() -> Probed {
         Err(e) => Err(e.to_string()),
     });
     p
-}
-
-/// The causes under an error, joined (aya's attach errors hide the errno there).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    parts.join(": ")
 }

@@ -6,21 +6,23 @@
 //! Only what touches aya lives here; deciding and decoding are in the parent module.
 
 mod attach;
+mod error;
 mod kernel;
 mod loader;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
 use aya::maps::{PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::RawTracePoint;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
+pub use error::LiveError;
 pub use loader::{gate, object_present, probe_features};
 
 use attach::{attach, Attachment, RAW_TRACEPOINTS};
+use error::Result;
 use kernel::{drain, KernelLosses, KernelStacks};
 use loader::{load, prepare};
 
@@ -56,8 +58,12 @@ pub fn run(opts: LiveOptions, session: Session) -> Result<Report> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?;
+        .map_err(LiveError::os("starting the tokio runtime"))?;
     rt.block_on(run_async(opts, session))
+}
+
+fn take_map(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name).ok_or(LiveError::NoMap(name))
 }
 
 /// aya-log's records go to `log` (the UI's log file, or stderr without the UI).
@@ -116,23 +122,27 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
     let host = Host::live();
     let mut ebpf = load(opts.ring_buffer_size, &[])?;
     start_ebpf_logger(&mut ebpf);
-    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
-    let stacks = KernelStacks(StackTraceMap::try_from(
-        ebpf.take_map("STACKS").context("map STACKS")?,
-    )?);
-    let mut losses = KernelLosses::new(PerCpuArray::try_from(
-        ebpf.take_map("COUNTERS").context("map COUNTERS")?,
-    )?);
+    let ring =
+        RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(LiveError::map("EVENTS"))?;
+    let stacks = KernelStacks(
+        StackTraceMap::try_from(take_map(&mut ebpf, "STACKS")?)
+            .map_err(LiveError::map("STACKS"))?,
+    );
+    let mut losses = KernelLosses::new(
+        PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)
+            .map_err(LiveError::map("COUNTERS"))?,
+    );
     // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow!("polling the ring buffer: {e}"))?;
+        .map_err(|e| LiveError::os("polling the ring buffer")(e.into()))?;
 
     let mut pipeline = super::options::pipeline(&opts.profile, sinks);
     let metrics = match &opts.metrics {
         Some(addr) => {
             let m = crate::metrics::Metrics::new(&opts.profile);
-            let server = crate::metrics::serve(addr, m.clone())
-                .with_context(|| format!("starting the metrics server on {addr}"))?;
+            let server = crate::metrics::serve(addr, m.clone()).map_err(LiveError::os(format!(
+                "starting the metrics server on {addr}"
+            )))?;
             pipeline.add_sink(Box::new(m.sink()));
             say!(
                 out,
@@ -160,8 +170,8 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
     {
         decoder.dump_raw_to(Box::new(f));
     }
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(LiveError::os("watching SIGINT"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(LiveError::os("watching SIGTERM"))?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let stop = stop_requested(&cancel, &mut sigint, &mut sigterm, deadline);
     tokio::pin!(stop);
@@ -207,7 +217,10 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
                     }
                     if !pipeline.has_recorder() {
                         if let Some(path) = &opts.record {
-                            pipeline.set_recorder(Writer::create(path, &header, opts.force)?);
+                            let w = Writer::create(path, &header, opts.force).map_err(
+                                LiveError::os(format!("creating the recording {}", path.display())),
+                            )?;
+                            pipeline.set_recorder(w);
                         }
                     }
                     if let Some(l) = attached_line {
@@ -230,7 +243,7 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
 
         tokio::select! {
             guard = ring.readable_mut() => {
-                let mut guard = guard?;
+                let mut guard = guard.map_err(LiveError::os("polling the ring buffer"))?;
                 // Bounded, so a flood cannot starve signals, the deadline and the module
                 // check, nor grow the batch without limit.
                 let drained = drain(&mut decoder, guard.get_inner_mut(), DRAIN_BATCH, symbols, &stacks, &mut batch);
@@ -317,7 +330,13 @@ fn finish(
 /// program there costs, measured in the same guest as aptrace's own.
 pub fn run_noop_floor(out: &Output) -> Result<u8> {
     let mut ebpf = load(4096, &["noop_alloc"])?;
-    let rt: &mut RawTracePoint = prepare(&mut ebpf, "noop_alloc")?.try_into()?;
+    let rt: &mut RawTracePoint =
+        prepare(&mut ebpf, "noop_alloc")?
+            .try_into()
+            .map_err(|source| LiveError::Program {
+                name: "noop_alloc".into(),
+                source,
+            })?;
     let mut n = 0;
     for (_, tps) in RAW_TRACEPOINTS {
         for tp in *tps {
@@ -333,7 +352,8 @@ pub fn run_noop_floor(out: &Output) -> Result<u8> {
     );
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?
+        .build()
+        .map_err(LiveError::os("starting the tokio runtime"))?
         .block_on(async {
             let mut sigint = signal(SignalKind::interrupt())?;
             let mut sigterm = signal(SignalKind::terminate())?;
@@ -341,8 +361,9 @@ pub fn run_noop_floor(out: &Output) -> Result<u8> {
                 _ = sigint.recv() => {}
                 _ = sigterm.recv() => {}
             }
-            anyhow::Ok(())
-        })?;
+            Ok(())
+        })
+        .map_err(LiveError::os("watching SIGINT and SIGTERM"))?;
     drop(ebpf);
     say!(out, "aptrace: noop floor detached");
     Ok(0)
