@@ -382,6 +382,14 @@ impl Profile {
         toml::to_string(self).expect("a profile always serializes")
     }
 
+    /// The profile as a file for a user to edit and pass back with `--profile`: the TOML of
+    /// [`Profile::to_toml`] under comments that say what each key may hold.
+    pub fn to_editable_toml(&self) -> String {
+        let mut out = String::from(EDITABLE_HEADER);
+        out.push_str(&self.to_toml());
+        out
+    }
+
     /// Name → index into `functions`, stripping compiler-clone suffixes.
     pub fn index(&self) -> HashMap<String, usize> {
         self.functions
@@ -391,6 +399,28 @@ impl Profile {
             .collect()
     }
 }
+
+const EDITABLE_HEADER: &str = "\
+# An aptrace profile: what each traced function of the driver means (docs/profile.md).
+# Edit it and pass it to `aptrace live --profile FILE` (or report, tui, replay).
+# A file that starts with `base = \"vfio_ap\"` instead of `name` keeps the built-in
+# profile and adds or replaces only the [[function]] rows it lists.
+#
+# [[function]] keys:
+#   name      the kernel symbol (compiler clones such as NAME.isra.0 are found too)
+#   role      probe, init-dev, migration-capabilities, open, close, remove, release-dev,
+#             alloc-field, free-field, set-state, get-state, get-data-size,
+#             transition-step, reset, other
+#   lock      none, held (the code asserts the lock: lockdep_assert_held),
+#             not-held (the function takes the lock itself)
+#   mdev      object (arg 0 is the ap_matrix_mdev or its vfio_device), mdev-device
+#             (arg 0 is a struct mdev_device), none
+#   ret       int, ssize, pointer, bool, size, void (default: the role's usual type)
+#   read      { field = \"struct.member\", arg = N, at = \"entry\"|\"exit\", size = 8 }
+#   stack     true: take a kernel stack at entry
+#   optional  true: a kernel without this function (or with it inlined) is normal
+
+";
 
 /// `vfio_ap_set_state.isra.0` → (`vfio_ap_set_state`, true).
 pub fn strip_clone_suffix(name: &str) -> (&str, bool) {
@@ -455,6 +485,17 @@ ret = "int"
         assert!(msg.contains("my.toml"), "{msg}");
         let err = Profile::from_toml("base = \"nvme\"\n", "p.toml").unwrap_err();
         assert!(err.to_string().contains("unknown base profile \"nvme\""));
+    }
+
+    /// What `aptrace profile` prints is a file `--profile` takes back unchanged.
+    #[test]
+    fn the_editable_profile_loads_back_as_the_builtin_one() {
+        let text = Profile::vfio_ap().to_editable_toml();
+        assert!(text.starts_with("# An aptrace profile"));
+        assert_eq!(
+            Profile::from_toml(&text, "edited.toml").unwrap(),
+            Profile::vfio_ap()
+        );
     }
 
     #[test]

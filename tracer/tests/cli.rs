@@ -426,3 +426,48 @@ fn check_off_s390_says_where_vfio_ap_exists_and_what_to_do() {
         );
     }
 }
+
+/// `aptrace profile` writes a file that `--profile` takes back: a report with it is the report
+/// with the built-in profile, and an edit to it changes what the auditor concludes.
+#[test]
+fn the_printed_profile_is_a_file_report_takes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    let out = aptrace(&["profile", "-o", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let leak = path("samples/leak.aptr");
+    let with = |p: &str| aptrace(&["report", "--format", "json", "--profile", p, &leak]);
+    let (code, builtin) = json_report(&leak);
+    let edited = with(file.to_str().unwrap());
+    assert_eq!(edited.status.code(), Some(code));
+    let v: serde_json::Value = serde_json::from_slice(&edited.stdout).unwrap();
+    assert_eq!(kinds(&v), kinds(&builtin));
+    // With the free's role taken away the auditor never sees mig_data freed: the clean
+    // sample now leaks, so the edited profile is the one in use.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let cut = text.replace("role = \"free-field\"", "role = \"other\"");
+    assert_ne!(cut, text);
+    std::fs::write(&file, cut).unwrap();
+    let clean = path("samples/clean.aptr");
+    assert_eq!(json_report(&clean).0, 0);
+    let edited = aptrace(&[
+        "report",
+        "--format",
+        "json",
+        "--profile",
+        file.to_str().unwrap(),
+        &clean,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&edited.stdout).unwrap();
+    assert_eq!(edited.status.code(), Some(1));
+    assert!(kinds(&v).iter().any(|k| k == "leak"), "{:?}", kinds(&v));
+    // Refused with the file named when it is not a profile.
+    std::fs::write(&file, "role = 3\n").unwrap();
+    let bad = with(file.to_str().unwrap());
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("p.toml"));
+}

@@ -176,6 +176,20 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print the built-in vfio_ap profile as a TOML file to edit and pass back with
+    /// --profile (docs/profile.md).
+    #[command(after_help = "Examples:
+  aptrace profile -o my-profile.toml
+  sudo aptrace live --profile my-profile.toml --record run.aptr
+  aptrace report --profile my-profile.toml run.aptr")]
+    Profile {
+        /// Write the profile here (mode 0600) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Overwrite the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     #[command(after_help = "Examples:
   aptrace completions bash > /etc/bash_completion.d/aptrace

@@ -122,6 +122,13 @@ pub fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `aptrace profile`: the built-in profile, commented, as a file `--profile` takes back.
+pub fn profile(output: Option<&Path>, force: bool) -> Result<ExitCode> {
+    let text = tracer::profile::Profile::vfio_ap().to_editable_toml();
+    write_output(output, text.as_bytes(), force)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `aptrace completions SHELL`.
 pub fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
     let mut cmd = <crate::args::Cli as clap::CommandFactory>::command();

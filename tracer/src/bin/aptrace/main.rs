@@ -82,6 +82,7 @@ fn main() -> ExitCode {
         .map_err(anyhow::Error::from),
         Command::Check { target, format } => commands::check(&target, format == PrintFormat::Json),
         Command::Live(args) => commands::live(args),
+        Command::Profile { output, force } => commands::profile(output.as_deref(), force),
         Command::Completions { shell } => commands::completions(shell),
         Command::Man { dir } => commands::man(&dir),
         Command::Import {
