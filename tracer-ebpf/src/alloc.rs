@@ -16,8 +16,10 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{config, count, in_text, wake_flags, EVENTS, PENDING_ALLOCS, TRACKED},
-    record::{header, now},
+    maps::{
+        config, count, hint_mark, hint_set, in_text, wake_flags, EVENTS, PENDING_ALLOCS, TRACKED,
+    },
+    record::{fill_header, now, pid_tgid},
     stacks,
 };
 
@@ -37,6 +39,8 @@ fn send_alloc<C: EbpfContext + aya_ebpf::programs::tracing::StackIdContext>(
     call_site: u64,
     which: u8,
 ) {
+    // The hint first: a free that finds it clear skips the TRACKED lookup.
+    hint_mark(ptr);
     let _ = TRACKED.insert(ptr, 1, 0);
     let mut fl = 0;
     let stack_id = match stacks::take(ctx) {
@@ -46,32 +50,40 @@ fn send_alloc<C: EbpfContext + aya_ebpf::programs::tracing::StackIdContext>(
         }
         None => -1,
     };
-    let rec = AllocRecord {
-        header: header(kind::ALLOC, fl, now()),
-        ptr,
-        bytes_req: bytes,
-        call_site,
-        allocator: which,
-        _pad: [0; 3],
-        stack_id,
-    };
-    if EVENTS.output::<AllocRecord>(&rec, wake_flags()).is_err() {
+    let Some(mut entry) = EVENTS.reserve::<AllocRecord>(0) else {
         count(counter::RINGBUF_FULL);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of the right size; every field is written.
+    unsafe {
+        fill_header(&mut (*rec).header, kind::ALLOC, fl, now(), pid_tgid());
+        (*rec).ptr = ptr;
+        (*rec).bytes_req = bytes;
+        (*rec).call_site = call_site;
+        (*rec).allocator = which;
+        (*rec)._pad = [0; 3];
+        (*rec).stack_id = stack_id;
     }
+    entry.submit(wake_flags());
 }
 
 #[inline(always)]
 fn send_free(ptr: u64, call_site: u64, which: u8) {
-    let rec = FreeRecord {
-        header: header(kind::FREE, 0, now()),
-        ptr,
-        call_site,
-        allocator: which,
-        _pad: [0; 7],
-    };
-    if EVENTS.output::<FreeRecord>(&rec, wake_flags()).is_err() {
+    let Some(mut entry) = EVENTS.reserve::<FreeRecord>(0) else {
         count(counter::RINGBUF_FULL);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: as in send_alloc.
+    unsafe {
+        fill_header(&mut (*rec).header, kind::FREE, 0, now(), pid_tgid());
+        (*rec).ptr = ptr;
+        (*rec).call_site = call_site;
+        (*rec).allocator = which;
+        (*rec)._pad = [0; 7];
     }
+    entry.submit(wake_flags());
 }
 
 #[inline(always)]
@@ -89,8 +101,13 @@ fn on_alloc_tp(ctx: &RawTracePointContext, which: u8, with_bytes: bool) -> u32 {
     0
 }
 
+/// Whether `ptr` is in TRACKED. Most frees on a host are of pointers the module never
+/// had: a clear hint answers for them without the hash lookup.
 #[inline(always)]
 fn is_tracked(ptr: u64) -> bool {
+    if !hint_set(ptr) {
+        return false;
+    }
     // SAFETY: only the presence is used.
     unsafe { TRACKED.get(ptr) }.is_some()
 }

@@ -8,29 +8,31 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
     macros::{kprobe, kretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
 use tracer_common::{
     check_lock, counter, flags, kind, lock_state, read_at, FuncConfig, FuncEntry, FuncExit,
-    NameRecord, PendingCall, MAX_ARGS, NAME_LEN,
+    NameRecord, PendingCall, MAX_ARGS,
 };
 
 use crate::{
     lock,
     maps::{config, count, wake_flags, EVENTS, FUNC_CONFIG, FUNC_SLOTS_MAP, PENDING_CALLS},
-    record::{header, now},
+    record::{fill_header, now, pid_tgid},
     stacks,
 };
 
+/// The slot's function address and what to read, by reference: copying the configuration
+/// out costs a load and a store per byte in the interpreter.
 #[inline(always)]
-fn slot_config(slot: u32) -> Option<(u64, FuncConfig)> {
+fn slot_config(slot: u32) -> Option<(u64, &'static FuncConfig)> {
     let addr = *FUNC_SLOTS_MAP.get(slot)?;
     if addr == 0 {
         return None;
     }
-    Some((addr, *FUNC_CONFIG.get(slot)?))
+    Some((addr, FUNC_CONFIG.get(slot)?))
 }
 
 #[inline(always)]
@@ -49,15 +51,10 @@ fn read_field(base: u64, cfg: &FuncConfig) -> Option<u64> {
     }
 }
 
-#[inline(always)]
-fn pending_key(slot: u32) -> u64 {
-    (bpf_get_current_pid_tgid() << 32) | slot as u64
-}
-
 /// `dev_name(vdev->dev)`: the vfio device's first member is `struct device *dev`, whose
 /// first member is the kobject, whose first member is the name.
 #[inline(always)]
-fn send_name(obj: u64, ts_ns: u64) {
+fn send_name(obj: u64, ts_ns: u64, pid_tgid: u64) {
     if obj == 0 {
         return;
     }
@@ -80,11 +77,11 @@ fn send_name(obj: u64, ts_ns: u64) {
         return;
     };
     let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` points at reserved ring-buffer memory of the right size.
+    // SAFETY: `rec` points at reserved ring-buffer memory of the right size; the string
+    // helper zero-fills the rest of the name.
     unsafe {
-        (*rec).header = header(kind::MDEV_NAME, 0, ts_ns);
+        fill_header(&mut (*rec).header, kind::MDEV_NAME, 0, ts_ns, pid_tgid);
         (*rec).obj = obj;
-        (*rec).name = [0u8; NAME_LEN];
         if bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*rec).name).is_err() {
             entry.discard(0);
             return;
@@ -99,21 +96,25 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         return 0;
     };
     let ts = now();
-    let mut args = [0u64; MAX_ARGS];
-    for (i, a) in args.iter_mut().enumerate() {
-        *a = ctx.arg::<u64>(i).unwrap_or(0);
-    }
-    let untrusted = fc.extra_flags as u16 & flags::ARGS_UNTRUSTED != 0;
+    let pid_tgid = pid_tgid();
+    let args: [u64; MAX_ARGS] = [
+        ctx.arg::<u64>(0).unwrap_or(0),
+        ctx.arg::<u64>(1).unwrap_or(0),
+        ctx.arg::<u64>(2).unwrap_or(0),
+        ctx.arg::<u64>(3).unwrap_or(0),
+    ];
+    let mut fl = fc.extra_flags as u16;
+    let untrusted = fl & flags::ARGS_UNTRUSTED != 0;
     if fc.read_name != 0 && !untrusted {
-        send_name(args[0], ts.wrapping_sub(1));
+        send_name(args[0], ts.wrapping_sub(1), pid_tgid);
     }
-    let field_base = match fc.field_arg as usize {
+    let field_base = match fc.field_arg {
         0 => args[0],
         1 => args[1],
         2 => args[2],
         _ => args[3],
     };
-    let key = pending_key(slot);
+    let key = (pid_tgid << 32) | slot as u64;
     let pending = PendingCall {
         ts_ns: ts,
         arg0: args[0],
@@ -128,10 +129,9 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
     {
         count(counter::RETURN_MISSED);
     }
-    let mut fl = fc.extra_flags as u16;
     let mut field = 0;
     if fc.read_field_at & read_at::ENTRY != 0 && !untrusted {
-        if let Some(v) = read_field(field_base, &fc) {
+        if let Some(v) = read_field(field_base, fc) {
             field = v;
             fl |= flags::FIELD_VALID;
         }
@@ -140,7 +140,6 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         (true, Some(g)) => lock::check(g),
         _ => (lock_state::NOT_CHECKED, 0),
     };
-    let mut stack_id = -1;
     let suspicious = match fc.check_lock {
         check_lock::STACK_IF_HELD => lock_state == lock_state::HELD_BY_CURRENT,
         check_lock::STACK_IF_NOT_HELD => {
@@ -148,25 +147,31 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         }
         _ => false,
     };
+    let mut stack_id = -1;
     if fc.stack_on_entry != 0 || suspicious {
         if let Some(id) = stacks::take(ctx) {
             stack_id = id;
             fl |= flags::STACK_VALID;
         }
     }
-    let rec = FuncEntry {
-        header: header(kind::FUNC_ENTRY, fl, ts),
-        func_ip: addr,
-        args,
-        field,
-        lock_owner,
-        lock_state,
-        _pad: [0; 3],
-        stack_id,
-    };
-    if EVENTS.output::<FuncEntry>(&rec, wake_flags()).is_err() {
+    let Some(mut entry) = EVENTS.reserve::<FuncEntry>(0) else {
         count(counter::RINGBUF_FULL);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points at reserved ring-buffer memory of the right size; every field,
+    // padding included, is written (the memory is not zeroed).
+    unsafe {
+        fill_header(&mut (*rec).header, kind::FUNC_ENTRY, fl, ts, pid_tgid);
+        (*rec).func_ip = addr;
+        (*rec).args = args;
+        (*rec).field = field;
+        (*rec).lock_owner = lock_owner;
+        (*rec).lock_state = lock_state;
+        (*rec)._pad = [0; 3];
+        (*rec).stack_id = stack_id;
     }
+    entry.submit(wake_flags());
     0
 }
 
@@ -176,40 +181,45 @@ fn on_exit(ctx: &RetProbeContext, slot: u32) -> u32 {
         return 0;
     };
     let ts = now();
-    let key = pending_key(slot);
-    // SAFETY: the value is copied out at once.
-    let pending = unsafe { PENDING_CALLS.get(key) }.copied();
+    let pid_tgid = pid_tgid();
+    let key = (pid_tgid << 32) | slot as u64;
     let mut fl = fc.extra_flags as u16;
     let untrusted = fl & flags::ARGS_UNTRUSTED != 0;
-    let (arg0, duration, field) = match pending {
+    // SAFETY: the value is read at once, before the remove below.
+    let (arg0, duration, field) = match unsafe { PENDING_CALLS.get(key) } {
         Some(p) => {
+            let (entered, arg0, field_base) = (p.ts_ns, p.arg0, p.field_base);
             let _ = PENDING_CALLS.remove(key);
             fl |= flags::DURATION_VALID;
             let mut field = 0;
             if fc.read_field_at & read_at::EXIT != 0 && !untrusted {
-                if let Some(v) = read_field(p.field_base, &fc) {
+                if let Some(v) = read_field(field_base, fc) {
                     field = v;
                     fl |= flags::FIELD_VALID;
                 }
             }
-            (p.arg0, ts.wrapping_sub(p.ts_ns), field)
+            (arg0, ts.wrapping_sub(entered), field)
         }
         None => {
             count(counter::EXIT_WITHOUT_ENTRY);
             (0, 0, 0)
         }
     };
-    let rec = FuncExit {
-        header: header(kind::FUNC_EXIT, fl, ts),
-        func_ip: addr,
-        ret: ctx.ret::<u64>(),
-        arg0,
-        duration_ns: duration,
-        field,
-    };
-    if EVENTS.output::<FuncExit>(&rec, wake_flags()).is_err() {
+    let Some(mut entry) = EVENTS.reserve::<FuncExit>(0) else {
         count(counter::RINGBUF_FULL);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: as in on_entry.
+    unsafe {
+        fill_header(&mut (*rec).header, kind::FUNC_EXIT, fl, ts, pid_tgid);
+        (*rec).func_ip = addr;
+        (*rec).ret = ctx.ret::<u64>();
+        (*rec).arg0 = arg0;
+        (*rec).duration_ns = duration;
+        (*rec).field = field;
     }
+    entry.submit(wake_flags());
     0
 }
 

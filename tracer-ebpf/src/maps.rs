@@ -40,6 +40,38 @@ pub static PENDING_ALLOCS: LruHashMap<u64, PendingAlloc> = LruHashMap::with_max_
 #[map]
 pub static TRACKED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
 
+/// A filter over TRACKED: a bucket is set once a tracked pointer hashed to it, and never
+/// cleared (a store of 1 needs no atomics; a count would). A free whose bucket is clear
+/// cannot be of a tracked pointer. Slab addresses recur, so few buckets fill.
+#[map]
+pub static TRACKED_HINT: Array<u8> = Array::with_max_entries(TRACKED_HINT_BUCKETS, 0);
+
+const TRACKED_HINT_BUCKETS: u32 = 1 << 16;
+
+#[inline(always)]
+fn hint_bucket(ptr: u64) -> u32 {
+    // Slab objects are at least 8-byte aligned: the low bits say little.
+    ((ptr >> 3) ^ (ptr >> 19)) as u32 & (TRACKED_HINT_BUCKETS - 1)
+}
+
+/// Marks `ptr`'s bucket: a tracked pointer may hash there.
+#[inline(always)]
+pub fn hint_mark(ptr: u64) {
+    if let Some(p) = TRACKED_HINT.get_ptr_mut(hint_bucket(ptr)) {
+        // SAFETY: a valid map value; every writer stores the same 1.
+        unsafe { *p = 1 };
+    }
+}
+
+/// Whether some tracked pointer may hash to `ptr`'s bucket.
+#[inline(always)]
+pub fn hint_set(ptr: u64) -> bool {
+    match TRACKED_HINT.get(hint_bucket(ptr)) {
+        Some(n) => *n != 0,
+        None => true,
+    }
+}
+
 /// Per-CPU counters of lost events, indexed by [`tracer_common::counter`].
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
