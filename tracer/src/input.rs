@@ -3,9 +3,9 @@
 use std::io::BufReader;
 use std::path::Path;
 
-use crate::jsonl::{read_jsonl, JsonlError};
+use crate::jsonl::{read_jsonl_ordered, JsonlError, SourceNote};
 use crate::model::Event;
-use crate::recording::{Damage, Header, ReadError, Recording, MAGIC};
+use crate::recording::{Damage, Header, ReadError, Recording, MAGIC, NO_END_MARKER};
 
 /// Events and what is known about where they came from.
 pub struct Loaded {
@@ -21,6 +21,36 @@ impl Loaded {
     pub fn intact(&self) -> bool {
         self.damage.is_empty()
     }
+
+    /// What an export must say about this source so that its import is as incomplete as it.
+    pub fn source_note(&self) -> SourceNote {
+        note_of(&self.damage)
+    }
+}
+
+/// The damage list as a source note: the missing end marker is a flag, not a region.
+fn note_of(damage: &[Damage]) -> SourceNote {
+    SourceNote {
+        end_marker: !damage.iter().any(|d| d.reason == NO_END_MARKER),
+        damage: damage
+            .iter()
+            .filter(|d| d.reason != NO_END_MARKER)
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The damage a JSON-lines file's source line reports, as a recording's reader reports it.
+fn damage_of(note: &SourceNote) -> Vec<Damage> {
+    let mut d = note.damage.clone();
+    if !note.end_marker {
+        d.push(Damage {
+            offset: 0,
+            bytes: 0,
+            reason: NO_END_MARKER.into(),
+        });
+    }
+    d
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +104,8 @@ pub fn open(path: &Path) -> Result<Opened, InputError> {
         path: name.clone(),
         source,
     })?;
-    let j = read_jsonl(BufReader::new(f), &name)?;
-    Ok(Opened::jsonl(j))
+    let j = read_jsonl_ordered(BufReader::new(f), &name)?;
+    Ok(Opened::jsonl(j, &name))
 }
 
 fn open_stdin() -> Result<Opened, InputError> {
@@ -91,8 +121,8 @@ fn open_stdin() -> Result<Opened, InputError> {
         let r = Recording::parse(bytes::Bytes::from(data), name)?;
         return Ok(Opened::recording(r));
     }
-    let j = read_jsonl(&data[..], name)?;
-    Ok(Opened::jsonl(j))
+    let j = read_jsonl_ordered(&data[..], name)?;
+    Ok(Opened::jsonl(j, name))
 }
 
 impl Opened {
@@ -106,15 +136,29 @@ impl Opened {
         }
     }
 
-    fn jsonl(j: crate::jsonl::JsonLines) -> Opened {
+    fn jsonl(j: crate::jsonl::JsonLines, origin: &str) -> Opened {
+        let damage = j.source.as_ref().map(damage_of).unwrap_or_default();
+        let warnings = j
+            .source
+            .iter()
+            .filter(|n| !n.is_complete())
+            .map(|n| {
+                let bytes: u64 = n.damage.iter().map(|d| d.bytes).sum();
+                format!(
+                    "{origin}: its source line says the source was incomplete: {} damaged region(s), {bytes} bytes{}",
+                    n.damage.len(),
+                    if n.end_marker { "" } else { ", no end marker" }
+                )
+            })
+            .collect();
         Opened {
             header: j.header.unwrap_or_default(),
             version: (
                 crate::recording::VERSION_MAJOR,
                 crate::recording::VERSION_MINOR,
             ),
-            damage: Vec::new(),
-            warnings: Vec::new(),
+            damage,
+            warnings,
             body: Body::Jsonl(j.events),
         }
     }

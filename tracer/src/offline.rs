@@ -18,8 +18,6 @@ pub enum OfflineError {
     Input(#[from] InputError),
     #[error(transparent)]
     Jsonl(#[from] JsonlError),
-    #[error("{path}: two events have the same seq; seq numbers must be unique")]
-    DuplicateSeq { path: String },
     #[error("{path}: no readable event ({why}); nothing to audit")]
     NoEvents { path: String, why: String },
     #[error("writing {path}: {source}")]
@@ -109,22 +107,28 @@ pub fn require_events(report: &Report) -> Result<(), OfflineError> {
 pub fn export_jsonl(file: &Path) -> Result<(Vec<u8>, Vec<String>), OfflineError> {
     let loaded = load(file)?;
     let mut buf = Vec::new();
-    crate::jsonl::write_jsonl(&mut buf, &loaded.header, loaded.events).map_err(|source| {
-        OfflineError::Write {
+    let note = loaded.source_note();
+    crate::jsonl::write_jsonl_from(&mut buf, &loaded.header, Some(&note), loaded.events)
+        .map_err(|source| OfflineError::Write {
             path: "JSON lines".into(),
             source,
-        }
-    })?;
+        })?;
     Ok((buf, loaded.warnings))
 }
 
 /// Turns a JSON-lines file into a recording at `output` (mode 0600; `force` overwrites).
+/// Events are written in the order the reorder window delivers them, numbered in that order;
+/// a source line's damage goes into the header, and the end marker is written only when the
+/// source had one.
 pub fn import(file: &Path, output: &Path, force: bool) -> Result<(), OfflineError> {
     let f = std::fs::File::open(file).map_err(|source| InputError::Open {
         path: file.display().to_string(),
         source,
     })?;
-    let j = crate::jsonl::read_jsonl(std::io::BufReader::new(f), &file.display().to_string())?;
+    let j = crate::jsonl::read_jsonl_ordered(
+        std::io::BufReader::new(f),
+        &file.display().to_string(),
+    )?;
     let mut header = j.header.unwrap_or_else(|| Header {
         arch: std::env::consts::ARCH.to_string(),
         module: "vfio_ap".into(),
@@ -134,13 +138,11 @@ pub fn import(file: &Path, output: &Path, force: bool) -> Result<(), OfflineErro
     if header.writer.is_empty() {
         header.writer = crate::writer_id();
     }
-    let mut seqs: Vec<u64> = j.events.iter().map(|e| e.seq).collect();
-    seqs.sort_unstable();
-    if seqs.windows(2).any(|w| w[0] == w[1]) {
-        return Err(OfflineError::DuplicateSeq {
-            path: file.display().to_string(),
-        });
-    }
+    let note = j.source.unwrap_or(crate::jsonl::SourceNote {
+        end_marker: true,
+        damage: Vec::new(),
+    });
+    header.source_damage = note.damage;
     let write_err = |source| OfflineError::Write {
         path: output.display().to_string(),
         source,
@@ -149,6 +151,10 @@ pub fn import(file: &Path, output: &Path, force: bool) -> Result<(), OfflineErro
     for e in &j.events {
         w.push(e).map_err(write_err)?;
     }
-    w.finish().map_err(write_err)?;
+    if note.end_marker {
+        w.finish().map_err(write_err)?;
+    } else {
+        w.finish_unmarked().map_err(write_err)?;
+    }
     Ok(())
 }

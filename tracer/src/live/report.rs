@@ -36,6 +36,7 @@ impl HostFacts {
             profile: opts.profile.to_toml(),
             probes,
             writer: crate::writer_id(),
+            source_damage: Vec::new(),
         }
     }
 }

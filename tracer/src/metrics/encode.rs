@@ -230,6 +230,7 @@ impl prometheus_client::collector::Collector for Collector {
             ProbeState::Missing,
             ProbeState::Clone,
             ProbeState::Failed,
+            ProbeState::Degraded,
         ]
         .iter()
         .map(|p| (p.name(), 0))
@@ -240,7 +241,7 @@ impl prometheus_client::collector::Collector for Collector {
         family(
             &mut enc,
             "aptrace_probes",
-            "Probes by state: attached, missing (function absent or inlined), clone (timed, arguments untrusted), failed.",
+            "Probes by state: attached, missing (function absent or inlined), clone (timed, arguments untrusted), failed, degraded (attached without a read a check needs).",
             MetricType::Gauge,
             by_state.iter().map(|(st, &n)| (l(&[("state", st)]), n)),
             gauge,
@@ -248,10 +249,13 @@ impl prometheus_client::collector::Collector for Collector {
         family(
             &mut enc,
             "aptrace_probe_attached",
-            "1 when the probe on this function is attached (a clone counts), 0 when missing or failed.",
+            "1 when the probe on this function is attached (a clone or a degraded probe counts; its state label says which), 0 when missing or failed.",
             MetricType::Gauge,
             s.probes.iter().map(|p| {
-                let up = matches!(p.state, ProbeState::Attached | ProbeState::Clone);
+                let up = matches!(
+                    p.state,
+                    ProbeState::Attached | ProbeState::Clone | ProbeState::Degraded
+                );
                 (l(&[("probe", &p.name), ("state", p.state.name())]), i64::from(up))
             }),
             gauge,

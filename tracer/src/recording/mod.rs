@@ -21,8 +21,9 @@ pub const MAGIC: [u8; 8] = *b"\x89APTR\r\n\x1a";
 /// Starts every chunk.
 pub const SYNC: [u8; 8] = *b"\xf5\x0bAPCHK\x9e";
 pub const VERSION_MAJOR: u16 = 1;
-/// 1.1 added the end marker: a 1.1 recording without one was not finished.
-pub const VERSION_MINOR: u16 = 1;
+/// 1.1 added the end marker: a 1.1 recording without one was not finished. 1.2 added the
+/// damage of an imported source and the degraded probe state (header tags 10 and 11).
+pub const VERSION_MINOR: u16 = 2;
 /// The first version whose writer ends every recording with an end marker.
 pub const END_MARKER_SINCE: (u16, u16) = (1, 1);
 /// Starts the payload of the end marker: a chunk of no events, so that a 1.0 reader reads
@@ -58,12 +59,17 @@ pub enum ProbeState {
     /// Attached for timing only: a compiler clone whose arguments are not trusted.
     Clone,
     Failed,
+    /// Attached, but without a read some check needs (a struct offset BTF could not give and
+    /// no `--offset` supplied): the findings that need it cannot be detected. Stored as
+    /// attached (code 0) in the probes field, so a 1.1 reader does not take it for a failure,
+    /// and named in the degraded field (tag 11).
+    Degraded,
 }
 
 impl ProbeState {
     fn code(self) -> u8 {
         match self {
-            ProbeState::Attached => 0,
+            ProbeState::Attached | ProbeState::Degraded => 0,
             ProbeState::Missing => 1,
             ProbeState::Clone => 2,
             ProbeState::Failed => 3,
@@ -84,6 +90,7 @@ impl ProbeState {
             ProbeState::Missing => "missing",
             ProbeState::Clone => "clone",
             ProbeState::Failed => "failed",
+            ProbeState::Degraded => "degraded",
         }
     }
 }
@@ -112,6 +119,11 @@ pub struct Header {
     pub probes: Vec<ProbeStatus>,
     /// The aptrace that wrote it.
     pub writer: String,
+    /// Damage of the source this recording was imported from (format 1.2): the import copies
+    /// the events that survived, and this says what did not. JSON lines carry it in their
+    /// `source` record, not in the header line.
+    #[serde(skip)]
+    pub source_damage: Vec<Damage>,
 }
 
 mod tag {
@@ -124,6 +136,8 @@ mod tag {
     pub const PROFILE: u16 = 7;
     pub const PROBES: u16 = 8;
     pub const WRITER: u16 = 9;
+    pub const SOURCE_DAMAGE: u16 = 10;
+    pub const DEGRADED: u16 = 11;
 }
 
 fn put_str(b: &mut BytesMut, s: &str) {
@@ -179,12 +193,36 @@ impl Header {
             }
         });
         field(tag::WRITER, &|b| b.put_slice(self.writer.as_bytes()));
+        if !self.source_damage.is_empty() {
+            field(tag::SOURCE_DAMAGE, &|b| {
+                b.put_u32_le(self.source_damage.len() as u32);
+                for d in &self.source_damage {
+                    b.put_u64_le(d.offset);
+                    b.put_u64_le(d.bytes);
+                    put_str(b, &d.reason);
+                }
+            });
+        }
+        let degraded: Vec<&ProbeStatus> = self
+            .probes
+            .iter()
+            .filter(|p| p.state == ProbeState::Degraded)
+            .collect();
+        if !degraded.is_empty() {
+            field(tag::DEGRADED, &|b| {
+                b.put_u32_le(degraded.len() as u32);
+                for p in &degraded {
+                    put_str(b, &p.name);
+                }
+            });
+        }
         out
     }
 
     /// Decodes the header's fields; unknown tags (a newer minor version) are skipped.
     fn decode(mut b: &[u8], warnings: &mut Vec<String>) -> Header {
         let mut h = Header::default();
+        let mut degraded = Vec::new();
         let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
         while b.remaining() >= 6 {
             let t = b.get_u16_le();
@@ -234,7 +272,36 @@ impl Header {
                     }
                 }
                 tag::WRITER => h.writer = text(v),
+                tag::SOURCE_DAMAGE if n >= 4 => {
+                    let count = v.get_u32_le();
+                    for _ in 0..count {
+                        if v.remaining() < 16 {
+                            break;
+                        }
+                        let offset = v.get_u64_le();
+                        let bytes = v.get_u64_le();
+                        let Some(reason) = get_str(&mut v) else { break };
+                        h.source_damage.push(Damage {
+                            offset,
+                            bytes,
+                            reason,
+                        });
+                    }
+                }
+                tag::DEGRADED if n >= 4 => {
+                    let count = v.get_u32_le();
+                    for _ in 0..count {
+                        let Some(name) = get_str(&mut v) else { break };
+                        degraded.push(name);
+                    }
+                }
                 _ => {}
+            }
+        }
+        // The probes field comes first and stores a degraded probe as attached.
+        for p in &mut h.probes {
+            if p.state == ProbeState::Attached && degraded.contains(&p.name) {
+                p.state = ProbeState::Degraded;
             }
         }
         h
@@ -255,6 +322,9 @@ pub enum ReadError {
     #[error("cannot read {path}: {source}")]
     Io { path: String, source: io::Error },
 }
+
+/// The reason of the damage entry of a recording without its end marker.
+pub const NO_END_MARKER: &str = "no end marker: the writer did not finish";
 
 /// A stretch of the file that was skipped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,6 +449,14 @@ impl Recording {
                 version = (major, minor);
                 header = Header::decode(&data[16..end], &mut warnings);
                 pos = end + 4;
+                if !header.source_damage.is_empty() {
+                    let bytes: u64 = header.source_damage.iter().map(|d| d.bytes).sum();
+                    warnings.push(format!(
+                        "{origin}: imported from an incomplete source: {} damaged region(s), {bytes} bytes, were lost before the import",
+                        header.source_damage.len()
+                    ));
+                    damage.extend(header.source_damage.iter().cloned());
+                }
             } else {
                 warnings.push(format!(
                     "{origin}: the header is damaged (bad CRC or length); its host, kernel and symbols are unknown; scanning for event chunks"
@@ -479,7 +557,7 @@ impl Recording {
                 damage.push(Damage {
                     offset: data.len() as u64,
                     bytes: 0,
-                    reason: "no end marker: the writer did not finish".into(),
+                    reason: NO_END_MARKER.into(),
                 });
                 warnings.push(format!(
                     "{origin}: the recording has no end marker: its writer stopped without finishing it (killed?); events after the last whole chunk are lost"

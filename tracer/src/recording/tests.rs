@@ -20,6 +20,7 @@ fn header() -> Header {
             detail: "not in kallsyms".into(),
         }],
         writer: "aptrace test".into(),
+        source_damage: Vec::new(),
     }
 }
 
@@ -459,5 +460,96 @@ fn range_crcs_equal_direct_crcs() {
         (4096, 5000),
     ] {
         assert_eq!(r.crc(&data, a, b), crc32fast::hash(&data[a..b]), "{a}..{b}");
+    }
+}
+
+/// The header body's fields as (tag, value), as any reader walks them.
+fn fields(body: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut b = body;
+    let mut out = Vec::new();
+    while b.len() >= 6 {
+        let t = b.get_u16_le();
+        let n = b.get_u32_le() as usize;
+        out.push((t, b[..n].to_vec()));
+        b.advance(n);
+    }
+    out
+}
+
+#[test]
+fn an_imported_sources_damage_rides_the_header_and_makes_the_copy_incomplete() {
+    let mut h = header();
+    h.source_damage = vec![Damage {
+        offset: 4096,
+        bytes: 812,
+        reason: "chunk CRC mismatch".into(),
+    }];
+    let mut w = Writer::new(Vec::new(), &h).unwrap();
+    for e in Generator::new(3).stream(20) {
+        w.push(&e).unwrap();
+    }
+    let r = Recording::parse(w.finish().unwrap().into(), "copy.aptr").unwrap();
+    assert_eq!(r.version, (1, 2));
+    assert_eq!(r.header, h);
+    assert!(!r.intact());
+    assert_eq!(r.damage, h.source_damage, "listed once, as the source said");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("imported from an incomplete source") && w.contains("812 bytes")),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[test]
+fn finishing_unmarked_reads_as_a_recording_without_end_marker() {
+    let mut w = Writer::new(Vec::new(), &header()).unwrap();
+    for e in Generator::new(3).stream(20) {
+        w.push(&e).unwrap();
+    }
+    let r = Recording::parse(w.finish_unmarked().unwrap().into(), "u.aptr").unwrap();
+    assert!(r.end.is_none());
+    assert_eq!(r.damage.len(), 1);
+    assert_eq!(r.damage[0].reason, NO_END_MARKER);
+}
+
+#[test]
+fn a_degraded_probe_reads_back_degraded_and_as_attached_to_a_1_1_reader() {
+    let mut h = header();
+    h.probes.push(ProbeStatus {
+        name: "vfio_ap_mdev_open_device".into(),
+        state: ProbeState::Degraded,
+        detail: "no offset of vfio_device.mig_data: leaks cannot be detected".into(),
+    });
+    let body = h.encode();
+    let mut warnings = Vec::new();
+    assert_eq!(Header::decode(&body, &mut warnings), h);
+    // A 1.1 reader knows tags 1 to 9 only and maps state codes 0-3: the probe reads attached.
+    let old: Vec<u8> = fields(&body)
+        .into_iter()
+        .filter(|(t, _)| *t <= tag::WRITER)
+        .flat_map(|(t, v)| {
+            let mut f = t.to_le_bytes().to_vec();
+            f.extend((v.len() as u32).to_le_bytes());
+            f.extend(v);
+            f
+        })
+        .collect();
+    let back = Header::decode(&old, &mut warnings);
+    assert_eq!(back.probes[1].state, ProbeState::Attached);
+    assert_eq!(back.probes[1].detail, h.probes[1].detail);
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[test]
+fn recordings_of_1_0_and_1_1_still_read() {
+    for minor in [0u16, 1] {
+        let mut out = Vec::new();
+        Writer::new_with_version(&mut out, &header(), 1, minor).unwrap();
+        let r = Recording::parse(out.into(), "old.aptr").unwrap();
+        assert_eq!(r.version, (1, minor));
+        assert_eq!(r.header, header());
+        assert!(r.header.source_damage.is_empty());
     }
 }

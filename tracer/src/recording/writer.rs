@@ -198,6 +198,13 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
+    /// Flushes what is left without an end marker: what `aptrace import` does for a source
+    /// that had none, so the copy says what the original said (not finished).
+    pub fn finish_unmarked(mut self) -> io::Result<W> {
+        self.flush_chunk()?;
+        Ok(self.out)
+    }
+
     /// Flushes what is left, writes the end marker (what tells a reader the recording was
     /// finished, not cut at a chunk boundary) and returns the output.
     pub fn finish(mut self) -> io::Result<W> {

@@ -510,7 +510,9 @@ impl App {
                     let style = match p.state {
                         ProbeState::Attached => Style::new().fg(Color::Green),
                         ProbeState::Clone => Style::new().fg(Color::Cyan),
-                        ProbeState::Missing => Style::new().fg(Color::Yellow),
+                        ProbeState::Missing | ProbeState::Degraded => {
+                            Style::new().fg(Color::Yellow)
+                        }
                         ProbeState::Failed => Style::new().fg(Color::Red),
                     };
                     let state = match p.state {
