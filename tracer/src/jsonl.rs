@@ -198,8 +198,8 @@ pub fn read_jsonl(mut input: impl BufRead, origin: &str) -> Result<JsonLines, Js
                     "a source line may only come before the first event, once".into(),
                 ));
             }
-            let note: SourceNote = serde_json::from_value(value)
-                .map_err(|e| err(format!("bad source line: {e}")))?;
+            let note: SourceNote =
+                serde_json::from_value(value).map_err(|e| err(format!("bad source line: {e}")))?;
             out.source = Some(note);
             continue;
         }
@@ -358,7 +358,10 @@ mod tests {
         let shuffled = shuffle_locally(&evs, 20, 7);
         assert_ne!(shuffled, evs);
         let j = read_jsonl_ordered(&text_of(&shuffled)[..], "s.jsonl").unwrap();
-        assert_eq!(j.events, evs, "the order (and numbering) of the sorted file");
+        assert_eq!(
+            j.events, evs,
+            "the order (and numbering) of the sorted file"
+        );
     }
 
     #[test]
@@ -381,7 +384,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("late.jsonl:4: ts_ns 500 is"), "{e}");
-        assert!(e.contains("reorder window") && e.contains("sort the file"), "{e}");
+        assert!(
+            e.contains("reorder window") && e.contains("sort the file"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -407,7 +413,9 @@ mod tests {
         };
         let mut buf = Vec::new();
         write_jsonl_from(&mut buf, &Header::default(), Some(&whole), evs).unwrap();
-        assert!(!String::from_utf8(buf.clone()).unwrap().contains("\"source\""));
+        assert!(!String::from_utf8(buf.clone())
+            .unwrap()
+            .contains("\"source\""));
         assert_eq!(read_jsonl(&buf[..], "w.jsonl").unwrap().source, None);
     }
 

@@ -108,11 +108,12 @@ pub fn export_jsonl(file: &Path) -> Result<(Vec<u8>, Vec<String>), OfflineError>
     let loaded = load(file)?;
     let mut buf = Vec::new();
     let note = loaded.source_note();
-    crate::jsonl::write_jsonl_from(&mut buf, &loaded.header, Some(&note), loaded.events)
-        .map_err(|source| OfflineError::Write {
+    crate::jsonl::write_jsonl_from(&mut buf, &loaded.header, Some(&note), loaded.events).map_err(
+        |source| OfflineError::Write {
             path: "JSON lines".into(),
             source,
-        })?;
+        },
+    )?;
     Ok((buf, loaded.warnings))
 }
 
@@ -125,10 +126,8 @@ pub fn import(file: &Path, output: &Path, force: bool) -> Result<(), OfflineErro
         path: file.display().to_string(),
         source,
     })?;
-    let j = crate::jsonl::read_jsonl_ordered(
-        std::io::BufReader::new(f),
-        &file.display().to_string(),
-    )?;
+    let j =
+        crate::jsonl::read_jsonl_ordered(std::io::BufReader::new(f), &file.display().to_string())?;
     let mut header = j.header.unwrap_or_else(|| Header {
         arch: std::env::consts::ARCH.to_string(),
         module: "vfio_ap".into(),
