@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod cmd;
 mod fuzz;
+mod man;
 mod provision;
 mod samples;
 mod soak;
@@ -60,6 +61,8 @@ enum Task {
     },
     /// clippy -D warnings for tracer-ebpf on bpfel (x86_64) and bpfeb (s390x).
     LintEbpf,
+    /// Write the man pages of aptrace and each of its subcommands (default target/man).
+    Man(man::ManArgs),
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -100,6 +103,7 @@ fn main() -> Result<()> {
         Task::Build { target } => build::build(target).map(|_| ()),
         Task::Provision { target } => build::provision(target),
         Task::LintEbpf => build::lint_ebpf(),
+        Task::Man(args) => man::run(args, &root()),
     }
 }
 

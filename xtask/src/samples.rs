@@ -21,6 +21,7 @@ fn header() -> Header {
         profile: tracer::profile::Profile::vfio_ap().to_toml(),
         probes: Vec::new(),
         writer: format!("{} (xtask synth)", tracer::writer_id()),
+        ..Header::default()
     }
 }
 

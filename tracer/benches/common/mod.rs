@@ -195,6 +195,7 @@ pub fn header(syms: &Syms) -> Header {
         profile: tracer::profile::Profile::vfio_ap().to_toml(),
         probes: Vec::new(),
         writer: tracer::writer_id(),
+        ..Header::default()
     }
 }
 

@@ -554,7 +554,7 @@ pub fn live_gate(rows: &[Row], self_test: bool) -> Result<Vec<String>, String> {
 pub fn check_host(
     target: &super::resolve::TargetOptions,
     json: bool,
-) -> Result<(String, u8), crate::profile::ProfileError> {
+) -> Result<(String, u8), super::resolve::TargetError> {
     let (profile, module) = target.resolve()?;
     let host = Host::live();
     #[cfg(all(feature = "live", target_os = "linux"))]

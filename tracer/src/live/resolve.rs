@@ -47,21 +47,61 @@ pub struct TargetOptions {
     pub overrides: Overrides,
 }
 
+/// Why the target of `check` or `live` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+    #[error("--offset {name}: the profile reads no such struct member; known: {}", known.join(", "))]
+    UnknownOffset { name: String, known: Vec<String> },
+}
+
 impl TargetOptions {
     /// The profile (built-in unless `--profile`) and the module (`--module`, else the
-    /// profile's).
-    pub fn resolve(
-        &self,
-    ) -> Result<(crate::profile::Profile, String), crate::profile::ProfileError> {
+    /// profile's), once every `--offset` names a member that profile reads.
+    pub fn resolve(&self) -> Result<(crate::profile::Profile, String), TargetError> {
         let profile = match &self.profile {
             Some(p) => crate::profile::Profile::load(p)?,
             None => crate::profile::Profile::vfio_ap(),
         };
+        check_offset_names(&self.overrides, &profile)?;
         let module = self
             .module
             .clone()
             .unwrap_or_else(|| profile.module.clone());
         Ok((profile, module))
+    }
+}
+
+/// The struct members whose offsets `--offset` may give for `profile`: its lock field, the
+/// fields its functions read, and the kernel's `mutex.owner`. Sorted, without duplicates.
+pub fn offset_names(profile: &Profile) -> Vec<String> {
+    let mut names: Vec<String> = std::iter::once(profile.lock_field.clone())
+        .chain(
+            profile
+                .functions
+                .iter()
+                .filter_map(|f| f.read.as_ref().map(|r| r.field.clone())),
+        )
+        // A field given as a number needs no offset.
+        .filter(|f| f.contains('.') && crate::model::hex_u64::parse(f).is_err())
+        .chain(std::iter::once("mutex.owner".to_string()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// An `--offset` for a member the profile does not read would be silently ignored (a typo
+/// leaving a check off): refuse it, listing the names that are read.
+pub fn check_offset_names(ov: &Overrides, profile: &Profile) -> Result<(), TargetError> {
+    let known = offset_names(profile);
+    match ov.offsets.keys().find(|k| !known.contains(k)) {
+        Some(name) => Err(TargetError::UnknownOffset {
+            name: name.clone(),
+            known,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -457,6 +497,28 @@ pub fn parse_text_range(s: &str) -> Result<(u64, u64), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offset_the_profile_does_not_read_is_refused_listing_the_known_ones() {
+        let p = Profile::vfio_ap();
+        let known = offset_names(&p);
+        assert!(known.contains(&p.lock_field), "{known:?}");
+        assert!(known.contains(&"mutex.owner".to_string()));
+        let mut ov = Overrides::default();
+        for name in &known {
+            ov.offsets.insert(name.clone(), 8);
+        }
+        assert!(check_offset_names(&ov, &p).is_ok());
+        ov.offsets.insert("ap_matrix_dev.mdevs_lok".into(), 8);
+        let e = check_offset_names(&ov, &p).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--offset ap_matrix_dev.mdevs_lok: the profile reads no such"),
+            "{e}"
+        );
+        for name in &known {
+            assert!(e.contains(name.as_str()), "{e} lacks {name}");
+        }
+    }
 
     #[test]
     fn offset_overrides_parse() {

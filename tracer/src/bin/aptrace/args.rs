@@ -260,7 +260,8 @@ pub struct TargetArgs {
     #[arg(long)]
     pub profile: Option<PathBuf>,
     /// Struct member offset where BTF is absent: ap_matrix_dev.mdevs_lock=N,
-    /// ap_matrix_mdev.mig_data=N, mutex.owner=N (repeatable; N decimal or 0x hex).
+    /// ap_matrix_mdev.mig_data=N, mutex.owner=N (repeatable; N decimal or 0x hex). Only the
+    /// members the profile reads are accepted: another name is an error listing them.
     #[arg(long = "offset", value_name = "STRUCT.MEMBER=N", value_parser = parse_offset)]
     pub offsets: Vec<(String, u64)>,
     /// Address of the `matrix_dev` pointer variable (when kallsyms lists no module variables
