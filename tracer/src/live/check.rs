@@ -375,10 +375,15 @@ pub fn preflight(
             None => {}
         }
         let mut fix = String::new();
-        if let Some(p) = &t.field_problem {
+        if let Some(why) = &t.degraded {
+            // Attaches, but some findings cannot be detected: a warning, never "ok".
             status = Status::Warn;
-            detail.push_str("; field read off");
-            fix = p.clone();
+            detail.push_str(&format!("; degraded: {why}"));
+            if t.field_problem.is_some() {
+                fix = "pass the offset with --offset STRUCT.MEMBER=N (pahole -C STRUCT on the module's debug info)".to_string();
+            } else {
+                fix = "make the lock checks work (see the lock mdevs_lock row)".to_string();
+            }
         }
         rows.push(row(format!("function {}", t.name), status, detail, fix));
     }

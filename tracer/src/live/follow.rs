@@ -42,10 +42,11 @@ pub fn slotted(targets: &[FuncTarget]) -> (&[FuncTarget], Vec<ProbeStatus>) {
 pub fn function_status(t: &FuncTarget, failed: Option<String>) -> ProbeStatus {
     ProbeStatus {
         name: t.name.clone(),
-        state: match (&failed, t.clone) {
-            (Some(_), _) => ProbeState::Failed,
-            (None, true) => ProbeState::Clone,
-            (None, false) => ProbeState::Attached,
+        state: match (&failed, t.clone, &t.degraded) {
+            (Some(_), _, _) => ProbeState::Failed,
+            (None, true, _) => ProbeState::Clone,
+            (None, false, Some(_)) => ProbeState::Degraded,
+            (None, false, None) => ProbeState::Attached,
         },
         detail: failed.unwrap_or_else(|| {
             let mut d = if t.clone {
@@ -56,8 +57,11 @@ pub fn function_status(t: &FuncTarget, failed: Option<String>) -> ProbeStatus {
             } else {
                 String::new()
             };
-            if let Some(p) = &t.field_problem {
-                d.push_str(&format!("field read off: {p}"));
+            if let Some(why) = &t.degraded {
+                if !d.is_empty() {
+                    d.push_str("; ");
+                }
+                d.push_str(why);
             }
             d
         }),
@@ -95,10 +99,25 @@ pub fn attach_lines(module: &str, res: &Resolution, statuses: &[ProbeStatus]) ->
     }
     let n = statuses
         .iter()
-        .filter(|s| matches!(s.state, ProbeState::Attached | ProbeState::Clone))
+        .filter(|s| {
+            matches!(
+                s.state,
+                ProbeState::Attached | ProbeState::Clone | ProbeState::Degraded
+            )
+        })
         .count();
+    let degraded = statuses
+        .iter()
+        .filter(|s| s.state == ProbeState::Degraded)
+        .count();
+    // Degraded probes are counted only when there are some: the line of a full attach stays
+    // what the testbed waits for.
+    let degraded = match degraded {
+        0 => String::new(),
+        n => format!(", {n} degraded"),
+    };
     lines.push(format!(
-        "aptrace: attached {n} probes to module {module} ({} missing, lock checks {})",
+        "aptrace: attached {n} probes to module {module} ({} missing{degraded}, lock checks {})",
         res.missing.len(),
         if res.lock_checks() { "on" } else { "off" }
     ));
@@ -164,6 +183,7 @@ mod tests {
             traceable: Some(true),
             config: Default::default(),
             field_problem: None,
+            degraded: None,
         }
     }
 

@@ -132,6 +132,9 @@ pub struct FuncTarget {
     pub config: abi::FuncConfig,
     /// Why the field read was dropped, if it was.
     pub field_problem: Option<String>,
+    /// What this probe cannot see although it attaches (its field read dropped, its lock
+    /// check off), and which findings that hides: the detail of its `degraded` state.
+    pub degraded: Option<String>,
 }
 
 /// What resolution found.
@@ -188,10 +191,10 @@ impl Resolution {
             .iter()
             .map(|t| ProbeStatus {
                 name: t.name.clone(),
-                state: if t.clone {
-                    ProbeState::Clone
-                } else {
-                    ProbeState::Attached
+                state: match (t.clone, &t.degraded) {
+                    (true, _) => ProbeState::Clone,
+                    (false, Some(_)) => ProbeState::Degraded,
+                    (false, None) => ProbeState::Attached,
                 },
                 detail: if t.clone {
                     format!(
@@ -199,7 +202,7 @@ impl Resolution {
                         t.attach_name
                     )
                 } else {
-                    String::new()
+                    t.degraded.clone().unwrap_or_default()
                 },
             })
             .collect();
@@ -295,6 +298,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
             traceable,
             config,
             field_problem,
+            degraded: None,
         });
     }
 
@@ -362,7 +366,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
     {
         text = Some((s.min(sec), e));
     }
-    Resolution {
+    let mut res = Resolution {
         module: module.to_string(),
         loaded,
         kallsyms_readable,
@@ -379,7 +383,46 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         kvfree: pick(KVFREE_NAMES),
         symbols: kallsyms.module_symbols(module),
         kallsyms,
+    };
+    // Only a loaded module can say whether the lock is readable: before, nothing is degraded.
+    let lock_off = res.loaded && !res.lock_checks();
+    for t in &mut res.targets {
+        t.degraded = degradation(&profile.functions[t.spec], t.field_problem.as_deref(), lock_off);
     }
+    res
+}
+
+/// Finding kinds that need the value `spec` reads.
+fn kinds_needing_read(spec: &FunctionSpec) -> &'static str {
+    match spec.role {
+        Role::AllocField => "leak, overwrite-leak, error-path-leak",
+        Role::FreeField => "double-free (and a leak may be reported for a free it cannot see)",
+        Role::GetState => "invalid-migration-arc (the state read back)",
+        _ => "the findings that need this value",
+    }
+}
+
+/// Why a probe that attaches cannot do all its checks, naming what cannot be detected; None
+/// when it can do them all.
+pub fn degradation(spec: &FunctionSpec, field_problem: Option<&str>, lock_off: bool) -> Option<String> {
+    let mut why = Vec::new();
+    if let Some(p) = field_problem {
+        let field = spec.read.as_ref().map_or("its field", |r| r.field.as_str());
+        why.push(format!(
+            "{field} not read ({p}): cannot detect {}",
+            kinds_needing_read(spec)
+        ));
+    }
+    match spec.lock {
+        LockContract::Held if lock_off => why.push(
+            "mdevs_lock not checked (lock checks off): cannot detect lock-not-held".to_string(),
+        ),
+        LockContract::NotHeld if lock_off => why.push(
+            "mdevs_lock not checked (lock checks off): cannot detect self-deadlock".to_string(),
+        ),
+        _ => {}
+    }
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 /// The function itself, else a compiler clone of it.

@@ -664,3 +664,88 @@ fn the_attach_lines_name_clones_and_end_with_the_count() {
         "{lines:#?}"
     );
 }
+
+/// Debian 6.1 s390x without `--offset`: the probes attach but cannot read `mig_data` nor
+/// check the lock. They are `degraded`, naming what cannot be detected, in the header
+/// statuses, the agent's lines and `check`; with the offsets given, nothing is degraded.
+#[test]
+fn probes_without_a_read_they_need_are_degraded_everywhere_the_agent_says_so() {
+    use super::follow::{attach_lines, function_status, missing_statuses};
+    use crate::recording::ProbeState;
+    let d = tmp();
+    let host = host_61_s390x(d.path(), true);
+    let p = Profile::vfio_ap();
+    let r = resolve(&host, &p, "vfio_ap", &Overrides::default());
+    let state_of = |statuses: &[crate::recording::ProbeStatus], name: &str| {
+        let s = statuses.iter().find(|s| s.name == name).unwrap().clone();
+        (s.state, s.detail)
+    };
+
+    let header = r.probe_statuses();
+    let (st, detail) = state_of(&header, "vfio_ap_init_migration_data");
+    assert_eq!(st, ProbeState::Degraded);
+    assert!(
+        detail.contains("ap_matrix_mdev.mig_data not read")
+            && detail.contains("cannot detect leak, overwrite-leak, error-path-leak")
+            && detail.contains("cannot detect lock-not-held"),
+        "{detail}"
+    );
+    let (st, detail) = state_of(&header, "vfio_ap_mdev_release_dev");
+    assert_eq!(st, ProbeState::Degraded, "NotHeld contract, lock checks off");
+    assert!(detail.contains("cannot detect self-deadlock"), "{detail}");
+    // No read and no lock contract: nothing to lose.
+    assert_eq!(
+        state_of(&header, "vfio_ap_get_data_size").0,
+        ProbeState::Attached
+    );
+
+    let mut statuses: Vec<_> = r.targets.iter().map(|t| function_status(t, None)).collect();
+    statuses.extend(missing_statuses(&r));
+    assert_eq!(
+        state_of(&statuses, "vfio_ap_init_migration_data"),
+        state_of(&header, "vfio_ap_init_migration_data")
+    );
+    let lines = attach_lines("vfio_ap", &r, &statuses);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("aptrace: vfio_ap_init_migration_data degraded: ")),
+        "{lines:#?}"
+    );
+    let n = statuses
+        .iter()
+        .filter(|s| s.state == ProbeState::Degraded)
+        .count();
+    assert!(n >= 2);
+    assert!(
+        lines.last().unwrap().contains(&format!(", {n} degraded, lock checks off)")),
+        "{lines:#?}"
+    );
+
+    let (rows, _) = preflight(
+        &host,
+        &p,
+        "vfio_ap",
+        &Overrides::default(),
+        &live_ok(),
+        None,
+        "s390x",
+    );
+    let f = row(&rows, "function vfio_ap_init_migration_data");
+    assert_eq!(f.status, Status::Warn, "{f:?}");
+    assert!(f.detail.contains("degraded: "), "{f:?}");
+    assert!(f.fix.contains("--offset"), "{f:?}");
+    let f = row(&rows, "function vfio_ap_mdev_release_dev");
+    assert_eq!(f.status, Status::Warn, "{f:?}");
+    assert!(super::check::to_text(&rows).contains("degraded"));
+
+    let mut ov = Overrides::default();
+    ov.offsets.insert("ap_matrix_dev.mdevs_lock".into(), 0x328);
+    ov.offsets.insert("ap_matrix_mdev.mig_data".into(), 3368);
+    let r = resolve(&host, &p, "vfio_ap", &ov);
+    assert!(r.targets.iter().all(|t| t.degraded.is_none()));
+    assert!(r
+        .probe_statuses()
+        .iter()
+        .all(|s| s.state != ProbeState::Degraded));
+}
