@@ -387,7 +387,11 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
     // Only a loaded module can say whether the lock is readable: before, nothing is degraded.
     let lock_off = res.loaded && !res.lock_checks();
     for t in &mut res.targets {
-        t.degraded = degradation(&profile.functions[t.spec], t.field_problem.as_deref(), lock_off);
+        t.degraded = degradation(
+            &profile.functions[t.spec],
+            t.field_problem.as_deref(),
+            lock_off,
+        );
     }
     res
 }
@@ -396,7 +400,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
 fn kinds_needing_read(spec: &FunctionSpec) -> &'static str {
     match spec.role {
         Role::AllocField => "leak, overwrite-leak, error-path-leak",
-        Role::FreeField => "double-free (and a leak may be reported for a free it cannot see)",
+        Role::FreeField => "double-free (frees it cannot see may be reported as leaks)",
         Role::GetState => "invalid-migration-arc (the state read back)",
         _ => "the findings that need this value",
     }
@@ -404,7 +408,11 @@ fn kinds_needing_read(spec: &FunctionSpec) -> &'static str {
 
 /// Why a probe that attaches cannot do all its checks, naming what cannot be detected; None
 /// when it can do them all.
-pub fn degradation(spec: &FunctionSpec, field_problem: Option<&str>, lock_off: bool) -> Option<String> {
+pub fn degradation(
+    spec: &FunctionSpec,
+    field_problem: Option<&str>,
+    lock_off: bool,
+) -> Option<String> {
     let mut why = Vec::new();
     if let Some(p) = field_problem {
         let field = spec.read.as_ref().map_or("its field", |r| r.field.as_str());

@@ -691,7 +691,11 @@ fn probes_without_a_read_they_need_are_degraded_everywhere_the_agent_says_so() {
         "{detail}"
     );
     let (st, detail) = state_of(&header, "vfio_ap_mdev_release_dev");
-    assert_eq!(st, ProbeState::Degraded, "NotHeld contract, lock checks off");
+    assert_eq!(
+        st,
+        ProbeState::Degraded,
+        "NotHeld contract, lock checks off"
+    );
     assert!(detail.contains("cannot detect self-deadlock"), "{detail}");
     // No read and no lock contract: nothing to lose.
     assert_eq!(
@@ -718,7 +722,10 @@ fn probes_without_a_read_they_need_are_degraded_everywhere_the_agent_says_so() {
         .count();
     assert!(n >= 2);
     assert!(
-        lines.last().unwrap().contains(&format!(", {n} degraded, lock checks off)")),
+        lines
+            .last()
+            .unwrap()
+            .contains(&format!(", {n} degraded, lock checks off)")),
         "{lines:#?}"
     );
 

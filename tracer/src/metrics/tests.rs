@@ -60,7 +60,7 @@ fn every_kind_severity_and_phase_exists_from_the_start() {
             Some(&0.0)
         );
     }
-    for st in ["attached", "missing", "clone", "failed"] {
+    for st in ["attached", "missing", "clone", "failed", "degraded"] {
         assert_eq!(
             s.get(&format!("aptrace_probes{{state=\"{st}\"}}")),
             Some(&0.0)
@@ -114,6 +114,31 @@ fn a_leak_stream_is_counted_and_has_no_pointer_or_pid_labels() {
         );
         assert!(!labels.contains("pid="), "pid in {line}");
     }
+}
+
+#[test]
+fn a_degraded_probe_is_counted_in_its_own_state_and_still_up() {
+    let m = Metrics::new(&Profile::vfio_ap());
+    m.set_probes(&[
+        ProbeStatus {
+            name: "vfio_ap_init_migration_data".into(),
+            state: ProbeState::Degraded,
+            detail: "cannot detect leak".into(),
+        },
+        ProbeStatus {
+            name: "vfio_ap_mdev_probe".into(),
+            state: ProbeState::Attached,
+            detail: String::new(),
+        },
+    ]);
+    let s = parse(&m.encode());
+    assert_eq!(s["aptrace_probes{state=\"degraded\"}"], 1.0);
+    assert_eq!(s["aptrace_probes{state=\"attached\"}"], 1.0);
+    assert_eq!(s["aptrace_probes{state=\"failed\"}"], 0.0);
+    assert_eq!(
+        s["aptrace_probe_attached{probe=\"vfio_ap_init_migration_data\",state=\"degraded\"}"],
+        1.0
+    );
 }
 
 #[test]

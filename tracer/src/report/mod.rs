@@ -26,8 +26,45 @@ pub struct SourceInfo {
     #[serde(serialize_with = "i64_string")]
     pub boot_to_wall_ns: i64,
     pub probes: Vec<ProbeStatus>,
+    /// The probes that attached degraded, and the finding kinds they could not detect.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cannot_detect: Vec<Undetected>,
     pub damage: Vec<Damage>,
     pub warnings: Vec<String>,
+}
+
+/// A degraded probe of a source: what it could not see, hence which findings are missing
+/// from the report for reasons that are not the driver's.
+#[derive(Clone, Debug, Serialize)]
+pub struct Undetected {
+    pub probe: String,
+    /// Finding kinds (`leak`, `self-deadlock`, ...), in the order of [`Kind::ALL`].
+    pub kinds: Vec<&'static str>,
+    pub why: String,
+}
+
+/// The finding kinds a degraded probe's detail names (it says `cannot detect KIND, ...`).
+fn kinds_named(detail: &str) -> Vec<&'static str> {
+    let words: Vec<&str> = detail
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .collect();
+    Kind::ALL
+        .iter()
+        .map(|k| k.name())
+        .filter(|n| words.contains(n))
+        .collect()
+}
+
+fn undetected(probes: &[ProbeStatus]) -> Vec<Undetected> {
+    probes
+        .iter()
+        .filter(|p| p.state == crate::recording::ProbeState::Degraded)
+        .map(|p| Undetected {
+            probe: p.name.clone(),
+            kinds: kinds_named(&p.detail),
+            why: p.detail.clone(),
+        })
+        .collect()
 }
 
 impl SourceInfo {
@@ -48,6 +85,7 @@ impl SourceInfo {
             format_version: format!("{}.{}", version.0, version.1),
             boot_to_wall_ns: header.boot_to_wall_ns,
             probes: header.probes.clone(),
+            cannot_detect: undetected(&header.probes),
             damage,
             warnings,
         }
@@ -192,6 +230,8 @@ struct JsonFinding<'a> {
 struct JsonReport<'a> {
     schema: &'static str,
     complete: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cannot_detect: Vec<&'static str>,
     findings: Vec<JsonFinding<'a>>,
     summary: JsonSummary<'a>,
     sources: Vec<JsonSource<'a>>,
@@ -250,6 +290,20 @@ impl Report {
         self.files.iter().all(|f| f.complete)
     }
 
+    /// The finding kinds some source could not detect (its probes attached degraded).
+    pub fn cannot_detect(&self) -> Vec<&'static str> {
+        Kind::ALL
+            .iter()
+            .map(|k| k.name())
+            .filter(|n| {
+                self.files
+                    .iter()
+                    .flat_map(|f| &f.source.cannot_detect)
+                    .any(|u| u.kinds.contains(n))
+            })
+            .collect()
+    }
+
     pub fn to_json(&self) -> String {
         let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
         for f in &self.files {
@@ -260,6 +314,7 @@ impl Report {
         let r = JsonReport {
             schema: REPORT_SCHEMA,
             complete: self.complete(),
+            cannot_detect: self.cannot_detect(),
             findings: self
                 .files
                 .iter()

@@ -131,6 +131,22 @@ pub(super) fn render(r: &Report, st: &Style) -> String {
             " (events were lost, or the recording is damaged or unfinished: see below)"
         }
     );
+    let blind = r.cannot_detect();
+    if !blind.is_empty() {
+        // First lines: a clean report from probes that could not see is not a clean bill.
+        let probes: usize = r.files.iter().map(|f| f.source.cannot_detect.len()).sum();
+        let _ = writeln!(
+            out,
+            "{}could not detect: {} ({probes} probe(s) degraded: see below){}",
+            li(st),
+            blind.join(", "),
+            if n_find == 0 {
+                "; no finding does not mean none of these happened"
+            } else {
+                ""
+            }
+        );
+    }
     for f in &r.files {
         render_file(&mut out, f, st);
     }
