@@ -227,6 +227,55 @@ pub struct GlobalConfig {
 }
 
 /// Entry-side state of a kvmalloc call, kept until its return.
+/// One function slot: the address of the function its probes are attached to (0: the slot
+/// is off) and what they read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SlotConfig {
+    pub addr: u64,
+    pub func: FuncConfig,
+}
+
+/// Everything userspace tells the probes, held in the object's one global variable
+/// (`APTRACE_CONFIG`, in its `.bss` map) and written whole by the agent at each attach and
+/// detach. A global is read by direct loads: an array map lookup is a helper call for every
+/// probe hit where the kernel interprets BPF (no JIT, as on Debian's s390x kernels).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ProbeConfig {
+    pub global: GlobalConfig,
+    pub slots: [SlotConfig; FUNC_SLOTS as usize],
+}
+
+impl ProbeConfig {
+    /// All zero: every slot off, no lock check, no allocation tracing.
+    pub const OFF: ProbeConfig = ProbeConfig {
+        global: GlobalConfig {
+            matrix_dev_addr: 0,
+            lock_owner_offset: 0,
+            owner_mask: 0,
+            text_start: 0,
+            text_end: 0,
+            all_allocations: 0,
+            owner_is_task: 0,
+        },
+        slots: [SlotConfig {
+            addr: 0,
+            func: FuncConfig {
+                field_offset: 0,
+                field_arg: 0,
+                read_field_at: 0,
+                field_size: 0,
+                check_lock: 0,
+                stack_on_entry: 0,
+                extra_flags: 0,
+                read_name: 0,
+                _pad: [0; 5],
+            },
+        }; FUNC_SLOTS as usize],
+    };
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PendingAlloc {
@@ -265,6 +314,10 @@ const _: () = assert!(core::mem::size_of::<FreeRecord>() == 40 + 16 + 8);
 const _: () = assert!(core::mem::size_of::<FuncConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobalConfig>() == 48);
 const _: () = assert!(core::mem::size_of::<NameRecord>() == 40 + 8 + NAME_LEN);
+const _: () = assert!(core::mem::size_of::<SlotConfig>() == 24);
+const _: () = assert!(
+    core::mem::size_of::<ProbeConfig>() == 48 + 24 * FUNC_SLOTS as usize
+);
 const _: () = assert!(core::mem::size_of::<PendingAlloc>() == 16);
 const _: () = assert!(core::mem::size_of::<PendingCall>() == 24);
 
@@ -273,6 +326,7 @@ mod pod {
     // SAFETY: all of these are repr(C), made of integers, with no padding (asserted above).
     unsafe impl aya::Pod for super::FuncConfig {}
     unsafe impl aya::Pod for super::GlobalConfig {}
+    unsafe impl aya::Pod for super::ProbeConfig {}
     unsafe impl aya::Pod for super::RecordHeader {}
     unsafe impl aya::Pod for super::PendingAlloc {}
     unsafe impl aya::Pod for super::PendingCall {}

@@ -28,7 +28,8 @@ const SMALLEST_PTR: u64 = 16;
 
 #[inline(always)]
 fn enabled() -> Option<&'static GlobalConfig> {
-    config().filter(|c| c.all_allocations != 0)
+    let c = config();
+    (c.all_allocations != 0).then_some(c)
 }
 
 #[inline(always)]

@@ -1,8 +1,8 @@
 //! Generic entry and return probes for the profile's functions.
 //!
 //! There is one `enter_NN` kprobe and one `leave_NN` kretprobe per slot. Userspace attaches
-//! slot N to a function and writes the function's address into `FUNC_SLOTS_MAP[N]` and what
-//! to read into `FUNC_CONFIG[N]`: a profile file adds a function without a new object. The
+//! slot N to a function and writes the function's address and what to read into slot N of
+//! `APTRACE_CONFIG`: a profile file adds a function without a new object. The
 //! slot, not `bpf_get_func_ip`, names the function: that helper is missing before 5.15 and
 //! returns the trampoline in kretprobes of kernels without rethook (s390x 6.1).
 
@@ -19,7 +19,7 @@ use tracer_common::{
 
 use crate::{
     lock,
-    maps::{config, count, wake_flags, EVENTS, FUNC_CONFIG, FUNC_SLOTS_MAP, PENDING_CALLS},
+    maps::{config, count, slot, wake_flags, EVENTS, PENDING_CALLS},
     record::{fill_header, now, pid_tgid},
     stacks,
 };
@@ -27,12 +27,12 @@ use crate::{
 /// The slot's function address and what to read, by reference: copying the configuration
 /// out costs a load and a store per byte in the interpreter.
 #[inline(always)]
-fn slot_config(slot: u32) -> Option<(u64, &'static FuncConfig)> {
-    let addr = *FUNC_SLOTS_MAP.get(slot)?;
-    if addr == 0 {
+fn slot_config(n: u32) -> Option<(u64, &'static FuncConfig)> {
+    let s = slot(n)?;
+    if s.addr == 0 {
         return None;
     }
-    Some((addr, FUNC_CONFIG.get(slot)?))
+    Some((s.addr, &s.func))
 }
 
 #[inline(always)]
@@ -136,9 +136,10 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
             fl |= flags::FIELD_VALID;
         }
     }
-    let (lock_state, lock_owner) = match (fc.check_lock != 0, config()) {
-        (true, Some(g)) => lock::check(g),
-        _ => (lock_state::NOT_CHECKED, 0),
+    let (lock_state, lock_owner) = if fc.check_lock != 0 {
+        lock::check(config())
+    } else {
+        (lock_state::NOT_CHECKED, 0)
     };
     let suspicious = match fc.check_lock {
         check_lock::STACK_IF_HELD => lock_state == lock_state::HELD_BY_CURRENT,

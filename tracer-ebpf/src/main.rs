@@ -2,12 +2,12 @@
 //!
 //! One module per probe family:
 //! - [`functions`]: generic kprobe/kretprobe slots bound by userspace to the profile's
-//!   functions (slot → address in `FUNC_SLOTS_MAP`, slot → what to read in `FUNC_CONFIG`),
+//!   functions (slot → address and what to read in the global `APTRACE_CONFIG`),
 //!   so a profile file adds a function without rebuilding this object;
 //! - [`lock`]: the `matrix_dev->mdevs_lock` owner compared with the current task;
 //! - [`alloc`]: with `--all-allocations`, the allocator's raw tracepoints and kvmalloc;
 //! - [`stacks`]: the kernel stack map whose ids ride in records;
-//! - [`maps`]: the ring buffer, the configuration and the per-CPU loss counters.
+//! - [`maps`]: the ring buffer, the configuration global and the per-CPU loss counters.
 #![no_std]
 #![no_main]
 

@@ -1,30 +1,21 @@
 //! The maps shared by every probe family. Userspace sizes `EVENTS` before load
-//! (`--ring-buffer-size`) and fills `CONFIG`, `FUNC_SLOTS_MAP` and `FUNC_CONFIG` before
-//! attach.
+//! (`--ring-buffer-size`) and writes `APTRACE_CONFIG` (the global variable) before attach.
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{counter, FuncConfig, GlobalConfig, PendingAlloc, PendingCall, FUNC_SLOTS};
+use tracer_common::{counter, GlobalConfig, PendingAlloc, PendingCall, ProbeConfig, SlotConfig};
 
 /// The one ring buffer every record goes through. The size here is a default only.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// `GlobalConfig` at index 0.
-#[map]
-pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
-
-/// Slot of a generic function probe → address of the function it is attached to.
-#[map]
-pub static FUNC_SLOTS_MAP: Array<u64> = Array::with_max_entries(FUNC_SLOTS, 0);
-
-/// Slot → what its probes read. An array, not a hash by address: an array lookup is a
-/// bounds check and an add, a hash lookup hundreds of instructions on every call.
-#[map]
-pub static FUNC_CONFIG: Array<FuncConfig> = Array::with_max_entries(FUNC_SLOTS, 0);
+/// What userspace tells the probes: written whole by the agent (it is the `.bss` map's one
+/// value), read here with plain loads. Exported, so the compiler cannot assume it stays zero.
+#[unsafe(no_mangle)]
+static mut APTRACE_CONFIG: ProbeConfig = ProbeConfig::OFF;
 
 /// (thread id << 32 | slot) → what the entry saw, for the return. A plain (preallocated)
 /// hash: cheaper per call than an LRU, and a key left behind by a missed return is found
@@ -91,8 +82,17 @@ pub fn wake_flags() -> u64 {
 }
 
 #[inline(always)]
-pub fn config() -> Option<&'static GlobalConfig> {
-    CONFIG.get(0)
+pub fn config() -> &'static GlobalConfig {
+    // SAFETY: the global lives as long as the program; userspace may rewrite it at any time,
+    // which at worst gives one hit a mix of old and new settings.
+    unsafe { &(*core::ptr::addr_of!(APTRACE_CONFIG)).global }
+}
+
+/// Slot `n` (a constant in each slot's programs): its function address and what to read.
+#[inline(always)]
+pub fn slot(n: u32) -> Option<&'static SlotConfig> {
+    // SAFETY: as in `config`; `get` bounds the index.
+    unsafe { (*core::ptr::addr_of!(APTRACE_CONFIG)).slots.get(n as usize) }
 }
 
 #[inline(always)]

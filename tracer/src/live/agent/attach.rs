@@ -61,32 +61,20 @@ pub fn attach(
 ) -> Result<Attachment> {
     let mut kprobes = Vec::new();
     let mut tracepoints = Vec::new();
-    {
-        let mut cfg: Array<&mut MapData, abi::GlobalConfig> =
-            Array::try_from(ebpf.map_mut("CONFIG").ok_or(LiveError::NoMap("CONFIG"))?)
-                .map_err(LiveError::map("CONFIG"))?;
-        cfg.set(0, res.global_config(all_allocations), 0)
-            .map_err(LiveError::map("CONFIG"))?;
-    }
     let (targets, mut statuses) = slotted(&res.targets);
+    let mut config = abi::ProbeConfig {
+        global: res.global_config(all_allocations),
+        ..abi::ProbeConfig::OFF
+    };
     for (slot, t) in targets.iter().enumerate() {
-        {
-            let mut fc: Array<&mut MapData, abi::FuncConfig> = Array::try_from(
-                ebpf.map_mut("FUNC_CONFIG")
-                    .ok_or(LiveError::NoMap("FUNC_CONFIG"))?,
-            )
-            .map_err(LiveError::map("FUNC_CONFIG"))?;
-            fc.set(slot as u32, t.config, 0)
-                .map_err(LiveError::map("FUNC_CONFIG"))?;
-            let mut slots: Array<&mut MapData, u64> = Array::try_from(
-                ebpf.map_mut("FUNC_SLOTS_MAP")
-                    .ok_or(LiveError::NoMap("FUNC_SLOTS_MAP"))?,
-            )
-            .map_err(LiveError::map("FUNC_SLOTS_MAP"))?;
-            slots
-                .set(slot as u32, t.addr, 0)
-                .map_err(LiveError::map("FUNC_SLOTS_MAP"))?;
-        }
+        config.slots[slot] = abi::SlotConfig {
+            addr: t.addr,
+            func: t.config,
+        };
+    }
+    // Written before any probe attaches: a probe never sees its slot half set up.
+    write_config(ebpf, config)?;
+    for (slot, t) in targets.iter().enumerate() {
         let mut failed = None;
         for prefix in [ENTRY_PROGRAM, EXIT_PROGRAM] {
             match attach_kprobe(ebpf, &format!("{prefix}{slot:02}"), &t.attach_name)? {
@@ -140,17 +128,23 @@ pub fn attach(
 }
 
 impl Attachment {
-    /// Detaches every probe (dropping the links) and switches the function slots off: a
-    /// zero address disables a slot's programs; its config is rewritten on attach.
+    /// Detaches every probe (dropping the links) and switches every slot off; the
+    /// configuration is written whole again on the next attach.
     pub fn detach(self, ebpf: &mut Ebpf) {
         drop(self.kprobes);
         drop(self.tracepoints);
-        if let Some(m) = ebpf.map_mut("FUNC_SLOTS_MAP") {
-            if let Ok(mut slots) = Array::<&mut MapData, u64>::try_from(m) {
-                for i in 0..abi::FUNC_SLOTS {
-                    let _ = slots.set(i, 0, 0);
-                }
-            }
+        if let Err(e) = write_config(ebpf, abi::ProbeConfig::OFF) {
+            log::warn!("switching the probes' slots off: {e}");
         }
     }
+}
+
+/// The eBPF object's global variable `APTRACE_CONFIG`, which is its `.bss` map's one value.
+const CONFIG_MAP: &str = ".bss";
+
+fn write_config(ebpf: &mut Ebpf, config: abi::ProbeConfig) -> Result<()> {
+    let mut bss: Array<&mut MapData, abi::ProbeConfig> =
+        Array::try_from(ebpf.map_mut(CONFIG_MAP).ok_or(LiveError::NoMap(CONFIG_MAP))?)
+            .map_err(LiveError::map(CONFIG_MAP))?;
+    bss.set(0, config, 0).map_err(LiveError::map(CONFIG_MAP))
 }
