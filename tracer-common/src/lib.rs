@@ -241,10 +241,25 @@ pub struct SlotConfig {
 /// detach. A global is read by direct loads: an array map lookup is a helper call for every
 /// probe hit where the kernel interprets BPF (no JIT, as on Debian's s390x kernels).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeConfig {
     pub global: GlobalConfig,
     pub slots: [SlotConfig; FUNC_SLOTS as usize],
+    /// Written by the probes, zero from userspace: byte `tracked_bucket(p)` is set once a
+    /// pointer `p` hashing there was tracked, and never cleared (a store of 1 needs no
+    /// atomics). A free whose byte is clear cannot be of a tracked pointer, so it costs no
+    /// hash lookup; a tracked pointer's byte is always set, so its free is never missed.
+    pub tracked_hint: [u8; TRACKED_HINT_BUCKETS],
+}
+
+/// Buckets of [`ProbeConfig::tracked_hint`].
+pub const TRACKED_HINT_BUCKETS: usize = 1 << 14;
+
+/// The byte of `tracked_hint` for pointer `ptr`. Slab objects are at least 8-byte
+/// aligned: the low bits say little.
+#[inline(always)]
+pub fn tracked_bucket(ptr: u64) -> usize {
+    (((ptr >> 3) ^ (ptr >> 17)) as usize) & (TRACKED_HINT_BUCKETS - 1)
 }
 
 impl ProbeConfig {
@@ -273,6 +288,7 @@ impl ProbeConfig {
                 _pad: [0; 5],
             },
         }; FUNC_SLOTS as usize],
+        tracked_hint: [0; TRACKED_HINT_BUCKETS],
     };
 }
 
@@ -316,7 +332,7 @@ const _: () = assert!(core::mem::size_of::<GlobalConfig>() == 48);
 const _: () = assert!(core::mem::size_of::<NameRecord>() == 40 + 8 + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<SlotConfig>() == 24);
 const _: () = assert!(
-    core::mem::size_of::<ProbeConfig>() == 48 + 24 * FUNC_SLOTS as usize
+    core::mem::size_of::<ProbeConfig>() == 48 + 24 * FUNC_SLOTS as usize + TRACKED_HINT_BUCKETS
 );
 const _: () = assert!(core::mem::size_of::<PendingAlloc>() == 16);
 const _: () = assert!(core::mem::size_of::<PendingCall>() == 24);

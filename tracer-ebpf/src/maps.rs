@@ -4,9 +4,11 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{counter, GlobalConfig, PendingAlloc, PendingCall, ProbeConfig, SlotConfig};
+use tracer_common::{
+    counter, tracked_bucket, GlobalConfig, PendingAlloc, PendingCall, ProbeConfig, SlotConfig,
+};
 
 /// The one ring buffer every record goes through. The size here is a default only.
 #[map]
@@ -31,35 +33,27 @@ pub static PENDING_ALLOCS: LruHashMap<u64, PendingAlloc> = LruHashMap::with_max_
 #[map]
 pub static TRACKED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
 
-/// A filter over TRACKED: a bucket is set once a tracked pointer hashed to it, and never
-/// cleared (a store of 1 needs no atomics; a count would). A free whose bucket is clear
-/// cannot be of a tracked pointer. Slab addresses recur, so few buckets fill.
-#[map]
-pub static TRACKED_HINT: Array<u8> = Array::with_max_entries(TRACKED_HINT_BUCKETS, 0);
-
-const TRACKED_HINT_BUCKETS: u32 = 1 << 16;
-
-#[inline(always)]
-fn hint_bucket(ptr: u64) -> u32 {
-    // Slab objects are at least 8-byte aligned: the low bits say little.
-    ((ptr >> 3) ^ (ptr >> 19)) as u32 & (TRACKED_HINT_BUCKETS - 1)
-}
-
-/// Marks `ptr`'s bucket: a tracked pointer may hash there.
+/// Marks `ptr`'s bucket of the tracked hint: a tracked pointer may hash there.
 #[inline(always)]
 pub fn hint_mark(ptr: u64) {
-    if let Some(p) = TRACKED_HINT.get_ptr_mut(hint_bucket(ptr)) {
-        // SAFETY: a valid map value; every writer stores the same 1.
-        unsafe { *p = 1 };
+    // SAFETY: a plain store into the global, in bounds by construction; every writer stores
+    // the same 1, so racing CPUs cannot undo each other.
+    unsafe {
+        let hint = core::ptr::addr_of_mut!(APTRACE_CONFIG.tracked_hint);
+        if let Some(b) = (*hint).get_mut(tracked_bucket(ptr)) {
+            *b = 1;
+        }
     }
 }
 
 /// Whether some tracked pointer may hash to `ptr`'s bucket.
 #[inline(always)]
 pub fn hint_set(ptr: u64) -> bool {
-    match TRACKED_HINT.get(hint_bucket(ptr)) {
-        Some(n) => *n != 0,
-        None => true,
+    // SAFETY: as in `config`.
+    unsafe {
+        (*core::ptr::addr_of!(APTRACE_CONFIG.tracked_hint))
+            .get(tracked_bucket(ptr))
+            .is_none_or(|b| *b != 0)
     }
 }
 

@@ -143,8 +143,10 @@ impl Attachment {
 const CONFIG_MAP: &str = ".bss";
 
 fn write_config(ebpf: &mut Ebpf, config: abi::ProbeConfig) -> Result<()> {
-    let mut bss: Array<&mut MapData, abi::ProbeConfig> =
-        Array::try_from(ebpf.map_mut(CONFIG_MAP).ok_or(LiveError::NoMap(CONFIG_MAP))?)
-            .map_err(LiveError::map(CONFIG_MAP))?;
+    let mut bss: Array<&mut MapData, abi::ProbeConfig> = Array::try_from(
+        ebpf.map_mut(CONFIG_MAP)
+            .ok_or(LiveError::NoMap(CONFIG_MAP))?,
+    )
+    .map_err(LiveError::map(CONFIG_MAP))?;
     bss.set(0, config, 0).map_err(LiveError::map(CONFIG_MAP))
 }
