@@ -91,6 +91,10 @@ impl Severity {
     }
 }
 
+/// One life of one mdev: its pointer and which life of that pointer. The identity of an mdev
+/// everywhere (a pointer reused by a new device is another mdev).
+pub type LifeKey = (u64, u32);
+
 /// The mdev a finding is about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MdevRef {
@@ -101,6 +105,12 @@ pub struct MdevRef {
     pub uuid: Option<Arc<str>>,
     /// Which life of this pointer (a pointer reused after release is a new incarnation).
     pub incarnation: u32,
+}
+
+impl MdevRef {
+    pub fn key(&self) -> LifeKey {
+        (self.ptr, self.incarnation)
+    }
 }
 
 /// A task (and the guest it belongs to, when it is a QEMU process).

@@ -33,6 +33,8 @@ pub struct Outstanding {
 pub(super) struct Allocation {
     pub(super) bytes: u64,
     pub(super) mdev: Option<u64>,
+    /// Which life of `mdev` it was allocated in.
+    pub(super) life: u32,
     pub(super) function: Arc<str>,
     pub(super) tid: u32,
     pub(super) event: Event,
@@ -61,12 +63,18 @@ impl Auditor {
         frame: Option<&Frame>,
         lock_fault: bool,
     ) {
+        let life = self.current_life(ptr).unwrap_or(0);
         // An older allocation still in the same field is lost by this store.
         let older: Option<u64> = self
             .ledger
             .iter()
             .find(|(&q, a)| {
-                q != p && a.mdev == Some(ptr) && a.in_field && !a.reported && a.function == *func
+                q != p
+                    && a.mdev == Some(ptr)
+                    && a.life == life
+                    && a.in_field
+                    && !a.reported
+                    && a.function == *func
             })
             .map(|(&q, _)| q);
         let stack = match frame.map(|f| &f.call.enter.body) {
@@ -80,6 +88,7 @@ impl Auditor {
                 a.in_field = true;
                 a.function = func.clone();
                 a.mdev = Some(ptr);
+                a.life = life;
                 if a.stack.is_empty() {
                     a.stack = stack;
                 }
@@ -96,6 +105,7 @@ impl Auditor {
                     Allocation {
                         bytes: 0,
                         mdev: Some(ptr),
+                        life,
                         function: func.clone(),
                         tid: ev.task.tid,
                         event: ev.clone(),
@@ -137,7 +147,7 @@ impl Auditor {
     }
 
     fn forget_outstanding(&mut self, a: &Allocation) {
-        if let Some(m) = a.mdev.and_then(|p| self.mdevs.get_mut(&p)) {
+        if let Some(m) = a.mdev.and_then(|p| self.life_mut(p, a.life)) {
             m.outstanding = m.outstanding.saturating_sub(1);
             m.outstanding_bytes = m.outstanding_bytes.saturating_sub(a.bytes);
         }
@@ -153,11 +163,16 @@ impl Auditor {
         err: i32,
     ) {
         let since = frame.call.enter.seq;
+        let life = self.current_life(ptr);
         let mut left: Vec<u64> = self
             .ledger
             .iter()
             .filter(|(_, a)| {
-                a.mdev == Some(ptr) && !a.reported && a.tid == ev.task.tid && a.event.seq > since
+                a.mdev == Some(ptr)
+                    && Some(a.life) == life
+                    && !a.reported
+                    && a.tid == ev.task.tid
+                    && a.event.seq > since
             })
             .map(|(&p, _)| p)
             .collect();
@@ -186,10 +201,12 @@ impl Auditor {
 
     /// release_dev returned: whatever the mdev still holds is leaked.
     pub(super) fn leaks_at_release(&mut self, ptr: u64, ev: &Event, func: &Arc<str>) {
+        // Only this life's: an earlier life that was never seen released keeps its own.
+        let life = self.current_life(ptr);
         let mut leaked: Vec<u64> = self
             .ledger
             .iter()
-            .filter(|(_, a)| a.mdev == Some(ptr))
+            .filter(|(_, a)| a.mdev == Some(ptr) && Some(a.life) == life)
             .map(|(&p, _)| p)
             .collect();
         leaked.sort_unstable();
@@ -241,9 +258,11 @@ impl Auditor {
         if let Some(old) = self.ledger.remove(&p) {
             self.forget_outstanding(&old);
         }
+        let mut life = 0;
         if let Some(m) = ctx.and_then(|c| self.mdevs.get_mut(&c)) {
             m.outstanding += 1;
             m.outstanding_bytes += bytes;
+            life = m.incarnation;
         }
         let function = site.unwrap_or_else(|| Arc::from("?"));
         self.ledger.insert(
@@ -251,6 +270,7 @@ impl Auditor {
             Allocation {
                 bytes,
                 mdev: ctx,
+                life,
                 function,
                 tid: ev.task.tid,
                 event: ev.clone(),
@@ -291,7 +311,7 @@ impl Auditor {
             });
         if let Some(a) = self.ledger.remove(&p) {
             self.forget_outstanding(&a);
-            if let Some(m) = a.mdev.and_then(|q| self.mdevs.get_mut(&q)) {
+            if let Some(m) = a.mdev.and_then(|q| self.life_mut(q, a.life)) {
                 if a.in_field {
                     m.note(ev, Note::MigFreed(p), None);
                 }

@@ -15,8 +15,8 @@ use crate::profile::Role;
 
 /// How many timeline entries an mdev keeps (older ones are dropped, counted).
 const TIMELINE_CAP: usize = 256;
-/// How many released mdevs are remembered (for use-after-release and reports).
-const RELEASED_CAP: usize = 4096;
+/// How many ended lives are remembered (for use-after-release and reports).
+const ENDED_CAP: usize = 4096;
 
 /// Where an mdev is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -89,6 +89,9 @@ pub struct MdevView {
     pub timeline: Vec<TimelineEntry>,
     /// Timeline entries dropped to keep memory bounded.
     pub timeline_dropped: u64,
+    /// The event that began this life (created or first seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -111,6 +114,7 @@ pub(super) struct Mdev {
     pub(super) events: u64,
     pub(super) timeline: VecDeque<Noted>,
     pub(super) timeline_dropped: u64,
+    pub(super) first_seq: Option<u64>,
 }
 
 /// A timeline line as the auditor keeps it: what happened, rendered into
@@ -134,6 +138,8 @@ pub(super) enum Note {
     Refused(u64),
     /// `{from} → {to}`, `?` for an unknown from.
     Step(Option<MigState>, MigState),
+    /// `superseded by life {n} (never released)`
+    Superseded(u32),
 }
 
 impl Note {
@@ -151,6 +157,7 @@ impl Note {
                 let from = from.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
                 format!("{from} → {to}")
             }
+            Note::Superseded(n) => format!("superseded by life {n} (never released)"),
         }
     }
 }
@@ -187,6 +194,7 @@ impl Mdev {
             events: 0,
             timeline: VecDeque::new(),
             timeline_dropped: 0,
+            first_seq: None,
         }
     }
 
@@ -199,6 +207,7 @@ impl Mdev {
     }
 
     pub(super) fn note(&mut self, ev: &Event, note: Note, mig_state: Option<MigState>) {
+        self.first_seq.get_or_insert(ev.seq);
         if self.timeline.len() == TIMELINE_CAP {
             self.timeline.pop_front();
             self.timeline_dropped += 1;
@@ -234,6 +243,7 @@ impl Mdev {
                 })
                 .collect(),
             timeline_dropped: self.timeline_dropped,
+            first_seq: self.first_seq,
         }
     }
 }
@@ -286,11 +296,29 @@ impl Auditor {
         true
     }
 
-    pub(super) fn begin_life(&mut self, ptr: u64, ev: &Event) {
+    pub(super) fn begin_life(&mut self, ptr: u64, ev: &Event, func: &Arc<str>) {
         let incarnation = match self.mdevs.get(&ptr) {
             Some(old) => old.incarnation + 1,
             None => 0,
         };
+        if let Some(old) = self.mdevs.get(&ptr).filter(|m| m.phase != Phase::Released) {
+            // The object came back from init_dev while its last life was never seen ending:
+            // its release was missed, or the driver reused an object still in use.
+            let (life, phase) = (old.incarnation, old.phase);
+            let label = self.mdev_label(ptr);
+            let msg = format!(
+                "{func} began life {incarnation} of {label} while life {life} was never released (last seen {}): either its release was not traced or the object was reused while still in use",
+                phase.name()
+            );
+            self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, func, msg);
+            if let Some(old) = self.mdevs.get_mut(&ptr) {
+                old.note(ev, Note::Superseded(incarnation), None);
+            }
+            self.ended_order.push_back((ptr, life));
+        }
+        if let Some(old) = self.mdevs.remove(&ptr) {
+            self.past.insert((ptr, old.incarnation), old);
+        }
         self.mdevs_seen += 1;
         // A pointer back after release is a new incarnation, not a use-after-release.
         let mut m = Mdev::new(ptr, incarnation, false);
@@ -298,6 +326,44 @@ impl Auditor {
         m.events = 1;
         m.note(ev, Note::Text("init_dev (created)"), None);
         self.mdevs.insert(ptr, m);
+        self.forget_old_lives();
+    }
+
+    /// A life of a pointer, current or past.
+    pub(super) fn life_mut(&mut self, ptr: u64, life: u32) -> Option<&mut Mdev> {
+        match self.mdevs.get_mut(&ptr) {
+            Some(m) if m.incarnation == life => Some(m),
+            _ => self.past.get_mut(&(ptr, life)),
+        }
+    }
+
+    pub(super) fn life(&self, ptr: u64, life: u32) -> Option<&Mdev> {
+        match self.mdevs.get(&ptr) {
+            Some(m) if m.incarnation == life => Some(m),
+            _ => self.past.get(&(ptr, life)),
+        }
+    }
+
+    /// The current life of a pointer, when it has one.
+    pub(super) fn current_life(&self, ptr: u64) -> Option<u32> {
+        self.mdevs.get(&ptr).map(|m| m.incarnation)
+    }
+
+    /// Keeps at most [`ENDED_CAP`] ended lives, dropping the oldest.
+    fn forget_old_lives(&mut self) {
+        while self.ended_order.len() > ENDED_CAP {
+            let Some((ptr, life)) = self.ended_order.pop_front() else {
+                break;
+            };
+            if self.past.remove(&(ptr, life)).is_none()
+                && self
+                    .mdevs
+                    .get(&ptr)
+                    .is_some_and(|m| m.incarnation == life && m.phase == Phase::Released)
+            {
+                self.mdevs.remove(&ptr);
+            }
+        }
     }
 
     /// The entry of a call with an mdev: the life begins at init_dev; other calls touch it.
@@ -305,7 +371,7 @@ impl Auditor {
         let Some(ptr) = frame.call.mdev else { return };
         match self.profile.functions[frame.call.spec].role {
             // The calls already gave the probe it is nested in this object.
-            Role::InitDev => self.begin_life(ptr, ev),
+            Role::InitDev => self.begin_life(ptr, ev, func),
             _ => {
                 self.touch(ptr, ev, func);
             }
@@ -424,22 +490,14 @@ impl Auditor {
     pub(super) fn end_life(&mut self, ptr: u64, ev: &Event, func: &Arc<str>) {
         self.leaks_at_release(ptr, ev, func);
         if let Some(m) = self.mdevs.get_mut(&ptr) {
+            if m.phase != Phase::Released {
+                self.ended_order.push_back((ptr, m.incarnation));
+            }
             m.phase = Phase::Released;
             m.open = false;
             m.released_by = Some(ev.seq);
             m.note(ev, Note::Text("released"), None);
         }
-        self.released_order.push_back(ptr);
-        while self.released_order.len() > RELEASED_CAP {
-            if let Some(old) = self.released_order.pop_front() {
-                if self
-                    .mdevs
-                    .get(&old)
-                    .is_some_and(|m| m.phase == Phase::Released)
-                {
-                    self.mdevs.remove(&old);
-                }
-            }
-        }
+        self.forget_old_lives();
     }
 }

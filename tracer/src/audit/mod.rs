@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::calls::fasthash::FastMap;
 use crate::calls::{Calls, Exited, Step};
-pub use finding::{Finding, Kind, MdevRef, Severity, TaskRef};
+pub use finding::{Finding, Kind, LifeKey, MdevRef, Severity, TaskRef};
 pub use ledger::Outstanding;
 use ledger::{Allocation, Freed};
 use lifecycle::Mdev;
@@ -54,8 +54,13 @@ type Frame = crate::calls::Frame<CallState>;
 pub struct Auditor {
     profile: Profile,
     calls: Calls<CallState>,
+    /// The current life of each pointer.
     mdevs: FastMap<u64, Mdev>,
-    released_order: VecDeque<u64>,
+    /// Earlier lives of pointers that carry a later one now, by (pointer, life): a reused
+    /// pointer never hides the device it held before.
+    past: BTreeMap<(u64, u32), Mdev>,
+    /// Lives that ended (released or superseded), oldest first, to bound what is kept.
+    ended_order: VecDeque<(u64, u32)>,
     ledger: FastMap<u64, Allocation>,
     freed: FastMap<u64, Freed>,
     freed_order: VecDeque<u64>,
@@ -99,7 +104,8 @@ impl Auditor {
             calls: Calls::new(&profile),
             profile,
             mdevs: FastMap::default(),
-            released_order: VecDeque::new(),
+            past: BTreeMap::new(),
+            ended_order: VecDeque::new(),
             ledger: FastMap::default(),
             freed: FastMap::default(),
             freed_order: VecDeque::new(),
@@ -186,7 +192,7 @@ impl Auditor {
             },
             Body::GuestName { guest_pid, name } => {
                 self.guests.insert(*guest_pid, name.clone());
-                for m in self.mdevs.values_mut() {
+                for m in self.mdevs.values_mut().chain(self.past.values_mut()) {
                     if let Some(g) = &mut m.guest {
                         if g.pid == *guest_pid {
                             g.guest = Some(name.clone());

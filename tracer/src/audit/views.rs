@@ -57,7 +57,12 @@ pub struct UnfinishedCall {
 impl Auditor {
     /// The state now, for sinks.
     pub fn snapshot(&self) -> Snapshot {
-        let mut mdevs: Vec<MdevView> = self.mdevs.values().map(Mdev::view).collect();
+        let mut mdevs: Vec<MdevView> = self
+            .mdevs
+            .values()
+            .chain(self.past.values())
+            .map(Mdev::view)
+            .collect();
         mdevs.sort_by_key(|m| (m.id.ptr, m.id.incarnation));
         let findings_by_kind = self.finding_counts();
         Snapshot {
@@ -108,7 +113,10 @@ impl Auditor {
                 ptr,
                 bytes: a.bytes,
                 function: a.function.clone(),
-                mdev: a.mdev.and_then(|m| self.mdevs.get(&m)).map(Mdev::reference),
+                mdev: a
+                    .mdev
+                    .and_then(|m| self.life(m, a.life))
+                    .map(Mdev::reference),
                 seq: a.event.seq,
                 ts_ns: a.event.ts_ns,
                 stack: a.stack.clone(),

@@ -253,7 +253,7 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
             let mdev = o
                 .mdev
                 .as_ref()
-                .map(|m| format!(" for mdev {:#x}", m.ptr))
+                .map(|m| format!(" for mdev {:#x} life {}", m.ptr, m.incarnation))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
@@ -281,13 +281,13 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     if f.findings.is_empty() {
         let _ = writeln!(out, "{b}none");
     }
-    // Grouped by mdev, in the order the mdev first had a finding.
-    // An index by key: a search of the groups for each finding is quadratic when many
-    // mdevs have findings.
-    let mut groups: Vec<(Option<u64>, Vec<&Finding>)> = Vec::new();
-    let mut group_of: HashMap<Option<u64>, usize> = HashMap::new();
+    // Grouped by mdev life (pointer and life: a reused pointer is another device), in the
+    // order the life first had a finding. An index by key: a search of the groups for each
+    // finding is quadratic when many mdevs have findings.
+    let mut groups: Vec<(Option<(u64, u32)>, Vec<&Finding>)> = Vec::new();
+    let mut group_of: HashMap<Option<(u64, u32)>, usize> = HashMap::new();
     for fi in &f.findings {
-        let key = fi.mdev.as_ref().map(|m| m.ptr);
+        let key = fi.mdev.as_ref().map(|m| (m.ptr, m.incarnation));
         let i = *group_of.entry(key).or_insert_with(|| {
             groups.push((key, Vec::new()));
             groups.len() - 1
@@ -296,7 +296,7 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     }
     for (key, list) in groups {
         let title = match (key, list[0].mdev.as_ref()) {
-            (Some(p), Some(m)) => {
+            (Some((p, life)), Some(m)) => {
                 let uuid = m
                     .uuid
                     .as_deref()
@@ -310,7 +310,7 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
                         None => format!(", opened by pid {} ({})", g.pid, g.comm),
                     })
                     .unwrap_or_default();
-                format!("mdev {uuid}({p:#x}){guest}")
+                format!("mdev {uuid}({p:#x}) life {life}{guest}")
             }
             _ => "not about one mdev".to_string(),
         };

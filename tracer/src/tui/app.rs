@@ -12,7 +12,7 @@ use ratatui::Terminal;
 
 use super::engine::{FunctionRow, LogLine, MdevDetail, Playback, Update};
 use super::feed::Control;
-use crate::audit::{Finding, MdevView, Snapshot};
+use crate::audit::{Finding, LifeKey, MdevRef, MdevView, Snapshot};
 use crate::recording::ProbeStatus;
 
 /// Log lines the App keeps (a ring: older ones are dropped and counted).
@@ -94,8 +94,8 @@ pub struct App {
     pub findings_dropped: u64,
     pub log: VecDeque<LogLine>,
     pub log_dropped: u64,
-    /// The selected mdev, by pointer (its row moves as mdevs come and go).
-    pub mdev_sel: Option<u64>,
+    /// The selected mdev life (its row moves as mdevs come and go).
+    pub mdev_sel: Option<LifeKey>,
     pub finding_sel: Option<usize>,
     /// Matching log lines skipped from the newest (0 follows the stream).
     pub log_scroll: usize,
@@ -234,7 +234,7 @@ impl App {
         }
         self.snapshot = std::mem::take(&mut u.snapshot);
         self.functions = std::mem::take(&mut u.functions);
-        if u.detail.as_ref().map(|d| d.ptr) == self.mdev_sel || self.mdev_sel.is_none() {
+        if u.detail.as_ref().map(|d| d.key) == self.mdev_sel || self.mdev_sel.is_none() {
             self.detail = u.detail.take();
         }
         self.playback = u.playback.clone();
@@ -243,7 +243,7 @@ impl App {
         self.lost_rate = std::mem::take(&mut u.lost_rate);
         if self.mdev_sel.is_none() {
             if let Some(m) = self.snapshot.mdevs.first() {
-                self.select_mdev(Some(m.id.ptr));
+                self.select_mdev(Some(m.id.key()));
             }
         }
         if self.seek_pending && n_new > 0 {
@@ -255,35 +255,35 @@ impl App {
         }
     }
 
-    fn select_mdev(&mut self, ptr: Option<u64>) {
-        if self.mdev_sel != ptr {
-            self.mdev_sel = ptr;
-            if self.detail.as_ref().map(|d| d.ptr) != ptr {
+    fn select_mdev(&mut self, key: Option<LifeKey>) {
+        if self.mdev_sel != key {
+            self.mdev_sel = key;
+            if self.detail.as_ref().map(|d| d.key) != key {
                 self.detail = None;
             }
-            self.send(Control::Select(ptr));
+            self.send(Control::Select(key));
         }
     }
 
     fn select_finding(&mut self, i: usize) {
         if let Some(f) = self.findings.get(i) {
-            let ptr = f.mdev.as_ref().map(|m| m.ptr);
+            let key = f.mdev.as_ref().map(MdevRef::key);
             self.finding_sel = Some(i);
             self.view = View::Findings;
-            if ptr.is_some() {
-                self.select_mdev(ptr);
+            if key.is_some() {
+                self.select_mdev(key);
             }
         }
     }
 
     /// The selected mdev's row.
     pub fn selected_mdev(&self) -> Option<(usize, &MdevView)> {
-        let p = self.mdev_sel?;
+        let key = self.mdev_sel?;
         self.snapshot
             .mdevs
             .iter()
             .enumerate()
-            .find(|(_, m)| m.id.ptr == p)
+            .find(|(_, m)| m.id.key() == key)
     }
 
     pub fn selected_finding(&self) -> Option<&Finding> {
@@ -374,12 +374,12 @@ impl App {
             KeyCode::Enter => match self.view {
                 View::Mdevs => self.zoom = !self.zoom,
                 View::Findings => {
-                    if let Some(ptr) = self
+                    if let Some(key) = self
                         .selected_finding()
                         .and_then(|f| f.mdev.as_ref())
-                        .map(|m| m.ptr)
+                        .map(MdevRef::key)
                     {
-                        self.select_mdev(Some(ptr));
+                        self.select_mdev(Some(key));
                         self.view = View::Mdevs;
                         self.zoom = true;
                     }
@@ -420,8 +420,8 @@ impl App {
                     return;
                 }
                 let cur = self.selected_mdev().map_or(0, |(i, _)| i);
-                let ptr = self.snapshot.mdevs[clamp(cur, len)].id.ptr;
-                self.select_mdev(Some(ptr));
+                let key = self.snapshot.mdevs[clamp(cur, len)].id.key();
+                self.select_mdev(Some(key));
             }
             View::Findings => {
                 if !self.findings.is_empty() {

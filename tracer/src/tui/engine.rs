@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::audit::{Auditor, Finding, Outstanding, Snapshot};
+use crate::audit::{Auditor, Finding, LifeKey, Outstanding, Snapshot};
 use crate::calls::{lock_kept, Step};
 use crate::model::{human_ns, Body, Event, LockObs};
 use crate::pipeline::{Pipeline, Sink};
@@ -95,7 +95,8 @@ impl LockCheck {
 /// The selected mdev's detail, computed on the engine side.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MdevDetail {
-    pub ptr: u64,
+    /// The life it is the detail of.
+    pub key: LifeKey,
     pub outstanding: Vec<Outstanding>,
     pub lock_checks: Vec<LockCheck>,
 }
@@ -332,14 +333,14 @@ impl Screen {
     pub fn update(
         &mut self,
         auditor: &Auditor,
-        selected: Option<u64>,
+        selected: Option<LifeKey>,
         playback: Playback,
         ended: bool,
     ) -> Update {
         let started = Instant::now();
         let mut snapshot = auditor.snapshot();
         for m in &mut snapshot.mdevs {
-            if Some(m.id.ptr) != selected {
+            if Some(m.id.key()) != selected {
                 m.timeline = Vec::new();
             }
         }
@@ -355,19 +356,36 @@ impl Screen {
             })
             .collect();
         let mut t = self.tap.lock().expect("tap lock");
-        let detail = selected.map(|ptr| MdevDetail {
-            ptr,
-            outstanding: auditor
-                .finish()
-                .outstanding
-                .into_iter()
-                .filter(|o| o.mdev.as_ref().is_some_and(|m| m.ptr == ptr))
-                .collect(),
-            lock_checks: t
-                .locks
-                .get(&ptr)
-                .map(|q| q.iter().cloned().collect())
-                .unwrap_or_default(),
+        let detail = selected.map(|key| {
+            // Lock checks are kept by pointer: this life's are those since it began (and,
+            // for an ended life, before the next began).
+            let life = snapshot.mdevs.iter().find(|m| m.id.key() == key);
+            let began = life.and_then(|m| m.first_seq).unwrap_or(0);
+            let next = snapshot
+                .mdevs
+                .iter()
+                .find(|m| m.id.ptr == key.0 && m.id.incarnation == key.1 + 1)
+                .and_then(|m| m.first_seq)
+                .unwrap_or(u64::MAX);
+            MdevDetail {
+                key,
+                outstanding: auditor
+                    .finish()
+                    .outstanding
+                    .into_iter()
+                    .filter(|o| o.mdev.as_ref().is_some_and(|m| m.key() == key))
+                    .collect(),
+                lock_checks: t
+                    .locks
+                    .get(&key.0)
+                    .map(|q| {
+                        q.iter()
+                            .filter(|c| c.seq >= began && c.seq < next)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
         });
         let new_log = t.log.drain(..).map(|e| LogLine::from_event(&e)).collect();
         let log_dropped = std::mem::take(&mut t.log_dropped);
@@ -447,7 +465,7 @@ impl Engine {
     }
 
     /// Takes what is new and the state now. `selected` is the mdev whose detail to include.
-    pub fn update(&mut self, selected: Option<u64>, playback: Playback, ended: bool) -> Update {
+    pub fn update(&mut self, selected: Option<LifeKey>, playback: Playback, ended: bool) -> Update {
         self.screen
             .update(&self.pipeline.auditor, selected, playback, ended)
     }

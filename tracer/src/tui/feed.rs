@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::app::AppEvent;
 use super::engine::{Engine, Playback};
+use crate::audit::LifeKey;
 use crate::model::Event;
 
 /// Replay speeds, slowest first.
@@ -35,7 +36,7 @@ pub enum Control {
     /// Pause (replay) or freeze the display (live) now.
     Hold,
     /// The mdev whose detail the App shows.
-    Select(Option<u64>),
+    Select(Option<LifeKey>),
     Quit,
 }
 
@@ -193,7 +194,7 @@ pub struct Feed<S: Source> {
     engine: Engine,
     controls: Receiver<Control>,
     out: Sender<AppEvent>,
-    selected: Option<u64>,
+    selected: Option<LifeKey>,
     seeking: bool,
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::app::AppEvent;
 use super::engine::{Playback, Screen};
 use super::feed::{Control, MIN_UPDATE_INTERVAL};
-use crate::audit::{Auditor, Finding};
+use crate::audit::{Auditor, Finding, LifeKey};
 use crate::live::cancel::Cancel;
 use crate::pipeline::Sink;
 use crate::profile::Profile;
@@ -21,7 +21,7 @@ pub struct ScreenSink {
     controls: Receiver<Control>,
     /// Cancelled when the run stops: the next update is the last, marked ended.
     cancel: Cancel,
-    selected: Option<u64>,
+    selected: Option<LifeKey>,
     frozen: bool,
     /// `n` asked for the next finding: freeze when it comes.
     seeking: bool,

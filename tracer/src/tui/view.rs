@@ -292,7 +292,7 @@ impl App {
             .filter(|f| {
                 f.mdev
                     .as_ref()
-                    .is_some_and(|r| r.ptr == m.id.ptr && r.incarnation == m.id.incarnation)
+                    .is_some_and(|r| r.key() == m.id.key())
             })
             .collect();
         lines.push(Line::from(format!("Findings ({})", m.findings)).bold());
@@ -302,7 +302,7 @@ impl App {
                 Span::raw(f.function.as_deref().unwrap_or("").to_string()),
             ]));
         }
-        let detail = self.detail.as_ref().filter(|d| d.ptr == m.id.ptr);
+        let detail = self.detail.as_ref().filter(|d| d.key == m.id.key());
         lines.push(
             Line::from(format!(
                 "Outstanding ({}, {})",
