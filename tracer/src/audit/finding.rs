@@ -128,8 +128,12 @@ pub struct TaskRef {
 pub struct Finding {
     pub kind: Kind,
     pub severity: Severity,
-    /// Events were lost between the first evidence event and this finding.
+    /// The finding may be wrong: events were lost, or a call aptrace could not trust ran,
+    /// between its first evidence event and the finding. It still counts as a finding.
     pub uncertain: bool,
+    /// Why it is uncertain, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<String>,
     pub mdev: Option<MdevRef>,
     pub task: Option<TaskRef>,
     /// The guest that had the mdev open (or last opened it).

@@ -89,9 +89,6 @@ pub struct MdevView {
     pub timeline: Vec<TimelineEntry>,
     /// Timeline entries dropped to keep memory bounded.
     pub timeline_dropped: u64,
-    /// The event that began this life (created or first seen).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_seq: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -114,7 +111,6 @@ pub(super) struct Mdev {
     pub(super) events: u64,
     pub(super) timeline: VecDeque<Noted>,
     pub(super) timeline_dropped: u64,
-    pub(super) first_seq: Option<u64>,
 }
 
 /// A timeline line as the auditor keeps it: what happened, rendered into
@@ -194,7 +190,6 @@ impl Mdev {
             events: 0,
             timeline: VecDeque::new(),
             timeline_dropped: 0,
-            first_seq: None,
         }
     }
 
@@ -207,7 +202,6 @@ impl Mdev {
     }
 
     pub(super) fn note(&mut self, ev: &Event, note: Note, mig_state: Option<MigState>) {
-        self.first_seq.get_or_insert(ev.seq);
         if self.timeline.len() == TIMELINE_CAP {
             self.timeline.pop_front();
             self.timeline_dropped += 1;
@@ -243,7 +237,6 @@ impl Mdev {
                 })
                 .collect(),
             timeline_dropped: self.timeline_dropped,
-            first_seq: self.first_seq,
         }
     }
 }

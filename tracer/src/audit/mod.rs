@@ -13,6 +13,7 @@ mod locks;
 mod losses;
 pub mod migration;
 pub mod stats;
+mod trust;
 mod views;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -82,6 +83,8 @@ pub struct Auditor {
     last_ts: Option<u64>,
     lost: u64,
     last_loss_seq: Option<u64>,
+    /// The last untrusted call by the mdev of its enclosing calls (None: no mdev known).
+    untrusted: FastMap<Option<u64>, trust::Untrusted>,
     mdevs_seen: u64,
 }
 
@@ -122,6 +125,7 @@ impl Auditor {
             last_ts: None,
             lost: 0,
             last_loss_seq: None,
+            untrusted: FastMap::default(),
             mdevs_seen: 0,
         }
     }
@@ -228,7 +232,13 @@ impl Auditor {
         }
         evidence.sort_by_key(|e| e.seq);
         let first = evidence.first().map(|e| e.seq).unwrap_or(trigger.seq);
-        let uncertain = kind != Kind::EventsLost && self.last_loss_seq.is_some_and(|l| l >= first);
+        let uncertainty = if kind == Kind::EventsLost {
+            None
+        } else if self.last_loss_seq.is_some_and(|l| l >= first) {
+            Some("events were lost meanwhile".to_string())
+        } else {
+            self.uncertainty(mdev, first)
+        };
         let (mdev_ref, guest) = match mdev.and_then(|p| self.mdevs.get_mut(&p)) {
             Some(m) => {
                 m.findings += 1;
@@ -241,7 +251,8 @@ impl Auditor {
         let finding = Finding {
             kind,
             severity: kind.severity(),
-            uncertain,
+            uncertain: uncertainty.is_some(),
+            uncertainty,
             mdev: mdev_ref,
             task,
             guest,
@@ -318,6 +329,7 @@ impl Auditor {
         let func = call_name(ev);
         if !frame.call.trusted {
             // A compiler clone: timed, but its registers may not be the C arguments.
+            self.note_untrusted(ev.task.tid, ev.seq, trust::Why::Clone(func));
             self.calls.push(frame);
             return;
         }
@@ -361,7 +373,15 @@ impl Auditor {
         }
         let role = self.profile.functions[spec_idx].role;
         let func = call_name(ev);
+        if r.missed > 0 {
+            self.note_untrusted(
+                ev.task.tid,
+                ev.seq,
+                trust::Why::Missed(func.clone(), r.missed),
+            );
+        }
         if !r.trusted {
+            self.note_untrusted(ev.task.tid, ev.seq, trust::Why::Clone(func));
             return;
         }
         let Some(ptr) = r.mdev else { return };

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::*;
+use crate::audit::LifeKey;
 
 pub(super) enum Style {
     Text,
@@ -284,8 +285,8 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     // Grouped by mdev life (pointer and life: a reused pointer is another device), in the
     // order the life first had a finding. An index by key: a search of the groups for each
     // finding is quadratic when many mdevs have findings.
-    let mut groups: Vec<(Option<(u64, u32)>, Vec<&Finding>)> = Vec::new();
-    let mut group_of: HashMap<Option<(u64, u32)>, usize> = HashMap::new();
+    let mut groups: Vec<(Option<LifeKey>, Vec<&Finding>)> = Vec::new();
+    let mut group_of: HashMap<Option<LifeKey>, usize> = HashMap::new();
     for fi in &f.findings {
         let key = fi.mdev.as_ref().map(|m| (m.ptr, m.incarnation));
         let i = *group_of.entry(key).or_insert_with(|| {
@@ -323,10 +324,10 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
             }
         }
         for fi in list {
-            let unc = if fi.uncertain {
-                " (uncertain: events were lost meanwhile)"
-            } else {
-                ""
+            let unc = match (&fi.uncertainty, fi.uncertain) {
+                (Some(why), _) => format!(" (uncertain: {})", st.t(why)),
+                (None, true) => " (uncertain)".to_string(),
+                (None, false) => String::new(),
             };
             let task = fi
                 .task

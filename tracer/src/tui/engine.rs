@@ -339,6 +339,31 @@ impl Screen {
     ) -> Update {
         let started = Instant::now();
         let mut snapshot = auditor.snapshot();
+        // Lock checks are kept by pointer: the selected life's are those after the previous
+        // life's last event and, for a life that ended, up to its own last event.
+        let last_seq = |key: LifeKey| {
+            snapshot
+                .mdevs
+                .iter()
+                .find(|m| m.id.key() == key)
+                .and_then(|m| m.timeline.last())
+                .map(|t| t.seq)
+        };
+        let window = selected.map(|(ptr, life)| {
+            let after = life
+                .checked_sub(1)
+                .and_then(|prev| last_seq((ptr, prev)))
+                .unwrap_or(0);
+            let has_next = snapshot
+                .mdevs
+                .iter()
+                .any(|m| m.id.ptr == ptr && m.id.incarnation > life);
+            let upto = match has_next {
+                true => last_seq((ptr, life)).unwrap_or(u64::MAX),
+                false => u64::MAX,
+            };
+            (after, upto)
+        });
         for m in &mut snapshot.mdevs {
             if Some(m.id.key()) != selected {
                 m.timeline = Vec::new();
@@ -356,36 +381,24 @@ impl Screen {
             })
             .collect();
         let mut t = self.tap.lock().expect("tap lock");
-        let detail = selected.map(|key| {
-            // Lock checks are kept by pointer: this life's are those since it began (and,
-            // for an ended life, before the next began).
-            let life = snapshot.mdevs.iter().find(|m| m.id.key() == key);
-            let began = life.and_then(|m| m.first_seq).unwrap_or(0);
-            let next = snapshot
-                .mdevs
-                .iter()
-                .find(|m| m.id.ptr == key.0 && m.id.incarnation == key.1 + 1)
-                .and_then(|m| m.first_seq)
-                .unwrap_or(u64::MAX);
-            MdevDetail {
-                key,
-                outstanding: auditor
-                    .finish()
-                    .outstanding
-                    .into_iter()
-                    .filter(|o| o.mdev.as_ref().is_some_and(|m| m.key() == key))
-                    .collect(),
-                lock_checks: t
-                    .locks
-                    .get(&key.0)
-                    .map(|q| {
-                        q.iter()
-                            .filter(|c| c.seq >= began && c.seq < next)
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }
+        let detail = selected.zip(window).map(|(key, (after, upto))| MdevDetail {
+            key,
+            outstanding: auditor
+                .finish()
+                .outstanding
+                .into_iter()
+                .filter(|o| o.mdev.as_ref().is_some_and(|m| m.key() == key))
+                .collect(),
+            lock_checks: t
+                .locks
+                .get(&key.0)
+                .map(|q| {
+                    q.iter()
+                        .filter(|c| c.seq > after && c.seq <= upto)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
         });
         let new_log = t.log.drain(..).map(|e| LogLine::from_event(&e)).collect();
         let log_dropped = std::mem::take(&mut t.log_dropped);

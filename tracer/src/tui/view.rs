@@ -21,7 +21,7 @@ fn mdev_label(id: &MdevRef) -> String {
         None => format!("{:#x}", id.ptr),
     };
     if id.incarnation > 0 {
-        s.push_str(&format!(" #{}", id.incarnation));
+        s.push_str(&format!(" life {}", id.incarnation));
     }
     s
 }
@@ -289,11 +289,7 @@ impl App {
         let mine: Vec<&Finding> = self
             .findings
             .iter()
-            .filter(|f| {
-                f.mdev
-                    .as_ref()
-                    .is_some_and(|r| r.key() == m.id.key())
-            })
+            .filter(|f| f.mdev.as_ref().is_some_and(|r| r.key() == m.id.key()))
             .collect();
         lines.push(Line::from(format!("Findings ({})", m.findings)).bold());
         for f in mine.iter().rev().take(4).rev() {
@@ -426,10 +422,10 @@ impl App {
                     format!("{} {}", f.severity.name(), f.kind),
                     severity_style(f.severity).bold(),
                 ),
-                Span::raw(if f.uncertain {
-                    "  (uncertain: events were lost in its window)"
-                } else {
-                    ""
+                Span::raw(match (&f.uncertainty, f.uncertain) {
+                    (Some(why), _) => format!("  (uncertain: {why})"),
+                    (None, true) => "  (uncertain)".to_string(),
+                    (None, false) => String::new(),
                 }),
             ]),
             Line::from(f.message.clone()),

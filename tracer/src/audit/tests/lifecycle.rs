@@ -166,7 +166,10 @@ fn a_reused_pointer_keeps_both_lives_in_state_findings_and_timelines() {
     let (first, second) = (&snap.mdevs[0], &snap.mdevs[1]);
     assert_eq!(first.id.ptr, second.id.ptr);
     assert_eq!((first.id.incarnation, second.id.incarnation), (0, 1));
-    assert_ne!(first.id.uuid, second.id.uuid, "each life keeps its own name");
+    assert_ne!(
+        first.id.uuid, second.id.uuid,
+        "each life keeps its own name"
+    );
     assert_eq!((first.findings, second.findings), (1, 0));
     for m in [first, second] {
         assert_eq!(m.phase, Phase::Released);
@@ -177,7 +180,7 @@ fn a_reused_pointer_keeps_both_lives_in_state_findings_and_timelines() {
             m.timeline
         );
     }
-    assert!(first.first_seq < second.first_seq);
+    assert!(first.timeline.last().map(|t| t.seq) < second.timeline.first().map(|t| t.seq));
     assert_eq!(a.finish().mdevs_seen, 2);
 }
 
@@ -194,10 +197,17 @@ fn a_new_life_on_an_object_never_released_is_a_lifecycle_order_warning() {
     assert_eq!(f.mdev.as_ref().map(|m| m.incarnation), Some(0));
     let snap = a.snapshot();
     assert_eq!(snap.mdevs.len(), 2);
-    assert_eq!(snap.mdevs[0].phase, Phase::Open, "the old life is not rewritten");
+    assert_eq!(
+        snap.mdevs[0].phase,
+        Phase::Open,
+        "the old life is not rewritten"
+    );
     assert_eq!(snap.mdevs[1].phase, Phase::Registered);
     // Its mig_data stays the first life's, not the new device's.
-    assert_eq!((snap.mdevs[0].outstanding, snap.mdevs[1].outstanding), (1, 0));
+    assert_eq!(
+        (snap.mdevs[0].outstanding, snap.mdevs[1].outstanding),
+        (1, 0)
+    );
     let out = a.finish().outstanding;
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].mdev.as_ref().map(|m| m.incarnation), Some(0));
