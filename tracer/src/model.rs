@@ -269,8 +269,30 @@ pub mod dec_opt {
 }
 
 impl Event {
-    /// One line a person can read: what happened, without the time and task.
+    /// One line a person can read: what happened, without the time and task. Without the
+    /// function's signature: two arguments, the return register read as best it can be.
     pub fn describe(&self) -> String {
+        self.describe_with(Some(2), |ret| {
+            let r = ret as i64;
+            Some(
+                if (-4095..0).contains(&r) || (ret as u32 as i32) < 0 && (ret >> 32) == 0 {
+                    format!("{}", ret as u32 as i32)
+                } else if ret > 0xffff {
+                    format!("{ret:#x}")
+                } else {
+                    ret.to_string()
+                },
+            )
+        })
+    }
+
+    /// [`Event::describe`] with the function's own number of arguments (`None`: every
+    /// captured one) and its return value as text (`None`: a void function, no value).
+    pub fn describe_with(
+        &self,
+        n_args: Option<usize>,
+        ret_text: impl Fn(u64) -> Option<String>,
+    ) -> String {
         match &self.body {
             Body::Enter {
                 func,
@@ -283,7 +305,7 @@ impl Event {
                 let mut s = format!("→ {func}(");
                 let shown: Vec<String> = args
                     .iter()
-                    .take(2)
+                    .take(n_args.unwrap_or(args.len()))
                     .map(|a| {
                         if *a > 0xffff {
                             format!("{a:#x}")
@@ -317,16 +339,10 @@ impl Event {
                 duration_ns,
                 ..
             } => {
-                let r = *ret as i64;
-                let shown =
-                    if (-4095..0).contains(&r) || (*ret as u32 as i32) < 0 && (*ret >> 32) == 0 {
-                        format!("{}", *ret as u32 as i32)
-                    } else if *ret > 0xffff {
-                        format!("{ret:#x}")
-                    } else {
-                        ret.to_string()
-                    };
-                let mut s = format!("← {func} = {shown}");
+                let mut s = match ret_text(*ret) {
+                    Some(shown) => format!("← {func} = {shown}"),
+                    None => format!("← {func}"),
+                };
                 if let Some(f) = field {
                     s.push_str(&format!(" field={f:#x}"));
                 }

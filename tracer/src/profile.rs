@@ -94,10 +94,10 @@ impl Role {
             | Role::Open
             | Role::AllocField
             | Role::GetState
-            | Role::GetDataSize
-            | Role::TransitionStep => RetType::Int,
-            // The migration data file, or an ERR_PTR.
-            Role::SetState => RetType::Pointer,
+            | Role::GetDataSize => RetType::Int,
+            // The migration data file, or an ERR_PTR (the state-machine step returns what
+            // set_state returns).
+            Role::SetState | Role::TransitionStep => RetType::Pointer,
             Role::MigrationCapabilities
             | Role::Close
             | Role::Remove
@@ -105,6 +105,26 @@ impl Role {
             | Role::FreeField
             | Role::Reset
             | Role::Other => RetType::Void,
+        }
+    }
+
+    /// How many arguments the role's function takes, when the profile does not say (`None`:
+    /// unknown, every captured register is shown).
+    pub fn default_args(self) -> Option<u8> {
+        match self {
+            Role::Probe
+            | Role::InitDev
+            | Role::MigrationCapabilities
+            | Role::Open
+            | Role::Close
+            | Role::Remove
+            | Role::ReleaseDev
+            | Role::AllocField
+            | Role::FreeField
+            | Role::Reset => Some(1),
+            // (vdev, new state), (vdev, *state), (vdev, *length), (matrix_mdev, new state)
+            Role::SetState | Role::GetState | Role::GetDataSize | Role::TransitionStep => Some(2),
+            Role::Other => None,
         }
     }
 }
@@ -155,9 +175,18 @@ pub struct FunctionSpec {
     /// The return type, when it is not the role's usual one. Absent in older recordings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ret: Option<RetType>,
+    /// How many arguments the C function takes, when not its role's usual number: evidence
+    /// shows only these of the captured registers. Absent in older recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<u8>,
 }
 
 impl FunctionSpec {
+    /// How many arguments it takes: the profile's word, or its role's usual number.
+    pub fn arg_count(&self) -> Option<u8> {
+        self.args.or_else(|| self.role.default_args())
+    }
+
     /// What the function returns: the profile's word, or its role's default.
     pub fn ret_type(&self) -> RetType {
         self.ret.unwrap_or_else(|| self.role.default_ret())
@@ -211,6 +240,7 @@ impl Profile {
             stack: false,
             optional: false,
             ret: None,
+            args: None,
         };
         let mig_data_at = |at| FieldRead {
             field: "ap_matrix_mdev.mig_data".to_string(),

@@ -120,9 +120,10 @@ fn the_screen_shows_the_sequence_numbers_and_findings_of_the_recording() {
     // unaccounted, and the newest is the recording's last.
     assert_eq!(app.snapshot.events as usize, n);
     assert_eq!(app.log.len() as u64 + app.log_dropped, n as u64);
+    let sigs = tracer::calls::show::Signatures::of(&tracer::profile::Profile::vfio_ap());
     for line in &app.log {
         let ev = &recorded[line.seq as usize - 1];
-        assert_eq!(*line, LogLine::from_event(ev));
+        assert_eq!(*line, LogLine::from_event(ev, &sigs));
     }
     assert_eq!(
         app.log.back().map(|l| l.seq),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::lifecycle::Note;
 use super::migration::MigState;
 use super::{secs, Auditor, Frame, Kind, MdevRef};
+use crate::calls::show::errno_name;
 use crate::model::{hex_u64, Body, Event};
 use crate::profile::Role;
 
@@ -182,7 +183,8 @@ impl Auditor {
             a.reported = true;
             let (aev, afunc, astack) = (a.event.clone(), a.function.clone(), a.stack.clone());
             let msg = format!(
-                "{func} failed with {err} on {} ({}) but left {p:#x} allocated by {afunc} at {} outstanding",
+                "{func} failed with {} on {} ({}) but left {p:#x} allocated by {afunc} at {} outstanding",
+                errno_name(err),
                 self.mdev_label(ptr),
                 self.guest_label(ptr),
                 secs(aev.ts_ns)

@@ -10,6 +10,7 @@ use super::migration::rules::state_name;
 use super::migration::MigState;
 use super::{Auditor, Frame, Kind, MdevRef, TaskRef};
 use crate::calls::as_int;
+use crate::calls::show::errno_name;
 use crate::model::Event;
 use crate::profile::Role;
 
@@ -144,8 +145,8 @@ impl Note {
             Note::Text(s) => (*s).to_string(),
             Note::Adopted(func) => format!("first seen in {func} (adopted)"),
             Note::OpenBy(pid) => format!("open by pid {pid}"),
-            Note::ProbeFailed(err) => format!("probe failed ({err})"),
-            Note::OpenFailed(err) => format!("open failed ({err})"),
+            Note::ProbeFailed(err) => format!("probe failed ({})", errno_name(*err)),
+            Note::OpenFailed(err) => format!("open failed ({})", errno_name(*err)),
             Note::MigAllocated(p) => format!("mig_data {p:#x} allocated"),
             Note::MigFreed(p) => format!("mig_data {p:#x} freed"),
             Note::Refused(raw) => format!("request {} refused", state_name(*raw)),

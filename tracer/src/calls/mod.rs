@@ -8,6 +8,7 @@
 pub(crate) mod fasthash;
 mod names;
 mod ret;
+pub mod show;
 
 use std::sync::Arc;
 

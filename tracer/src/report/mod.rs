@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::audit::{Auditor, Finding, Kind, MdevView, Outstanding, Severity, UnfinishedCall};
+use crate::calls::show::Signatures;
 use crate::model::{dec_opt, human_ns, Event};
 use crate::recording::{Damage, Header, ProbeStatus};
 
@@ -135,6 +136,9 @@ pub struct FileReport {
     pub findings: Vec<Finding>,
     pub functions: Vec<FunctionRow>,
     pub mdevs: Vec<MdevView>,
+    /// The profile's signatures, to print evidence as the kernel means it.
+    #[serde(skip)]
+    pub signatures: Signatures,
 }
 
 impl FileReport {
@@ -191,6 +195,7 @@ impl FileReport {
             findings,
             functions,
             mdevs: snap.mdevs,
+            signatures: Signatures::of(auditor.profile()),
             source,
         }
     }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::*;
 use crate::audit::LifeKey;
+use crate::calls::show::Signatures;
 
 pub(super) enum Style {
     Text,
@@ -101,14 +102,14 @@ pub fn utc(unix_ns: i128) -> String {
     )
 }
 
-fn event_line(st: &Style, e: &Event, off: i64) -> String {
+fn event_line(st: &Style, e: &Event, off: i64, sigs: &Signatures) -> String {
     let line = format!(
         "#{:<6} {}  pid {} {}  {}",
         e.seq,
         when(e.ts_ns, off),
         e.task.tid,
         e.task.comm,
-        e.describe()
+        sigs.describe(e)
     );
     match st.t(&line) {
         Cow::Owned(escaped) => escaped,
@@ -348,7 +349,7 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
                     let _ = writeln!(out, "    task: {}", st.t(&task));
                     let _ = writeln!(out, "    evidence:");
                     for e in &fi.evidence {
-                        let _ = writeln!(out, "      {}", event_line(st, e, off));
+                        let _ = writeln!(out, "      {}", event_line(st, e, off, &f.signatures));
                     }
                     if !fi.stack.is_empty() {
                         let _ = writeln!(out, "    stack:");
@@ -373,7 +374,7 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
                         let _ = writeln!(
                             out,
                             "  {}",
-                            event_line(&Style::Text, e, off).replace("```", "'''")
+                            event_line(&Style::Text, e, off, &f.signatures).replace("```", "'''")
                         );
                     }
                     for fr in &fi.stack {

@@ -76,6 +76,8 @@ pub struct SourceInfo {
     pub probes: Vec<ProbeStatus>,
     /// The profile's functions, in profile order.
     pub functions: Vec<String>,
+    /// Their signatures, to print evidence as the kernel means it.
+    pub signatures: crate::calls::show::Signatures,
 }
 
 /// The TUI's state.

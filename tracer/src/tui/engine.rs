@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::audit::{Auditor, Finding, LifeKey, Outstanding, Snapshot};
+use crate::calls::show::Signatures;
 use crate::calls::{lock_kept, Step};
 use crate::model::{human_ns, Body, Event, LockObs};
 use crate::pipeline::{Pipeline, Sink};
@@ -37,14 +38,14 @@ pub struct LogLine {
 }
 
 impl LogLine {
-    pub fn from_event(ev: &Event) -> LogLine {
+    pub fn from_event(ev: &Event, sigs: &Signatures) -> LogLine {
         LogLine {
             seq: ev.seq,
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
             pid: ev.task.pid,
             comm: ev.task.comm.clone(),
-            text: ev.describe(),
+            text: sigs.describe(ev),
         }
     }
 
@@ -400,7 +401,12 @@ impl Screen {
                 })
                 .unwrap_or_default(),
         });
-        let new_log = t.log.drain(..).map(|e| LogLine::from_event(&e)).collect();
+        let sigs = Signatures::of(auditor.profile());
+        let new_log = t
+            .log
+            .drain(..)
+            .map(|e| LogLine::from_event(&e, &sigs))
+            .collect();
         let log_dropped = std::mem::take(&mut t.log_dropped);
         let new_findings = std::mem::take(&mut t.findings);
         let findings_dropped = std::mem::take(&mut t.findings_dropped);

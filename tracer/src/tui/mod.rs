@@ -74,6 +74,7 @@ pub fn source_info(
         title,
         probes,
         functions: profile.functions.iter().map(|f| f.name.clone()).collect(),
+        signatures: crate::calls::show::Signatures::of(profile),
     }
 }
 

@@ -450,7 +450,7 @@ impl App {
                     e.seq,
                     e.task.pid,
                     e.task.comm,
-                    e.describe()
+                    self.info.signatures.describe(e)
                 )),
             ]));
         }

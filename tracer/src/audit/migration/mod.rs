@@ -77,6 +77,28 @@ impl MigState {
         }
     }
 
+    /// The `migration_flags` this state needs that `flags` lacks, by name (empty when it is
+    /// supported; ERROR is never a state to request).
+    pub fn missing_flags(self, flags: u32) -> Vec<&'static str> {
+        let needs: &[(u32, &'static str)] = match self {
+            MigState::Error | MigState::Stop | MigState::Running => &[],
+            MigState::StopCopy | MigState::Resuming => {
+                &[(VFIO_MIGRATION_STOP_COPY, "VFIO_MIGRATION_STOP_COPY")]
+            }
+            MigState::RunningP2p => &[(VFIO_MIGRATION_P2P, "VFIO_MIGRATION_P2P")],
+            MigState::PreCopy => &[(VFIO_MIGRATION_PRE_COPY, "VFIO_MIGRATION_PRE_COPY")],
+            MigState::PreCopyP2p => &[
+                (VFIO_MIGRATION_P2P, "VFIO_MIGRATION_P2P"),
+                (VFIO_MIGRATION_PRE_COPY, "VFIO_MIGRATION_PRE_COPY"),
+            ],
+        };
+        needs
+            .iter()
+            .filter(|(bit, _)| flags & bit == 0)
+            .map(|(_, name)| *name)
+            .collect()
+    }
+
     /// A state whose entry hands userspace a migration data file.
     pub fn opens_data_file(self) -> bool {
         matches!(self, MigState::StopCopy | MigState::Resuming)

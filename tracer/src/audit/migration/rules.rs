@@ -155,8 +155,18 @@ impl Auditor {
             None // already reported at the step that broke the machine
         } else if !requested.is_ok_and(|s| s.supported(flags)) {
             (!failed).then(|| {
+                let why = match requested {
+                    Ok(MigState::Error) => {
+                        "ERROR is entered by the device, never requested".to_string()
+                    }
+                    Ok(s) => format!(
+                        "{s} needs {}, which the device did not set",
+                        s.missing_flags(flags).join(" and ")
+                    ),
+                    Err(_) => "no such state exists".to_string(),
+                };
                 format!(
-                    "{func} accepted a request for {} on {}, a state outside the device's migration flags ({flags:#x}); it must fail",
+                    "{func} accepted a request for {} on {}, a state outside the device's migration flags ({flags:#x}): {why}; it must fail",
                     state_name(raw),
                     label()
                 )

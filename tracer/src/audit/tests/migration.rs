@@ -13,6 +13,26 @@ fn accepted_request_outside_flags_is_invalid_arc_and_refused_one_is_fine() {
     let f = only(&a, Kind::InvalidMigrationArc);
     assert!(f.message.contains("PRE_COPY"), "{}", f.message);
     assert!(f.message.contains("accepted"), "{}", f.message);
+    assert!(
+        f.message
+            .contains("PRE_COPY needs VFIO_MIGRATION_PRE_COPY, which the device did not set"),
+        "the missing flag is named: {}",
+        f.message
+    );
+}
+
+#[test]
+fn a_state_needing_two_flags_names_each_missing_one() {
+    let flags = crate::profile::VFIO_MIGRATION_STOP_COPY;
+    assert_eq!(
+        MigState::PreCopyP2p.missing_flags(flags),
+        vec!["VFIO_MIGRATION_P2P", "VFIO_MIGRATION_PRE_COPY"]
+    );
+    assert_eq!(
+        MigState::PreCopyP2p.missing_flags(flags | crate::profile::VFIO_MIGRATION_P2P),
+        vec!["VFIO_MIGRATION_PRE_COPY"]
+    );
+    assert!(MigState::StopCopy.missing_flags(flags).is_empty());
 }
 
 #[test]
