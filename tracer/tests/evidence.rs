@@ -61,6 +61,8 @@ fn scenario() -> String {
         enter(3000, 4242, open, &[MDEV], "free"),
         enter(3100, 4242, init, &[MDEV], "held-by-current"),
         exit(3200, 4242, init, "0", MDEV, Some("0xffff888000c00080")),
+        // --all-allocations: kmalloc's tracepoint, with the stack as the probe read it.
+        r#"{"type":"alloc","ts_ns":"3250","pid":4242,"comm":"c4242","ptr":"0xffff888000d00000","bytes":64,"site":"vfio_ap_mdev_open_device+0x9c","allocator":"kmalloc","stack":["__traceiter_kmalloc+0x40","__kmalloc_cache_noprof+0x1f2","vfio_ap_mdev_open_device+0x9c","vfio_df_open+0x40"]}"#.to_string(),
         exit(3300, 4242, open, "0", MDEV, None),
         enter(4000, 4242, set, &[MDEV, "0x6", "0x8", "0x9"], "not-checked"),
         exit(4100, 4242, set, "0", MDEV, None),
@@ -143,4 +145,24 @@ fn void_functions_show_no_value_and_pointers_are_judged_with_is_err() {
         r.contains("PRE_COPY needs VFIO_MIGRATION_PRE_COPY, which the device did not set"),
         "{r}"
     );
+}
+
+#[test]
+fn an_allocation_stack_starts_at_the_drivers_call_site() {
+    let r = text_report();
+    let leak = r
+        .split("[error] leak")
+        .find(|part| part.contains("0xffff888000d00000 (64 bytes)"))
+        .unwrap_or_else(|| panic!("no leak of the traced kmalloc:\n{r}"));
+    let stack = leak
+        .split("stack:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no stack:\n{leak}"));
+    let first = stack
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap();
+    assert_eq!(first, "vfio_ap_mdev_open_device+0x9c", "{leak}");
+    assert!(!stack.contains("__kmalloc_cache_noprof"), "{stack}");
 }

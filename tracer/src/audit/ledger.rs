@@ -54,6 +54,45 @@ pub(super) struct Freed {
     pub(super) call_seq: Option<u64>,
 }
 
+/// Frames of the allocator and of the tracepoint that reported it (`--all-allocations`):
+/// inside the tracing machinery, not where the driver allocated.
+const MACHINERY: &[&str] = &[
+    "kmalloc",
+    "__kmalloc",
+    "kmem_cache_alloc",
+    "kvmalloc",
+    "__kvmalloc",
+    "kzalloc",
+    "krealloc",
+    "slab_",
+    "__slab_",
+    "___slab_",
+    "trace_",
+    "__trace",
+    "__bpf_trace",
+    "bpf_trace_run",
+    "perf_trace",
+];
+
+fn function_of(frame: &str) -> &str {
+    frame.split('+').next().unwrap_or(frame)
+}
+
+/// An allocation's stack as a reader wants it: from the allocation's call site outwards.
+/// The allocator's own frames (and the tracepoint's) above the call site are dropped; the
+/// event in the evidence keeps the stack as captured.
+fn from_call_site(stack: &[Arc<str>], site: Option<&str>) -> Vec<Arc<str>> {
+    let site = site.map(function_of).filter(|s| !s.is_empty() && *s != "?");
+    if let Some(at) = site.and_then(|s| stack.iter().position(|f| function_of(f) == s)) {
+        return stack[at..].to_vec();
+    }
+    let skip = stack
+        .iter()
+        .take_while(|f| MACHINERY.iter().any(|m| function_of(f).starts_with(m)))
+        .count();
+    stack[skip..].to_vec()
+}
+
 impl Auditor {
     pub(super) fn alloc_into_field(
         &mut self,
@@ -266,6 +305,7 @@ impl Auditor {
             m.outstanding_bytes += bytes;
             life = m.incarnation;
         }
+        let stack = from_call_site(stack, site.as_deref());
         let function = site.unwrap_or_else(|| Arc::from("?"));
         self.ledger.insert(
             p,
@@ -276,7 +316,7 @@ impl Auditor {
                 function,
                 tid: ev.task.tid,
                 event: ev.clone(),
-                stack: stack.to_vec(),
+                stack,
                 in_field: false,
                 reported: false,
             },
@@ -394,5 +434,38 @@ impl Auditor {
                 self.freed.remove(&old);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod stack_tests {
+    use super::*;
+
+    fn frames(names: &[&str]) -> Vec<Arc<str>> {
+        names.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    #[test]
+    fn an_allocation_stack_starts_at_its_call_site() {
+        let captured = frames(&[
+            "__traceiter_kmalloc+0x40",
+            "__kmalloc_cache_noprof+0x1f2",
+            "vfio_ap_init_migration_data+0x3c",
+            "vfio_ap_mdev_open_device+0x88",
+        ]);
+        let s = from_call_site(&captured, Some("vfio_ap_init_migration_data+0x3c"));
+        assert_eq!(
+            s,
+            frames(&[
+                "vfio_ap_init_migration_data+0x3c",
+                "vfio_ap_mdev_open_device+0x88"
+            ])
+        );
+        // Without a symbolized call site, the known machinery is dropped.
+        let s = from_call_site(&captured, None);
+        assert_eq!(s[0].as_ref(), "vfio_ap_init_migration_data+0x3c");
+        // A stack already starting in the driver is kept whole.
+        let driver = frames(&["vfio_ap_mdev_probe+0x10", "mdev_probe+0x20"]);
+        assert_eq!(from_call_site(&driver, Some("somewhere_else+0x1")), driver);
     }
 }
