@@ -167,3 +167,29 @@ fn the_tui_lists_both_lives_and_zooms_into_each() {
         "{screen}"
     );
 }
+
+#[test]
+fn the_chrome_trace_has_one_process_per_life_and_the_leak_on_the_first() {
+    let doc = tracer::export::chrome::chrome_trace(&two_lives(), &Profile::vfio_ap(), "two lives");
+    let evs = doc["traceEvents"].as_array().unwrap();
+    let pid_named = |needle: &str| {
+        evs.iter()
+            .find(|e| {
+                e["name"] == "process_name"
+                    && e["args"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.contains(needle))
+            })
+            .and_then(|e| e["pid"].as_u64())
+            .unwrap_or_else(|| panic!("no process for {needle}"))
+    };
+    let first = pid_named(&common::uuid_of(4096));
+    let second = pid_named(&common::uuid_of(0));
+    assert_ne!(first, second);
+    let leaks: Vec<u64> = evs
+        .iter()
+        .filter(|e| e["cat"] == "finding" && e["name"] == "leak")
+        .map(|e| e["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(leaks, vec![first]);
+}

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use crate::audit::migration::MigState;
 use crate::audit::Auditor;
+use crate::calls::show::ret_text;
 use crate::calls::{Call, Return, Step};
 use crate::model::{Body, Event};
 use crate::profile::{MdevArg, Profile, Role};
@@ -216,10 +217,15 @@ impl<'a> Builder<'a> {
             self.us(start),
             self.us(ts) - self.us(start),
         );
+        let mut args = json!({"seq": call.enter.seq, "failed": !ok, "task": format!("{} {}", ev.task.pid, ev.task.comm)});
+        // The value as the kernel means it; a void function has none.
+        if let Some(shown) = ret_text(self.profile.functions[call.spec].ret_type(), ret.ret) {
+            args["ret"] = json!(shown);
+        }
         self.tracks[t].events.push((
             start,
             json!({"name": func.as_ref(), "cat": "call", "ph": "X", "ts": us, "dur": dur.max(0.0), "pid": pid, "tid": TID_CALLS,
-                   "args": {"seq": call.enter.seq, "ret": format!("{:#x}", ret.ret), "failed": !ok, "task": format!("{} {}", ev.task.pid, ev.task.comm)}}),
+                   "args": args}),
         ));
         match self.profile.functions[call.spec].role {
             Role::Probe => self.phase(t, if ok { "registered" } else { "probe-failed" }, ts),
@@ -261,11 +267,12 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn finding_track(&self, ptr: u64, ts: u64) -> Option<usize> {
+    /// The track of the finding's life: its incarnation, else the life open at its time.
+    fn finding_track(&self, ptr: u64, incarnation: u32, ts: u64) -> Option<usize> {
         let v = self.by_ptr.get(&ptr)?;
         v.iter()
-            .rev()
-            .find(|&&t| self.tracks[t].start_ts <= ts)
+            .find(|&&t| self.tracks[t].incarnation == incarnation)
+            .or_else(|| v.iter().rev().find(|&&t| self.tracks[t].start_ts <= ts))
             .or(v.first())
             .copied()
     }
@@ -299,6 +306,7 @@ pub fn chrome_trace(events: &[Event], profile: &Profile, source: &str) -> Value 
             "severity": f.severity.name(),
             "message": f.message,
             "uncertain": f.uncertain,
+            "uncertainty": f.uncertainty,
             "events": f.events.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         });
         if let Some(func) = &f.function {
@@ -308,7 +316,7 @@ pub fn chrome_trace(events: &[Event], profile: &Profile, source: &str) -> Value 
         match f
             .mdev
             .as_ref()
-            .and_then(|m| b.finding_track(m.ptr, f.ts_ns))
+            .and_then(|m| b.finding_track(m.ptr, m.incarnation, f.ts_ns))
         {
             Some(t) => {
                 let ev = e(b.tracks[t].pid, b.us(f.ts_ns));
