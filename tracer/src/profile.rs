@@ -446,6 +446,7 @@ const EDITABLE_HEADER: &str = "\
 #   mdev      object (arg 0 is the ap_matrix_mdev or its vfio_device), mdev-device
 #             (arg 0 is a struct mdev_device), none
 #   ret       int, ssize, pointer, bool, size, void (default: the role's usual type)
+#   args      how many arguments the C function takes (default: the role's usual number)
 #   read      { field = \"struct.member\", arg = N, at = \"entry\"|\"exit\", size = 8 }
 #   stack     true: take a kernel stack at entry
 #   optional  true: a kernel without this function (or with it inlined) is normal
@@ -490,6 +491,43 @@ lock = "held"
         assert_eq!(added.lock, LockContract::Held);
         assert_eq!(p.functions.len(), Profile::vfio_ap().functions.len() + 1);
         assert_eq!(added.ret_type(), RetType::Void, "the role's default");
+    }
+
+    #[test]
+    fn a_profile_row_may_name_its_argument_count() {
+        let p = Profile::from_toml(
+            r#"
+base = "vfio_ap"
+[[function]]
+name = "vfio_ap_mdev_set_kvm"
+role = "other"
+args = 2
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let added = p
+            .functions
+            .iter()
+            .find(|f| f.name == "vfio_ap_mdev_set_kvm")
+            .unwrap();
+        assert_eq!(added.arg_count(), Some(2));
+        let set_state = p
+            .functions
+            .iter()
+            .find(|f| f.role == Role::SetState)
+            .unwrap();
+        assert_eq!(set_state.arg_count(), Some(2), "the role's usual number");
+        let step = p
+            .functions
+            .iter()
+            .find(|f| f.role == Role::TransitionStep)
+            .unwrap();
+        assert_eq!(
+            step.ret_type(),
+            RetType::Pointer,
+            "a step returns the data file"
+        );
     }
 
     #[test]
