@@ -193,3 +193,37 @@ fn the_chrome_trace_has_one_process_per_life_and_the_leak_on_the_first() {
         .collect();
     assert_eq!(leaks, vec![first]);
 }
+
+#[test]
+fn the_testbed_sample_of_two_lives_keeps_the_first_lifes_migrations() {
+    // samples/clean.aptr: the model reuses the object of its first mdev for the second.
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/clean.aptr");
+    let out = Command::new(env!("CARGO_BIN_EXE_aptrace"))
+        .args(["report", "--format", "json", file])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mdevs = v["sources"][0]["mdevs"].as_array().unwrap();
+    let lives: Vec<(String, u64)> = mdevs
+        .iter()
+        .map(|m| {
+            (
+                m["ptr"].as_str().unwrap().to_string(),
+                m["incarnation"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(lives.len(), 2, "{lives:?}");
+    assert_eq!(lives[0].0, lives[1].0, "one pointer");
+    assert_eq!((lives[0].1, lives[1].1), (0, 1));
+    for m in mdevs {
+        let steps = m["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["what"].as_str().unwrap().contains('→'))
+            .count();
+        assert!(steps > 0, "life {} lost its migrations", m["incarnation"]);
+    }
+}

@@ -75,7 +75,7 @@ const MACHINERY: &[&str] = &[
 ];
 
 fn function_of(frame: &str) -> &str {
-    frame.split('+').next().unwrap_or(frame)
+    frame.split(['+', ' ']).next().unwrap_or(frame)
 }
 
 /// An allocation's stack as a reader wants it: from the allocation's call site outwards.
