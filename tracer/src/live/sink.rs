@@ -52,8 +52,10 @@ pub struct PrintSink<W: Write + Send> {
 /// One line for a finding.
 pub fn finding_line(f: &Finding) -> String {
     let mut s = format!("[{}] {}", f.severity.name(), f.kind.name());
-    if f.uncertain {
-        s.push_str(" (uncertain: events lost)");
+    match (&f.uncertainty, f.uncertain) {
+        (Some(why), _) => s.push_str(&format!(" (uncertain: {why})")),
+        (None, true) => s.push_str(" (uncertain)"),
+        (None, false) => {}
     }
     if let Some(func) = &f.function {
         s.push_str(&format!(" in {func}"));
@@ -62,6 +64,9 @@ pub fn finding_line(f: &Finding) -> String {
         match &m.uuid {
             Some(u) => s.push_str(&format!(" mdev {u}")),
             None => s.push_str(&format!(" mdev {:#x}", m.ptr)),
+        }
+        if m.incarnation > 0 {
+            s.push_str(&format!(" life {}", m.incarnation));
         }
     }
     if let Some(t) = &f.task {
@@ -107,5 +112,39 @@ impl<W: Write + Send> Sink for PrintSink<W> {
         self.printed += 1;
         let _ = writeln!(self.out, "{line}");
         let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::audit::{Kind, MdevRef};
+
+    #[test]
+    fn a_finding_line_names_the_life_and_why_it_is_uncertain() {
+        let f = Finding {
+            kind: Kind::Leak,
+            severity: Kind::Leak.severity(),
+            uncertain: true,
+            uncertainty: Some("the return of 1 call(s) nested in f was missed meanwhile".into()),
+            mdev: Some(MdevRef {
+                ptr: 0x1000,
+                uuid: Some(Arc::from("u-1")),
+                incarnation: 2,
+            }),
+            task: None,
+            guest: None,
+            function: None,
+            ts_ns: 0,
+            message: "m".into(),
+            events: Vec::new(),
+            evidence: Vec::new(),
+            stack: Vec::new(),
+        };
+        let l = finding_line(&f);
+        assert!(l.contains("mdev u-1 life 2"), "{l}");
+        assert!(l.contains("(uncertain: the return of 1 call(s)"), "{l}");
     }
 }
