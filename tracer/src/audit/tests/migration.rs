@@ -124,3 +124,53 @@ fn an_accepted_bad_request_taken_in_one_bad_step_is_one_finding() {
         .message
         .contains("RUNNING → PRE_COPY"));
 }
+
+#[test]
+fn a_step_returning_a_data_file_is_no_failure_and_err_ptr_is() {
+    // transition_to_state returns struct file *: an s390 address whose low half reads as a
+    // negative int is a file, not an errno; only an ERR_PTR fails.
+    let file = 0x0000_0000_8123_4560u64;
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    s.enter(QEMU, "vfio_ap_set_state", &[MDEV, 1], LockObs::Free, None)
+        .enter(
+            QEMU,
+            "vfio_ap_transition_to_state",
+            &[MDEV, 1],
+            LockObs::NotChecked,
+            None,
+        )
+        .exit(QEMU, "vfio_ap_transition_to_state", MDEV, 0, None)
+        .exit(QEMU, "vfio_ap_set_state", MDEV, 0, None)
+        .enter(QEMU, "vfio_ap_set_state", &[MDEV, 3], LockObs::Free, None)
+        .enter(
+            QEMU,
+            "vfio_ap_transition_to_state",
+            &[MDEV, 3],
+            LockObs::NotChecked,
+            None,
+        )
+        .exit(QEMU, "vfio_ap_transition_to_state", MDEV, file as i64, None)
+        .exit(QEMU, "vfio_ap_set_state", MDEV, file as i64, None)
+        .enter(QEMU, "vfio_ap_set_state", &[MDEV, 1], LockObs::Free, None)
+        .enter(
+            QEMU,
+            "vfio_ap_transition_to_state",
+            &[MDEV, 1],
+            LockObs::NotChecked,
+            None,
+        )
+        .exit(QEMU, "vfio_ap_transition_to_state", MDEV, -12, None)
+        .exit(QEMU, "vfio_ap_set_state", MDEV, -12, None);
+    let a = s.audit();
+    assert!(a.findings().is_empty(), "{:#?}", a.findings());
+    let (_, step) = a
+        .function_stats()
+        .find(|(n, _)| *n == "vfio_ap_transition_to_state")
+        .unwrap();
+    assert_eq!(
+        (step.exits, step.failures),
+        (3, 1),
+        "only the ERR_PTR failed"
+    );
+}
