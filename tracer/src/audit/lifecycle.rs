@@ -215,7 +215,8 @@ impl Mdev {
         });
     }
 
-    pub(super) fn view(&self) -> MdevView {
+    /// What sinks see of this life; its timeline only `with_timeline`.
+    pub(super) fn view(&self, with_timeline: bool) -> MdevView {
         MdevView {
             id: self.reference(),
             phase: self.phase,
@@ -230,6 +231,7 @@ impl Mdev {
             timeline: self
                 .timeline
                 .iter()
+                .filter(|_| with_timeline)
                 .map(|n| TimelineEntry {
                     seq: n.seq,
                     ts_ns: n.ts_ns,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{Mdev, MdevView};
 use super::migration::MigState;
-use super::{Auditor, FunctionStats, Kind, Outstanding, TaskRef};
+use super::{Auditor, FunctionStats, Kind, LifeKey, Outstanding, TaskRef};
 
 /// The auditor's state at one moment, for the TUI, metrics and reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,11 +57,17 @@ pub struct UnfinishedCall {
 impl Auditor {
     /// The state now, for sinks.
     pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_with_timelines(|_| true)
+    }
+
+    /// The state now, with the timelines only of the lives `keep` names (rendering every
+    /// life's timeline is most of a snapshot's cost, and a screen shows one).
+    pub fn snapshot_with_timelines(&self, keep: impl Fn(LifeKey) -> bool) -> Snapshot {
         let mut mdevs: Vec<MdevView> = self
             .mdevs
             .values()
             .chain(self.past.values())
-            .map(Mdev::view)
+            .map(|m| m.view(keep((m.ptr, m.incarnation))))
             .collect();
         mdevs.sort_by_key(|m| (m.id.ptr, m.id.incarnation));
         let findings_by_kind = self.finding_counts();

@@ -339,7 +339,10 @@ impl Screen {
         ended: bool,
     ) -> Update {
         let started = Instant::now();
-        let mut snapshot = auditor.snapshot();
+        // Timelines of the selected life and the one before it (for the window below) only.
+        let mut snapshot = auditor.snapshot_with_timelines(|(ptr, life)| {
+            selected.is_some_and(|(p, l)| p == ptr && (l == life || l == life + 1))
+        });
         // Lock checks are kept by pointer: the selected life's are those after the previous
         // life's last event and, for a life that ended, up to its own last event.
         let last_seq = |key: LifeKey| {
