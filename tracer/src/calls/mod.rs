@@ -211,8 +211,7 @@ impl<X: Default> Calls<X> {
 
     /// Sets what the last event was; a retired call's entry box goes back to the spares.
     fn set_last(&mut self, last: Last<X>) {
-        if let Last::Exit(Exited { frame: Some(f), .. }) = std::mem::replace(&mut self.last, last)
-        {
+        if let Last::Exit(Exited { frame: Some(f), .. }) = std::mem::replace(&mut self.last, last) {
             if self.spare.len() < SPARE_BOXES {
                 self.spare.push(f.call.enter);
             }

@@ -543,9 +543,17 @@ mod tests {
             let mut ev = entry();
             ev.task.comm = Arc::from(comm);
             let raw = encode_record(&ev, None, Endian::Big, &addr_of).unwrap();
-            decode_record(&raw, Endian::Big, &OneSym).unwrap().event.task.comm
+            decode_record(&raw, Endian::Big, &OneSym)
+                .unwrap()
+                .event
+                .task
+                .comm
         };
-        let (a, b, other) = (decode("qemu-kvm"), decode("qemu-kvm"), decode("kworker/0:1"));
+        let (a, b, other) = (
+            decode("qemu-kvm"),
+            decode("qemu-kvm"),
+            decode("kworker/0:1"),
+        );
         assert_eq!(&*a, "qemu-kvm");
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(&*other, "kworker/0:1");

@@ -197,7 +197,11 @@ mod tests {
         sorted.sort();
         assert_eq!(ts, sorted);
         assert_eq!(out[0].ts_ns, 3);
-        let ties: Vec<u32> = out.iter().filter(|e| e.ts_ns == 150).map(|e| e.cpu).collect();
+        let ties: Vec<u32> = out
+            .iter()
+            .filter(|e| e.ts_ns == 150)
+            .map(|e| e.cpu)
+            .collect();
         assert_eq!(ties, [0, 2, 3], "ties leave in the order they arrived");
         assert_eq!(out.len(), 53);
         assert_eq!(r.late, 0);
