@@ -145,6 +145,8 @@ pub struct Calls<X> {
     last: Last<X>,
     /// Boxes of retired entry events, refilled by the next entries: an entry's copy then
     /// costs no allocation (neither the box nor, usually, its argument vector).
+    // The boxes themselves are what is reused: they move into `Call::enter` as they are.
+    #[allow(clippy::vec_box)]
     spare: Vec<Box<Event>>,
 }
 
