@@ -2,7 +2,8 @@
 //! `common::mix` (one million events; `APTRACE_BENCH_EVENTS` overrides, `-- --test` runs each
 //! once on a small input).
 //!
-//! `cargo bench -p tracer --bench throughput [-- FILTER]`; the auditor's is `audit_ingest`.
+//! `cargo bench -p tracer --bench throughput [-- FILTER]`; the auditor's is `audit_ingest`, the
+//! whole agent path (decode → reorder → audit) is `pipeline`.
 
 mod common;
 
@@ -14,7 +15,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingM
 use tracer::audit::Auditor;
 use tracer::model::{decode_record, Endian, Event};
 use tracer::pipeline::reorder::Reorder;
-use tracer::pipeline::{REORDER_CAPACITY, REORDER_WINDOW_NS};
+use tracer::pipeline::{Pipeline, REORDER_CAPACITY, REORDER_WINDOW_NS};
 use tracer::profile::Profile;
 use tracer::recording::{Recording, Writer};
 use tracer::report::{FileReport, Report, SourceInfo};
@@ -57,7 +58,9 @@ fn stages(c: &mut Criterion) {
     g.finish();
     drop((raw, spans));
 
-    // Reorder: events moved by up to 30 places, as per-CPU buffers interleave them.
+    // Reorder: events moved by up to 30 places, as per-CPU buffers interleave them. The
+    // released events are handed on by value into the next stage's vector; dropping them is
+    // that stage's cost (the `pipeline` group below times everything, drops included).
     let mut shuffled = evs.clone();
     shuffle_locally(&mut shuffled, 30);
     let mut g = c.benchmark_group("reorder");
@@ -65,14 +68,13 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Elements(n as u64));
     g.bench_function(&id, |b| {
         b.iter_batched(
-            || shuffled.clone(),
-            |input| {
+            || (shuffled.clone(), Vec::with_capacity(n)),
+            |(input, mut out)| {
                 let mut r = Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY);
-                let mut out = 0u64;
                 for e in input {
-                    r.push(e, &mut |e: Event| out += black_box(e.seq));
+                    r.push(e, &mut |e: Event| out.push(e));
                 }
-                r.flush(&mut |e: Event| out += black_box(e.seq));
+                r.flush(&mut |e: Event| out.push(e));
                 out
             },
             BatchSize::PerIteration,
@@ -80,6 +82,34 @@ fn stages(c: &mut Criterion) {
     });
     g.finish();
     drop(shuffled);
+
+    // The whole agent path on one core: raw s390x records (moved by up to 30 places) decoded,
+    // ordered by the window, audited (`Pipeline::push`, no recorder, no sinks), then drained.
+    let (raw, items) = agent_input(&evs, &syms);
+    let mut g = c.benchmark_group("pipeline");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(&id, |b| {
+        b.iter(|| {
+            let mut p = Pipeline::new(Auditor::new(Profile::vfio_ap()), None);
+            for item in &items {
+                let ev = match item {
+                    Source::Record(o, l) => {
+                        decode_record(&raw[*o..*o + *l], Endian::Big, &syms)
+                            .expect("decodes")
+                            .event
+                    }
+                    Source::Made(e) => e.clone(),
+                };
+                p.push(ev);
+            }
+            let (a, err) = p.finish();
+            assert!(err.is_none());
+            black_box(a.findings().len())
+        })
+    });
+    g.finish();
+    drop((raw, items));
 
     let mut g = c.benchmark_group("audit_ingest");
     g.sampling_mode(SamplingMode::Flat);

@@ -227,3 +227,29 @@ pub fn median(v: &mut [f64]) -> f64 {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
+
+/// One item of what an agent reads: a ring-buffer record (its span in the byte buffer), or
+/// an event userspace makes itself (losses, guest names), which has no record.
+pub enum Source {
+    Record(usize, usize),
+    Made(Event),
+}
+
+/// The mix as the probes of an s390x host would hand it over: each event moved by up to 30
+/// places (per-CPU buffers interleave), written as big-endian records back to back.
+pub fn agent_input(evs: &[Event], syms: &Syms) -> (Vec<u8>, Vec<Source>) {
+    let mut shuffled = evs.to_vec();
+    shuffle_locally(&mut shuffled, 30);
+    let mut raw = Vec::new();
+    let mut items = Vec::with_capacity(shuffled.len());
+    for e in shuffled {
+        match encode_record(&e, None, Endian::Big, syms) {
+            Ok(r) => {
+                items.push(Source::Record(raw.len(), r.len()));
+                raw.extend_from_slice(&r);
+            }
+            Err(_) => items.push(Source::Made(e)),
+        }
+    }
+    (raw, items)
+}

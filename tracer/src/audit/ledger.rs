@@ -121,7 +121,6 @@ impl Auditor {
             Some(Body::Enter { stack, .. }) => stack.clone(),
             _ => Vec::new(),
         };
-        let entry = frame.map(|f| (*f.call.enter).clone());
         match self.ledger.get_mut(&p) {
             // The allocator's own event (--all-allocations) came first: same allocation.
             Some(a) if a.tid == ev.task.tid && !a.in_field => {
@@ -166,7 +165,8 @@ impl Auditor {
             let a = self.ledger.get_mut(&q).expect("found above");
             a.reported = true;
             let mut evidence = vec![a.event.clone()];
-            evidence.extend(entry);
+            // Cloned only here, when a finding needs it, not on every store.
+            evidence.extend(frame.map(|f| (*f.call.enter).clone()));
             let (at, afunc) = (a.event.ts_ns, a.function.clone());
             let msg = format!(
                 "{func} stored {p:#x} into mig_data of {} while {q:#x} (allocated by {afunc} at {}) was still there: the older allocation is leaked",

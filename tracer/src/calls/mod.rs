@@ -144,6 +144,50 @@ pub struct Calls<X> {
     /// The entered call that learned its mdev, between `enter` and `push`.
     attributed: Option<usize>,
     last: Last<X>,
+    /// Boxes of retired entry events, refilled by the next entries: an entry's copy then
+    /// costs no allocation (neither the box nor, usually, its argument vector).
+    // The boxes themselves are what is reused: they move into `Call::enter` as they are.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Event>>,
+}
+
+/// How many retired entry boxes are kept for reuse.
+const SPARE_BOXES: usize = 64;
+
+/// Makes `dst` a copy of `src`, reusing `dst`'s vectors where both are entries.
+fn refill(dst: &mut Event, src: &Event) {
+    dst.seq = src.seq;
+    dst.ts_ns = src.ts_ns;
+    dst.cpu = src.cpu;
+    dst.task.clone_from(&src.task);
+    match (&mut dst.body, &src.body) {
+        (
+            Body::Enter {
+                func,
+                args,
+                field,
+                lock,
+                untrusted,
+                stack,
+            },
+            Body::Enter {
+                func: sfunc,
+                args: sargs,
+                field: sfield,
+                lock: slock,
+                untrusted: suntrusted,
+                stack: sstack,
+            },
+        ) => {
+            func.clone_from(sfunc);
+            args.clone_from(sargs);
+            *field = *sfield;
+            *lock = *slock;
+            *untrusted = *suntrusted;
+            stack.clone_from(sstack);
+        }
+        (d, s) => *d = s.clone(),
+    }
 }
 
 impl<X: Default> Calls<X> {
@@ -164,18 +208,39 @@ impl<X: Default> Calls<X> {
             mdev_devices: FastMap::default(),
             attributed: None,
             last: Last::Other,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Sets what the last event was; a retired call's entry box goes back to the spares.
+    fn set_last(&mut self, last: Last<X>) {
+        if let Last::Exit(Exited { frame: Some(f), .. }) = std::mem::replace(&mut self.last, last) {
+            if self.spare.len() < SPARE_BOXES {
+                self.spare.push(f.call.enter);
+            }
+        }
+    }
+
+    /// A boxed copy of an entry event, in a spare box when there is one.
+    fn boxed(&mut self, ev: &Event) -> Box<Event> {
+        match self.spare.pop() {
+            Some(mut b) => {
+                refill(&mut b, ev);
+                b
+            }
+            None => Box::new(ev.clone()),
         }
     }
 
     /// An event that is not a call of the profile.
     pub fn other(&mut self) {
-        self.last = Last::Other;
+        self.set_last(Last::Other);
     }
 
     /// An entry: the call with its mdev, not yet on its task's stack. `push` it once judged
     /// (the judge may look at the calls it is nested in).
     pub fn enter(&mut self, ev: &Event) -> Option<Frame<X>> {
-        self.last = Last::Other;
+        self.set_last(Last::Other);
         self.attributed = None;
         let Body::Enter {
             func,
@@ -191,7 +256,7 @@ impl<X: Default> Calls<X> {
         let arg0 = args.first().copied().unwrap_or(0);
         let mut call = Call {
             spec,
-            enter: Box::new(ev.clone()),
+            enter: self.boxed(ev),
             trusted: !*untrusted && !clone,
             mdev: None,
             mdev_device: None,
@@ -229,16 +294,14 @@ impl<X: Default> Calls<X> {
     pub fn push(&mut self, frame: Frame<X>) {
         let tid = frame.call.enter.task.tid;
         self.tasks.entry(tid).or_default().push(frame);
-        self.last = Last::Enter {
-            tid,
-            attributed: self.attributed.take(),
-        };
+        let attributed = self.attributed.take();
+        self.set_last(Last::Enter { tid, attributed });
     }
 
     /// A return: pops its call (and the calls above it, whose returns were missed). Give the
     /// result back with `retire` once judged, so sinks can read it.
     pub fn exit(&mut self, ev: &Event) -> Option<Exited<X>> {
-        self.last = Last::Other;
+        self.set_last(Last::Other);
         let Body::Exit {
             func, ret, arg0, ..
         } = &ev.body
@@ -280,7 +343,7 @@ impl<X: Default> Calls<X> {
 
     /// A judged return, kept until the next event for [`Calls::step`].
     pub fn retire(&mut self, exited: Exited<X>) {
-        self.last = Last::Exit(exited);
+        self.set_last(Last::Exit(exited));
     }
 
     /// The interpretation of the last event.

@@ -185,3 +185,23 @@ fn lock_contracts() {
     );
     assert_eq!(lock_kept(LockContract::None, LockObs::Free), Some(true));
 }
+
+/// An entry kept on the stack is the event as entered, even when its box held another call's
+/// entry before (boxes of retired calls are reused).
+#[test]
+fn a_reused_entry_box_holds_exactly_the_new_entry() {
+    let mut c = Calls::<()>::new(&Profile::vfio_ap());
+    let mut first = enter(1, 7, "vfio_ap_mdev_open_device", &[OBJ, 1, 2, 3]);
+    if let Body::Enter { stack, lock, .. } = &mut first.body {
+        stack.push(Arc::from("vfio_df_open+0x40"));
+        *lock = LockObs::HeldByCurrent;
+    }
+    feed(&mut c, &first);
+    feed(&mut c, &exit(2, 7, "vfio_ap_mdev_open_device", 0));
+    let second = enter(3, 9, "vfio_ap_mdev_close_device", &[OBJ + 0x100]);
+    feed(&mut c, &second);
+    let top = &c.stack(9)[0].call;
+    assert_eq!(*top.enter, second);
+    assert_eq!(top.mdev, Some(OBJ + 0x100));
+    assert!(c.stack(7).is_empty());
+}

@@ -122,6 +122,28 @@ fn c_string(raw: &[u8]) -> Arc<str> {
     Arc::from(String::from_utf8_lossy(&raw[..len]).as_ref())
 }
 
+/// A task's name, shared with the previous records of the same name: a few tasks make most
+/// records, and a fresh string per record was an allocation (and a free) per event.
+fn comm(raw: &[u8]) -> Arc<str> {
+    const SLOTS: usize = 8;
+    thread_local! {
+        static RECENT: std::cell::RefCell<[Option<Arc<str>>; SLOTS]> = Default::default();
+    }
+    let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let bytes = &raw[..len];
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some(hit) = recent.iter().flatten().find(|c| c.as_bytes() == bytes) {
+            return hit.clone();
+        }
+        let made = c_string(raw);
+        // Most recent first; the oldest falls off.
+        recent.rotate_right(1);
+        recent[0] = Some(made.clone());
+        made
+    })
+}
+
 /// Decodes one raw ring-buffer record.
 ///
 /// `endian` is the byte order of the machine that wrote it. Function addresses are named
@@ -154,7 +176,7 @@ pub fn decode_record(
     let task = Task {
         pid: r.read_at(off::TGID)?,
         tid: r.read_at(off::PID)?,
-        comm: c_string(r.bytes_at(off::COMM, abi::COMM_LEN)?),
+        comm: comm(r.bytes_at(off::COMM, abi::COMM_LEN)?),
     };
     let name = |addr: u64| {
         symbols
@@ -512,6 +534,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Records of one task share its name's string; another task's name is its own.
+    #[test]
+    fn records_of_one_task_share_its_name() {
+        let decode = |comm: &str| {
+            let mut ev = entry();
+            ev.task.comm = Arc::from(comm);
+            let raw = encode_record(&ev, None, Endian::Big, &addr_of).unwrap();
+            decode_record(&raw, Endian::Big, &OneSym)
+                .unwrap()
+                .event
+                .task
+                .comm
+        };
+        let (a, b, other) = (
+            decode("qemu-kvm"),
+            decode("qemu-kvm"),
+            decode("kworker/0:1"),
+        );
+        assert_eq!(&*a, "qemu-kvm");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&*other, "kworker/0:1");
+        // Nine other names push it out of the remembered few: still decoded right.
+        for i in 0..9 {
+            decode(&format!("task{i}"));
+        }
+        assert_eq!(&*decode("qemu-kvm"), "qemu-kvm");
     }
 
     #[test]

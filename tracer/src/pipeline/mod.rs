@@ -25,6 +25,9 @@ pub trait Sink {
 /// Where events go once ordered.
 pub struct Pipeline {
     reorder: Reorder,
+    /// Events the window released, delivered before the next push; kept to reuse its
+    /// allocation (a fresh vector per event cost an allocation per event).
+    ready: Vec<Event>,
     pub auditor: Auditor,
     recorder: Option<Writer<File>>,
     sinks: Vec<Box<dyn Sink + Send>>,
@@ -41,6 +44,7 @@ impl Pipeline {
         auditor.stream_findings();
         Pipeline {
             reorder: Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY),
+            ready: Vec::new(),
             auditor,
             recorder,
             sinks: Vec::new(),
@@ -64,9 +68,14 @@ impl Pipeline {
 
     /// An event straight from a source (not yet ordered).
     pub fn push(&mut self, ev: Event) {
-        let mut ready = Vec::new();
+        let mut ready = std::mem::take(&mut self.ready);
         self.reorder.push(ev, &mut |e| ready.push(e));
-        for e in ready {
+        self.deliver_all(&mut ready);
+        self.ready = ready;
+    }
+
+    fn deliver_all(&mut self, ready: &mut Vec<Event>) {
+        for e in ready.drain(..) {
             self.deliver(e);
         }
     }
@@ -97,11 +106,12 @@ impl Pipeline {
 
     /// The source has been idle: release the reorder window and flush the recording.
     pub fn idle(&mut self) {
-        let mut ready = Vec::new();
+        let mut ready = std::mem::take(&mut self.ready);
         self.reorder.flush(&mut |e| ready.push(e));
-        for e in ready {
-            self.deliver(e);
-        }
+        self.deliver_all(&mut ready);
+        // A flush can release the whole window at once: keep only what a push needs.
+        ready.shrink_to(64);
+        self.ready = ready;
         if let Some(w) = &mut self.recorder {
             if let Err(e) = w.tick() {
                 self.record_error = Some(e);
