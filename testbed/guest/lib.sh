@@ -16,6 +16,19 @@ migrate() {
     for _s in "$@"; do ctl migrate "$_u" "$_s" || return; done
 }
 
+# migfd NAME STATE: set_state through the model core; the migration file it returns is
+# installed as an fd of this shell (as QEMU gets it from VFIO_DEVICE_FEATURE), its number
+# in MIGFD. Read it with `cat <&$MIGFD`, write with `... >&$MIGFD`, close it with
+# `fdclose $MIGFD`. Fails when set_state fails or returns no file.
+migfd() {
+    ctl migrate "$1" "$2" || return
+    MIGFD=$(sed -n 's/.* ok fd=\([0-9]*\).*/\1/p' "$C")
+    [ -n "$MIGFD" ]
+}
+
+# fdclose N: close fd N of this shell (the file's release runs on the way out of close).
+fdclose() { eval "exec $1<&-"; }
+
 # leaky_life NAME: create, open, STOP, then close and remove with the release of mig_data
 # skipped: exactly one leak.
 leaky_life() {

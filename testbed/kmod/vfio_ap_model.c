@@ -1720,8 +1720,10 @@ static int do_getstate(struct model_slot *slot)
 	ret = vdev->mig_ops->migration_get_data_size(vdev, &sz);
 	if (ret)
 		return ret;
-	set_result("state %s %u %s data_size=%lu\n", slot->mdev.uuid, st,
-		   st < VFIO_DEVICE_NUM_STATES ? state_names[st] : "?", sz);
+	set_result("state %s %u %s data_size=%lu adapter=%lu domains=%d\n", slot->mdev.uuid, st,
+		   st < VFIO_DEVICE_NUM_STATES ? state_names[st] : "?", sz,
+		   model_bit_inv(find_first_bit(slot->matrix_mdev.shadow_apcb.apm, AP_DEVICES)),
+		   bitmap_weight(slot->matrix_mdev.shadow_apcb.aqm, AP_DOMAINS));
 	return 0;
 }
 
