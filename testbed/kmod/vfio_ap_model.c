@@ -240,7 +240,7 @@ enum {
 	FAULT_PARTIAL_RESUME_DOUBLE_FREE, /* a failed partial write frees the stored buffer */
 	FAULT_PARTIAL_RESUME_LEAK, /* a partial first write's buffer is never stored */
 	FAULT_BUFFER_LEAK_ON_CLOSE, /* close with a migration fd open keeps the buffers */
-	FAULT_UNLOCKED_FILE_RELEASE, /* the file's release touches mig_data unlocked */
+	FAULT_UNLOCKED_FILE_RELEASE, /* the next file: no own reference, unlocked release */
 	FAULT_MAX,
 };
 static const char * const fault_names[FAULT_MAX] = {
@@ -547,39 +547,47 @@ static u64 model_ap_tapq(unsigned long apqn)
 }
 
 /*
- * Files on which the file-no-pin fault skipped the registration pin: their release must
- * skip the put as well (the pre-fix code had neither).
+ * Files opened the way an earlier revision opened them (armed by a fault when the file
+ * is created): FILE_NO_PIN took no registration pin (so the release puts none);
+ * FILE_EARLY_RELEASE took no second reference of the driver's own and its release looks
+ * at mig_data without mdevs_lock.
  */
-#define MAX_UNPINNED 8
-static struct file *unpinned[MAX_UNPINNED];
-static DEFINE_SPINLOCK(unpinned_lock);
+enum { FILE_NO_PIN = 1, FILE_EARLY_RELEASE = 2 };
+#define MAX_MARKED 8
+static struct {
+	struct file *filp;
+	unsigned int how;
+} marked[MAX_MARKED];
+static DEFINE_SPINLOCK(marked_lock);
 
-static void model_mark_unpinned(struct file *filp)
+static void model_mark_file(struct file *filp, unsigned int how)
 {
 	int i;
 
-	spin_lock(&unpinned_lock);
-	for (i = 0; i < MAX_UNPINNED; i++)
-		if (!unpinned[i]) {
-			unpinned[i] = filp;
+	spin_lock(&marked_lock);
+	for (i = 0; i < MAX_MARKED; i++)
+		if (!marked[i].filp) {
+			marked[i].filp = filp;
+			marked[i].how = how;
 			break;
 		}
-	spin_unlock(&unpinned_lock);
+	spin_unlock(&marked_lock);
 }
 
-static bool model_take_unpinned(struct file *filp)
+/* What the file was marked with; forgets it (the file is being released). */
+static unsigned int model_take_mark(struct file *filp)
 {
-	bool found = false;
+	unsigned int how = 0;
 	int i;
 
-	spin_lock(&unpinned_lock);
-	for (i = 0; i < MAX_UNPINNED; i++)
-		if (unpinned[i] == filp) {
-			unpinned[i] = NULL;
-			found = true;
+	spin_lock(&marked_lock);
+	for (i = 0; i < MAX_MARKED; i++)
+		if (marked[i].filp == filp) {
+			how = marked[i].how;
+			marked[i].filp = NULL;
 		}
-	spin_unlock(&unpinned_lock);
-	return found;
+	spin_unlock(&marked_lock);
+	return how;
 }
 
 /*
@@ -618,7 +626,8 @@ noinline void vfio_ap_release_resuming_file(struct vfio_ap_migration_data *mig_d
 noinline int vfio_ap_release_mig_file(struct inode *file_inode, struct file *filp)
 {
 	struct ap_matrix_mdev *matrix_mdev = filp->private_data;
-	bool unlocked = test_and_clear_bit(FAULT_UNLOCKED_FILE_RELEASE, &faults);
+	unsigned int how = model_take_mark(filp);
+	bool unlocked = how & FILE_EARLY_RELEASE;
 	int ret = 0;
 
 	/* the fault: an earlier revision looked at mig_data without mdevs_lock */
@@ -639,7 +648,7 @@ noinline int vfio_ap_release_mig_file(struct inode *file_inode, struct file *fil
 done:
 	if (!unlocked)
 		mutex_unlock(&matrix_dev->mdevs_lock);
-	if (!model_take_unpinned(filp))
+	if (!(how & FILE_NO_PIN))
 		model_vfio_device_put_registration(&matrix_mdev->vdev);
 	return ret;
 }
@@ -755,6 +764,7 @@ noinline struct file *vfio_ap_open_file_stream(struct ap_matrix_mdev *matrix_mde
 					       const struct file_operations *fops, int flags)
 {
 	bool pin = !test_and_clear_bit(FAULT_FILE_NO_PIN, &faults);
+	bool early = test_and_clear_bit(FAULT_UNLOCKED_FILE_RELEASE, &faults);
 	struct file *filp;
 
 	lockdep_assert_held(&matrix_dev->mdevs_lock);
@@ -769,11 +779,16 @@ noinline struct file *vfio_ap_open_file_stream(struct ap_matrix_mdev *matrix_mde
 			model_vfio_device_put_registration(&matrix_mdev->vdev);
 		return filp;
 	}
-	if (!pin)
-		model_mark_unpinned(filp);
+	if (!pin || early)
+		model_mark_file(filp, (pin ? 0 : FILE_NO_PIN) | (early ? FILE_EARLY_RELEASE : 0));
 	stream_open(filp->f_inode, filp);
-	/* the driver's own reference, independent of the fd the core installs */
-	get_file(filp);
+	/*
+	 * The driver's own reference, independent of the fd the core installs: the file
+	 * lives until close_device or reset drops it, so the release normally finds mig_data
+	 * gone or the file no longer its session's.
+	 */
+	if (!early)
+		get_file(filp);
 	return filp;
 }
 
@@ -984,7 +999,6 @@ noinline ssize_t vfio_ap_resuming_write(struct file *filp, const char __user *bu
 	}
 	if (!keep_partial) {
 		/* the buffer is dropped on the floor; the next write finds none: -EFAULT */
-		filp->f_pos = 0;
 		mutex_unlock(&matrix_dev->mdevs_lock);
 		return len;
 	}

@@ -30,6 +30,10 @@ pub struct Scenario {
     /// the boot needs /model-rebuilt.ko (file `rebuilt-module`)
     pub rebuilt_module: bool,
     pub modes: Vec<String>,
+    /// The finding it plants has no detector yet (file `pending`: why). The run must still
+    /// pass run.sh; the table shows PENDING instead of judging `expected`, and FAIL once the
+    /// finding is found (the file must then go).
+    pub pending: Option<String>,
 }
 
 pub const MODES: [&str; 2] = ["default", "all-allocations"];
@@ -103,6 +107,13 @@ pub fn load_one(dir: &Path) -> Result<Scenario> {
         isolated: dir.join("isolated").exists(),
         rebuilt_module: dir.join("rebuilt-module").exists(),
         modes,
+        pending: match fs::read_to_string(dir.join("pending")) {
+            Ok(t) if t.trim().is_empty() => {
+                bail!("{}/pending: say why the scenario is pending", dir.display())
+            }
+            Ok(t) => Some(t.trim().to_string()),
+            Err(_) => None,
+        },
     })
 }
 
@@ -205,6 +216,16 @@ pub fn count_report(json: &str) -> Result<BTreeMap<String, u64>> {
     Ok(m)
 }
 
+/// The table's word for a pending scenario's run: PENDING while its planted bug is not
+/// found as `expected` says (and run.sh and the agent were fine), an error once it is.
+pub fn judge_pending(run_ok: bool, found_as_expected: bool) -> Result<(), &'static str> {
+    match (run_ok, found_as_expected) {
+        (false, _) => Err("the run itself failed"),
+        (true, true) => Err("found as expected: no longer pending, remove its `pending` file"),
+        (true, false) => Ok(()),
+    }
+}
+
 /// Exact: every expected kind with its count, and nothing else (clean = no finding).
 #[cfg(test)]
 pub fn judge(expected: &BTreeMap<String, u64>, found: &BTreeMap<String, u64>) -> bool {
@@ -293,5 +314,28 @@ mod tests {
         );
         let bad = r#"{"findings":[{"kind":"leak"}],"summary":{"findings_by_kind":{}}}"#;
         assert!(count_report(bad).is_err());
+    }
+
+    #[test]
+    fn a_pending_scenario_is_pending_only_while_its_finding_is_missing() {
+        assert_eq!(judge_pending(true, false), Ok(()));
+        assert!(judge_pending(true, true).unwrap_err().contains("remove"));
+        assert!(judge_pending(false, false).is_err());
+        assert!(judge_pending(false, true).is_err());
+    }
+
+    #[test]
+    fn a_pending_file_must_say_why() {
+        let d = std::env::temp_dir().join(format!("aptrace-pending-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("run.sh"), "#!/bin/sh\n").unwrap();
+        fs::write(d.join("expected"), "leak 1\n").unwrap();
+        fs::write(d.join("pending"), "\n").unwrap();
+        let err = load_one(&d).unwrap_err().to_string();
+        assert!(err.contains("pending"), "{err}");
+        fs::write(d.join("pending"), "needs kind x\n").unwrap();
+        assert_eq!(load_one(&d).unwrap().pending.as_deref(), Some("needs kind x"));
+        fs::remove_dir_all(&d).unwrap();
     }
 }
