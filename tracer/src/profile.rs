@@ -518,16 +518,12 @@ mod tests {
         let text = r#"
 base = "vfio_ap"
 [[function]]
-name = "vfio_ap_reset_migration_state"
+name = "vfio_ap_mdev_reset_queues"
 role = "reset"
 lock = "held"
 "#;
         let p = Profile::from_toml(text, "x.toml").unwrap();
-        let added = p
-            .functions
-            .iter()
-            .find(|f| f.name == "vfio_ap_reset_migration_state")
-            .unwrap();
+        let added = p.function("vfio_ap_mdev_reset_queues").unwrap();
         assert_eq!(added.role, Role::Reset);
         assert_eq!(added.lock, LockContract::Held);
         assert_eq!(p.functions.len(), Profile::vfio_ap().functions.len() + 1);
