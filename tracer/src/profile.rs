@@ -475,7 +475,13 @@ fn series_functions() -> Vec<FunctionSpec> {
     use RetType::{Int, Pointer, Ssize, Void};
     use Role::{Other, Reset, TransitionStep};
     vec![
-        row("vfio_ap_transition_to_state", TransitionStep, Held, Object, Pointer),
+        row(
+            "vfio_ap_transition_to_state",
+            TransitionStep,
+            Held,
+            Object,
+            Pointer,
+        ),
         row("vfio_ap_reset_migration_state", Reset, Held, Object, Void),
         row("vfio_ap_open_file_stream", Other, Held, Object, Pointer),
         row("vfio_ap_resuming_init", Other, Held, Object, Pointer),
@@ -623,14 +629,20 @@ ret = "int"
             assert!(row(name).optional, "{name} must be allowed to be absent");
         }
         assert_eq!(row("vfio_ap_transition_to_state").lock, LockContract::Held);
-        assert_eq!(row("vfio_ap_transition_to_state").ret_type(), RetType::Pointer);
+        assert_eq!(
+            row("vfio_ap_transition_to_state").ret_type(),
+            RetType::Pointer
+        );
         assert_eq!(row("vfio_ap_set_state").lock, LockContract::NotHeld);
         assert_eq!(row("vfio_ap_get_state").lock, LockContract::NotHeld);
         assert_eq!(row("vfio_ap_reset_migration_state").role, Role::Reset);
         assert_eq!(row("vfio_ap_stop_copy_read").ret_type(), RetType::Ssize);
         assert_eq!(row("vfio_ap_stop_copy_read").mdev, MdevArg::None);
         assert_eq!(row("vfio_ap_release_mig_file").lock, LockContract::NotHeld);
-        assert_eq!(row("vfio_ap_release_resuming_file").lock, LockContract::Held);
+        assert_eq!(
+            row("vfio_ap_release_resuming_file").lock,
+            LockContract::Held
+        );
         // the seed patch's functions stay required
         assert!(!row("vfio_ap_init_migration_data").optional);
         assert!(

@@ -639,10 +639,10 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                                     }
                                     if s.pending.is_none() {
                                         judged.push(Judged {
-                                        id: format!("{} {} {mode}", k.id(), s.name),
-                                        expected: s.expected.clone(),
-                                        at_least: s.at_least.clone(),
-                                        found: f.clone(),
+                                            id: format!("{} {} {mode}", k.id(), s.name),
+                                            expected: s.expected.clone(),
+                                            at_least: s.at_least.clone(),
+                                            found: f.clone(),
                                         });
                                     }
                                     (scenario::fmt_counts(&f), ok)
@@ -708,7 +708,6 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                     found: sk.cloned().unwrap_or_else(|| "no marker".into()),
                     secs: 0.0,
                     pass: ok,
-            pending: false,
                     pending: false,
                     note: String::new(),
                 });
@@ -749,6 +748,7 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                 found: scenario::fmt_counts(&j.found),
                 secs: 0.0,
                 pass: false,
+                pending: false,
                 note: "a wrong expectation was accepted".into(),
             });
         }
