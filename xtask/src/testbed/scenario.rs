@@ -44,11 +44,12 @@ pub fn parse_counts(text: &str) -> Result<BTreeMap<String, u64>> {
 }
 
 /// `kind N` (exact) and `kind >=N` (at least) lines: the counts and the at-least kinds.
+#[cfg(test)]
 pub fn parse_expected(text: &str) -> Result<(BTreeMap<String, u64>, BTreeSet<String>)> {
     parse_expected_kinds(text, false)
 }
 
-/// [`parse_expected`]; with `future`, kinds aptrace does not have yet are taken too (a
+/// `kind N` and `kind >=N` lines; with `future`, kinds aptrace does not have yet are taken too (a
 /// pending scenario names the finding its planted bug will get).
 fn parse_expected_kinds(
     text: &str,
