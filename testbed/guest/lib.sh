@@ -10,10 +10,16 @@ marker() { echo "APTRACE-TESTBED: $*"; }
 # One command to the model's control file; fails as the write does (a refused command).
 ctl() { echo "$*" > "$C"; }
 
-# migrate NAME STATE...: one set_state per state, in order; stops at the first refusal.
+# migrate NAME STATE...: one set_state per state, in order; stops at the first refusal. A
+# migration file a step returns is closed at once, as a VMM that moves no data would (an
+# open one pins the device: remove would be refused).
 migrate() {
     _u=$1; shift
-    for _s in "$@"; do ctl migrate "$_u" "$_s" || return; done
+    for _s in "$@"; do
+        ctl migrate "$_u" "$_s" || return
+        read -r _r < "$C"
+        case "$_r" in *" ok fd="*) fdclose "${_r##* ok fd=}" ;; esac
+    done
 }
 
 # migfd NAME STATE: set_state through the model core; the migration file it returns is
