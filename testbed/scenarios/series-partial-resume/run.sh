@@ -1,5 +1,6 @@
 #!/bin/sh
-# Partial writes into the RESUMING file, two reviews' bugs in two sessions:
+# Partial writes into the RESUMING file (dd: one write() each, and a failed write is its
+# exit status), two reviews' bugs in two sessions:
 # 1. fault partial-resume-double-free: a first write of 32 bytes stores the buffer, a
 #    second write past the configuration's end fails (-EIO) and frees the stored buffer,
 #    left in its slot; VFIO_DEVICE_RESET's vfio_ap_release_mig_files frees it again (the
@@ -21,17 +22,17 @@ fdclose $SFD
 migrate $S STOP RUNNING
 migfd $D RESUMING
 FD=$MIGFD
-head -c 32 /tmp/series-state >&$FD
+dd bs=32 count=1 < /tmp/series-state >&$FD 2>/dev/null
 ctl fault partial-resume-double-free
-if head -c 48 /tmp/series-state >&$FD; then echo "write past the end succeeded"; exit 1; fi
+if dd bs=48 count=1 < /tmp/series-state >&$FD 2>/dev/null; then echo "write past the end succeeded"; exit 1; fi
 fdclose $FD
 ctl reset $D
 migrate $D STOP
 migfd $D RESUMING
 FD=$MIGFD
 ctl fault partial-resume-leak
-head -c 32 /tmp/series-state >&$FD
-if tail -c 40 /tmp/series-state >&$FD; then echo "write after the lost buffer succeeded"; exit 1; fi
+dd bs=32 count=1 < /tmp/series-state >&$FD 2>/dev/null
+if dd bs=40 count=1 < /tmp/series-state >&$FD 2>/dev/null; then echo "write after the lost buffer succeeded"; exit 1; fi
 fdclose $FD
 migrate $D STOP RUNNING
 ctl close $S
