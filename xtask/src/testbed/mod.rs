@@ -286,12 +286,12 @@ struct Row {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<24} {:<7} {:<16} {:<16} {:<26} {:<26} {:>7}  pass",
+        "\n{:<24} {:<7} {:<30} {:<16} {:<26} {:<26} {:>7}  pass",
         "kernel", "arch", "scenario", "mode", "expected", "found", "wall_s"
     );
     for r in rows {
         println!(
-            "{:<24} {:<7} {:<16} {:<16} {:<26} {:<26} {:>7.1}  {}{}",
+            "{:<24} {:<7} {:<30} {:<16} {:<26} {:<26} {:>7.1}  {}{}",
             r.kernel,
             r.arch,
             r.scenario,
