@@ -708,7 +708,7 @@ fn probes_without_a_read_they_need_are_degraded_everywhere_the_agent_says_so() {
     assert!(detail.contains("cannot detect self-deadlock"), "{detail}");
     // No read and no lock contract: nothing to lose.
     assert_eq!(
-        state_of(&header, "vfio_ap_get_data_size").0,
+        state_of(&header, "vfio_ap_init_migration_capabilities").0,
         ProbeState::Attached
     );
 
