@@ -461,8 +461,9 @@ const EDITABLE_HEADER: &str = "\
 fn series_functions() -> Vec<FunctionSpec> {
     use LockContract::{Held, NotHeld};
     const NO_LOCK: LockContract = LockContract::None;
-    let row = |name: &str, role, lock, mdev, ret| FunctionSpec {
+    let row = |name: &str, role, lock, mdev, ret, args: u8| FunctionSpec {
         name: name.to_string(),
+        args: Some(args),
         role,
         lock,
         mdev,
@@ -481,22 +482,44 @@ fn series_functions() -> Vec<FunctionSpec> {
             Held,
             Object,
             Pointer,
+            2,
         ),
-        row("vfio_ap_reset_migration_state", Reset, Held, Object, Void),
-        row("vfio_ap_open_file_stream", Other, Held, Object, Pointer),
-        row("vfio_ap_resuming_init", Other, Held, Object, Pointer),
+        row(
+            "vfio_ap_reset_migration_state",
+            Reset,
+            Held,
+            Object,
+            Void,
+            1,
+        ),
+        row("vfio_ap_open_file_stream", Other, Held, Object, Pointer, 3),
+        row("vfio_ap_resuming_init", Other, Held, Object, Pointer, 1),
         // file_operations: argument 0 is the migration file (the inode for .release)
-        row("vfio_ap_stop_copy_read", Other, NotHeld, NoMdev, Ssize),
-        row("vfio_ap_resuming_write", Other, NotHeld, NoMdev, Ssize),
-        row("vfio_ap_release_mig_file", Other, NotHeld, NoMdev, Int),
-        row("vfio_ap_release_mig_files", Other, Held, Object, Void),
+        row("vfio_ap_stop_copy_read", Other, NotHeld, NoMdev, Ssize, 4),
+        row("vfio_ap_resuming_write", Other, NotHeld, NoMdev, Ssize, 4),
+        row("vfio_ap_release_mig_file", Other, NotHeld, NoMdev, Int, 2),
+        row("vfio_ap_release_mig_files", Other, Held, Object, Void, 1),
         // argument 0 is mig_data
-        row("vfio_ap_release_stop_copy_file", Other, Held, NoMdev, Void),
-        row("vfio_ap_release_resuming_file", Other, Held, NoMdev, Void),
-        row("vfio_ap_get_config", Other, Held, Object, Int),
-        row("allocate_ap_config", Other, NO_LOCK, NoMdev, Ssize),
-        row("do_post_copy_validation", Other, NO_LOCK, NoMdev, Int),
-        row("vfio_ap_set_new_guest_config", Other, Held, Object, Int),
+        row(
+            "vfio_ap_release_stop_copy_file",
+            Other,
+            Held,
+            NoMdev,
+            Void,
+            1,
+        ),
+        row(
+            "vfio_ap_release_resuming_file",
+            Other,
+            Held,
+            NoMdev,
+            Void,
+            1,
+        ),
+        row("vfio_ap_get_config", Other, Held, Object, Int, 1),
+        row("allocate_ap_config", Other, NO_LOCK, NoMdev, Ssize, 3),
+        row("do_post_copy_validation", Other, NO_LOCK, NoMdev, Int, 2),
+        row("vfio_ap_set_new_guest_config", Other, Held, Object, Int, 2),
     ]
 }
 
