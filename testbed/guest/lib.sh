@@ -10,11 +10,30 @@ marker() { echo "APTRACE-TESTBED: $*"; }
 # One command to the model's control file; fails as the write does (a refused command).
 ctl() { echo "$*" > "$C"; }
 
-# migrate NAME STATE...: one set_state per state, in order; stops at the first refusal.
+# migrate NAME STATE...: one set_state per state, in order; stops at the first refusal. A
+# migration file a step returns is closed at once, as a VMM that moves no data would (an
+# open one pins the device: remove would be refused).
 migrate() {
     _u=$1; shift
-    for _s in "$@"; do ctl migrate "$_u" "$_s" || return; done
+    for _s in "$@"; do
+        ctl migrate "$_u" "$_s" || return
+        read -r _r < "$C"
+        case "$_r" in *" ok fd="*) fdclose "${_r##* ok fd=}" ;; esac
+    done
 }
+
+# migfd NAME STATE: set_state through the model core; the migration file it returns is
+# installed as an fd of this shell (as QEMU gets it from VFIO_DEVICE_FEATURE), its number
+# in MIGFD. Read it with `cat <&$MIGFD`, write with `... >&$MIGFD`, close it with
+# `fdclose $MIGFD`. Fails when set_state fails or returns no file.
+migfd() {
+    ctl migrate "$1" "$2" || return
+    MIGFD=$(sed -n 's/.* ok fd=\([0-9]*\).*/\1/p' "$C")
+    [ -n "$MIGFD" ]
+}
+
+# fdclose N: close fd N of this shell (the file's release runs on the way out of close).
+fdclose() { eval "exec $1<&-"; }
 
 # leaky_life NAME: create, open, STOP, then close and remove with the release of mig_data
 # skipped: exactly one leak.

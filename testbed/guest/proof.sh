@@ -42,7 +42,9 @@ echo 1 > $T/tracing_on
 U=00000000-0000-4000-8000-000000000001
 echo "create $U" > $C
 echo "open $U" > $C
-for s in STOP STOP_COPY STOP RUNNING RESUMING RUNNING; do echo "migrate $U $s" > $C; cat $C >> /out/migrate.txt; done
+# each step in a subshell: a migration file it returns is an fd of that subshell, closed
+# when it exits (an open one would pin the device and the remove below would be refused)
+for s in STOP STOP_COPY STOP RUNNING RESUMING RUNNING; do (echo "migrate $U $s" > $C); cat $C >> /out/migrate.txt; done
 echo "getstate $U" > $C; marker "$(cat $C)"
 echo "migrate $U 5" > $C 2>/dev/null && marker "BAD: state 5 accepted" || marker "state 5 refused"
 echo "close $U" > $C

@@ -29,6 +29,12 @@
 #include <linux/string.h>
 #include <linux/bitops.h>
 #include <linux/stddef.h>
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/overflow.h>
+#include <linux/vmalloc.h>
+#include <linux/mm.h>
 
 #define VFIO_AP_MODULE_NAME "vfio_ap"
 #define VFIO_AP_DRV_NAME "vfio_ap"
@@ -169,14 +175,34 @@ struct ap_queue_table {
 
 typedef int (*crypto_hook)(void *vcpu);
 
-struct vfio_ap_migration_file;
+/* vfio_ap_migration.c: one per migration session; lives inside mig_data */
+struct vfio_ap_migration_file {
+	struct file *filp;		/* the anon-inode file while the session lasts */
+	struct vfio_ap_config *ap_config; /* the guest's AP configuration buffer */
+	unsigned long config_sz;
+};
 
 /* vfio_ap_migration.c: what init_migration_data allocates */
 struct vfio_ap_migration_data {
 	enum vfio_device_mig_state mig_state;
-	struct vfio_ap_migration_file *saving_migf;
-	struct vfio_ap_migration_file *resuming_migf;
-	size_t config_sz;
+	struct vfio_ap_migration_file resuming_mig_file;
+	struct vfio_ap_migration_file stop_copy_mig_file;
+};
+
+/* The queue information PQAP(TAPQ) returns, per queue of the guest's configuration. */
+struct vfio_ap_queue_info {
+	u64 data;
+	u16 apqn;
+	u8 reserved[6];
+};
+
+/* The guest's AP configuration: what the stop-copy file streams out and the resuming
+ * file takes in. */
+struct vfio_ap_config {
+	u32 num_queues;
+	u8 reserved[4];
+	u64 adm[DIV_ROUND_UP(AP_DOMAINS, 64)];
+	struct vfio_ap_queue_info qinfo[];
 };
 
 struct ap_matrix_mdev {
@@ -196,14 +222,6 @@ struct ap_matrix_mdev {
 	struct vfio_ap_migration_data *mig_data;
 };
 
-/* What set_state returns for an arc into STOP_COPY or RESUMING (a struct file in the
- * real driver). One per mdev slot, never allocated: nothing to leak. */
-struct vfio_ap_migration_file {
-	struct ap_matrix_mdev *matrix_mdev;
-	enum vfio_device_mig_state mode;
-	bool in_use;
-};
-
 struct ap_matrix_dev *matrix_dev;
 
 /* ---------------------------------------------------------------------------------------
@@ -217,11 +235,19 @@ enum {
 	FAULT_ACCEPT_BAD_STATE,	 /* set_state accepts a state outside migration_flags */
 	FAULT_OPEN_FAIL,	 /* set_kvm fails, the error path cleans up */
 	FAULT_OPEN_FAIL_NOCLEAN, /* set_kvm fails, the error path forgets mig_data */
+	/* The bugs the series' reviews found, one per fault: */
+	FAULT_FILE_NO_PIN,	 /* a migration file does not pin the registration (v4) */
+	FAULT_PARTIAL_RESUME_DOUBLE_FREE, /* a failed partial write frees the stored buffer */
+	FAULT_PARTIAL_RESUME_LEAK, /* a partial first write's buffer is never stored */
+	FAULT_BUFFER_LEAK_ON_CLOSE, /* close with a migration fd open keeps the buffers */
+	FAULT_UNLOCKED_FILE_RELEASE, /* the next file: no own reference, unlocked release */
 	FAULT_MAX,
 };
 static const char * const fault_names[FAULT_MAX] = {
 	"skip-release", "double-init", "init-unlocked", "register-fail",
-	"accept-bad-state", "open-fail", "open-fail-noclean",
+	"accept-bad-state", "open-fail", "open-fail-noclean", "file-no-pin",
+	"partial-resume-double-free", "partial-resume-leak", "buffer-leak-on-close",
+	"unlocked-file-release",
 };
 static unsigned long faults;
 
@@ -247,6 +273,29 @@ noinline int vfio_ap_get_data_size(struct vfio_device_model *vdev,
 				   unsigned long *stop_copy_length);
 noinline struct file *vfio_ap_transition_to_state(struct ap_matrix_mdev *matrix_mdev,
 						  enum vfio_device_mig_state new_state);
+noinline void vfio_ap_reset_migration_state(struct ap_matrix_mdev *matrix_mdev);
+noinline struct file *vfio_ap_open_file_stream(struct ap_matrix_mdev *matrix_mdev,
+					       const struct file_operations *fops, int flags);
+noinline struct file *vfio_ap_resuming_init(struct ap_matrix_mdev *matrix_mdev);
+noinline ssize_t vfio_ap_stop_copy_read(struct file *filp, char __user *buf, size_t len,
+					loff_t *pos);
+noinline ssize_t vfio_ap_resuming_write(struct file *filp, const char __user *buf, size_t len,
+				       loff_t *pos);
+noinline int vfio_ap_release_mig_file(struct inode *file_inode, struct file *filp);
+noinline void vfio_ap_release_mig_files(struct ap_matrix_mdev *matrix_mdev);
+noinline void vfio_ap_release_stop_copy_file(struct vfio_ap_migration_data *mig_data);
+noinline void vfio_ap_release_resuming_file(struct vfio_ap_migration_data *mig_data);
+noinline int vfio_ap_get_config(struct ap_matrix_mdev *matrix_mdev);
+noinline ssize_t allocate_ap_config(struct vfio_ap_config **ap_config, const char __user *buf,
+				    size_t len);
+noinline int do_post_copy_validation(const char *mdev_name,
+				     struct vfio_ap_config *source_config);
+noinline int vfio_ap_set_new_guest_config(struct ap_matrix_mdev *matrix_mdev,
+					  struct ap_matrix *guest_matrix);
+noinline ssize_t vfio_ap_mdev_ioctl(struct vfio_device_model *vdev, unsigned int cmd,
+				    unsigned long arg);
+noinline bool model_vfio_device_try_get_registration(struct vfio_device_model *vdev);
+noinline void model_vfio_device_put_registration(struct vfio_device_model *vdev);
 noinline unsigned long vfio_ap_model_ping(struct ap_matrix_dev *md);
 noinline struct ap_matrix_mdev *model_vfio_alloc_device(struct mdev_device_model *mdev);
 noinline int model_vfio_register_emulated_iommu_dev(struct vfio_device_model *vdev);
@@ -284,8 +333,10 @@ struct model_slot {
 	bool used;
 	struct mdev_device_model mdev;
 	struct ap_matrix_mdev matrix_mdev;
-	struct vfio_ap_migration_file mig_file;
 	struct kvm_model kvm;
+	/* the core's registration count (vfio_device.refcount): 1 while registered, +1 per
+	 * migration file that pins it */
+	atomic_t registrations;
 };
 static struct model_slot slots[MAX_MDEVS];
 static DEFINE_MUTEX(slots_lock);
@@ -339,14 +390,38 @@ noinline struct ap_matrix_mdev *model_vfio_alloc_device(struct mdev_device_model
 
 noinline int model_vfio_register_emulated_iommu_dev(struct vfio_device_model *vdev)
 {
+	struct ap_matrix_mdev *matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+
 	if (test_and_clear_bit(FAULT_REGISTER_FAIL, &faults))
 		return -EIO;
+	atomic_set(&slot_of_matrix_mdev(matrix_mdev)->registrations, 1);
 	vdev->registered = true;
 	return 0;
 }
 
+/* The core's own pin (vfio_device_try_get_registration, not exported by 6.1 or 6.12):
+ * a migration file holds one until its release. */
+noinline bool model_vfio_device_try_get_registration(struct vfio_device_model *vdev)
+{
+	struct ap_matrix_mdev *matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+
+	return atomic_inc_not_zero(&slot_of_matrix_mdev(matrix_mdev)->registrations);
+}
+
+noinline void model_vfio_device_put_registration(struct vfio_device_model *vdev)
+{
+	struct ap_matrix_mdev *matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+
+	atomic_dec(&slot_of_matrix_mdev(matrix_mdev)->registrations);
+}
+
+/* The real core waits here until every pin is dropped; the model's remove refuses
+ * (-EBUSY) instead while a migration file pins the device (see do_remove). */
 noinline void model_vfio_unregister_group_dev(struct vfio_device_model *vdev)
 {
+	struct ap_matrix_mdev *matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+
+	atomic_dec(&slot_of_matrix_mdev(matrix_mdev)->registrations);
 	vdev->registered = false;
 }
 
@@ -434,109 +509,649 @@ static bool model_state_supported(unsigned int flags, unsigned int s)
 	}
 }
 
-/* ---------------------------------------------------------------------------------------
- * vfio_ap_migration.c
- */
-noinline struct file *vfio_ap_transition_to_state(struct ap_matrix_mdev *matrix_mdev,
-						  enum vfio_device_mig_state new_state)
+static void vfio_ap_matrix_init(struct ap_config_info *info, struct ap_matrix *matrix)
 {
-	struct vfio_ap_migration_data *mig_data = matrix_mdev->mig_data;
-	struct vfio_ap_migration_file *migf = &slot_of_matrix_mdev(matrix_mdev)->mig_file;
-	enum vfio_device_mig_state cur_state = mig_data->mig_state;
-	struct file *filp = NULL;
+	matrix->apm_max = info->apxa ? info->na : 63;
+	matrix->aqm_max = info->apxa ? info->nd : 15;
+	matrix->adm_max = info->apxa ? info->nd : 15;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * vfio_ap_migration.c: the series' migration files, configuration buffers and state
+ * machine. The small static helpers of the series are global noinline symbols here so
+ * that every one of them can be probed; a real build may inline them.
+ */
+#define MAX_AP_QUEUES (AP_DEVICES * AP_DOMAINS)
+#define MODEL_AP_MKQID(apid, apqi) ((((apid) & 0xff) << 8) | ((apqi) & 0xff))
+
+/* s390's inverted bit numbering (bit 0 is the leftmost), in portable code */
+static inline void model_set_bit_inv(unsigned long nr, unsigned long *addr)
+{
+	set_bit(nr ^ (BITS_PER_LONG - 1), addr);
+}
+
+static inline unsigned long model_bit_inv(unsigned long bit)
+{
+	return bit ^ (BITS_PER_LONG - 1);
+}
+
+static int vfio_ap_mdev_get_num_queues(struct ap_matrix *matrix)
+{
+	return bitmap_weight(matrix->apm, AP_DEVICES) * bitmap_weight(matrix->aqm, AP_DOMAINS);
+}
+
+/* ap_tapq() stand-in: every queue answers AP_RESPONSE_NORMAL with the same facilities. */
+static u64 model_ap_tapq(unsigned long apqn)
+{
+	return 0xd800c00004000000ULL;
+}
+
+/*
+ * Files opened the way an earlier revision opened them (armed by a fault when the file
+ * is created): FILE_NO_PIN took no registration pin (so the release puts none);
+ * FILE_EARLY_RELEASE took no second reference of the driver's own and its release looks
+ * at mig_data without mdevs_lock.
+ */
+enum { FILE_NO_PIN = 1, FILE_EARLY_RELEASE = 2 };
+#define MAX_MARKED 8
+static struct {
+	struct file *filp;
+	unsigned int how;
+} marked[MAX_MARKED];
+static DEFINE_SPINLOCK(marked_lock);
+
+static void model_mark_file(struct file *filp, unsigned int how)
+{
+	int i;
+
+	spin_lock(&marked_lock);
+	for (i = 0; i < MAX_MARKED; i++)
+		if (!marked[i].filp) {
+			marked[i].filp = filp;
+			marked[i].how = how;
+			break;
+		}
+	spin_unlock(&marked_lock);
+}
+
+/* What the file was marked with; forgets it (the file is being released). */
+static unsigned int model_take_mark(struct file *filp)
+{
+	unsigned int how = 0;
+	int i;
+
+	spin_lock(&marked_lock);
+	for (i = 0; i < MAX_MARKED; i++)
+		if (marked[i].filp == filp) {
+			how = marked[i].how;
+			marked[i].filp = NULL;
+		}
+	spin_unlock(&marked_lock);
+	return how;
+}
+
+/*
+ * The resuming buffer that the partial-resume-double-free fault freed while leaving it
+ * in mig_data. The release helpers then do what the buggy driver did, call their kvfree
+ * on it, except that the model skips the second kvfree itself: Debian's hardened
+ * allocator would oops. The probes see the release helper reach a freed buffer.
+ */
+static void *stale_resume_buffer;
+
+static void model_kvfree_resume_buffer(void *p)
+{
+	if (p && p == stale_resume_buffer) {
+		stale_resume_buffer = NULL;
+		return;
+	}
+	kvfree(p);
+}
+
+noinline void vfio_ap_release_stop_copy_file(struct vfio_ap_migration_data *mig_data)
+{
+	kfree(mig_data->stop_copy_mig_file.ap_config);
+	mig_data->stop_copy_mig_file.ap_config = NULL;
+	mig_data->stop_copy_mig_file.config_sz = 0;
+	mig_data->stop_copy_mig_file.filp = NULL;
+}
+
+noinline void vfio_ap_release_resuming_file(struct vfio_ap_migration_data *mig_data)
+{
+	model_kvfree_resume_buffer(mig_data->resuming_mig_file.ap_config);
+	mig_data->resuming_mig_file.ap_config = NULL;
+	mig_data->resuming_mig_file.config_sz = 0;
+	mig_data->resuming_mig_file.filp = NULL;
+}
+
+noinline int vfio_ap_release_mig_file(struct inode *file_inode, struct file *filp)
+{
+	struct ap_matrix_mdev *matrix_mdev = filp->private_data;
+	unsigned int how = model_take_mark(filp);
+	bool unlocked = how & FILE_EARLY_RELEASE;
+	int ret = 0;
+
+	/* the fault: an earlier revision looked at mig_data without mdevs_lock */
+	if (!unlocked)
+		mutex_lock(&matrix_dev->mdevs_lock);
+
+	/* closed before the fd was released: vfio_ap_release_mig_files cleaned up */
+	if (!matrix_mdev->mig_data)
+		goto done;
+
+	if (filp == matrix_mdev->mig_data->stop_copy_mig_file.filp)
+		vfio_ap_release_stop_copy_file(matrix_mdev->mig_data);
+	else if (filp == matrix_mdev->mig_data->resuming_mig_file.filp)
+		vfio_ap_release_resuming_file(matrix_mdev->mig_data);
+	else
+		ret = -ENOENT;
+
+done:
+	if (!unlocked)
+		mutex_unlock(&matrix_dev->mdevs_lock);
+	if (!(how & FILE_NO_PIN))
+		model_vfio_device_put_registration(&matrix_mdev->vdev);
+	return ret;
+}
+
+static int validate_stop_copy_read_parms(struct file *filp, loff_t *pos, size_t len)
+{
+	struct ap_matrix_mdev *matrix_mdev = filp->private_data;
+	loff_t total_len;
 
 	lockdep_assert_held(&matrix_dev->mdevs_lock);
 
-	if ((cur_state == VFIO_DEVICE_STATE_RUNNING && new_state == VFIO_DEVICE_STATE_STOP) ||
-	    (cur_state == VFIO_DEVICE_STATE_STOP && new_state == VFIO_DEVICE_STATE_RUNNING)) {
-		/* nothing to quiesce or resume in the model */
-	} else if (cur_state == VFIO_DEVICE_STATE_STOP &&
-		   (new_state == VFIO_DEVICE_STATE_STOP_COPY ||
-		    new_state == VFIO_DEVICE_STATE_RESUMING)) {
-		migf->matrix_mdev = matrix_mdev;
-		migf->mode = new_state;
-		migf->in_use = true;
-		if (new_state == VFIO_DEVICE_STATE_STOP_COPY)
-			mig_data->saving_migf = migf;
-		else
-			mig_data->resuming_migf = migf;
-		filp = (struct file *)migf;
-	} else if ((cur_state == VFIO_DEVICE_STATE_STOP_COPY ||
-		    cur_state == VFIO_DEVICE_STATE_RESUMING) &&
-		   new_state == VFIO_DEVICE_STATE_STOP) {
-		migf->in_use = false;
-		mig_data->saving_migf = NULL;
-		mig_data->resuming_migf = NULL;
-	} else if (!model_state_supported(matrix_mdev->vdev.migration_flags, new_state)) {
-		/* only reached through the accept-bad-state fault: the driver's bug */
+	if (check_add_overflow((loff_t)len, *pos, &total_len))
+		return -EIO;
+	if (!matrix_mdev->mig_data)
+		return -ENODEV;
+	if (matrix_mdev->mig_data->stop_copy_mig_file.filp != filp)
+		return -EINVAL;
+	return 0;
+}
+
+static size_t vfio_ap_config_size(struct ap_matrix_mdev *matrix_mdev, int *num_queues)
+{
+	lockdep_assert_held(&matrix_dev->mdevs_lock);
+
+	*num_queues = vfio_ap_mdev_get_num_queues(&matrix_mdev->shadow_apcb);
+	return *num_queues * sizeof(struct vfio_ap_queue_info) + sizeof(struct vfio_ap_config);
+}
+
+/* The guest's AP configuration into a new buffer in the stop-copy file's slot. */
+noinline int vfio_ap_get_config(struct ap_matrix_mdev *matrix_mdev)
+{
+	struct vfio_ap_config *ap_configuration;
+	unsigned long apid, apqi;
+	size_t ap_config_size;
+	int num_queues, i;
+
+	lockdep_assert_held(&matrix_dev->mdevs_lock);
+
+	ap_config_size = vfio_ap_config_size(matrix_mdev, &num_queues);
+	ap_configuration = kzalloc(ap_config_size, GFP_KERNEL_ACCOUNT);
+	if (!ap_configuration)
+		return -ENOMEM;
+	ap_configuration->num_queues = num_queues;
+
+	i = 0;
+	for_each_set_bit(apid, matrix_mdev->shadow_apcb.apm, AP_DEVICES)
+		for_each_set_bit(apqi, matrix_mdev->shadow_apcb.aqm, AP_DOMAINS) {
+			ap_configuration->qinfo[i].apqn =
+				MODEL_AP_MKQID(model_bit_inv(apid), model_bit_inv(apqi));
+			i++;
+		}
+	memcpy(ap_configuration->adm, matrix_mdev->shadow_apcb.adm,
+	       sizeof(ap_configuration->adm));
+	/* vfio_ap_store_queue_info: PQAP(TAPQ) per queue, stubbed */
+	for (i = 0; i < num_queues; i++)
+		ap_configuration->qinfo[i].data = model_ap_tapq(ap_configuration->qinfo[i].apqn);
+
+	matrix_mdev->mig_data->stop_copy_mig_file.ap_config = ap_configuration;
+	matrix_mdev->mig_data->stop_copy_mig_file.config_sz = ap_config_size;
+	return 0;
+}
+
+noinline ssize_t vfio_ap_stop_copy_read(struct file *filp, char __user *buf, size_t len,
+					loff_t *pos)
+{
+	struct vfio_ap_migration_file *mig_file;
+	struct ap_matrix_mdev *matrix_mdev;
+	loff_t read_pos;
+	ssize_t ret;
+
+	/* a stream: read() passes no position, pread() one */
+	if (pos)
+		return -ESPIPE;
+
+	mutex_lock(&matrix_dev->mdevs_lock);
+	pos = &filp->f_pos;
+	ret = validate_stop_copy_read_parms(filp, pos, len);
+	if (ret) {
+		mutex_unlock(&matrix_dev->mdevs_lock);
+		return ret;
+	}
+	matrix_mdev = filp->private_data;
+	mig_file = &matrix_mdev->mig_data->stop_copy_mig_file;
+	if (!mig_file->ap_config) {
+		ret = vfio_ap_get_config(matrix_mdev);
+		if (ret) {
+			mutex_unlock(&matrix_dev->mdevs_lock);
+			return ret;
+		}
+	}
+	if (*pos >= mig_file->config_sz) {
+		mutex_unlock(&matrix_dev->mdevs_lock);
+		return 0;
+	}
+	len = min_t(size_t, mig_file->config_sz - *pos, len);
+	read_pos = *pos;
+	*pos += len;
+	/* the buffer is freed only under mdevs_lock by the file's owner: stable here */
+	mutex_unlock(&matrix_dev->mdevs_lock);
+
+	if (copy_to_user(buf, (char *)mig_file->ap_config + read_pos, len))
+		return -EFAULT;
+	return len;
+}
+
+static const struct file_operations vfio_ap_stop_copy_fops = {
+	.owner = THIS_MODULE,
+	.read = vfio_ap_stop_copy_read,
+	.release = vfio_ap_release_mig_file,
+};
+
+noinline struct file *vfio_ap_open_file_stream(struct ap_matrix_mdev *matrix_mdev,
+					       const struct file_operations *fops, int flags)
+{
+	bool pin = !test_and_clear_bit(FAULT_FILE_NO_PIN, &faults);
+	bool early = test_and_clear_bit(FAULT_UNLOCKED_FILE_RELEASE, &faults);
+	struct file *filp;
+
+	lockdep_assert_held(&matrix_dev->mdevs_lock);
+
+	/* the registration pin keeps matrix_mdev alive while the fd is open */
+	if (pin && !model_vfio_device_try_get_registration(&matrix_mdev->vdev))
+		return ERR_PTR(-ENODEV);
+
+	filp = anon_inode_getfile("vfio_ap_mig_file", fops, matrix_mdev, flags);
+	if (IS_ERR(filp)) {
+		if (pin)
+			model_vfio_device_put_registration(&matrix_mdev->vdev);
+		return filp;
+	}
+	if (!pin || early)
+		model_mark_file(filp, (pin ? 0 : FILE_NO_PIN) | (early ? FILE_EARLY_RELEASE : 0));
+	stream_open(filp->f_inode, filp);
+	/*
+	 * The driver's own reference, independent of the fd the core installs: the file
+	 * lives until close_device or reset drops it, so the release normally finds mig_data
+	 * gone or the file no longer its session's.
+	 */
+	if (!early)
+		get_file(filp);
+	return filp;
+}
+
+static int validate_resuming_write_parms(struct file *filp, size_t len, loff_t *pos)
+{
+	struct ap_matrix_mdev *matrix_mdev = filp->private_data;
+	loff_t total_len;
+
+	lockdep_assert_held(&matrix_dev->mdevs_lock);
+
+	if (!len || *pos < 0)
+		return -EINVAL;
+	if (check_add_overflow((loff_t)len, *pos, &total_len))
+		return -ERANGE;
+	if (!matrix_mdev || !matrix_mdev->mig_data)
+		return -ENODEV;
+	if (filp != matrix_mdev->mig_data->resuming_mig_file.filp)
+		return -ENXIO;
+	if ((!matrix_mdev->mig_data->resuming_mig_file.ap_config && *pos != 0) ||
+	    (matrix_mdev->mig_data->resuming_mig_file.ap_config && *pos == 0))
+		return -EFAULT;
+	/* the first write must carry num_queues: the allocation's size comes from it */
+	if (*pos == 0 && len < offsetofend(struct vfio_ap_config, num_queues))
+		return -EINVAL;
+	return 0;
+}
+
+static ssize_t calculate_ap_config_size(unsigned int num_queues)
+{
+	if (num_queues > MAX_AP_QUEUES)
+		return -EINVAL;
+	return num_queues * sizeof(struct vfio_ap_queue_info) + sizeof(struct vfio_ap_config);
+}
+
+/* The resuming buffer, sized by the num_queues of the first write (kvzalloc). */
+noinline ssize_t allocate_ap_config(struct vfio_ap_config **ap_config, const char __user *buf,
+				    size_t len)
+{
+	struct vfio_ap_config tmp_ap_config;
+	ssize_t config_size;
+
+	if (copy_from_user(&tmp_ap_config, buf, min(len, sizeof(tmp_ap_config))))
+		return -EIO;
+	config_size = calculate_ap_config_size(tmp_ap_config.num_queues);
+	if (config_size < 0)
+		return config_size;
+	*ap_config = kvzalloc(config_size, GFP_KERNEL_ACCOUNT);
+	if (!*ap_config)
+		return -ENOMEM;
+	return config_size;
+}
+
+/* Queues bound, control domains installed, TAPQ compatible: all stubbed to "yes" except
+ * the queue count, which must fit the host (no hardware to ask). */
+noinline int do_post_copy_validation(const char *mdev_name,
+				     struct vfio_ap_config *source_config)
+{
+	int i;
+
+	for (i = 0; i < source_config->num_queues; i++)
+		if ((source_config->qinfo[i].data ^ model_ap_tapq(source_config->qinfo[i].apqn)) &
+		    0xffffc000ff000000ULL) {
+			pr_err("vfio_ap_mdev %s: queue %04x not compatible\n", mdev_name,
+			       source_config->qinfo[i].apqn);
+			return -EINVAL;
+		}
+	return 0;
+}
+
+static void setup_ap_matrix_from_ap_config(struct vfio_ap_config *ap_config,
+					   struct ap_matrix *guest_matrix)
+{
+	unsigned long bit;
+	int i;
+
+	memset(guest_matrix, 0, sizeof(*guest_matrix));
+	vfio_ap_matrix_init(&matrix_dev->info, guest_matrix);
+	for (i = 0; i < ap_config->num_queues; i++) {
+		model_set_bit_inv(ap_config->qinfo[i].apqn >> 8, guest_matrix->apm);
+		model_set_bit_inv(ap_config->qinfo[i].apqn & 0xff, guest_matrix->aqm);
+	}
+	for_each_set_bit(bit, (unsigned long *)ap_config->adm, AP_DOMAINS)
+		set_bit(bit, guest_matrix->adm);
+}
+
+/* get_update_locks_for_mdev(): guests_lock, (the guest's kvm->lock), mdevs_lock */
+static void get_update_locks_for_mdev(struct ap_matrix_mdev *matrix_mdev)
+{
+	mutex_lock(&matrix_dev->guests_lock);
+	mutex_lock(&matrix_dev->mdevs_lock);
+}
+
+static void release_update_locks_for_mdev(struct ap_matrix_mdev *matrix_mdev)
+{
+	mutex_unlock(&matrix_dev->mdevs_lock);
+	mutex_unlock(&matrix_dev->guests_lock);
+}
+
+/* The restored configuration becomes the guest's (the APCB update is stubbed). */
+noinline int vfio_ap_set_new_guest_config(struct ap_matrix_mdev *matrix_mdev,
+					  struct ap_matrix *guest_matrix)
+{
+	lockdep_assert_held(&matrix_dev->mdevs_lock);
+
+	memcpy(&matrix_mdev->matrix, guest_matrix, sizeof(*guest_matrix));
+	memcpy(&matrix_mdev->shadow_apcb, guest_matrix, sizeof(*guest_matrix));
+	return 0;
+}
+
+static DEFINE_MUTEX(ap_attr_mutex);
+
+noinline ssize_t vfio_ap_resuming_write(struct file *filp, const char __user *buf, size_t len,
+				       loff_t *pos)
+{
+	struct ap_matrix_mdev *matrix_mdev;
+	struct vfio_ap_config *ap_config;
+	struct ap_matrix guest_matrix;
+	bool new_allocation = false;
+	bool keep_partial = true;
+	ssize_t ret, cfg_sz;
+	const char *mdev_name;
+	loff_t write_pos;
+
+	if (pos)
+		return -ESPIPE;
+
+	mutex_lock(&matrix_dev->mdevs_lock);
+	pos = &filp->f_pos;
+	ret = validate_resuming_write_parms(filp, len, pos);
+	if (ret) {
+		mutex_unlock(&matrix_dev->mdevs_lock);
+		return ret;
+	}
+	matrix_mdev = filp->private_data;
+	mdev_name = dev_name(matrix_mdev->vdev.dev);
+
+	if (*pos == 0) {
+		ret = allocate_ap_config(&ap_config, buf, len);
+		if (ret < 0) {
+			mutex_unlock(&matrix_dev->mdevs_lock);
+			return ret;
+		}
+		cfg_sz = ret;
+		new_allocation = true;
 	} else {
-		return ERR_PTR(-EINVAL);
+		ap_config = matrix_mdev->mig_data->resuming_mig_file.ap_config;
+		cfg_sz = matrix_mdev->mig_data->resuming_mig_file.config_sz;
 	}
 
-	mig_data->mig_state = new_state;
-	return filp;
+	if (*pos + len > cfg_sz) {
+		if (new_allocation) {
+			kvfree(ap_config);
+		} else if (test_and_clear_bit(FAULT_PARTIAL_RESUME_DOUBLE_FREE, &faults)) {
+			/* the fault: the stored buffer is freed and left in its slot */
+			kvfree(ap_config);
+			stale_resume_buffer = ap_config;
+		}
+		mutex_unlock(&matrix_dev->mdevs_lock);
+		return -EIO;
+	}
+	write_pos = *pos;
+	*pos += len;
+	mutex_unlock(&matrix_dev->mdevs_lock);
+
+	if (copy_from_user((char *)ap_config + write_pos, buf, len)) {
+		if (new_allocation)
+			kvfree(ap_config);
+		return -EIO;
+	}
+
+	if (write_pos + len == cfg_sz) {
+		ret = do_post_copy_validation(mdev_name, ap_config);
+		if (ret < 0) {
+			if (new_allocation)
+				kvfree(ap_config);
+			return ret;
+		}
+		setup_ap_matrix_from_ap_config(ap_config, &guest_matrix);
+
+		mutex_lock(&ap_attr_mutex);
+		get_update_locks_for_mdev(matrix_mdev);
+		if (!matrix_mdev->mig_data) {
+			release_update_locks_for_mdev(matrix_mdev);
+			mutex_unlock(&ap_attr_mutex);
+			if (new_allocation)
+				kvfree(ap_config);
+			return -ENODEV;
+		}
+		ret = vfio_ap_set_new_guest_config(matrix_mdev, &guest_matrix);
+		release_update_locks_for_mdev(matrix_mdev);
+		mutex_unlock(&ap_attr_mutex);
+		if (ret) {
+			if (new_allocation)
+				kvfree(ap_config);
+			return ret;
+		}
+	} else if (new_allocation && test_and_clear_bit(FAULT_PARTIAL_RESUME_LEAK, &faults)) {
+		/* the fault: an earlier revision stored only complete configurations */
+		keep_partial = false;
+	}
+
+	mutex_lock(&matrix_dev->mdevs_lock);
+	if (!matrix_mdev->mig_data) {
+		mutex_unlock(&matrix_dev->mdevs_lock);
+		if (new_allocation)
+			kvfree(ap_config);
+		return -ENODEV;
+	}
+	if (!keep_partial) {
+		/* the buffer is dropped on the floor; the next write finds none: -EFAULT */
+		mutex_unlock(&matrix_dev->mdevs_lock);
+		return len;
+	}
+	if (new_allocation)
+		kvfree(matrix_mdev->mig_data->resuming_mig_file.ap_config);
+	matrix_mdev->mig_data->resuming_mig_file.ap_config = ap_config;
+	matrix_mdev->mig_data->resuming_mig_file.config_sz = cfg_sz;
+	mutex_unlock(&matrix_dev->mdevs_lock);
+	return len;
+}
+
+static const struct file_operations vfio_ap_resume_fops = {
+	.owner = THIS_MODULE,
+	.write = vfio_ap_resuming_write,
+	.release = vfio_ap_release_mig_file,
+};
+
+noinline struct file *vfio_ap_resuming_init(struct ap_matrix_mdev *matrix_mdev)
+{
+	lockdep_assert_held(&matrix_dev->mdevs_lock);
+
+	return vfio_ap_open_file_stream(matrix_mdev, &vfio_ap_resume_fops, O_WRONLY);
+}
+
+/* Set by set_state for the one step the accept-bad-state fault lets through. */
+static bool accepting_bad_state;
+
+noinline struct file *vfio_ap_transition_to_state(struct ap_matrix_mdev *matrix_mdev,
+						  enum vfio_device_mig_state new_state)
+{
+	struct vfio_ap_migration_data *mig_data;
+	enum vfio_device_mig_state cur_state;
+	struct file *filp;
+
+	lockdep_assert_held(&matrix_dev->mdevs_lock);
+	mig_data = matrix_mdev->mig_data;
+	cur_state = mig_data->mig_state;
+
+	if (cur_state == VFIO_DEVICE_STATE_STOP && new_state == VFIO_DEVICE_STATE_STOP_COPY) {
+		filp = vfio_ap_open_file_stream(matrix_mdev, &vfio_ap_stop_copy_fops, O_RDONLY);
+		if (IS_ERR(filp))
+			return ERR_CAST(filp);
+		mig_data->stop_copy_mig_file.filp = filp;
+		return filp;
+	}
+	if (cur_state == VFIO_DEVICE_STATE_STOP && new_state == VFIO_DEVICE_STATE_RESUMING) {
+		filp = vfio_ap_resuming_init(matrix_mdev);
+		if (IS_ERR(filp))
+			return ERR_CAST(filp);
+		mig_data->resuming_mig_file.filp = filp;
+		return filp;
+	}
+	/* the end of a session: nothing of the device's own to incorporate */
+	if ((cur_state == VFIO_DEVICE_STATE_RESUMING || cur_state == VFIO_DEVICE_STATE_STOP_COPY) &&
+	    new_state == VFIO_DEVICE_STATE_STOP)
+		return NULL;
+	if ((cur_state == VFIO_DEVICE_STATE_STOP && new_state == VFIO_DEVICE_STATE_RUNNING) ||
+	    (cur_state == VFIO_DEVICE_STATE_RUNNING && new_state == VFIO_DEVICE_STATE_STOP))
+		return NULL;
+	if (accepting_bad_state)
+		return NULL;	/* the fault: the driver's bug */
+
+	/* vfio_mig_get_next_state() uses no other arc */
+	WARN_ON(true);
+	return ERR_PTR(-EINVAL);
+}
+
+/* ap_is_se_guest(): never a Secure Execution guest in the model */
+static bool ap_is_se_guest(void)
+{
+	return false;
 }
 
 noinline struct file *vfio_ap_set_state(struct vfio_device_model *vdev,
 					enum vfio_device_mig_state new_state)
 {
 	struct ap_matrix_mdev *matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+	struct vfio_ap_migration_data *mig_data;
 	enum vfio_device_mig_state next_state;
-	struct file *res = NULL;
+	struct file *filp = NULL;
 	int ret;
 
 	mutex_lock(&matrix_dev->mdevs_lock);
-	if (!matrix_mdev->mig_data) {
-		res = ERR_PTR(-ENODEV);
-		goto out;
+	if (ap_is_se_guest()) {
+		mutex_unlock(&matrix_dev->mdevs_lock);
+		return ERR_PTR(-EPERM);
+	}
+	mig_data = matrix_mdev->mig_data;
+	/* before open_device the implicit state is RUNNING */
+	if (!mig_data) {
+		mutex_unlock(&matrix_dev->mdevs_lock);
+		return new_state == VFIO_DEVICE_STATE_RUNNING ? NULL : ERR_PTR(-ENODEV);
 	}
 	if (!model_state_supported(vdev->migration_flags, new_state) &&
 	    new_state < VFIO_DEVICE_NUM_STATES && new_state != VFIO_DEVICE_STATE_ERROR &&
 	    test_and_clear_bit(FAULT_ACCEPT_BAD_STATE, &faults)) {
 		/* the fault: a state the device cannot honour, taken in one step */
-		res = vfio_ap_transition_to_state(matrix_mdev, new_state);
-		goto out;
+		accepting_bad_state = true;
+		filp = vfio_ap_transition_to_state(matrix_mdev, new_state);
+		accepting_bad_state = false;
+		if (!IS_ERR(filp))
+			mig_data->mig_state = new_state;
+		mutex_unlock(&matrix_dev->mdevs_lock);
+		return filp;
 	}
-	while (matrix_mdev->mig_data->mig_state != new_state) {
-		ret = model_vfio_mig_get_next_state(vdev, matrix_mdev->mig_data->mig_state,
-						    new_state, &next_state);
+	while (mig_data->mig_state != VFIO_DEVICE_STATE_ERROR &&
+	       mig_data->mig_state != new_state) {
+		ret = model_vfio_mig_get_next_state(vdev, mig_data->mig_state, new_state,
+						    &next_state);
 		if (ret) {
-			res = ERR_PTR(ret);
+			filp = ERR_PTR(ret);
 			break;
 		}
-		res = vfio_ap_transition_to_state(matrix_mdev, next_state);
-		if (IS_ERR(res))
+		filp = vfio_ap_transition_to_state(matrix_mdev, next_state);
+		if (IS_ERR(filp))
 			break;
-		if (res && next_state != new_state) {
-			/* a file on an intermediate arc: cannot happen with STOP_COPY only */
-			res = ERR_PTR(-EINVAL);
+		mig_data->mig_state = next_state;
+		if (WARN_ON(filp && new_state != next_state)) {
+			fput(filp);
+			filp = ERR_PTR(-EINVAL);
 			break;
 		}
 	}
-out:
 	mutex_unlock(&matrix_dev->mdevs_lock);
-	return res;
+	return filp;
 }
 
 noinline int vfio_ap_get_state(struct vfio_device_model *vdev,
 			       enum vfio_device_mig_state *current_state)
 {
-	struct ap_matrix_mdev *matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
-	int ret = 0;
+	struct ap_matrix_mdev *matrix_mdev;
 
 	mutex_lock(&matrix_dev->mdevs_lock);
-	if (matrix_mdev->mig_data)
-		*current_state = matrix_mdev->mig_data->mig_state;
-	else
-		ret = -ENODEV;
+	matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+	*current_state = matrix_mdev->mig_data ? matrix_mdev->mig_data->mig_state :
+						 VFIO_DEVICE_STATE_RUNNING;
 	mutex_unlock(&matrix_dev->mdevs_lock);
-	return ret;
+	return 0;
 }
 
 noinline int vfio_ap_get_data_size(struct vfio_device_model *vdev,
 				   unsigned long *stop_copy_length)
 {
-	*stop_copy_length = sizeof(struct ap_config_info) + sizeof(struct ap_matrix);
+	struct ap_matrix_mdev *matrix_mdev;
+	int num_queues;
+
+	mutex_lock(&matrix_dev->mdevs_lock);
+	matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+	/* model only: aptrace_bench's call loop passes no device */
+	num_queues = vdev ? vfio_ap_mdev_get_num_queues(&matrix_mdev->shadow_apcb) : 0;
+	*stop_copy_length = num_queues * sizeof(struct vfio_ap_queue_info) +
+			    sizeof(struct vfio_ap_config);
+	mutex_unlock(&matrix_dev->mdevs_lock);
 	return 0;
 }
 
@@ -548,6 +1163,8 @@ static const struct vfio_migration_ops_model vfio_ap_migration_ops = {
 
 noinline void vfio_ap_init_migration_capabilities(struct ap_matrix_mdev *matrix_mdev)
 {
+	if (ap_is_se_guest())
+		return;
 	matrix_mdev->vdev.migration_flags = VFIO_MIGRATION_STOP_COPY;
 	matrix_mdev->vdev.mig_ops = &vfio_ap_migration_ops;
 }
@@ -568,6 +1185,40 @@ noinline int vfio_ap_init_migration_data(struct ap_matrix_mdev *matrix_mdev)
 	return 0;
 }
 
+/* Drops the driver's file references and frees both buffers. The fput never runs the
+ * release synchronously under mdevs_lock (it is deferred to the task's return). */
+noinline void vfio_ap_release_mig_files(struct ap_matrix_mdev *matrix_mdev)
+{
+	bool keep_buffers = test_and_clear_bit(FAULT_BUFFER_LEAK_ON_CLOSE, &faults);
+	struct vfio_ap_migration_data *mig_data;
+
+	lockdep_assert_held(&matrix_dev->mdevs_lock);
+
+	mig_data = matrix_mdev->mig_data;
+	if (!mig_data)
+		return;
+
+	if (mig_data->stop_copy_mig_file.filp) {
+		fput(mig_data->stop_copy_mig_file.filp);
+		mig_data->stop_copy_mig_file.filp = NULL;
+	}
+	/* the fault: an earlier revision dropped the files but not their buffers */
+	if (!keep_buffers) {
+		kfree(mig_data->stop_copy_mig_file.ap_config);
+		mig_data->stop_copy_mig_file.ap_config = NULL;
+		mig_data->stop_copy_mig_file.config_sz = 0;
+	}
+	if (mig_data->resuming_mig_file.filp) {
+		fput(mig_data->resuming_mig_file.filp);
+		mig_data->resuming_mig_file.filp = NULL;
+	}
+	if (!keep_buffers) {
+		model_kvfree_resume_buffer(mig_data->resuming_mig_file.ap_config);
+		mig_data->resuming_mig_file.ap_config = NULL;
+		mig_data->resuming_mig_file.config_sz = 0;
+	}
+}
+
 noinline void vfio_ap_release_migration_data(struct ap_matrix_mdev *matrix_mdev)
 {
 	lockdep_assert_held(&matrix_dev->mdevs_lock);
@@ -575,19 +1226,26 @@ noinline void vfio_ap_release_migration_data(struct ap_matrix_mdev *matrix_mdev)
 	if (!matrix_mdev->mig_data)
 		return;
 
+	vfio_ap_release_mig_files(matrix_mdev);
 	kfree(matrix_mdev->mig_data);
 	matrix_mdev->mig_data = NULL;
+}
+
+/* VFIO_DEVICE_RESET: every session ends, the device is RUNNING again. */
+noinline void vfio_ap_reset_migration_state(struct ap_matrix_mdev *matrix_mdev)
+{
+	lockdep_assert_held(&matrix_dev->mdevs_lock);
+
+	if (!matrix_mdev->mig_data)
+		return;
+
+	vfio_ap_release_mig_files(matrix_mdev);
+	matrix_mdev->mig_data->mig_state = VFIO_DEVICE_STATE_RUNNING;
 }
 
 /* ---------------------------------------------------------------------------------------
  * vfio_ap_ops.c
  */
-static void vfio_ap_matrix_init(struct ap_config_info *info, struct ap_matrix *matrix)
-{
-	matrix->apm_max = info->apxa ? info->na : 63;
-	matrix->aqm_max = info->apxa ? info->nd : 15;
-	matrix->adm_max = info->apxa ? info->nd : 15;
-}
 
 static int handle_pqap(void *vcpu)
 {
@@ -740,6 +1398,36 @@ noinline void vfio_ap_mdev_close_device(struct vfio_device_model *vdev)
 	mutex_unlock(&matrix_dev->mdevs_lock);
 
 	vfio_ap_mdev_unset_kvm(matrix_mdev);
+}
+
+/* vfio_ap_mdev_reset_queues(): the queues' reset is hardware, stubbed */
+static int vfio_ap_mdev_reset_queues(struct ap_matrix_mdev *matrix_mdev)
+{
+	lockdep_assert_held(&matrix_dev->mdevs_lock);
+	return 0;
+}
+
+#define MODEL_VFIO_DEVICE_RESET 0x3b6f	/* _IO(VFIO_TYPE, VFIO_BASE + 11) */
+
+/* The device ioctl; only VFIO_DEVICE_RESET is modelled. */
+noinline ssize_t vfio_ap_mdev_ioctl(struct vfio_device_model *vdev, unsigned int cmd,
+				    unsigned long arg)
+{
+	struct ap_matrix_mdev *matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+	ssize_t ret;
+
+	mutex_lock(&matrix_dev->mdevs_lock);
+	switch (cmd) {
+	case MODEL_VFIO_DEVICE_RESET:
+		ret = vfio_ap_mdev_reset_queues(matrix_mdev);
+		if (ret == 0)
+			vfio_ap_reset_migration_state(matrix_mdev);
+		break;
+	default:
+		ret = -EOPNOTSUPP;
+	}
+	mutex_unlock(&matrix_dev->mdevs_lock);
+	return ret;
 }
 
 static const struct vfio_device_ops_model vfio_ap_matrix_dev_ops = {
@@ -924,6 +1612,15 @@ static int do_create(const char *name)
 		/* the put on the error path released the slot already */
 		return ret;
 	}
+	/* the model's stand-in for assign_adapter/assign_domain: adapter = slot + 1,
+	 * usage domains 4 and 5, control domain 4 (two queues to migrate) */
+	mutex_lock(&matrix_dev->mdevs_lock);
+	model_set_bit_inv(slot - slots + 1, slot->matrix_mdev.shadow_apcb.apm);
+	model_set_bit_inv(4, slot->matrix_mdev.shadow_apcb.aqm);
+	model_set_bit_inv(5, slot->matrix_mdev.shadow_apcb.aqm);
+	model_set_bit_inv(4, slot->matrix_mdev.shadow_apcb.adm);
+	slot->matrix_mdev.matrix = slot->matrix_mdev.shadow_apcb;
+	mutex_unlock(&matrix_dev->mdevs_lock);
 	slot->mdev.active = true;
 	set_result("create %s mdev=%px matrix_mdev=%px\n", name, &slot->mdev,
 		   &slot->matrix_mdev);
@@ -970,6 +1667,9 @@ static int do_remove(struct model_slot *slot)
 
 	if (slot->matrix_mdev.vdev.open_count)
 		return -EBUSY;
+	/* a migration file pins the registration: the real core would wait here */
+	if (atomic_read(&slot->registrations) > 1)
+		return -EBUSY;
 	strscpy(name, slot->mdev.uuid, sizeof(name));
 	vfio_ap_mdev_remove(&slot->mdev);
 	set_result("remove %s\n", name);
@@ -981,6 +1681,7 @@ static int do_migrate(struct model_slot *slot, const char *state)
 	struct vfio_device_model *vdev = &slot->matrix_mdev.vdev;
 	unsigned int st;
 	struct file *f;
+	int fd;
 
 	if (parse_state(state, &st))
 		return -EINVAL;
@@ -991,7 +1692,32 @@ static int do_migrate(struct model_slot *slot, const char *state)
 		set_result("migrate %s %u refused %ld\n", slot->mdev.uuid, st, PTR_ERR(f));
 		return PTR_ERR(f);
 	}
-	set_result("migrate %s %u ok file=%px\n", slot->mdev.uuid, st, f);
+	if (!f) {
+		set_result("migrate %s %u ok\n", slot->mdev.uuid, st);
+		return 0;
+	}
+	/* as the core's VFIO_DEVICE_FEATURE does: the file becomes an fd of the caller */
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0) {
+		fput(f);
+		return fd;
+	}
+	fd_install(fd, f);
+	set_result("migrate %s %u ok fd=%d\n", slot->mdev.uuid, st, fd);
+	return 0;
+}
+
+static int do_reset(struct model_slot *slot)
+{
+	struct vfio_device_model *vdev = &slot->matrix_mdev.vdev;
+	ssize_t ret;
+
+	if (!vdev->open_count)
+		return -EINVAL;
+	ret = vfio_ap_mdev_ioctl(vdev, MODEL_VFIO_DEVICE_RESET, 0);
+	if (ret)
+		return ret;
+	set_result("reset %s\n", slot->mdev.uuid);
 	return 0;
 }
 
@@ -1008,8 +1734,10 @@ static int do_getstate(struct model_slot *slot)
 	ret = vdev->mig_ops->migration_get_data_size(vdev, &sz);
 	if (ret)
 		return ret;
-	set_result("state %s %u %s data_size=%lu\n", slot->mdev.uuid, st,
-		   st < VFIO_DEVICE_NUM_STATES ? state_names[st] : "?", sz);
+	set_result("state %s %u %s data_size=%lu adapter=%lu domains=%d\n", slot->mdev.uuid, st,
+		   st < VFIO_DEVICE_NUM_STATES ? state_names[st] : "?", sz,
+		   model_bit_inv(find_first_bit(slot->matrix_mdev.shadow_apcb.apm, AP_DEVICES)),
+		   bitmap_weight(slot->matrix_mdev.shadow_apcb.aqm, AP_DOMAINS));
 	return 0;
 }
 
@@ -1134,6 +1862,8 @@ static ssize_t ctl_write(struct file *file, const char __user *ubuf, size_t len,
 		ret = do_remove(slot);
 	else if (!strcmp(cmd, "migrate"))
 		ret = do_migrate(slot, a2);
+	else if (!strcmp(cmd, "reset"))
+		ret = do_reset(slot);
 	else if (!strcmp(cmd, "getstate"))
 		ret = do_getstate(slot);
 	else if (!strcmp(cmd, "crowd"))

@@ -288,7 +288,8 @@ impl Profile {
                     MdevArg::Object,
                 )
             },
-            f("vfio_ap_set_state", SetState, NO_LOCK, MdevArg::Object),
+            // The series' set_state, get_state and get_data_size take mdevs_lock at entry.
+            f("vfio_ap_set_state", SetState, NotHeld, MdevArg::Object),
             FunctionSpec {
                 read: Some(FieldRead {
                     field: "0".to_string(),
@@ -296,23 +297,16 @@ impl Profile {
                     at: ReadAt::Exit,
                     size: 4,
                 }),
-                ..f("vfio_ap_get_state", GetState, NO_LOCK, MdevArg::Object)
+                ..f("vfio_ap_get_state", GetState, NotHeld, MdevArg::Object)
             },
             f(
                 "vfio_ap_get_data_size",
                 GetDataSize,
-                NO_LOCK,
+                NotHeld,
                 MdevArg::Object,
             ),
         ];
-        let mut later = f(
-            "vfio_ap_transition_to_state",
-            TransitionStep,
-            NO_LOCK,
-            MdevArg::Object,
-        );
-        later.optional = true;
-        functions.push(later);
+        functions.extend(series_functions());
         Profile {
             name: "vfio_ap".to_string(),
             module: "vfio_ap".to_string(),
@@ -321,6 +315,11 @@ impl Profile {
             lock_field: "ap_matrix_dev.mdevs_lock".to_string(),
             functions,
         }
+    }
+
+    /// The built-in row of `name`, if the profile has one.
+    pub fn function(&self, name: &str) -> Option<&FunctionSpec> {
+        self.functions.iter().find(|f| f.name == name)
     }
 
     /// Parses a profile file's text. `origin` names it in errors.
@@ -452,6 +451,77 @@ const EDITABLE_HEADER: &str = "\
 #   optional  true: a kernel without this function (or with it inlined) is normal
 
 ";
+/// The functions the later patches of the live-migration series add (migration files,
+/// configuration buffers, reset), as its latest revision has them. All are optional: a
+/// driver without the series has none, and the static ones may be inlined in a real build.
+/// Lock contracts are what the code states (`lockdep_assert_held`: held; takes mdevs_lock
+/// at entry: not held), except the two file-release helpers: they assert nothing, but every
+/// caller of the series holds mdevs_lock around them, and a release that does not is the
+/// bug the reviews found.
+fn series_functions() -> Vec<FunctionSpec> {
+    use LockContract::{Held, NotHeld};
+    const NO_LOCK: LockContract = LockContract::None;
+    let row = |name: &str, role, lock, mdev, ret, args: u8| FunctionSpec {
+        name: name.to_string(),
+        args: Some(args),
+        role,
+        lock,
+        mdev,
+        read: None,
+        stack: false,
+        optional: true,
+        ret: Some(ret),
+    };
+    use MdevArg::{None as NoMdev, Object};
+    use RetType::{Int, Pointer, Ssize, Void};
+    use Role::{Other, Reset, TransitionStep};
+    vec![
+        row(
+            "vfio_ap_transition_to_state",
+            TransitionStep,
+            Held,
+            Object,
+            Pointer,
+            2,
+        ),
+        row(
+            "vfio_ap_reset_migration_state",
+            Reset,
+            Held,
+            Object,
+            Void,
+            1,
+        ),
+        row("vfio_ap_open_file_stream", Other, Held, Object, Pointer, 3),
+        row("vfio_ap_resuming_init", Other, Held, Object, Pointer, 1),
+        // file_operations: argument 0 is the migration file (the inode for .release)
+        row("vfio_ap_stop_copy_read", Other, NotHeld, NoMdev, Ssize, 4),
+        row("vfio_ap_resuming_write", Other, NotHeld, NoMdev, Ssize, 4),
+        row("vfio_ap_release_mig_file", Other, NotHeld, NoMdev, Int, 2),
+        row("vfio_ap_release_mig_files", Other, Held, Object, Void, 1),
+        // argument 0 is mig_data
+        row(
+            "vfio_ap_release_stop_copy_file",
+            Other,
+            Held,
+            NoMdev,
+            Void,
+            1,
+        ),
+        row(
+            "vfio_ap_release_resuming_file",
+            Other,
+            Held,
+            NoMdev,
+            Void,
+            1,
+        ),
+        row("vfio_ap_get_config", Other, Held, Object, Int, 1),
+        row("allocate_ap_config", Other, NO_LOCK, NoMdev, Ssize, 3),
+        row("do_post_copy_validation", Other, NO_LOCK, NoMdev, Int, 2),
+        row("vfio_ap_set_new_guest_config", Other, Held, Object, Int, 2),
+    ]
+}
 
 /// `vfio_ap_set_state.isra.0` → (`vfio_ap_set_state`, true).
 pub fn strip_clone_suffix(name: &str) -> (&str, bool) {
@@ -477,16 +547,12 @@ mod tests {
         let text = r#"
 base = "vfio_ap"
 [[function]]
-name = "vfio_ap_reset_migration_state"
+name = "vfio_ap_mdev_reset_queues"
 role = "reset"
 lock = "held"
 "#;
         let p = Profile::from_toml(text, "x.toml").unwrap();
-        let added = p
-            .functions
-            .iter()
-            .find(|f| f.name == "vfio_ap_reset_migration_state")
-            .unwrap();
+        let added = p.function("vfio_ap_mdev_reset_queues").unwrap();
         assert_eq!(added.role, Role::Reset);
         assert_eq!(added.lock, LockContract::Held);
         assert_eq!(p.functions.len(), Profile::vfio_ap().functions.len() + 1);
@@ -563,6 +629,49 @@ ret = "int"
         assert_eq!(
             Profile::from_toml(&text, "edited.toml").unwrap(),
             Profile::vfio_ap()
+        );
+    }
+
+    #[test]
+    fn the_series_functions_are_optional_rows_with_their_contracts() {
+        let p = Profile::vfio_ap();
+        let row = |n: &str| p.function(n).unwrap_or_else(|| panic!("{n} missing"));
+        for name in [
+            "vfio_ap_open_file_stream",
+            "vfio_ap_stop_copy_read",
+            "vfio_ap_resuming_write",
+            "vfio_ap_release_mig_file",
+            "vfio_ap_release_mig_files",
+            "vfio_ap_get_config",
+            "allocate_ap_config",
+            "vfio_ap_release_stop_copy_file",
+            "vfio_ap_release_resuming_file",
+            "vfio_ap_reset_migration_state",
+            "vfio_ap_transition_to_state",
+        ] {
+            assert!(row(name).optional, "{name} must be allowed to be absent");
+        }
+        assert_eq!(row("vfio_ap_transition_to_state").lock, LockContract::Held);
+        assert_eq!(
+            row("vfio_ap_transition_to_state").ret_type(),
+            RetType::Pointer
+        );
+        assert_eq!(row("vfio_ap_set_state").lock, LockContract::NotHeld);
+        assert_eq!(row("vfio_ap_get_state").lock, LockContract::NotHeld);
+        assert_eq!(row("vfio_ap_reset_migration_state").role, Role::Reset);
+        assert_eq!(row("vfio_ap_stop_copy_read").ret_type(), RetType::Ssize);
+        assert_eq!(row("vfio_ap_stop_copy_read").mdev, MdevArg::None);
+        assert_eq!(row("vfio_ap_release_mig_file").lock, LockContract::NotHeld);
+        assert_eq!(
+            row("vfio_ap_release_resuming_file").lock,
+            LockContract::Held
+        );
+        // the seed patch's functions stay required
+        assert!(!row("vfio_ap_init_migration_data").optional);
+        assert!(
+            p.functions.len() <= tracer_common::FUNC_SLOTS as usize,
+            "the probes have {} function slots",
+            tracer_common::FUNC_SLOTS
         );
     }
 

@@ -100,8 +100,8 @@ fn steps_along_direct_arcs_are_clean() {
         LockObs::NotChecked,
         None,
     )
-    .call(QEMU, "vfio_ap_transition_to_state", &[MDEV, 1], 0)
-    .call(QEMU, "vfio_ap_transition_to_state", &[MDEV, 3], 0)
+    .call_locked(QEMU, "vfio_ap_transition_to_state", &[MDEV, 1], 0)
+    .call_locked(QEMU, "vfio_ap_transition_to_state", &[MDEV, 3], 0)
     .exit(QEMU, "vfio_ap_set_state", MDEV, FILE as i64, None);
     assert!(s.audit().findings().is_empty());
 }
@@ -117,7 +117,7 @@ fn an_accepted_bad_request_taken_in_one_bad_step_is_one_finding() {
         LockObs::NotChecked,
         None,
     )
-    .call(QEMU, "vfio_ap_transition_to_state", &[MDEV, 6], 0)
+    .call_locked(QEMU, "vfio_ap_transition_to_state", &[MDEV, 6], 0)
     .exit(QEMU, "vfio_ap_set_state", MDEV, 0, None);
     let a = s.audit();
     assert!(only(&a, Kind::InvalidMigrationArc)

@@ -97,6 +97,18 @@ impl Script {
             .exit(pid, func, args[0], ret, None)
     }
 
+    /// A call made with mdevs_lock held by the caller (a function that asserts it).
+    pub(crate) fn call_locked(
+        &mut self,
+        pid: u32,
+        func: &str,
+        args: &[u64],
+        ret: i64,
+    ) -> &mut Self {
+        self.enter(pid, func, args, LockObs::HeldByCurrent, None)
+            .exit(pid, func, args[0], ret, None)
+    }
+
     pub(crate) fn create(&mut self) -> &mut Self {
         self.enter(100, "vfio_ap_mdev_probe", &[MDEV_DEV], LockObs::Free, None)
             .call(100, "vfio_ap_mdev_init_dev", &[MDEV], 0)
