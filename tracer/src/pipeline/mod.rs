@@ -20,6 +20,8 @@ pub trait Sink {
     fn on_finding(&mut self, _finding: &Finding) {}
     /// The source is idle: a chance to catch up with the auditor's state.
     fn on_idle(&mut self, _auditor: &Auditor) {}
+    /// The probes (re)attached: what each could attach, and what a degraded one cannot see.
+    fn on_probes(&mut self, _probes: &[crate::recording::ProbeStatus]) {}
 }
 
 /// Where events go once ordered.
@@ -56,6 +58,13 @@ impl Pipeline {
     /// the module is first attached, so the header carries its symbols and probes).
     pub fn set_recorder(&mut self, w: Writer<File>) {
         self.recorder = Some(w);
+    }
+
+    /// Tells the sinks which probes attached, and how.
+    pub fn probes_attached(&mut self, probes: &[crate::recording::ProbeStatus]) {
+        for s in &mut self.sinks {
+            s.on_probes(probes);
+        }
     }
 
     pub fn has_recorder(&self) -> bool {

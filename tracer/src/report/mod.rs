@@ -56,7 +56,8 @@ fn kinds_named(detail: &str) -> Vec<&'static str> {
         .collect()
 }
 
-fn undetected(probes: &[ProbeStatus]) -> Vec<Undetected> {
+/// The degraded probes among `probes`, with the finding kinds each could not detect.
+pub fn undetected(probes: &[ProbeStatus]) -> Vec<Undetected> {
     probes
         .iter()
         .filter(|p| p.state == crate::recording::ProbeState::Degraded)

@@ -33,6 +33,8 @@ pub enum AppEvent {
     Data(Box<Update>),
     /// The source stopped without a last update (a live run that failed to start).
     Ended,
+    /// The live agent (re)attached its probes: the probes view and the degraded line.
+    Probes(Vec<ProbeStatus>),
     /// SIGTERM / SIGHUP / SIGINT: leave cleanly.
     Terminate,
 }
@@ -187,6 +189,10 @@ impl App {
         match ev {
             AppEvent::Tick => false,
             AppEvent::Resize => true,
+            AppEvent::Probes(p) => {
+                self.info.probes = p;
+                true
+            }
             AppEvent::Terminate => {
                 self.quit = true;
                 true

@@ -124,6 +124,10 @@ impl Sink for ScreenSink {
         }
     }
 
+    fn on_probes(&mut self, probes: &[crate::recording::ProbeStatus]) {
+        let _ = self.app.send(AppEvent::Probes(probes.to_vec()));
+    }
+
     fn on_idle(&mut self, auditor: &Auditor) {
         self.publish(auditor);
     }

@@ -14,6 +14,7 @@
 //! [`AppEvent`]s.
 
 pub mod app;
+mod degraded;
 pub mod engine;
 mod error;
 pub mod feed;

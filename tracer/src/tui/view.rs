@@ -48,8 +48,9 @@ fn severity_style(s: Severity) -> Style {
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
+        let degraded = super::degraded::status_line(&self.info.probes);
         let [header, tabs, main, spark, footer] = Layout::vertical([
-            Constraint::Length(1),
+            Constraint::Length(1 + u16::from(degraded.is_some())),
             Constraint::Length(1),
             Constraint::Min(6),
             Constraint::Length(4),
@@ -57,6 +58,10 @@ impl Widget for &App {
         ])
         .areas(area);
         self.render_header(header, buf);
+        if let Some(line) = degraded {
+            let [_, below] = Layout::vertical([Constraint::Length(1); 2]).areas(header);
+            line.render(below, buf);
+        }
         Tabs::new(
             View::ALL
                 .iter()
@@ -70,7 +75,13 @@ impl Widget for &App {
             View::Mdevs => self.render_mdevs(main, buf),
             View::Findings => self.render_findings(main, buf),
             View::Events => self.render_events(main, buf),
-            View::Probes => self.render_probes(main, buf),
+            View::Probes => {
+                let (table, panel) = super::degraded::split_probes_view(main, &self.info.probes);
+                self.render_probes(table, buf);
+                if let Some(panel) = panel {
+                    super::degraded::render_panel(&self.info.probes, panel, buf);
+                }
+            }
         }
         self.render_sparklines(spark, buf);
         self.render_footer(footer, buf);

@@ -215,6 +215,7 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
                     if let Some((m, _)) = &metrics {
                         m.set_probes(&a.statuses);
                     }
+                    pipeline.probes_attached(&a.statuses);
                     if !pipeline.has_recorder() {
                         if let Some(path) = &opts.record {
                             let w = Writer::create(path, &header, opts.force).map_err(
