@@ -92,28 +92,33 @@ impl Lcg {
     }
 }
 
-#[test]
-fn a_jsonl_in_arrival_order_and_its_import_report_as_the_ordered_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let ordered = dir.path().join("ordered.jsonl");
-    export(&root().join("samples/synthetic-mixed.aptr"), &ordered);
-    let text = std::fs::read_to_string(&ordered).unwrap();
+/// `text` (a header line, then events) as another tool writing in arrival order would leave
+/// it: each event moved by up to 12 places (a few µs: far inside the 50 ms window), without
+/// its seq.
+fn arrival_order(text: &str) -> String {
     let mut lines: Vec<&str> = text.lines().collect();
-    // Each event moves by up to 12 places (a few µs: far inside the 50 ms window), and
-    // loses its seq, as another tool writing in arrival order would leave it.
     let mut rng = Lcg(42);
     for i in 1..lines.len() {
         let j = (i + rng.below(13) as usize).min(lines.len() - 1);
         lines.swap(i, j);
     }
-    let shuffled_text: String = lines
+    lines
         .iter()
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
             v.as_object_mut().unwrap().remove("seq");
             format!("{v}\n")
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_jsonl_in_arrival_order_and_its_import_report_as_the_ordered_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ordered = dir.path().join("ordered.jsonl");
+    export(&root().join("samples/synthetic-mixed.aptr"), &ordered);
+    let text = std::fs::read_to_string(&ordered).unwrap();
+    let shuffled_text = arrival_order(&text);
     assert_ne!(shuffled_text, text);
     let shuffled = dir.path().join("shuffled.jsonl");
     std::fs::write(&shuffled, shuffled_text).unwrap();
@@ -347,4 +352,90 @@ fn the_readme_says_on_its_first_screen_where_the_samples_come_from() {
     assert!(first.contains("not from real IBM Z hardware"), "{first}");
     assert!(first.contains("model of the vfio_ap driver"), "{first}");
     assert!(first.contains("Debian's s390x"), "{first}");
+}
+
+/// `report -`: JSON lines in arrival order on standard input are ordered as a file is.
+#[test]
+fn report_dash_orders_json_lines_in_arrival_order_as_a_file() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let ordered = dir.path().join("ordered.jsonl");
+    export(&root().join("samples/synthetic-mixed.aptr"), &ordered);
+    let shuffled = arrival_order(&std::fs::read_to_string(&ordered).unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aptrace"))
+        .args(["report", "--format", "json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(shuffled.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let (code, want) = json_report(&ordered);
+    assert_eq!(out.status.code(), Some(code));
+    assert!(!findings(&want).is_empty());
+    assert!(
+        whole_findings(&got) == whole_findings(&want),
+        "findings differ"
+    );
+    assert_eq!(got["complete"], true);
+}
+
+/// `tui` and `replay` load JSON lines through the same window: the events they play are the
+/// ordered file's, numbered alike.
+#[test]
+fn tui_and_replay_load_json_lines_in_arrival_order_as_the_ordered_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ordered = dir.path().join("ordered.jsonl");
+    export(&root().join("samples/synthetic-mixed.aptr"), &ordered);
+    let shuffled = dir.path().join("shuffled.jsonl");
+    std::fs::write(
+        &shuffled,
+        arrival_order(&std::fs::read_to_string(&ordered).unwrap()),
+    )
+    .unwrap();
+    let want = tracer::input::load(&ordered).unwrap().events;
+    let got = tracer::input::load(&shuffled).unwrap().events;
+    assert!(want.len() > 100);
+    assert!(got == want, "the loaded events differ");
+}
+
+/// A source that lost only its end marker, nothing found: exit status 3 from its JSON lines
+/// and from their import, which has no end marker either.
+#[test]
+fn a_clean_source_without_end_marker_exits_3_after_export_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = tracer::input::load(&root().join("samples/synthetic-clean.aptr")).unwrap();
+    let whole = dir.path().join("clean.aptr");
+    let mut w = tracer::recording::Writer::create(&whole, &loaded.header, false).unwrap();
+    for e in &loaded.events {
+        w.push(e).unwrap();
+    }
+    w.finish().unwrap();
+    assert_eq!(json_report(&whole).0, 0);
+    let cut = dir.path().join("cut.aptr");
+    std::fs::write(&cut, without_end_marker(&std::fs::read(&whole).unwrap())).unwrap();
+    let jl = dir.path().join("cut.jsonl");
+    export(&cut, &jl);
+    let copy = dir.path().join("cut-copy.aptr");
+    import(&jl, &copy);
+    for f in [&cut, &jl, &copy] {
+        let (code, v) = json_report(f);
+        assert_eq!(code, 3, "{}", f.display());
+        assert_eq!(v["complete"], false, "{}", f.display());
+        assert!(
+            findings(&v).is_empty(),
+            "{}: {:?}",
+            f.display(),
+            findings(&v)
+        );
+    }
 }
