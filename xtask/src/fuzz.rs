@@ -13,7 +13,7 @@ use tracer::recording::{Recording, Writer};
 use crate::{cmd, provision, root, toolchain};
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
-pub const TARGETS: &[&str] = &["recording", "chunk", "abi", "jsonl"];
+pub const TARGETS: &[&str] = &["recording", "chunk", "abi", "jsonl", "jsonl_order"];
 
 #[derive(clap::Args)]
 pub struct FuzzArgs {
@@ -210,12 +210,25 @@ fn write_seeds(dir: &Path) -> Result<()> {
         let mut jl = Vec::new();
         tracer::jsonl::write_jsonl(&mut jl, &r.header, events)?;
         write_seed(&dir.join("jsonl"), &format!("{name}.jsonl"), &jl)?;
+        // The same events in the order a second CPU's buffer might deliver them: a swap of
+        // each neighbouring pair, for the reorder window to put back.
+        let mut swapped = Vec::new();
+        let mut events = tracer::jsonl::read_jsonl(&jl[..], &name)?.events;
+        events.chunks_mut(2).for_each(|p| p.reverse());
+        tracer::jsonl::write_jsonl(&mut swapped, &r.header, events)?;
+        write_seed(&dir.join("jsonl_order"), &format!("{name}.jsonl"), &jl)?;
+        write_seed(
+            &dir.join("jsonl_order"),
+            &format!("swapped-{name}.jsonl"),
+            &swapped,
+        )?;
     }
     let mut jsonl = files_in(&root.join("tracer/tests/scenarios"), "jsonl");
     jsonl.extend(files_in(&root.join("tracer/tests/fixtures"), "jsonl"));
     for p in &jsonl {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
         write_seed(&dir.join("jsonl"), &name, &std::fs::read(p)?)?;
+        write_seed(&dir.join("jsonl_order"), &name, &std::fs::read(p)?)?;
     }
     for (name, data) in abi_records()? {
         write_seed(&dir.join("abi"), &name, &data)?;
@@ -308,7 +321,7 @@ pub fn run(args: FuzzArgs) -> Result<()> {
             .arg(format!("-timeout={}", args.timeout))
             .arg("-print_final_stats=1")
             // Whole JSON-lines seeds take ~10 ms an input under ASan: mutate short ones.
-            .args((t == "jsonl").then_some("-max_len=4096"))
+            .args(t.starts_with("jsonl").then_some("-max_len=4096"))
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
         eprintln!(
