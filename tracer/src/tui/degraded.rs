@@ -64,13 +64,24 @@ fn reasons(probes: &[ProbeStatus]) -> Vec<(String, Vec<String>)> {
 }
 
 /// Splits the probes view's `area` into the table and, for a degraded source, a panel under
-/// it: two lines a reason (the probe list wraps), two for the border, at most half the area.
+/// it: the lines its reasons wrap to, two for the border, at most half the area.
 pub fn split_probes_view(area: Rect, probes: &[ProbeStatus]) -> (Rect, Option<Rect>) {
-    let n = reasons(probes).len() as u16;
-    if n == 0 {
+    let reasons = reasons(probes);
+    if reasons.is_empty() {
         return (area, None);
     }
-    let want = (2 * n + 2).min(area.height / 2);
+    // The lines each reason wraps to (word wrapping may take one more), inside the border.
+    let width = usize::from(area.width.saturating_sub(2)).max(1);
+    let lines: usize = reasons
+        .iter()
+        .map(|(why, names)| {
+            let chars = why.chars().count() + 5 + names.iter().map(|n| n.len() + 2).sum::<usize>();
+            chars.div_ceil(width) + 1
+        })
+        .sum();
+    let want = u16::try_from(lines + 2)
+        .unwrap_or(u16::MAX)
+        .min(area.height / 2);
     let [table, panel] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(want)]).areas(area);
     (table, Some(panel))
