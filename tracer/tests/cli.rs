@@ -471,3 +471,42 @@ fn the_printed_profile_is_a_file_report_takes_back() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("p.toml"));
 }
+
+/// The README's exit-status table says what the code returns: one row per status, in the
+/// order of the constants, each meaning matching the report's verdict.
+#[test]
+fn the_readme_exit_status_table_matches_the_code() {
+    use tracer::report::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_INCOMPLETE, EXIT_UNREADABLE};
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let rows: Vec<(u8, String)> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| status | meaning |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].parse().unwrap(), cells[2].to_string())
+        })
+        .collect();
+    let statuses: Vec<u8> = rows.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        [EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNREADABLE, EXIT_INCOMPLETE]
+    );
+    assert!(rows[1].1.contains("events-lost"), "{:?}", rows[1]);
+    assert!(rows[2].1.contains("empty file"), "{:?}", rows[2]);
+    assert!(rows[3].1.contains("incomplete"), "{:?}", rows[3]);
+    // The samples behave as the table says.
+    assert_eq!(
+        aptrace(&["report", &path("samples/clean.aptr")])
+            .status
+            .code(),
+        Some(EXIT_CLEAN.into())
+    );
+    assert_eq!(
+        aptrace(&["report", &path("samples/leak.aptr")])
+            .status
+            .code(),
+        Some(EXIT_FINDINGS.into())
+    );
+}
