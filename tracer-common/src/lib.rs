@@ -84,7 +84,7 @@ pub struct RecordHeader {
 pub struct FuncEntry {
     pub header: RecordHeader,
     /// Address of the probed function: the one userspace bound the probe's slot to in
-    /// `FUNC_SLOTS_MAP` (not `bpf_get_func_ip`, missing before 5.15).
+    /// [`ProbeConfig::slots`] (not `bpf_get_func_ip`, missing before 5.15).
     pub func_ip: u64,
     /// The first [`MAX_ARGS`] argument registers.
     pub args: [u64; MAX_ARGS],
@@ -140,8 +140,8 @@ pub struct FreeRecord {
     pub _pad: [u8; 7],
 }
 
-/// What the probes of one function do, at the function's slot in the `FUNC_CONFIG` array
-/// (the slot's function address is in `FUNC_SLOTS_MAP`). Set by userspace from the
+/// What the probes of one function do, in the function's [`SlotConfig`] of
+/// [`ProbeConfig::slots`]. Set by userspace from the
 /// profile, so a profile file can add a function without rebuilding the eBPF object.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -185,7 +185,7 @@ pub struct NameRecord {
 
 /// Number of generic function probe slots (a kprobe `enter_NN` and a kretprobe `leave_NN`
 /// each). Userspace binds slot N to a function by attaching its two programs there and
-/// writing the function's address into `FUNC_SLOTS_MAP[N]`.
+/// writing the function's address into `ProbeConfig::slots[N]`.
 pub const FUNC_SLOTS: u32 = 32;
 
 /// Values of [`FuncConfig::check_lock`]. The probe never judges; it only takes a stack
