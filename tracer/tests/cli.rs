@@ -2,23 +2,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use common::{aptrace, root};
 
-fn aptrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aptrace"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run aptrace")
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use std::process::Command;
 
 fn path(rel: &str) -> String {
     root().join(rel).display().to_string()

@@ -1,14 +1,8 @@
 //! Command-line checks a user meets before any tracing: `--offset` names, man pages.
 
-use std::process::{Command, Output};
+mod common;
 
-fn aptrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aptrace"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run aptrace")
-}
+use common::aptrace;
 
 #[test]
 fn an_offset_for_a_member_the_profile_does_not_read_is_refused_with_the_known_ones() {

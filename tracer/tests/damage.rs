@@ -8,21 +8,15 @@
 
 mod common;
 
+use common::{aptrace, root};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
 /// A format 1.0 recording (no end marker), as shipped.
 const SAMPLE: &str = "samples/synthetic-mixed.aptr";
 const SYNC: [u8; 8] = *b"\xf5\x0bAPCHK\x9e";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn le32(b: &[u8]) -> usize {
     u32::from_le_bytes(b[..4].try_into().unwrap()) as usize
@@ -112,14 +106,6 @@ fn assert_status(run: &Run, what: &str) {
         0
     };
     assert_eq!(run.code, want, "{what}: {}", run.stderr);
-}
-
-fn aptrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aptrace"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run aptrace")
 }
 
 fn skipped(run: &Run) -> u64 {

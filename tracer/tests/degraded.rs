@@ -1,16 +1,11 @@
 //! A run whose probes attached degraded says so in every report made from it: which finding
 //! kinds it could not detect and why, on the first lines when nothing was found.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn aptrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aptrace"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run aptrace")
-}
+use common::aptrace;
+
+use std::path::{Path, PathBuf};
 
 fn scenario() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/degraded-clean.jsonl")

@@ -2,23 +2,12 @@
 //! report as the ordered file does, and export → import keeps what a recording says about
 //! itself (damage, a missing end marker, every loss counted once).
 
+mod common;
+
+use common::{aptrace, root};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn aptrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aptrace"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run aptrace")
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -1,12 +1,30 @@
 //! Samples and helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use tracer::model::Event;
 use tracer::profile::Profile;
 use tracer::recording::{Header, ProbeState, ProbeStatus, Writer};
 use tracer::synth::{Fault, Generator};
+
+/// Runs the `aptrace` binary built for these tests, with warnings only in its log.
+pub fn aptrace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aptrace"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run aptrace")
+}
+
+/// The repository's top folder (samples/, docs/, README.md).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
 
 /// The UUID the generator gives the mdev of life `i`.
 pub fn uuid_of(i: u64) -> String {
