@@ -162,6 +162,12 @@ pub struct FunctionSpec {
     pub role: Role,
     #[serde(default)]
     pub lock: LockContract,
+    /// Declared locks the function takes (beyond the probed lock of `lock = "not-held"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub takes: Vec<String>,
+    /// Declared locks the function asserts held (beyond the probed lock of `lock = "held"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
     #[serde(default)]
     pub mdev: MdevArg,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,6 +197,63 @@ impl FunctionSpec {
     pub fn ret_type(&self) -> RetType {
         self.ret.unwrap_or_else(|| self.role.default_ret())
     }
+
+    /// Every lock the function takes: its `takes`, and the probed lock when its contract
+    /// is `not-held` (what `lock` has always meant).
+    pub fn locks_taken<'a>(&'a self, probed: &'a str) -> Vec<&'a str> {
+        let implied = (self.lock == LockContract::NotHeld).then_some(probed);
+        with_implied(&self.takes, implied)
+    }
+
+    /// Every lock the function asserts held: its `holds`, and the probed lock when its
+    /// contract is `held`.
+    pub fn locks_held<'a>(&'a self, probed: &'a str) -> Vec<&'a str> {
+        let implied = (self.lock == LockContract::Held).then_some(probed);
+        with_implied(&self.holds, implied)
+    }
+}
+
+fn with_implied<'a>(listed: &'a [String], implied: Option<&'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = listed.iter().map(String::as_str).collect();
+    if let Some(l) = implied.filter(|l| !out.contains(l)) {
+        out.push(l);
+    }
+    out
+}
+
+/// The kind of a declared lock. Only mutexes: a reader-writer semaphore has no owner for
+/// its readers, so its owner word cannot say who holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockKind {
+    #[default]
+    Mutex,
+}
+
+/// A lock the profile names, and where its owner word is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockSpec {
+    /// The lock class's name, as `takes`, `holds` and `lock_order` use it.
+    pub name: String,
+    #[serde(default)]
+    pub kind: LockKind,
+    /// A global symbol the path starts from (a pointer variable, or the lock itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+    /// Or the function argument the path starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<u8>,
+    /// `struct.member` steps from the start to the lock, each but the last a pointer to
+    /// follow; empty when the symbol is the lock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<String>,
+    /// The owner word's offset inside the lock, when not the mutex's usual 0 (PREEMPT_RT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_offset: Option<u32>,
+    /// The mask that leaves the owner's task pointer, when not the mutex's usual one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_mask: Option<u64>,
 }
 
 /// A driver's profile.
@@ -205,6 +268,12 @@ pub struct Profile {
     pub lock_holder_symbol: String,
     /// `struct.member` of the lock inside it.
     pub lock_field: String,
+    /// The documented order of declared locks, outermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lock_order: Vec<String>,
+    /// The declared locks. Absent in older profiles, which know the probed lock only.
+    #[serde(default, rename = "lock", skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<LockSpec>,
     #[serde(rename = "function")]
     pub functions: Vec<FunctionSpec>,
 }
@@ -235,6 +304,8 @@ impl Profile {
             name: name.to_string(),
             role,
             lock,
+            takes: Vec::new(),
+            holds: Vec::new(),
             mdev,
             read: None,
             stack: false,
@@ -257,7 +328,12 @@ impl Profile {
                 NO_LOCK,
                 MdevArg::Object,
             ),
-            f("vfio_ap_mdev_open_device", Open, NotHeld, MdevArg::Object),
+            // open and close set or unset the KVM pointer under get_update_locks_for_kvm:
+            // guests_lock, then kvm->lock, then mdevs_lock.
+            FunctionSpec {
+                takes: kvm_update_locks(),
+                ..f("vfio_ap_mdev_open_device", Open, NotHeld, MdevArg::Object)
+            },
             FunctionSpec {
                 read: Some(mig_data_at(ReadAt::Exit)),
                 stack: true,
@@ -277,7 +353,10 @@ impl Profile {
                     MdevArg::Object,
                 )
             },
-            f("vfio_ap_mdev_close_device", Close, NotHeld, MdevArg::Object),
+            FunctionSpec {
+                takes: kvm_update_locks(),
+                ..f("vfio_ap_mdev_close_device", Close, NotHeld, MdevArg::Object)
+            },
             f("vfio_ap_mdev_remove", Remove, NotHeld, MdevArg::MdevDevice),
             FunctionSpec {
                 stack: true,
@@ -313,8 +392,72 @@ impl Profile {
             migration_flags: VFIO_MIGRATION_STOP_COPY,
             lock_holder_symbol: "matrix_dev".to_string(),
             lock_field: "ap_matrix_dev.mdevs_lock".to_string(),
+            lock_order: ["ap_attr_mutex", "guests_lock", "kvm_lock", "mdevs_lock"]
+                .map(String::from)
+                .to_vec(),
+            locks: builtin_locks(),
             functions,
         }
+    }
+
+    /// The name of the lock the probes read at entry (the one `lock = held|not-held` is
+    /// about): the declared lock at `lock_holder_symbol` → `lock_field`, or, in a profile
+    /// that declares none, the member's own name.
+    pub fn probed_lock(&self) -> &str {
+        self.locks
+            .iter()
+            .find(|l| {
+                l.symbol.as_deref() == Some(self.lock_holder_symbol.as_str())
+                    && l.path == [self.lock_field.as_str()]
+            })
+            .map(|l| l.name.as_str())
+            .unwrap_or_else(|| {
+                self.lock_field
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(&self.lock_field)
+            })
+    }
+
+    /// Every lock name `takes`, `holds` and `lock_order` use is declared, once, with one
+    /// start (a symbol or an argument).
+    fn check_locks(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for l in &self.locks {
+            if l.name.is_empty() || !seen.insert(l.name.as_str()) {
+                return Err(format!("lock {:?} is declared twice or unnamed", l.name));
+            }
+            match (&l.symbol, l.arg) {
+                (Some(_), None) => {}
+                (None, Some(_)) if !l.path.is_empty() => {}
+                _ => {
+                    return Err(format!(
+                        "lock {:?} needs either `symbol` or `arg` and a `path`",
+                        l.name
+                    ))
+                }
+            }
+        }
+        let probed = self.probed_lock();
+        let known = |n: &str| n == probed || seen.contains(n);
+        let uses = self.functions.iter().flat_map(|f| {
+            f.takes
+                .iter()
+                .chain(&f.holds)
+                .map(move |l| (format!("function {}", f.name), l))
+        });
+        let order = self
+            .lock_order
+            .iter()
+            .map(|l| ("lock_order".to_string(), l));
+        for (who, lock) in uses.chain(order) {
+            if !known(lock) {
+                return Err(format!(
+                    "{who} names lock {lock:?}, which no [[lock]] declares"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The built-in row of `name`, if the profile has one.
@@ -336,6 +479,9 @@ impl Profile {
             migration_flags: Option<u32>,
             lock_holder_symbol: Option<String>,
             lock_field: Option<String>,
+            lock_order: Option<Vec<String>>,
+            #[serde(default)]
+            lock: Vec<LockSpec>,
             #[serde(default)]
             function: Vec<FunctionSpec>,
         }
@@ -366,6 +512,8 @@ impl Profile {
                         .lock_field
                         .clone()
                         .ok_or_else(|| missing("lock_field"))?,
+                    lock_order: Vec::new(),
+                    locks: Vec::new(),
                     functions: Vec::new(),
                 }
             }
@@ -385,6 +533,15 @@ impl Profile {
         if let Some(v) = file.lock_field {
             profile.lock_field = v;
         }
+        if let Some(v) = file.lock_order {
+            profile.lock_order = v;
+        }
+        for lock in file.lock {
+            match profile.locks.iter_mut().find(|l| l.name == lock.name) {
+                Some(existing) => *existing = lock,
+                None => profile.locks.push(lock),
+            }
+        }
         for row in file.function {
             if row.name.is_empty() {
                 return Err(parse_err("a [[function]] row has an empty name".into()));
@@ -394,6 +551,7 @@ impl Profile {
                 None => profile.functions.push(row),
             }
         }
+        profile.check_locks().map_err(parse_err)?;
         Ok(profile)
     }
 
@@ -449,8 +607,62 @@ const EDITABLE_HEADER: &str = "\
 #   read      { field = \"struct.member\", arg = N, at = \"entry\"|\"exit\", size = 8 }
 #   stack     true: take a kernel stack at entry
 #   optional  true: a kernel without this function (or with it inlined) is normal
+#   takes     declared locks the function takes, e.g. [\"guests_lock\"] (not-held adds
+#             the probed lock)
+#   holds     declared locks the function asserts held (held adds the probed lock)
+#
+# [[lock]] keys: name; symbol (a global) or arg (an argument number); path, the
+# \"struct.member\" steps to the lock (each but the last a pointer); kind = \"mutex\";
+# owner_offset and owner_mask when not the mutex's usual ones.
+# lock_order: the documented order of declared locks, outermost first; an order edge
+# against it is a lock-order finding, as is any cycle of order edges.
 
 ";
+/// The locks of the driver's documented order, and the VFIO core's device-set lock that
+/// registration and open/close take or assert.
+fn builtin_locks() -> Vec<LockSpec> {
+    let lock = |name: &str, symbol: Option<&str>, arg: Option<u8>, path: &[&str]| LockSpec {
+        name: name.to_string(),
+        kind: LockKind::Mutex,
+        symbol: symbol.map(String::from),
+        arg,
+        path: path.iter().map(|p| p.to_string()).collect(),
+        owner_offset: None,
+        owner_mask: None,
+    };
+    vec![
+        lock("ap_attr_mutex", Some("ap_attr_mutex"), None, &[]),
+        lock(
+            "guests_lock",
+            Some("matrix_dev"),
+            None,
+            &["ap_matrix_dev.guests_lock"],
+        ),
+        lock(
+            "kvm_lock",
+            None,
+            Some(0),
+            &["ap_matrix_mdev.kvm", "kvm.lock"],
+        ),
+        lock(
+            "mdevs_lock",
+            Some("matrix_dev"),
+            None,
+            &["ap_matrix_dev.mdevs_lock"],
+        ),
+        lock(
+            "dev_set_lock",
+            None,
+            Some(0),
+            &["vfio_device.dev_set", "vfio_device_set.lock"],
+        ),
+    ]
+}
+
+fn kvm_update_locks() -> Vec<String> {
+    vec!["guests_lock".to_string(), "kvm_lock".to_string()]
+}
+
 /// The functions the later patches of the live-migration series add (migration files,
 /// configuration buffers, reset), as its latest revision has them. All are optional: a
 /// driver without the series has none, and the static ones may be inlined in a real build.
@@ -466,6 +678,8 @@ fn series_functions() -> Vec<FunctionSpec> {
         args: Some(args),
         role,
         lock,
+        takes: Vec::new(),
+        holds: Vec::new(),
         mdev,
         read: None,
         stack: false,

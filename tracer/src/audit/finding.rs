@@ -17,6 +17,7 @@ pub enum Kind {
     UnknownFree,
     LockNotHeld,
     SelfDeadlock,
+    LockOrder,
     LifecycleOrder,
     UseAfterRelease,
     InvalidMigrationArc,
@@ -25,13 +26,14 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Leak,
         Kind::OverwriteLeak,
         Kind::DoubleFree,
         Kind::UnknownFree,
         Kind::LockNotHeld,
         Kind::SelfDeadlock,
+        Kind::LockOrder,
         Kind::LifecycleOrder,
         Kind::UseAfterRelease,
         Kind::InvalidMigrationArc,
@@ -48,6 +50,7 @@ impl Kind {
             Kind::UnknownFree => "unknown-free",
             Kind::LockNotHeld => "lock-not-held",
             Kind::SelfDeadlock => "self-deadlock",
+            Kind::LockOrder => "lock-order",
             Kind::LifecycleOrder => "lifecycle-order",
             Kind::UseAfterRelease => "use-after-release",
             Kind::InvalidMigrationArc => "invalid-migration-arc",

@@ -12,6 +12,7 @@ mod lifecycle;
 mod locks;
 mod losses;
 pub mod migration;
+mod order;
 pub mod stats;
 mod trust;
 mod views;
@@ -27,6 +28,7 @@ use ledger::{Allocation, Freed};
 use lifecycle::Mdev;
 pub use lifecycle::{MdevView, Phase, TimelineEntry};
 use migration::MigState;
+pub use order::OrderEdge;
 pub use stats::{FunctionStats, Histogram};
 pub use views::{Snapshot, Summary, UnfinishedCall};
 
@@ -86,6 +88,8 @@ pub struct Auditor {
     /// The last untrusted call by the mdev of its enclosing calls (None: no mdev known).
     untrusted: FastMap<Option<u64>, trust::Untrusted>,
     mdevs_seen: u64,
+    /// Lock order edges across every task.
+    order: order::OrderGraph,
 }
 
 /// The function of a call event, sharing the event's string.
@@ -105,6 +109,7 @@ impl Auditor {
         let functions = vec![FunctionStats::default(); profile.functions.len()];
         Auditor {
             calls: Calls::new(&profile),
+            order: order::OrderGraph::new(&profile),
             profile,
             mdevs: FastMap::default(),
             past: BTreeMap::new(),
@@ -224,15 +229,37 @@ impl Auditor {
         trigger: &Event,
         function: Option<Arc<str>>,
         message: String,
+        evidence: Vec<Event>,
+        stack: Vec<Arc<str>>,
+    ) {
+        self.raise_doubted(
+            kind, mdev, trigger, function, message, evidence, stack, None,
+        )
+    }
+
+    /// [`Auditor::raise`] with a reason of the rule's own to doubt the finding (`doubt`),
+    /// which wins over the window's.
+    #[allow(clippy::too_many_arguments)]
+    fn raise_doubted(
+        &mut self,
+        kind: Kind,
+        mdev: Option<u64>,
+        trigger: &Event,
+        function: Option<Arc<str>>,
+        message: String,
         mut evidence: Vec<Event>,
         stack: Vec<Arc<str>>,
+        doubt: Option<String>,
     ) {
         if !evidence.iter().any(|e| e.seq == trigger.seq) {
             evidence.push(trigger.clone());
         }
         evidence.sort_by_key(|e| e.seq);
+        evidence.dedup_by_key(|e| e.seq);
         let first = evidence.first().map(|e| e.seq).unwrap_or(trigger.seq);
-        let uncertainty = if kind == Kind::EventsLost {
+        let uncertainty = if doubt.is_some() {
+            doubt
+        } else if kind == Kind::EventsLost {
             None
         } else if self.last_loss_seq.is_some_and(|l| l >= first) {
             Some("events were lost meanwhile".to_string())
@@ -334,6 +361,7 @@ impl Auditor {
             return;
         }
         self.check_lock(ev, &mut frame, lock, stack, &func);
+        self.check_order(ev, &frame, lock, stack, &func);
         self.touch_at_entry(ev, &frame, &func);
         if let Some(ptr) = frame.call.mdev {
             match role {

@@ -1,0 +1,252 @@
+//! Lock order: which declared lock a task held when it entered a function that takes
+//! another, kept as edges "A before B" across every task and time, as lockdep keeps lock
+//! classes. A cycle of edges (AB-BA included), or an edge against the profile's documented
+//! order, is a `lock-order` finding even though no deadlock happened.
+//!
+//! A task holds A at an entry when the probe's read of the owner word says so (the probed
+//! lock only), or when a call still open on its stack asserts A held (`holds`).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Auditor, Frame, Kind, TaskRef};
+use crate::model::{dec_u64, Event, LockObs};
+use crate::profile::Profile;
+
+/// One order edge with the first event that showed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OrderEdge {
+    /// The lock held.
+    pub held: Arc<str>,
+    /// The lock taken while it was held.
+    pub taken: Arc<str>,
+    /// The function that takes `taken`.
+    pub taker: Arc<str>,
+    /// The open call that asserts `held`; absent when the entry's read of the owner word
+    /// said the task held it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_in: Option<Arc<str>>,
+    pub task: TaskRef,
+    #[serde(with = "dec_u64")]
+    pub ts_ns: u64,
+    /// The sequence number of the taker's entry.
+    pub seq: u64,
+    /// The call `held_in` names is one aptrace could not trust (a compiler clone).
+    pub uncertain: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<Arc<str>>,
+    /// The entries that show it: the holder's (when a call asserts the lock) and the taker's.
+    #[serde(skip)]
+    pub evidence: Vec<Event>,
+}
+
+impl OrderEdge {
+    /// `mdevs_lock -> dev_set_lock (vfio_register_emulated_iommu_dev, pid 100, held per the
+    /// owner word)`, for messages.
+    fn describe(&self) -> String {
+        let how = match &self.held_in {
+            Some(f) => format!("inside {f}, which asserts {} held", self.held),
+            None => format!("holding {} by its owner word", self.held),
+        };
+        format!(
+            "{} -> {}: {} entered by pid {} {how}",
+            self.held, self.taken, self.taker, self.task.tid
+        )
+    }
+}
+
+/// The locks each profiled function takes and asserts, and the edges seen so far.
+pub(super) struct OrderGraph {
+    probed: Arc<str>,
+    takes: Vec<Vec<Arc<str>>>,
+    holds: Vec<Vec<Arc<str>>>,
+    /// Position in the documented order, by lock.
+    rank: HashMap<Arc<str>, usize>,
+    edges: BTreeMap<(Arc<str>, Arc<str>), OrderEdge>,
+}
+
+impl OrderGraph {
+    pub(super) fn new(profile: &Profile) -> OrderGraph {
+        let probed: Arc<str> = Arc::from(profile.probed_lock());
+        let names = |v: Vec<&str>| v.into_iter().map(Arc::from).collect();
+        OrderGraph {
+            takes: profile
+                .functions
+                .iter()
+                .map(|f| names(f.locks_taken(&probed)))
+                .collect(),
+            holds: profile
+                .functions
+                .iter()
+                .map(|f| names(f.locks_held(&probed)))
+                .collect(),
+            rank: profile
+                .lock_order
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (Arc::from(l.as_str()), i))
+                .collect(),
+            probed,
+            edges: BTreeMap::new(),
+        }
+    }
+
+    /// Every edge, ordered by (held, taken).
+    pub(super) fn edges(&self) -> impl Iterator<Item = &OrderEdge> {
+        self.edges.values()
+    }
+
+    /// The edges from `from` back to `to`, when a path of edges leads there.
+    fn path(&self, from: &Arc<str>, to: &Arc<str>) -> Option<Vec<&OrderEdge>> {
+        let mut came: HashMap<&Arc<str>, &OrderEdge> = HashMap::new();
+        let mut queue = VecDeque::from([from]);
+        while let Some(at) = queue.pop_front() {
+            if at == to {
+                let mut path = Vec::new();
+                let mut cur = to;
+                while cur != from {
+                    let e = came[cur];
+                    path.push(e);
+                    cur = &e.held;
+                }
+                path.reverse();
+                return Some(path);
+            }
+            for e in self.edges.values().filter(|e| &e.held == at) {
+                if &e.taken != from && !came.contains_key(&e.taken) {
+                    came.insert(&e.taken, e);
+                    queue.push_back(&e.taken);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Auditor {
+    /// Records the order edges of the entered call and raises `lock-order` for one that
+    /// closes a cycle or goes against the documented order. A call already found to break
+    /// its lock contract adds none: that finding says more.
+    pub(super) fn check_order(
+        &mut self,
+        ev: &Event,
+        frame: &Frame,
+        lock: LockObs,
+        stack: &[Arc<str>],
+        func: &Arc<str>,
+    ) {
+        let takes = &self.order.takes[frame.call.spec];
+        if takes.is_empty() || frame.x.lock_fault {
+            return;
+        }
+        // What the task holds: the probed lock by its read, and what open calls assert.
+        let mut held: Vec<(Arc<str>, Option<&Frame>)> = Vec::new();
+        if lock == LockObs::HeldByCurrent {
+            held.push((self.order.probed.clone(), None));
+        }
+        for f in self.calls.stack(ev.task.tid) {
+            for l in &self.order.holds[f.call.spec] {
+                if !held.iter().any(|(h, _)| h == l) {
+                    held.push((l.clone(), Some(f)));
+                }
+            }
+        }
+        let mut new = Vec::new();
+        for taken in takes {
+            for (h, by) in &held {
+                if h == taken || self.order.edges.contains_key(&(h.clone(), taken.clone())) {
+                    continue;
+                }
+                let mut evidence: Vec<Event> = by.iter().map(|f| (*f.call.enter).clone()).collect();
+                evidence.push(ev.clone());
+                new.push(OrderEdge {
+                    held: h.clone(),
+                    taken: taken.clone(),
+                    taker: func.clone(),
+                    held_in: by.map(|f| f.call.func()),
+                    task: self.task_ref(ev),
+                    ts_ns: ev.ts_ns,
+                    seq: ev.seq,
+                    uncertain: by.is_some_and(|f| !f.call.trusted),
+                    stack: stack.to_vec(),
+                    evidence,
+                });
+            }
+        }
+        for edge in new {
+            let key = (edge.held.clone(), edge.taken.clone());
+            let against = match (
+                self.order.rank.get(&edge.held),
+                self.order.rank.get(&edge.taken),
+            ) {
+                (Some(a), Some(b)) => a > b,
+                _ => false,
+            };
+            let cycle: Option<Vec<OrderEdge>> = self
+                .order
+                .path(&edge.taken, &edge.held)
+                .map(|p| p.into_iter().cloned().collect());
+            self.order.edges.insert(key, edge.clone());
+            let message = match (&cycle, against) {
+                (Some(back), _) => {
+                    // In the cycle's order, from the edge that closed it.
+                    let all: Vec<String> = [&edge]
+                        .into_iter()
+                        .chain(back)
+                        .map(OrderEdge::describe)
+                        .collect();
+                    format!(
+                        "lock order cycle {}: {}; tasks taking these locks this way can deadlock (none did)",
+                        cycle_names(back, &edge),
+                        all.join("; ")
+                    )
+                }
+                (None, true) => format!(
+                    "{} is taken while holding {}, against the documented order ({}): {}",
+                    edge.taken,
+                    edge.held,
+                    self.profile.lock_order.join(" -> "),
+                    edge.describe()
+                ),
+                (None, false) => continue,
+            };
+            let edges: Vec<&OrderEdge> = cycle.iter().flatten().chain([&edge]).collect();
+            let doubt = edges
+                .iter()
+                .find(|e| e.uncertain)
+                .and_then(|e| e.held_in.as_ref())
+                .map(|f| {
+                    format!("{f}, a call aptrace could not trust, is what says its lock was held")
+                });
+            let evidence = edges
+                .iter()
+                .flat_map(|e| e.evidence.iter().cloned())
+                .collect();
+            self.raise_doubted(
+                Kind::LockOrder,
+                frame.call.mdev,
+                ev,
+                Some(func.clone()),
+                message,
+                evidence,
+                stack.to_vec(),
+                doubt,
+            );
+        }
+    }
+
+    /// The order edges seen, with their first evidence.
+    pub fn lock_order(&self) -> Vec<OrderEdge> {
+        self.order.edges().cloned().collect()
+    }
+}
+
+/// `mdevs_lock -> dev_set_lock -> mdevs_lock`.
+fn cycle_names(back: &[OrderEdge], closing: &OrderEdge) -> String {
+    let mut names = vec![closing.held.to_string()];
+    names.push(closing.taken.to_string());
+    names.extend(back.iter().map(|e| e.taken.to_string()));
+    names.join(" -> ")
+}
