@@ -890,6 +890,83 @@ ret = "int"
     }
 
     #[test]
+    fn the_builtin_profile_declares_the_drivers_locks_and_order() {
+        let p = Profile::vfio_ap();
+        assert_eq!(p.probed_lock(), "mdevs_lock");
+        assert_eq!(
+            p.lock_order,
+            ["ap_attr_mutex", "guests_lock", "kvm_lock", "mdevs_lock"]
+        );
+        for name in ["dev_set_lock", "guests_lock", "kvm_lock", "ap_attr_mutex"] {
+            assert!(p.locks.iter().any(|l| l.name == name), "{name}");
+        }
+        let open = p.function("vfio_ap_mdev_open_device").unwrap();
+        assert_eq!(
+            open.locks_taken(p.probed_lock()),
+            ["guests_lock", "kvm_lock", "mdevs_lock"]
+        );
+        let held = p.function("vfio_ap_init_migration_data").unwrap();
+        assert_eq!(held.locks_held(p.probed_lock()), ["mdevs_lock"]);
+    }
+
+    #[test]
+    fn a_profile_without_locks_still_means_the_probed_lock() {
+        let mut old = Profile::vfio_ap();
+        old.locks.clear();
+        old.lock_order.clear();
+        for f in &mut old.functions {
+            f.takes.clear();
+        }
+        let back = Profile::from_toml(&old.to_toml(), "header").unwrap();
+        assert!(!back.to_toml().contains("[[lock]]"));
+        assert_eq!(back.probed_lock(), "mdevs_lock");
+        let probe = back.function("vfio_ap_mdev_probe").unwrap();
+        assert_eq!(probe.locks_taken(back.probed_lock()), ["mdevs_lock"]);
+    }
+
+    #[test]
+    fn lock_names_must_be_declared() {
+        let err = Profile::from_toml(
+            "base = \"vfio_ap\"\n[[function]]\nname = \"f\"\nrole = \"other\"\ntakes = [\"nope\"]\n",
+            "l.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"nope\""), "{err}");
+        let err = Profile::from_toml(
+            "base = \"vfio_ap\"\nlock_order = [\"mdevs_lock\", \"nope\"]\n",
+            "l.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("lock_order"), "{err}");
+        let err = Profile::from_toml(
+            "base = \"vfio_ap\"\n[[lock]]\nname = \"w\"\narg = 0\n",
+            "l.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`path`"), "{err}");
+    }
+
+    /// The shipped example of the VFIO core's rows parses, fits the probes' slots and
+    /// keeps the built-in rows.
+    #[test]
+    fn the_vfio_core_example_profile_adds_the_cores_side_of_dev_set_lock() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/examples/vfio-core-locks.toml"
+        );
+        let p = Profile::load(Path::new(path)).unwrap();
+        let probed = p.probed_lock();
+        let reg = p.function("vfio_register_emulated_iommu_dev").unwrap();
+        assert_eq!(reg.locks_taken(probed), ["dev_set_lock"]);
+        assert!(reg.optional);
+        for f in ["vfio_df_open", "vfio_df_close"] {
+            assert_eq!(p.function(f).unwrap().locks_held(probed), ["dev_set_lock"]);
+        }
+        assert!(p.function("vfio_ap_mdev_probe").is_some());
+        assert!(p.functions.len() <= tracer_common::FUNC_SLOTS as usize);
+    }
+
+    #[test]
     fn clone_suffixes_are_stripped() {
         assert_eq!(strip_clone_suffix("f.isra.0"), ("f", true));
         assert_eq!(strip_clone_suffix("f"), ("f", false));

@@ -58,6 +58,51 @@ fn hand_written_scenarios_yield_exactly_their_finding() {
     }
 }
 
+fn core_profile_report(file: &str) -> (i32, serde_json::Value) {
+    let out = aptrace(&[
+        "report",
+        "--format",
+        "json",
+        "--profile",
+        &path("docs/examples/vfio-core-locks.toml"),
+        &path(&format!("tracer/tests/scenarios/{file}.jsonl")),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), v)
+}
+
+/// The series' probe holding mdevs_lock across the core's registration, and the core's
+/// open path under dev_set->lock taking it: one lock-order with both edges, though no
+/// deadlock happened. The fixed probe: none.
+#[test]
+fn the_lock_order_scenarios_show_the_ab_ba_and_its_fix() {
+    let (code, v) = core_profile_report("lock-order-abba");
+    assert_eq!(kinds(&v), ["lock-order"]);
+    assert_eq!(code, 1);
+    let f = &v["findings"][0];
+    let msg = f["message"].as_str().unwrap();
+    for part in [
+        "dev_set_lock -> mdevs_lock -> dev_set_lock",
+        "vfio_register_emulated_iommu_dev entered by pid 100 holding mdevs_lock",
+        "vfio_ap_mdev_open_device entered by pid 200 inside vfio_df_open, which asserts dev_set_lock held",
+    ] {
+        assert!(msg.contains(part), "{part}: {msg}");
+    }
+    assert_eq!(f["function"], "vfio_ap_mdev_open_device");
+    assert_eq!(f["uncertain"], false);
+    let edges = v["sources"][0]["lock_order"].as_array().unwrap();
+    assert!(edges
+        .iter()
+        .any(|e| e["held"] == "mdevs_lock" && e["taken"] == "dev_set_lock"));
+
+    let (code, v) = core_profile_report("lock-order-clean");
+    assert!(kinds(&v).is_empty(), "{v:#}");
+    assert_eq!(code, 0);
+    let edges = v["sources"][0]["lock_order"].as_array().unwrap();
+    assert!(edges.iter().all(|e| e["held"] == "dev_set_lock"));
+}
+
 #[test]
 fn the_self_deadlock_report_names_probe_and_the_stack() {
     let out = aptrace(&[

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::audit::{Auditor, Finding, Kind, MdevView, Outstanding, Severity, UnfinishedCall};
+use crate::audit::{
+    Auditor, Finding, Kind, MdevView, OrderEdge, Outstanding, Severity, UnfinishedCall,
+};
 use crate::calls::show::Signatures;
 use crate::model::{dec_opt, human_ns, Event};
 use crate::recording::{Damage, Header, ProbeStatus};
@@ -137,6 +139,8 @@ pub struct FileReport {
     pub findings: Vec<Finding>,
     pub functions: Vec<FunctionRow>,
     pub mdevs: Vec<MdevView>,
+    /// The lock order edges seen, with their first evidence.
+    pub lock_order: Vec<OrderEdge>,
     /// The profile's signatures, to print evidence as the kernel means it.
     #[serde(skip)]
     pub signatures: Signatures,
@@ -196,6 +200,7 @@ impl FileReport {
             findings,
             functions,
             mdevs: snap.mdevs,
+            lock_order: auditor.lock_order(),
             signatures: Signatures::of(auditor.profile()),
             source,
         }
@@ -262,6 +267,8 @@ struct JsonSource<'a> {
     summary: &'a ReportSummary,
     functions: &'a [FunctionRow],
     mdevs: &'a [MdevView],
+    #[serde(skip_serializing_if = "<[OrderEdge]>::is_empty")]
+    lock_order: &'a [OrderEdge],
 }
 
 impl Report {
@@ -353,6 +360,7 @@ impl Report {
                     summary: &f.summary,
                     functions: &f.functions,
                     mdevs: &f.mdevs,
+                    lock_order: &f.lock_order,
                 })
                 .collect(),
         };

@@ -8,6 +8,7 @@ mod lifecycle;
 mod locks;
 mod losses;
 mod migration;
+mod order;
 
 pub(super) const MDEV: u64 = 0xffff_8880_0a00_0000;
 pub(super) const MDEV_DEV: u64 = 0xffff_8880_0b00_0000;
@@ -185,7 +186,11 @@ impl Script {
     }
 
     pub(super) fn audit(&self) -> Auditor {
-        let mut a = Auditor::new(Profile::vfio_ap());
+        self.audit_with(Profile::vfio_ap())
+    }
+
+    pub(super) fn audit_with(&self, profile: Profile) -> Auditor {
+        let mut a = Auditor::new(profile);
         for e in &self.events {
             a.ingest(e);
         }
