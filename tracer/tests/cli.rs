@@ -96,6 +96,25 @@ fn the_lock_order_scenarios_show_the_ab_ba_and_its_fix() {
         .iter()
         .any(|e| e["held"] == "mdevs_lock" && e["taken"] == "dev_set_lock"));
 
+    let out = aptrace(&[
+        "report",
+        "--profile",
+        &path("docs/examples/vfio-core-locks.toml"),
+        &path("tracer/tests/scenarios/lock-order-abba.jsonl"),
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("[error] lock-order in vfio_ap_mdev_open_device"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nLock order\n----------\n")
+            && text.contains(
+                "  mdevs_lock before dev_set_lock: vfio_register_emulated_iommu_dev entered by pid 100 (mdevctl) holding it"
+            ),
+        "{text}"
+    );
+
     let (code, v) = core_profile_report("lock-order-clean");
     assert!(kinds(&v).is_empty(), "{v:#}");
     assert_eq!(code, 0);

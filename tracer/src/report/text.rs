@@ -155,6 +155,33 @@ pub(super) fn render(r: &Report, st: &Style) -> String {
     out
 }
 
+/// The order edges, one a line, so a cycle in a finding's message can be followed lock by
+/// lock. Absent when no edge was seen (the reports of drivers without declared locks).
+fn lock_order(out: &mut String, f: &FileReport, st: &Style) {
+    if f.lock_order.is_empty() {
+        return;
+    }
+    st.h2(out, "Lock order");
+    for e in &f.lock_order {
+        let how = match &e.held_in {
+            Some(h) => format!("inside {}", st.t(h)),
+            None => "holding it (its owner word, read at entry)".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{}{} before {}: {} entered by pid {} ({}) {how} at {}{}",
+            li(st),
+            st.t(&e.held),
+            st.t(&e.taken),
+            st.t(&e.taker),
+            e.task.tid,
+            st.t(&e.task.comm),
+            when(e.ts_ns, f.source.boot_to_wall_ns),
+            if e.uncertain { " (uncertain)" } else { "" }
+        );
+    }
+}
+
 fn li(st: &Style) -> &'static str {
     match st {
         Style::Text => "  ",
@@ -385,6 +412,8 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
             }
         }
     }
+
+    lock_order(out, f, st);
 
     st.h2(out, "Functions");
     match st {
