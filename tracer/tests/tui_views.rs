@@ -249,3 +249,40 @@ fn the_event_log_is_a_bounded_ring() {
     assert_eq!(app.log.back().unwrap().seq, 19_999);
     assert_eq!(app.log_dropped, 50 + (20_000 - LOG_CAP as u64));
 }
+
+/// The lock-order scenario with the VFIO core's rows: the mdev's detail lists every order
+/// edge, the lock held and the function that took the next.
+#[test]
+fn view_mdev_detail_lists_the_lock_order_edges() {
+    let root = common::root();
+    let profile = Profile::load(&root.join("docs/examples/vfio-core-locks.toml")).unwrap();
+    let file = root.join("tracer/tests/scenarios/lock-order-abba.jsonl");
+    let j = tracer::jsonl::read_jsonl_ordered(
+        std::io::BufReader::new(std::fs::File::open(&file).unwrap()),
+        "lock-order-abba.jsonl",
+    )
+    .unwrap();
+    let info = source_info("lock-order-abba.jsonl".into(), Vec::new(), &profile);
+    let mut engine = Engine::new(Auditor::new(profile));
+    let mut app = App::new(info, None);
+    let total = j.events.len();
+    for e in j.events {
+        engine.push_ordered(e);
+    }
+    app.handle_event(AppEvent::Data(Box::new(engine.update(
+        None,
+        paused(total),
+        true,
+    ))));
+    refresh(&mut app, &mut engine);
+    key(&mut app, KeyCode::Enter);
+    refresh(&mut app, &mut engine);
+    let s = draw(&app);
+    assert!(s.contains("Lock order (every task)"), "{s}");
+    assert!(
+        s.contains("mdevs_lock → dev_set_lock")
+            && s.contains("by vfio_register_emulated_iommu_dev"),
+        "{s}"
+    );
+    insta::assert_snapshot!(s);
+}

@@ -9,14 +9,14 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Auditor, Frame, Kind, TaskRef};
 use crate::model::{dec_u64, Event, LockObs};
 use crate::profile::Profile;
 
 /// One order edge with the first event that showed it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderEdge {
     /// The lock held.
     pub held: Arc<str>,
@@ -26,7 +26,7 @@ pub struct OrderEdge {
     pub taker: Arc<str>,
     /// The open call that asserts `held`; absent when the entry's read of the owner word
     /// said the task held it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_in: Option<Arc<str>>,
     pub task: TaskRef,
     #[serde(with = "dec_u64")]
@@ -35,7 +35,7 @@ pub struct OrderEdge {
     pub seq: u64,
     /// The call `held_in` names is one aptrace could not trust (a compiler clone).
     pub uncertain: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<Arc<str>>,
     /// The entries that show it: the holder's (when a call asserts the lock) and the taker's.
     #[serde(skip)]

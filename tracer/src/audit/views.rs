@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{Mdev, MdevView};
 use super::migration::MigState;
-use super::{Auditor, FunctionStats, Kind, LifeKey, Outstanding, TaskRef};
+use super::{Auditor, FunctionStats, Kind, LifeKey, OrderEdge, Outstanding, TaskRef};
 
 /// The auditor's state at one moment, for the TUI, metrics and reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +26,9 @@ pub struct Snapshot {
     pub functions: BTreeMap<String, FunctionStats>,
     /// Migration steps seen, by (from, to).
     pub transitions: BTreeMap<String, u64>,
+    /// Lock order edges seen across every task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lock_order: Vec<OrderEdge>,
 }
 
 /// The end-of-stream summary.
@@ -92,6 +95,7 @@ impl Auditor {
                 .iter()
                 .map(|((a, b), n)| (format!("{a}->{b}"), *n))
                 .collect(),
+            lock_order: self.lock_order(),
         }
     }
 

@@ -338,7 +338,13 @@ impl App {
         lines.push(Line::from("Lock checks (mdevs_lock on entry)").bold());
         match detail {
             Some(d) if !d.lock_checks.is_empty() => {
-                let room = (area.height as usize).saturating_sub(lines.len()).max(1);
+                let order_lines = match self.snapshot.lock_order.len() {
+                    0 => 0,
+                    n => 2 * n + 1,
+                };
+                let room = (area.height as usize)
+                    .saturating_sub(lines.len() + order_lines)
+                    .max(1);
                 let skip = d.lock_checks.len().saturating_sub(room);
                 for c in &d.lock_checks[skip..] {
                     let verdict = if c.ok {
@@ -358,6 +364,24 @@ impl App {
                 }
             }
             _ => lines.push(Line::from("none recorded").fg(Color::DarkGray)),
+        }
+        // Edges are per lock class across every task, not about this mdev: shown only
+        // when some were seen, with the lock each task held and the function that took.
+        if !self.snapshot.lock_order.is_empty() {
+            lines.push(Line::from("Lock order (every task)").bold());
+            // Two lines an edge: the pane is half the screen wide, and kernel names are long.
+            for e in &self.snapshot.lock_order {
+                let how = match &e.held_in {
+                    Some(h) => format!("inside {h}"),
+                    None => "holding it".to_string(),
+                };
+                let doubt = if e.uncertain { " (uncertain)" } else { "" };
+                lines.push(Line::from(format!("{} → {}{doubt}", e.held, e.taken)));
+                lines.push(
+                    Line::from(format!("  by {} (pid {}, {how})", e.taker, e.task.tid))
+                        .fg(Color::DarkGray),
+                );
+            }
         }
         Paragraph::new(lines).render(area, buf);
     }
