@@ -4,7 +4,7 @@
 //! `findings` and `snapshot` at any time, `finish` at the end. Everything it concludes can be
 //! reproduced from a recording. The calls themselves (stacks, trust, mdev, failure) come from
 //! [`crate::calls`]; each concern's rules live in their own file: `lifecycle`, `locks`,
-//! `ledger`, [`migration`], `losses`.
+//! `order`, `ledger`, [`migration`], `losses`.
 
 pub mod finding;
 mod ledger;

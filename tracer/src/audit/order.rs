@@ -43,8 +43,8 @@ pub struct OrderEdge {
 }
 
 impl OrderEdge {
-    /// `mdevs_lock -> dev_set_lock (vfio_register_emulated_iommu_dev, pid 100, held per the
-    /// owner word)`, for messages.
+    /// `mdevs_lock -> dev_set_lock: vfio_register_emulated_iommu_dev entered by pid 100
+    /// holding mdevs_lock by its owner word`, for messages.
     fn describe(&self) -> String {
         let how = match &self.held_in {
             Some(f) => format!("inside {f}, which asserts {} held", self.held),
@@ -243,7 +243,7 @@ impl Auditor {
     }
 }
 
-/// `mdevs_lock -> dev_set_lock -> mdevs_lock`.
+/// The cycle from the edge that closed it: `dev_set_lock -> mdevs_lock -> dev_set_lock`.
 fn cycle_names(back: &[OrderEdge], closing: &OrderEdge) -> String {
     let mut names = vec![closing.held.to_string()];
     names.push(closing.taken.to_string());
