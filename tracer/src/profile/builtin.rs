@@ -1,0 +1,230 @@
+//! The built-in profile of the s390 vfio_ap driver: its functions (the series' later ones as
+//! optional rows), their contracts, and the driver's locks and documented order.
+
+use super::*;
+
+impl Profile {
+    /// The built-in profile of the s390 vfio_ap driver (v3 of the live migration series).
+    pub fn vfio_ap() -> Profile {
+        use LockContract::{Held, NotHeld};
+        const NO_LOCK: LockContract = LockContract::None;
+        use Role::*;
+        let f = |name: &str, role, lock, mdev| FunctionSpec {
+            name: name.to_string(),
+            role,
+            lock,
+            takes: Vec::new(),
+            holds: Vec::new(),
+            mdev,
+            read: None,
+            stack: false,
+            optional: false,
+            ret: None,
+            args: None,
+        };
+        let mig_data_at = |at| FieldRead {
+            field: "ap_matrix_mdev.mig_data".to_string(),
+            arg: 0,
+            at,
+            size: 8,
+        };
+        let mut functions = vec![
+            f("vfio_ap_mdev_probe", Probe, NotHeld, MdevArg::MdevDevice),
+            f("vfio_ap_mdev_init_dev", InitDev, NotHeld, MdevArg::Object),
+            f(
+                "vfio_ap_init_migration_capabilities",
+                MigrationCapabilities,
+                NO_LOCK,
+                MdevArg::Object,
+            ),
+            // open and close set or unset the KVM pointer under get_update_locks_for_kvm:
+            // guests_lock, then kvm->lock, then mdevs_lock.
+            FunctionSpec {
+                takes: kvm_update_locks(),
+                ..f("vfio_ap_mdev_open_device", Open, NotHeld, MdevArg::Object)
+            },
+            FunctionSpec {
+                read: Some(mig_data_at(ReadAt::Exit)),
+                stack: true,
+                ..f(
+                    "vfio_ap_init_migration_data",
+                    AllocField,
+                    Held,
+                    MdevArg::Object,
+                )
+            },
+            FunctionSpec {
+                read: Some(mig_data_at(ReadAt::Entry)),
+                ..f(
+                    "vfio_ap_release_migration_data",
+                    FreeField,
+                    Held,
+                    MdevArg::Object,
+                )
+            },
+            FunctionSpec {
+                takes: kvm_update_locks(),
+                ..f("vfio_ap_mdev_close_device", Close, NotHeld, MdevArg::Object)
+            },
+            f("vfio_ap_mdev_remove", Remove, NotHeld, MdevArg::MdevDevice),
+            FunctionSpec {
+                stack: true,
+                ..f(
+                    "vfio_ap_mdev_release_dev",
+                    ReleaseDev,
+                    NotHeld,
+                    MdevArg::Object,
+                )
+            },
+            // The series' set_state, get_state and get_data_size take mdevs_lock at entry.
+            f("vfio_ap_set_state", SetState, NotHeld, MdevArg::Object),
+            FunctionSpec {
+                read: Some(FieldRead {
+                    field: "0".to_string(),
+                    arg: 1,
+                    at: ReadAt::Exit,
+                    size: 4,
+                }),
+                ..f("vfio_ap_get_state", GetState, NotHeld, MdevArg::Object)
+            },
+            f(
+                "vfio_ap_get_data_size",
+                GetDataSize,
+                NotHeld,
+                MdevArg::Object,
+            ),
+        ];
+        functions.extend(series_functions());
+        Profile {
+            name: "vfio_ap".to_string(),
+            module: "vfio_ap".to_string(),
+            migration_flags: VFIO_MIGRATION_STOP_COPY,
+            lock_holder_symbol: "matrix_dev".to_string(),
+            lock_field: "ap_matrix_dev.mdevs_lock".to_string(),
+            lock_order: ["ap_attr_mutex", "guests_lock", "kvm_lock", "mdevs_lock"]
+                .map(String::from)
+                .to_vec(),
+            locks: builtin_locks(),
+            functions,
+        }
+    }
+}
+
+/// The locks of the driver's documented order, and the VFIO core's device-set lock that
+/// registration and open/close take or assert.
+fn builtin_locks() -> Vec<LockSpec> {
+    let lock = |name: &str, symbol: Option<&str>, arg: Option<u8>, path: &[&str]| LockSpec {
+        name: name.to_string(),
+        kind: LockKind::Mutex,
+        symbol: symbol.map(String::from),
+        arg,
+        path: path.iter().map(|p| p.to_string()).collect(),
+        owner_offset: None,
+        owner_mask: None,
+    };
+    vec![
+        lock("ap_attr_mutex", Some("ap_attr_mutex"), None, &[]),
+        lock(
+            "guests_lock",
+            Some("matrix_dev"),
+            None,
+            &["ap_matrix_dev.guests_lock"],
+        ),
+        lock(
+            "kvm_lock",
+            None,
+            Some(0),
+            &["ap_matrix_mdev.kvm", "kvm.lock"],
+        ),
+        lock(
+            "mdevs_lock",
+            Some("matrix_dev"),
+            None,
+            &["ap_matrix_dev.mdevs_lock"],
+        ),
+        lock(
+            "dev_set_lock",
+            None,
+            Some(0),
+            &["vfio_device.dev_set", "vfio_device_set.lock"],
+        ),
+    ]
+}
+
+fn kvm_update_locks() -> Vec<String> {
+    vec!["guests_lock".to_string(), "kvm_lock".to_string()]
+}
+
+/// The functions the later patches of the live-migration series add (migration files,
+/// configuration buffers, reset), as its latest revision has them. All are optional: a
+/// driver without the series has none, and the static ones may be inlined in a real build.
+/// Lock contracts are what the code states (`lockdep_assert_held`: held; takes mdevs_lock
+/// at entry: not held), except the two file-release helpers: they assert nothing, but every
+/// caller of the series holds mdevs_lock around them, and a release that does not is the
+/// bug the reviews found.
+fn series_functions() -> Vec<FunctionSpec> {
+    use LockContract::{Held, NotHeld};
+    const NO_LOCK: LockContract = LockContract::None;
+    let row = |name: &str, role, lock, mdev, ret, args: u8| FunctionSpec {
+        name: name.to_string(),
+        args: Some(args),
+        role,
+        lock,
+        takes: Vec::new(),
+        holds: Vec::new(),
+        mdev,
+        read: None,
+        stack: false,
+        optional: true,
+        ret: Some(ret),
+    };
+    use MdevArg::{None as NoMdev, Object};
+    use RetType::{Int, Pointer, Ssize, Void};
+    use Role::{Other, Reset, TransitionStep};
+    vec![
+        row(
+            "vfio_ap_transition_to_state",
+            TransitionStep,
+            Held,
+            Object,
+            Pointer,
+            2,
+        ),
+        row(
+            "vfio_ap_reset_migration_state",
+            Reset,
+            Held,
+            Object,
+            Void,
+            1,
+        ),
+        row("vfio_ap_open_file_stream", Other, Held, Object, Pointer, 3),
+        row("vfio_ap_resuming_init", Other, Held, Object, Pointer, 1),
+        // file_operations: argument 0 is the migration file (the inode for .release)
+        row("vfio_ap_stop_copy_read", Other, NotHeld, NoMdev, Ssize, 4),
+        row("vfio_ap_resuming_write", Other, NotHeld, NoMdev, Ssize, 4),
+        row("vfio_ap_release_mig_file", Other, NotHeld, NoMdev, Int, 2),
+        row("vfio_ap_release_mig_files", Other, Held, Object, Void, 1),
+        // argument 0 is mig_data
+        row(
+            "vfio_ap_release_stop_copy_file",
+            Other,
+            Held,
+            NoMdev,
+            Void,
+            1,
+        ),
+        row(
+            "vfio_ap_release_resuming_file",
+            Other,
+            Held,
+            NoMdev,
+            Void,
+            1,
+        ),
+        row("vfio_ap_get_config", Other, Held, Object, Int, 1),
+        row("allocate_ap_config", Other, NO_LOCK, NoMdev, Ssize, 3),
+        row("do_post_copy_validation", Other, NO_LOCK, NoMdev, Int, 2),
+        row("vfio_ap_set_new_guest_config", Other, Held, Object, Int, 2),
+    ]
+}
