@@ -25,3 +25,19 @@ pub mod tui;
 pub fn writer_id() -> String {
     format!("aptrace {}", env!("CARGO_PKG_VERSION"))
 }
+
+/// An error and each of its causes that its message does not already quote: library errors
+/// name their OS error in their own message, and printing every cause would repeat it.
+pub fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cur = c.source();
+    }
+    text
+}

@@ -100,16 +100,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes, each said once: library errors already quote their OS error in
-/// their own message, and anyhow's `{:#}` would repeat it.
+/// The error and its causes, each said once (anyhow's `{:#}` would repeat the OS errors
+/// that library errors already quote).
 fn error_text(e: &anyhow::Error) -> String {
-    let mut text = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !text.contains(&c) {
-            text.push_str(": ");
-            text.push_str(&c);
-        }
-    }
-    text
+    tracer::error_text(e.as_ref())
 }

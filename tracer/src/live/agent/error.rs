@@ -45,7 +45,7 @@ impl LiveError {
 
     /// Puts what to do in front of a refusal by the bpf syscall.
     pub(crate) fn with_permission_hint(self) -> LiveError {
-        if crate::live::check::is_permission_error(&describe(&self)) {
+        if crate::live::check::is_permission_error(&crate::error_text(&self)) {
             LiveError::NotPermitted(Box::new(self))
         } else {
             self
@@ -62,21 +62,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     parts.join(": ")
-}
-
-/// The error and each cause its message does not already quote.
-pub fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let c_text = c.to_string();
-        if !text.contains(&c_text) {
-            text.push_str(": ");
-            text.push_str(&c_text);
-        }
-        cur = c.source();
-    }
-    text
 }
 
 pub type Result<T, E = LiveError> = std::result::Result<T, E>;

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::error::{describe, error_chain, LiveError, Result};
+use super::error::{error_chain, LiveError, Result};
 use aya::programs::{KProbe, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 
@@ -122,7 +122,7 @@ pub fn probe_features() -> Probed {
             e
         }
         Err(e) => {
-            p.load = Some(Err(describe(&e)));
+            p.load = Some(Err(crate::error_text(&e)));
             return p;
         }
     };
