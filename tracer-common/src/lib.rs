@@ -226,14 +226,32 @@ pub struct GlobalConfig {
     pub owner_is_task: u32,
 }
 
-/// Entry-side state of a kvmalloc call, kept until its return.
+/// Most pointers a [`PointerPath`] follows: enough for `file → private_data → mig_data →
+/// slot` and `vfio_device → dev_set → lock`, few enough for the verifier to unroll.
+pub const MAX_HOPS: usize = 3;
+
+/// Pointers to follow from the base before a value is read: `base = *(u64 *)(base +
+/// hops[i])` for each of the first `count` hops, stopping (no value) at a failed read or a
+/// NULL. Generic: a field read uses it today, a lock's owner word behind pointers can later.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PointerPath {
+    /// Byte offset of each pointer from the base reached so far.
+    pub hops: [u32; MAX_HOPS],
+    /// How many of `hops` to follow (0: the base itself; most slots).
+    pub count: u8,
+    pub _pad: [u8; 3],
+}
+
 /// One function slot: the address of the function its probes are attached to (0: the slot
-/// is off) and what they read.
+/// is off), what they read, and the pointers followed before the field read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SlotConfig {
     pub addr: u64,
     pub func: FuncConfig,
+    /// Followed from `args[func.field_arg]` before the field is read.
+    pub path: PointerPath,
 }
 
 /// Everything userspace tells the probes, held in the object's one global variable
@@ -287,11 +305,17 @@ impl ProbeConfig {
                 read_name: 0,
                 _pad: [0; 5],
             },
+            path: PointerPath {
+                hops: [0; MAX_HOPS],
+                count: 0,
+                _pad: [0; 3],
+            },
         }; FUNC_SLOTS as usize],
         tracked_hint: [0; TRACKED_HINT_BUCKETS],
     };
 }
 
+/// Entry-side state of a kvmalloc call, kept until its return.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PendingAlloc {
@@ -330,9 +354,10 @@ const _: () = assert!(core::mem::size_of::<FreeRecord>() == 40 + 16 + 8);
 const _: () = assert!(core::mem::size_of::<FuncConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobalConfig>() == 48);
 const _: () = assert!(core::mem::size_of::<NameRecord>() == 40 + 8 + NAME_LEN);
-const _: () = assert!(core::mem::size_of::<SlotConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<PointerPath>() == 4 * MAX_HOPS + 4);
+const _: () = assert!(core::mem::size_of::<SlotConfig>() == 40);
 const _: () = assert!(
-    core::mem::size_of::<ProbeConfig>() == 48 + 24 * FUNC_SLOTS as usize + TRACKED_HINT_BUCKETS
+    core::mem::size_of::<ProbeConfig>() == 48 + 40 * FUNC_SLOTS as usize + TRACKED_HINT_BUCKETS
 );
 const _: () = assert!(core::mem::size_of::<PendingAlloc>() == 16);
 const _: () = assert!(core::mem::size_of::<PendingCall>() == 24);

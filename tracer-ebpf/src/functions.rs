@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     check_lock, counter, flags, kind, lock_state, read_at, FuncConfig, FuncEntry, FuncExit,
-    NameRecord, PendingCall, MAX_ARGS,
+    NameRecord, PendingCall, PointerPath, SlotConfig, MAX_ARGS, MAX_HOPS,
 };
 
 use crate::{
@@ -24,19 +24,44 @@ use crate::{
     stacks,
 };
 
-/// The slot's function address and what to read, by reference: copying the configuration
-/// out costs a load and a store per byte in the interpreter.
+/// The slot's configuration, by reference: copying it out costs a load and a store per
+/// byte in the interpreter.
 #[inline(always)]
-fn slot_config(n: u32) -> Option<(u64, &'static FuncConfig)> {
+fn slot_config(n: u32) -> Option<&'static SlotConfig> {
     let s = slot(n)?;
     if s.addr == 0 {
         return None;
     }
-    Some((s.addr, &s.func))
+    Some(s)
+}
+
+/// Follows the path's pointers from `base`; None at a failed read or a NULL. A slot without
+/// a path pays one compare (s390x interprets every instruction).
+#[inline(always)]
+fn follow(mut base: u64, path: &PointerPath) -> Option<u64> {
+    let count = path.count as usize;
+    // A constant bound the verifier sees; `count` only shortens it.
+    for i in 0..MAX_HOPS {
+        if i >= count {
+            break;
+        }
+        if base == 0 {
+            return None;
+        }
+        let at = base.wrapping_add(path.hops[i] as u64);
+        // SAFETY: bpf_probe_read_kernel copes with any address.
+        base = unsafe { bpf_probe_read_kernel(at as *const u64) }.ok()?;
+    }
+    Some(base)
 }
 
 #[inline(always)]
-fn read_field(base: u64, cfg: &FuncConfig) -> Option<u64> {
+fn read_field(base: u64, cfg: &FuncConfig, path: &PointerPath) -> Option<u64> {
+    let base = if path.count == 0 {
+        base
+    } else {
+        follow(base, path)?
+    };
     if base == 0 {
         return None;
     }
@@ -92,9 +117,10 @@ fn send_name(obj: u64, ts_ns: u64, pid_tgid: u64) {
 
 #[inline(always)]
 fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
-    let Some((addr, fc)) = slot_config(slot) else {
+    let Some(sc) = slot_config(slot) else {
         return 0;
     };
+    let (addr, fc) = (sc.addr, &sc.func);
     let ts = now();
     let pid_tgid = pid_tgid();
     let args: [u64; MAX_ARGS] = [
@@ -131,7 +157,7 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
     }
     let mut field = 0;
     if fc.read_field_at & read_at::ENTRY != 0 && !untrusted {
-        if let Some(v) = read_field(field_base, fc) {
+        if let Some(v) = read_field(field_base, fc, &sc.path) {
             field = v;
             fl |= flags::FIELD_VALID;
         }
@@ -178,9 +204,10 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
 
 #[inline(always)]
 fn on_exit(ctx: &RetProbeContext, slot: u32) -> u32 {
-    let Some((addr, fc)) = slot_config(slot) else {
+    let Some(sc) = slot_config(slot) else {
         return 0;
     };
+    let (addr, fc) = (sc.addr, &sc.func);
     let ts = now();
     let pid_tgid = pid_tgid();
     let key = (pid_tgid << 32) | slot as u64;
@@ -194,7 +221,7 @@ fn on_exit(ctx: &RetProbeContext, slot: u32) -> u32 {
             fl |= flags::DURATION_VALID;
             let mut field = 0;
             if fc.read_field_at & read_at::EXIT != 0 && !untrusted {
-                if let Some(v) = read_field(field_base, fc) {
+                if let Some(v) = read_field(field_base, fc, &sc.path) {
                     field = v;
                     fl |= flags::FIELD_VALID;
                 }

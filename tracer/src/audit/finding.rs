@@ -22,11 +22,13 @@ pub enum Kind {
     UseAfterRelease,
     InvalidMigrationArc,
     ErrorPathLeak,
+    FileAfterRelease,
+    BufferHeldAtClose,
     EventsLost,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Leak,
         Kind::OverwriteLeak,
         Kind::DoubleFree,
@@ -38,6 +40,8 @@ impl Kind {
         Kind::UseAfterRelease,
         Kind::InvalidMigrationArc,
         Kind::ErrorPathLeak,
+        Kind::FileAfterRelease,
+        Kind::BufferHeldAtClose,
         Kind::EventsLost,
     ];
 
@@ -55,6 +59,8 @@ impl Kind {
             Kind::UseAfterRelease => "use-after-release",
             Kind::InvalidMigrationArc => "invalid-migration-arc",
             Kind::ErrorPathLeak => "error-path-leak",
+            Kind::FileAfterRelease => "file-after-release",
+            Kind::BufferHeldAtClose => "buffer-held-at-close",
             Kind::EventsLost => "events-lost",
         }
     }

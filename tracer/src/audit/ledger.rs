@@ -42,8 +42,13 @@ pub(super) struct Allocation {
     pub(super) stack: Vec<Arc<str>>,
     /// Stored into the profile's field (as opposed to seen only at the allocator).
     pub(super) in_field: bool,
-    /// Already reported (error-path-leak / overwrite-leak): not a leak again.
+    /// Already reported (error-path-leak / overwrite-leak / buffer-held-at-close): not a
+    /// leak again.
     pub(super) reported: bool,
+    /// A configuration buffer of a migration file (audit/buffers.rs).
+    pub(super) buffer: bool,
+    /// Known to be in its file's slot (read there at allocation or by a release helper).
+    pub(super) in_slot: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -151,6 +156,8 @@ impl Auditor {
                         stack,
                         in_field: true,
                         reported: false,
+                        buffer: false,
+                        in_slot: false,
                     },
                 );
             }
@@ -294,7 +301,7 @@ impl Auditor {
         if p == 0 {
             return;
         }
-        let ctx = self.calls.context_mdev(ev.task.tid);
+        let ctx = self.context_mdev(ev.task.tid);
         self.freed.remove(&p);
         if let Some(old) = self.ledger.remove(&p) {
             self.forget_outstanding(&old);
@@ -319,6 +326,8 @@ impl Auditor {
                 stack,
                 in_field: false,
                 reported: false,
+                buffer: false,
+                in_slot: false,
             },
         );
     }
@@ -337,13 +346,18 @@ impl Auditor {
                 .stack(tid)
                 .iter()
                 .rev()
-                .find(|f| self.profile.functions[f.call.spec].role == Role::FreeField)
+                .find(|f| {
+                    matches!(
+                        self.profile.functions[f.call.spec].role,
+                        Role::FreeField | Role::BufferFree
+                    )
+                })
                 .map(|f| f.call.enter.seq),
         };
         let ctx = by_field
             .as_ref()
             .map(|(m, _)| *m)
-            .or_else(|| self.calls.context_mdev(tid));
+            .or_else(|| self.context_mdev(tid));
         let func = by_field
             .as_ref()
             .map(|(_, f)| f.clone())
@@ -365,9 +379,13 @@ impl Auditor {
             if by_field.is_none()
                 && prev.tid == tid
                 && prev.call_seq.is_some()
-                && prev.call_seq == call_seq
+                && self
+                    .calls
+                    .stack(tid)
+                    .iter()
+                    .any(|f| Some(f.call.enter.seq) == prev.call_seq)
             {
-                return; // the kfree inside the freeing function we already counted
+                return; // the kfree inside a freeing function whose free we already counted
             }
             let first = prev.event.clone();
             let label = ctx
@@ -414,7 +432,7 @@ impl Auditor {
         }
     }
 
-    fn remember_freed(&mut self, p: u64, ev: &Event, tid: u32, call_seq: Option<u64>) {
+    pub(super) fn remember_freed(&mut self, p: u64, ev: &Event, tid: u32, call_seq: Option<u64>) {
         if self
             .freed
             .insert(

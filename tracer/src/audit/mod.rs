@@ -6,6 +6,8 @@
 //! [`crate::calls`]; each concern's rules live in their own file: `lifecycle`, `locks`,
 //! `order`, `ledger`, [`migration`], `losses`.
 
+mod buffers;
+mod files;
 pub mod finding;
 mod ledger;
 mod lifecycle;
@@ -65,6 +67,8 @@ pub struct Auditor {
     /// Lives that ended (released or superseded), oldest first, to bound what is kept.
     ended_order: VecDeque<(u64, u32)>,
     ledger: FastMap<u64, Allocation>,
+    /// Open migration files by `struct file *`.
+    files: FastMap<u64, files::MigFile>,
     freed: FastMap<u64, Freed>,
     freed_order: VecDeque<u64>,
     guests: FastMap<u32, Arc<str>>,
@@ -115,6 +119,7 @@ impl Auditor {
             past: BTreeMap::new(),
             ended_order: VecDeque::new(),
             ledger: FastMap::default(),
+            files: FastMap::default(),
             freed: FastMap::default(),
             freed_order: VecDeque::new(),
             guests: FastMap::default(),
@@ -363,6 +368,17 @@ impl Auditor {
         self.check_lock(ev, &mut frame, lock, stack, &func);
         self.check_order(ev, &frame, lock, stack, &func);
         self.touch_at_entry(ev, &frame, &func);
+        match role {
+            Role::MigFileRead | Role::MigFileWrite | Role::MigFileRelease => {
+                self.file_used(ev, &frame, &func)
+            }
+            Role::BufferFree => {
+                if let Some(p) = field {
+                    self.buffer_freed(ev, &frame, p, &func);
+                }
+            }
+            _ => {}
+        }
         if let Some(ptr) = frame.call.mdev {
             match role {
                 Role::MigrationCapabilities | Role::Open | Role::Close => {
@@ -412,6 +428,19 @@ impl Auditor {
             self.note_untrusted(ev.task.tid, ev.seq, trust::Why::Clone(func));
             return;
         }
+        match role {
+            Role::MigFileRelease => {
+                if let Some(f) = frame {
+                    self.file_released(f);
+                }
+            }
+            Role::BufferAlloc if !failed => {
+                if let Some(p) = field {
+                    self.buffer_allocated(ev, frame, r.mdev, p, &func);
+                }
+            }
+            _ => {}
+        }
         let Some(ptr) = r.mdev else { return };
         // The return of a call entered before the release ended the life (remove puts the
         // device itself, so release_dev runs nested in it) is not a use after release.
@@ -439,7 +468,11 @@ impl Auditor {
             Role::SetState | Role::GetState | Role::TransitionStep => {
                 self.exit_migration(ev, frame, ptr, role, ret, failed, field, &func)
             }
+            Role::MigFileOpen if !failed && ret != 0 => self.file_opened(ptr, ret, ev),
             _ => {}
+        }
+        if matches!(role, Role::Close | Role::Reset) {
+            self.buffers_held_at_close(ptr, ev, &func);
         }
     }
 }

@@ -182,6 +182,7 @@ mod tests {
             clone,
             traceable: Some(true),
             config: Default::default(),
+            path: Default::default(),
             field_problem: None,
             degraded: None,
         }

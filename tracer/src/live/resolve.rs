@@ -81,7 +81,13 @@ pub fn offset_names(profile: &Profile) -> Vec<String> {
             profile
                 .functions
                 .iter()
-                .filter_map(|f| f.read.as_ref().map(|r| r.field.clone())),
+                .filter_map(|f| f.read.as_ref())
+                .flat_map(|r| {
+                    r.path
+                        .iter()
+                        .cloned()
+                        .chain(std::iter::once(r.field.clone()))
+                }),
         )
         // A field given as a number needs no offset.
         .filter(|f| f.contains('.') && crate::model::hex_u64::parse(f).is_err())
@@ -130,6 +136,8 @@ pub struct FuncTarget {
     /// Listed in available_filter_functions (None: tracefs not readable).
     pub traceable: Option<bool>,
     pub config: abi::FuncConfig,
+    /// The pointers followed before the field read (none for most functions).
+    pub path: abi::PointerPath,
     /// Why the field read was dropped, if it was.
     pub field_problem: Option<String>,
     /// What this probe cannot see although it attaches (its field read dropped, its lock
@@ -288,7 +296,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
             continue;
         };
         let traceable = filter.as_ref().map(|f| f.contains(&attach_name));
-        let (config, field_problem) = func_config(spec, clone, &field_offset);
+        let (config, path, field_problem) = func_config(spec, clone, &field_offset);
         targets.push(FuncTarget {
             spec: i,
             name: spec.name.clone(),
@@ -297,6 +305,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
             clone,
             traceable,
             config,
+            path,
             field_problem,
             degraded: None,
         });
@@ -402,6 +411,8 @@ fn kinds_needing_read(spec: &FunctionSpec) -> &'static str {
         Role::AllocField => "leak, overwrite-leak, error-path-leak",
         Role::FreeField => "double-free (frees it cannot see may be reported as leaks)",
         Role::GetState => "invalid-migration-arc (the state read back)",
+        Role::BufferAlloc => "buffer-held-at-close (the buffer is not known as held in its file's slot)",
+        Role::BufferFree => "double-free of configuration buffers (frees it cannot see may be reported as buffer-held-at-close or leaks)",
         _ => "the findings that need this value",
     }
 }
@@ -453,7 +464,7 @@ fn func_config(
     spec: &FunctionSpec,
     clone: bool,
     field_offset: &dyn Fn(&str) -> Result<u64, String>,
-) -> (abi::FuncConfig, Option<String>) {
+) -> (abi::FuncConfig, abi::PointerPath, Option<String>) {
     let mut c = abi::FuncConfig {
         check_lock: match spec.lock {
             LockContract::None => abi::check_lock::OFF,
@@ -474,7 +485,12 @@ fn func_config(
         ..Default::default()
     };
     let mut problem = None;
+    let mut path = abi::PointerPath::default();
     if let Some(r) = &spec.read {
+        match pointer_path(&r.path, field_offset) {
+            Ok(p) => path = p,
+            Err(e) => return (c, abi::PointerPath::default(), Some(e)),
+        }
         match field_offset(&r.field) {
             Ok(off) if off <= u32::MAX as u64 => {
                 c.field_offset = off as u32;
@@ -489,7 +505,29 @@ fn func_config(
             Err(e) => problem = Some(e),
         }
     }
-    (c, problem)
+    (c, path, problem)
+}
+
+/// The offsets of a read's pointer path; an error names the step that cannot be resolved.
+fn pointer_path(
+    steps: &[String],
+    field_offset: &dyn Fn(&str) -> Result<u64, String>,
+) -> Result<abi::PointerPath, String> {
+    let mut path = abi::PointerPath::default();
+    if steps.len() > abi::MAX_HOPS {
+        return Err(format!(
+            "a read path has {} pointers to follow, at most {} are supported",
+            steps.len(),
+            abi::MAX_HOPS
+        ));
+    }
+    for (i, step) in steps.iter().enumerate() {
+        let off = field_offset(step)?;
+        path.hops[i] =
+            u32::try_from(off).map_err(|_| format!("offset {off} of {step} is too large"))?;
+    }
+    path.count = steps.len() as u8;
+    Ok(path)
 }
 
 fn locate_variable(

@@ -27,6 +27,7 @@ impl Profile {
             arg: 0,
             at,
             size: 8,
+            path: Vec::new(),
         };
         let mut functions = vec![
             f("vfio_ap_mdev_probe", Probe, NotHeld, MdevArg::MdevDevice),
@@ -84,6 +85,7 @@ impl Profile {
                     arg: 1,
                     at: ReadAt::Exit,
                     size: 4,
+                    path: Vec::new(),
                 }),
                 ..f("vfio_ap_get_state", GetState, NotHeld, MdevArg::Object)
             },
@@ -178,9 +180,26 @@ fn series_functions() -> Vec<FunctionSpec> {
         optional: true,
         ret: Some(ret),
     };
+    // A file slot's buffer pointer: through argument 0 (mig_data itself, or the mdev and
+    // then its mig_data pointer).
+    let slot = |which: &str, via_mdev: bool, at| FieldRead {
+        field: format!("vfio_ap_migration_data.{which}.ap_config"),
+        arg: 0,
+        at,
+        size: 8,
+        path: if via_mdev {
+            vec!["ap_matrix_mdev.mig_data".to_string()]
+        } else {
+            Vec::new()
+        },
+    };
+    let with_stack = |f: FunctionSpec| FunctionSpec { stack: true, ..f };
     use MdevArg::{None as NoMdev, Object};
     use RetType::{Int, Pointer, Ssize, Void};
-    use Role::{Other, Reset, TransitionStep};
+    use Role::{
+        BufferAlloc, BufferFree, MigFileOpen, MigFileRead, MigFileRelease, MigFileWrite, Other,
+        Reset, TransitionStep,
+    };
     vec![
         row(
             "vfio_ap_transition_to_state",
@@ -198,32 +217,96 @@ fn series_functions() -> Vec<FunctionSpec> {
             Void,
             1,
         ),
-        row("vfio_ap_open_file_stream", Other, Held, Object, Pointer, 3),
+        row(
+            "vfio_ap_open_file_stream",
+            MigFileOpen,
+            Held,
+            Object,
+            Pointer,
+            3,
+        ),
         row("vfio_ap_resuming_init", Other, Held, Object, Pointer, 1),
-        // file_operations: argument 0 is the migration file (the inode for .release)
-        row("vfio_ap_stop_copy_read", Other, NotHeld, NoMdev, Ssize, 4),
-        row("vfio_ap_resuming_write", Other, NotHeld, NoMdev, Ssize, 4),
-        row("vfio_ap_release_mig_file", Other, NotHeld, NoMdev, Int, 2),
-        row("vfio_ap_release_mig_files", Other, Held, Object, Void, 1),
+        // file_operations: argument 0 is the migration file (the inode for .release); a
+        // stack at entry, for the findings about a file used after its mdev's life.
+        with_stack(row(
+            "vfio_ap_stop_copy_read",
+            MigFileRead,
+            NotHeld,
+            NoMdev,
+            Ssize,
+            4,
+        )),
+        with_stack(row(
+            "vfio_ap_resuming_write",
+            MigFileWrite,
+            NotHeld,
+            NoMdev,
+            Ssize,
+            4,
+        )),
+        with_stack(row(
+            "vfio_ap_release_mig_file",
+            MigFileRelease,
+            NotHeld,
+            NoMdev,
+            Int,
+            2,
+        )),
+        // Frees both slots' buffers; the read is the resuming slot (the stop-copy one is
+        // freed by the helper below in the latest revision, and seen by the allocator's
+        // probes with --all-allocations).
+        FunctionSpec {
+            read: Some(slot("resuming_mig_file", true, ReadAt::Entry)),
+            ..row(
+                "vfio_ap_release_mig_files",
+                BufferFree,
+                Held,
+                Object,
+                Void,
+                1,
+            )
+        },
         // argument 0 is mig_data
-        row(
-            "vfio_ap_release_stop_copy_file",
-            Other,
-            Held,
-            NoMdev,
-            Void,
-            1,
-        ),
-        row(
-            "vfio_ap_release_resuming_file",
-            Other,
-            Held,
-            NoMdev,
-            Void,
-            1,
-        ),
-        row("vfio_ap_get_config", Other, Held, Object, Int, 1),
-        row("allocate_ap_config", Other, NO_LOCK, NoMdev, Ssize, 3),
+        FunctionSpec {
+            read: Some(slot("stop_copy_mig_file", false, ReadAt::Entry)),
+            ..row(
+                "vfio_ap_release_stop_copy_file",
+                BufferFree,
+                Held,
+                NoMdev,
+                Void,
+                1,
+            )
+        },
+        FunctionSpec {
+            read: Some(slot("resuming_mig_file", false, ReadAt::Entry)),
+            ..row(
+                "vfio_ap_release_resuming_file",
+                BufferFree,
+                Held,
+                NoMdev,
+                Void,
+                1,
+            )
+        },
+        // The stop-copy buffer, read from its slot at return.
+        FunctionSpec {
+            read: Some(slot("stop_copy_mig_file", true, ReadAt::Exit)),
+            stack: true,
+            ..row("vfio_ap_get_config", BufferAlloc, Held, Object, Int, 1)
+        },
+        // The resuming buffer, through its output argument (`*ap_config`) at return; the
+        // write it is nested in stores it.
+        FunctionSpec {
+            read: Some(FieldRead {
+                field: "0".to_string(),
+                arg: 0,
+                at: ReadAt::Exit,
+                size: 8,
+                path: Vec::new(),
+            }),
+            ..row("allocate_ap_config", BufferAlloc, NO_LOCK, NoMdev, Ssize, 3)
+        },
         row("do_post_copy_validation", Other, NO_LOCK, NoMdev, Int, 2),
         row("vfio_ap_set_new_guest_config", Other, Held, Object, Int, 2),
     ]

@@ -40,6 +40,22 @@ pub enum Role {
     TransitionStep,
     /// Device reset: the migration state returns to RUNNING.
     Reset,
+    /// Opens a migration file of the mdev in argument 0: returns the `struct file *`, whose
+    /// life lasts until its release and belongs to that life of the mdev.
+    MigFileOpen,
+    /// A migration file's `.read`: argument 0 is the file.
+    MigFileRead,
+    /// A migration file's `.write`: argument 0 is the file.
+    MigFileWrite,
+    /// A migration file's `.release`: argument 1 is the file, whose life ends at return.
+    MigFileRelease,
+    /// Allocates a configuration buffer; the read at return is the buffer's pointer. With
+    /// `mdev = object` the read is the mdev's file slot (the buffer is stored there); with
+    /// `mdev = none` an output argument (the buffer belongs to the migration file whose
+    /// operation the call is nested in, and is stored later).
+    BufferAlloc,
+    /// Frees the configuration buffer its read (at entry) finds in a file slot.
+    BufferFree,
     /// Timed and counted only.
     Other,
 }
@@ -96,7 +112,10 @@ impl Role {
             | Role::Open
             | Role::AllocField
             | Role::GetState
-            | Role::GetDataSize => RetType::Int,
+            | Role::GetDataSize
+            | Role::MigFileRelease => RetType::Int,
+            Role::MigFileRead | Role::MigFileWrite | Role::BufferAlloc => RetType::Ssize,
+            Role::MigFileOpen => RetType::Pointer,
             // The migration data file, or an ERR_PTR (the state-machine step returns what
             // set_state returns).
             Role::SetState | Role::TransitionStep => RetType::Pointer,
@@ -106,6 +125,7 @@ impl Role {
             | Role::ReleaseDev
             | Role::FreeField
             | Role::Reset
+            | Role::BufferFree
             | Role::Other => RetType::Void,
         }
     }
@@ -123,10 +143,24 @@ impl Role {
             | Role::ReleaseDev
             | Role::AllocField
             | Role::FreeField
-            | Role::Reset => Some(1),
+            | Role::Reset
+            | Role::BufferFree => Some(1),
+            // (matrix_mdev, fops, flags); (file, buf, len, pos); (inode, file)
+            Role::MigFileOpen => Some(3),
+            Role::MigFileRead | Role::MigFileWrite => Some(4),
+            Role::MigFileRelease => Some(2),
             // (vdev, new state), (vdev, *state), (vdev, *length), (matrix_mdev, new state)
             Role::SetState | Role::GetState | Role::GetDataSize | Role::TransitionStep => Some(2),
-            Role::Other => None,
+            Role::BufferAlloc | Role::Other => None,
+        }
+    }
+
+    /// Which argument of a migration-file role is the `struct file *`.
+    pub fn file_arg(self) -> Option<usize> {
+        match self {
+            Role::MigFileRead | Role::MigFileWrite => Some(0),
+            Role::MigFileRelease => Some(1),
+            _ => None,
         }
     }
 }
@@ -151,6 +185,11 @@ pub struct FieldRead {
     /// Size in bytes: 8 for a pointer, 4 for an enum.
     #[serde(default = "eight")]
     pub size: u8,
+    /// `struct.member` pointers followed from the argument before `field` is read (at most
+    /// three), e.g. `["ap_matrix_mdev.mig_data"]`. Empty: `field` is in the argument's
+    /// struct. A read that fails on the way is no value, never an error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<String>,
 }
 
 fn eight() -> u8 {
@@ -494,14 +533,16 @@ const EDITABLE_HEADER: &str = "\
 #   name      the kernel symbol (compiler clones such as NAME.isra.0 are found too)
 #   role      probe, init-dev, migration-capabilities, open, close, remove, release-dev,
 #             alloc-field, free-field, set-state, get-state, get-data-size,
-#             transition-step, reset, other
+#             transition-step, reset, mig-file-open, mig-file-read, mig-file-write,
+#             mig-file-release, buffer-alloc, buffer-free, other
 #   lock      none, held (the code asserts the lock: lockdep_assert_held),
 #             not-held (the function takes the lock itself)
 #   mdev      object (arg 0 is the ap_matrix_mdev or its vfio_device), mdev-device
 #             (arg 0 is a struct mdev_device), none
 #   ret       int, ssize, pointer, bool, size, void (default: the role's usual type)
 #   args      how many arguments the C function takes (default: the role's usual number)
-#   read      { field = \"struct.member\", arg = N, at = \"entry\"|\"exit\", size = 8 }
+#   read      { field = \"struct.member\", arg = N, at = \"entry\"|\"exit\", size = 8,
+#             path = [\"struct.member\", ...] } (path: pointers followed first, at most 3)
 #   stack     true: take a kernel stack at entry
 #   optional  true: a kernel without this function (or with it inlined) is normal
 #   takes     declared locks the function takes, e.g. [\"guests_lock\"] (not-held adds

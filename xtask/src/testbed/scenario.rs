@@ -183,7 +183,7 @@ pub fn fmt_counts(m: &BTreeMap<String, u64>) -> String {
 }
 
 /// The finding kinds, by their stable names (docs/report-schema.md).
-pub const FINDING_KINDS: [&str; 11] = [
+pub const FINDING_KINDS: [&str; 13] = [
     "leak",
     "overwrite-leak",
     "double-free",
@@ -194,6 +194,8 @@ pub const FINDING_KINDS: [&str; 11] = [
     "use-after-release",
     "invalid-migration-arc",
     "error-path-leak",
+    "file-after-release",
+    "buffer-held-at-close",
     "events-lost",
 ];
 

@@ -8,6 +8,7 @@ mod lifecycle;
 mod locks;
 mod losses;
 mod migration;
+mod objects;
 mod order;
 
 pub(super) const MDEV: u64 = 0xffff_8880_0a00_0000;

@@ -70,6 +70,7 @@ pub fn attach(
         config.slots[slot] = abi::SlotConfig {
             addr: t.addr,
             func: t.config,
+            path: t.path,
         };
     }
     // Written before any probe attaches: a probe never sees its slot half set up.

@@ -1,0 +1,166 @@
+//! Configuration buffers as objects of their mdev's life: allocated into a migration file's
+//! slot (`buffer-alloc`), freed by the release helpers (`buffer-free`). They live in the
+//! ledger with the other allocations; these rules add what only a buffer has:
+//!
+//! - a buffer known to be in its slot and still held when close or reset returns is
+//!   `buffer-held-at-close` (those must free the files' buffers), reported once, not again
+//!   as a leak at release;
+//! - a release helper reaching a buffer already freed is a `double-free`.
+//!
+//! The ledger holds a buffer only when the allocator's own event was seen
+//! (`--all-allocations`): the default mode cannot see the driver's frees that are not
+//! release helpers (a `kvfree` inside a write), so it tracks no buffer, and a helper's free
+//! of a pointer never seen allocated is remembered (for a second free of it), never a
+//! finding.
+
+use std::sync::Arc;
+
+use super::{secs, Auditor, Frame, Kind};
+use crate::model::{Body, Event};
+use crate::profile::MdevArg;
+
+impl Auditor {
+    /// `buffer-alloc` returned with the buffer `p` (read from its slot, or from the output
+    /// argument).
+    pub(super) fn buffer_allocated(
+        &mut self,
+        ev: &Event,
+        frame: Option<&Frame>,
+        mdev: Option<u64>,
+        p: u64,
+        func: &Arc<str>,
+    ) {
+        if p == 0 {
+            return;
+        }
+        // A buffer allocated again at a freed address is a new object.
+        self.freed.remove(&p);
+        let spec = frame.map(|f| f.call.spec);
+        let in_slot = spec.is_some_and(|s| self.profile.functions[s].mdev == MdevArg::Object);
+        let mdev = mdev.or_else(|| self.context_mdev(ev.task.tid));
+        let life = mdev.and_then(|m| self.current_life(m));
+        let Some(a) = self.ledger.get_mut(&p) else {
+            return;
+        };
+        a.buffer = true;
+        a.in_slot |= in_slot;
+        a.function = func.clone();
+        if a.mdev.is_none() {
+            if let (Some(m), Some(l)) = (mdev, life) {
+                a.mdev = Some(m);
+                a.life = l;
+                let bytes = a.bytes;
+                if let Some(md) = self.mdevs.get_mut(&m) {
+                    md.outstanding += 1;
+                    md.outstanding_bytes += bytes;
+                }
+            }
+        }
+        if a.stack.is_empty() {
+            if let Some(Body::Enter { stack, .. }) = frame.map(|f| &f.call.enter.body) {
+                a.stack = stack.clone();
+            }
+        }
+    }
+
+    /// `buffer-free` entered with the buffer `p` its read found in the slot.
+    pub(super) fn buffer_freed(&mut self, ev: &Event, frame: &Frame, p: u64, func: &Arc<str>) {
+        if p == 0 {
+            return;
+        }
+        let tid = ev.task.tid;
+        if let Some(a) = self.ledger.get_mut(&p) {
+            // The allocator's free inside this call will end it; the slot held it.
+            a.buffer = true;
+            a.in_slot = true;
+            return;
+        }
+        if let Some(prev) = self.freed.get(&p) {
+            // The same free seen by an enclosing helper (release_mig_files around
+            // release_resuming_file) is one free.
+            let same = prev.tid == tid
+                && self
+                    .calls
+                    .stack(tid)
+                    .iter()
+                    .any(|f| Some(f.call.enter.seq) == prev.call_seq);
+            if same {
+                return;
+            }
+            let first = prev.event.clone();
+            let ctx = frame.call.mdev.or_else(|| self.context_mdev(tid));
+            let label = ctx
+                .map(|m| format!(" of {}", self.mdev_label(m)))
+                .unwrap_or_default();
+            let msg = format!(
+                "{func} frees the configuration buffer {p:#x}{label} that its migration file's slot still holds at {}, but it was already freed at {} (event #{}) and not allocated since",
+                secs(ev.ts_ns),
+                secs(first.ts_ns),
+                first.seq
+            );
+            let stack = match &ev.body {
+                Body::Enter { stack, .. } => stack.clone(),
+                _ => Vec::new(),
+            };
+            self.raise(
+                Kind::DoubleFree,
+                ctx,
+                ev,
+                Some(func.clone()),
+                msg,
+                vec![first],
+                stack,
+            );
+            return;
+        }
+        self.remember_freed(p, ev, tid, Some(frame.call.enter.seq));
+    }
+
+    /// Close or reset of `ptr` returned: every buffer of this life still in a file's slot
+    /// should have been freed with the files.
+    pub(super) fn buffers_held_at_close(&mut self, ptr: u64, ev: &Event, func: &Arc<str>) {
+        let Some(life) = self.current_life(ptr) else {
+            return;
+        };
+        let mut held: Vec<u64> = self
+            .ledger
+            .iter()
+            .filter(|(_, a)| {
+                a.buffer && a.in_slot && !a.reported && a.mdev == Some(ptr) && a.life == life
+            })
+            .map(|(&p, _)| p)
+            .collect();
+        held.sort_unstable();
+        for p in held {
+            let a = self.ledger.get_mut(&p).expect("listed");
+            a.reported = true;
+            let (aev, afunc, astack, bytes) = (
+                a.event.clone(),
+                a.function.clone(),
+                a.stack.clone(),
+                a.bytes,
+            );
+            let size = if bytes > 0 {
+                format!(" ({bytes} bytes)")
+            } else {
+                String::new()
+            };
+            let msg = format!(
+                "configuration buffer {p:#x}{size}, allocated by {afunc} at {} into a migration file's slot of {} ({}), is still held when {func} returned at {}: close and reset must free the files' buffers",
+                secs(aev.ts_ns),
+                self.mdev_label(ptr),
+                self.guest_label(ptr),
+                secs(ev.ts_ns)
+            );
+            self.raise(
+                Kind::BufferHeldAtClose,
+                Some(ptr),
+                ev,
+                Some(afunc),
+                msg,
+                vec![aev],
+                astack,
+            );
+        }
+    }
+}
