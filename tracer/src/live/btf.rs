@@ -456,6 +456,23 @@ pub(crate) mod tests {
             4096,
             &[(info, long, 0), (mig, long, 3368)],
         );
+        // The series' migration data: a state, then two file slots of three words.
+        let (filp, cfg, sz) = (m.str("filp"), m.str("ap_config"), m.str("config_sz"));
+        let file = m.strukt(
+            "vfio_ap_migration_file",
+            24,
+            &[(filp, long, 0), (cfg, long, 8), (sz, long, 16)],
+        );
+        let (state, resuming, stop_copy) = (
+            m.str("mig_state"),
+            m.str("resuming_mig_file"),
+            m.str("stop_copy_mig_file"),
+        );
+        m.strukt(
+            "vfio_ap_migration_data",
+            56,
+            &[(state, long, 0), (resuming, file, 8), (stop_copy, file, 32)],
+        );
         (vmlinux, m.finish())
     }
 
@@ -473,6 +490,11 @@ pub(crate) mod tests {
             );
             assert_eq!(module.offset_of("ap_matrix_mdev", "mig_data"), Some(3368));
             assert_eq!(module.offset_of("ap_matrix_mdev", "nope"), None);
+            assert_eq!(
+                module.offset_of("vfio_ap_migration_data", "stop_copy_mig_file.ap_config"),
+                Some(40),
+                "a member of a nested struct"
+            );
         }
     }
 

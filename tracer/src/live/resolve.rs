@@ -292,7 +292,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
             } else {
                 "not in the running kernel, or inlined (without debug info the two cannot be told apart)".to_string()
             };
-            missing.push((spec.name.clone(), spec.optional, msg));
+            missing.push((i, spec.optional, msg));
             continue;
         };
         let traceable = filter.as_ref().map(|f| f.contains(&attach_name));
@@ -310,6 +310,25 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
             degraded: None,
         });
     }
+
+    // An optional row absent while others of its kind are present: the series is there and
+    // the compiler inlined this helper, so the checks its row declares cannot run.
+    let series_present = targets
+        .iter()
+        .any(|t: &FuncTarget| profile.functions[t.spec].optional);
+    let missing: Vec<(String, bool, String)> = missing
+        .into_iter()
+        .map(|(i, optional, msg)| {
+            let spec = &profile.functions[i];
+            let msg = match inlined_checks(spec) {
+                Some(kinds) if optional && series_present && loaded => {
+                    format!("{msg}; its checks cannot run: cannot detect {kinds} in it")
+                }
+                _ => msg,
+            };
+            (spec.name.clone(), optional, msg)
+        })
+        .collect();
 
     let mutex = match ov.offsets.get("mutex.owner") {
         Some(o) => Ok((
@@ -403,6 +422,26 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         );
     }
     res
+}
+
+/// The finding kinds a row's own checks raise (its lock contract, its object role), which an
+/// inlined copy of the function cannot: None when it has none.
+pub fn inlined_checks(spec: &FunctionSpec) -> Option<String> {
+    let mut kinds: Vec<&str> = Vec::new();
+    match spec.lock {
+        LockContract::Held => kinds.push("lock-not-held"),
+        LockContract::NotHeld => kinds.push("self-deadlock"),
+        LockContract::None => {}
+    }
+    match spec.role {
+        Role::BufferFree => kinds.push("double-free"),
+        Role::BufferAlloc => kinds.push("buffer-held-at-close"),
+        Role::MigFileOpen | Role::MigFileRead | Role::MigFileWrite | Role::MigFileRelease => {
+            kinds.push("file-after-release")
+        }
+        _ => {}
+    }
+    (!kinds.is_empty()).then(|| kinds.join(", "))
 }
 
 /// Finding kinds that need the value `spec` reads.

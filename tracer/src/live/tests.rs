@@ -154,6 +154,17 @@ fn resolves_a_612_host_with_btf() {
     assert_eq!(init.config.field_offset, 3368, "mig_data from module BTF");
     assert_eq!(init.config.read_field_at, abi::read_at::EXIT);
     assert_eq!(init.config.check_lock, abi::check_lock::STACK_IF_NOT_HELD);
+    // mdev → mig_data → the stop-copy slot: one pointer followed, then the nested member.
+    let get_config = r
+        .targets
+        .iter()
+        .find(|t| t.name == "vfio_ap_get_config")
+        .unwrap();
+    assert_eq!(get_config.field_problem, None);
+    assert_eq!((get_config.path.count, get_config.path.hops[0]), (1, 3368));
+    assert_eq!(get_config.config.field_offset, 40);
+    assert_eq!(get_config.config.read_field_at, abi::read_at::EXIT);
+    assert_eq!(init.path.count, 0, "no path: the argument's own struct");
     let get_state = r
         .targets
         .iter()
@@ -370,6 +381,30 @@ fn a_missing_function_is_reported_and_the_rest_resolve() {
     assert_eq!(r.missing.len(), 1);
     assert!(r.missing[0].2.contains("inlined"), "{}", r.missing[0].2);
     assert_eq!(r.targets.len(), Profile::vfio_ap().functions.len() - 1);
+}
+
+/// A series helper inlined by the compiler (absent while the rest of the series is there):
+/// listed as missing, naming the checks of its row that cannot run; the report's
+/// cannot-detect list carries them.
+#[test]
+fn an_inlined_series_helper_says_which_checks_cannot_run() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let gone = "vfio_ap_release_stop_copy_file";
+    let text = fixture("kallsyms-6.12-x86_64").replace(gone, "unrelated_symbol");
+    put(d.path(), "proc/kallsyms", text);
+    let r = resolve(&host, &Profile::vfio_ap(), "vfio_ap", &Overrides::default());
+    let (name, optional, msg) = &r.missing[0];
+    assert_eq!((name.as_str(), *optional), (gone, true));
+    assert!(
+        msg.contains("cannot detect lock-not-held, double-free in it"),
+        "{msg}"
+    );
+    let statuses = super::follow::missing_statuses(&r);
+    let blind = crate::report::undetected(&statuses);
+    assert_eq!(blind.len(), 1);
+    assert_eq!(blind[0].probe, gone);
+    assert_eq!(blind[0].kinds, vec!["double-free", "lock-not-held"]);
 }
 
 #[test]

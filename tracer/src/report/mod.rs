@@ -58,11 +58,16 @@ fn kinds_named(detail: &str) -> Vec<&'static str> {
         .collect()
 }
 
-/// The degraded probes among `probes`, with the finding kinds each could not detect.
+/// The degraded probes among `probes`, and the missing ones whose checks could not run (an
+/// inlined helper with a declared contract), with the finding kinds each could not detect.
 pub fn undetected(probes: &[ProbeStatus]) -> Vec<Undetected> {
+    use crate::recording::ProbeState;
     probes
         .iter()
-        .filter(|p| p.state == crate::recording::ProbeState::Degraded)
+        .filter(|p| {
+            p.state == ProbeState::Degraded
+                || (p.state == ProbeState::Missing && p.detail.contains("cannot detect"))
+        })
         .map(|p| Undetected {
             probe: p.name.clone(),
             kinds: kinds_named(&p.detail),
