@@ -58,6 +58,47 @@ fn hand_written_scenarios_yield_exactly_their_finding() {
     }
 }
 
+/// The series' migration files and configuration buffers (hand-written from the model's
+/// runs): each planted bug gives exactly its finding, with its function and a stack or
+/// evidence; the clean migration none.
+#[test]
+fn series_object_scenarios_yield_exactly_their_findings() {
+    for (file, kind, function) in [
+        ("series-clean-migration", None, ""),
+        (
+            "file-after-release",
+            Some("file-after-release"),
+            "vfio_ap_stop_copy_read",
+        ),
+        (
+            "buffer-held-at-close",
+            Some("buffer-held-at-close"),
+            "vfio_ap_get_config",
+        ),
+        (
+            "partial-resume-double-free",
+            Some("double-free"),
+            "vfio_ap_release_mig_files",
+        ),
+        ("partial-resume-leak", Some("leak"), "allocate_ap_config"),
+    ] {
+        let (code, v) = json_report(&path(&format!("tracer/tests/scenarios/{file}.jsonl")));
+        let want: Vec<String> = kind.iter().map(|k| k.to_string()).collect();
+        assert_eq!(kinds(&v), want, "{file}");
+        assert_eq!(code, if kind.is_some() { 1 } else { 0 }, "{file}");
+        if kind.is_some() {
+            let f = &v["findings"][0];
+            assert_eq!(f["function"], function, "{file}");
+            assert_eq!(f["severity"], "error", "{file}");
+            assert_eq!(
+                f["mdev"]["uuid"], "5e1c0000-0000-4000-8000-000000000001",
+                "{file}"
+            );
+            assert!(f["evidence"].as_array().unwrap().len() >= 2, "{file}");
+        }
+    }
+}
+
 fn core_profile_report(file: &str) -> (i32, serde_json::Value) {
     let out = aptrace(&[
         "report",
