@@ -194,17 +194,52 @@ pub fn kvmalloc_enter(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The instruction pointer of a return probe: the kernel sets it to the real return
+/// address (the caller) before the handlers run.
+#[inline(always)]
+fn return_ip(ctx: &RetProbeContext) -> u64 {
+    let regs = ctx.as_ptr() as *const u8;
+    #[cfg(bpf_target_arch = "s390x")]
+    {
+        // struct user_pt_regs { args[1]; psw { mask, addr }; ... }
+        // SAFETY: kretprobe programs may load from their pt_regs context.
+        unsafe { core::ptr::read_volatile(regs.add(0x10) as *const u64) }
+    }
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // struct pt_regs: ip is the 17th word.
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(regs.add(16 * 8) as *const u64) }
+    }
+    #[cfg(not(any(bpf_target_arch = "s390x", bpf_target_arch = "x86_64")))]
+    {
+        let _ = regs;
+        0
+    }
+}
+
 #[kretprobe]
 pub fn kvmalloc_leave(ctx: RetProbeContext) -> u32 {
     let key = bpf_get_current_pid_tgid();
-    // SAFETY: copied out at once.
-    let Some(p) = (unsafe { PENDING_ALLOCS.get(key) }).copied() else {
-        return 0;
-    };
-    let _ = PENDING_ALLOCS.remove(key);
     let ptr: u64 = ctx.ret();
-    if ptr >= SMALLEST_PTR {
-        send_alloc(&ctx, ptr, p.bytes, p.caller, allocator::KVMALLOC);
+    // SAFETY: copied out at once.
+    match (unsafe { PENDING_ALLOCS.get(key) }).copied() {
+        Some(p) => {
+            let _ = PENDING_ALLOCS.remove(key);
+            if ptr >= SMALLEST_PTR {
+                send_alloc(&ctx, ptr, p.bytes, p.caller, allocator::KVMALLOC);
+            }
+        }
+        // The entry did not see the driver as the caller (its return address already
+        // replaced by this probe's trampoline): the return's own instruction pointer is the
+        // caller. The size is unknown then.
+        None => {
+            let Some(cfg) = enabled() else { return 0 };
+            let caller = return_ip(&ctx);
+            if ptr >= SMALLEST_PTR && in_text(cfg, caller) {
+                send_alloc(&ctx, ptr, 0, caller, allocator::KVMALLOC);
+            }
+        }
     }
     0
 }

@@ -19,6 +19,28 @@ pub struct BuiltModule {
     pub mdevs_lock_off: Option<u64>,
     /// offset of `mig_data` in `struct ap_matrix_mdev`
     pub mig_data_off: Option<u64>,
+    /// `--offset` arguments for the file slots' buffer pointers the profile reads
+    /// (`vfio_ap_migration_data.{resuming,stop_copy}_mig_file.ap_config`); empty when the
+    /// module has no migration files
+    pub slot_offsets: Vec<(String, u64)>,
+}
+
+/// The nested members of the series' migration data whose offsets the built-in profile's
+/// buffer reads need: (slot member, then `ap_config` inside `struct vfio_ap_migration_file`).
+fn slot_offsets(ko: &Path) -> Result<Vec<(String, u64)>> {
+    let Some(cfg) = pahole_offset(ko, "vfio_ap_migration_file", "ap_config")? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for slot in ["resuming_mig_file", "stop_copy_mig_file"] {
+        if let Some(off) = pahole_offset(ko, "vfio_ap_migration_data", slot)? {
+            out.push((
+                format!("vfio_ap_migration_data.{slot}.ap_config"),
+                off + cfg,
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Builds `src` as module `name` in `<build>/<kernel id>/<name>` (`build`: this invocation's
@@ -29,6 +51,7 @@ pub fn build(build: &Path, k: &Kernel, src: &Path, name: &str) -> Result<BuiltMo
     Ok(BuiltModule {
         mdevs_lock_off: pahole_offset(&ko, "ap_matrix_dev", "mdevs_lock")?,
         mig_data_off: pahole_offset(&ko, "ap_matrix_mdev", "mig_data")?,
+        slot_offsets: slot_offsets(&ko)?,
         ko,
         has_btf,
     })

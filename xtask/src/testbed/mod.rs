@@ -458,6 +458,10 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                     .replace("{mig_data}", &d.to_string());
                 agent_args = format!("{agent_args} {o}").trim().to_string();
             }
+            // The buffer reads of the series' rows, as a user would pass them too.
+            for (member, off) in &m.slot_offsets {
+                agent_args = format!("{agent_args} --offset {member}={off}");
+            }
         }
         let runs_dir = runs_base.join(k.id());
 

@@ -102,9 +102,14 @@ pub fn attach(
                 }
             }
         }
+        // The return probe first: the kernel runs the probes of one address newest first,
+        // and the kretprobe's own entry handler replaces the return address (on the stack,
+        // or r14 on s390x) by its trampoline; kvmalloc_enter reads the caller from there,
+        // so it must run before that handler (else a kvzalloc from the driver is not seen
+        // as the driver's, and its kvfree is an unknown free).
         let kvm: [(&str, Option<&String>); 4] = [
-            ("kvmalloc_enter", res.kvmalloc.as_ref()),
             ("kvmalloc_leave", res.kvmalloc.as_ref()),
+            ("kvmalloc_enter", res.kvmalloc.as_ref()),
             ("vfree_enter", res.vfree.as_ref()),
             ("kvfree_enter", res.kvfree.as_ref()),
         ];
