@@ -354,8 +354,8 @@ mod tests {
             Some("needs kind x")
         );
         // a pending scenario may name a kind aptrace does not have yet; others may not
-        fs::write(d.join("expected"), "file-after-release 1\n").unwrap();
-        assert_eq!(load_one(&d).unwrap().expected["file-after-release"], 1);
+        fs::write(d.join("expected"), "not-a-kind-yet 1\n").unwrap();
+        assert_eq!(load_one(&d).unwrap().expected["not-a-kind-yet"], 1);
         fs::remove_file(d.join("pending")).unwrap();
         assert!(load_one(&d).is_err());
         fs::remove_dir_all(&d).unwrap();
