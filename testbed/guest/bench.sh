@@ -6,7 +6,11 @@
 #   bench jit <0|1|2|none>                               net.core.bpf_jit_enable (none: no JIT built)
 #   bench alloc <none|aptrace-default|aptrace-all|noop> ps=  (c) kmalloc(64)+kfree from aptrace_bench
 #                                                        (noop: a do-nothing BPF program on the same tracepoints)
-#   bench attach <default|all-allocations> s=<seconds>  (e) start to the "attached" line
+#   bench attach <default|all-allocations> s=<seconds> kprobes=<n>  (e) start to the "attached" line
+#   bench call bpftrace ps=                              (b) with the peer's one-liner fetching the same data
+#   bench attach bpftrace s= kprobes=                    (e) the peer's start to its BEGIN probe, with the
+#                                                        functions aptrace attached, entry and return
+# BPFTRACE=1 in /job.env: Debian's bpftrace tree is on the 9p share `bpft` (xtask/src/testbed/bpftrace.rs).
 #   bench rate k=<calls/ms> events_per_s=<achieved> lost=<events-lost findings so far>  (d)
 . /lib.sh   # /job.env, marker
 B=/sys/kernel/debug/aptrace_bench/ctl
@@ -29,7 +33,7 @@ start_agent() { # mode log [args]: starts, times the attach, sets P
     while ! grep -q "^aptrace: attached" "$2" && kill -0 $P 2>/dev/null && [ $i -lt 2400 ]; do
         sleep 0.05; i=$((i+1))
     done
-    marker "bench attach $1 s=$(awk "BEGIN{print $(up)-$t0}") $(grep -m1 '^aptrace: attached' "$2")"
+    marker "bench attach $1 s=$(awk "BEGIN{print $(up)-$t0}") kprobes=$(kprobes_on_module) $(grep -m1 '^aptrace: attached' "$2")"
 }
 stop_agent() { kill -INT $P; wait $P; }
 # warm up (page in, caches)
@@ -57,6 +61,8 @@ echo > $T/trace
 marker "bench jit $(cat /proc/sys/net/core/bpf_jit_enable 2>/dev/null || echo none)"
 if [ -x "${AGENT:-}" ]; then
     start_agent default /out/bench.default.log
+    # the functions it attached, for the peer to attach the same
+    awk -v m="$MOD" '$4 == m { sub(/[+].*/, "", $3); print $3 }' /sys/kernel/debug/kprobes/list | sort -u > /tmp/aptrace.funcs
     calls aptrace 1
     allocs aptrace-default
     sleep 2
@@ -88,5 +94,44 @@ if [ -x "${AGENT:-}" ]; then
     allocs noop
     stop_agent
     marker "bench noop stopped rc=$?"
+fi
+# bpftrace, the peer a user would pick: Debian's own, run through its tree's loader
+if [ -n "${BPFTRACE:-}" ]; then
+    mkdir -p /bpft
+    if mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro bpft /bpft; then
+        bt() { /bpft/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path /bpft/lib/x86_64-linux-gnu:/bpft/usr/lib/x86_64-linux-gnu /bpft/usr/bin/bpftrace "$@"; }
+        marker "bench bpftrace version $(bt --version 2>&1 | head -n 1)"
+        start_bt() { # label script log: starts bpftrace, times its start to the BEGIN line
+            rm -f "$3"; : > "$3"
+            t0=$(up)
+            bt -e "$2" > "$3" 2>&1 &
+            P=$!
+            i=0
+            while ! grep -q "^bpftrace: ready" "$3" && kill -0 $P 2>/dev/null && [ $i -lt 12000 ]; do
+                sleep 0.05; i=$((i+1))
+            done
+            marker "bench attach $1 s=$(awk "BEGIN{print $(up)-$t0}") kprobes=$(kprobes_on_module) $(grep -m1 '^bpftrace: ready' "$3")"
+            grep -q "^bpftrace: ready" "$3" || { marker "bench bpftrace $1 failed: $(head -c 600 "$3" | tr '\n' ' ')"; }
+        }
+        # what aptrace's records carry: four arguments and the comm at entry, the return
+        # value and the comm at return (with the task and a timestamp, as its header has)
+        ENTRY='{ printf("%llu %d %s %lx %lx %lx %lx\n", nsecs, tid, comm, arg0, arg1, arg2, arg3); }'
+        RET='{ printf("%llu %d %s %ld\n", nsecs, tid, comm, retval); }'
+        READY='BEGIN { printf("bpftrace: ready\n"); }'
+        start_bt bpftrace-one "kprobe:vfio_ap_get_data_size $ENTRY kretprobe:vfio_ap_get_data_size $RET $READY" /out/bench.bt-one.log
+        if grep -q "^bpftrace: ready" /out/bench.bt-one.log; then calls bpftrace 1; fi
+        kill -INT $P 2>/dev/null; wait $P
+        E=""; R=""
+        for f in $(cat /tmp/aptrace.funcs 2>/dev/null); do
+            E="$E${E:+,}kprobe:$f"; R="$R${R:+,}kretprobe:$f"
+        done
+        if [ -n "$E" ]; then
+            start_bt bpftrace "$E $ENTRY $R $RET $READY" /out/bench.bt.log
+            kill -INT $P 2>/dev/null; wait $P
+        fi
+        umount /bpft
+    else
+        marker "bench bpftrace: the 9p share bpft did not mount"
+    fi
 fi
 marker "bench done"

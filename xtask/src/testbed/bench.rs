@@ -33,8 +33,13 @@ pub struct Figures {
     pub arch: &'static str,
     /// ns per call / per pair, each run
     pub samples: BTreeMap<String, Vec<f64>>,
-    /// mode -> seconds
+    /// mode -> seconds, real time (two vCPUs)
     pub attach: BTreeMap<String, f64>,
+    /// mode -> seconds, instruction time (the `-icount` boot); `bpftrace` is the peer's
+    /// start to its BEGIN probe with the same functions, entry and return
+    pub attach_icount: BTreeMap<String, f64>,
+    /// kprobes attached, per mode of `attach_icount`
+    pub attach_probes: BTreeMap<String, u64>,
     /// (calls per ms, achieved events/s, events-lost findings raised, agent alive)
     pub rates: Vec<(u64, u64, u64, bool)>,
     pub secs: f64,
@@ -84,9 +89,14 @@ impl Figures {
                     }
                 }
                 ["bench", "jit", v] => f.jit = Some(v.to_string()),
-                ["bench", "attach", mode, ..] if l.contains("aptrace: attached") => {
+                ["bench", "attach", mode, ..]
+                    if l.contains("aptrace: attached") || l.contains("bpftrace: ready") =>
+                {
                     if let Some(s) = kv(l, "s=").and_then(|s| s.parse().ok()) {
                         f.attach.insert(mode.to_string(), s);
+                    }
+                    if let Some(n) = kv(l, "kprobes=").and_then(|s| s.parse().ok()) {
+                        f.attach_probes.insert(mode.to_string(), n);
                     }
                 }
                 ["bench", "rate", ..] => {
@@ -163,6 +173,14 @@ impl Figures {
             "  (b) per call of vfio_ap_get_data_size: nothing {}, ftrace kprobe+kretprobe events {} (bare) / {} (fetching 4 args, comm, retval as aptrace does), aptrace {}; aptrace/nothing {}, aptrace/ftrace {} bare, {} same data (target <= 1.00x); {jit}\n",
             ns(cn), ns(cf), ns(cfa), ns(ca), r(ca, cn), r(ca, cf), r(ca, cfa)
         );
+        let cb = self.med("call bpftrace");
+        if cb.is_some() {
+            s += &format!(
+                "  (b) peer: bpftrace one-liner (kprobe+kretprobe printing the same data) {}; aptrace/bpftrace {}\n",
+                ns(cb),
+                r(ca, cb)
+            );
+        }
         let (an, ad, aa) = (
             self.med("alloc none"),
             self.med("alloc aptrace-default"),
@@ -200,17 +218,7 @@ impl Figures {
                 above.join("; ")
             }
         );
-        s += &format!(
-            "  (e) attach, start to all probes attached: default {}, --all-allocations {}\n",
-            self.attach
-                .get("default")
-                .map(|v| format!("{v:.2} s"))
-                .unwrap_or("-".into()),
-            self.attach
-                .get("all-allocations")
-                .map(|v| format!("{v:.2} s"))
-                .unwrap_or("-".into()),
-        );
+        s += &self.render_attach();
         let rt = |k: &str| self.med(&format!("{k} (real time)"));
         if rt("call none").is_some() {
             s += &format!(
@@ -230,6 +238,53 @@ impl Figures {
             "  ({runs} runs per figure, medians; (b)(c) instruction time, (d)(e) real time; boots {:.0} s)\n",
             self.secs
         );
+        s
+    }
+}
+
+impl Figures {
+    /// (e): start to all probes attached, in instruction time (the -icount boot) and in
+    /// real time, per attached function, and bpftrace's start with the same functions.
+    fn render_attach(&self) -> String {
+        let secs = |m: &BTreeMap<String, f64>, k: &str| {
+            m.get(k).map(|v| format!("{v:.2} s")).unwrap_or("-".into())
+        };
+        let per_fn = |k: &str| match (self.attach_icount.get(k), self.attach_probes.get(k)) {
+            // entry and return: two kprobes per function
+            (Some(s), Some(&n)) if n >= 2 => format!("{:.3} s per function", s / (n / 2) as f64),
+            _ => "-".into(),
+        };
+        let probes = |k: &str| {
+            self.attach_probes
+                .get(k)
+                .map(|n| format!("{n} kprobes"))
+                .unwrap_or("-".into())
+        };
+        let mut s = format!(
+            "  (e) attach, start to all probes attached, instruction time: default {} ({}, {}), --all-allocations {}; real time: default {}, --all-allocations {}\n",
+            secs(&self.attach_icount, "default"),
+            probes("default"),
+            per_fn("default"),
+            secs(&self.attach_icount, "all-allocations"),
+            secs(&self.attach, "default"),
+            secs(&self.attach, "all-allocations"),
+        );
+        if self.attach_icount.contains_key("bpftrace") || self.attach.contains_key("bpftrace") {
+            let ratio = match (
+                self.attach_icount.get("default"),
+                self.attach_icount.get("bpftrace"),
+            ) {
+                (Some(a), Some(b)) if *b > 0.0 => format!("{:.2}x", a / b),
+                _ => "-".into(),
+            };
+            s += &format!(
+                "  (e) peer: bpftrace start to its BEGIN probe with the same functions, entry and return: {} instruction time ({}, {}), {} real time; aptrace/bpftrace {ratio}\n",
+                secs(&self.attach_icount, "bpftrace"),
+                probes("bpftrace"),
+                per_fn("bpftrace"),
+                secs(&self.attach, "bpftrace"),
+            );
+        }
         s
     }
 }
@@ -266,6 +321,7 @@ pub fn bench_one(
     agent_args: &str,
     conf: &BenchConf,
     timeout: std::time::Duration,
+    bpftrace: Option<&Path>,
 ) -> Result<Figures> {
     let dir = runs_dir.join("bench");
     let share = dir.join("share");
@@ -284,6 +340,11 @@ pub fn bench_one(
         job.files.push(("aptrace".into(), a.clone(), 0o755));
         env += &format!("AGENT=/aptrace\nAGENT_ARGS=\"{agent_args}\"\n");
     }
+    let mut extra: Vec<String> = Vec::new();
+    if let Some(tree) = bpftrace {
+        env += "BPFTRACE=1\n";
+        extra = super::bpftrace::qemu_args(tree);
+    }
     job.texts.push(("job.env".into(), env, 0o644));
     let initrd = dir.join("initrd.cpio");
     fs::write(&initrd, guest::initramfs(root, k, bb, &m.ko, &job)?)
@@ -294,6 +355,8 @@ pub fn bench_one(
     // enters the loops' times. (d), (e): real time, two vCPUs, as a user would see it.
     let share_ic = dir.join("share-icount");
     fs::create_dir_all(&share_ic)?;
+    let mut ic_args: Vec<&str> = vec!["-icount", "shift=0", "-smp", "1"];
+    ic_args.extend(extra.iter().map(String::as_str));
     let ic = guest::boot_with(
         k,
         &initrd,
@@ -301,12 +364,22 @@ pub fn bench_one(
         &dir.join("console-icount.log"),
         timeout,
         None,
-        &["-icount", "shift=0", "-smp", "1"],
+        &ic_args,
     )?;
-    let res = guest::boot(k, &initrd, &share, &dir.join("console.log"), timeout, None)?;
+    let wall_args: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let res = guest::boot_with(
+        k,
+        &initrd,
+        &share,
+        &dir.join("console.log"),
+        timeout,
+        None,
+        &wall_args,
+    )?;
     let mut f = Figures::parse(&k.kver, k.arch, &guest::markers(&ic.console));
     let wall = Figures::parse(&k.kver, k.arch, &guest::markers(&res.console));
     f.rates = wall.rates;
+    f.attach_icount = std::mem::take(&mut f.attach);
     f.attach = wall.attach;
     for (key, v) in wall.samples {
         f.samples.insert(format!("{key} (real time)"), v);
@@ -345,6 +418,36 @@ mod tests {
             Figures::parse("6.12", Arch::X86_64, &[]).missing(),
             vec!["(b)", "(c)", "(d)", "(e)"]
         );
+    }
+
+    #[test]
+    fn the_bpftrace_peer_is_set_beside_aptrace_per_function() {
+        let icount: Vec<String> = [
+            "bench call aptrace ps=400000",
+            "bench call bpftrace ps=800000",
+            "bench attach default s=4.0 kprobes=52 aptrace: attached 26 probes to module vfio_ap",
+            "bench attach bpftrace s=16.0 kprobes=52 bpftrace: ready",
+            // a peer that never became ready has no time
+            "bench attach bpftrace-one s=9 kprobes=0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut f = Figures::parse("6.12", Arch::X86_64, &icount);
+        assert!(!f.attach.contains_key("bpftrace-one"));
+        // bench_one: the instruction-time boot's attach times, beside the real-time ones
+        f.attach_icount = std::mem::take(&mut f.attach);
+        let t = f.render();
+        assert!(t.contains("aptrace/bpftrace 0.50x"), "{t}");
+        assert!(
+            t.contains("default 4.00 s (52 kprobes, 0.154 s per function)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("16.00 s instruction time (52 kprobes, 0.615 s per function)"),
+            "{t}"
+        );
+        assert!(t.contains("aptrace/bpftrace 0.25x"), "{t}");
     }
 
     #[test]

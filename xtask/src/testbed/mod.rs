@@ -14,6 +14,7 @@
 //! invocations that have ended are removed by the next one.
 
 pub mod bench;
+mod bpftrace;
 mod cpio;
 mod guest;
 mod kernels;
@@ -121,6 +122,9 @@ pub struct TestbedArgs {
     /// Runs per benchmark figure (medians)
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub bench_runs: u32,
+    /// Benchmarks without the bpftrace peer (Debian's bpftrace, ~280 MiB, in the x86_64 guests)
+    #[arg(long)]
+    pub no_bpftrace: bool,
 }
 
 impl Default for TestbedArgs {
@@ -470,6 +474,11 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                 runs: args.bench_runs,
                 ..Default::default()
             };
+            // the peer: Debian's bpftrace, on the x86_64 kernels (its tree is amd64)
+            let bt = match arch {
+                Arch::X86_64 if !args.no_bpftrace => Some(bpftrace::provision(&cache, &apt)?),
+                _ => None,
+            };
             let f = bench::bench_one(
                 &root,
                 &runs_dir,
@@ -480,6 +489,7 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                 &agent_args,
                 &conf,
                 args.boot_timeout(),
+                bt.as_deref(),
             )?;
             println!("{}", f.render());
             bench_figures.push(f);
