@@ -28,7 +28,7 @@ pub mod agent;
 #[cfg(all(feature = "live", target_os = "linux"))]
 mod linkinfo;
 
-pub use options::{LiveOptions, Session};
+pub use options::{LiveOptions, Preflight, Session};
 
 use std::io::Read;
 

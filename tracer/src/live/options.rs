@@ -2,11 +2,12 @@
 //! where lines go, how it is stopped, and the sinks that watch the stream.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::cancel::Cancel;
 use super::output::Output;
-use super::resolve::Overrides;
+use super::resolve::{Overrides, Resolution};
 use super::sink::{GuestFilter, LiveFormat, PrintSink};
 use crate::audit::Auditor;
 use crate::pipeline::{Pipeline, Sink};
@@ -30,6 +31,24 @@ pub struct LiveOptions {
     pub overrides: Overrides,
     /// `--metrics ADDR`: serve Prometheus metrics there.
     pub metrics: Option<String>,
+    /// What the start-up check resolved, for the first attach to reuse: reading
+    /// /proc/kallsyms, tracefs and BTF again took seconds under an emulated CPU.
+    pub preflight: Option<Preflight>,
+}
+
+/// The module's symbols, offsets and probe targets as the start-up check found them, with
+/// the identity (.text address) of the module load they belong to.
+#[derive(Clone, Debug)]
+pub struct Preflight {
+    pub identity: String,
+    pub resolution: Arc<Resolution>,
+}
+
+impl Preflight {
+    /// The resolution, when it was made for the module load `identity` names.
+    pub fn for_load(self, identity: &str) -> Option<Arc<Resolution>> {
+        (self.identity == identity).then_some(self.resolution)
+    }
 }
 
 impl LiveOptions {

@@ -86,6 +86,7 @@ mod tests {
             force: false,
             overrides: Overrides::default(),
             metrics: None,
+            preflight: None,
         }
     }
 

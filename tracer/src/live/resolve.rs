@@ -237,6 +237,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
     kernel_names.extend(KVMALLOC_NAMES);
     kernel_names.extend(VFREE_NAMES);
     kernel_names.extend(KVFREE_NAMES);
+    let t0 = std::time::Instant::now();
     let kallsyms_text = host.kallsyms();
     let kallsyms = kallsyms_text
         .as_deref()
@@ -244,15 +245,24 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         .unwrap_or_default();
     let kallsyms_readable = kallsyms_text.is_some() && !kallsyms.zeroed;
     let loaded = host.module_live(module) || kallsyms.functions_of(module).next().is_some();
+    let t_kallsyms = t0.elapsed();
     let filter = host
         .available_filter_functions()
         .map(|t| filter_functions(&t, module));
+    let t_filter = t0.elapsed();
 
     let vmlinux = host.vmlinux_btf().and_then(|b| Btf::parse(&b).ok());
     let module_btf = host.module_btf(module).and_then(|b| match &vmlinux {
         Some(base) => Btf::parse_split(&b, base.clone()).ok(),
         None => None,
     });
+    // Start-up time is what a user waits for before anything is traced (`RUST_LOG=debug`).
+    log::debug!(
+        "resolve: kallsyms {:?}, available_filter_functions {:?}, BTF {:?}",
+        t_kallsyms,
+        t_filter - t_kallsyms,
+        t0.elapsed() - t_filter
+    );
 
     let field_offset = |field: &str| -> Result<u64, String> {
         if let Ok(n) = crate::model::hex_u64::parse(field) {

@@ -800,3 +800,25 @@ fn probes_without_a_read_they_need_are_degraded_everywhere_the_agent_says_so() {
         .iter()
         .all(|s| s.state != ProbeState::Degraded));
 }
+
+#[test]
+fn the_first_attach_reuses_the_start_up_resolution_only_for_the_same_module_load() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let identity = super::follow::module_identity(&host, "vfio_ap", &Overrides::default())
+        .expect("the module is loaded on this host");
+    let res = std::sync::Arc::new(resolve(
+        &host,
+        &Profile::vfio_ap(),
+        "vfio_ap",
+        &Overrides::default(),
+    ));
+    let preflight = super::options::Preflight {
+        identity: identity.clone(),
+        resolution: res.clone(),
+    };
+    let reused = preflight.clone().for_load(&identity).expect("same load");
+    assert!(std::sync::Arc::ptr_eq(&reused, &res));
+    // the module was reloaded between the check and the attach: its .text moved
+    assert!(preflight.for_load("0xffffffffc0990000").is_none());
+}

@@ -77,7 +77,7 @@ pub fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
         }
         let t = args.target.options();
         let (profile, module) = t.resolve()?;
-        let opts = tracer::live::LiveOptions {
+        let mut opts = tracer::live::LiveOptions {
             record: args.record,
             format: args.format.into(),
             duration: args.duration,
@@ -92,9 +92,10 @@ pub fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
             force: args.force,
             overrides: t.overrides,
             metrics: args.metrics,
+            preflight: None,
         };
         // Before the terminal UI takes the screen: warnings, or an error naming the fix.
-        tracer::live::agent::gate(&opts, &tracer::live::output::Output::Terminal)?;
+        opts.preflight = tracer::live::agent::gate(&opts, &tracer::live::output::Output::Terminal)?;
         let format = opts.format;
         let report = if args.tui {
             tracer::tui::live::run(opts)?

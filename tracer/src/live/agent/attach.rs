@@ -38,17 +38,35 @@ pub struct Attachment {
     pub statuses: Vec<ProbeStatus>,
 }
 
-fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, target: &str) -> Result<Result<KProbeLink, String>> {
-    let kp: &mut KProbe = prepare(ebpf, prog)?
-        .try_into()
-        .map_err(|source| LiveError::Program {
-            name: prog.to_string(),
-            source,
-        })?;
-    Ok(match kp.attach(target, 0) {
+fn attach_kprobe(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    target: &str,
+    timing: &mut AttachTiming,
+) -> Result<Result<KProbeLink, String>> {
+    let t0 = std::time::Instant::now();
+    let prepared = prepare(ebpf, prog);
+    timing.load += t0.elapsed();
+    let kp: &mut KProbe = prepared?.try_into().map_err(|source| LiveError::Program {
+        name: prog.to_string(),
+        source,
+    })?;
+    let t1 = std::time::Instant::now();
+    let r = match kp.attach(target, 0) {
         Ok(id) => kp.take_link(id).map_err(|e| e.to_string()),
         Err(e) => Err(format!("{e}: {}", error_chain(&e))),
-    })
+    };
+    timing.attach += t1.elapsed();
+    timing.kprobes += 1;
+    Ok(r)
+}
+
+/// Where attach time goes: the kernel's verifier (program load) or kprobe registration.
+#[derive(Default)]
+struct AttachTiming {
+    load: std::time::Duration,
+    attach: std::time::Duration,
+    kprobes: usize,
 }
 
 /// Writes the configuration and attaches every probe `res` found; what could not attach
@@ -61,6 +79,7 @@ pub fn attach(
 ) -> Result<Attachment> {
     let mut kprobes = Vec::new();
     let mut tracepoints = Vec::new();
+    let mut timing = AttachTiming::default();
     let (targets, mut statuses) = slotted(&res.targets);
     let mut config = abi::ProbeConfig {
         global: res.global_config(all_allocations),
@@ -78,7 +97,12 @@ pub fn attach(
     for (slot, t) in targets.iter().enumerate() {
         let mut failed = None;
         for prefix in [ENTRY_PROGRAM, EXIT_PROGRAM] {
-            match attach_kprobe(ebpf, &format!("{prefix}{slot:02}"), &t.attach_name)? {
+            match attach_kprobe(
+                ebpf,
+                &format!("{prefix}{slot:02}"),
+                &t.attach_name,
+                &mut timing,
+            )? {
                 Ok(link) => kprobes.push(link),
                 Err(e) => failed = Some(e),
             }
@@ -118,12 +142,18 @@ pub fn attach(
                 log::warn!("--all-allocations: no kernel function for {prog}");
                 continue;
             };
-            match attach_kprobe(ebpf, prog, target)? {
+            match attach_kprobe(ebpf, prog, target, &mut timing)? {
                 Ok(link) => kprobes.push(link),
                 Err(e) => log::warn!("--all-allocations: {prog} on {target}: {e}"),
             }
         }
     }
+    log::debug!(
+        "attach: {} kprobes, program loads {:?}, kprobe attaches {:?}",
+        timing.kprobes,
+        timing.load,
+        timing.attach
+    );
     Ok(Attachment {
         kprobes,
         tracepoints,

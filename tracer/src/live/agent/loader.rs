@@ -1,14 +1,16 @@
 //! Loading the embedded eBPF object, and the feature probes `check` and the gate need.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::error::{error_chain, LiveError, Result};
 use aya::programs::{KProbe, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::live::check::Probed;
+use crate::live::follow::module_identity;
 use crate::live::host::Host;
-use crate::live::options::{ring_buffer_bytes, LiveOptions};
+use crate::live::options::{ring_buffer_bytes, LiveOptions, Preflight};
 use crate::live::output::{say, Output};
 
 /// The eBPF object built by build.rs (bpfel or bpfeb with the target's bpf_target_arch).
@@ -77,9 +79,11 @@ fn ringbuf_supported() -> Result<bool, String> {
 
 /// Before `aptrace live` loads anything: the preflight table's lines about this host. Its
 /// warnings are said (tracefs, BTF, ...); a failing line (no privileges, no kprobes, no
-/// ring buffer) stops it with an error naming the fix.
-pub fn gate(opts: &LiveOptions, out: &Output) -> Result<()> {
+/// ring buffer) stops it with an error naming the fix. Returns what it resolved, for the
+/// agent's first attach to the same module load.
+pub fn gate(opts: &LiveOptions, out: &Output) -> Result<Option<Preflight>> {
     let host = Host::live();
+    let identity = module_identity(&host, &opts.module, &opts.overrides);
     let mut probed = Probed {
         live_support: object_present(),
         ..Default::default()
@@ -88,7 +92,7 @@ pub fn gate(opts: &LiveOptions, out: &Output) -> Result<()> {
         probed.ringbuf = Some(ringbuf_supported());
     }
     let config = crate::live::kernel_config(&host);
-    let (rows, _) = crate::live::check::preflight(
+    let (rows, resolution) = crate::live::check::preflight(
         &host,
         &opts.profile,
         &opts.module,
@@ -102,7 +106,10 @@ pub fn gate(opts: &LiveOptions, out: &Output) -> Result<()> {
     for w in warnings {
         say!(out, "aptrace: warning: {w}");
     }
-    Ok(())
+    Ok(identity.map(|identity| Preflight {
+        identity,
+        resolution: Arc::new(resolution),
+    }))
 }
 
 /// `check`'s probes that need the bpf syscall: load, ring buffer, a kprobe and a raw

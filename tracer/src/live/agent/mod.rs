@@ -120,7 +120,9 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
         sinks,
     } = session;
     let host = Host::live();
+    let t_load = Instant::now();
     let mut ebpf = load(opts.ring_buffer_size, &[])?;
+    log::debug!("object loaded in {:?}", t_load.elapsed());
     start_ebpf_logger(&mut ebpf);
     let ring =
         RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(LiveError::map("EVENTS"))?;
@@ -184,6 +186,7 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
     let mut events_total = 0u64;
     let mut batch = Vec::new();
     let empty = Kallsyms::default();
+    let mut preflight = opts.preflight.clone();
 
     loop {
         // Follow the module: attach when it appears, detach when it goes, re-attach when
@@ -202,8 +205,14 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
                     );
                 }
                 if let Some(id) = id {
-                    let res =
-                        Arc::new(resolve(&host, &opts.profile, &opts.module, &opts.overrides));
+                    let t_resolve = Instant::now();
+                    let res = match preflight.take().and_then(|p| p.for_load(&id)) {
+                        Some(res) => res,
+                        None => {
+                            Arc::new(resolve(&host, &opts.profile, &opts.module, &opts.overrides))
+                        }
+                    };
+                    log::debug!("resolved in {:?}", t_resolve.elapsed());
                     let a = attach(&mut ebpf, res.clone(), opts.all_allocations, id)?;
                     losses.note_programs(&ebpf);
                     let mut lines = attach_lines(&opts.module, &res, &a.statuses);
