@@ -113,6 +113,13 @@ if [ -n "${BPFTRACE:-}" ]; then
             marker "bench attach $1 s=$(awk "BEGIN{print $(up)-$t0}") kprobes=$(kprobes_on_module) $(grep -m1 '^bpftrace: ready' "$3")"
             grep -q "^bpftrace: ready" "$3" || { marker "bench bpftrace $1 failed: $(head -c 600 "$3" | tr '\n' ' ')"; }
         }
+        stop_bt() { # SIGINT as a user's Ctrl-C; a background job of this shell may ignore
+            # it, so SIGTERM, then SIGKILL after 30 s
+            kill -INT $P 2>/dev/null; kill -TERM $P 2>/dev/null
+            i=0; while kill -0 $P 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+            kill -0 $P 2>/dev/null && { marker "bench bpftrace did not stop: killed"; kill -KILL $P; }
+            wait $P
+        }
         # what aptrace's records carry: four arguments and the comm at entry, the return
         # value and the comm at return (with the task and a timestamp, as its header has)
         ENTRY='{ printf("%llu %d %s %lx %lx %lx %lx\n", nsecs, tid, comm, arg0, arg1, arg2, arg3); }'
@@ -120,14 +127,14 @@ if [ -n "${BPFTRACE:-}" ]; then
         READY='BEGIN { printf("bpftrace: ready\n"); }'
         start_bt bpftrace-one "kprobe:vfio_ap_get_data_size $ENTRY kretprobe:vfio_ap_get_data_size $RET $READY" /out/bench.bt-one.log
         if grep -q "^bpftrace: ready" /out/bench.bt-one.log; then calls bpftrace 1; fi
-        kill -INT $P 2>/dev/null; wait $P
+        stop_bt
         E=""; R=""
         for f in $(cat /tmp/aptrace.funcs 2>/dev/null); do
             E="$E${E:+,}kprobe:$f"; R="$R${R:+,}kretprobe:$f"
         done
         if [ -n "$E" ]; then
             start_bt bpftrace "$E $ENTRY $R $RET $READY" /out/bench.bt.log
-            kill -INT $P 2>/dev/null; wait $P
+            stop_bt
         fi
         umount /bpft
     else
