@@ -94,6 +94,8 @@ pub struct Auditor {
     mdevs_seen: u64,
     /// Lock order edges across every task.
     order: order::OrderGraph,
+    /// Migration sessions (STOP_COPY and RESUMING periods).
+    sessions: migration::session::Sessions,
 }
 
 /// The function of a call event, sharing the event's string.
@@ -137,6 +139,7 @@ impl Auditor {
             last_loss_seq: None,
             untrusted: FastMap::default(),
             mdevs_seen: 0,
+            sessions: Default::default(),
         }
     }
 
@@ -441,6 +444,12 @@ impl Auditor {
             }
             _ => {}
         }
+        if matches!(role, Role::MigFileRead | Role::MigFileWrite) {
+            // Bytes moved through a migration data file: arg 0 is the file.
+            if let Body::Exit { arg0, .. } = &ev.body {
+                self.sessions.transfer(*arg0, ret as i64);
+            }
+        }
         let Some(ptr) = r.mdev else { return };
         // The return of a call entered before the release ended the life (remove puts the
         // device itself, so release_dev runs nested in it) is not a use after release.
@@ -465,7 +474,7 @@ impl Auditor {
                     self.alloc_into_field(ptr, p, ev, &func, frame, lock_fault);
                 }
             }
-            Role::SetState | Role::GetState | Role::TransitionStep => {
+            Role::SetState | Role::GetState | Role::GetDataSize | Role::TransitionStep => {
                 self.exit_migration(ev, frame, ptr, role, ret, failed, field, &func)
             }
             Role::MigFileOpen if !failed && ret != 0 => self.file_opened(ptr, ret, ev),
@@ -473,6 +482,9 @@ impl Auditor {
         }
         if matches!(role, Role::Close | Role::Reset) {
             self.buffers_held_at_close(ptr, ev, &func);
+        }
+        if matches!(role, Role::Close | Role::ReleaseDev) {
+            self.sessions.closed(ptr, ev.ts_ns);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{Mdev, MdevView};
+use super::migration::session::Session;
 use super::migration::MigState;
 use super::{Auditor, FunctionStats, Kind, LifeKey, OrderEdge, Outstanding, TaskRef};
 
@@ -29,6 +30,9 @@ pub struct Snapshot {
     /// Lock order edges seen across every task.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lock_order: Vec<OrderEdge>,
+    /// Migration sessions (STOP_COPY and RESUMING periods), in start order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<Session>,
 }
 
 /// The end-of-stream summary.
@@ -96,7 +100,23 @@ impl Auditor {
                 .map(|((a, b), n)| (format!("{a}->{b}"), *n))
                 .collect(),
             lock_order: self.lock_order(),
+            migrations: self.migrations(),
         }
+    }
+
+    /// Every migration session kept, in start order, open ones as of the last event; each
+    /// with its device's name and guest as known now (both may arrive after it began).
+    pub fn migrations(&self) -> Vec<Session> {
+        let mut all = self.sessions.view(self.last_ts.unwrap_or(0));
+        for s in &mut all {
+            if let Some(m) = self.life(s.mdev.ptr, s.mdev.incarnation) {
+                s.mdev = m.reference();
+                if m.guest.is_some() {
+                    s.guest = m.guest.clone();
+                }
+            }
+        }
+        all
     }
 
     /// Migration steps by (from, to).

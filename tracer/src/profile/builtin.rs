@@ -89,12 +89,22 @@ impl Profile {
                 }),
                 ..f("vfio_ap_get_state", GetState, NotHeld, MdevArg::Object)
             },
-            f(
-                "vfio_ap_get_data_size",
-                GetDataSize,
-                NotHeld,
-                MdevArg::Object,
-            ),
+            // The size is written through arg 1 (`unsigned long *stop_copy_length`).
+            FunctionSpec {
+                read: Some(FieldRead {
+                    field: "0".to_string(),
+                    arg: 1,
+                    at: ReadAt::Exit,
+                    size: 8,
+                    path: Vec::new(),
+                }),
+                ..f(
+                    "vfio_ap_get_data_size",
+                    GetDataSize,
+                    NotHeld,
+                    MdevArg::Object,
+                )
+            },
         ];
         functions.extend(series_functions());
         Profile {

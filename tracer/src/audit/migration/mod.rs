@@ -2,6 +2,7 @@
 //! vfio_mig_get_next_state() define it. The auditor's rules on it are in `rules`.
 
 pub(in crate::audit) mod rules;
+pub mod session;
 
 use serde::{Deserialize, Serialize};
 

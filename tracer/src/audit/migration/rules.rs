@@ -65,6 +65,7 @@ impl Auditor {
                 }
             }
             Role::Reset => {
+                self.sessions.reset(ptr, ev.ts_ns);
                 let m = self.mdevs.get_mut(&ptr).expect("touched");
                 if m.mig_state.is_some() {
                     m.mig_state = Some(MigState::Running);
@@ -95,8 +96,17 @@ impl Auditor {
                     self.check_set_state(ptr, f, ev, ret, failed, &func);
                 }
             }
+            Role::GetDataSize if !failed => {
+                if let (Some(size), Some(m)) = (field, self.mdevs.get(&ptr)) {
+                    let mdev = m.reference();
+                    self.sessions.data_size(&mdev, size);
+                }
+            }
             Role::GetState if !failed => {
                 let Some(read) = field else { return };
+                if read == MigState::Error as u64 {
+                    self.sessions.error_state(ptr, ev.ts_ns);
+                }
                 let m = &self.mdevs[&ptr];
                 if let Some(tracked) = m.mig_state {
                     if read != tracked as u64 {
@@ -204,6 +214,9 @@ impl Auditor {
         let m = self.mdevs.get_mut(&ptr).expect("touched");
         if failed {
             // An error leaves the state as it was or in ERROR: learn it from get_state.
+            if requested.is_ok_and(|s| s.supported(flags)) {
+                self.sessions.set_state_failed(ptr, ev.ts_ns);
+            }
             if before.is_some() && requested.is_ok_and(|s| s.supported(flags)) {
                 m.mig_state = None;
             }
@@ -215,6 +228,9 @@ impl Auditor {
             // An unsupported state was already reported: what follows cannot be judged.
             m.mig_state = Some(to).filter(|s| s.supported(flags));
             m.note(ev, Note::Step(before, to), Some(to));
+            let (mdev, guest) = (m.reference(), m.guest.clone());
+            self.sessions
+                .set_state(&mdev, guest.as_ref(), to, ret, ev.ts_ns);
         }
         if let Some(msg) = fault {
             self.raise(

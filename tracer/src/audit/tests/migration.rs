@@ -174,3 +174,126 @@ fn a_step_returning_a_data_file_is_no_failure_and_err_ptr_is() {
         "only the ERR_PTR failed"
     );
 }
+
+/// A save and a restore on one host, as the series' clean migration does them: the
+/// sessions with their states, bytes, size and guest.
+#[test]
+fn a_save_and_a_restore_are_two_sessions_with_bytes_and_size() {
+    const DST: u64 = MDEV + 0x1000;
+    const FILE2: u64 = FILE + 0x100;
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    s.push(
+        QEMU,
+        "qemu-system-s39",
+        Body::GuestName {
+            guest_pid: QEMU,
+            name: Arc::from("vm1"),
+        },
+    );
+    // A second device, opened by the same guest, restored from the first's bytes.
+    s.enter(
+        100,
+        "vfio_ap_mdev_probe",
+        &[MDEV_DEV + 8],
+        LockObs::Free,
+        None,
+    )
+    .call(100, "vfio_ap_mdev_init_dev", &[DST], 0)
+    .exit(100, "vfio_ap_mdev_probe", MDEV_DEV + 8, 0, None);
+    s.enter(
+        QEMU,
+        "vfio_ap_mdev_open_device",
+        &[DST],
+        LockObs::Free,
+        None,
+    )
+    .exit(QEMU, "vfio_ap_mdev_open_device", DST, 0, None);
+    s.set_state(QEMU, 1, 0)
+        .enter(
+            QEMU,
+            "vfio_ap_get_data_size",
+            &[MDEV, 0x7000],
+            LockObs::Free,
+            None,
+        )
+        .exit(QEMU, "vfio_ap_get_data_size", MDEV, 0, Some(72))
+        .set_state(QEMU, 3, FILE);
+    for n in [40, 32, 0] {
+        s.enter(
+            QEMU,
+            "vfio_ap_stop_copy_read",
+            &[FILE, 0x8000, 4096, 0x9000],
+            LockObs::Free,
+            None,
+        )
+        .exit(QEMU, "vfio_ap_stop_copy_read", FILE, n, None);
+    }
+    s.enter(QEMU, "vfio_ap_set_state", &[DST, 1], LockObs::Free, None)
+        .exit(QEMU, "vfio_ap_set_state", DST, 0, None)
+        .enter(QEMU, "vfio_ap_set_state", &[DST, 4], LockObs::Free, None)
+        .exit(QEMU, "vfio_ap_set_state", DST, FILE2 as i64, None);
+    for n in [30, 30, 12] {
+        s.enter(
+            QEMU,
+            "vfio_ap_resuming_write",
+            &[FILE2, 0x8000, n as u64, 0x9000],
+            LockObs::Free,
+            None,
+        )
+        .exit(QEMU, "vfio_ap_resuming_write", FILE2, n, None);
+    }
+    s.enter(QEMU, "vfio_ap_set_state", &[DST, 1], LockObs::Free, None)
+        .exit(QEMU, "vfio_ap_set_state", DST, 0, None)
+        .enter(QEMU, "vfio_ap_set_state", &[DST, 2], LockObs::Free, None)
+        .exit(QEMU, "vfio_ap_set_state", DST, 0, None);
+    s.set_state(QEMU, 1, 0).close(QEMU, MIG);
+    let a = s.audit();
+    assert_eq!(kinds(&a), vec![], "{:#?}", a.findings());
+    let m = a.migrations();
+    let got: Vec<_> = m
+        .iter()
+        .map(|x| {
+            (
+                x.direction,
+                x.mdev.ptr,
+                x.bytes,
+                x.size,
+                x.end,
+                x.guest_label(),
+            )
+        })
+        .collect();
+    use crate::audit::migration::session::{Direction, SessionEnd};
+    assert_eq!(
+        got,
+        vec![
+            (
+                Direction::Save,
+                MDEV,
+                72,
+                Some(72),
+                SessionEnd::Closed,
+                "vm1".to_string()
+            ),
+            (
+                Direction::Restore,
+                DST,
+                72,
+                None,
+                SessionEnd::Running,
+                "vm1".to_string()
+            ),
+        ]
+    );
+    let states: Vec<_> = m[0].states.iter().map(|t| t.state).collect();
+    assert_eq!(
+        states,
+        vec![MigState::Stop, MigState::StopCopy, MigState::Stop]
+    );
+    assert!(
+        m[0].stopped_ns > m[0].duration_ns,
+        "stopped before STOP_COPY began"
+    );
+    assert_eq!(a.snapshot().migrations, m);
+}

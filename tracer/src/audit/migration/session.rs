@@ -1,0 +1,588 @@
+//! Migration sessions: each STOP_COPY or RESUMING period of a device life, built from the
+//! accepted state changes, the reads and writes of the data file the state returned, the
+//! size the driver reports and what ended the period. Pure bookkeeping: the auditor's
+//! migration rules feed it (`rules.rs`), and it decides nothing about faults.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use super::MigState;
+use crate::audit::{MdevRef, TaskRef};
+use crate::calls::fasthash::FastMap;
+use crate::model::{dec_u64, hex_opt};
+
+/// Ended sessions kept in memory (older ones are dropped and counted): an agent watching a
+/// host for weeks must not grow without bound.
+pub const SESSIONS_KEPT: usize = 4096;
+
+/// Which side of a migration a session is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// STOP_COPY: the device's state is read out (the source host).
+    Save,
+    /// RESUMING: the device's state is written in (the destination host).
+    Restore,
+}
+
+impl Direction {
+    fn of(state: MigState) -> Option<Direction> {
+        match state {
+            MigState::StopCopy => Some(Direction::Save),
+            MigState::Resuming => Some(Direction::Restore),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Save => "save",
+            Direction::Restore => "restore",
+        }
+    }
+
+    /// The data state the session is named by.
+    pub fn state(self) -> MigState {
+        match self {
+            Direction::Save => MigState::StopCopy,
+            Direction::Restore => MigState::Resuming,
+        }
+    }
+}
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionEnd {
+    /// The device was set running again (RUNNING or RUNNING_P2P).
+    Running,
+    /// VFIO_DEVICE_RESET put it back to RUNNING.
+    Reset,
+    /// The device was closed (or its life ended) while stopped.
+    Closed,
+    /// A state change failed or the device reported ERROR: its state is no longer known.
+    Error,
+    /// Still in progress when the input ended.
+    Open,
+}
+
+impl SessionEnd {
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionEnd::Running => "running",
+            SessionEnd::Reset => "reset",
+            SessionEnd::Closed => "closed",
+            SessionEnd::Error => "error",
+            SessionEnd::Open => "open",
+        }
+    }
+}
+
+/// Where a session's expected size comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SizeFrom {
+    /// The driver's `migration_get_data_size` (VFIO_DEVICE_FEATURE_MIG_DATA_SIZE).
+    DataSize,
+    /// A read of the STOP_COPY file returned 0: the stream ended there (kernels whose VFIO
+    /// core has no data-size op, such as 6.1).
+    StreamEnd,
+}
+
+impl SizeFrom {
+    pub fn name(self) -> &'static str {
+        match self {
+            SizeFrom::DataSize => "data-size",
+            SizeFrom::StreamEnd => "stream-end",
+        }
+    }
+}
+
+/// Time spent in one state during a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateTime {
+    pub state: MigState,
+    #[serde(with = "dec_u64")]
+    pub entered_ts_ns: u64,
+    /// Up to the next state, the session's end or (open) the last event.
+    #[serde(with = "dec_u64")]
+    pub ns: u64,
+}
+
+/// One STOP_COPY or RESUMING period of a device life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Ordinal within its source, from 1.
+    pub id: u64,
+    pub direction: Direction,
+    pub mdev: MdevRef,
+    /// The task that opened the device (its guest name when QEMU's `-name` gave one).
+    pub guest: Option<TaskRef>,
+    /// The `struct file *` the data state returned (its reads and writes are counted).
+    #[serde(with = "hex_opt")]
+    pub file: Option<u64>,
+    /// The accepted entry into STOP_COPY or RESUMING.
+    #[serde(with = "dec_u64")]
+    pub start_ts_ns: u64,
+    /// The session's end; for an open session, the last event of the input.
+    #[serde(with = "dec_u64")]
+    pub end_ts_ns: u64,
+    pub end: SessionEnd,
+    /// Every state from the device leaving RUNNING to the end, with the time in each.
+    pub states: Vec<StateTime>,
+    /// Bytes moved: the sum of the successful read (save) or write (restore) returns.
+    pub bytes: u64,
+    /// Successful reads or writes, and failed ones.
+    pub transfers: u64,
+    pub failed_transfers: u64,
+    /// The size the driver reported, or the stream's end; none for a restore, whose
+    /// driver reports nothing, or a save read neither to its end nor sized.
+    pub size: Option<u64>,
+    pub size_from: Option<SizeFrom>,
+    /// From the start to the end.
+    #[serde(with = "dec_u64")]
+    pub duration_ns: u64,
+    /// From the device leaving RUNNING to running again (or the end).
+    #[serde(with = "dec_u64")]
+    pub stopped_ns: u64,
+}
+
+impl Session {
+    /// The guest's name, else its pid.
+    pub fn guest_label(&self) -> String {
+        match &self.guest {
+            Some(TaskRef {
+                guest: Some(name), ..
+            }) => name.to_string(),
+            Some(t) => format!("pid {}", t.pid),
+            None => "?".to_string(),
+        }
+    }
+
+    /// The guest's `-name`, when known.
+    pub fn guest_name(&self) -> Option<&str> {
+        self.guest.as_ref().and_then(|g| g.guest.as_deref())
+    }
+
+    /// The state it was last in.
+    pub fn last_state(&self) -> Option<MigState> {
+        self.states.last().map(|s| s.state)
+    }
+
+    /// `72 / 72 B (data-size)`, `16 B`.
+    pub fn bytes_text(&self) -> String {
+        match (self.size, self.size_from) {
+            (Some(size), Some(from)) => format!("{} / {size} B ({})", self.bytes, from.name()),
+            _ => format!("{} B", self.bytes),
+        }
+    }
+}
+
+/// A device's states since it last left RUNNING.
+#[derive(Clone, Debug)]
+struct Device {
+    life: u32,
+    state: Option<MigState>,
+    since: u64,
+    stopped_since: Option<u64>,
+    /// States of this stopped period before a session started (the STOP ahead of it).
+    spans: Vec<StateTime>,
+    /// A data size reported before the session it belongs to started.
+    pending_size: Option<u64>,
+}
+
+impl Device {
+    fn new(life: u32) -> Device {
+        Device {
+            life,
+            state: None,
+            since: 0,
+            stopped_since: None,
+            spans: Vec::new(),
+            pending_size: None,
+        }
+    }
+}
+
+/// Running states: the device executes (it is not stopped for migration).
+fn running(s: MigState) -> bool {
+    matches!(
+        s,
+        MigState::Running | MigState::RunningP2p | MigState::PreCopy | MigState::PreCopyP2p
+    )
+}
+
+/// The sessions of one source.
+#[derive(Clone, Debug, Default)]
+pub struct Sessions {
+    devices: FastMap<u64, Device>,
+    /// Open sessions by mdev pointer.
+    open: FastMap<u64, Session>,
+    /// Data files of open sessions, to their mdev pointer.
+    files: FastMap<u64, u64>,
+    ended: VecDeque<Session>,
+    dropped: u64,
+    next_id: u64,
+}
+
+/// The device of `mdev`'s life (a new life starts afresh).
+fn device<'a>(devices: &'a mut FastMap<u64, Device>, mdev: &MdevRef) -> &'a mut Device {
+    let d = devices
+        .entry(mdev.ptr)
+        .or_insert_with(|| Device::new(mdev.incarnation));
+    if d.life != mdev.incarnation {
+        *d = Device::new(mdev.incarnation);
+    }
+    d
+}
+
+impl Sessions {
+    /// An accepted state change to `to` at `ts`; `file` is what set_state returned (0: none).
+    pub fn set_state(
+        &mut self,
+        mdev: &MdevRef,
+        guest: Option<&TaskRef>,
+        to: MigState,
+        file: u64,
+        ts: u64,
+    ) {
+        let d = device(&mut self.devices, mdev);
+        let from = d.state;
+        if from == Some(to) {
+            return;
+        }
+        if let Some(s) = from {
+            let span = StateTime {
+                state: s,
+                entered_ts_ns: d.since,
+                ns: ts.saturating_sub(d.since),
+            };
+            match self.open.get_mut(&mdev.ptr) {
+                Some(sess) => {
+                    if let Some(last) = sess.states.last_mut() {
+                        last.ns = span.ns;
+                    }
+                }
+                None if d.stopped_since.is_some() => d.spans.push(span),
+                None => {}
+            }
+        }
+        d.state = Some(to);
+        d.since = ts;
+        if running(to) {
+            d.stopped_since = None;
+            d.spans.clear();
+            self.end(mdev.ptr, SessionEnd::Running, ts);
+            return;
+        }
+        if d.stopped_since.is_none() {
+            // From RUNNING, or from a state not seen (a device opens RUNNING).
+            d.stopped_since = Some(ts);
+        }
+        let entered = StateTime {
+            state: to,
+            entered_ts_ns: ts,
+            ns: 0,
+        };
+        if let Some(sess) = self.open.get_mut(&mdev.ptr) {
+            sess.states.push(entered);
+            if file != 0 && Direction::of(to) == Some(sess.direction) {
+                sess.file = Some(file);
+                self.files.insert(file, mdev.ptr);
+            }
+            return;
+        }
+        let Some(direction) = Direction::of(to) else {
+            return;
+        };
+        let mut states = std::mem::take(&mut d.spans);
+        states.push(entered);
+        let size = d
+            .pending_size
+            .take()
+            .filter(|_| direction == Direction::Save);
+        let stopped_since = d.stopped_since.unwrap_or(ts);
+        self.next_id += 1;
+        let sess = Session {
+            id: self.next_id,
+            direction,
+            mdev: mdev.clone(),
+            guest: guest.cloned(),
+            file: (file != 0).then_some(file),
+            start_ts_ns: ts,
+            end_ts_ns: ts,
+            end: SessionEnd::Open,
+            states,
+            bytes: 0,
+            transfers: 0,
+            failed_transfers: 0,
+            size,
+            size_from: size.map(|_| SizeFrom::DataSize),
+            duration_ns: 0,
+            // Holds the time the device stopped until the session is rendered.
+            stopped_ns: stopped_since,
+        };
+        if file != 0 {
+            self.files.insert(file, mdev.ptr);
+        }
+        self.open.insert(mdev.ptr, sess);
+    }
+
+    /// A state change that failed: the device's state is no longer known.
+    pub fn set_state_failed(&mut self, ptr: u64, ts: u64) {
+        if let Some(d) = self.devices.get_mut(&ptr) {
+            d.state = None;
+        }
+        self.end(ptr, SessionEnd::Error, ts);
+    }
+
+    /// get_state read ERROR back.
+    pub fn error_state(&mut self, ptr: u64, ts: u64) {
+        self.set_state_failed(ptr, ts);
+    }
+
+    /// VFIO_DEVICE_RESET: back to RUNNING.
+    pub fn reset(&mut self, ptr: u64, ts: u64) {
+        if let Some(d) = self.devices.get_mut(&ptr) {
+            d.state = Some(MigState::Running);
+            d.since = ts;
+            d.stopped_since = None;
+            d.spans.clear();
+        }
+        self.end(ptr, SessionEnd::Reset, ts);
+    }
+
+    /// close_device returned, or the device's life ended.
+    pub fn closed(&mut self, ptr: u64, ts: u64) {
+        self.end(ptr, SessionEnd::Closed, ts);
+        self.devices.remove(&ptr);
+    }
+
+    /// get_data_size reported `size` bytes of saved state.
+    pub fn data_size(&mut self, mdev: &MdevRef, size: u64) {
+        match self.open.get_mut(&mdev.ptr) {
+            Some(s) if s.direction == Direction::Save => {
+                s.size = Some(size);
+                s.size_from = Some(SizeFrom::DataSize);
+            }
+            Some(_) => {}
+            None => device(&mut self.devices, mdev).pending_size = Some(size),
+        }
+    }
+
+    /// An `ssize_t` call on `file` returned `ret` (bytes moved, or a negative errno).
+    /// False when the file is no open session's.
+    pub fn transfer(&mut self, file: u64, ret: i64) -> bool {
+        let Some(sess) = self.files.get(&file).and_then(|p| self.open.get_mut(p)) else {
+            return false;
+        };
+        if ret < 0 {
+            sess.failed_transfers += 1;
+            return true;
+        }
+        sess.transfers += 1;
+        sess.bytes = sess.bytes.saturating_add(ret as u64);
+        if ret == 0 && sess.direction == Direction::Save && sess.size_from.is_none() {
+            sess.size = Some(sess.bytes);
+            sess.size_from = Some(SizeFrom::StreamEnd);
+        }
+        true
+    }
+
+    fn end(&mut self, ptr: u64, how: SessionEnd, ts: u64) {
+        let Some(mut sess) = self.open.remove(&ptr) else {
+            return;
+        };
+        self.files.retain(|_, p| *p != ptr);
+        finish(&mut sess, how, ts);
+        if self.ended.len() == SESSIONS_KEPT {
+            self.ended.pop_front();
+            self.dropped += 1;
+        }
+        self.ended.push_back(sess);
+    }
+
+    /// Ended sessions dropped to bound memory.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Every session kept, in start order: open ones as they stand at `now` (the last event).
+    pub fn view(&self, now: u64) -> Vec<Session> {
+        let mut all: Vec<Session> = self.ended.iter().cloned().collect();
+        all.extend(self.open.values().map(|s| {
+            let mut s = s.clone();
+            let at = now.max(s.start_ts_ns);
+            finish(&mut s, SessionEnd::Open, at);
+            s
+        }));
+        all.sort_by_key(|s| s.id);
+        all
+    }
+}
+
+/// Closes a session's books at `ts`.
+fn finish(sess: &mut Session, how: SessionEnd, ts: u64) {
+    if let Some(last) = sess.states.last_mut() {
+        last.ns = ts.saturating_sub(last.entered_ts_ns);
+    }
+    sess.end = how;
+    sess.end_ts_ns = ts;
+    sess.duration_ns = ts.saturating_sub(sess.start_ts_ns);
+    sess.stopped_ns = ts.saturating_sub(sess.stopped_ns);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use MigState::*;
+
+    const FILE: u64 = 0xffff_0000_1000;
+
+    fn mdev(life: u32) -> MdevRef {
+        MdevRef {
+            ptr: 0xa000,
+            uuid: Some(Arc::from("uuid-1")),
+            incarnation: life,
+        }
+    }
+
+    fn guest() -> TaskRef {
+        TaskRef {
+            pid: 7,
+            tid: 7,
+            comm: Arc::from("qemu"),
+            guest: Some(Arc::from("vm1")),
+        }
+    }
+
+    #[test]
+    fn a_save_read_to_its_end_with_states_stop_and_size() {
+        let mut s = Sessions::default();
+        let m = mdev(1);
+        s.set_state(&m, Some(&guest()), Running, 0, 100);
+        s.set_state(&m, Some(&guest()), Stop, 0, 1_000);
+        s.data_size(&m, 72);
+        s.set_state(&m, Some(&guest()), StopCopy, FILE, 1_500);
+        assert!(s.transfer(FILE, 40));
+        assert!(s.transfer(FILE, 32));
+        assert!(s.transfer(FILE, 0));
+        assert!(s.transfer(FILE, -22));
+        assert!(!s.transfer(FILE + 8, 10), "another file is no session's");
+        s.set_state(&m, Some(&guest()), Stop, 0, 4_000);
+        s.set_state(&m, Some(&guest()), Running, 0, 4_500);
+        let v = s.view(9_999);
+        assert_eq!(v.len(), 1);
+        let x = &v[0];
+        assert_eq!(
+            (x.direction, x.end, x.guest_label()),
+            (Direction::Save, SessionEnd::Running, "vm1".into())
+        );
+        assert_eq!((x.bytes, x.transfers, x.failed_transfers), (72, 3, 1));
+        assert_eq!((x.size, x.size_from), (Some(72), Some(SizeFrom::DataSize)));
+        let spans: Vec<(MigState, u64)> = x.states.iter().map(|t| (t.state, t.ns)).collect();
+        assert_eq!(spans, vec![(Stop, 500), (StopCopy, 2_500), (Stop, 500)]);
+        assert_eq!((x.start_ts_ns, x.end_ts_ns), (1_500, 4_500));
+        assert_eq!((x.duration_ns, x.stopped_ns), (3_000, 3_500));
+        assert_eq!(x.bytes_text(), "72 / 72 B (data-size)");
+    }
+
+    #[test]
+    fn without_a_data_size_the_streams_end_is_the_size() {
+        let mut s = Sessions::default();
+        let m = mdev(1);
+        s.set_state(&m, None, StopCopy, FILE, 10);
+        s.transfer(FILE, 64);
+        assert_eq!(s.view(20)[0].size, None, "not read to its end yet");
+        s.transfer(FILE, 8);
+        s.transfer(FILE, 0);
+        let x = &s.view(30)[0];
+        assert_eq!((x.size, x.size_from), (Some(72), Some(SizeFrom::StreamEnd)));
+        assert_eq!(
+            (x.end, x.end_ts_ns, x.duration_ns),
+            (SessionEnd::Open, 30, 20)
+        );
+        assert_eq!(x.stopped_ns, 20, "stopped since the session began");
+    }
+
+    #[test]
+    fn a_restore_counts_writes_and_has_no_size() {
+        let mut s = Sessions::default();
+        let m = mdev(1);
+        s.set_state(&m, None, Stop, 0, 10);
+        s.set_state(&m, None, Resuming, FILE, 20);
+        s.transfer(FILE, 30);
+        s.transfer(FILE, 30);
+        s.transfer(FILE, 12);
+        s.transfer(FILE, 0);
+        s.set_state(&m, None, Stop, 0, 50);
+        s.closed(m.ptr, 90);
+        let x = &s.view(100)[0];
+        assert_eq!(
+            (x.direction, x.bytes, x.size),
+            (Direction::Restore, 72, None)
+        );
+        assert_eq!(
+            (x.end, x.duration_ns, x.stopped_ns),
+            (SessionEnd::Closed, 70, 80)
+        );
+        assert!(!s.transfer(FILE, 1), "the file is no longer a session's");
+    }
+
+    #[test]
+    fn reset_error_and_a_new_life_end_sessions() {
+        let mut s = Sessions::default();
+        let m = mdev(1);
+        s.set_state(&m, None, StopCopy, FILE, 10);
+        s.transfer(FILE, 16);
+        s.reset(m.ptr, 20);
+        assert!(
+            !s.transfer(FILE, 8),
+            "the old fd reads after the reset count nowhere"
+        );
+        s.set_state(&m, None, StopCopy, FILE + 1, 30);
+        s.set_state_failed(m.ptr, 40);
+        s.set_state(&mdev(2), None, Resuming, FILE + 2, 50);
+        let v = s.view(60);
+        let ends: Vec<(u64, SessionEnd, u64)> = v.iter().map(|x| (x.id, x.end, x.bytes)).collect();
+        assert_eq!(
+            ends,
+            vec![
+                (1, SessionEnd::Reset, 16),
+                (2, SessionEnd::Error, 0),
+                (3, SessionEnd::Open, 0)
+            ]
+        );
+        assert_eq!(v[2].mdev.incarnation, 2);
+    }
+
+    #[test]
+    fn stop_and_back_without_data_state_is_no_session() {
+        let mut s = Sessions::default();
+        let m = mdev(1);
+        s.set_state(&m, None, Stop, 0, 10);
+        s.set_state(&m, None, Running, 0, 20);
+        s.set_state(&m, None, Stop, 0, 30);
+        s.set_state(&m, None, StopCopy, FILE, 35);
+        let x = &s.view(40)[0];
+        assert_eq!(
+            x.states[0].entered_ts_ns, 30,
+            "only the current stop counts"
+        );
+        assert_eq!(x.stopped_ns, 10);
+    }
+
+    #[test]
+    fn ended_sessions_are_bounded() {
+        let mut s = Sessions::default();
+        let m = mdev(1);
+        for i in 0..(SESSIONS_KEPT as u64 + 3) {
+            s.set_state(&m, None, StopCopy, FILE, i * 10);
+            s.set_state(&m, None, Running, 0, i * 10 + 5);
+        }
+        assert_eq!(s.view(0).len(), SESSIONS_KEPT);
+        assert_eq!(s.dropped(), 3);
+    }
+}
