@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::audit::migration::pair::{pair, Paired, Sourced};
+use crate::audit::migration::session::Session;
 use crate::audit::{
     Auditor, Finding, Kind, MdevView, OrderEdge, Outstanding, Severity, UnfinishedCall,
 };
@@ -146,6 +148,8 @@ pub struct FileReport {
     pub mdevs: Vec<MdevView>,
     /// The lock order edges seen, with their first evidence.
     pub lock_order: Vec<OrderEdge>,
+    /// Migration sessions (STOP_COPY and RESUMING periods), in start order.
+    pub migrations: Vec<Session>,
     /// The profile's signatures, to print evidence as the kernel means it.
     #[serde(skip)]
     pub signatures: Signatures,
@@ -206,6 +210,7 @@ impl FileReport {
             functions,
             mdevs: snap.mdevs,
             lock_order: auditor.lock_order(),
+            migrations: auditor.migrations(),
             signatures: Signatures::of(auditor.profile()),
             source,
         }
@@ -248,6 +253,9 @@ struct JsonReport<'a> {
     complete: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     cannot_detect: Vec<&'static str>,
+    /// Save sessions paired with restore sessions, across sources.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    migrations: Vec<Paired>,
     findings: Vec<JsonFinding<'a>>,
     summary: JsonSummary<'a>,
     sources: Vec<JsonSource<'a>>,
@@ -274,6 +282,8 @@ struct JsonSource<'a> {
     mdevs: &'a [MdevView],
     #[serde(skip_serializing_if = "<[OrderEdge]>::is_empty")]
     lock_order: &'a [OrderEdge],
+    #[serde(skip_serializing_if = "<[Session]>::is_empty")]
+    migrations: &'a [Session],
 }
 
 impl Report {
@@ -308,6 +318,24 @@ impl Report {
         self.files.iter().all(|f| f.complete)
     }
 
+    /// The migrations end to end: each source's save sessions paired with another's
+    /// restore sessions of the same guest (one source: within it). `source` indexes `files`.
+    pub fn paired(&self) -> Vec<Paired> {
+        let all: Vec<Sourced> = self
+            .files
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| {
+                f.migrations.iter().map(move |s| Sourced {
+                    source: i,
+                    boot_to_wall_ns: f.source.boot_to_wall_ns,
+                    session: s,
+                })
+            })
+            .collect();
+        pair(&all)
+    }
+
     /// The finding kinds some source could not detect (its probes attached degraded).
     pub fn cannot_detect(&self) -> Vec<&'static str> {
         Kind::ALL
@@ -333,6 +361,7 @@ impl Report {
             schema: REPORT_SCHEMA,
             complete: self.complete(),
             cannot_detect: self.cannot_detect(),
+            migrations: self.paired(),
             findings: self
                 .files
                 .iter()
@@ -366,6 +395,7 @@ impl Report {
                     functions: &f.functions,
                     mdevs: &f.mdevs,
                     lock_order: &f.lock_order,
+                    migrations: &f.migrations,
                 })
                 .collect(),
         };

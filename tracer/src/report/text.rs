@@ -149,6 +149,7 @@ pub(super) fn render(r: &Report, st: &Style) -> String {
             }
         );
     }
+    paired(&mut out, r, st);
     for f in &r.files {
         render_file(&mut out, f, st);
     }
@@ -497,5 +498,102 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     }
     if !any {
         let _ = writeln!(out, "{b}no migration requests seen");
+    }
+    migrations(out, f, st);
+}
+
+/// `uuid (0x..) life N` or `0x.. life N`.
+fn mdev_text(st: &Style, m: &crate::audit::MdevRef) -> String {
+    match &m.uuid {
+        Some(u) => format!("{} ({:#x}) life {}", st.t(u), m.ptr, m.incarnation),
+        None => format!("{:#x} life {}", m.ptr, m.incarnation),
+    }
+}
+
+/// One line a session: who, the states with their times, bytes against size, stop time.
+fn session_line(st: &Style, x: &Session, off: i64) -> String {
+    let states: Vec<String> = x
+        .states
+        .iter()
+        .map(|t| format!("{} {}", t.state, human_ns(t.ns)))
+        .collect();
+    let verb = match x.direction {
+        crate::audit::migration::session::Direction::Save => "read",
+        crate::audit::migration::session::Direction::Restore => "written",
+    };
+    let failed = if x.failed_transfers > 0 {
+        format!(", {} failed", x.failed_transfers)
+    } else {
+        String::new()
+    };
+    format!(
+        "#{} {} of mdev {}, guest {}: {}; {} {verb} in {} call(s){failed}; stopped {}; {} at {}",
+        x.id,
+        x.direction.name(),
+        mdev_text(st, &x.mdev),
+        st.t(&x.guest_label()),
+        states.join(", "),
+        x.bytes_text(),
+        x.transfers,
+        human_ns(x.stopped_ns),
+        match x.end {
+            crate::audit::migration::session::SessionEnd::Open => "still open".to_string(),
+            e => format!("ended {}", e.name()),
+        },
+        when(x.end_ts_ns, off)
+    )
+}
+
+/// Each source's sessions.
+fn migrations(out: &mut String, f: &FileReport, st: &Style) {
+    if f.migrations.is_empty() {
+        return;
+    }
+    st.h2(out, "Migrations");
+    for x in &f.migrations {
+        let _ = writeln!(
+            out,
+            "{}{}",
+            li(st),
+            session_line(st, x, f.source.boot_to_wall_ns)
+        );
+    }
+}
+
+/// The migrations end to end, when a save and a restore pair up.
+fn paired(out: &mut String, r: &Report, st: &Style) {
+    let pairs = r.paired();
+    if pairs.is_empty() {
+        return;
+    }
+    st.h2(out, "Migrations, end to end");
+    for p in &pairs {
+        let side = |s: &crate::audit::migration::pair::Side, what: &str| {
+            format!(
+                "{what} #{} in {} (mdev {}, {} B, ended {})",
+                s.session,
+                st.t(&r.files[s.source].source.path),
+                mdev_text(st, &s.mdev),
+                s.bytes,
+                s.end.name()
+            )
+        };
+        let ns = |v: Option<u64>| v.map(human_ns).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{}guest {} (paired by {}): {} → {}; {}; downtime {}, total {}",
+            li(st),
+            st.t(p.guest.as_deref().unwrap_or("?")),
+            p.matched_by.name(),
+            side(&p.save, "save"),
+            side(&p.restore, "restore"),
+            if p.bytes_agree {
+                "bytes agree"
+            } else {
+                "BYTES DIFFER"
+            },
+            ns(p.downtime_ns),
+            ns(p.total_ns)
+        );
     }
 }

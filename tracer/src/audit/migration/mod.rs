@@ -1,6 +1,7 @@
 //! The VFIO migration state machine (uAPI v2), as include/uapi/linux/vfio.h and
 //! vfio_mig_get_next_state() define it. The auditor's rules on it are in `rules`.
 
+pub mod pair;
 pub(in crate::audit) mod rules;
 pub mod session;
 
