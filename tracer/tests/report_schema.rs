@@ -106,3 +106,47 @@ fn every_field_of_the_report_is_documented() {
         .collect();
     assert!(missing.is_empty(), "undocumented fields: {missing:?}");
 }
+
+/// The report of the two hosts of one migration (two sources) holds the paired migration
+/// and both sessions, and validates.
+#[test]
+fn a_two_host_report_pairs_the_migration_and_validates() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("docs/report.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let dir = root().join("tracer/tests/scenarios");
+    let out = Command::new(env!("CARGO_BIN_EXE_aptrace"))
+        .args(["report", "--format", "json"])
+        .arg(dir.join("migration-source.jsonl"))
+        .arg(dir.join("migration-destination.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&v)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let m = &v["migrations"];
+    assert_eq!(m.as_array().map(Vec::len), Some(1), "{m:#}");
+    assert_eq!(m[0]["guest"], "vm1");
+    assert_eq!(m[0]["matched_by"], "guest-name");
+    assert_eq!(
+        (
+            m[0]["save"]["source"].as_u64(),
+            m[0]["restore"]["source"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+    assert_eq!(m[0]["bytes_agree"], true);
+    assert_eq!(v["sources"][0]["migrations"][0]["size_from"], "data-size");
+    assert_eq!(v["sources"][1]["migrations"][0]["end"], "running");
+}
