@@ -606,6 +606,32 @@ fn real_prometheus_fills_every_panel_and_fires_the_leak_alert_only_for_the_leak_
     );
     eprintln!("{} panel expressions returned data", exprs.len());
 
+    // The migration histograms reached Prometheus with the clean sample's sessions in them
+    // (its mdevs go through STOP_COPY and back), as _count, _sum and cumulative _bucket.
+    let saved = wait_for(
+        "migration sessions of aptrace-clean in Prometheus",
+        Duration::from_secs(30),
+        || {
+            let r = query(
+                prom_addr,
+                "sum(aptrace_migration_duration_seconds_count{job=\"aptrace-clean\",direction=\"save\"})",
+            );
+            let n: f64 = r.first()?["value"][1].as_str()?.parse().ok()?;
+            (n > 0.0).then_some(n)
+        },
+    );
+    let inf = query(
+        prom_addr,
+        "sum(aptrace_migration_stopped_seconds_bucket{job=\"aptrace-clean\",direction=\"save\",le=\"+Inf\"})",
+    );
+    let stopped: f64 = inf[0]["value"][1]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0.0);
+    assert!(stopped > 0.0, "stop times: {inf:?}");
+    eprintln!("save sessions counted: {saved}");
+
     // Every alert expression evaluates; the leak alert's selects the leak job only.
     let mut by_alert: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (alert, expr) in alert_rules() {

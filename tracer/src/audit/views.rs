@@ -104,6 +104,14 @@ impl Auditor {
         }
     }
 
+    /// The times of every ended migration session of `direction` (cumulative).
+    pub fn migration_times(
+        &self,
+        direction: super::migration::session::Direction,
+    ) -> &super::migration::session::SessionTimes {
+        self.sessions.times(direction)
+    }
+
     /// Every migration session kept, in start order, open ones as of the last event; each
     /// with its device's name and guest as known now (both may arrive after it began).
     pub fn migrations(&self) -> Vec<Session> {

@@ -203,16 +203,35 @@ impl prometheus_client::collector::Collector for Collector {
             for (f, h) in &total.latency {
                 let labels = l(&[("function", f)]);
                 let mut e = m.encode_family(&labels)?;
-                let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
-                    .iter()
-                    .copied()
-                    .chain([f64::INFINITY])
-                    .zip(h.buckets.iter().copied())
-                    .collect();
                 e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                     h.sum_ns as f64 / 1e9,
                     h.count,
-                    &buckets,
+                    &h.exported(),
+                    None,
+                )?;
+            }
+        }
+        for (name, help, second) in [
+            (
+                "aptrace_migration_duration_seconds",
+                "Migration sessions that ended, by direction (save: STOP_COPY, restore: RESUMING): from entering the data state to the end.",
+                false,
+            ),
+            (
+                "aptrace_migration_stopped_seconds",
+                "Migration sessions that ended, by direction: how long the device was stopped (from leaving RUNNING to running again or the end).",
+                true,
+            ),
+        ] {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (d, hs) in &total.migrations {
+                let h = if second { &hs.1 } else { &hs.0 };
+                let labels = l(&[("direction", d.name())]);
+                let mut e = m.encode_family(&labels)?;
+                e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    h.sum_ns as f64 / 1e9,
+                    h.count,
+                    &h.exported(),
                     None,
                 )?;
             }

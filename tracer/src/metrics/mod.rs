@@ -37,6 +37,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::audit::migration::session::Direction;
 use crate::audit::migration::{is_direct_arc, MigState};
 use crate::audit::{Auditor, Finding, Histogram, Kind, Phase, Severity};
 use crate::model::{Allocator, Body, Event, LossSource};
@@ -61,9 +62,16 @@ const LATENCY_BOUNDS: [f64; 22] = [
     5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// An exported latency histogram: per-bucket (not cumulative) counts, the last is +Inf.
+/// Upper bounds (seconds) of the migration duration and stop time buckets; +Inf is added.
+/// A vfio_ap device's state is small: most sessions take milliseconds, a stuck one minutes.
+const MIGRATION_BOUNDS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
+
+/// An exported histogram: per-bucket (not cumulative) counts, the last is +Inf.
 #[derive(Clone, Debug, PartialEq)]
 struct LatencyHist {
+    bounds: &'static [f64],
     buckets: Vec<u64>,
     count: u64,
     sum_ns: u128,
@@ -77,8 +85,13 @@ impl Default for LatencyHist {
 
 impl LatencyHist {
     fn new() -> LatencyHist {
+        LatencyHist::with_bounds(&LATENCY_BOUNDS)
+    }
+
+    fn with_bounds(bounds: &'static [f64]) -> LatencyHist {
         LatencyHist {
-            buckets: vec![0; LATENCY_BOUNDS.len() + 1],
+            bounds,
+            buckets: vec![0; bounds.len() + 1],
             count: 0,
             sum_ns: 0,
         }
@@ -88,18 +101,32 @@ impl LatencyHist {
     /// the auditor `[lo, hi)` lands in the first exported bucket whose bound holds `hi - 1`
     /// (the auditor's buckets are 6 % wide: the error is that small).
     fn from_auditor(h: &Histogram) -> LatencyHist {
-        let mut out = LatencyHist::new();
+        LatencyHist::from_auditor_in(h, &LATENCY_BOUNDS)
+    }
+
+    fn from_auditor_in(h: &Histogram, bounds: &'static [f64]) -> LatencyHist {
+        let mut out = LatencyHist::with_bounds(bounds);
         for (upper_excl, n) in h.buckets() {
             let top = upper_excl.saturating_sub(1) as f64 / 1e9;
-            let i = LATENCY_BOUNDS
+            let i = bounds
                 .iter()
                 .position(|&b| top <= b)
-                .unwrap_or(LATENCY_BOUNDS.len());
+                .unwrap_or(bounds.len());
             out.buckets[i] += n;
         }
         out.count = h.count;
         out.sum_ns = u128::from(h.sum);
         out
+    }
+
+    /// (upper bound, count) per bucket, +Inf last, as the encoder takes them.
+    fn exported(&self) -> Vec<(f64, u64)> {
+        self.bounds
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.buckets.iter().copied())
+            .collect()
     }
 
     fn add(&mut self, o: &LatencyHist) {
@@ -134,6 +161,8 @@ struct Pass {
     transitions: BTreeMap<(MigState, MigState), u64>,
     latency: BTreeMap<String, LatencyHist>,
     calls: BTreeMap<String, Calls>,
+    /// Ended migration sessions by direction: (duration, stop time).
+    migrations: BTreeMap<Direction, (LatencyHist, LatencyHist)>,
 }
 
 impl Pass {
@@ -148,7 +177,19 @@ impl Pass {
         for (k, v) in &o.calls {
             self.calls.entry(k.clone()).or_default().add(v);
         }
+        for (k, (d, st)) in &o.migrations {
+            let e = self.migrations.entry(*k).or_insert_with(migration_hists);
+            e.0.add(d);
+            e.1.add(st);
+        }
     }
+}
+
+fn migration_hists() -> (LatencyHist, LatencyHist) {
+    (
+        LatencyHist::with_bounds(&MIGRATION_BOUNDS),
+        LatencyHist::with_bounds(&MIGRATION_BOUNDS),
+    )
 }
 
 #[derive(Debug)]
@@ -268,6 +309,9 @@ impl Metrics {
             current.latency.insert(f.clone(), LatencyHist::new());
             current.calls.insert(f.clone(), Calls::default());
         }
+        for d in Direction::ALL {
+            current.migrations.insert(d, migration_hists());
+        }
         let state = State {
             functions,
             events,
@@ -317,6 +361,19 @@ impl Metrics {
         let mut pass = Pass {
             lost: snap.lost_events,
             transitions: auditor.transitions().clone(),
+            migrations: Direction::ALL
+                .iter()
+                .map(|&d| {
+                    let t = auditor.migration_times(d);
+                    (
+                        d,
+                        (
+                            LatencyHist::from_auditor_in(&t.duration, &MIGRATION_BOUNDS),
+                            LatencyHist::from_auditor_in(&t.stopped, &MIGRATION_BOUNDS),
+                        ),
+                    )
+                })
+                .collect(),
             ..Pass::default()
         };
         let mut mdevs: BTreeMap<Phase, u64> = Phase::ALL.iter().map(|&p| (p, 0)).collect();
@@ -373,6 +430,9 @@ impl Metrics {
         }
         for (k, _) in cur.calls {
             seeded.calls.insert(k, Calls::default());
+        }
+        for d in Direction::ALL {
+            seeded.migrations.insert(d, migration_hists());
         }
         s.current = seeded;
         s.passes += 1;

@@ -242,3 +242,48 @@ fn the_server_answers_metrics_and_stops() {
     srv.shutdown();
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+/// The migration histograms: both directions from the first scrape, then the ended
+/// sessions' durations and stop times in seconds (_bucket cumulative up to +Inf, _sum,
+/// _count), as the auditor measured them.
+#[test]
+fn migration_durations_and_stop_times_are_histograms_in_seconds() {
+    let m = Metrics::new(&Profile::vfio_ap());
+    let s = parse(&m.encode());
+    for name in [
+        "aptrace_migration_duration_seconds",
+        "aptrace_migration_stopped_seconds",
+    ] {
+        for d in ["save", "restore"] {
+            let key = format!("{name}_count{{direction=\"{d}\"}}");
+            assert_eq!(s.get(&key), Some(&0.0), "{key} missing");
+        }
+    }
+    let a = feed(&m, &leak_events());
+    let ended: Vec<_> = a
+        .migrations()
+        .into_iter()
+        .filter(|x| x.end != crate::audit::migration::session::SessionEnd::Open)
+        .collect();
+    assert!(ended.len() >= 12, "the generator migrates every life");
+    let s = parse(&m.encode());
+    let count = s["aptrace_migration_duration_seconds_count{direction=\"save\"}"];
+    assert_eq!(count, ended.len() as f64);
+    assert_eq!(
+        s["aptrace_migration_duration_seconds_bucket{le=\"+Inf\",direction=\"save\"}"],
+        count
+    );
+    let sum: u64 = ended.iter().map(|x| x.duration_ns).sum();
+    let got = s["aptrace_migration_duration_seconds_sum{direction=\"save\"}"];
+    assert!((got - sum as f64 / 1e9).abs() < 1e-9, "{got} vs {sum} ns");
+    let stopped: u64 = ended.iter().map(|x| x.stopped_ns).sum();
+    let got = s["aptrace_migration_stopped_seconds_sum{direction=\"save\"}"];
+    assert!((got - stopped as f64 / 1e9).abs() < 1e-9);
+    // Synthetic sessions last microseconds: all in the first bucket, none beyond.
+    let first = s["aptrace_migration_stopped_seconds_bucket{le=\"0.001\",direction=\"save\"}"];
+    assert_eq!(first, count);
+    assert_eq!(
+        s["aptrace_migration_duration_seconds_count{direction=\"restore\"}"],
+        0.0
+    );
+}

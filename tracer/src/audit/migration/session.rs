@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::MigState;
-use crate::audit::{MdevRef, TaskRef};
+use crate::audit::{Histogram, MdevRef, TaskRef};
 use crate::calls::fasthash::FastMap;
 use crate::model::{dec_u64, hex_opt};
 
@@ -34,6 +34,8 @@ impl Direction {
             _ => None,
         }
     }
+
+    pub const ALL: [Direction; 2] = [Direction::Save, Direction::Restore];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -224,6 +226,18 @@ pub struct Sessions {
     ended: VecDeque<Session>,
     dropped: u64,
     next_id: u64,
+    /// Durations and stop times of every ended session (kept or dropped), by direction.
+    times: [SessionTimes; 2],
+}
+
+/// The times of ended sessions of one direction, cumulative (for metrics: they never go
+/// backwards, whatever is dropped from the kept list).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionTimes {
+    /// Session durations, ns.
+    pub duration: Histogram,
+    /// Device stop times, ns.
+    pub stopped: Histogram,
 }
 
 /// The device of `mdev`'s life (a new life starts afresh).
@@ -396,11 +410,19 @@ impl Sessions {
         };
         self.files.retain(|_, p| *p != ptr);
         finish(&mut sess, how, ts);
+        let t = &mut self.times[sess.direction as usize];
+        t.duration.record(sess.duration_ns);
+        t.stopped.record(sess.stopped_ns);
         if self.ended.len() == SESSIONS_KEPT {
             self.ended.pop_front();
             self.dropped += 1;
         }
         self.ended.push_back(sess);
+    }
+
+    /// The times of every ended session of `direction`.
+    pub fn times(&self, direction: Direction) -> &SessionTimes {
+        &self.times[direction as usize]
     }
 
     /// Ended sessions dropped to bound memory.
@@ -584,5 +606,13 @@ mod tests {
         }
         assert_eq!(s.view(0).len(), SESSIONS_KEPT);
         assert_eq!(s.dropped(), 3);
+        let t = s.times(Direction::Save);
+        assert_eq!(
+            t.duration.count,
+            SESSIONS_KEPT as u64 + 3,
+            "dropped ones still counted"
+        );
+        assert_eq!(t.duration.max, 5);
+        assert_eq!(s.times(Direction::Restore).duration.count, 0);
     }
 }
