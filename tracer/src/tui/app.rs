@@ -46,16 +46,24 @@ pub enum View {
     Findings,
     Events,
     Probes,
+    Migrations,
 }
 
 impl View {
-    pub const ALL: [View; 4] = [View::Mdevs, View::Findings, View::Events, View::Probes];
+    pub const ALL: [View; 5] = [
+        View::Mdevs,
+        View::Findings,
+        View::Events,
+        View::Probes,
+        View::Migrations,
+    ];
     pub fn title(self) -> &'static str {
         match self {
             View::Mdevs => "Mdevs",
             View::Findings => "Findings",
             View::Events => "Events",
             View::Probes => "Probes",
+            View::Migrations => "Migrations",
         }
     }
     pub fn index(self) -> usize {
@@ -80,6 +88,10 @@ pub struct SourceInfo {
     pub functions: Vec<String>,
     /// Their signatures, to print evidence as the kernel means it.
     pub signatures: crate::calls::show::Signatures,
+    /// Add to boot-clock times for Unix time (0: unknown), to compare with a peer's.
+    pub boot_to_wall_ns: i64,
+    /// The other host's recording (`aptrace tui SRC DST`): its sessions, for pairing.
+    pub peer: Option<super::migrations::Peer>,
 }
 
 /// The TUI's state.
@@ -104,6 +116,8 @@ pub struct App {
     /// Matching log lines skipped from the newest (0 follows the stream).
     pub log_scroll: usize,
     pub probe_sel: usize,
+    /// The selected row of the Migrations view.
+    pub mig_sel: usize,
     /// The event-log filter (lower-case substring).
     pub filter: String,
     /// The filter being typed after `/`.
@@ -140,6 +154,7 @@ impl App {
             finding_sel: None,
             log_scroll: 0,
             probe_sel: 0,
+            mig_sel: 0,
             filter: String::new(),
             filter_edit: None,
             zoom: false,
@@ -352,7 +367,7 @@ impl App {
             KeyCode::Char('?') => self.help = true,
             KeyCode::Tab => self.view = self.view.next(),
             KeyCode::BackTab => self.view = self.view.prev(),
-            KeyCode::Char(c @ '1'..='4') => self.view = View::ALL[c as usize - '1' as usize],
+            KeyCode::Char(c @ '1'..='5') => self.view = View::ALL[c as usize - '1' as usize],
             KeyCode::Char('/') => {
                 self.view = View::Events;
                 self.filter_edit = Some(self.filter.clone());
@@ -446,6 +461,10 @@ impl App {
             View::Probes => {
                 let len = self.probe_rows_len();
                 self.probe_sel = clamp(self.probe_sel, len);
+            }
+            View::Migrations => {
+                let len = self.migration_rows().len();
+                self.mig_sel = clamp(self.mig_sel.min(len.saturating_sub(1)), len);
             }
         }
     }

@@ -19,6 +19,7 @@ pub mod engine;
 mod error;
 pub mod feed;
 pub mod live;
+pub mod migrations;
 mod view;
 
 use std::io::{self, Write};
@@ -52,6 +53,9 @@ pub struct ReplayOptions {
     pub profile: Option<std::path::PathBuf>,
     /// `--metrics ADDR`: serve Prometheus metrics of the replay there.
     pub metrics: Option<String>,
+    /// The other host's recording of the same migrations: audited first, its sessions
+    /// shown and paired in the Migrations view.
+    pub peer: Option<std::path::PathBuf>,
 }
 
 impl Default for ReplayOptions {
@@ -61,6 +65,7 @@ impl Default for ReplayOptions {
             paused: false,
             profile: None,
             metrics: None,
+            peer: None,
         }
     }
 }
@@ -76,6 +81,8 @@ pub fn source_info(
         probes,
         functions: profile.functions.iter().map(|f| f.name.clone()).collect(),
         signatures: crate::calls::show::Signatures::of(profile),
+        boot_to_wall_ns: 0,
+        peer: None,
     }
 }
 
@@ -93,11 +100,15 @@ pub fn replay(path: &Path, opts: &ReplayOptions) -> Result<(), TuiError> {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or(name);
-    let info = source_info(
+    let mut info = source_info(
         format!("replay of {file}"),
         loaded.header.probes.clone(),
         &profile,
     );
+    info.boot_to_wall_ns = loaded.header.boot_to_wall_ns;
+    if let Some(p) = &opts.peer {
+        info.peer = Some(peer(p, explicit.as_ref())?);
+    }
     let mut pipeline = crate::pipeline::Pipeline::new(Auditor::new(profile.clone()), None);
     // Started before the terminal is taken, so a port in use is a plain error.
     let _server = match &opts.metrics {
@@ -119,6 +130,24 @@ pub fn replay(path: &Path, opts: &ReplayOptions) -> Result<(), TuiError> {
         Engine::with_pipeline(pipeline),
         info,
     )
+}
+
+/// The other host's recording, audited with an auditor of its own.
+fn peer(path: &Path, explicit: Option<&Profile>) -> Result<migrations::Peer, TuiError> {
+    let name = path.display().to_string();
+    let r = crate::offline::audit_opened(&name, crate::input::open(path)?, explicit);
+    for w in &r.source.warnings {
+        log::warn!("{name}: {w}");
+    }
+    Ok(migrations::Peer {
+        title: path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or(name),
+        boot_to_wall_ns: r.source.boot_to_wall_ns,
+        first_ts_ns: r.summary.first_ts_ns,
+        sessions: r.migrations,
+    })
 }
 
 /// Sends log records to a file, or nowhere: nothing may reach stderr while the UI is up.

@@ -82,6 +82,7 @@ impl Widget for &App {
                     super::degraded::render_panel(&self.info.probes, panel, buf);
                 }
             }
+            View::Migrations => self.render_migrations(main, buf),
         }
         self.render_sparklines(spark, buf);
         self.render_footer(footer, buf);
@@ -634,8 +635,8 @@ fn window(sel: Option<usize>, len: usize, height: u16) -> (usize, usize) {
 
 const HELP: &[(&str, &str)] = &[
     (
-        "tab / shift-tab, 1-4",
-        "switch view: mdevs, findings, events, probes",
+        "tab / shift-tab, 1-5",
+        "switch view: mdevs, findings, events, probes, migrations",
     ),
     (
         "↑ ↓ / k j, PgUp PgDn, g G",
@@ -659,7 +660,7 @@ const HELP: &[(&str, &str)] = &[
 ];
 
 fn render_help(area: Rect, buf: &mut Buffer) {
-    let w = 78.min(area.width);
+    let w = 96.min(area.width);
     let h = (HELP.len() as u16 + 4).min(area.height);
     let popup = Rect {
         x: area.x + (area.width - w) / 2,

@@ -87,6 +87,10 @@ pub struct Paired {
     pub downtime_ns: Option<u64>,
 }
 
+/// A possible pair: its rank (not by name, not the same bytes, distance in time: lowest
+/// first), the save's and the restore's index, and what matched them.
+type Candidate = ((bool, bool, u128), usize, usize, MatchedBy);
+
 fn nonneg(ns: i128) -> Option<u64> {
     u64::try_from(ns).ok()
 }
@@ -111,8 +115,7 @@ pub fn pair(sessions: &[Sourced<'_>]) -> Vec<Paired> {
         .iter()
         .filter(|s| s.session.direction == Direction::Restore)
         .collect();
-    // (by name first, same bytes first, nearest), save index, restore index
-    let mut candidates: Vec<((bool, bool, u128), usize, usize, MatchedBy)> = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
     for (i, s) in saves.iter().enumerate() {
         for (j, r) in restores.iter().enumerate() {
             if sources > 1 && s.source == r.source {

@@ -121,10 +121,14 @@ pub enum Command {
     /// Replay a recording (or JSON lines) in the terminal UI.
     #[command(after_help = "Examples:
   aptrace tui samples/leak.aptr
-  aptrace tui run.aptr --paused --log tui.log   # s steps one event, p plays, q quits")]
+  aptrace tui run.aptr --paused --log tui.log   # s steps one event, p plays, q quits
+  aptrace tui source.aptr destination.aptr      # 5: the Migrations view pairs the two hosts")]
     Tui {
         /// The recording (or JSON-lines file) to replay.
         file: PathBuf,
+        /// The other host's recording of the same migrations: audited on its own, its
+        /// sessions shown beside FILE's and paired with them in the Migrations view.
+        peer: Option<PathBuf>,
         /// Replay speed: 0.25 to 64 times the recorded pace.
         #[arg(long, default_value_t = 1.0)]
         speed: f64,

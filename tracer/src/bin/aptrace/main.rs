@@ -64,6 +64,7 @@ fn main() -> ExitCode {
         } => commands::export_chrome(&file, output.as_deref(), force),
         Command::Tui {
             file,
+            peer,
             speed,
             paused,
             profile,
@@ -76,6 +77,7 @@ fn main() -> ExitCode {
                 paused,
                 profile,
                 metrics,
+                peer,
             },
         )
         .map(|_| ExitCode::SUCCESS)
