@@ -37,12 +37,13 @@ impl HostFacts {
             probes,
             writer: crate::writer_id(),
             source_damage: Vec::new(),
+            guest: opts.guest.as_ref().map(|g| g.to_string()),
         }
     }
 }
 
-/// The end-of-run report over the auditor's final state, its findings narrowed to the
-/// guest asked for.
+/// The end-of-run report over the auditor's final state, narrowed to the guest asked for
+/// (`--guest`, which the header carries).
 pub fn end_report(opts: &LiveOptions, header: &Header, auditor: &Auditor) -> Report {
     let path = opts
         .record
@@ -59,11 +60,10 @@ pub fn end_report(opts: &LiveOptions, header: &Header, auditor: &Auditor) -> Rep
         Vec::new(),
         Vec::new(),
     );
-    let mut fr = FileReport::new(source, auditor, true);
-    if let Some(g) = &opts.guest {
-        fr.findings.retain(|f| g.matches(f));
+    // The header names the guest: the report keeps its devices only, as the recording's will.
+    Report {
+        files: vec![FileReport::new(source, auditor, true)],
     }
-    Report { files: vec![fr] }
 }
 
 #[cfg(test)]
@@ -123,6 +123,15 @@ mod tests {
         assert!(all.has_findings());
         assert_eq!(all.files[0].source.path, "live");
         o.guest = Some(GuestFilter::Pid(u32::MAX));
-        assert!(end_report(&o, &h, &a).files[0].findings.is_empty());
+        let h = facts().header(&o, None, Vec::new());
+        assert_eq!(
+            h.guest.as_deref(),
+            Some("4294967295"),
+            "the header keeps the limit"
+        );
+        let none = end_report(&o, &h, &a);
+        assert!(none.files[0].findings.is_empty());
+        assert!(none.files[0].mdevs.is_empty() && none.files[0].migrations.is_empty());
+        assert_eq!(none.files[0].source.guest.as_deref(), Some("4294967295"));
     }
 }

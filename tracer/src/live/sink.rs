@@ -2,37 +2,10 @@
 
 use std::io::Write;
 
-use crate::audit::{Finding, TaskRef};
+use crate::audit::Finding;
 use crate::pipeline::Sink;
 
-/// `--guest PID|NAME`: keep findings about mdevs that guest opened.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GuestFilter {
-    Pid(u32),
-    Name(String),
-}
-
-impl GuestFilter {
-    pub fn parse(s: &str) -> GuestFilter {
-        match s.parse::<u32>() {
-            Ok(p) => GuestFilter::Pid(p),
-            Err(_) => GuestFilter::Name(s.to_string()),
-        }
-    }
-
-    fn matches_task(&self, t: &TaskRef) -> bool {
-        match self {
-            GuestFilter::Pid(p) => t.pid == *p,
-            GuestFilter::Name(n) => t.guest.as_deref() == Some(n.as_str()),
-        }
-    }
-
-    /// The finding concerns an mdev this guest had open (or the guest's own task).
-    pub fn matches(&self, f: &Finding) -> bool {
-        f.guest.as_ref().is_some_and(|g| self.matches_task(g))
-            || f.task.as_ref().is_some_and(|t| self.matches_task(t))
-    }
-}
+pub use crate::report::GuestFilter;
 
 /// How `live` prints findings and its summary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,8 +22,9 @@ pub const MAGIC: [u8; 8] = *b"\x89APTR\r\n\x1a";
 pub const SYNC: [u8; 8] = *b"\xf5\x0bAPCHK\x9e";
 pub const VERSION_MAJOR: u16 = 1;
 /// 1.1 added the end marker: a 1.1 recording without one was not finished. 1.2 added the
-/// damage of an imported source and the degraded probe state (header tags 10 and 11).
-pub const VERSION_MINOR: u16 = 2;
+/// damage of an imported source and the degraded probe state (header tags 10 and 11). 1.3
+/// added the guest a live run was limited to (tag 12).
+pub const VERSION_MINOR: u16 = 3;
 /// The first version whose writer ends every recording with an end marker.
 pub const END_MARKER_SINCE: (u16, u16) = (1, 1);
 /// Starts the payload of the end marker: a chunk of no events, so that a 1.0 reader reads
@@ -124,6 +125,10 @@ pub struct Header {
     /// `source` record, not in the header line.
     #[serde(skip)]
     pub source_damage: Vec<Damage>,
+    /// `live --guest`: the run was limited to this guest's devices (format 1.3), as given:
+    /// a QEMU pid or a `-name guest=` name. Reports of the recording list only them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<String>,
 }
 
 mod tag {
@@ -138,6 +143,7 @@ mod tag {
     pub const WRITER: u16 = 9;
     pub const SOURCE_DAMAGE: u16 = 10;
     pub const DEGRADED: u16 = 11;
+    pub const GUEST: u16 = 12;
 }
 
 fn put_str(b: &mut BytesMut, s: &str) {
@@ -216,6 +222,9 @@ impl Header {
                 }
             });
         }
+        if let Some(g) = &self.guest {
+            field(tag::GUEST, &|b| b.put_slice(g.as_bytes()));
+        }
         out
     }
 
@@ -288,6 +297,7 @@ impl Header {
                         });
                     }
                 }
+                tag::GUEST => h.guest = Some(text(v)),
                 tag::DEGRADED if n >= 4 => {
                     let count = v.get_u32_le();
                     for _ in 0..count {

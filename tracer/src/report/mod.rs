@@ -14,7 +14,9 @@ use crate::calls::show::Signatures;
 use crate::model::{dec_opt, human_ns, Event};
 use crate::recording::{Damage, Header, ProbeStatus};
 
+mod guest;
 mod text;
+pub use guest::GuestFilter;
 pub use text::{md, utc};
 
 /// Where a report's events came from.
@@ -36,6 +38,10 @@ pub struct SourceInfo {
     pub cannot_detect: Vec<Undetected>,
     pub damage: Vec<Damage>,
     pub warnings: Vec<String>,
+    /// `live --guest`: the run was limited to this guest (its pid or name); findings, mdevs
+    /// and migrations list only what concerns it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest: Option<String>,
 }
 
 /// A degraded probe of a source: what it could not see, hence which findings are missing
@@ -99,6 +105,7 @@ impl SourceInfo {
             cannot_detect: undetected(&header.probes),
             damage,
             warnings,
+            guest: header.guest.clone(),
         }
     }
 }
@@ -161,7 +168,15 @@ impl FileReport {
         let s = auditor.finish();
         let snap = auditor.snapshot();
         let complete = intact && s.lost_events == 0;
-        let findings = auditor.findings().to_vec();
+        let guest = source.guest.as_deref().map(GuestFilter::parse);
+        let mut findings = auditor.findings().to_vec();
+        let mut mdevs = snap.mdevs;
+        let mut migrations = auditor.migrations();
+        if let Some(g) = &guest {
+            findings.retain(|f| g.matches(f));
+            mdevs.retain(|m| g.matches_mdev(m));
+            migrations.retain(|s| g.matches_session(s));
+        }
         let counts = auditor.finding_counts();
         let count = |sev| {
             counts
@@ -196,7 +211,8 @@ impl FileReport {
                 complete,
                 errors: count(Severity::Error),
                 warnings: count(Severity::Warning),
-                findings_not_kept: auditor.findings_total() - findings.len() as u64,
+                // Of the auditor's memory cap, not of a --guest limit.
+                findings_not_kept: auditor.findings_total() - auditor.findings().len() as u64,
                 findings_by_kind: snap
                     .findings_by_kind
                     .iter()
@@ -208,9 +224,9 @@ impl FileReport {
             },
             findings,
             functions,
-            mdevs: snap.mdevs,
+            mdevs,
             lock_order: auditor.lock_order(),
-            migrations: auditor.migrations(),
+            migrations,
             signatures: Signatures::of(auditor.profile()),
             source,
         }

@@ -217,6 +217,13 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
             format!(", written by {}", st.t(&s.writer))
         }
     );
+    if let Some(g) = &s.guest {
+        let _ = writeln!(
+            out,
+            "{b}limited to guest {} (live --guest): findings, mdevs and migrations of its devices only; the summary counts the whole recording",
+            st.t(g)
+        );
+    }
     for p in s
         .probes
         .iter()

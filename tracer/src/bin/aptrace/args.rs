@@ -225,7 +225,9 @@ pub struct LiveArgs {
     /// Stop after this long (30s, 500ms, 5m).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
-    /// Only report mdevs opened by this guest (QEMU pid or `-name guest=` name).
+    /// Limit the run to the devices this guest opened (QEMU pid or `-name guest=` name):
+    /// printed findings, the end report and, through the recording's header, every report
+    /// of the recording (its migration sessions too).
     #[arg(long)]
     pub guest: Option<String>,
     /// Hook the allocator too (kmalloc/kmem_cache raw tracepoints, kvmalloc, vfree).
