@@ -19,29 +19,20 @@ rm -rf $G
 mkdir -p $G
 ctl create $S
 ctl create $D
-# Each stand-in waits for $G/go; the source hands the stream over in $G/state.
-sh -c '. /lib.sh; set -e; G=$1
-    while [ ! -e $G/go ]; do sleep 0.1; done
-    ctl open '$S'
-    migfd '$S' STOP_COPY; F=$MIGFD
-    cat <&$F > $G/state.part; fdclose $F
-    mv $G/state.part $G/state
-    migrate '$S' STOP
-    while [ ! -e $G/restored ]; do sleep 0.1; done
-    ctl close '$S'' qemu-src $G -name guest=vm1 > $G/src.log 2>&1 &
+# Each stand-in waits for its go file, then acts; one after the other (ctl's result line is
+# one for all writers). The source hands the stream over in $G/state. set -x: their logs.
+standin() {
+    sh -c '. /lib.sh; set -ex; G=$1; i=0
+        while [ ! -e $G/go.$2 ]; do i=$((i+1)); [ $i -lt 1200 ]; sleep 0.1; done
+        eval "$3"' "$@"
+}
+standin qemu-system-s390x $G src "ctl open $S; migfd $S STOP_COPY; F=\$MIGFD; cat <&\$F > $G/state; fdclose \$F; migrate $S STOP; ctl close $S" \
+    -name guest=vm1 > $O.standin-src.log 2>&1 &
 SP=$!
-sh -c '. /lib.sh; set -e; G=$1
-    while [ ! -e $G/go ]; do sleep 0.1; done
-    ctl open '$D'
-    while [ ! -e $G/state ]; do sleep 0.1; done
-    migfd '$D' RESUMING; F=$MIGFD
-    dd bs=32 < $G/state >&$F 2>/dev/null; fdclose $F
-    migrate '$D' STOP RUNNING
-    touch $G/restored
-    ctl close '$D'' qemu-dst $G -name guest=vm1 > $G/dst.log 2>&1 &
+standin qemu-system-s390x $G dst "ctl open $D; migfd $D RESUMING; F=\$MIGFD; dd bs=32 < $G/state >&\$F 2>/dev/null; fdclose \$F; migrate $D STOP RUNNING; ctl close $D" \
+    -name guest=vm1 > $O.standin-dst.log 2>&1 &
 DP=$!
-echo "source QEMU stand-in pid $SP: $(tr '\0' ' ' < /proc/$SP/cmdline | cut -c1-20)... -name guest=vm1"
-echo "destination QEMU stand-in pid $DP"
+echo "QEMU stand-ins: source pid $SP, destination pid $DP (each with -name guest=vm1)"
 # shellcheck disable=SC2086
 "$AGENT" live --guest $SP --record $O.src.aptr --json $O.src.json ${AGENT_ARGS:-} > $O.src.log 2>&1 &
 A1=$!
@@ -50,12 +41,13 @@ A1=$!
 A2=$!
 wait_line $A1 $O.src.log "^aptrace: attached" || { cat $O.src.log; exit 1; }
 wait_line $A2 $O.dst.log "^aptrace: attached" || { cat $O.dst.log; exit 1; }
-touch $G/go
+touch $G/go.src
 rc=0
 wait $SP || rc=$?
+[ $rc = 0 ] || { echo "the source stand-in failed:"; cat $O.standin-src.log; kill $DP; kill -INT $A1 $A2; exit 1; }
+touch $G/go.dst
 wait $DP || rc=$?
-cat $G/src.log $G/dst.log
-[ $rc = 0 ] || { echo "a stand-in failed"; exit 1; }
+[ $rc = 0 ] || { echo "the destination stand-in failed:"; cat $O.standin-dst.log; kill -INT $A1 $A2; exit 1; }
 n=$(wc -c < $G/state)
 [ "$n" -eq 72 ] || { echo "stop-copy stream is $n bytes, not 72"; exit 1; }
 sleep 1
