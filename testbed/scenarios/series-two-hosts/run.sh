@@ -21,8 +21,9 @@ ctl create $S
 ctl create $D
 # Each stand-in waits for its go file, then acts; one after the other (ctl's result line is
 # one for all writers). The source hands the stream over in $G/state. set -x: their logs.
+# exec: the background job's pid ($!) is the stand-in's own, the one that opens the device.
 standin() {
-    sh -c '. /lib.sh; set -ex; G=$1; i=0
+    exec sh -c '. /lib.sh; set -ex; G=$1; i=0
         while [ ! -e $G/go.$2 ]; do i=$((i+1)); [ $i -lt 1200 ]; sleep 0.1; done
         eval "$3"' "$@"
 }
