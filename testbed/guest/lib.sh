@@ -32,6 +32,15 @@ migfd() {
     [ -n "$MIGFD" ]
 }
 
+# vc STEP...: the userspace VFIO client (testbed/client/vfioclient.c), one argument per
+# step, through this run's core: CORE=real drives the kernel's own VFIO core (mdev sysfs,
+# /dev/vfio container and group, VFIO_DEVICE_FEATURE, VFIO_DEVICE_RESET), CORE=model the
+# model core's ctl with the same steps. CORE comes from /job.env (per kernel) or the
+# scenario's `core` file. Steps: create U, open U, state U STATE..., getstate U,
+# read U FILE [MAX], write U FILE CHUNK [COUNT], fdclose U, reset U, close U,
+# remove-blocked U, remove U, fault F; "! STEP" must fail.
+vc() { /vfioclient --core "${CORE:-model}" "$@"; }
+
 # fdclose N: close fd N of this shell (the file's release runs on the way out of close).
 fdclose() { eval "exec $1<&-"; }
 

@@ -4,6 +4,8 @@
 #   AGENT=/aptrace                   optional: the static aptrace binary
 #   AGENT_ARGS="..."                 extra args (e.g. the mdevs_lock override on 6.1)
 #   MODULE=vfio_ap                   the module's name (for the attached-probe checks)
+#   CORE=real|model                  the VFIO core the scenarios' client drives (a scenario's
+#                                    `core` file overrides it: lib.sh's vc)
 #   ISOLATED=1                       the boot's last scenario leaves the kernel hung: print
 #                                    the evidence-out marker and wait for the host to end QEMU
 # Per run, in /out: <name>.<mode>.{run.log,agent.log,aptr,json}. Console markers:
@@ -59,7 +61,8 @@ for r in $RUNS; do
             M "agent not attached ($n $mode)"
         fi
     fi
-    AGENT_LOG=${apid:+$o.agent.log} sh "/scenarios/$n/run.sh" > "$o.run.log" 2>&1
+    core=${CORE:-model}; [ -f "/scenarios/$n/core" ] && core=$(head -n1 "/scenarios/$n/core")
+    CORE=$core AGENT_LOG=${apid:+$o.agent.log} sh "/scenarios/$n/run.sh" > "$o.run.log" 2>&1
     rc=$?
     # the scenarios after this one need the module (run.sh should have left it loaded)
     if ! module_loaded; then
@@ -80,7 +83,7 @@ for r in $RUNS; do
     fi
     t1=$(up)
     [ -n "$apid" ] && M "run $n $mode agent stopped after $(awk "BEGIN{print $t1-$t0}")s"
-    M "run $n $mode end rc=$rc t=$(awk "BEGIN{print $t1-$t0}") agent=$arc"
+    M "run $n $mode end rc=$rc t=$(awk "BEGIN{print $t1-$t0}") agent=$arc core=$core"
 done
 if [ -n "${AGENT:-}" ] && [ -x "$AGENT" ] && [ -z "${ISOLATED:-}" ]; then
     # after a SIGKILL of the agent no probe may stay attached

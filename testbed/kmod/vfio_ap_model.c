@@ -4,8 +4,9 @@
  * (patch 03 of the v3 "s390/vfio-ap: live guest migration" series, plus the later
  * patches' set_state logic) with their real names, signatures, call order, locking and
  * allocations, running on any kernel (x86_64 or s390x) without AP hardware or the VFIO
- * core. The VFIO/mdev core is modelled by the model_vfio_* functions below; the driver
- * functions are exactly where aptrace puts its probes.
+ * core. The VFIO/mdev core is modelled by the model_vfio_* functions below or, in the
+ * real-core build, is the kernel's own; the driver functions are exactly where aptrace
+ * puts its probes.
  *
  * Control surface: /sys/kernel/debug/vfio_ap_model/ctl (see testbed/README.md).
  *
@@ -35,6 +36,36 @@
 #include <linux/overflow.h>
 #include <linux/vmalloc.h>
 #include <linux/mm.h>
+#include <linux/version.h>
+#include <linux/refcount.h>
+#include <linux/completion.h>
+#ifdef APTRACE_REAL_CORE
+/*
+ * The real-core build (xtask passes APTRACE_REAL_CORE=1 where the kernel ships vfio and
+ * vfio_iommu_type1): the driver registers an mdev parent and driver with the kernel's own
+ * mdev core (with APTRACE_NO_MDEV, where the kernel has no mdev: devices of its own, made
+ * by ctl's vcreate), allocates its devices with vfio_alloc_device and registers them with
+ * vfio_register_emulated_iommu_dev, so userspace drives it through the real VFIO uAPI
+ * (testbed/client). The model core below stays in the same module for the debugfs
+ * scenarios: an mdev created through ctl lives in the model's slots and never meets the
+ * real core. The driver functions are the same for both.
+ */
+#include <linux/vfio.h>
+#include <linux/mdev.h>
+#define vfio_device_model vfio_device
+#define vfio_device_ops_model vfio_device_ops
+#define vfio_migration_ops_model vfio_migration_ops
+#define mdev_device_model mdev_device
+#define mdev_type_model mdev_type
+#define mdev_parent_model mdev_parent
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 2, 0)
+/* 6.1's uAPI has no PRE_COPY (and its core no migration_get_data_size op) */
+#define VFIO_DEVICE_STATE_PRE_COPY 6
+#define VFIO_DEVICE_STATE_PRE_COPY_P2P 7
+#define VFIO_MIGRATION_PRE_COPY (1 << 2)
+#endif
+#define VFIO_DEVICE_NUM_STATES (VFIO_DEVICE_STATE_PRE_COPY_P2P + 1)
+#endif
 
 #define VFIO_AP_MODULE_NAME "vfio_ap"
 #define VFIO_AP_DRV_NAME "vfio_ap"
@@ -65,6 +96,7 @@ struct ap_config_info {
 	unsigned char _reserved4[16];
 } __aligned(8);
 
+#ifndef APTRACE_REAL_CORE
 /* uAPI v2 migration states and flags (include/uapi/linux/vfio.h) */
 enum vfio_device_mig_state {
 	VFIO_DEVICE_STATE_ERROR = 0,
@@ -84,11 +116,15 @@ enum vfio_device_mig_state {
 struct file;
 struct vfio_device_model;
 
+#endif /* !APTRACE_REAL_CORE */
+
 /* struct kvm stand-in: the guest that opened the device */
 struct kvm_model {
 	pid_t guest_pid;
 	char guest_comm[TASK_COMM_LEN];
 };
+
+#ifndef APTRACE_REAL_CORE
 
 struct vfio_device_ops_model {
 	char *name;
@@ -120,9 +156,7 @@ struct vfio_device_model {
 	struct kvm_model *kvm;
 	/* members below are the core's */
 	unsigned int index;
-	struct kref kref;	/* object life (device.kref in the real core) */
 	unsigned int open_count;
-	bool registered;
 };
 
 /* struct mdev_device stand-in */
@@ -145,6 +179,7 @@ struct mdev_parent_model {
 	unsigned int nr_types;
 	atomic_t available_instances;
 };
+#endif /* !APTRACE_REAL_CORE */
 
 /* Like drivers/s390/crypto/vfio_ap_private.h (v6.2+): mdevs_lock after the QCI block and
  * the mdev list, guests_lock after the driver pointer. */
@@ -220,6 +255,10 @@ struct ap_matrix_mdev {
 	DECLARE_BITMAP(aqm_add, AP_DOMAINS);
 	DECLARE_BITMAP(adm_add, AP_DOMAINS);
 	struct vfio_ap_migration_data *mig_data;
+#ifdef APTRACE_REAL_CORE
+	/* the guest stand-in of a device opened through the real core (see vfio_ap_guest) */
+	struct kvm_model opener;
+#endif
 };
 
 struct ap_matrix_dev *matrix_dev;
@@ -331,6 +370,10 @@ noinline int aptrace_model_rebuild_pad(volatile int *p)
 #define MAX_MDEVS 16
 struct model_slot {
 	bool used;
+	char name[40];		/* the mdev's UUID, as given to `create` */
+	struct kref kref;	/* object life (vfio_device.device.kref in the real core) */
+	bool registered;
+	struct kvm_model *guest; /* the guest of the open device (vfio_device.kvm) */
 	struct mdev_device_model mdev;
 	struct ap_matrix_mdev matrix_mdev;
 	struct kvm_model kvm;
@@ -351,6 +394,13 @@ static struct model_slot *slot_of_matrix_mdev(struct ap_matrix_mdev *m)
 	return container_of(m, struct model_slot, matrix_mdev);
 }
 
+/* Whether a device lives in the model core's slots (always, without the real core). */
+static bool model_owned(const void *p)
+{
+	return (const char *)p >= (const char *)slots &&
+	       (const char *)p < (const char *)(slots + MAX_MDEVS);
+}
+
 /* ---------------------------------------------------------------------------------------
  * Model of the VFIO core.
  */
@@ -358,9 +408,8 @@ static const struct vfio_device_ops_model vfio_ap_matrix_dev_ops;
 
 static void model_vfio_device_release(struct kref *kref)
 {
-	struct vfio_device_model *vdev = container_of(kref, struct vfio_device_model, kref);
-	struct ap_matrix_mdev *matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
-	struct model_slot *slot = slot_of_matrix_mdev(matrix_mdev);
+	struct model_slot *slot = container_of(kref, struct model_slot, kref);
+	struct vfio_device_model *vdev = &slot->matrix_mdev.vdev;
 
 	if (vdev->ops->release)
 		vdev->ops->release(vdev);
@@ -381,7 +430,7 @@ noinline struct ap_matrix_mdev *model_vfio_alloc_device(struct mdev_device_model
 	matrix_mdev->vdev.ops = &vfio_ap_matrix_dev_ops;
 	matrix_mdev->vdev.index = slot - slots;
 	INIT_LIST_HEAD(&matrix_mdev->vdev.dev_set_list);
-	kref_init(&matrix_mdev->vdev.kref);
+	kref_init(&slot->kref);
 	ret = matrix_mdev->vdev.ops->init(&matrix_mdev->vdev);
 	if (ret)
 		return ERR_PTR(ret);
@@ -395,7 +444,7 @@ noinline int model_vfio_register_emulated_iommu_dev(struct vfio_device_model *vd
 	if (test_and_clear_bit(FAULT_REGISTER_FAIL, &faults))
 		return -EIO;
 	atomic_set(&slot_of_matrix_mdev(matrix_mdev)->registrations, 1);
-	vdev->registered = true;
+	slot_of_matrix_mdev(matrix_mdev)->registered = true;
 	return 0;
 }
 
@@ -422,12 +471,14 @@ noinline void model_vfio_unregister_group_dev(struct vfio_device_model *vdev)
 	struct ap_matrix_mdev *matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
 
 	atomic_dec(&slot_of_matrix_mdev(matrix_mdev)->registrations);
-	vdev->registered = false;
+	slot_of_matrix_mdev(matrix_mdev)->registered = false;
 }
 
 noinline void model_vfio_put_device(struct vfio_device_model *vdev)
 {
-	kref_put(&vdev->kref, model_vfio_device_release);
+	struct ap_matrix_mdev *matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+
+	kref_put(&slot_of_matrix_mdev(matrix_mdev)->kref, model_vfio_device_release);
 }
 
 /* vfio_mig_get_next_state() of drivers/vfio/vfio_main.c */
@@ -486,6 +537,118 @@ noinline int model_vfio_mig_get_next_state(struct vfio_device_model *vdev,
 	while ((state_flags[*next_fsm] & flags) != state_flags[*next_fsm])
 		*next_fsm = table[*next_fsm][new_fsm];
 	return (*next_fsm != VFIO_DEVICE_STATE_ERROR) ? 0 : -EINVAL;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Which core a device belongs to: the model's for the devices in its slots (every device
+ * without APTRACE_REAL_CORE), the kernel's for the mdevs its mdev core creates. The driver
+ * functions call these where the series calls the core.
+ */
+static struct ap_matrix_mdev *core_alloc_device(struct mdev_device_model *mdev)
+{
+#ifdef APTRACE_REAL_CORE
+	if (!model_owned(mdev))
+		return vfio_alloc_device(ap_matrix_mdev, vdev, &mdev->dev,
+					 &vfio_ap_matrix_dev_ops);
+#endif
+	return model_vfio_alloc_device(mdev);
+}
+
+static int core_register(struct vfio_device_model *vdev)
+{
+#ifdef APTRACE_REAL_CORE
+	if (!model_owned(vdev)) {
+		if (test_and_clear_bit(FAULT_REGISTER_FAIL, &faults))
+			return -EIO;
+		return vfio_register_emulated_iommu_dev(vdev);
+	}
+#endif
+	return model_vfio_register_emulated_iommu_dev(vdev);
+}
+
+static void core_unregister(struct vfio_device_model *vdev)
+{
+#ifdef APTRACE_REAL_CORE
+	if (!model_owned(vdev)) {
+		/* waits until every registration (open fd, pinning migration file) is gone */
+		vfio_unregister_group_dev(vdev);
+		return;
+	}
+#endif
+	model_vfio_unregister_group_dev(vdev);
+}
+
+static void core_put_device(struct vfio_device_model *vdev)
+{
+#ifdef APTRACE_REAL_CORE
+	if (!model_owned(vdev)) {
+		vfio_put_device(vdev);
+		return;
+	}
+#endif
+	model_vfio_put_device(vdev);
+}
+
+/*
+ * The registration pin a migration file holds (the series' vfio_device_try_get_registration
+ * and vfio_device_put_registration). Neither 6.1 nor 6.12 exports them; what they do is
+ * public in struct vfio_device (refcount, comp), so the real-core build does the same on
+ * the same fields: vfio_unregister_group_dev waits for the count the file holds, exactly
+ * as it waits for an open device fd.
+ */
+static bool core_try_get_registration(struct vfio_device_model *vdev)
+{
+#ifdef APTRACE_REAL_CORE
+	if (!model_owned(vdev))
+		return refcount_inc_not_zero(&vdev->refcount);
+#endif
+	return model_vfio_device_try_get_registration(vdev);
+}
+
+static void core_put_registration(struct vfio_device_model *vdev)
+{
+#ifdef APTRACE_REAL_CORE
+	if (!model_owned(vdev)) {
+		if (refcount_dec_and_test(&vdev->refcount))
+			complete(&vdev->comp);
+		return;
+	}
+#endif
+	model_vfio_device_put_registration(vdev);
+}
+
+/* The arc table the driver walks: the kernel's own where there is one. */
+static int core_mig_get_next_state(struct vfio_device_model *vdev,
+				   enum vfio_device_mig_state cur_fsm,
+				   enum vfio_device_mig_state new_fsm,
+				   enum vfio_device_mig_state *next_fsm)
+{
+#ifdef APTRACE_REAL_CORE
+	return vfio_mig_get_next_state(vdev, cur_fsm, new_fsm, next_fsm);
+#else
+	return model_vfio_mig_get_next_state(vdev, cur_fsm, new_fsm, next_fsm);
+#endif
+}
+
+/*
+ * The guest of an opened device. The real driver refuses to open without vdev->kvm (QEMU
+ * sets it through the KVM-VFIO device); the testbed's guests have no KVM, so the model's
+ * open takes the task that opens the device as its guest: the writer of `open` in the
+ * model core, the process opening the device fd through the real core.
+ */
+static struct kvm_model *vfio_ap_guest(struct vfio_device_model *vdev)
+{
+	struct ap_matrix_mdev *matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+
+	if (model_owned(matrix_mdev))
+		return slot_of_matrix_mdev(matrix_mdev)->guest;
+#ifdef APTRACE_REAL_CORE
+	matrix_mdev->opener.guest_pid = task_tgid_nr(current);
+	get_task_comm(matrix_mdev->opener.guest_comm, current);
+	return &matrix_mdev->opener;
+#else
+	return NULL;
+#endif
 }
 
 static bool model_state_supported(unsigned int flags, unsigned int s)
@@ -649,7 +812,7 @@ done:
 	if (!unlocked)
 		mutex_unlock(&matrix_dev->mdevs_lock);
 	if (!(how & FILE_NO_PIN))
-		model_vfio_device_put_registration(&matrix_mdev->vdev);
+		core_put_registration(&matrix_mdev->vdev);
 	return ret;
 }
 
@@ -770,13 +933,13 @@ noinline struct file *vfio_ap_open_file_stream(struct ap_matrix_mdev *matrix_mde
 	lockdep_assert_held(&matrix_dev->mdevs_lock);
 
 	/* the registration pin keeps matrix_mdev alive while the fd is open */
-	if (pin && !model_vfio_device_try_get_registration(&matrix_mdev->vdev))
+	if (pin && !core_try_get_registration(&matrix_mdev->vdev))
 		return ERR_PTR(-ENODEV);
 
 	filp = anon_inode_getfile("vfio_ap_mig_file", fops, matrix_mdev, flags);
 	if (IS_ERR(filp)) {
 		if (pin)
-			model_vfio_device_put_registration(&matrix_mdev->vdev);
+			core_put_registration(&matrix_mdev->vdev);
 		return filp;
 	}
 	if (!pin || early)
@@ -1106,7 +1269,7 @@ noinline struct file *vfio_ap_set_state(struct vfio_device_model *vdev,
 	}
 	while (mig_data->mig_state != VFIO_DEVICE_STATE_ERROR &&
 	       mig_data->mig_state != new_state) {
-		ret = model_vfio_mig_get_next_state(vdev, mig_data->mig_state, new_state,
+		ret = core_mig_get_next_state(vdev, mig_data->mig_state, new_state,
 						    &next_state);
 		if (ret) {
 			filp = ERR_PTR(ret);
@@ -1158,7 +1321,10 @@ noinline int vfio_ap_get_data_size(struct vfio_device_model *vdev,
 static const struct vfio_migration_ops_model vfio_ap_migration_ops = {
 	.migration_set_state = vfio_ap_set_state,
 	.migration_get_state = vfio_ap_get_state,
+#if !defined(APTRACE_REAL_CORE) || LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
+	/* 6.1's core has no such op: the size is then the stream's end */
 	.migration_get_data_size = vfio_ap_get_data_size,
+#endif
 };
 
 noinline void vfio_ap_init_migration_capabilities(struct ap_matrix_mdev *matrix_mdev)
@@ -1284,7 +1450,7 @@ noinline int vfio_ap_mdev_probe(struct mdev_device_model *mdev)
 	struct ap_matrix_mdev *matrix_mdev;
 	int ret;
 
-	matrix_mdev = model_vfio_alloc_device(mdev);
+	matrix_mdev = core_alloc_device(mdev);
 	if (IS_ERR(matrix_mdev))
 		return PTR_ERR(matrix_mdev);
 
@@ -1297,7 +1463,7 @@ noinline int vfio_ap_mdev_probe(struct mdev_device_model *mdev)
 	 */
 	vfio_ap_init_migration_capabilities(matrix_mdev);
 
-	ret = model_vfio_register_emulated_iommu_dev(&matrix_mdev->vdev);
+	ret = core_register(&matrix_mdev->vdev);
 	if (ret)
 		goto err_put_vdev;
 	matrix_mdev->req_trigger = NULL;
@@ -1309,7 +1475,7 @@ noinline int vfio_ap_mdev_probe(struct mdev_device_model *mdev)
 
 err_put_vdev:
 	/* the seed's bug: .release takes mdevs_lock, which this task holds */
-	model_vfio_put_device(&matrix_mdev->vdev);
+	core_put_device(&matrix_mdev->vdev);
 	mutex_unlock(&matrix_dev->mdevs_lock);
 	return ret;
 }
@@ -1318,14 +1484,14 @@ noinline void vfio_ap_mdev_remove(struct mdev_device_model *mdev)
 {
 	struct ap_matrix_mdev *matrix_mdev = dev_get_drvdata(&mdev->dev);
 
-	model_vfio_unregister_group_dev(&matrix_mdev->vdev);
+	core_unregister(&matrix_mdev->vdev);
 
 	mutex_lock(&matrix_dev->guests_lock);
 	mutex_lock(&matrix_dev->mdevs_lock);
 	list_del(&matrix_mdev->node);
 	mutex_unlock(&matrix_dev->mdevs_lock);
 	mutex_unlock(&matrix_dev->guests_lock);
-	model_vfio_put_device(&matrix_mdev->vdev);
+	core_put_device(&matrix_mdev->vdev);
 }
 
 noinline int vfio_ap_mdev_set_kvm(struct ap_matrix_mdev *matrix_mdev, struct kvm_model *kvm)
@@ -1353,10 +1519,11 @@ noinline void vfio_ap_mdev_unset_kvm(struct ap_matrix_mdev *matrix_mdev)
 
 noinline int vfio_ap_mdev_open_device(struct vfio_device_model *vdev)
 {
+	struct kvm_model *kvm = vfio_ap_guest(vdev);
 	struct ap_matrix_mdev *matrix_mdev;
 	int ret;
 
-	if (!vdev->kvm)
+	if (!kvm)
 		return -EINVAL;
 
 	if (test_and_clear_bit(FAULT_INIT_UNLOCKED, &faults)) {
@@ -1374,7 +1541,7 @@ noinline int vfio_ap_mdev_open_device(struct vfio_device_model *vdev)
 	if (ret)
 		return ret;
 
-	ret = vfio_ap_mdev_set_kvm(matrix_mdev, vdev->kvm);
+	ret = vfio_ap_mdev_set_kvm(matrix_mdev, kvm);
 	if (ret) {
 		if (test_and_clear_bit(FAULT_OPEN_FAIL_NOCLEAN, &faults))
 			return ret;
@@ -1436,7 +1603,171 @@ static const struct vfio_device_ops_model vfio_ap_matrix_dev_ops = {
 	.release = vfio_ap_mdev_release_dev,
 	.open_device = vfio_ap_mdev_open_device,
 	.close_device = vfio_ap_mdev_close_device,
+#ifdef APTRACE_REAL_CORE
+	.ioctl = vfio_ap_mdev_ioctl,
+#endif
 };
+
+#ifdef APTRACE_REAL_CORE
+#ifndef APTRACE_NO_MDEV
+/* The mdev driver and parent, as vfio_ap_drv.c/vfio_ap_ops.c register them upstream. */
+static struct mdev_driver vfio_ap_matrix_driver = {
+	.device_api = VFIO_DEVICE_API_AP_STRING,
+	.max_instances = MAX_MDEVS,
+	.driver = {
+		.name = "vfio_ap_mdev",
+		.owner = THIS_MODULE,
+		.mod_name = KBUILD_MODNAME,
+	},
+	.probe = vfio_ap_mdev_probe,
+	.remove = vfio_ap_mdev_remove,
+};
+#else
+static void set_result(const char *fmt, ...);
+static struct ap_matrix_mdev *find_matrix_mdev(const char *name);
+
+/*
+ * APTRACE_NO_MDEV (a kernel with VFIO but no mdev: Debian's s390x 6.12): the devices are the
+ * model's own, children of the matrix device, created and removed by ctl's `vcreate` and
+ * `vremove`, which do what the mdev core does around the driver's probe and remove. The
+ * objects come from a static pool so that no allocation in the module's text is the model's.
+ */
+static struct {
+	bool used;
+	struct mdev_device mdev;
+} own_mdevs[MAX_MDEVS];
+static DEFINE_MUTEX(own_lock);
+
+static void own_mdev_release(struct device *dev)
+{
+	int i;
+
+	mutex_lock(&own_lock);
+	for (i = 0; i < MAX_MDEVS; i++)
+		if (&own_mdevs[i].mdev.dev == dev)
+			own_mdevs[i].used = false;
+	mutex_unlock(&own_lock);
+}
+
+static int do_vcreate(const char *name)
+{
+	struct mdev_device *mdev = NULL;
+	int i, ret;
+
+	mutex_lock(&own_lock);
+	for (i = 0; i < MAX_MDEVS && !mdev; i++)
+		if (!own_mdevs[i].used) {
+			own_mdevs[i].used = true;
+			mdev = &own_mdevs[i].mdev;
+		}
+	mutex_unlock(&own_lock);
+	if (!mdev)
+		return -ENOSPC;
+	memset(mdev, 0, sizeof(*mdev));
+	device_initialize(&mdev->dev);
+	mdev->dev.parent = &matrix_dev->device;
+	mdev->dev.release = own_mdev_release;
+	dev_set_name(&mdev->dev, "%s", name);
+	ret = device_add(&mdev->dev);
+	if (!ret) {
+		ret = vfio_ap_mdev_probe(mdev);
+		if (ret)
+			device_del(&mdev->dev);
+	}
+	if (ret)
+		put_device(&mdev->dev);
+	else
+		set_result("vcreate %s\n", name);
+	return ret;
+}
+
+/* As the mdev core's remove: the driver's remove (which waits while a file pins the
+ * device), then the device goes. */
+static int do_vremove(const char *name)
+{
+	struct ap_matrix_mdev *m;
+	struct mdev_device *mdev;
+
+	mutex_lock(&matrix_dev->mdevs_lock);
+	m = find_matrix_mdev(name);
+	mdev = m ? m->mdev : NULL;
+	mutex_unlock(&matrix_dev->mdevs_lock);
+	if (!mdev || model_owned(mdev))
+		return -ENOENT;
+	vfio_ap_mdev_remove(mdev);
+	device_unregister(&mdev->dev);
+	set_result("vremove %s\n", name);
+	return 0;
+}
+#endif
+
+static struct device *vfio_ap_root;
+
+/* matrix_dev is freed by the module's exit, after the device is gone */
+static void vfio_ap_matrix_dev_release(struct device *dev)
+{
+}
+
+/* /sys/devices/vfio_ap/matrix, the parent of the mdevs (upstream: on the AP bus) */
+static int vfio_ap_real_core_init(void)
+{
+	int ret;
+
+	vfio_ap_root = root_device_register(VFIO_AP_DRV_NAME);
+	if (IS_ERR(vfio_ap_root))
+		return PTR_ERR(vfio_ap_root);
+	device_initialize(&matrix_dev->device);
+	matrix_dev->device.parent = vfio_ap_root;
+	matrix_dev->device.release = vfio_ap_matrix_dev_release;
+	dev_set_name(&matrix_dev->device, "matrix");
+	ret = device_add(&matrix_dev->device);
+	if (ret)
+		goto err_put;
+#ifdef APTRACE_NO_MDEV
+	return 0;
+#else
+	ret = mdev_register_driver(&vfio_ap_matrix_driver);
+	if (ret)
+		goto err_del;
+	matrix_dev->mdev_type.sysfs_name = "passthrough";
+	matrix_dev->mdev_type.pretty_name = "VFIO AP Passthrough Device";
+	matrix_dev->mdev_types[0] = &matrix_dev->mdev_type;
+	ret = mdev_register_parent(&matrix_dev->parent, &matrix_dev->device,
+				   &vfio_ap_matrix_driver, matrix_dev->mdev_types, 1);
+	if (ret)
+		goto err_drv;
+	return 0;
+err_drv:
+	mdev_unregister_driver(&vfio_ap_matrix_driver);
+err_del:
+	device_del(&matrix_dev->device);
+#endif
+err_put:
+	put_device(&matrix_dev->device);
+	root_device_unregister(vfio_ap_root);
+	return ret;
+}
+
+static void vfio_ap_real_core_exit(void)
+{
+#ifdef APTRACE_NO_MDEV
+	char name[40];
+	int i;
+
+	/* the devices still there go, as the mdev core's parent unregistration would */
+	for (i = 0; i < MAX_MDEVS; i++)
+		if (own_mdevs[i].used && device_is_registered(&own_mdevs[i].mdev.dev)) {
+			strscpy(name, dev_name(&own_mdevs[i].mdev.dev), sizeof(name));
+			do_vremove(name);
+		}
+#else
+	mdev_unregister_parent(&matrix_dev->parent);
+	mdev_unregister_driver(&vfio_ap_matrix_driver);
+#endif
+	device_unregister(&matrix_dev->device);
+	root_device_unregister(vfio_ap_root);
+}
+#endif
 
 /* A probe point that does nothing: lets a tracer read the lock word in any state. */
 noinline unsigned long vfio_ap_model_ping(struct ap_matrix_dev *md)
@@ -1470,7 +1801,7 @@ static struct model_slot *find_slot(const char *name)
 	int i;
 
 	for (i = 0; i < MAX_MDEVS; i++)
-		if (slots[i].used && !strcmp(slots[i].mdev.uuid, name))
+		if (slots[i].used && !strcmp(slots[i].name, name))
 			return &slots[i];
 	return NULL;
 }
@@ -1499,7 +1830,7 @@ static int probe_thread_fn(void *data)
 
 	ret = vfio_ap_mdev_probe(&slot->mdev);
 	/* reached only if the error path did not deadlock */
-	set_result("create %s (thread) ret=%d\n", slot->mdev.uuid, ret);
+	set_result("create %s (thread) ret=%d\n", slot->name, ret);
 	return 0;
 }
 
@@ -1545,7 +1876,7 @@ static int do_crowd(struct model_slot *slot, const char *count)
 			return PTR_ERR(t);
 		}
 	}
-	set_result("crowd %s started %u threads\n", slot->mdev.uuid, n);
+	set_result("crowd %s started %u threads\n", slot->name, n);
 	return 0;
 }
 
@@ -1595,8 +1926,8 @@ static int do_create(const char *name)
 	}
 	memset(slot, 0, sizeof(*slot));
 	slot->used = true;
-	strscpy(slot->mdev.uuid, name, sizeof(slot->mdev.uuid));
-	slot->mdev.dev.kobj.name = slot->mdev.uuid;	/* dev_name(&mdev->dev) */
+	strscpy(slot->name, name, sizeof(slot->name));
+	slot->mdev.dev.kobj.name = slot->name;	/* dev_name(&mdev->dev) */
 	mutex_unlock(&slots_lock);
 
 	if (test_bit(FAULT_REGISTER_FAIL, &faults)) {
@@ -1636,14 +1967,14 @@ static int do_open(struct model_slot *slot)
 		return -EBUSY;
 	slot->kvm.guest_pid = task_tgid_nr(current);
 	get_task_comm(slot->kvm.guest_comm, current);
-	vdev->kvm = &slot->kvm;
+	slot->guest = &slot->kvm;
 	ret = vdev->ops->open_device(vdev);
 	if (ret) {
-		vdev->kvm = NULL;
+		slot->guest = NULL;
 		return ret;
 	}
 	vdev->open_count = 1;
-	set_result("open %s guest=%d mig_data=%px\n", slot->mdev.uuid, slot->kvm.guest_pid,
+	set_result("open %s guest=%d mig_data=%px\n", slot->name, slot->kvm.guest_pid,
 		   slot->matrix_mdev.mig_data);
 	return 0;
 }
@@ -1656,8 +1987,8 @@ static int do_close(struct model_slot *slot)
 		return -EINVAL;
 	vdev->ops->close_device(vdev);
 	vdev->open_count = 0;
-	vdev->kvm = NULL;
-	set_result("close %s\n", slot->mdev.uuid);
+	slot->guest = NULL;
+	set_result("close %s\n", slot->name);
 	return 0;
 }
 
@@ -1670,7 +2001,7 @@ static int do_remove(struct model_slot *slot)
 	/* a migration file pins the registration: the real core would wait here */
 	if (atomic_read(&slot->registrations) > 1)
 		return -EBUSY;
-	strscpy(name, slot->mdev.uuid, sizeof(name));
+	strscpy(name, slot->name, sizeof(name));
 	vfio_ap_mdev_remove(&slot->mdev);
 	set_result("remove %s\n", name);
 	return 0;
@@ -1689,11 +2020,11 @@ static int do_migrate(struct model_slot *slot, const char *state)
 		return -EOPNOTSUPP;
 	f = vdev->mig_ops->migration_set_state(vdev, st);
 	if (IS_ERR(f)) {
-		set_result("migrate %s %u refused %ld\n", slot->mdev.uuid, st, PTR_ERR(f));
+		set_result("migrate %s %u refused %ld\n", slot->name, st, PTR_ERR(f));
 		return PTR_ERR(f);
 	}
 	if (!f) {
-		set_result("migrate %s %u ok\n", slot->mdev.uuid, st);
+		set_result("migrate %s %u ok\n", slot->name, st);
 		return 0;
 	}
 	/* as the core's VFIO_DEVICE_FEATURE does: the file becomes an fd of the caller */
@@ -1703,7 +2034,7 @@ static int do_migrate(struct model_slot *slot, const char *state)
 		return fd;
 	}
 	fd_install(fd, f);
-	set_result("migrate %s %u ok fd=%d\n", slot->mdev.uuid, st, fd);
+	set_result("migrate %s %u ok fd=%d\n", slot->name, st, fd);
 	return 0;
 }
 
@@ -1717,7 +2048,7 @@ static int do_reset(struct model_slot *slot)
 	ret = vfio_ap_mdev_ioctl(vdev, MODEL_VFIO_DEVICE_RESET, 0);
 	if (ret)
 		return ret;
-	set_result("reset %s\n", slot->mdev.uuid);
+	set_result("reset %s\n", slot->name);
 	return 0;
 }
 
@@ -1731,14 +2062,65 @@ static int do_getstate(struct model_slot *slot)
 	ret = vdev->mig_ops->migration_get_state(vdev, &st);
 	if (ret)
 		return ret;
-	ret = vdev->mig_ops->migration_get_data_size(vdev, &sz);
+	ret = vfio_ap_get_data_size(vdev, &sz);
 	if (ret)
 		return ret;
-	set_result("state %s %u %s data_size=%lu adapter=%lu domains=%d\n", slot->mdev.uuid, st,
+	set_result("state %s %u %s data_size=%lu adapter=%lu domains=%d\n", slot->name, st,
 		   st < VFIO_DEVICE_NUM_STATES ? state_names[st] : "?", sz,
 		   model_bit_inv(find_first_bit(slot->matrix_mdev.shadow_apcb.apm, AP_DEVICES)),
 		   bitmap_weight(slot->matrix_mdev.shadow_apcb.aqm, AP_DOMAINS));
 	return 0;
+}
+
+/* Any mdev the driver knows (the model core's or the kernel's), by its name. */
+static struct ap_matrix_mdev *find_matrix_mdev(const char *name)
+{
+	struct ap_matrix_mdev *m;
+
+	lockdep_assert_held(&matrix_dev->mdevs_lock);
+	list_for_each_entry(m, &matrix_dev->mdev_list, node)
+		if (!strcmp(dev_name(m->vdev.dev), name))
+			return m;
+	return NULL;
+}
+
+/*
+ * assign NAME: the stand-in for the assign_adapter/assign_domain/assign_control_domain
+ * attributes on an mdev of the real core (`create` does it for the model's own):
+ * the next free adapter (17, 18, ...: never a model slot's), usage domains 4 and 5,
+ * control domain 4. show NAME: its configuration and migration state, read under
+ * mdevs_lock without calling a driver function.
+ */
+static atomic_t next_adapter = ATOMIC_INIT(MAX_MDEVS + 1);
+
+static int do_config(const char *cmd, const char *name)
+{
+	struct ap_matrix_mdev *m;
+	int ret = 0;
+
+	mutex_lock(&matrix_dev->mdevs_lock);
+	m = find_matrix_mdev(name);
+	if (!m) {
+		ret = -ENOENT;
+	} else if (!strcmp(cmd, "assign")) {
+		unsigned long apid = atomic_inc_return(&next_adapter) - 1;
+
+		model_set_bit_inv(apid, m->shadow_apcb.apm);
+		model_set_bit_inv(4, m->shadow_apcb.aqm);
+		model_set_bit_inv(5, m->shadow_apcb.aqm);
+		model_set_bit_inv(4, m->shadow_apcb.adm);
+		m->matrix = m->shadow_apcb;
+		set_result("assign %s adapter=%lu\n", name, apid);
+	} else {
+		set_result("config %s mig_data=%s state=%s adapter=%lu domains=%d\n", name,
+			   m->mig_data ? "yes" : "no",
+			   m->mig_data && m->mig_data->mig_state < VFIO_DEVICE_NUM_STATES ?
+			   state_names[m->mig_data->mig_state] : "-",
+			   model_bit_inv(find_first_bit(m->shadow_apcb.apm, AP_DEVICES)),
+			   bitmap_weight(m->shadow_apcb.aqm, AP_DOMAINS));
+	}
+	mutex_unlock(&matrix_dev->mdevs_lock);
+	return ret;
 }
 
 static int do_fault(const char *f)
@@ -1768,7 +2150,7 @@ static int do_list(void)
 	for (i = 0; i < MAX_MDEVS && n < sizeof(buf) - 80; i++)
 		if (slots[i].used)
 			n += scnprintf(buf + n, sizeof(buf) - n, "%s open=%u mig_data=%px;",
-				       slots[i].mdev.uuid, slots[i].matrix_mdev.vdev.open_count,
+				       slots[i].name, slots[i].matrix_mdev.vdev.open_count,
 				       slots[i].matrix_mdev.mig_data);
 	set_result("list %s\n", buf);
 	return 0;
@@ -1835,6 +2217,14 @@ static ssize_t ctl_write(struct file *file, const char __user *ubuf, size_t len,
 	}
 	if (!strcmp(cmd, "fault"))
 		return do_fault(a1) ?: len;
+	if (!strcmp(cmd, "assign") || !strcmp(cmd, "show"))
+		return do_config(cmd, a1) ?: len;
+#ifdef APTRACE_NO_MDEV
+	if (!strcmp(cmd, "vcreate"))
+		return do_vcreate(a1) ?: len;
+	if (!strcmp(cmd, "vremove"))
+		return do_vremove(a1) ?: len;
+#endif
 	if (!strcmp(cmd, "list"))
 		return do_list() ?: len;
 	if (!strcmp(cmd, "crowdleft")) {
@@ -1905,6 +2295,18 @@ static int __init vfio_ap_init(void)
 	matrix_dev->info.na = 255;
 	matrix_dev->info.nd = 255;
 
+#ifdef APTRACE_REAL_CORE
+	{
+		int ret = vfio_ap_real_core_init();
+
+		if (ret) {
+			pr_err("vfio_ap_model: registering with the VFIO/mdev core failed: %d\n",
+			       ret);
+			kfree(matrix_dev);
+			return ret;
+		}
+	}
+#endif
 	dbg_dir = debugfs_create_dir("vfio_ap_model", NULL);
 	debugfs_create_file("ctl", 0600, dbg_dir, NULL, &ctl_fops);
 	pr_info("vfio_ap_model: loaded, matrix_dev=%px mdevs_lock_off=%zu mig_data_off=%zu\n",
@@ -1930,9 +2332,12 @@ static void __exit vfio_ap_exit(void)
 			continue;
 		if (slots[i].matrix_mdev.vdev.open_count)
 			do_close(&slots[i]);
-		if (slots[i].matrix_mdev.vdev.registered)
+		if (slots[i].registered)
 			vfio_ap_mdev_remove(&slots[i].mdev);
 	}
+#ifdef APTRACE_REAL_CORE
+	vfio_ap_real_core_exit();
+#endif
 	kfree(matrix_dev);
 }
 

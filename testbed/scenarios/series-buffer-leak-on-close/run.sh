@@ -8,12 +8,5 @@
 . /lib.sh
 set -e
 U=5e1c0000-0000-4000-8000-000000000061
-ctl create $U
-ctl open $U
-migfd $U STOP_COPY
-FD=$MIGFD
-head -c 8 <&$FD > /dev/null
-ctl fault buffer-leak-on-close
-ctl close $U
-fdclose $FD
-ctl remove $U
+vc "create $U" "open $U" "state $U STOP_COPY" "read $U /dev/null 8" \
+    "fault buffer-leak-on-close" "close $U" "fdclose $U" "remove $U"

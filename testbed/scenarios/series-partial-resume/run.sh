@@ -1,6 +1,6 @@
 #!/bin/sh
-# Partial writes into the RESUMING file (dd: one write() each, and a failed write is its
-# exit status), two reviews' bugs in two sessions:
+# Partial writes into the RESUMING file (each `write` step writes the state file from its
+# start in writes of CHUNK bytes, COUNT of them), two reviews' bugs in two sessions:
 # 1. fault partial-resume-double-free: a first write of 32 bytes stores the buffer, a
 #    second write past the configuration's end fails (-EIO) and frees the stored buffer,
 #    left in its slot; VFIO_DEVICE_RESET's vfio_ap_release_mig_files frees it again (the
@@ -11,31 +11,10 @@
 set -e
 S=5e1c0000-0000-4000-8000-000000000051
 D=5e1c0000-0000-4000-8000-000000000052
-ctl create $S
-ctl create $D
-ctl open $S
-ctl open $D
-migfd $S STOP_COPY
-SFD=$MIGFD
-cat <&$SFD > /tmp/series-state
-fdclose $SFD
-migrate $S STOP RUNNING
-migfd $D RESUMING
-FD=$MIGFD
-dd bs=32 count=1 < /tmp/series-state >&$FD 2>/dev/null
-ctl fault partial-resume-double-free
-if dd bs=48 count=1 < /tmp/series-state >&$FD 2>/dev/null; then echo "write past the end succeeded"; exit 1; fi
-fdclose $FD
-ctl reset $D
-migrate $D STOP
-migfd $D RESUMING
-FD=$MIGFD
-ctl fault partial-resume-leak
-dd bs=32 count=1 < /tmp/series-state >&$FD 2>/dev/null
-if dd bs=40 count=1 < /tmp/series-state >&$FD 2>/dev/null; then echo "write after the lost buffer succeeded"; exit 1; fi
-fdclose $FD
-migrate $D STOP RUNNING
-ctl close $S
-ctl close $D
-ctl remove $S
-ctl remove $D
+vc "create $S" "create $D" "open $S" "open $D" \
+    "state $S STOP_COPY" "read $S /tmp/series-state" "fdclose $S" "state $S STOP RUNNING" \
+    "state $D RESUMING" "write $D /tmp/series-state 32 1" "fault partial-resume-double-free" \
+    "! write $D /tmp/series-state 48 1" "fdclose $D" "reset $D" \
+    "state $D STOP" "state $D RESUMING" "fault partial-resume-leak" \
+    "write $D /tmp/series-state 32 1" "! write $D /tmp/series-state 40 1" "fdclose $D" \
+    "state $D STOP RUNNING" "close $S" "close $D" "remove $S" "remove $D"

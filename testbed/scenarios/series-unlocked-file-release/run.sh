@@ -7,13 +7,5 @@
 . /lib.sh
 set -e
 U=5e1c0000-0000-4000-8000-000000000031
-ctl create $U
-ctl open $U
-ctl fault unlocked-file-release
-migfd $U STOP_COPY
-FD=$MIGFD
-cat <&$FD > /dev/null
-fdclose $FD
-migrate $U STOP RUNNING
-ctl close $U
-ctl remove $U
+vc "create $U" "open $U" "fault unlocked-file-release" "state $U STOP_COPY" \
+    "read $U /dev/null" "fdclose $U" "state $U STOP RUNNING" "close $U" "remove $U"

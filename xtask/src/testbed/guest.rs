@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::cpio::Cpio;
-use super::kernels::Kernel;
+use super::kernels::{find_module, vfio_core, Core, Kernel};
 use super::Arch;
 
 pub const MARK: &str = "APTRACE-TESTBED: ";
@@ -29,26 +29,11 @@ pub struct Job {
     pub trees: Vec<(String, PathBuf)>,
 }
 
-/// The kernel's 9p stack (and virtio_pci where it is a module), decompressed, in load order.
-fn ninep_modules(k: &Kernel) -> Result<Vec<(String, Vec<u8>)>> {
+/// The kernel's 9p stack (and virtio_pci where it is a module), and where the model uses the
+/// kernel's own VFIO core its modules (kernels::vfio_core), decompressed, in load order.
+fn guest_modules(k: &Kernel) -> Result<Vec<(String, Vec<u8>)>> {
     let mut order = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-        for e in fs::read_dir(dir).ok()?.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                if let Some(f) = find(&p, name) {
-                    return Some(f);
-                }
-            } else {
-                let f = e.file_name().to_string_lossy().into_owned();
-                if f == format!("{name}.ko") || f == format!("{name}.ko.xz") {
-                    return Some(p);
-                }
-            }
-        }
-        None
-    }
     fn add(
         k: &Kernel,
         name: &str,
@@ -58,7 +43,7 @@ fn ninep_modules(k: &Kernel) -> Result<Vec<(String, Vec<u8>)>> {
         if !seen.insert(name.to_string()) {
             return Ok(());
         }
-        let Some(path) = find(&k.module_dir(), name) else {
+        let Some(path) = find_module(&k.module_dir(), name) else {
             return Ok(());
         }; // built in
         let depends =
@@ -78,7 +63,11 @@ fn ninep_modules(k: &Kernel) -> Result<Vec<(String, Vec<u8>)>> {
         order.push((format!("{name}.ko"), data));
         Ok(())
     }
-    for m in ["virtio_pci", "9pnet_virtio", "9p"] {
+    let mut names = vec!["virtio_pci", "9pnet_virtio", "9p"];
+    if let Core::Real { modules, .. } = vfio_core(k) {
+        names.extend(modules);
+    }
+    for m in names {
         add(k, m, &mut seen, &mut order)?;
     }
     Ok(order)
@@ -113,7 +102,7 @@ pub fn initramfs(root: &Path, k: &Kernel, busybox: &Path, ko: &Path, job: &Job) 
     );
     c.file("model.ko", 0o644, &fs::read(ko)?);
     let mut order = String::new();
-    for (name, data) in ninep_modules(k)? {
+    for (name, data) in guest_modules(k)? {
         c.file(&format!("lib/modules/{name}"), 0o644, &data);
         order += &format!("{name}\n");
     }

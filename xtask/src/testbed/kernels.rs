@@ -353,3 +353,132 @@ pub fn busybox(cache: &Path, apt: &Apt, arch: Arch) -> Result<PathBuf> {
     fs::copy(x.join("bin/busybox"), &out)?;
     Ok(out)
 }
+
+/// Which VFIO core drives the series scenarios on a kernel (testbed/README.md's table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Core {
+    /// The kernel's own: the model is built with `APTRACE_REAL_CORE=1` (an mdev parent and
+    /// driver, `vfio_register_emulated_iommu_dev`) and the guest loads these modules first.
+    /// Without `mdev` (a kernel with VFIO but no mdev) also with `APTRACE_NO_MDEV=1`: the
+    /// devices are the model's own, registered with `vfio_register_emulated_iommu_dev`.
+    Real {
+        modules: Vec<&'static str>,
+        mdev: bool,
+    },
+    /// The model's own core (debugfs), and why the kernel's cannot drive it.
+    Model { why: String },
+}
+
+/// The kernel modules the real core needs, in load order (their own dependencies are
+/// loaded before them by the initramfs builder); mdev where the kernel has it.
+pub const REAL_CORE_MODULES: [&str; 2] = ["vfio", "vfio_iommu_type1"];
+
+impl Core {
+    pub fn is_real(&self) -> bool {
+        matches!(self, Core::Real { .. })
+    }
+    /// `real` or `model`: the guest's `CORE` (testbed/guest/lib.sh).
+    pub fn name(&self) -> &'static str {
+        if self.is_real() {
+            "real"
+        } else {
+            "model"
+        }
+    }
+}
+
+/// The real core where the kernel ships vfio and vfio_iommu_type1 (Debian's x86_64 6.1 and
+/// 6.12 with mdev, s390x 6.12 without); the model core elsewhere, saying which module is
+/// missing (s390x 6.1 has no VFIO at all).
+pub fn vfio_core(k: &Kernel) -> Core {
+    let missing: Vec<&str> = REAL_CORE_MODULES
+        .iter()
+        .copied()
+        .filter(|m| find_module(&k.module_dir(), m).is_none())
+        .collect();
+    if missing.is_empty() {
+        let mdev = find_module(&k.module_dir(), "mdev").is_some();
+        let mut modules = REAL_CORE_MODULES.to_vec();
+        if mdev {
+            modules.push("mdev");
+        }
+        Core::Real { modules, mdev }
+    } else {
+        Core::Model {
+            why: format!("{} ships no {}", k.id(), missing.join(", ")),
+        }
+    }
+}
+
+/// `NAME.ko` or `NAME.ko.xz` under `dir`, searched recursively.
+pub fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(f) = find_module(&p, name) {
+                return Some(f);
+            }
+        } else {
+            let f = e.file_name().to_string_lossy().into_owned();
+            if f == format!("{name}.ko") || f == format!("{name}.ko.xz") {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel_with(modules: &[&str]) -> (Kernel, PathBuf) {
+        let root = std::env::temp_dir().join(format!(
+            "aptrace-core-{}-{}",
+            std::process::id(),
+            modules.join("-")
+        ));
+        let _ = fs::remove_dir_all(&root);
+        let k = Kernel {
+            arch: Arch::S390x,
+            series: "6.12".into(),
+            kver: "6.12.0-test".into(),
+            version: "0".into(),
+            root: root.clone(),
+        };
+        let dir = k.module_dir().join("drivers/vfio");
+        fs::create_dir_all(dir.join("mdev")).unwrap();
+        for m in modules {
+            let sub = if *m == "mdev" { "mdev/" } else { "" };
+            fs::write(dir.join(format!("{sub}{m}.ko.xz")), b"").unwrap();
+        }
+        (k, root)
+    }
+
+    #[test]
+    fn the_core_follows_the_modules_the_kernel_ships() {
+        // x86_64 6.1 and 6.12: all three
+        let (k, root) = kernel_with(&["vfio", "vfio_iommu_type1", "mdev"]);
+        assert_eq!(
+            vfio_core(&k),
+            Core::Real {
+                modules: vec!["vfio", "vfio_iommu_type1", "mdev"],
+                mdev: true
+            }
+        );
+        fs::remove_dir_all(root).unwrap();
+        // s390x 6.12: no mdev, devices of the model's own
+        let (k, root) = kernel_with(&["vfio", "vfio_iommu_type1"]);
+        let c = vfio_core(&k);
+        assert_eq!(c.name(), "real");
+        assert!(matches!(c, Core::Real { mdev: false, .. }));
+        fs::remove_dir_all(root).unwrap();
+        // s390x 6.1: no VFIO; the model core says what is missing
+        let (k, root) = kernel_with(&[]);
+        match vfio_core(&k) {
+            Core::Model { why } => assert!(why.contains("vfio, vfio_iommu_type1"), "{why}"),
+            c => panic!("{c:?}"),
+        }
+        fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::kernels::Kernel;
+use super::kernels::{Core, Kernel};
 use super::{copy_tree, Arch};
 use crate::cmd;
 
@@ -23,6 +23,8 @@ pub struct BuiltModule {
     /// (`vfio_ap_migration_data.{resuming,stop_copy}_mig_file.ap_config`); empty when the
     /// module has no migration files
     pub slot_offsets: Vec<(String, u64)>,
+    /// the make variables of its core (testbed/kmod/Kbuild), repeated by the rebuild
+    pub core_vars: Vec<&'static str>,
 }
 
 /// The nested members of the series' migration data whose offsets the built-in profile's
@@ -43,10 +45,21 @@ fn slot_offsets(ko: &Path) -> Result<Vec<(String, u64)>> {
     Ok(out)
 }
 
+/// The make variables of a core (testbed/kmod/Kbuild): none for the model core.
+pub fn core_vars(core: &Core) -> Vec<&'static str> {
+    match core {
+        Core::Real { mdev: true, .. } => vec!["APTRACE_REAL_CORE=1"],
+        Core::Real { mdev: false, .. } => vec!["APTRACE_REAL_CORE=1", "APTRACE_NO_MDEV=1"],
+        Core::Model { .. } => vec![],
+    }
+}
+
 /// Builds `src` as module `name` in `<build>/<kernel id>/<name>` (`build`: this invocation's
 /// build folder, so parallel testbed runs do not remove each other's trees).
-pub fn build(build: &Path, k: &Kernel, src: &Path, name: &str) -> Result<BuiltModule> {
-    let ko = make(build, k, src, name, name, &[])?;
+/// Built for `core`: with the real one, the model registers with the kernel's VFIO core.
+pub fn build(build: &Path, k: &Kernel, src: &Path, name: &str, core: &Core) -> Result<BuiltModule> {
+    let core_vars = core_vars(core);
+    let ko = make(build, k, src, name, name, &core_vars)?;
     let has_btf = section_names(&ko)?.iter().any(|s| s == ".BTF");
     Ok(BuiltModule {
         mdevs_lock_off: pahole_offset(&ko, "ap_matrix_dev", "mdevs_lock")?,
@@ -54,6 +67,7 @@ pub fn build(build: &Path, k: &Kernel, src: &Path, name: &str) -> Result<BuiltMo
         slot_offsets: slot_offsets(&ko)?,
         ko,
         has_btf,
+        core_vars,
     })
 }
 
@@ -73,14 +87,9 @@ pub fn build_rebuilt(build: &Path, k: &Kernel, src: &Path, first: &BuiltModule) 
         .to_string_lossy()
         .into_owned();
     let kcflags = format!("KCFLAGS={REBUILD_DEFINE}");
-    let ko = make(
-        build,
-        k,
-        src,
-        &name,
-        &format!("{name}-rebuilt"),
-        &[&kcflags],
-    )?;
+    let mut extra = vec![kcflags.as_str()];
+    extra.extend(&first.core_vars);
+    let ko = make(build, k, src, &name, &format!("{name}-rebuilt"), &extra)?;
     let same = |what: &str, a: Option<u64>, b: Option<u64>| -> Result<()> {
         if a != b {
             bail!(
@@ -213,4 +222,23 @@ pub fn pahole_offset(ko: &Path, strukt: &str, member: &str) -> Result<Option<u64
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_core_has_its_make_variables() {
+        let real = |mdev| Core::Real {
+            modules: vec![],
+            mdev,
+        };
+        assert_eq!(core_vars(&real(true)), ["APTRACE_REAL_CORE=1"]);
+        assert_eq!(
+            core_vars(&real(false)),
+            ["APTRACE_REAL_CORE=1", "APTRACE_NO_MDEV=1"]
+        );
+        assert!(core_vars(&Core::Model { why: "x".into() }).is_empty());
+    }
 }

@@ -15,6 +15,7 @@
 
 pub mod bench;
 mod bpftrace;
+mod client;
 mod cpio;
 mod guest;
 mod kernels;
@@ -149,19 +150,44 @@ const GUEST_KO_REBUILT: &str = "model-rebuilt.ko";
 /// The scenarios whose s390x 6.12 recordings are samples/<name>.aptr.
 pub const SAMPLE_SCENARIOS: [&str; 4] = ["clean", "leak", "self-deadlock", "invalid-arc"];
 
+/// The sample made through the kernel's own VFIO core: this scenario's x86_64 6.12 recording
+/// (default mode) is samples/<file>.
+pub const REAL_CORE_SAMPLE: (&str, &str) = (
+    "series-clean-migration",
+    "series-clean-migration-real-core.aptr",
+);
+
+/// Every sample `--update-samples` makes: (kernel, scenario, file in samples/).
+fn samples() -> Vec<(KernelSpec, &'static str, String)> {
+    let k = |arch, series: &str| KernelSpec {
+        arch,
+        series: series.into(),
+    };
+    let mut v: Vec<_> = SAMPLE_SCENARIOS
+        .iter()
+        .map(|s| (k(Arch::S390x, "6.12"), *s, format!("{s}.aptr")))
+        .collect();
+    v.push((
+        k(Arch::X86_64, "6.12"),
+        REAL_CORE_SAMPLE.0,
+        REAL_CORE_SAMPLE.1.to_string(),
+    ));
+    v
+}
+
 impl TestbedArgs {
-    /// The defaults that depend on other options: `--update-samples` picks its kernel and
+    /// The defaults that depend on other options: `--update-samples` picks its kernels and
     /// scenarios unless told, and no `--kernels` means all four.
     pub fn resolved(mut self) -> Self {
         if self.update_samples {
-            if self.kernels.is_empty() {
-                self.kernels.push(KernelSpec {
-                    arch: Arch::S390x,
-                    series: "6.12".into(),
-                });
-            }
-            if self.only.is_empty() {
-                self.only = SAMPLE_SCENARIOS.iter().map(|s| s.to_string()).collect();
+            let (told_kernels, told_only) = (!self.kernels.is_empty(), !self.only.is_empty());
+            for (k, s, _) in samples() {
+                if !told_kernels && !self.kernels.contains(&k) {
+                    self.kernels.push(k);
+                }
+                if !told_only && !self.only.iter().any(|o| o == s) {
+                    self.only.push(s.to_string());
+                }
             }
         }
         if self.kernels.is_empty() {
@@ -360,6 +386,9 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
     }
     if !args.no_install {
         ensure_host_tools(&apt, &arches)?;
+        for arch in Arch::ALL.into_iter().filter(|a| arches.contains(a)) {
+            crate::provision::ensure_apt(client::packages(arch))?;
+        }
     }
     let module_src = args
         .module_src
@@ -422,16 +451,23 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
         let arch = *arch;
         let k = kernels::provision(&cache, &apt, arch, series)?;
         let bb = kernels::busybox(&cache, &apt, arch)?;
-        let m = kmod::build(&build_base, &k, &module_src, &args.module_name)?;
+        let core = kernels::vfio_core(&k);
+        let m = kmod::build(&build_base, &k, &module_src, &args.module_name, &core)?;
         eprintln!(
-            "testbed: {} ({} {}): {} built, BTF {}, pahole mdevs_lock {:?} mig_data {:?}",
+            "testbed: {} ({} {}): {} built, BTF {}, pahole mdevs_lock {:?} mig_data {:?}, VFIO core: {}",
             k.id(),
             k.kver,
             k.version,
             m.ko.display(),
             if m.has_btf { "yes" } else { "no" },
             m.mdevs_lock_off,
-            m.mig_data_off
+            m.mig_data_off,
+            match &core {
+                kernels::Core::Real { mdev: true, .. } => "the kernel's, with mdev".to_string(),
+                kernels::Core::Real { mdev: false, .. } =>
+                    "the kernel's, devices of the model's own (no mdev)".to_string(),
+                kernels::Core::Model { why } => format!("the model's ({why})"),
+            }
         );
         if args.prepare_only {
             continue;
@@ -468,6 +504,11 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
             }
         }
         let runs_dir = runs_base.join(k.id());
+        let client = if args.bench || args.prove {
+            None
+        } else {
+            Some(client::build(&root, &build_base.join(k.id()), arch)?)
+        };
 
         if args.bench {
             let conf = bench::BenchConf {
@@ -529,7 +570,15 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                 .iter()
                 .flat_map(|s| s.modes.iter().map(move |m| format!("{}:{m}", s.name)))
                 .collect();
-            let mut env = format!("RUNS=\"{}\"\nMODULE={}\n", runs.join(" "), args.module_name);
+            let mut env = format!(
+                "RUNS=\"{}\"\nMODULE={}\nCORE={}\n",
+                runs.join(" "),
+                args.module_name,
+                core.name()
+            );
+            if let Some(c) = &client {
+                job.files.push(("vfioclient".into(), c.clone(), 0o755));
+            }
             if let Some(a) = &agent {
                 job.files.push(("aptrace".into(), a.clone(), 0o755));
                 env += &format!("AGENT=/aptrace\nAGENT_ARGS=\"{agent_args}\"\n");
@@ -591,12 +640,19 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                         }
                         None => (-1, 0.0),
                     };
+                    if s.client {
+                        // which core the client drove (the runner's end marker)
+                        let c = end.as_deref().and_then(|e| {
+                            e.split_whitespace().find_map(|w| w.strip_prefix("core="))
+                        });
+                        note = format!("{} core", c.unwrap_or("?"));
+                    }
                     if !booted {
                         note = "guest did not boot/load the module".into();
                     } else if end.is_none() {
                         note = "no end marker".into();
                     } else if rc != 0 {
-                        note = format!("run.sh rc={rc}");
+                        note = format!("{note} run.sh rc={rc}").trim().to_string();
                     }
                     let expected = scenario::fmt_expected(&s.expected, &s.at_least);
                     let mut agent_ok = true;
@@ -798,29 +854,39 @@ struct Judged {
     found: BTreeMap<String, u64>,
 }
 
-/// Copies the s390x 6.12 recordings of the sample scenarios (default mode) to samples/.
+/// Copies the recordings of the samples (default mode) whose kernel ran to samples/: each
+/// must have passed, else samples/ is left as it was.
 fn update_samples(root: &Path, runs_base: &Path, rows: &[Row]) -> Result<()> {
-    let runs = runs_base.join("s390x-6.12");
-    for name in SAMPLE_SCENARIOS {
+    let mut copies = Vec::new();
+    for (k, name, file) in samples() {
+        let id = format!("{}-{}", k.arch.deb(), k.series);
+        let runs = runs_base.join(&id);
+        if !runs.is_dir() {
+            eprintln!("testbed: samples/{file} not made ({id} did not run)");
+            continue;
+        }
         let passed = rows.iter().any(|r| {
-            r.arch == "s390x"
-                && r.kernel.contains("6.12")
+            r.arch == k.arch.name()
+                && r.kernel.starts_with(&format!("{}.", k.series))
                 && r.scenario == name
                 && r.mode == "default"
                 && r.pass
         });
         if !passed {
-            bail!("--update-samples: {name} did not pass on s390x 6.12; samples/ left as it was");
+            bail!("--update-samples: {name} did not pass on {id}; samples/ left as it was");
         }
-    }
-    for name in SAMPLE_SCENARIOS {
         let boot = if runs.join(name).join("share").is_dir() {
             runs.join(name)
         } else {
             runs.join("shared")
         };
         let from = boot.join("share").join(format!("{name}.default.aptr"));
-        let to = root.join("samples").join(format!("{name}.aptr"));
+        copies.push((from, root.join("samples").join(file)));
+    }
+    if copies.is_empty() {
+        bail!("--update-samples: no sample's kernel ran");
+    }
+    for (from, to) in copies {
         fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
         eprintln!(
             "testbed: {} <- {} ({} bytes)",
@@ -974,8 +1040,13 @@ mod tests {
     #[test]
     fn update_samples_picks_its_kernel_and_scenarios() {
         let a = parse(&["--update-samples"]);
-        assert_eq!(a.kernels, [spec(Arch::S390x, "6.12")]);
-        assert_eq!(a.only, SAMPLE_SCENARIOS);
+        assert_eq!(
+            a.kernels,
+            [spec(Arch::S390x, "6.12"), spec(Arch::X86_64, "6.12")]
+        );
+        let mut want: Vec<&str> = SAMPLE_SCENARIOS.to_vec();
+        want.push(REAL_CORE_SAMPLE.0);
+        assert_eq!(a.only, want);
         let b = parse(&["--update-samples", "--only", "leak"]);
         assert_eq!(b.only, ["leak"]);
     }

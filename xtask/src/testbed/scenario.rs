@@ -7,7 +7,10 @@
 //! /model-rebuilt.ko, the module built again with kmod::REBUILD_DEFINE (its functions at
 //! other offsets). Optional `module-unloaded` (read by the guest runner): the module is
 //! unloaded before the agent starts, the runner waits for the agent's "waiting for module"
-//! line instead of "attached", and run.sh loads the module.
+//! line instead of "attached", and run.sh loads the module. A run.sh that drives the model
+//! through the userspace VFIO client (lib.sh's `vc`) runs through the kernel's own VFIO core
+//! where the kernel has one (kernels::vfio_core), unless its optional `core` file says
+//! `model` (with the reason on the next lines).
 //! run.sh runs in the guest with busybox sh and sources /lib.sh (testbed/guest/lib.sh) for
 //! what scenarios share: commands to the model, the leaking life, waits on the agent's log.
 
@@ -34,6 +37,8 @@ pub struct Scenario {
     /// pass run.sh; the table shows PENDING instead of judging `expected`, and FAIL once the
     /// finding is found (the file must then go).
     pub pending: Option<String>,
+    /// run.sh drives the device through the VFIO client (lib.sh's `vc`)
+    pub client: bool,
 }
 
 pub const MODES: [&str; 2] = ["default", "all-allocations"];
@@ -117,7 +122,21 @@ pub fn load_one(dir: &Path) -> Result<Scenario> {
             bail!("{}: unknown mode {m}", dir.display());
         }
     }
+    // file `core` (read by the guest runner): `model` keeps the model core under this
+    // scenario on every kernel
+    if let Ok(t) = fs::read_to_string(dir.join("core")) {
+        if !(t.split_whitespace().next() == Some("model") && t.lines().count() > 1) {
+            bail!(
+                "{}/core: `model` on the first line, then why the real core cannot drive it",
+                dir.display()
+            );
+        }
+    }
+    let client = fs::read_to_string(dir.join("run.sh"))?
+        .lines()
+        .any(|l| l.trim_start().starts_with("vc "));
     Ok(Scenario {
+        client,
         name,
         dir: dir.to_path_buf(),
         expected,
@@ -357,6 +376,37 @@ mod tests {
         assert_eq!(load_one(&d).unwrap().expected["not-a-kind-yet"], 1);
         fs::remove_file(d.join("pending")).unwrap();
         assert!(load_one(&d).is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_core_file_says_model_and_why_and_vc_marks_a_client_scenario() {
+        let d = std::env::temp_dir().join(format!("aptrace-core-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(
+            d.join("run.sh"),
+            ". /lib.sh
+ctl create U
+",
+        )
+        .unwrap();
+        fs::write(d.join("expected"), "").unwrap();
+        assert!(!load_one(&d).unwrap().client);
+        fs::write(
+            d.join("run.sh"),
+            ". /lib.sh
+vc \"create U\" \"open U\"\n",
+        )
+        .unwrap();
+        assert!(load_one(&d).unwrap().client);
+        for bad in ["model\n", "real\nbecause\n", "\n"] {
+            fs::write(d.join("core"), bad).unwrap();
+            let err = load_one(&d).unwrap_err().to_string();
+            assert!(err.contains("core"), "{bad:?}: {err}");
+        }
+        fs::write(d.join("core"), "model\nthe real core frees the mdev\n").unwrap();
+        assert!(load_one(&d).is_ok());
         fs::remove_dir_all(&d).unwrap();
     }
 }
