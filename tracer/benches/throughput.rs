@@ -8,9 +8,9 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 
 use tracer::audit::Auditor;
 use tracer::model::{decode_record, Endian, Event};
@@ -60,25 +60,34 @@ fn stages(c: &mut Criterion) {
 
     // Reorder: events moved by up to 30 places, as per-CPU buffers interleave them. The
     // released events are handed on by value into the next stage's vector; dropping them is
-    // that stage's cost (the `pipeline` group below times everything, drops included).
+    // that stage's cost (the `pipeline` group below times everything, drops included). The
+    // vector is kept across iterations, as the pipeline keeps its own: a fresh one would
+    // time the kernel's first touch of its pages (~150 MiB), which no stage pays.
     let mut shuffled = evs.clone();
     shuffle_locally(&mut shuffled, 30);
     let mut g = c.benchmark_group("reorder");
     g.sampling_mode(SamplingMode::Flat);
     g.throughput(Throughput::Elements(n as u64));
     g.bench_function(&id, |b| {
-        b.iter_batched(
-            || (shuffled.clone(), Vec::with_capacity(n)),
-            |(input, mut out)| {
+        let mut out: Vec<Event> = Vec::with_capacity(n);
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                out.clear();
+                let mut input = shuffled.clone();
+                let t = Instant::now();
                 let mut r = Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY);
-                for e in input {
+                // Drained, so that freeing the input's buffer is not timed either.
+                for e in input.drain(..) {
                     r.push(e, &mut |e: Event| out.push(e));
                 }
                 r.flush(&mut |e: Event| out.push(e));
-                out
-            },
-            BatchSize::PerIteration,
-        )
+                total += t.elapsed();
+                drop(input);
+                black_box(out.len());
+            }
+            total
+        })
     });
     g.finish();
     drop(shuffled);
