@@ -376,7 +376,6 @@ impl Auditor {
 
     /// Order rules at the entry of capabilities, open and close.
     pub(super) fn enter_lifecycle(&mut self, ev: &Event, frame: &Frame, ptr: u64, func: &Arc<str>) {
-        let func = func.clone();
         match self.profile.functions[frame.call.spec].role {
             Role::MigrationCapabilities => {
                 let m = &self.mdevs[&ptr];
@@ -385,7 +384,7 @@ impl Auditor {
                     let msg = format!(
                         "{func} ran on {label} after probe had registered it: the VFIO core saw no mig_ops at registration"
                     );
-                    self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, &func, msg);
+                    self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, func, msg);
                 }
             }
             Role::Open => {
@@ -407,7 +406,7 @@ impl Auditor {
                 if let Some(problem) = problem {
                     let label = self.mdev_label(ptr);
                     let msg = format!("{func} opened {label} {problem}");
-                    self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, &func, msg);
+                    self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, func, msg);
                 }
             }
             Role::Close => {
@@ -415,7 +414,7 @@ impl Auditor {
                 if !m.open && !m.adopted && !frame.x.lock_fault && m.phase != Phase::Released {
                     let label = self.mdev_label(ptr);
                     let msg = format!("{func} closed {label}, which was not open");
-                    self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, &func, msg);
+                    self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, func, msg);
                 }
             }
             _ => {}

@@ -83,7 +83,10 @@ pub struct Auditor {
     raised: Vec<Finding>,
     streaming: bool,
     functions: Vec<FunctionStats>,
-    transitions: BTreeMap<(MigState, MigState), u64>,
+    /// Migration steps by (from, to) state: an array, counted on every accepted request.
+    transitions: [[u64; 8]; 8],
+    /// The profile's migration arcs, as tables.
+    arcs: migration::Arcs,
     events: u64,
     first_ts: Option<u64>,
     last_ts: Option<u64>,
@@ -98,14 +101,6 @@ pub struct Auditor {
     sessions: migration::session::Sessions,
 }
 
-/// The function of a call event, sharing the event's string.
-fn call_name(ev: &Event) -> Arc<str> {
-    match &ev.body {
-        Body::Enter { func, .. } | Body::Exit { func, .. } => func.clone(),
-        _ => Arc::from(""),
-    }
-}
-
 fn secs(ts: u64) -> String {
     format!("{}.{:06}s", ts / 1_000_000_000, (ts % 1_000_000_000) / 1000)
 }
@@ -113,6 +108,7 @@ fn secs(ts: u64) -> String {
 impl Auditor {
     pub fn new(profile: Profile) -> Auditor {
         let functions = vec![FunctionStats::default(); profile.functions.len()];
+        let arcs = migration::Arcs::new(profile.migration_flags);
         Auditor {
             calls: Calls::new(&profile),
             order: order::OrderGraph::new(&profile),
@@ -131,7 +127,8 @@ impl Auditor {
             raised: Vec::new(),
             streaming: false,
             functions,
-            transitions: BTreeMap::new(),
+            transitions: [[0; 8]; 8],
+            arcs,
             events: 0,
             first_ts: None,
             last_ts: None,
@@ -166,6 +163,7 @@ impl Auditor {
         self.last_ts = Some(ev.ts_ns);
         match &ev.body {
             Body::Enter {
+                func,
                 args,
                 field,
                 lock,
@@ -173,14 +171,17 @@ impl Auditor {
                 ..
             } => {
                 if let Some(frame) = self.calls.enter(ev) {
-                    self.on_enter(ev, frame, args, *field, *lock, stack);
+                    self.on_enter(ev, frame, func, args, *field, *lock, stack);
                 }
             }
             Body::Exit {
-                duration_ns, field, ..
+                func,
+                duration_ns,
+                field,
+                ..
             } => {
                 if let Some(exited) = self.calls.exit(ev) {
-                    self.on_exit(ev, &exited, *duration_ns, *field);
+                    self.on_exit(ev, &exited, func, *duration_ns, *field);
                     self.calls.retire(exited);
                 }
             }
@@ -349,10 +350,12 @@ impl Auditor {
         );
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_enter(
         &mut self,
         ev: &Event,
         mut frame: Frame,
+        func: &Arc<str>,
         args: &[u64],
         field: Option<u64>,
         lock: LockObs,
@@ -361,23 +364,22 @@ impl Auditor {
         let spec_idx = frame.call.spec;
         self.functions[spec_idx].entries += 1;
         let role = self.profile.functions[spec_idx].role;
-        let func = call_name(ev);
         if !frame.call.trusted {
             // A compiler clone: timed, but its registers may not be the C arguments.
-            self.note_untrusted(ev.task.tid, ev.seq, trust::Why::Clone(func));
+            self.note_untrusted(ev.task.tid, ev.seq, trust::Why::Clone(func.clone()));
             self.calls.push(frame);
             return;
         }
-        self.check_lock(ev, &mut frame, lock, stack, &func);
-        self.check_order(ev, &frame, lock, stack, &func);
-        self.touch_at_entry(ev, &frame, &func);
+        self.check_lock(ev, &mut frame, lock, stack, func);
+        self.check_order(ev, &frame, lock, stack, func);
+        self.touch_at_entry(ev, &frame, func);
         match role {
             Role::MigFileRead | Role::MigFileWrite | Role::MigFileRelease => {
-                self.file_used(ev, &frame, &func)
+                self.file_used(ev, &frame, func)
             }
             Role::BufferFree => {
                 if let Some(p) = field {
-                    self.buffer_freed(ev, &frame, p, &func);
+                    self.buffer_freed(ev, &frame, p, func);
                 }
             }
             _ => {}
@@ -385,7 +387,7 @@ impl Auditor {
         if let Some(ptr) = frame.call.mdev {
             match role {
                 Role::MigrationCapabilities | Role::Open | Role::Close => {
-                    self.enter_lifecycle(ev, &frame, ptr, &func)
+                    self.enter_lifecycle(ev, &frame, ptr, func)
                 }
                 Role::FreeField => {
                     if let Some(p) = field.filter(|&p| p != 0) {
@@ -393,7 +395,7 @@ impl Auditor {
                     }
                 }
                 Role::SetState | Role::TransitionStep | Role::Reset => {
-                    self.enter_migration(ev, &mut frame, ptr, args, &func)
+                    self.enter_migration(ev, &mut frame, ptr, args, func)
                 }
                 _ => {}
             }
@@ -405,6 +407,7 @@ impl Auditor {
         &mut self,
         ev: &Event,
         exited: &Exited<CallState>,
+        func: &Arc<str>,
         duration: Option<u64>,
         field: Option<u64>,
     ) {
@@ -419,7 +422,6 @@ impl Auditor {
             stats.failures += 1;
         }
         let role = self.profile.functions[spec_idx].role;
-        let func = call_name(ev);
         if r.missed > 0 {
             self.note_untrusted(
                 ev.task.tid,
@@ -428,7 +430,7 @@ impl Auditor {
             );
         }
         if !r.trusted {
-            self.note_untrusted(ev.task.tid, ev.seq, trust::Why::Clone(func));
+            self.note_untrusted(ev.task.tid, ev.seq, trust::Why::Clone(func.clone()));
             return;
         }
         match role {
@@ -439,7 +441,7 @@ impl Auditor {
             }
             Role::BufferAlloc if !failed => {
                 if let Some(p) = field {
-                    self.buffer_allocated(ev, frame, r.mdev, p, &func);
+                    self.buffer_allocated(ev, frame, r.mdev, p, func);
                 }
             }
             _ => {}
@@ -459,29 +461,29 @@ impl Auditor {
             })
         });
         if role != Role::ReleaseDev && !straddles {
-            self.touch(ptr, ev, &func);
+            self.touch(ptr, ev, func);
         } else if let Some(m) = self.mdevs.get_mut(&ptr) {
             m.events += 1;
         }
         let lock_fault = frame.is_some_and(|f| f.x.lock_fault);
         match role {
             Role::Probe | Role::Open | Role::Close | Role::Remove => {
-                self.exit_lifecycle(ev, frame, ptr, role, ret, failed, &func)
+                self.exit_lifecycle(ev, frame, ptr, role, ret, failed, func)
             }
-            Role::ReleaseDev => self.end_life(ptr, ev, &func),
+            Role::ReleaseDev => self.end_life(ptr, ev, func),
             Role::AllocField if !failed => {
                 if let Some(p) = field.filter(|&p| p != 0) {
-                    self.alloc_into_field(ptr, p, ev, &func, frame, lock_fault);
+                    self.alloc_into_field(ptr, p, ev, func, frame, lock_fault);
                 }
             }
             Role::SetState | Role::GetState | Role::GetDataSize | Role::TransitionStep => {
-                self.exit_migration(ev, frame, ptr, role, ret, failed, field, &func)
+                self.exit_migration(ev, frame, ptr, role, ret, failed, field, func)
             }
             Role::MigFileOpen if !failed && ret != 0 => self.file_opened(ptr, ret, ev),
             _ => {}
         }
         if matches!(role, Role::Close | Role::Reset) {
-            self.buffers_held_at_close(ptr, ev, &func);
+            self.buffers_held_at_close(ptr, ev, func);
         }
         if matches!(role, Role::Close | Role::ReleaseDev) {
             self.sessions.closed(ptr, ev.ts_ns);

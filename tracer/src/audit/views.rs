@@ -95,7 +95,7 @@ impl Auditor {
                 .map(|(s, st)| (s.name.clone(), st.clone()))
                 .collect(),
             transitions: self
-                .transitions
+                .transitions()
                 .iter()
                 .map(|((a, b), n)| (format!("{a}->{b}"), *n))
                 .collect(),
@@ -127,9 +127,18 @@ impl Auditor {
         all
     }
 
-    /// Migration steps by (from, to).
-    pub fn transitions(&self) -> &BTreeMap<(MigState, MigState), u64> {
-        &self.transitions
+    /// Migration steps by (from, to), the steps seen only.
+    pub fn transitions(&self) -> BTreeMap<(MigState, MigState), u64> {
+        let mut map = BTreeMap::new();
+        for from in MigState::ALL {
+            for to in MigState::ALL {
+                let n = self.transitions[from as usize][to as usize];
+                if n > 0 {
+                    map.insert((from, to), n);
+                }
+            }
+        }
+        map
     }
 
     /// Per-function statistics, in profile order.

@@ -213,12 +213,17 @@ impl<X: Default> Calls<X> {
     }
 
     /// Sets what the last event was; a retired call's entry box goes back to the spares.
+    #[inline]
     fn set_last(&mut self, last: Last<X>) {
-        if let Last::Exit(Exited { frame: Some(f), .. }) = std::mem::replace(&mut self.last, last) {
-            if self.spare.len() < SPARE_BOXES {
-                self.spare.push(f.call.enter);
+        // Taken in place: replacing the whole `Last` moved a return and its frame each time.
+        if let Last::Exit(Exited { frame, .. }) = &mut self.last {
+            if let Some(f) = frame.take() {
+                if self.spare.len() < SPARE_BOXES {
+                    self.spare.push(f.call.enter);
+                }
             }
         }
+        self.last = last;
     }
 
     /// A boxed copy of an entry event, in a spare box when there is one.

@@ -5,13 +5,28 @@ use std::sync::Arc;
 use super::fasthash::FastMap;
 use crate::profile::strip_clone_suffix;
 
+/// Slots of the cache: more than the names a profile and its compiler clones give, so that
+/// every name of a run keeps its slot.
+const SLOTS: usize = 64;
+/// How many slots after its own a name may take when its own is taken.
+const PROBE: usize = 4;
+
 /// Remembers which profile function (and whether a compiler clone) recent function-name
 /// strings are, by the identity of their `Arc`: events of one source share their name
 /// strings, so most lookups are one pointer comparison. Each slot holds its `Arc`, so the
-/// address cannot be reused by another string while cached.
-#[derive(Default)]
+/// address cannot be reused by another string while cached. A name whose slot is taken
+/// tries the next few (two names on one slot would otherwise evict each other on every
+/// call, each time paying the suffix scan and the map).
 pub(super) struct NameCache {
-    slots: [Option<(Arc<str>, NameHit)>; 32],
+    slots: [Option<(Arc<str>, NameHit)>; SLOTS],
+}
+
+impl Default for NameCache {
+    fn default() -> Self {
+        NameCache {
+            slots: std::array::from_fn(|_| None),
+        }
+    }
 }
 
 /// The profile function's index and whether the name is a compiler clone; `None` when the
@@ -19,22 +34,63 @@ pub(super) struct NameCache {
 type NameHit = Option<(usize, bool)>;
 
 impl NameCache {
+    #[inline]
     fn slot(name: &Arc<str>) -> usize {
-        let p = Arc::as_ptr(name) as *const u8 as usize;
-        (p >> 4 ^ p >> 9) % 32
+        let p = Arc::as_ptr(name) as *const u8 as usize as u64;
+        // The top bits of a multiply mix every bit of the address.
+        (p.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize
     }
 
     #[inline]
     pub(super) fn lookup(&mut self, name: &Arc<str>, index: &FastMap<String, usize>) -> NameHit {
-        let i = Self::slot(name);
-        if let Some((cached, hit)) = &self.slots[i] {
-            if Arc::ptr_eq(cached, name) {
-                return *hit;
+        let home = Self::slot(name);
+        let mut free = None;
+        for i in (home..home + PROBE).map(|i| i % SLOTS) {
+            match &self.slots[i] {
+                Some((cached, hit)) if Arc::ptr_eq(cached, name) => return *hit,
+                Some(_) => {}
+                None => {
+                    free = Some(i);
+                    break;
+                }
             }
         }
         let (base, clone) = strip_clone_suffix(name);
         let hit = index.get(base).map(|&spec| (spec, clone));
-        self.slots[i] = Some((name.clone(), hit));
+        self.slots[free.unwrap_or(home)] = Some((name.clone(), hit));
         hit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_through_the_cache_as_without_it() {
+        let index: FastMap<String, usize> = [("f".to_string(), 0), ("g".to_string(), 1)]
+            .into_iter()
+            .collect();
+        let mut cache = NameCache::default();
+        // More names than slots: slots are shared and replaced, answers stay the same.
+        let names: Vec<Arc<str>> = (0..200)
+            .map(|i| match i % 4 {
+                0 => Arc::from("f"),
+                1 => Arc::from("g.isra.0"),
+                2 => Arc::from("g"),
+                _ => Arc::from(format!("other{i}")),
+            })
+            .collect();
+        for _ in 0..3 {
+            for (i, n) in names.iter().enumerate() {
+                let want = match i % 4 {
+                    0 => Some((0, false)),
+                    1 => Some((1, true)),
+                    2 => Some((1, false)),
+                    _ => None,
+                };
+                assert_eq!(cache.lookup(n, &index), want, "{n}");
+            }
+        }
     }
 }

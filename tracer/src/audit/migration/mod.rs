@@ -162,6 +162,42 @@ pub fn reachable(from: MigState, to: MigState, flags: u32) -> bool {
     false
 }
 
+/// The direct arcs and the walks of one device's migration flags, as a bitmask of states
+/// per state: the auditor asks on every step and every accepted request, and the flags of a
+/// profile do not change.
+#[derive(Clone, Copy, Debug)]
+pub struct Arcs {
+    direct: [u8; 8],
+    reach: [u8; 8],
+}
+
+impl Arcs {
+    pub fn new(flags: u32) -> Arcs {
+        let mask = |f: &dyn Fn(MigState) -> bool| {
+            MigState::ALL
+                .iter()
+                .filter(|&&to| f(to))
+                .fold(0u8, |m, &to| m | 1 << to as u8)
+        };
+        Arcs {
+            direct: MigState::ALL.map(|from| mask(&|to| is_direct_arc(from, to, flags))),
+            reach: MigState::ALL.map(|from| mask(&|to| reachable(from, to, flags))),
+        }
+    }
+
+    /// As [`is_direct_arc`] with these flags.
+    #[inline]
+    pub fn direct(&self, from: MigState, to: MigState) -> bool {
+        self.direct[from as usize] & 1 << to as u8 != 0
+    }
+
+    /// As [`reachable`] with these flags.
+    #[inline]
+    pub fn reachable(&self, from: MigState, to: MigState) -> bool {
+        self.reach[from as usize] & 1 << to as u8 != 0
+    }
+}
+
 /// The shortest walk of direct arcs from `from` to `to`, without `from` itself; `None`
 /// when `to` cannot be reached.
 pub fn path(from: MigState, to: MigState, flags: u32) -> Option<Vec<MigState>> {
@@ -225,6 +261,27 @@ mod tests {
         assert!(!is_direct_arc(StopCopy, PreCopy, all));
         assert!(!is_direct_arc(Error, Stop, all));
         assert_eq!(path(Running, Stop, all), Some(vec![RunningP2p, Stop]));
+    }
+
+    #[test]
+    fn the_tables_agree_with_the_functions() {
+        let s = VFIO_MIGRATION_STOP_COPY;
+        for flags in [
+            0,
+            s,
+            s | VFIO_MIGRATION_P2P,
+            s | VFIO_MIGRATION_PRE_COPY,
+            s | VFIO_MIGRATION_P2P | VFIO_MIGRATION_PRE_COPY,
+            VFIO_MIGRATION_P2P | VFIO_MIGRATION_PRE_COPY,
+        ] {
+            let arcs = Arcs::new(flags);
+            for from in MigState::ALL {
+                for to in MigState::ALL {
+                    assert_eq!(arcs.direct(from, to), is_direct_arc(from, to, flags));
+                    assert_eq!(arcs.reachable(from, to), reachable(from, to, flags));
+                }
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{is_direct_arc, reachable, MigState};
+use super::MigState;
 use crate::audit::lifecycle::Note;
 use crate::audit::{Auditor, Frame, Kind};
 use crate::model::Event;
@@ -26,7 +26,6 @@ impl Auditor {
         args: &[u64],
         func: &Arc<str>,
     ) {
-        let func = func.clone();
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
         match self.profile.functions[frame.call.spec].role {
             Role::SetState => {
@@ -35,7 +34,7 @@ impl Auditor {
                 frame.x.step_state = frame.x.state_before;
             }
             Role::TransitionStep => {
-                let flags = self.profile.migration_flags;
+                let arcs = self.arcs;
                 let to = MigState::try_from(arg(1));
                 let parent = self
                     .calls
@@ -47,7 +46,7 @@ impl Auditor {
                 if let Some(parent) = parent {
                     if let Some(from) = parent.x.step_state {
                         match to {
-                            Ok(to) if is_direct_arc(from, to, flags) => {}
+                            Ok(to) if arcs.direct(from, to) => {}
                             Ok(to) => fault = Some(format!("{from} → {to}")),
                             Err(raw) => fault = Some(format!("{from} → invalid state {raw}")),
                         }
@@ -61,7 +60,7 @@ impl Auditor {
                     let msg = format!(
                         "{func} stepped {label} along {arc}, which is not one direct arc of the VFIO migration state machine"
                     );
-                    self.raise_plain(Kind::InvalidMigrationArc, Some(ptr), ev, &func, msg);
+                    self.raise_plain(Kind::InvalidMigrationArc, Some(ptr), ev, func, msg);
                 }
             }
             Role::Reset => {
@@ -89,11 +88,10 @@ impl Auditor {
         field: Option<u64>,
         func: &Arc<str>,
     ) {
-        let func = func.clone();
         match role {
             Role::SetState => {
                 if let Some(f) = frame {
-                    self.check_set_state(ptr, f, ev, ret, failed, &func);
+                    self.check_set_state(ptr, f, ev, ret, failed, func);
                 }
             }
             Role::GetDataSize if !failed => {
@@ -117,7 +115,7 @@ impl Auditor {
                         let msg = format!(
                             "{func} read back {shown} on {label}, but the last accepted request left it in {tracked}"
                         );
-                        self.raise_plain(Kind::InvalidMigrationArc, Some(ptr), ev, &func, msg);
+                        self.raise_plain(Kind::InvalidMigrationArc, Some(ptr), ev, func, msg);
                     }
                 } else if let Ok(s) = MigState::try_from(read) {
                     // Learn the state of an adopted mdev or after an error.
@@ -201,7 +199,7 @@ impl Auditor {
                     "{func} returned a file ({ret:#x}) for {} on a request for {to}, whose last arc opens no data stream",
                     label()
                 ))
-            } else if let (Some(from), false) = (before, reachable(before.unwrap_or(to), to, flags))
+            } else if let (Some(from), false) = (before, self.arcs.reachable(before.unwrap_or(to), to))
             {
                 Some(format!(
                     "{func} accepted {from} → {to} on {}, which no walk of direct arcs reaches",
@@ -223,7 +221,7 @@ impl Auditor {
             m.note(ev, Note::Refused(raw), m.mig_state);
         } else if let Ok(to) = requested {
             if let Some(from) = before {
-                *self.transitions.entry((from, to)).or_default() += 1;
+                self.transitions[from as usize][to as usize] += 1;
             }
             // An unsupported state was already reported: what follows cannot be judged.
             m.mig_state = Some(to).filter(|s| s.supported(flags));
