@@ -73,7 +73,10 @@ fn end_to_end(path: &std::path::Path) -> (usize, [f64; 3]) {
     let r = Recording::open(path).expect("a recording");
     let mut warnings = Vec::new();
     let mut auditor = Auditor::new(Profile::vfio_ap());
-    r.for_each_event(&mut warnings, |e| auditor.ingest(&e));
+    // Each event is handed over as decoded: an entry moves into its call's frame.
+    r.for_each_event(&mut warnings, |e| {
+        auditor.ingest_owned(e);
+    });
     let t_audit = t.elapsed().as_secs_f64();
     let (t_report, text) = secs(|| {
         let source =

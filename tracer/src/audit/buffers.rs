@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use super::{secs, Auditor, Frame, Kind};
+use super::{secs, Auditor, Entering, Frame, Kind};
 use crate::model::{Body, Event};
 use crate::profile::MdevArg;
 
@@ -64,7 +64,13 @@ impl Auditor {
     }
 
     /// `buffer-free` entered with the buffer `p` its read found in the slot.
-    pub(super) fn buffer_freed(&mut self, ev: &Event, frame: &Frame, p: u64, func: &Arc<str>) {
+    pub(super) fn buffer_freed(
+        &mut self,
+        ev: &Event,
+        frame: &Entering<'_>,
+        p: u64,
+        func: &Arc<str>,
+    ) {
         if p == 0 {
             return;
         }

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use super::lifecycle::Phase;
-use super::{secs, Auditor, Frame, Kind};
+use super::{secs, Auditor, Entering, Frame, Kind};
+use crate::calls::Call;
 use crate::model::{Body, Event};
 
 /// One open migration file.
@@ -48,15 +49,15 @@ impl Auditor {
     }
 
     /// The file argument of a file operation's frame.
-    fn file_of(&self, frame: &Frame) -> Option<u64> {
-        let role = self.profile.functions[frame.call.spec].role;
-        role.file_arg().and_then(|i| frame.call.arg(i))
+    fn file_of(&self, call: &Call) -> Option<u64> {
+        let role = self.profile.functions[call.spec].role;
+        role.file_arg().and_then(|i| call.arg(i))
     }
 
     /// A read, write or release of a migration file: a file whose mdev's life has ended
     /// reaches freed driver memory through `private_data`.
-    pub(super) fn file_used(&mut self, ev: &Event, frame: &Frame, func: &Arc<str>) {
-        let Some(filp) = self.file_of(frame) else {
+    pub(super) fn file_used(&mut self, ev: &Event, frame: &Entering<'_>, func: &Arc<str>) {
+        let Some(filp) = self.file_of(frame.call) else {
             return;
         };
         let Some(f) = self.files.get(&filp) else {
@@ -110,7 +111,7 @@ impl Auditor {
 
     /// The file's release returned: it is gone.
     pub(super) fn file_released(&mut self, frame: &Frame) {
-        if let Some(filp) = self.file_of(frame) {
+        if let Some(filp) = self.file_of(&frame.call) {
             self.files.remove(&filp);
         }
     }
@@ -122,7 +123,7 @@ impl Auditor {
             return Some(m);
         }
         self.calls.stack(tid).iter().rev().find_map(|fr| {
-            let f = self.files.get(&self.file_of(fr)?)?;
+            let f = self.files.get(&self.file_of(&fr.call)?)?;
             (self.current_life(f.mdev) == Some(f.life)).then_some(f.mdev)
         })
     }

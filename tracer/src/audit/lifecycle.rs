@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::migration::rules::state_name;
 use super::migration::MigState;
-use super::{Auditor, Frame, Kind, MdevRef, TaskRef};
+use super::{Auditor, Entering, Frame, Kind, MdevRef, TaskRef};
 use crate::calls::as_int;
 use crate::calls::show::errno_name;
 use crate::model::Event;
@@ -363,7 +363,7 @@ impl Auditor {
     }
 
     /// The entry of a call with an mdev: the life begins at init_dev; other calls touch it.
-    pub(super) fn touch_at_entry(&mut self, ev: &Event, frame: &Frame, func: &Arc<str>) {
+    pub(super) fn touch_at_entry(&mut self, ev: &Event, frame: &Entering<'_>, func: &Arc<str>) {
         let Some(ptr) = frame.call.mdev else { return };
         match self.profile.functions[frame.call.spec].role {
             // The calls already gave the probe it is nested in this object.
@@ -375,7 +375,13 @@ impl Auditor {
     }
 
     /// Order rules at the entry of capabilities, open and close.
-    pub(super) fn enter_lifecycle(&mut self, ev: &Event, frame: &Frame, ptr: u64, func: &Arc<str>) {
+    pub(super) fn enter_lifecycle(
+        &mut self,
+        ev: &Event,
+        frame: &Entering<'_>,
+        ptr: u64,
+        func: &Arc<str>,
+    ) {
         match self.profile.functions[frame.call.spec].role {
             Role::MigrationCapabilities => {
                 let m = &self.mdevs[&ptr];

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Auditor, Frame, Kind};
+use super::{Auditor, Entering, Kind};
 use crate::calls::lock_kept;
 use crate::model::{Event, LockObs};
 use crate::profile::LockContract;
@@ -14,7 +14,7 @@ impl Auditor {
     pub(super) fn check_lock(
         &mut self,
         ev: &Event,
-        frame: &mut Frame,
+        frame: &mut Entering<'_>,
         lock: LockObs,
         stack: &[Arc<str>],
         func: &Arc<str>,

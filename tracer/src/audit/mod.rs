@@ -34,7 +34,10 @@ pub use order::OrderEdge;
 pub use stats::{FunctionStats, Histogram};
 pub use views::{Snapshot, Summary, UnfinishedCall};
 
-use crate::model::{Body, Event, LockObs};
+use crate::model::{Body, Event};
+// The rules' tests name lock observations through `super::*`.
+#[cfg(test)]
+use crate::model::LockObs;
 use crate::profile::{Profile, Role};
 
 /// How many findings are kept in full; the rest are counted by kind.
@@ -54,6 +57,13 @@ struct CallState {
 }
 
 type Frame = crate::calls::Frame<CallState>;
+
+/// A call being entered, before it goes on its task's stack: the rules read the call (and
+/// its entry, which may live in it) and write what the auditor keeps about it.
+struct Entering<'a> {
+    call: &'a crate::calls::Call,
+    x: &'a mut CallState,
+}
 
 /// The auditor.
 pub struct Auditor {
@@ -156,36 +166,74 @@ impl Auditor {
         &self.findings
     }
 
-    /// Takes one event, in kernel-timestamp order.
+    /// Takes one event, in kernel-timestamp order. A call's entry is copied into its frame;
+    /// [`Auditor::ingest_owned`] moves it there instead.
     pub fn ingest(&mut self, ev: &Event) {
+        self.count(ev);
+        match &ev.body {
+            Body::Enter { .. } => {
+                if let Some(frame) = self.calls.enter(ev) {
+                    self.on_enter(frame);
+                }
+            }
+            Body::Exit { .. } => self.ingest_exit(ev),
+            _ => self.ingest_other(ev),
+        }
+    }
+
+    /// [`Auditor::ingest`] of an event the caller gives away: an entry moves into its call's
+    /// frame, without a copy. Gives the event back when it was not kept; a kept one is
+    /// [`Auditor::last_entry`] until the next event.
+    pub fn ingest_owned(&mut self, ev: Event) -> Option<Event> {
+        self.count(&ev);
+        match &ev.body {
+            Body::Enter { .. } => match self.calls.enter_owned(ev) {
+                Ok(frame) => {
+                    self.on_enter(frame);
+                    None
+                }
+                Err(ev) => Some(ev),
+            },
+            Body::Exit { .. } => {
+                self.ingest_exit(&ev);
+                Some(ev)
+            }
+            _ => {
+                self.ingest_other(&ev);
+                Some(ev)
+            }
+        }
+    }
+
+    /// The entry [`Auditor::ingest_owned`] kept in its call's frame, while it is the last
+    /// event.
+    pub fn last_entry(&self) -> Option<&Event> {
+        match self.calls.step() {
+            Step::Enter { call, .. } => Some(&call.enter),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn count(&mut self, ev: &Event) {
         self.events += 1;
         self.first_ts.get_or_insert(ev.ts_ns);
         self.last_ts = Some(ev.ts_ns);
-        match &ev.body {
-            Body::Enter {
-                func,
-                args,
-                field,
-                lock,
-                stack,
-                ..
-            } => {
-                if let Some(frame) = self.calls.enter(ev) {
-                    self.on_enter(ev, frame, func, args, *field, *lock, stack);
-                }
-            }
-            Body::Exit {
-                func,
-                duration_ns,
-                field,
-                ..
-            } => {
-                if let Some(exited) = self.calls.exit(ev) {
-                    self.on_exit(ev, &exited, func, *duration_ns, *field);
-                    self.calls.retire(exited);
-                }
-            }
-            _ => self.ingest_other(ev),
+    }
+
+    fn ingest_exit(&mut self, ev: &Event) {
+        let Body::Exit {
+            func,
+            duration_ns,
+            field,
+            ..
+        } = &ev.body
+        else {
+            return;
+        };
+        if let Some(exited) = self.calls.exit(ev) {
+            self.on_exit(ev, &exited, func, *duration_ns, *field);
+            self.calls.retire(exited);
         }
     }
 
@@ -317,6 +365,11 @@ impl Auditor {
         std::mem::take(&mut self.raised)
     }
 
+    /// Forgets the findings raised since the last `take_raised` (no sink is waiting).
+    pub fn clear_raised(&mut self) {
+        self.raised.clear();
+    }
+
     /// Every finding raised, kept or not.
     pub fn findings_total(&self) -> u64 {
         self.kind_counts.iter().sum()
@@ -350,36 +403,49 @@ impl Auditor {
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_enter(
-        &mut self,
-        ev: &Event,
-        mut frame: Frame,
-        func: &Arc<str>,
-        args: &[u64],
-        field: Option<u64>,
-        lock: LockObs,
-        stack: &[Arc<str>],
-    ) {
+    /// An entered call: judged with its entry read from the frame (where the entry was
+    /// copied, or moved by [`Auditor::ingest_owned`]), then put on its task's stack.
+    fn on_enter(&mut self, mut frame: Frame) {
+        {
+            let Frame { call, x } = &mut frame;
+            let call: &crate::calls::Call = call;
+            let mut entering = Entering { call, x };
+            self.judge_entry(&call.enter, &mut entering);
+        }
+        self.calls.push(frame);
+    }
+
+    fn judge_entry(&mut self, ev: &Event, frame: &mut Entering<'_>) {
+        let Body::Enter {
+            func,
+            args,
+            field,
+            lock,
+            stack,
+            ..
+        } = &ev.body
+        else {
+            return;
+        };
+        let (field, lock) = (*field, *lock);
         let spec_idx = frame.call.spec;
         self.functions[spec_idx].entries += 1;
         let role = self.profile.functions[spec_idx].role;
         if !frame.call.trusted {
             // A compiler clone: timed, but its registers may not be the C arguments.
             self.note_untrusted(ev.task.tid, ev.seq, trust::Why::Clone(func.clone()));
-            self.calls.push(frame);
             return;
         }
-        self.check_lock(ev, &mut frame, lock, stack, func);
-        self.check_order(ev, &frame, lock, stack, func);
-        self.touch_at_entry(ev, &frame, func);
+        self.check_lock(ev, frame, lock, stack, func);
+        self.check_order(ev, frame, lock, stack, func);
+        self.touch_at_entry(ev, frame, func);
         match role {
             Role::MigFileRead | Role::MigFileWrite | Role::MigFileRelease => {
-                self.file_used(ev, &frame, func)
+                self.file_used(ev, frame, func)
             }
             Role::BufferFree => {
                 if let Some(p) = field {
-                    self.buffer_freed(ev, &frame, p, func);
+                    self.buffer_freed(ev, frame, p, func);
                 }
             }
             _ => {}
@@ -387,7 +453,7 @@ impl Auditor {
         if let Some(ptr) = frame.call.mdev {
             match role {
                 Role::MigrationCapabilities | Role::Open | Role::Close => {
-                    self.enter_lifecycle(ev, &frame, ptr, func)
+                    self.enter_lifecycle(ev, frame, ptr, func)
                 }
                 Role::FreeField => {
                     if let Some(p) = field.filter(|&p| p != 0) {
@@ -395,12 +461,11 @@ impl Auditor {
                     }
                 }
                 Role::SetState | Role::TransitionStep | Role::Reset => {
-                    self.enter_migration(ev, &mut frame, ptr, args, func)
+                    self.enter_migration(ev, frame, ptr, args, func)
                 }
                 _ => {}
             }
         }
-        self.calls.push(frame);
     }
 
     fn on_exit(

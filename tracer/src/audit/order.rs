@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Auditor, Frame, Kind, TaskRef};
+use super::{Auditor, Entering, Frame, Kind, TaskRef};
 use crate::model::{dec_u64, Event, LockObs};
 use crate::profile::Profile;
 
@@ -132,7 +132,7 @@ impl Auditor {
     pub(super) fn check_order(
         &mut self,
         ev: &Event,
-        frame: &Frame,
+        frame: &Entering<'_>,
         lock: LockObs,
         stack: &[Arc<str>],
         func: &Arc<str>,

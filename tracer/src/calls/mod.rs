@@ -60,6 +60,26 @@ impl Call {
     }
 }
 
+/// A [`Call`] before its entry is boxed into it.
+struct Entered {
+    spec: usize,
+    trusted: bool,
+    mdev: Option<u64>,
+    mdev_device: Option<u64>,
+}
+
+impl Entered {
+    fn with(self, enter: Box<Event>) -> Call {
+        Call {
+            spec: self.spec,
+            enter,
+            trusted: self.trusted,
+            mdev: self.mdev,
+            mdev_device: self.mdev_device,
+        }
+    }
+}
+
 /// A call on its task's stack, with what the user of [`Calls`] keeps about it.
 #[derive(Clone, Debug)]
 pub struct Frame<X> {
@@ -243,8 +263,37 @@ impl<X: Default> Calls<X> {
     }
 
     /// An entry: the call with its mdev, not yet on its task's stack. `push` it once judged
-    /// (the judge may look at the calls it is nested in).
+    /// (the judge may look at the calls it is nested in). The entry is copied into the call.
     pub fn enter(&mut self, ev: &Event) -> Option<Frame<X>> {
+        let call = self.entered(ev)?;
+        let enter = self.boxed(ev);
+        Some(Frame {
+            call: call.with(enter),
+            x: X::default(),
+        })
+    }
+
+    /// [`Calls::enter`] of an entry the caller gives away: it moves into the call. Gives it
+    /// back when it is not an entry of the profile.
+    pub fn enter_owned(&mut self, ev: Event) -> Result<Frame<X>, Event> {
+        let Some(call) = self.entered(&ev) else {
+            return Err(ev);
+        };
+        let enter = match self.spare.pop() {
+            Some(mut b) => {
+                *b = ev;
+                b
+            }
+            None => Box::new(ev),
+        };
+        Ok(Frame {
+            call: call.with(enter),
+            x: X::default(),
+        })
+    }
+
+    /// What an entry says of its call, and the attribution of an enclosing probe.
+    fn entered(&mut self, ev: &Event) -> Option<Entered> {
         self.set_last(Last::Other);
         self.attributed = None;
         let Body::Enter {
@@ -259,9 +308,8 @@ impl<X: Default> Calls<X> {
         let (spec, clone) = self.names.lookup(func, &self.index)?;
         let s = self.specs[spec];
         let arg0 = args.first().copied().unwrap_or(0);
-        let mut call = Call {
+        let mut call = Entered {
             spec,
-            enter: self.boxed(ev),
             trusted: !*untrusted && !clone,
             mdev: None,
             mdev_device: None,
@@ -289,10 +337,7 @@ impl<X: Default> Calls<X> {
                 }
             }
         }
-        Some(Frame {
-            call,
-            x: X::default(),
-        })
+        Some(call)
     }
 
     /// Puts an entered call on its task's stack.

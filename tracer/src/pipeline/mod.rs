@@ -101,15 +101,24 @@ impl Pipeline {
                 self.recorder = None;
             }
         }
-        self.auditor.ingest(&ev);
+        // By value: an entry moves into its call's frame instead of being copied there.
+        let back = self.auditor.ingest_owned(ev);
+        if self.sinks.is_empty() {
+            // What the auditor raised stays in its findings; no sink is waiting for it.
+            self.auditor.clear_raised();
+            return;
+        }
         for f in self.auditor.take_raised() {
             for s in &mut self.sinks {
                 s.on_finding(&f);
             }
         }
         let step = self.auditor.step();
+        let Some(ev) = back.as_ref().or_else(|| self.auditor.last_entry()) else {
+            return;
+        };
         for s in &mut self.sinks {
-            s.on_event(&ev, &step, &self.auditor);
+            s.on_event(ev, &step, &self.auditor);
         }
     }
 

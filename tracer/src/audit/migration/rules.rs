@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::MigState;
 use crate::audit::lifecycle::Note;
-use crate::audit::{Auditor, Frame, Kind};
+use crate::audit::{Auditor, Entering, Frame, Kind};
 use crate::model::Event;
 use crate::profile::Role;
 
@@ -21,7 +21,7 @@ impl Auditor {
     pub(in crate::audit) fn enter_migration(
         &mut self,
         ev: &Event,
-        frame: &mut Frame,
+        frame: &mut Entering<'_>,
         ptr: u64,
         args: &[u64],
         func: &Arc<str>,
@@ -199,7 +199,8 @@ impl Auditor {
                     "{func} returned a file ({ret:#x}) for {} on a request for {to}, whose last arc opens no data stream",
                     label()
                 ))
-            } else if let (Some(from), false) = (before, self.arcs.reachable(before.unwrap_or(to), to))
+            } else if let (Some(from), false) =
+                (before, self.arcs.reachable(before.unwrap_or(to), to))
             {
                 Some(format!(
                     "{func} accepted {from} → {to} on {}, which no walk of direct arcs reaches",

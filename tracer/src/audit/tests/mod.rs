@@ -289,3 +289,38 @@ fn findings_beyond_the_cap_are_counted_not_kept() {
         FINDINGS_KEPT as u64 + 5
     );
 }
+
+/// Handing events over by value (the pipeline's way: entries move into their frames) decides
+/// exactly what borrowing them does, and gives back every event it does not keep.
+#[test]
+fn an_owned_stream_audits_as_a_borrowed_one() {
+    use crate::synth::{Fault, Generator};
+    let mut g = Generator::new(11);
+    g.fault_every = 7;
+    g.faults = vec![
+        Fault::Leak,
+        Fault::OverwriteLeak,
+        Fault::LockNotHeld,
+        Fault::InvalidArc,
+        Fault::ErrorPathLeak,
+    ];
+    let evs = g.stream(20_000);
+    let mut borrowed = Auditor::new(Profile::vfio_ap());
+    let mut owned = Auditor::new(Profile::vfio_ap());
+    for e in &evs {
+        borrowed.ingest(e);
+        let back = owned.ingest_owned(e.clone());
+        let seen = back.as_ref().or_else(|| owned.last_entry());
+        assert_eq!(seen, Some(e), "the event just ingested is readable");
+        if back.is_none() {
+            assert!(
+                matches!(e.body, Body::Enter { .. }),
+                "only entries are kept"
+            );
+        }
+    }
+    assert!(borrowed.findings_total() >= 5, "the faults were found");
+    assert_eq!(owned.findings(), borrowed.findings());
+    assert_eq!(owned.snapshot(), borrowed.snapshot());
+    assert_eq!(owned.finish(), borrowed.finish());
+}
