@@ -16,6 +16,9 @@ use crate::profile::Role;
 
 /// How many timeline entries an mdev keeps (older ones are dropped, counted).
 const TIMELINE_CAP: usize = 256;
+/// Timeline entries a life has room for from its start: a life with guest sessions notes a
+/// few dozen, and growing from empty reallocated (and copied) the timeline six times a life.
+const TIMELINE_START: usize = 32;
 /// How many ended lives are remembered (for use-after-release and reports).
 const ENDED_CAP: usize = 4096;
 
@@ -189,7 +192,7 @@ impl Mdev {
             outstanding_bytes: 0,
             findings: 0,
             events: 0,
-            timeline: VecDeque::new(),
+            timeline: VecDeque::with_capacity(TIMELINE_START),
             timeline_dropped: 0,
         }
     }

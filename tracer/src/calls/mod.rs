@@ -127,10 +127,13 @@ pub enum Step<'a> {
     },
 }
 
-enum Last<X> {
+/// What the last event was; a return's [`Exited`] is kept beside it (`Calls::exited`), so
+/// that marking every event costs a small write, not a move of a return and its frame.
+#[derive(Clone, Copy)]
+enum Last {
     Other,
     Enter { tid: u32, attributed: Option<usize> },
-    Exit(Exited<X>),
+    Exit,
 }
 
 /// Whether the lock as read satisfies the function's contract; `None` when it was not read.
@@ -163,7 +166,9 @@ pub struct Calls<X> {
     mdev_devices: FastMap<u64, u64>,
     /// The entered call that learned its mdev, between `enter` and `push`.
     attributed: Option<usize>,
-    last: Last<X>,
+    last: Last,
+    /// The last return, while `last` is `Exit`.
+    exited: Option<Exited<X>>,
     /// Boxes of retired entry events, refilled by the next entries: an entry's copy then
     /// costs no allocation (neither the box nor, usually, its argument vector).
     // The boxes themselves are what is reused: they move into `Call::enter` as they are.
@@ -228,16 +233,16 @@ impl<X: Default> Calls<X> {
             mdev_devices: FastMap::default(),
             attributed: None,
             last: Last::Other,
+            exited: None,
             spare: Vec::new(),
         }
     }
 
     /// Sets what the last event was; a retired call's entry box goes back to the spares.
     #[inline]
-    fn set_last(&mut self, last: Last<X>) {
-        // Taken in place: replacing the whole `Last` moved a return and its frame each time.
-        if let Last::Exit(Exited { frame, .. }) = &mut self.last {
-            if let Some(f) = frame.take() {
+    fn set_last(&mut self, last: Last) {
+        if let Last::Exit = self.last {
+            if let Some(f) = self.exited.as_mut().and_then(|e| e.frame.take()) {
                 if self.spare.len() < SPARE_BOXES {
                     self.spare.push(f.call.enter);
                 }
@@ -393,7 +398,8 @@ impl<X: Default> Calls<X> {
 
     /// A judged return, kept until the next event for [`Calls::step`].
     pub fn retire(&mut self, exited: Exited<X>) {
-        self.set_last(Last::Exit(exited));
+        self.set_last(Last::Exit);
+        self.exited = Some(exited);
     }
 
     /// The interpretation of the last event.
@@ -412,9 +418,12 @@ impl<X: Default> Calls<X> {
                     None => Step::Other,
                 }
             }
-            Last::Exit(e) => Step::Exit {
-                ret: &e.ret,
-                call: e.frame.as_ref().map(|f| &f.call),
+            Last::Exit => match &self.exited {
+                Some(e) => Step::Exit {
+                    ret: &e.ret,
+                    call: e.frame.as_ref().map(|f| &f.call),
+                },
+                None => Step::Other,
             },
         }
     }
