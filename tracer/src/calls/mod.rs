@@ -280,6 +280,9 @@ impl<X: Default> Calls<X> {
 
     /// [`Calls::enter`] of an entry the caller gives away: it moves into the call. Gives it
     /// back when it is not an entry of the profile.
+    // The event comes back as it went in: boxing it to shrink the error would cost an
+    // allocation per event that is not an entry of the profile.
+    #[allow(clippy::result_large_err)]
     pub fn enter_owned(&mut self, ev: Event) -> Result<Frame<X>, Event> {
         let Some(call) = self.entered(&ev) else {
             return Err(ev);
