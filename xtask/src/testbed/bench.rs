@@ -243,16 +243,22 @@ impl Figures {
 }
 
 impl Figures {
+    /// (e) per attached function (entry and return: two kprobes each), instruction time.
+    pub fn attach_per_function(&self, mode: &str) -> Option<f64> {
+        let s = self.attach_icount.get(mode)?;
+        let n = *self.attach_probes.get(mode)?;
+        (n >= 2).then(|| s / (n / 2) as f64)
+    }
+
     /// (e): start to all probes attached, in instruction time (the -icount boot) and in
     /// real time, per attached function, and bpftrace's start with the same functions.
     fn render_attach(&self) -> String {
         let secs = |m: &BTreeMap<String, f64>, k: &str| {
             m.get(k).map(|v| format!("{v:.2} s")).unwrap_or("-".into())
         };
-        let per_fn = |k: &str| match (self.attach_icount.get(k), self.attach_probes.get(k)) {
-            // entry and return: two kprobes per function
-            (Some(s), Some(&n)) if n >= 2 => format!("{:.3} s per function", s / (n / 2) as f64),
-            _ => "-".into(),
+        let per_fn = |k: &str| match self.attach_per_function(k) {
+            Some(s) => format!("{s:.3} s per function"),
+            None => "-".into(),
         };
         let probes = |k: &str| {
             self.attach_probes
