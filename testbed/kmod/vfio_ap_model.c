@@ -280,13 +280,14 @@ enum {
 	FAULT_PARTIAL_RESUME_LEAK, /* a partial first write's buffer is never stored */
 	FAULT_BUFFER_LEAK_ON_CLOSE, /* close with a migration fd open keeps the buffers */
 	FAULT_UNLOCKED_FILE_RELEASE, /* the next file: no own reference, unlocked release */
+	FAULT_PROBE_HOLDS_LOCK,	 /* probe holds mdevs_lock across registration (AB-BA) */
 	FAULT_MAX,
 };
 static const char * const fault_names[FAULT_MAX] = {
 	"skip-release", "double-init", "init-unlocked", "register-fail",
 	"accept-bad-state", "open-fail", "open-fail-noclean", "file-no-pin",
 	"partial-resume-double-free", "partial-resume-leak", "buffer-leak-on-close",
-	"unlocked-file-release",
+	"unlocked-file-release", "probe-holds-lock",
 };
 static unsigned long faults;
 
@@ -1450,11 +1451,23 @@ noinline int vfio_ap_mdev_probe(struct mdev_device_model *mdev)
 	struct ap_matrix_mdev *matrix_mdev;
 	int ret;
 
+	bool hold;
+
 	matrix_mdev = core_alloc_device(mdev);
 	if (IS_ERR(matrix_mdev))
 		return PTR_ERR(matrix_mdev);
 
-	mutex_lock(&matrix_dev->mdevs_lock);
+	/*
+	 * The series' probe holds mdevs_lock across registration, which takes the core's
+	 * dev_set->lock, while the core calls open_device (which takes mdevs_lock) under
+	 * dev_set->lock: an AB-BA (fault probe-holds-lock; register-fail keeps it too, its
+	 * error path is the seed's self-deadlock). The fixed probe takes the lock for the
+	 * list only.
+	 */
+	hold = test_and_clear_bit(FAULT_PROBE_HOLDS_LOCK, &faults) ||
+	       test_bit(FAULT_REGISTER_FAIL, &faults);
+	if (hold)
+		mutex_lock(&matrix_dev->mdevs_lock);
 
 	/*
 	 * Migration capabilities must be initialized before calling
@@ -1469,6 +1482,8 @@ noinline int vfio_ap_mdev_probe(struct mdev_device_model *mdev)
 	matrix_mdev->req_trigger = NULL;
 	matrix_mdev->cfg_chg_trigger = NULL;
 	dev_set_drvdata(&mdev->dev, matrix_mdev);
+	if (!hold)
+		mutex_lock(&matrix_dev->mdevs_lock);
 	list_add(&matrix_mdev->node, &matrix_dev->mdev_list);
 	mutex_unlock(&matrix_dev->mdevs_lock);
 	return 0;
@@ -1476,7 +1491,8 @@ noinline int vfio_ap_mdev_probe(struct mdev_device_model *mdev)
 err_put_vdev:
 	/* the seed's bug: .release takes mdevs_lock, which this task holds */
 	core_put_device(&matrix_mdev->vdev);
-	mutex_unlock(&matrix_dev->mdevs_lock);
+	if (hold)
+		mutex_unlock(&matrix_dev->mdevs_lock);
 	return ret;
 }
 

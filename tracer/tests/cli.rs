@@ -99,13 +99,11 @@ fn series_object_scenarios_yield_exactly_their_findings() {
     }
 }
 
-fn core_profile_report(file: &str) -> (i32, serde_json::Value) {
+fn builtin_profile_report(file: &str) -> (i32, serde_json::Value) {
     let out = aptrace(&[
         "report",
         "--format",
         "json",
-        "--profile",
-        &path("docs/examples/vfio-core-locks.toml"),
         &path(&format!("tracer/tests/scenarios/{file}.jsonl")),
     ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -118,7 +116,7 @@ fn core_profile_report(file: &str) -> (i32, serde_json::Value) {
 /// deadlock happened. The fixed probe: none.
 #[test]
 fn the_lock_order_scenarios_show_the_ab_ba_and_its_fix() {
-    let (code, v) = core_profile_report("lock-order-abba");
+    let (code, v) = builtin_profile_report("lock-order-abba");
     assert_eq!(kinds(&v), ["lock-order"]);
     assert_eq!(code, 1);
     let f = &v["findings"][0];
@@ -139,8 +137,6 @@ fn the_lock_order_scenarios_show_the_ab_ba_and_its_fix() {
 
     let out = aptrace(&[
         "report",
-        "--profile",
-        &path("docs/examples/vfio-core-locks.toml"),
         &path("tracer/tests/scenarios/lock-order-abba.jsonl"),
     ]);
     let text = String::from_utf8(out.stdout).unwrap();
@@ -156,7 +152,7 @@ fn the_lock_order_scenarios_show_the_ab_ba_and_its_fix() {
         "{text}"
     );
 
-    let (code, v) = core_profile_report("lock-order-clean");
+    let (code, v) = builtin_profile_report("lock-order-clean");
     assert!(kinds(&v).is_empty(), "{v:#}");
     assert_eq!(code, 0);
     let edges = v["sources"][0]["lock_order"].as_array().unwrap();

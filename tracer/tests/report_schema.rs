@@ -32,11 +32,6 @@ fn inputs() -> Vec<PathBuf> {
 fn report(file: &Path) -> Value {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aptrace"));
     cmd.args(["report", "--format", "json"]);
-    // The lock-order scenarios trace the VFIO core's functions too.
-    if file.to_string_lossy().contains("lock-order-") {
-        cmd.arg("--profile")
-            .arg(root().join("docs/examples/vfio-core-locks.toml"));
-    }
     let out = cmd.arg(file).output().unwrap();
     assert!(
         matches!(out.status.code(), Some(0 | 1 | 3)),

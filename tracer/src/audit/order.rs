@@ -4,7 +4,8 @@
 //! order, is a `lock-order` finding even though no deadlock happened.
 //!
 //! A task holds A at an entry when the probe's read of the owner word says so (the probed
-//! lock only), or when a call still open on its stack asserts A held (`holds`).
+//! lock only), when a call still open on its stack asserts A held (`holds`), or when the
+//! entered function itself expects A held by its caller (its own `holds`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,8 +25,8 @@ pub struct OrderEdge {
     pub taken: Arc<str>,
     /// The function that takes `taken`.
     pub taker: Arc<str>,
-    /// The open call that asserts `held`; absent when the entry's read of the owner word
-    /// said the task held it.
+    /// The open call that asserts `held`, or the taker itself when it expects `held` of its
+    /// caller; absent when the entry's read of the owner word said the task held it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_in: Option<Arc<str>>,
     pub task: TaskRef,
@@ -47,6 +48,9 @@ impl OrderEdge {
     /// holding mdevs_lock by its owner word`, for messages.
     fn describe(&self) -> String {
         let how = match &self.held_in {
+            Some(f) if *f == self.taker => {
+                format!("which expects {} held by its caller", self.held)
+            }
             Some(f) => format!("inside {f}, which asserts {} held", self.held),
             None => format!("holding {} by its owner word", self.held),
         };
@@ -55,6 +59,16 @@ impl OrderEdge {
             self.held, self.taken, self.taker, self.task.tid
         )
     }
+}
+
+/// Why the task holds a lock at an entry.
+enum Holder<'a> {
+    /// The entry's read of the owner word.
+    Read,
+    /// A call open on the task's stack asserts it.
+    Open(&'a Frame),
+    /// The entered function expects it held by its caller (its own `holds`).
+    Entered,
 }
 
 /// The locks each profiled function takes and asserts, and the edges seen so far.
@@ -141,16 +155,23 @@ impl Auditor {
         if takes.is_empty() || frame.x.lock_fault {
             return;
         }
-        // What the task holds: the probed lock by its read, and what open calls assert.
-        let mut held: Vec<(Arc<str>, Option<&Frame>)> = Vec::new();
+        // What the task holds: the probed lock by its read, what open calls assert, and
+        // what the entered function itself expects held (its caller's lock: the core
+        // calls the driver's open_device under dev_set->lock).
+        let mut held: Vec<(Arc<str>, Holder<'_>)> = Vec::new();
         if lock == LockObs::HeldByCurrent {
-            held.push((self.order.probed.clone(), None));
+            held.push((self.order.probed.clone(), Holder::Read));
         }
         for f in self.calls.stack(ev.task.tid) {
             for l in &self.order.holds[f.call.spec] {
                 if !held.iter().any(|(h, _)| h == l) {
-                    held.push((l.clone(), Some(f)));
+                    held.push((l.clone(), Holder::Open(f)));
                 }
+            }
+        }
+        for l in &self.order.holds[frame.call.spec] {
+            if !held.iter().any(|(h, _)| h == l) {
+                held.push((l.clone(), Holder::Entered));
             }
         }
         let mut new = Vec::new();
@@ -159,17 +180,25 @@ impl Auditor {
                 if h == taken || self.order.edges.contains_key(&(h.clone(), taken.clone())) {
                     continue;
                 }
-                let mut evidence: Vec<Event> = by.iter().map(|f| (*f.call.enter).clone()).collect();
+                let (held_in, uncertain, mut evidence) = match by {
+                    Holder::Read => (None, false, Vec::new()),
+                    Holder::Open(f) => (
+                        Some(f.call.func()),
+                        !f.call.trusted,
+                        vec![(*f.call.enter).clone()],
+                    ),
+                    Holder::Entered => (Some(func.clone()), false, Vec::new()),
+                };
                 evidence.push(ev.clone());
                 new.push(OrderEdge {
                     held: h.clone(),
                     taken: taken.clone(),
                     taker: func.clone(),
-                    held_in: by.map(|f| f.call.func()),
+                    held_in,
                     task: self.task_ref(ev),
                     ts_ns: ev.ts_ns,
                     seq: ev.seq,
-                    uncertain: by.is_some_and(|f| !f.call.trusted),
+                    uncertain,
                     stack: stack.to_vec(),
                     evidence,
                 });

@@ -400,7 +400,10 @@ pub fn preflight(
     }
     for (name, optional, msg) in res.missing.iter().filter(|_| res.loaded) {
         let st = Status::Warn;
-        let detail = if *optional {
+        let elsewhere = res.missing_elsewhere.iter().find(|(n, _)| n == name);
+        let detail = if let Some((_, m)) = elsewhere {
+            format!("absent ({msg}); optional: a function of module {m} (the VFIO core), traced where it is")
+        } else if *optional {
             format!("missing ({msg}); optional: added by later patches")
         } else {
             format!("missing: {msg}")

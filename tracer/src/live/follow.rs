@@ -5,6 +5,7 @@ use tracer_common as abi;
 
 use super::host::Host;
 use super::resolve::{FuncTarget, Overrides, Resolution};
+use crate::profile::Profile;
 use crate::recording::{ProbeState, ProbeStatus};
 
 /// Which load of the module is there: its .text address (a new load moves it), or the
@@ -21,6 +22,39 @@ pub fn module_identity(host: &Host, module: &str, ov: &Overrides) -> Option<Stri
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|| "live".to_string()),
     )
+}
+
+/// Which loads of the module and of the other modules the profile's rows live in (the
+/// VFIO core's `vfio`) are there: a change of any of them re-resolves and re-attaches, so a
+/// core row absent before its module loaded is attached once it has. None while the
+/// profile's own module is absent.
+pub fn load_identity(
+    host: &Host,
+    profile: &Profile,
+    module: &str,
+    ov: &Overrides,
+) -> Option<String> {
+    let mut id = module_identity(host, module, ov)?;
+    for m in profile.other_modules().into_iter().filter(|m| *m != module) {
+        let text = match host.module_live(m) {
+            true => host
+                .read_string(&format!("/sys/module/{m}/sections/.text"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|| "live".to_string()),
+            false => "absent".to_string(),
+        };
+        id.push_str(&format!("{OTHER_SEP}{m}={text}"));
+    }
+    Some(id)
+}
+
+const OTHER_SEP: &str = " | ";
+
+/// Whether two identities of [`load_identity`] differ in the profile's own module (an
+/// unload or a new load of it), not only in the other modules.
+pub fn own_module_changed(a: Option<&str>, b: Option<&str>) -> bool {
+    let own = |s: Option<&str>| s.map(|s| s.split(OTHER_SEP).next().unwrap_or(s).to_string());
+    own(a) != own(b)
 }
 
 /// The targets that get a function slot, and the statuses of those beyond the last slot.
@@ -116,9 +150,25 @@ pub fn attach_lines(module: &str, res: &Resolution, statuses: &[ProbeStatus]) ->
         0 => String::new(),
         n => format!(", {n} degraded"),
     };
+    // Rows of other modules (the VFIO core's) are counted apart: a kernel without VFIO, or
+    // one that inlines a core function, is not a driver missing a function.
+    let mut elsewhere: Vec<String> = Vec::new();
+    for (_, m) in &res.missing_elsewhere {
+        if !elsewhere
+            .iter()
+            .any(|e| e.ends_with(&format!("module {m}")))
+        {
+            let k = res.missing_elsewhere.iter().filter(|(_, o)| o == m).count();
+            elsewhere.push(format!("{k} absent of module {m}"));
+        }
+    }
+    let elsewhere = match elsewhere.is_empty() {
+        true => String::new(),
+        false => format!("; {}", elsewhere.join(", ")),
+    };
     lines.push(format!(
-        "aptrace: attached {n} probes to module {module} ({} missing{degraded}, lock checks {})",
-        res.missing.len(),
+        "aptrace: attached {n} probes to module {module} ({} missing{degraded}, lock checks {}){elsewhere}",
+        res.missing.len() - res.missing_elsewhere.len(),
         if res.lock_checks() { "on" } else { "off" }
     ));
     lines

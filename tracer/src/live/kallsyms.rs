@@ -41,6 +41,12 @@ impl Kallsyms {
     /// Parses kallsyms text. `module` limits the by-name index to that module plus the
     /// kernel's own symbols named in `kernel_names` (kvmalloc, vfree, ...).
     pub fn parse(text: &str, module: &str, kernel_names: &[&str]) -> Kallsyms {
+        Kallsyms::parse_modules(text, &[module], kernel_names)
+    }
+
+    /// As [`Kallsyms::parse`], indexing every symbol of each of `modules` (the profile's
+    /// module first, then those of its rows of other modules, such as the VFIO core's).
+    pub fn parse_modules(text: &str, modules: &[&str], kernel_names: &[&str]) -> Kallsyms {
         let mut k = Kallsyms::default();
         let mut nonzero = false;
         let mut any = false;
@@ -65,7 +71,7 @@ impl Kallsyms {
                 name: name.to_string(),
                 module: module_name,
             };
-            let keep_name = sym.module == module
+            let keep_name = modules.contains(&sym.module.as_str())
                 || (sym.module.is_empty() && kernel_names.contains(&sym.name.as_str()));
             if keep_name {
                 k.by_name

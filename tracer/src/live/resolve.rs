@@ -154,6 +154,9 @@ pub struct Resolution {
     pub targets: Vec<FuncTarget>,
     /// Functions of the profile that are not in the kernel: (name, optional, message).
     pub missing: Vec<(String, bool, String)>,
+    /// The modules of rows of `missing` that are another module's (the VFIO core's `vfio`):
+    /// absent with it, counted apart from the module's own.
+    pub missing_elsewhere: Vec<(String, String)>,
     pub text: Option<(u64, u64)>,
     pub matrix_dev_addr: Result<u64, String>,
     pub mdevs_lock_offset: Result<u64, String>,
@@ -237,18 +240,33 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
     kernel_names.extend(KVMALLOC_NAMES);
     kernel_names.extend(VFREE_NAMES);
     kernel_names.extend(KVFREE_NAMES);
+    // Rows of another module (the VFIO core's) are looked up there, else in vmlinux.
+    fn other<'a>(spec: &'a FunctionSpec, profile: &Profile, module: &str) -> Option<&'a str> {
+        spec.module
+            .as_deref()
+            .filter(|m| *m != profile.module && *m != module)
+    }
+    let other = |spec| other(spec, profile, module);
+    kernel_names.extend(
+        profile
+            .functions
+            .iter()
+            .filter(|f| other(f).is_some())
+            .map(|f| f.name.as_str()),
+    );
+    let mut modules = vec![module];
+    modules.extend(profile.other_modules().into_iter().filter(|m| *m != module));
     let t0 = std::time::Instant::now();
     let kallsyms_text = host.kallsyms();
     let kallsyms = kallsyms_text
         .as_deref()
-        .map(|t| Kallsyms::parse(t, module, &kernel_names))
+        .map(|t| Kallsyms::parse_modules(t, &modules, &kernel_names))
         .unwrap_or_default();
     let kallsyms_readable = kallsyms_text.is_some() && !kallsyms.zeroed;
     let loaded = host.module_live(module) || kallsyms.functions_of(module).next().is_some();
     let t_kallsyms = t0.elapsed();
-    let filter = host
-        .available_filter_functions()
-        .map(|t| filter_functions(&t, module));
+    let filter_text = host.available_filter_functions();
+    let filter = filter_text.as_deref().map(|t| filter_functions(t, module));
     let t_filter = t0.elapsed();
 
     let vmlinux = host.vmlinux_btf().and_then(|b| Btf::parse(&b).ok());
@@ -288,24 +306,48 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
     let mut targets = Vec::new();
     let mut missing = Vec::new();
     for (i, spec) in profile.functions.iter().enumerate() {
-        let found = find_function(&kallsyms, module, &spec.name);
+        let own = other(spec);
+        let found = match own {
+            None => find_function(&kallsyms, module, &spec.name),
+            Some(m) => find_function(&kallsyms, m, &spec.name)
+                .or_else(|| find_function(&kallsyms, "", &spec.name)),
+        };
         let Some((attach_name, addr, clone)) = found else {
-            let in_filter = filter
-                .as_ref()
-                .is_some_and(|f| f.iter().any(|n| strip_clone_suffix(n).0 == spec.name));
-            let msg = if !loaded {
+            let in_filter = match own {
+                None => filter
+                    .as_ref()
+                    .is_some_and(|f| f.iter().any(|n| strip_clone_suffix(n).0 == spec.name)),
+                Some(m) => filter_text
+                    .as_deref()
+                    .is_some_and(|t| listed_in_filter(t, m, &spec.name)),
+            };
+            let msg = if let Some(m) = own.filter(|m| loaded && !host.module_live(m)) {
+                format!(
+                    "module {m} is not loaded and the kernel has no built-in {}: attached when {m} loads",
+                    spec.name
+                )
+            } else if !loaded {
                 format!("module {module} is not loaded")
             } else if !kallsyms_readable {
                 "/proc/kallsyms is not readable with addresses (run as root)".to_string()
             } else if in_filter {
                 "listed by tracefs but not by kallsyms".to_string()
+            } else if let Some(m) = own {
+                format!(
+                    "not in module {m} nor in vmlinux, or inlined into its caller (without debug info the two cannot be told apart)"
+                )
             } else {
                 "not in the running kernel, or inlined (without debug info the two cannot be told apart)".to_string()
             };
             missing.push((i, spec.optional, msg));
             continue;
         };
-        let traceable = filter.as_ref().map(|f| f.contains(&attach_name));
+        let traceable = match own {
+            None => filter.as_ref().map(|f| f.contains(&attach_name)),
+            Some(m) => filter_text
+                .as_deref()
+                .map(|t| listed_in_filter(t, m, &attach_name)),
+        };
         let (config, path, field_problem) = func_config(spec, clone, &field_offset);
         targets.push(FuncTarget {
             spec: i,
@@ -323,15 +365,23 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
 
     // An optional row absent while others of its kind are present: the series is there and
     // the compiler inlined this helper, so the checks its row declares cannot run.
-    let series_present = targets
+    let series_present = targets.iter().any(|t: &FuncTarget| {
+        let spec = &profile.functions[t.spec];
+        spec.optional && other(spec).is_none()
+    });
+    let missing_elsewhere: Vec<(String, String)> = missing
         .iter()
-        .any(|t: &FuncTarget| profile.functions[t.spec].optional);
+        .filter_map(|(i, _, _)| {
+            let spec = &profile.functions[*i];
+            other(spec).map(|m| (spec.name.clone(), m.to_string()))
+        })
+        .collect();
     let missing: Vec<(String, bool, String)> = missing
         .into_iter()
         .map(|(i, optional, msg)| {
             let spec = &profile.functions[i];
             let msg = match inlined_checks(spec) {
-                Some(kinds) if optional && series_present && loaded => {
+                Some(kinds) if optional && series_present && loaded && other(spec).is_none() => {
                     format!("{msg}; its checks cannot run: cannot detect {kinds} in it")
                 }
                 _ => msg,
@@ -409,6 +459,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         loaded,
         kallsyms_readable,
         missing,
+        missing_elsewhere,
         targets,
         text,
         matrix_dev_addr,
@@ -493,6 +544,18 @@ pub fn degradation(
     (!why.is_empty()).then(|| why.join("; "))
 }
 
+/// Whether tracefs lists `name` (or a clone of it) as a function of `module`, or of vmlinux.
+fn listed_in_filter(text: &str, module: &str, name: &str) -> bool {
+    text.lines().any(|line| {
+        let mut it = line.split_whitespace();
+        let (Some(n), m) = (it.next(), it.next().unwrap_or("")) else {
+            return false;
+        };
+        let m = m.trim_start_matches('[').trim_end_matches(']');
+        strip_clone_suffix(n).0 == strip_clone_suffix(name).0 && (m == module || m.is_empty())
+    })
+}
+
 /// The function itself, else a compiler clone of it.
 fn find_function(k: &Kallsyms, module: &str, name: &str) -> Option<(String, u64, bool)> {
     if let Some(s) = k.lookup(name, module).filter(|s| s.is_text()) {
@@ -516,6 +579,9 @@ fn func_config(
 ) -> (abi::FuncConfig, abi::PointerPath, Option<String>) {
     let mut c = abi::FuncConfig {
         check_lock: match spec.lock {
+            // A function that takes a declared lock reads the probed one at entry: held
+            // there, it is an order edge (the core's registration under mdevs_lock).
+            LockContract::None if !spec.takes.is_empty() => abi::check_lock::READ,
             LockContract::None => abi::check_lock::OFF,
             LockContract::Held => abi::check_lock::STACK_IF_NOT_HELD,
             LockContract::NotHeld => abi::check_lock::STACK_IF_HELD,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::btf::tests::vmlinux_and_module;
 use super::check::{exit_code, live_gate, preflight, Probed, Status};
 use super::elf::tests::tiny_ko;
+use super::follow::{attach_lines, function_status, missing_statuses};
 use super::host::Host;
 use super::resolve::{resolve, Overrides};
 use crate::profile::Profile;
@@ -46,6 +47,12 @@ fn host_612(dir: &Path) -> Host {
         dir,
         "sys/module/vfio_ap/sections/.text",
         "0xffffffffc0a50000\n",
+    );
+    put(dir, "sys/module/vfio/initstate", "live\n");
+    put(
+        dir,
+        "sys/module/vfio/sections/.text",
+        "0xffffffffc0b00000\n",
     );
     let (v, m) = vmlinux_and_module(false, false);
     put(dir, "sys/kernel/btf/vmlinux", v);
@@ -361,6 +368,108 @@ fn a_profile_file_adds_a_function_that_gets_a_probe() {
     assert_eq!(ping.config.stack_on_entry, 1);
     assert_eq!(r.targets.len(), Profile::vfio_ap().functions.len() + 1);
     assert!(r.targets.len() <= abi::FUNC_SLOTS as usize);
+}
+
+/// The VFIO core's rows resolve in module `vfio`; the probed lock is read at the entry of
+/// the one that takes a declared lock (registration), not of those that only assert one.
+#[test]
+fn the_cores_rows_resolve_in_module_vfio() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let r = resolve(&host, &Profile::vfio_ap(), "vfio_ap", &Overrides::default());
+    let t = |n: &str| r.targets.iter().find(|t| t.name == n).unwrap();
+    let reg = t("vfio_register_emulated_iommu_dev");
+    assert_eq!(reg.addr, 0xffffffffc0b01720);
+    assert_eq!(reg.traceable, Some(true));
+    assert_eq!(reg.config.check_lock, abi::check_lock::READ);
+    assert_eq!(reg.config.stack_on_entry, 1);
+    assert_eq!(t("vfio_df_open").addr, 0xffffffffc0b01b50);
+    assert_eq!(t("vfio_df_close").config.check_lock, abi::check_lock::OFF);
+    assert!(r.missing.is_empty(), "{:?}", r.missing);
+    assert!(r.missing_elsewhere.is_empty());
+    // A kernel whose vfio inlines vfio_df_open (Debian's 6.1 inlines its equivalent).
+    let inlined: String = fixture("kallsyms-6.12-x86_64")
+        .lines()
+        .filter(|l| !l.contains("vfio_df_open"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    put(d.path(), "proc/kallsyms", &inlined);
+    let filter: String = fixture("available_filter_functions-6.12")
+        .lines()
+        .filter(|l| !l.contains("vfio_df_open"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    put(
+        d.path(),
+        "sys/kernel/tracing/available_filter_functions",
+        &filter,
+    );
+    let r6 = resolve(&host, &Profile::vfio_ap(), "vfio_ap", &Overrides::default());
+    assert_eq!(
+        r6.missing_elsewhere,
+        [("vfio_df_open".to_string(), "vfio".to_string())]
+    );
+    assert!(
+        r6.missing[0]
+            .2
+            .starts_with("not in module vfio nor in vmlinux, or inlined"),
+        "{:?}",
+        r6.missing
+    );
+    // A change of vfio's load alone is a new identity, not an unload of vfio_ap.
+    let ov = Overrides::default();
+    let p = Profile::vfio_ap();
+    let with = super::follow::load_identity(&host, &p, "vfio_ap", &ov).unwrap();
+    assert!(with.contains("vfio=0xffffffffc0b00000"), "{with}");
+    fs::remove_file(d.path().join("sys/module/vfio/initstate")).unwrap();
+    let without = super::follow::load_identity(&host, &p, "vfio_ap", &ov).unwrap();
+    assert!(without.contains("vfio=absent"), "{without}");
+    assert!(!super::follow::own_module_changed(
+        Some(&with),
+        Some(&without)
+    ));
+    assert!(super::follow::own_module_changed(Some(&with), None));
+}
+
+/// Without the VFIO core (vfio not loaded, nothing built in), its rows are absent, each
+/// with a line naming module vfio, and counted apart from the driver's own.
+#[test]
+fn the_cores_rows_are_absent_until_vfio_loads() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let text: String = fixture("kallsyms-6.12-x86_64")
+        .lines()
+        .filter(|l| !l.ends_with("[vfio]"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    put(d.path(), "proc/kallsyms", &text);
+    fs::remove_file(d.path().join("sys/module/vfio/initstate")).unwrap();
+    let r = resolve(&host, &Profile::vfio_ap(), "vfio_ap", &Overrides::default());
+    let absent: Vec<&str> = r.missing_elsewhere.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(
+        absent,
+        [
+            "vfio_register_emulated_iommu_dev",
+            "vfio_df_open",
+            "vfio_df_close"
+        ]
+    );
+    let (_, optional, msg) = r.missing.iter().find(|m| m.0 == "vfio_df_open").unwrap();
+    assert!(optional);
+    assert!(msg.contains("module vfio is not loaded"), "{msg}");
+    let mut statuses: Vec<_> = r.targets.iter().map(|t| function_status(t, None)).collect();
+    statuses.extend(missing_statuses(&r));
+    let lines = attach_lines("vfio_ap", &r, &statuses);
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!(
+            "aptrace: attached {} probes to module vfio_ap (0 missing, lock checks on); 3 absent of module vfio",
+            r.targets.len()
+        )
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("aptrace: vfio_df_open missing: module vfio is not loaded")));
 }
 
 #[test]

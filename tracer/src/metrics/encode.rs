@@ -51,6 +51,19 @@ fn counter(e: &mut prometheus_client::encoding::MetricEncoder, v: u64) -> std::f
     e.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&v, None)
 }
 
+/// A latency histogram in seconds, from its nanosecond sum and buckets.
+fn histogram(
+    e: &mut prometheus_client::encoding::MetricEncoder,
+    h: &LatencyHist,
+) -> std::fmt::Result {
+    e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        h.sum_ns as f64 / 1e9,
+        h.count,
+        &h.exported(),
+        None,
+    )
+}
+
 fn gauge(e: &mut prometheus_client::encoding::MetricEncoder, v: i64) -> std::fmt::Result {
     e.encode_gauge(&v)
 }
@@ -202,13 +215,7 @@ impl prometheus_client::collector::Collector for Collector {
             )?;
             for (f, h) in &total.latency {
                 let labels = l(&[("function", f)]);
-                let mut e = m.encode_family(&labels)?;
-                e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    h.sum_ns as f64 / 1e9,
-                    h.count,
-                    &h.exported(),
-                    None,
-                )?;
+                histogram(&mut m.encode_family(&labels)?, h)?;
             }
         }
         for (name, help, second) in [
@@ -227,13 +234,7 @@ impl prometheus_client::collector::Collector for Collector {
             for (d, hs) in &total.migrations {
                 let h = if second { &hs.1 } else { &hs.0 };
                 let labels = l(&[("direction", d.name())]);
-                let mut e = m.encode_family(&labels)?;
-                e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    h.sum_ns as f64 / 1e9,
-                    h.count,
-                    &h.exported(),
-                    None,
-                )?;
+                histogram(&mut m.encode_family(&labels)?, h)?;
             }
         }
         family(

@@ -21,6 +21,7 @@ impl Profile {
             optional: false,
             ret: None,
             args: None,
+            module: None,
         };
         let mig_data_at = |at| FieldRead {
             field: "ap_matrix_mdev.mig_data".to_string(),
@@ -39,9 +40,12 @@ impl Profile {
                 MdevArg::Object,
             ),
             // open and close set or unset the KVM pointer under get_update_locks_for_kvm:
-            // guests_lock, then kvm->lock, then mdevs_lock.
+            // guests_lock, then kvm->lock, then mdevs_lock; the VFIO core calls them with
+            // dev_set->lock held (where its own asserting function is inlined, as on 6.1,
+            // this is what says so).
             FunctionSpec {
                 takes: kvm_update_locks(),
+                holds: core_open_close_locks(),
                 ..f("vfio_ap_mdev_open_device", Open, NotHeld, MdevArg::Object)
             },
             FunctionSpec {
@@ -65,6 +69,7 @@ impl Profile {
             },
             FunctionSpec {
                 takes: kvm_update_locks(),
+                holds: core_open_close_locks(),
                 ..f("vfio_ap_mdev_close_device", Close, NotHeld, MdevArg::Object)
             },
             f("vfio_ap_mdev_remove", Remove, NotHeld, MdevArg::MdevDevice),
@@ -107,6 +112,7 @@ impl Profile {
             },
         ];
         functions.extend(series_functions());
+        functions.extend(core_functions());
         Profile {
             name: "vfio_ap".to_string(),
             module: "vfio_ap".to_string(),
@@ -163,6 +169,48 @@ fn builtin_locks() -> Vec<LockSpec> {
     ]
 }
 
+/// The VFIO core's side of `dev_set->lock`, in module `vfio` (or vmlinux): registration
+/// takes it (`vfio_assign_device_set`, inside the exported call the driver makes), and the
+/// core opens and closes a device with it held (`lockdep_assert_held` in `vfio_df_open`
+/// and `vfio_df_close`, 6.3 and later; 6.1 inlines its equivalents into the group ioctl
+/// and the device file's release, so there they are absent). All optional: a kernel
+/// without VFIO, or before `vfio` loads, lists them as absent.
+fn core_functions() -> Vec<FunctionSpec> {
+    let row = |name: &str, ret, takes: &[&str], holds: &[&str]| FunctionSpec {
+        name: name.to_string(),
+        role: Role::Other,
+        lock: LockContract::None,
+        takes: takes.iter().map(|l| l.to_string()).collect(),
+        holds: holds.iter().map(|l| l.to_string()).collect(),
+        mdev: MdevArg::None,
+        read: None,
+        stack: false,
+        optional: true,
+        ret: Some(ret),
+        args: Some(1),
+        module: Some("vfio".to_string()),
+    };
+    vec![
+        // The stack shows who registered: the driver's probe, holding what it holds.
+        FunctionSpec {
+            stack: true,
+            ..row(
+                "vfio_register_emulated_iommu_dev",
+                RetType::Int,
+                &["dev_set_lock"],
+                &[],
+            )
+        },
+        row("vfio_df_open", RetType::Int, &[], &["dev_set_lock"]),
+        row("vfio_df_close", RetType::Void, &[], &["dev_set_lock"]),
+    ]
+}
+
+/// The lock the VFIO core holds around a driver's `open_device` and `close_device`.
+fn core_open_close_locks() -> Vec<String> {
+    vec!["dev_set_lock".to_string()]
+}
+
 fn kvm_update_locks() -> Vec<String> {
     vec!["guests_lock".to_string(), "kvm_lock".to_string()]
 }
@@ -189,6 +237,7 @@ fn series_functions() -> Vec<FunctionSpec> {
         stack: false,
         optional: true,
         ret: Some(ret),
+        module: None,
     };
     // A file slot's buffer pointer: through argument 0 (mig_data itself, or the mdev and
     // then its mig_data pointer).

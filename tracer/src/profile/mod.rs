@@ -226,6 +226,10 @@ pub struct FunctionSpec {
     /// shows only these of the captured registers. Absent in older recordings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<u8>,
+    /// The module that holds the function when it is not the profile's (`vfio`, the VFIO
+    /// core): looked up there, else in vmlinux (a kernel with the core built in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
 }
 
 impl FunctionSpec {
@@ -396,6 +400,23 @@ impl Profile {
         Ok(())
     }
 
+    /// The modules other than the profile's that hold some of its functions (the VFIO
+    /// core's), in the order rows name them.
+    pub fn other_modules(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for m in self.functions.iter().filter_map(|f| f.module.as_deref()) {
+            if m != self.module && !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// The module a function is looked up in.
+    pub fn module_of<'a>(&'a self, f: &'a FunctionSpec) -> &'a str {
+        f.module.as_deref().unwrap_or(&self.module)
+    }
+
     /// The built-in row of `name`, if the profile has one.
     pub fn function(&self, name: &str) -> Option<&FunctionSpec> {
         self.functions.iter().find(|f| f.name == name)
@@ -548,6 +569,8 @@ const EDITABLE_HEADER: &str = "\
 #   takes     declared locks the function takes, e.g. [\"guests_lock\"] (not-held adds
 #             the probed lock)
 #   holds     declared locks the function asserts held (held adds the probed lock)
+#   module    the module that holds the function when not the profile's (e.g. \"vfio\",
+#             the VFIO core; looked up in vmlinux too, where the core is built in)
 #
 # [[lock]] keys: name; symbol (a global) or arg (an argument number); path, the
 # \"struct.member\" steps to the lock (each but the last a pointer); kind = \"mutex\";

@@ -165,8 +165,10 @@ fn a_profile_without_locks_still_means_the_probed_lock() {
     let mut old = Profile::vfio_ap();
     old.locks.clear();
     old.lock_order.clear();
+    old.functions.retain(|f| f.module.is_none());
     for f in &mut old.functions {
         f.takes.clear();
+        f.holds.clear();
     }
     let back = Profile::from_toml(&old.to_toml(), "header").unwrap();
     assert!(!back.to_toml().contains("[[lock]]"));
@@ -197,24 +199,35 @@ fn lock_names_must_be_declared() {
     assert!(err.to_string().contains("`path`"), "{err}");
 }
 
-/// The shipped example of the VFIO core's rows parses, fits the probes' slots and
-/// keeps the built-in rows.
+/// The built-in profile carries the VFIO core's side of dev_set_lock as optional rows of
+/// module `vfio`, and still fits the probes' slots.
 #[test]
-fn the_vfio_core_example_profile_adds_the_cores_side_of_dev_set_lock() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/examples/vfio-core-locks.toml"
-    );
-    let p = Profile::load(Path::new(path)).unwrap();
+fn the_builtin_profile_has_the_cores_side_of_dev_set_lock() {
+    let p = Profile::vfio_ap();
     let probed = p.probed_lock();
     let reg = p.function("vfio_register_emulated_iommu_dev").unwrap();
     assert_eq!(reg.locks_taken(probed), ["dev_set_lock"]);
-    assert!(reg.optional);
+    for f in [
+        "vfio_register_emulated_iommu_dev",
+        "vfio_df_open",
+        "vfio_df_close",
+    ] {
+        let row = p.function(f).unwrap();
+        assert!(row.optional, "{f}");
+        assert_eq!(p.module_of(row), "vfio", "{f}");
+    }
     for f in ["vfio_df_open", "vfio_df_close"] {
         assert_eq!(p.function(f).unwrap().locks_held(probed), ["dev_set_lock"]);
     }
-    assert!(p.function("vfio_ap_mdev_probe").is_some());
+    assert_eq!(p.other_modules(), ["vfio"]);
+    assert_eq!(
+        p.module_of(p.function("vfio_ap_mdev_probe").unwrap()),
+        "vfio_ap"
+    );
     assert!(p.functions.len() <= tracer_common::FUNC_SLOTS as usize);
+    // A profile file keeps the rows' module through its TOML.
+    let back = Profile::from_toml(&p.to_toml(), "round trip").unwrap();
+    assert_eq!(back, p);
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub mod engine;
 mod error;
 pub mod feed;
 pub mod live;
+mod lockgraph;
 pub mod migrations;
 mod view;
 

@@ -341,7 +341,7 @@ impl App {
             Some(d) if !d.lock_checks.is_empty() => {
                 let order_lines = match self.snapshot.lock_order.len() {
                     0 => 0,
-                    n => 2 * n + 1,
+                    n => 2 * n + 1 + super::lockgraph::nodes(&self.snapshot.lock_order).len(),
                 };
                 let room = (area.height as usize)
                     .saturating_sub(lines.len() + order_lines)
@@ -369,19 +369,29 @@ impl App {
         // Edges are per lock class across every task, not about this mdev: shown only
         // when some were seen, with the lock each task held and the function that took.
         if !self.snapshot.lock_order.is_empty() {
-            lines.push(Line::from("Lock order (every task)").bold());
-            // Two lines an edge: the pane is half the screen wide, and kernel names are long.
-            for e in &self.snapshot.lock_order {
-                let how = match &e.held_in {
-                    Some(h) => format!("inside {h}"),
-                    None => "holding it".to_string(),
-                };
-                let doubt = if e.uncertain { " (uncertain)" } else { "" };
-                lines.push(Line::from(format!("{} → {}{doubt}", e.held, e.taken)));
-                lines.push(
-                    Line::from(format!("  by {} (pid {}, {how})", e.taker, e.task.tid))
-                        .fg(Color::DarkGray),
-                );
+            lines.push(Line::from("Lock order (every task; ⟳ on a cycle)").bold());
+            // A graph: each lock held, then the locks taken under it. Two lines an edge:
+            // the pane is half the screen wide, and kernel names are long.
+            for node in super::lockgraph::nodes(&self.snapshot.lock_order) {
+                lines.push(Line::from(node.lock.to_string()));
+                for (e, cycle) in node.out {
+                    let how = match &e.held_in {
+                        Some(h) if *h == e.taker => "by its caller".to_string(),
+                        Some(h) => format!("inside {h}"),
+                        None => "holding it".to_string(),
+                    };
+                    let doubt = if e.uncertain { " (uncertain)" } else { "" };
+                    let edge = Line::from(format!(
+                        "  → {}{}{doubt}",
+                        e.taken,
+                        if cycle { " ⟳" } else { "" }
+                    ));
+                    lines.push(if cycle { edge.fg(Color::Red) } else { edge });
+                    lines.push(
+                        Line::from(format!("    by {} (pid {}, {how})", e.taker, e.task.tid))
+                            .fg(Color::DarkGray),
+                    );
+                }
             }
         }
         Paragraph::new(lines).render(area, buf);

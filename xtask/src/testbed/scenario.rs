@@ -37,6 +37,10 @@ pub struct Scenario {
     /// pass run.sh; the table shows PENDING instead of judging `expected`, and FAIL once the
     /// finding is found (the file must then go).
     pub pending: Option<String>,
+    /// What it finds where its steps ran on the model core (file `expected-model-core`,
+    /// first a `#` line saying why): a scenario about the kernel's VFIO core's own
+    /// functions expects less where the kernel has none (s390x 6.1).
+    pub model_core_expected: Option<(BTreeMap<String, u64>, BTreeSet<String>)>,
     /// run.sh drives the device through the VFIO client (lib.sh's `vc`)
     pub client: bool,
 }
@@ -132,6 +136,17 @@ pub fn load_one(dir: &Path) -> Result<Scenario> {
             );
         }
     }
+    let model_core_expected = match fs::read_to_string(dir.join("expected-model-core")) {
+        Ok(t) if !t.trim_start().starts_with('#') => bail!(
+            "{}/expected-model-core: a `#` line first, saying why the model core shows less",
+            dir.display()
+        ),
+        Ok(t) => Some(
+            parse_expected_kinds(&t, pending.is_some())
+                .with_context(|| format!("{}/expected-model-core", dir.display()))?,
+        ),
+        Err(_) => None,
+    };
     let client = fs::read_to_string(dir.join("run.sh"))?
         .lines()
         .any(|l| l.trim_start().starts_with("vc "));
@@ -146,6 +161,7 @@ pub fn load_one(dir: &Path) -> Result<Scenario> {
         rebuilt_module: dir.join("rebuilt-module").exists(),
         modes,
         pending,
+        model_core_expected,
     })
 }
 
@@ -407,6 +423,36 @@ vc \"create U\" \"open U\"\n",
         }
         fs::write(d.join("core"), "model\nthe real core frees the mdev\n").unwrap();
         assert!(load_one(&d).is_ok());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_expected_model_core_file_says_why_then_what_the_model_core_finds() {
+        let d = std::env::temp_dir().join(format!("xtask-scn-mc-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("run.sh"), ". /lib.sh\n").unwrap();
+        fs::write(d.join("expected"), "lock-order 1\n").unwrap();
+        assert!(load_one(&d).unwrap().model_core_expected.is_none());
+        fs::write(d.join("expected-model-core"), "lock-order 1\n").unwrap();
+        let err = load_one(&d).unwrap_err().to_string();
+        assert!(err.contains("expected-model-core"), "{err}");
+        fs::write(
+            d.join("expected-model-core"),
+            "# no VFIO: the core's rows are absent\nleak 1\n",
+        )
+        .unwrap();
+        let s = load_one(&d).unwrap();
+        let (e, _) = s.model_core_expected.unwrap();
+        assert_eq!(e.get("leak"), Some(&1));
+        assert_eq!(s.expected.get("lock-order"), Some(&1));
+        fs::write(d.join("expected-model-core"), "# why\n").unwrap();
+        assert!(load_one(&d)
+            .unwrap()
+            .model_core_expected
+            .unwrap()
+            .0
+            .is_empty());
         fs::remove_dir_all(&d).unwrap();
     }
 }

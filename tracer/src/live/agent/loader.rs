@@ -8,7 +8,7 @@ use aya::programs::{KProbe, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::live::check::Probed;
-use crate::live::follow::module_identity;
+use crate::live::follow::load_identity;
 use crate::live::host::Host;
 use crate::live::options::{ring_buffer_bytes, LiveOptions, Preflight};
 use crate::live::output::{say, Output};
@@ -83,7 +83,7 @@ fn ringbuf_supported() -> Result<bool, String> {
 /// agent's first attach to the same module load.
 pub fn gate(opts: &LiveOptions, out: &Output) -> Result<Option<Preflight>> {
     let host = Host::live();
-    let identity = module_identity(&host, &opts.module, &opts.overrides);
+    let identity = load_identity(&host, &opts.profile, &opts.module, &opts.overrides);
     let mut probed = Probed {
         live_support: object_present(),
         ..Default::default()

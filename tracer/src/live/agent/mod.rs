@@ -28,7 +28,7 @@ use loader::{load, prepare};
 
 use super::cancel::Cancel;
 use super::decode::{native_endian, Decoder};
-use super::follow::{attach_lines, module_identity};
+use super::follow::{attach_lines, load_identity, own_module_changed};
 use super::host::Host;
 use super::kallsyms::Kallsyms;
 use super::options::{LiveOptions, Session};
@@ -193,16 +193,23 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
         // a new load of it shows up (its .text moved).
         if last_module_check.elapsed() >= Duration::from_millis(500) {
             last_module_check = Instant::now();
-            let id = module_identity(&host, &opts.module, &opts.overrides);
+            let id = load_identity(&host, &opts.profile, &opts.module, &opts.overrides);
             let current = attachment.as_ref().map(|a| a.identity.clone());
             if id != current {
                 if let Some(a) = attachment.take() {
                     a.detach(&mut ebpf);
-                    say!(
-                        out,
-                        "aptrace: module {} unloaded; probes detached",
-                        opts.module
-                    );
+                    if own_module_changed(id.as_deref(), current.as_deref()) {
+                        say!(
+                            out,
+                            "aptrace: module {} unloaded; probes detached",
+                            opts.module
+                        );
+                    } else {
+                        say!(
+                            out,
+                            "aptrace: a module of the profile's core rows loaded or unloaded; probes re-attached"
+                        );
+                    }
                 }
                 if let Some(id) = id {
                     let t_resolve = Instant::now();
