@@ -84,3 +84,16 @@ stack_of() {
     awk -v u="$2" 'f && /^    / { print; next } f { exit }
         /^\[error\] leak / && index($0, "mdev " u) { f = 1 }' "$1"
 }
+
+# leak_stack_names LOG NAME FUNC: waits for the live leak line of mdev NAME, prints the stack
+# under it, and succeeds when that stack names FUNC called from vfio_ap_mdev_open_device in
+# module $MOD (a stack symbolised against a stale load would name other functions).
+leak_stack_names() {
+    wait_count "$1" "^\[error\] leak .*mdev $2" 1 || { echo "no live leak line for $2"; return 1; }
+    sleep 0.5 # its stack lines come with it, in the same print
+    _s=$(stack_of "$1" "$2")
+    echo "$_s"
+    echo "$_s" | grep -q "^ *$3+0x[0-9a-f]* \[$MOD\]" &&
+        echo "$_s" | grep -q "^ *vfio_ap_mdev_open_device+0x[0-9a-f]* \[$MOD\]" ||
+        { echo "the leak's stack does not name $3 <- vfio_ap_mdev_open_device"; return 1; }
+}

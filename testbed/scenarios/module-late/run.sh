@@ -35,11 +35,5 @@ echo "agent said: $(grep -m1 '^aptrace: attached' "$L" 2>/dev/null)"
 U=1ae70000-0000-4000-8000-000000000001
 leaky_life $U
 if [ -n "$L" ]; then
-    waitfor "^\[error\] leak .*mdev $U" 1 || fail "no live leak line for $U"
-    sleep 0.5 # its stack lines come with it, in the same print
-    stack=$(stack_of "$L" "$U")
-    echo "$stack"
-    echo "$stack" | grep -q "^ *vfio_ap_init_migration_data+0x[0-9a-f]* \[$M\]" &&
-        echo "$stack" | grep -q "^ *vfio_ap_mdev_open_device+0x[0-9a-f]* \[$M\]" ||
-        fail "the leak's stack does not name vfio_ap_init_migration_data <- vfio_ap_mdev_open_device"
+    leak_stack_names "$L" "$U" vfio_ap_init_migration_data || fail "the live leak of $U"
 fi

@@ -55,15 +55,8 @@ echo "agent said: $(grep '^aptrace: attached' "$L" 2>/dev/null | tail -1)"
 V=1eac0000-0000-4000-8000-000000000a02
 leaky_life $V
 if [ -n "$L" ]; then
-    waitfor "^\[error\] leak .*mdev $V" 1 || fail "no live leak line for $V"
-    sleep 0.5 # its stack lines come with it, in the same print
-    # the stack frames printed under it: symbols of the first load would name other
-    # functions (F moved by KiBs)
-    stack=$(stack_of "$L" "$V")
-    echo "$stack"
-    echo "$stack" | grep -q "^ *$F+0x[0-9a-f]* \[$M\]" &&
-        echo "$stack" | grep -q "^ *vfio_ap_mdev_open_device+0x[0-9a-f]* \[$M\]" ||
-        fail "the leak's stack does not name $F <- vfio_ap_mdev_open_device"
+    # symbols of the first load would name other functions (F moved by KiBs)
+    leak_stack_names "$L" "$V" "$F" || fail "the live leak of $V after the reload"
 fi
 # the first build back for the scenarios after this one (the agent follows a third time)
 rmmod "$M" || fail "rmmod of the rebuilt module"
