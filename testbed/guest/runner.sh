@@ -12,7 +12,10 @@
 #   APTRACE-TESTBED: run <name> <mode> start|end rc=<n> t=<seconds> agent=<rc|none>
 # A scenario with a `module-unloaded` file starts with the module unloaded: the agent must
 # say it waits for it (instead of attaching), and run.sh loads it. run.sh gets AGENT_LOG (the
-# agent's output file) when an agent runs. /lib.sh (testbed/guest/lib.sh) sources /job.env.
+# agent's output file) when an agent runs. A scenario with a `mainline-module` file runs on
+# the module built without the series (/model-mainline.ko): the runner unloads the series
+# build, puts the mainline one at /model.ko (the agent's --module-file) and loads it before
+# the agent starts, and puts the series build back after the run. /lib.sh (testbed/guest/lib.sh) sources /job.env.
 . /lib.sh
 M() { marker "$@"; }
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -35,6 +38,15 @@ for r in $RUNS; do
     # a scenario's own agent arguments (e.g. --ring-buffer-size 4096)
     [ -f "/scenarios/$n/agent-args" ] && flag="$flag $(cat "/scenarios/$n/agent-args")"
     late=""; [ -f "/scenarios/$n/module-unloaded" ] && late=1
+    mainline=""; [ -f "/scenarios/$n/mainline-module" ] && mainline=1
+    if [ -n "$mainline" ]; then
+        [ -f /tmp/model-series.ko ] || cp /model.ko /tmp/model-series.ko
+        if rmmod "$MOD" && cp /model-mainline.ko /model.ko && insmod /model.ko; then
+            M "mainline module loaded ($n $mode)"
+        else
+            M "loading the mainline module for $n $mode failed"
+        fi
+    fi
     if [ -n "$late" ]; then
         if rmmod "$MOD"; then M "module unloaded before the agent ($n $mode)"
         else M "rmmod before $n $mode failed"; fi
@@ -65,7 +77,7 @@ for r in $RUNS; do
     CORE=$core AGENT_LOG=${apid:+$o.agent.log} sh "/scenarios/$n/run.sh" > "$o.run.log" 2>&1
     rc=$?
     # the scenarios after this one need the module (run.sh should have left it loaded)
-    if ! module_loaded; then
+    if [ -z "$mainline" ] && ! module_loaded; then
         M "run $n $mode left the module unloaded; loading /model.ko"
         insmod /model.ko
     fi
@@ -80,6 +92,13 @@ for r in $RUNS; do
         # findings printed live, before the agent is told to stop
         M "run $n $mode live $(grep -o '^\[[a-z]*\] [a-z-]*' "$o.agent.log" | cut -d' ' -f2 | sort | uniq -c | tr -s ' \n' ' ')"
         stop_agent $apid; arc=$?
+    fi
+    if [ -n "$mainline" ]; then
+        # the series build back for the scenarios after this one (the agent has stopped:
+        # its recording holds the mainline load only)
+        module_loaded && { rmmod "$MOD" || M "rmmod of the mainline module after $n $mode failed"; }
+        cp /tmp/model-series.ko /model.ko
+        insmod /model.ko || M "reloading the series module after $n $mode failed"
     fi
     t1=$(up)
     [ -n "$apid" ] && M "run $n $mode agent stopped after $(awk "BEGIN{print $t1-$t0}")s"

@@ -68,6 +68,18 @@
 #endif
 
 #define VFIO_AP_MODULE_NAME "vfio_ap"
+
+/*
+ * With -DAPTRACE_MODEL_MAINLINE (testbed scenario mainline-driver, kmod::build_mainline) the
+ * module is vfio_ap as mainline has it, as enterprise distributions ship it: the mdev
+ * lifecycle (probe, init_dev, open/close, remove, release_dev, the KVM pointer, reset of the
+ * queues), none of the live-migration series (no migration data, functions, files or
+ * configuration buffers, no mig_ops: the core sees a device without migration).
+ */
+#ifndef APTRACE_MODEL_MAINLINE
+#define APTRACE_SERIES
+#define APTRACE_SERIES_ENABLED 1
+#endif
 #define VFIO_AP_DRV_NAME "vfio_ap"
 
 /* ---------------------------------------------------------------------------------------
@@ -254,7 +266,9 @@ struct ap_matrix_mdev {
 	DECLARE_BITMAP(apm_add, AP_DEVICES);
 	DECLARE_BITMAP(aqm_add, AP_DOMAINS);
 	DECLARE_BITMAP(adm_add, AP_DOMAINS);
+#ifdef APTRACE_SERIES
 	struct vfio_ap_migration_data *mig_data;
+#endif
 #ifdef APTRACE_REAL_CORE
 	/* the guest stand-in of a device opened through the real core (see vfio_ap_guest) */
 	struct kvm_model opener;
@@ -262,6 +276,15 @@ struct ap_matrix_mdev {
 };
 
 struct ap_matrix_dev *matrix_dev;
+
+/* The mdev's migration data, for the control surface's lines (none without the series). */
+#ifdef APTRACE_SERIES
+#define model_mig_data(m) ((m)->mig_data)
+#define MODEL_MIG_DATA_OFF offsetof(struct ap_matrix_mdev, mig_data)
+#else
+#define model_mig_data(m) ((struct vfio_ap_migration_data *)NULL)
+#define MODEL_MIG_DATA_OFF ((size_t)0)
+#endif
 
 /* ---------------------------------------------------------------------------------------
  * Faults (one-shot unless noted), armed through the control surface.
@@ -597,7 +620,7 @@ static void core_put_device(struct vfio_device_model *vdev)
  * the same fields: vfio_unregister_group_dev waits for the count the file holds, exactly
  * as it waits for an open device fd.
  */
-static bool core_try_get_registration(struct vfio_device_model *vdev)
+static __maybe_unused bool core_try_get_registration(struct vfio_device_model *vdev)
 {
 #ifdef APTRACE_REAL_CORE
 	if (!model_owned(vdev))
@@ -606,7 +629,7 @@ static bool core_try_get_registration(struct vfio_device_model *vdev)
 	return model_vfio_device_try_get_registration(vdev);
 }
 
-static void core_put_registration(struct vfio_device_model *vdev)
+static __maybe_unused void core_put_registration(struct vfio_device_model *vdev)
 {
 #ifdef APTRACE_REAL_CORE
 	if (!model_owned(vdev)) {
@@ -619,7 +642,7 @@ static void core_put_registration(struct vfio_device_model *vdev)
 }
 
 /* The arc table the driver walks: the kernel's own where there is one. */
-static int core_mig_get_next_state(struct vfio_device_model *vdev,
+static __maybe_unused int core_mig_get_next_state(struct vfio_device_model *vdev,
 				   enum vfio_device_mig_state cur_fsm,
 				   enum vfio_device_mig_state new_fsm,
 				   enum vfio_device_mig_state *next_fsm)
@@ -652,7 +675,7 @@ static struct kvm_model *vfio_ap_guest(struct vfio_device_model *vdev)
 #endif
 }
 
-static bool model_state_supported(unsigned int flags, unsigned int s)
+static __maybe_unused bool model_state_supported(unsigned int flags, unsigned int s)
 {
 	switch (s) {
 	case VFIO_DEVICE_STATE_STOP:
@@ -699,6 +722,7 @@ static inline unsigned long model_bit_inv(unsigned long bit)
 	return bit ^ (BITS_PER_LONG - 1);
 }
 
+#ifdef APTRACE_SERIES
 static int vfio_ap_mdev_get_num_queues(struct ap_matrix *matrix)
 {
 	return bitmap_weight(matrix->apm, AP_DEVICES) * bitmap_weight(matrix->aqm, AP_DOMAINS);
@@ -1352,8 +1376,9 @@ noinline int vfio_ap_init_migration_data(struct ap_matrix_mdev *matrix_mdev)
 	return 0;
 }
 
-/* Drops the driver's file references and frees both buffers. The fput never runs the
- * release synchronously under mdevs_lock (it is deferred to the task's return). */
+/* Drops the driver's file references and frees both buffers through the two release
+ * helpers, as the latest revision does. The fput never runs the release synchronously
+ * under mdevs_lock (it is deferred to the task's return). */
 noinline void vfio_ap_release_mig_files(struct ap_matrix_mdev *matrix_mdev)
 {
 	bool keep_buffers = test_and_clear_bit(FAULT_BUFFER_LEAK_ON_CLOSE, &faults);
@@ -1369,21 +1394,15 @@ noinline void vfio_ap_release_mig_files(struct ap_matrix_mdev *matrix_mdev)
 		fput(mig_data->stop_copy_mig_file.filp);
 		mig_data->stop_copy_mig_file.filp = NULL;
 	}
-	/* the fault: an earlier revision dropped the files but not their buffers */
-	if (!keep_buffers) {
-		kfree(mig_data->stop_copy_mig_file.ap_config);
-		mig_data->stop_copy_mig_file.ap_config = NULL;
-		mig_data->stop_copy_mig_file.config_sz = 0;
-	}
 	if (mig_data->resuming_mig_file.filp) {
 		fput(mig_data->resuming_mig_file.filp);
 		mig_data->resuming_mig_file.filp = NULL;
 	}
-	if (!keep_buffers) {
-		model_kvfree_resume_buffer(mig_data->resuming_mig_file.ap_config);
-		mig_data->resuming_mig_file.ap_config = NULL;
-		mig_data->resuming_mig_file.config_sz = 0;
-	}
+	/* the fault: an earlier revision dropped the files but not their buffers */
+	if (keep_buffers)
+		return;
+	vfio_ap_release_stop_copy_file(mig_data);
+	vfio_ap_release_resuming_file(mig_data);
 }
 
 noinline void vfio_ap_release_migration_data(struct ap_matrix_mdev *matrix_mdev)
@@ -1409,6 +1428,7 @@ noinline void vfio_ap_reset_migration_state(struct ap_matrix_mdev *matrix_mdev)
 	vfio_ap_release_mig_files(matrix_mdev);
 	matrix_mdev->mig_data->mig_state = VFIO_DEVICE_STATE_RUNNING;
 }
+#endif /* APTRACE_SERIES */
 
 /* ---------------------------------------------------------------------------------------
  * vfio_ap_ops.c
@@ -1441,8 +1461,10 @@ noinline void vfio_ap_mdev_release_dev(struct vfio_device_model *vdev)
 
 	mutex_lock(&matrix_dev->mdevs_lock);
 	matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+#ifdef APTRACE_SERIES
 	if (!test_and_clear_bit(FAULT_SKIP_RELEASE, &faults))
 		vfio_ap_release_migration_data(matrix_mdev);
+#endif
 	mutex_unlock(&matrix_dev->mdevs_lock);
 }
 
@@ -1474,7 +1496,9 @@ noinline int vfio_ap_mdev_probe(struct mdev_device_model *mdev)
 	 * vfio_register_emulated_iommu_dev; otherwise, the VFIO core
 	 * will see mig_ops as NULL during the registration.
 	 */
+#ifdef APTRACE_SERIES
 	vfio_ap_init_migration_capabilities(matrix_mdev);
+#endif
 
 	ret = core_register(&matrix_mdev->vdev);
 	if (ret)
@@ -1537,11 +1561,16 @@ noinline int vfio_ap_mdev_open_device(struct vfio_device_model *vdev)
 {
 	struct kvm_model *kvm = vfio_ap_guest(vdev);
 	struct ap_matrix_mdev *matrix_mdev;
-	int ret;
+	int __maybe_unused ret;
 
 	if (!kvm)
 		return -EINVAL;
 
+#ifndef APTRACE_SERIES
+	/* mainline: the KVM pointer only */
+	matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+	return vfio_ap_mdev_set_kvm(matrix_mdev, kvm);
+#else
 	if (test_and_clear_bit(FAULT_INIT_UNLOCKED, &faults)) {
 		matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
 		ret = vfio_ap_init_migration_data(matrix_mdev);
@@ -1568,17 +1597,20 @@ noinline int vfio_ap_mdev_open_device(struct vfio_device_model *vdev)
 	}
 
 	return ret;
+#endif
 }
 
 noinline void vfio_ap_mdev_close_device(struct vfio_device_model *vdev)
 {
 	struct ap_matrix_mdev *matrix_mdev;
 
-	mutex_lock(&matrix_dev->mdevs_lock);
 	matrix_mdev = container_of(vdev, struct ap_matrix_mdev, vdev);
+#ifdef APTRACE_SERIES
+	mutex_lock(&matrix_dev->mdevs_lock);
 	if (!test_bit(FAULT_SKIP_RELEASE, &faults))
 		vfio_ap_release_migration_data(matrix_mdev);
 	mutex_unlock(&matrix_dev->mdevs_lock);
+#endif
 
 	vfio_ap_mdev_unset_kvm(matrix_mdev);
 }
@@ -1603,8 +1635,10 @@ noinline ssize_t vfio_ap_mdev_ioctl(struct vfio_device_model *vdev, unsigned int
 	switch (cmd) {
 	case MODEL_VFIO_DEVICE_RESET:
 		ret = vfio_ap_mdev_reset_queues(matrix_mdev);
+#ifdef APTRACE_SERIES
 		if (ret == 0)
 			vfio_ap_reset_migration_state(matrix_mdev);
+#endif
 		break;
 	default:
 		ret = -EOPNOTSUPP;
@@ -1868,11 +1902,13 @@ static atomic_t crowd_left = ATOMIC_INIT(0);
 
 static int crowd_fn(void *data)
 {
-	struct model_slot *slot = data;
+	struct model_slot *slot __maybe_unused = data;
+#ifdef APTRACE_SERIES
 	enum vfio_device_mig_state st;
 
 	vfio_ap_get_state(&slot->matrix_mdev.vdev, &st);
 	vfio_ap_get_state(&slot->matrix_mdev.vdev, &st);
+#endif
 	atomic_dec(&crowd_left);
 	return 0;
 }
@@ -1882,6 +1918,8 @@ static int do_crowd(struct model_slot *slot, const char *count)
 	unsigned int n, i;
 	struct task_struct *t;
 
+	if (!IS_ENABLED(APTRACE_SERIES_ENABLED))
+		return -EOPNOTSUPP;	/* mainline: no vfio_ap_get_state */
 	if (kstrtouint(count, 0, &n) || n == 0 || n > 256)
 		return -EINVAL;
 	for (i = 0; i < n; i++) {
@@ -1915,7 +1953,7 @@ static void report_lockinfo(void)
 		   "owner=0x%lx current=%px state=%s\n",
 		   &matrix_dev, matrix_dev, offsetof(struct ap_matrix_dev, mdevs_lock),
 		   offsetof(struct ap_matrix_dev, guests_lock), offsetof(struct mutex, owner),
-		   sizeof(struct mutex), offsetof(struct ap_matrix_mdev, mig_data),
+		   sizeof(struct mutex), MODEL_MIG_DATA_OFF,
 		   offsetof(struct ap_matrix_mdev, vdev), sizeof(struct ap_matrix_dev),
 		   sizeof(struct ap_matrix_mdev), &matrix_dev->mdevs_lock, owner, current,
 		   owner_kind(owner));
@@ -1991,7 +2029,7 @@ static int do_open(struct model_slot *slot)
 	}
 	vdev->open_count = 1;
 	set_result("open %s guest=%d mig_data=%px\n", slot->name, slot->kvm.guest_pid,
-		   slot->matrix_mdev.mig_data);
+		   model_mig_data(&slot->matrix_mdev));
 	return 0;
 }
 
@@ -2068,6 +2106,12 @@ static int do_reset(struct model_slot *slot)
 	return 0;
 }
 
+#ifndef APTRACE_SERIES
+static int do_getstate(struct model_slot *slot)
+{
+	return -EOPNOTSUPP;	/* mainline: no migration */
+}
+#else
 static int do_getstate(struct model_slot *slot)
 {
 	struct vfio_device_model *vdev = &slot->matrix_mdev.vdev;
@@ -2087,6 +2131,7 @@ static int do_getstate(struct model_slot *slot)
 		   bitmap_weight(slot->matrix_mdev.shadow_apcb.aqm, AP_DOMAINS));
 	return 0;
 }
+#endif
 
 /* Any mdev the driver knows (the model core's or the kernel's), by its name. */
 static struct ap_matrix_mdev *find_matrix_mdev(const char *name)
@@ -2129,9 +2174,10 @@ static int do_config(const char *cmd, const char *name)
 		set_result("assign %s adapter=%lu\n", name, apid);
 	} else {
 		set_result("config %s mig_data=%s state=%s adapter=%lu domains=%d\n", name,
-			   m->mig_data ? "yes" : "no",
-			   m->mig_data && m->mig_data->mig_state < VFIO_DEVICE_NUM_STATES ?
-			   state_names[m->mig_data->mig_state] : "-",
+			   model_mig_data(m) ? "yes" : "no",
+			   model_mig_data(m) &&
+			   model_mig_data(m)->mig_state < VFIO_DEVICE_NUM_STATES ?
+			   state_names[model_mig_data(m)->mig_state] : "-",
 			   model_bit_inv(find_first_bit(m->shadow_apcb.apm, AP_DEVICES)),
 			   bitmap_weight(m->shadow_apcb.aqm, AP_DOMAINS));
 	}
@@ -2167,7 +2213,7 @@ static int do_list(void)
 		if (slots[i].used)
 			n += scnprintf(buf + n, sizeof(buf) - n, "%s open=%u mig_data=%px;",
 				       slots[i].name, slots[i].matrix_mdev.vdev.open_count,
-				       slots[i].matrix_mdev.mig_data);
+				       model_mig_data(&slots[i].matrix_mdev));
 	set_result("list %s\n", buf);
 	return 0;
 }
@@ -2327,7 +2373,7 @@ static int __init vfio_ap_init(void)
 	debugfs_create_file("ctl", 0600, dbg_dir, NULL, &ctl_fops);
 	pr_info("vfio_ap_model: loaded, matrix_dev=%px mdevs_lock_off=%zu mig_data_off=%zu\n",
 		matrix_dev, offsetof(struct ap_matrix_dev, mdevs_lock),
-		offsetof(struct ap_matrix_mdev, mig_data));
+		MODEL_MIG_DATA_OFF);
 	return 0;
 }
 

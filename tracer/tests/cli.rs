@@ -78,7 +78,7 @@ fn series_object_scenarios_yield_exactly_their_findings() {
         (
             "partial-resume-double-free",
             Some("double-free"),
-            "vfio_ap_release_mig_files",
+            "vfio_ap_release_resuming_file",
         ),
         ("partial-resume-leak", Some("leak"), "allocate_ap_config"),
     ] {

@@ -3,7 +3,8 @@
 # the migration file and frees the configuration buffer (vfio_ap_reset_migration_state),
 # the device is RUNNING again and the old fd reads nothing more (-EINVAL). Closing the fd
 # afterwards releases the file and its registration pin; a second session follows. No
-# finding.
+# finding, in both modes (the default mode tracks the buffer from vfio_ap_get_config's
+# return to vfio_ap_release_stop_copy_file, which vfio_ap_release_mig_files calls).
 . /lib.sh
 set -e
 U=5e1c0000-0000-4000-8000-000000000011

@@ -7,11 +7,17 @@
 //!   as a leak at release;
 //! - a release helper reaching a buffer already freed is a `double-free`.
 //!
-//! The ledger holds a buffer only when the allocator's own event was seen
-//! (`--all-allocations`): the default mode cannot see the driver's frees that are not
-//! release helpers (a `kvfree` inside a write), so it tracks no buffer, and a helper's free
-//! of a pointer never seen allocated is remembered (for a second free of it), never a
-//! finding.
+//! Both modes track them. With `--all-allocations` the allocator's own events bound a
+//! buffer; in the default mode the profile's rows do: the allocating function's read at its
+//! return (`vfio_ap_get_config`'s stop-copy slot, `allocate_ap_config`'s output argument)
+//! enters it in the ledger, and the release helper's read at its entry
+//! (`vfio_ap_release_stop_copy_file`, `vfio_ap_release_resuming_file`, which
+//! `vfio_ap_release_mig_files` calls) ends it; the allocator's free inside the helper, seen
+//! with `--all-allocations`, is the same free. The default mode cannot see a driver's free
+//! that is not a release helper (the `kvfree` inside a write past the end): a buffer freed
+//! there and again by a helper is one free to it, so that double free needs
+//! `--all-allocations`. A helper's free of a pointer never seen allocated is remembered (for
+//! a second free of it), never a finding.
 
 use std::sync::Arc;
 
@@ -39,6 +45,25 @@ impl Auditor {
         let in_slot = spec.is_some_and(|s| self.profile.functions[s].mdev == MdevArg::Object);
         let mdev = mdev.or_else(|| self.context_mdev(ev.task.tid));
         let life = mdev.and_then(|m| self.current_life(m));
+        if !self.ledger.contains_key(&p) {
+            // The default mode: the allocating function's return is the allocation.
+            self.ledger.insert(
+                p,
+                super::ledger::Allocation {
+                    bytes: 0,
+                    mdev: None,
+                    life: 0,
+                    function: func.clone(),
+                    tid: ev.task.tid,
+                    event: ev.clone(),
+                    stack: Vec::new(),
+                    in_field: false,
+                    reported: false,
+                    buffer: true,
+                    in_slot,
+                },
+            );
+        }
         let Some(a) = self.ledger.get_mut(&p) else {
             return;
         };
@@ -75,15 +100,16 @@ impl Auditor {
             return;
         }
         let tid = ev.task.tid;
-        if let Some(a) = self.ledger.get_mut(&p) {
-            // The allocator's free inside this call will end it; the slot held it.
-            a.buffer = true;
-            a.in_slot = true;
+        if let Some(a) = self.ledger.remove(&p) {
+            // The helper frees it; the allocator's own free inside this call (with
+            // --all-allocations) is the same free: on_free merges it by this call's seq.
+            self.forget_outstanding(&a);
+            self.remember_freed(p, ev, tid, Some(frame.call.enter.seq));
             return;
         }
         if let Some(prev) = self.freed.get(&p) {
-            // The same free seen by an enclosing helper (release_mig_files around
-            // release_resuming_file) is one free.
+            // The same free seen by an enclosing helper (a profile whose release_mig_files
+            // reads the slot too, around release_resuming_file) is one free.
             let same = prev.tid == tid
                 && self
                     .calls

@@ -193,7 +193,7 @@ impl Auditor {
         }
     }
 
-    fn forget_outstanding(&mut self, a: &Allocation) {
+    pub(super) fn forget_outstanding(&mut self, a: &Allocation) {
         if let Some(m) = a.mdev.and_then(|p| self.life_mut(p, a.life)) {
             m.outstanding = m.outstanding.saturating_sub(1);
             m.outstanding_bytes = m.outstanding_bytes.saturating_sub(a.bytes);

@@ -109,6 +109,8 @@ pub struct Auditor {
     order: order::OrderGraph,
     /// Migration sessions (STOP_COPY and RESUMING periods).
     sessions: migration::session::Sessions,
+    /// `--guest`: what the snapshots show (the audit itself sees every guest).
+    view_guest: Option<crate::report::GuestFilter>,
 }
 
 fn secs(ts: u64) -> String {
@@ -138,6 +140,7 @@ impl Auditor {
             streaming: false,
             functions,
             transitions: [[0; 8]; 8],
+            view_guest: None,
             arcs,
             events: 0,
             first_ts: None,

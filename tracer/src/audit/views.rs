@@ -10,6 +10,7 @@ use super::lifecycle::{Mdev, MdevView};
 use super::migration::session::Session;
 use super::migration::MigState;
 use super::{Auditor, FunctionStats, Kind, LifeKey, OrderEdge, Outstanding, TaskRef};
+use crate::model::Event;
 
 /// The auditor's state at one moment, for the TUI, metrics and reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,14 +71,29 @@ impl Auditor {
     /// The state now, with the timelines only of the lives `keep` names (rendering every
     /// life's timeline is most of a snapshot's cost, and a screen shows one).
     pub fn snapshot_with_timelines(&self, keep: impl Fn(LifeKey) -> bool) -> Snapshot {
+        let g = self.view_guest.as_ref();
         let mut mdevs: Vec<MdevView> = self
             .mdevs
             .values()
             .chain(self.past.values())
+            .filter(|m| g.is_none_or(|g| m.guest.as_ref().is_some_and(|t| g.matches_task(t))))
             .map(|m| m.view(keep((m.ptr, m.incarnation))))
             .collect();
         mdevs.sort_by_key(|m| (m.id.ptr, m.id.incarnation));
-        let findings_by_kind = self.finding_counts();
+        let findings_by_kind = match g {
+            None => self.finding_counts(),
+            Some(g) => {
+                let mut counts: BTreeMap<Kind, u64> = Kind::ALL.iter().map(|&k| (k, 0)).collect();
+                for f in self.findings.iter().filter(|f| g.matches(f)) {
+                    *counts.entry(f.kind).or_default() += 1;
+                }
+                counts
+            }
+        };
+        let mut migrations = self.migrations();
+        if let Some(g) = g {
+            migrations.retain(|s| g.matches_session(s));
+        }
         Snapshot {
             events: self.events,
             first_ts_ns: self.first_ts,
@@ -100,8 +116,37 @@ impl Auditor {
                 .map(|((a, b), n)| (format!("{a}->{b}"), *n))
                 .collect(),
             lock_order: self.lock_order(),
-            migrations: self.migrations(),
+            migrations,
         }
+    }
+
+    /// Limits what snapshots show to one guest's devices, findings and sessions (`live
+    /// --guest`: the pipeline sets it with the same filter it applies to the sinks).
+    pub fn limit_views(&mut self, guest: Option<crate::report::GuestFilter>) {
+        self.view_guest = guest;
+    }
+
+    /// The tasks an event concerns, as a `--guest` filter matches them: the guest that has
+    /// its call's mdev open, and the task that made it.
+    pub fn event_tasks(&self, ev: &Event, step: &crate::calls::Step<'_>) -> Vec<TaskRef> {
+        use crate::calls::Step;
+        let mdev = match step {
+            Step::Enter { call, .. } => call.mdev,
+            Step::Exit { ret, .. } => ret.mdev,
+            Step::Other => None,
+        };
+        let mut v: Vec<TaskRef> = mdev
+            .and_then(|p| self.mdevs.get(&p))
+            .and_then(|m| m.guest.clone())
+            .into_iter()
+            .collect();
+        v.push(TaskRef {
+            pid: ev.task.pid,
+            tid: ev.task.tid,
+            comm: ev.task.comm.clone(),
+            guest: self.guests.get(&ev.task.pid).cloned(),
+        });
+        v
     }
 
     /// The times of every ended migration session of `direction` (cumulative).

@@ -399,9 +399,13 @@ pub fn preflight(
         ));
     }
     for (name, optional, msg) in res.missing.iter().filter(|_| res.loaded) {
-        let st = Status::Warn;
+        let mut st = Status::Warn;
         let elsewhere = res.missing_elsewhere.iter().find(|(n, _)| n == name);
-        let detail = if let Some((_, m)) = elsewhere {
+        let detail = if res.series_absent.contains(name) {
+            // a driver without the series is traced with what it has: not a warning
+            st = Status::Info;
+            format!("{msg}; optional: a function of the live-migration series")
+        } else if let Some((_, m)) = elsewhere {
             format!("absent ({msg}); optional: a function of module {m} (the VFIO core), traced where it is")
         } else if *optional {
             format!("missing ({msg}); optional: added by later patches")

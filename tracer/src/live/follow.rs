@@ -116,11 +116,21 @@ pub fn missing_statuses(res: &Resolution) -> Vec<ProbeStatus> {
 
 /// What the agent says after attaching to a load of the module, last the `attached` line.
 pub fn attach_lines(module: &str, res: &Resolution, statuses: &[ProbeStatus]) -> Vec<String> {
+    // The series' rows of a driver without the series: one notice naming them, not a line
+    // each as for a function that should be there.
     let mut lines: Vec<String> = statuses
         .iter()
         .filter(|s| !matches!(s.state, ProbeState::Attached))
+        .filter(|s| !res.series_absent.contains(&s.name))
         .map(|s| format!("aptrace: {} {}: {}", s.name, s.state.name(), s.detail))
         .collect();
+    if !res.series_absent.is_empty() {
+        lines.push(format!(
+            "aptrace: notice: module {module} has no live-migration series (a driver without it, as mainline): its {} optional functions are absent and not traced: {}",
+            res.series_absent.len(),
+            res.series_absent.join(", ")
+        ));
+    }
     if !res.lock_checks() {
         let why: Vec<String> = [&res.matrix_dev_addr, &res.mdevs_lock_offset]
             .iter()
@@ -162,13 +172,22 @@ pub fn attach_lines(module: &str, res: &Resolution, statuses: &[ProbeStatus]) ->
             elsewhere.push(format!("{k} absent of module {m}"));
         }
     }
+    if !res.series_absent.is_empty() {
+        elsewhere.insert(
+            0,
+            format!(
+                "{} absent of the live-migration series",
+                res.series_absent.len()
+            ),
+        );
+    }
     let elsewhere = match elsewhere.is_empty() {
         true => String::new(),
         false => format!("; {}", elsewhere.join(", ")),
     };
     lines.push(format!(
         "aptrace: attached {n} probes to module {module} ({} missing{degraded}, lock checks {}){elsewhere}",
-        res.missing.len() - res.missing_elsewhere.len(),
+        res.missing.len() - res.missing_elsewhere.len() - res.series_absent.len(),
         if res.lock_checks() { "on" } else { "off" }
     ));
     lines

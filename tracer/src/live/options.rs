@@ -85,17 +85,22 @@ impl Session {
             sinks: vec![Box::new(PrintSink {
                 out: std::io::stdout(),
                 format: opts.format,
-                guest: opts.guest.clone(),
                 printed: 0,
             })],
         }
     }
 }
 
-/// The one pipeline of a live source: reorder window, auditor, and the session's sinks. The
-/// recorder joins when the module is first attached (its header names the probes).
-pub fn pipeline(profile: &Profile, sinks: Vec<Box<dyn Sink + Send>>) -> Pipeline {
+/// The one pipeline of a live source: reorder window, auditor, and the session's sinks,
+/// limited to `guest` (`--guest`) for all of them. The recorder joins when the module is
+/// first attached (its header names the probes).
+pub fn pipeline(
+    profile: &Profile,
+    guest: Option<GuestFilter>,
+    sinks: Vec<Box<dyn Sink + Send>>,
+) -> Pipeline {
     let mut p = Pipeline::new(Auditor::new(profile.clone()), None);
+    p.limit_to_guest(guest);
     for s in sinks {
         p.add_sink(s);
     }

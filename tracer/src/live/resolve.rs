@@ -157,6 +157,9 @@ pub struct Resolution {
     /// The modules of rows of `missing` that are another module's (the VFIO core's `vfio`):
     /// absent with it, counted apart from the module's own.
     pub missing_elsewhere: Vec<(String, String)>,
+    /// The series' rows of `missing` when the module has none of them: a driver without
+    /// the live-migration series (mainline), traced with what it has; counted apart.
+    pub series_absent: Vec<String>,
     pub text: Option<(u64, u64)>,
     pub matrix_dev_addr: Result<u64, String>,
     pub mdevs_lock_offset: Result<u64, String>,
@@ -376,6 +379,15 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
             other(spec).map(|m| (spec.name.clone(), m.to_string()))
         })
         .collect();
+    // None of the series' own rows there, in a loaded module whose symbols were read: a
+    // driver without the series.
+    let without_series = !series_present && loaded && kallsyms_readable;
+    let series_absent: Vec<String> = missing
+        .iter()
+        .map(|(i, _, _)| &profile.functions[*i])
+        .filter(|spec| without_series && spec.optional && other(spec).is_none())
+        .map(|spec| spec.name.clone())
+        .collect();
     let missing: Vec<(String, bool, String)> = missing
         .into_iter()
         .map(|(i, optional, msg)| {
@@ -384,6 +396,9 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
                 Some(kinds) if optional && series_present && loaded && other(spec).is_none() => {
                     format!("{msg}; its checks cannot run: cannot detect {kinds} in it")
                 }
+                _ if series_absent.contains(&spec.name) => format!(
+                    "absent: module {module} has no live-migration series (a driver without it, as mainline); {msg}"
+                ),
                 _ => msg,
             };
             (spec.name.clone(), optional, msg)
@@ -460,6 +475,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         kallsyms_readable,
         missing,
         missing_elsewhere,
+        series_absent,
         targets,
         text,
         matrix_dev_addr,

@@ -1,4 +1,5 @@
-//! Printing findings as they happen (text or JSON lines), and the `--guest` selection.
+//! Printing findings as they happen (text or JSON lines). `--guest` is the pipeline's
+//! (Pipeline::limit_to_guest), for every sink at once.
 
 use std::io::Write;
 
@@ -18,7 +19,6 @@ pub enum LiveFormat {
 pub struct PrintSink<W: Write + Send> {
     pub out: W,
     pub format: LiveFormat,
-    pub guest: Option<GuestFilter>,
     pub printed: u64,
 }
 
@@ -64,11 +64,6 @@ pub fn finding_line(f: &Finding) -> String {
 
 impl<W: Write + Send> Sink for PrintSink<W> {
     fn on_finding(&mut self, f: &Finding) {
-        if let Some(g) = &self.guest {
-            if !g.matches(f) {
-                return;
-            }
-        }
         let line = match self.format {
             LiveFormat::Text => {
                 let mut l = finding_line(f);

@@ -231,10 +231,18 @@ fn s390x_61_without_btf_uses_the_module_file_and_overrides() {
     let missing: Vec<_> = r.missing.iter().map(|m| (m.0.as_str(), m.1)).collect();
     // the seed patch's functions only: every later one of the series is missing, as optional
     let profile = Profile::vfio_ap();
+    let seed = [
+        "vfio_ap_init_migration_capabilities",
+        "vfio_ap_init_migration_data",
+        "vfio_ap_release_migration_data",
+        "vfio_ap_set_state",
+        "vfio_ap_get_state",
+        "vfio_ap_get_data_size",
+    ];
     let later: Vec<_> = profile
         .functions
         .iter()
-        .filter(|f| f.optional)
+        .filter(|f| f.optional && !seed.contains(&f.name.as_str()))
         .map(|f| (f.name.as_str(), true))
         .collect();
     assert!(later.contains(&("vfio_ap_transition_to_state", true)));
@@ -930,4 +938,74 @@ fn the_first_attach_reuses_the_start_up_resolution_only_for_the_same_module_load
     assert!(std::sync::Arc::ptr_eq(&reused, &res));
     // the module was reloaded between the check and the attach: its .text moved
     assert!(preflight.for_load("0xffffffffc0990000").is_none());
+}
+
+/// vfio_ap without the live-migration series (mainline, as enterprise distributions ship
+/// it): the lifecycle rows attach with lock checks on, the series' rows are absent, named in
+/// one notice and counted apart from missing functions, and `check` shows them as
+/// information, not warnings; no probe is degraded and no report says a kind is undetected.
+#[test]
+fn a_driver_without_the_series_is_traced_with_what_it_has() {
+    use super::follow::{attach_lines, function_status, missing_statuses};
+    let d = tmp();
+    let host = host_612(d.path());
+    let profile = Profile::vfio_ap();
+    let series: Vec<&str> = profile
+        .functions
+        .iter()
+        .filter(|f| f.optional && f.module.is_none())
+        .map(|f| f.name.as_str())
+        .collect();
+    assert!(series.contains(&"vfio_ap_init_migration_data"));
+    let text: String = fixture("kallsyms-6.12-x86_64")
+        .lines()
+        .filter(|l| {
+            let name = l.split_whitespace().nth(2).unwrap_or("");
+            let name = name.split('.').next().unwrap_or(name);
+            !(l.ends_with("[vfio_ap]") && series.contains(&name))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    put(d.path(), "proc/kallsyms", &text);
+    let r = resolve(&host, &profile, "vfio_ap", &Overrides::default());
+    assert_eq!(r.series_absent, series);
+    let mainline: Vec<&str> = r.targets.iter().map(|t| t.name.as_str()).collect();
+    for f in [
+        "vfio_ap_mdev_probe",
+        "vfio_ap_mdev_open_device",
+        "vfio_ap_mdev_close_device",
+        "vfio_ap_mdev_release_dev",
+    ] {
+        assert!(mainline.contains(&f), "{f} in {mainline:?}");
+    }
+    assert!(r.lock_checks());
+    let mut statuses: Vec<_> = r.targets.iter().map(|t| function_status(t, None)).collect();
+    statuses.extend(missing_statuses(&r));
+    assert!(crate::report::undetected(&statuses).is_empty());
+    let lines = attach_lines("vfio_ap", &r, &statuses);
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!(
+            "aptrace: attached {} probes to module vfio_ap (0 missing, lock checks on); {} absent of the live-migration series",
+            r.targets.len(),
+            series.len()
+        )
+    );
+    let notice = lines
+        .iter()
+        .find(|l| l.starts_with("aptrace: notice: module vfio_ap has no live-migration series"))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    for f in &series {
+        assert!(notice.contains(f), "{f} not in {notice}");
+    }
+    // one notice, not a line per function
+    assert!(
+        !lines.iter().any(|l| l.contains(" missing: ")),
+        "{lines:#?}"
+    );
+
+    let rows = preflight_on(&host, &live_ok(), None);
+    let init = row(&rows, "function vfio_ap_init_migration_data");
+    assert_eq!(init.status, super::check::Status::Info, "{init:?}");
+    assert!(init.detail.contains("no live-migration series"), "{init:?}");
 }

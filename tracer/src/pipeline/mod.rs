@@ -7,8 +7,9 @@ use std::io;
 
 use crate::audit::{Auditor, Finding};
 use crate::calls::Step;
-use crate::model::Event;
+use crate::model::{Body, Event};
 use crate::recording::Writer;
+use crate::report::GuestFilter;
 use reorder::Reorder;
 
 /// Something that watches the stream: the TUI, metrics, printing findings as they happen.
@@ -35,6 +36,9 @@ pub struct Pipeline {
     sinks: Vec<Box<dyn Sink + Send>>,
     /// A recorder error, kept so the agent can say it (and stop recording) without panicking.
     pub record_error: Option<io::Error>,
+    /// `--guest`: the one filter between the auditor and every sink (the recorder and the
+    /// auditor still take every event).
+    guest: Option<GuestFilter>,
 }
 
 /// Default reorder window: per-CPU buffers are drained every few milliseconds.
@@ -51,7 +55,16 @@ impl Pipeline {
             recorder,
             sinks: Vec::new(),
             record_error: None,
+            guest: None,
         }
+    }
+
+    /// Limits what the sinks get to one guest (`live --guest`): its findings, the events of
+    /// its devices and of its own tasks (and losses, which may hide anyone's), and the
+    /// auditor's snapshots (devices, finding counts, migrations) they read when idle.
+    pub fn limit_to_guest(&mut self, guest: Option<GuestFilter>) {
+        self.auditor.limit_views(guest.clone());
+        self.guest = guest;
     }
 
     /// Starts recording from the next delivered event (the live agent creates the file when
@@ -109,6 +122,9 @@ impl Pipeline {
             return;
         }
         for f in self.auditor.take_raised() {
+            if self.guest.as_ref().is_some_and(|g| !g.matches(&f)) {
+                continue;
+            }
             for s in &mut self.sinks {
                 s.on_finding(&f);
             }
@@ -117,6 +133,17 @@ impl Pipeline {
         let Some(ev) = back.as_ref().or_else(|| self.auditor.last_entry()) else {
             return;
         };
+        if let Some(g) = &self.guest {
+            let concerns = matches!(ev.body, Body::Lost { .. })
+                || self
+                    .auditor
+                    .event_tasks(ev, &step)
+                    .iter()
+                    .any(|t| g.matches_task(t));
+            if !concerns {
+                return;
+            }
+        }
         for s in &mut self.sinks {
             s.on_event(ev, &step, &self.auditor);
         }
@@ -159,6 +186,105 @@ mod tests {
     use super::*;
     use crate::profile::Profile;
     use crate::recording::{Header, Recording};
+
+    /// What a sink was given.
+    #[derive(Default)]
+    struct Seen {
+        event_pids: Vec<u32>,
+        findings: Vec<Finding>,
+        /// guest pids of the mdevs in the snapshots it was shown when idle
+        snapshot_guests: std::collections::BTreeSet<Option<u32>>,
+        snapshot_mdevs: usize,
+    }
+
+    struct Watch(std::sync::Arc<std::sync::Mutex<Seen>>);
+
+    impl Sink for Watch {
+        fn on_event(&mut self, ev: &Event, _step: &Step<'_>, _auditor: &Auditor) {
+            self.0.lock().unwrap().event_pids.push(ev.task.pid);
+        }
+        fn on_finding(&mut self, f: &Finding) {
+            self.0.lock().unwrap().findings.push(f.clone());
+        }
+        fn on_idle(&mut self, auditor: &Auditor) {
+            let snap = auditor.snapshot();
+            let mut s = self.0.lock().unwrap();
+            s.snapshot_mdevs = snap.mdevs.len();
+            s.snapshot_guests = snap
+                .mdevs
+                .iter()
+                .map(|m| m.guest.as_ref().map(|g| g.pid))
+                .collect();
+        }
+    }
+
+    /// Two sinks (standing for the TUI and the metrics) behind one pipeline, fed the
+    /// devices of many guests (the synthetic stream: guest pids 2000-2096, mdevctl 300-349):
+    /// limited to one guest, both get exactly that guest's findings, no event of another
+    /// guest's task, and snapshots holding only its devices.
+    #[test]
+    fn a_guest_limit_is_one_filter_for_every_sink() {
+        let mut g = crate::synth::Generator::new(3);
+        g.fault_every = 2;
+        g.faults = vec![crate::synth::Fault::Leak];
+        let events = g.stream(3000);
+        let run = |guest: Option<GuestFilter>| {
+            let seen: Vec<_> = (0..2)
+                .map(|_| std::sync::Arc::new(std::sync::Mutex::new(Seen::default())))
+                .collect();
+            let mut p = Pipeline::new(Auditor::new(Profile::vfio_ap()), None);
+            p.limit_to_guest(guest);
+            for s in &seen {
+                p.add_sink(Box::new(Watch(s.clone())));
+            }
+            for e in &events {
+                p.push_ordered(e.clone());
+            }
+            p.idle();
+            let all = p.auditor.findings().to_vec();
+            (seen, all)
+        };
+        let (_, all) = run(None);
+        let guest_of = |f: &Finding| f.guest.as_ref().map(|g| g.pid);
+        let mut by_guest: std::collections::BTreeMap<u32, usize> = Default::default();
+        for f in &all {
+            if let Some(p) = guest_of(f) {
+                *by_guest.entry(p).or_default() += 1;
+            }
+        }
+        assert!(
+            by_guest.len() >= 2,
+            "findings of several guests: {by_guest:?}"
+        );
+        let (&pid, &n) = by_guest.iter().next().unwrap();
+
+        let (seen, audited) = run(Some(GuestFilter::Pid(pid)));
+        // the audit itself still sees every guest
+        assert_eq!(audited.len(), all.len());
+        let a = seen[0].lock().unwrap();
+        let b = seen[1].lock().unwrap();
+        assert_eq!(
+            a.findings, b.findings,
+            "one filter: every sink gets the same"
+        );
+        assert_eq!(a.event_pids, b.event_pids);
+        assert_eq!(a.findings.len(), n);
+        assert!(a.findings.iter().all(|f| guest_of(f) == Some(pid)));
+        assert!(a.event_pids.contains(&pid), "the guest's own events");
+        let others: Vec<u32> = a
+            .event_pids
+            .iter()
+            .copied()
+            .filter(|&p| p != pid && (2000..2097).contains(&p))
+            .collect();
+        assert!(others.is_empty(), "events of other guests: {others:?}");
+        assert!(a.snapshot_mdevs > 0);
+        assert_eq!(
+            a.snapshot_guests,
+            [Some(pid)].into_iter().collect(),
+            "the snapshot shows the guest's devices only"
+        );
+    }
 
     /// The live agent's recorder: a pipeline that finishes leaves a recording with its end
     /// marker; one that never finishes (the agent SIGKILLed) leaves one that says so.

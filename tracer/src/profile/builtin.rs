@@ -23,6 +23,13 @@ impl Profile {
             args: None,
             module: None,
         };
+        // The seed patch's rows: optional like the later patches' (series_functions), since
+        // a vfio_ap without the series (mainline, as enterprise distributions ship it) has
+        // none of them and is traced with the lifecycle rows alone.
+        let seed = |name: &str, role, lock, mdev| FunctionSpec {
+            optional: true,
+            ..f(name, role, lock, mdev)
+        };
         let mig_data_at = |at| FieldRead {
             field: "ap_matrix_mdev.mig_data".to_string(),
             arg: 0,
@@ -33,7 +40,7 @@ impl Profile {
         let mut functions = vec![
             f("vfio_ap_mdev_probe", Probe, NotHeld, MdevArg::MdevDevice),
             f("vfio_ap_mdev_init_dev", InitDev, NotHeld, MdevArg::Object),
-            f(
+            seed(
                 "vfio_ap_init_migration_capabilities",
                 MigrationCapabilities,
                 NO_LOCK,
@@ -51,7 +58,7 @@ impl Profile {
             FunctionSpec {
                 read: Some(mig_data_at(ReadAt::Exit)),
                 stack: true,
-                ..f(
+                ..seed(
                     "vfio_ap_init_migration_data",
                     AllocField,
                     Held,
@@ -60,7 +67,7 @@ impl Profile {
             },
             FunctionSpec {
                 read: Some(mig_data_at(ReadAt::Entry)),
-                ..f(
+                ..seed(
                     "vfio_ap_release_migration_data",
                     FreeField,
                     Held,
@@ -83,7 +90,7 @@ impl Profile {
                 )
             },
             // The series' set_state, get_state and get_data_size take mdevs_lock at entry.
-            f("vfio_ap_set_state", SetState, NotHeld, MdevArg::Object),
+            seed("vfio_ap_set_state", SetState, NotHeld, MdevArg::Object),
             FunctionSpec {
                 read: Some(FieldRead {
                     field: "0".to_string(),
@@ -92,7 +99,7 @@ impl Profile {
                     size: 4,
                     path: Vec::new(),
                 }),
-                ..f("vfio_ap_get_state", GetState, NotHeld, MdevArg::Object)
+                ..seed("vfio_ap_get_state", GetState, NotHeld, MdevArg::Object)
             },
             // The size is written through arg 1 (`unsigned long *stop_copy_length`).
             FunctionSpec {
@@ -103,7 +110,7 @@ impl Profile {
                     size: 8,
                     path: Vec::new(),
                 }),
-                ..f(
+                ..seed(
                     "vfio_ap_get_data_size",
                     GetDataSize,
                     NotHeld,
@@ -311,20 +318,9 @@ fn series_functions() -> Vec<FunctionSpec> {
             Int,
             2,
         )),
-        // Frees both slots' buffers; the read is the resuming slot (the stop-copy one is
-        // freed by the helper below in the latest revision, and seen by the allocator's
-        // probes with --all-allocations).
-        FunctionSpec {
-            read: Some(slot("resuming_mig_file", true, ReadAt::Entry)),
-            ..row(
-                "vfio_ap_release_mig_files",
-                BufferFree,
-                Held,
-                Object,
-                Void,
-                1,
-            )
-        },
+        // Drops the files and frees both slots' buffers through the two helpers below (the
+        // latest revision), whose reads see each buffer freed, in either mode.
+        row("vfio_ap_release_mig_files", Other, Held, Object, Void, 1),
         // argument 0 is mig_data
         FunctionSpec {
             read: Some(slot("stop_copy_mig_file", false, ReadAt::Entry)),

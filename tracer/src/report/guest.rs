@@ -19,7 +19,7 @@ impl GuestFilter {
         }
     }
 
-    fn matches_task(&self, t: &TaskRef) -> bool {
+    pub fn matches_task(&self, t: &TaskRef) -> bool {
         match self {
             GuestFilter::Pid(p) => t.pid == *p,
             GuestFilter::Name(n) => t.guest.as_deref() == Some(n.as_str()),

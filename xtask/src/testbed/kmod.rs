@@ -122,6 +122,45 @@ pub fn build_rebuilt(build: &Path, k: &Kernel, src: &Path, first: &BuiltModule) 
     Ok(ko)
 }
 
+/// The make variable of the build without the live-migration series (testbed/kmod/Kbuild:
+/// `-DAPTRACE_MODEL_MAINLINE`), vfio_ap as mainline and enterprise distributions have it.
+pub const MAINLINE_VAR: &str = "APTRACE_MAINLINE=1";
+
+/// The same module built without the series, for scenarios with a `mainline-module` file.
+/// `struct ap_matrix_dev` must keep the first build's layout: the agent's `--offset
+/// ap_matrix_dev.mdevs_lock` (where the module has no BTF) is the boot's, given for both.
+pub fn build_mainline(
+    build: &Path,
+    k: &Kernel,
+    src: &Path,
+    first: &BuiltModule,
+) -> Result<PathBuf> {
+    let name = first
+        .ko
+        .file_stem()
+        .context("module file name")?
+        .to_string_lossy()
+        .into_owned();
+    let mut extra = vec![MAINLINE_VAR];
+    extra.extend(&first.core_vars);
+    let ko = make(build, k, src, &name, &format!("{name}-mainline"), &extra)?;
+    let lock = pahole_offset(&ko, "ap_matrix_dev", "mdevs_lock")?;
+    if lock != first.mdevs_lock_off {
+        bail!(
+            "{}: offsetof(ap_matrix_dev, mdevs_lock) is {lock:?} in the mainline build, {:?} in the first",
+            k.id(),
+            first.mdevs_lock_off
+        );
+    }
+    if pahole_offset(&ko, "ap_matrix_mdev", "mig_data")?.is_some() {
+        bail!(
+            "{}: the mainline build still has ap_matrix_mdev.mig_data",
+            k.id()
+        );
+    }
+    Ok(ko)
+}
+
 /// `make modules` of a copy of `src` in `<build>/<kernel id>/<dir>`; the path of `name`.ko.
 fn make(
     build: &Path,

@@ -147,6 +147,10 @@ const GUEST_KO: &str = "/model.ko";
 /// it (file `rebuilt-module`).
 const GUEST_KO_REBUILT: &str = "model-rebuilt.ko";
 
+/// The guest path of the model without the series (kmod::build_mainline), in boots whose
+/// scenarios ask for it (file `mainline-module`; the runner swaps it in for their run).
+const GUEST_KO_MAINLINE: &str = "model-mainline.ko";
+
 /// The scenarios whose s390x 6.12 recordings are samples/<name>.aptr.
 pub const SAMPLE_SCENARIOS: [&str; 4] = ["clean", "leak", "self-deadlock", "invalid-arc"];
 
@@ -443,6 +447,7 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
     }
     // the rebuilt model only where a scenario loads it (scenario file `rebuilt-module`)
     let want_rebuilt = !args.bench && !args.prove && scenarios.iter().any(|s| s.rebuilt_module);
+    let want_mainline = !args.bench && !args.prove && scenarios.iter().any(|s| s.mainline_module);
     let mut rows = Vec::new();
     let mut failures = 0usize;
     let mut judged: Vec<Judged> = Vec::new();
@@ -479,6 +484,18 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                 k.id(),
                 r.display(),
                 kmod::REBUILD_DEFINE
+            );
+            Some(r)
+        } else {
+            None
+        };
+        let mainline = if want_mainline {
+            let r = kmod::build_mainline(&build_base, &k, &module_src, &m)?;
+            eprintln!(
+                "testbed: {}: {} built ({})",
+                k.id(),
+                r.display(),
+                kmod::MAINLINE_VAR
             );
             Some(r)
         } else {
@@ -565,6 +582,12 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                 .filter(|_| list.iter().any(|s| s.rebuilt_module))
             {
                 job.files.push((GUEST_KO_REBUILT.into(), r.clone(), 0o644));
+            }
+            if let Some(r) = mainline
+                .as_ref()
+                .filter(|_| list.iter().any(|s| s.mainline_module))
+            {
+                job.files.push((GUEST_KO_MAINLINE.into(), r.clone(), 0o644));
             }
             let runs: Vec<String> = list
                 .iter()

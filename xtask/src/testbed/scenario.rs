@@ -5,7 +5,10 @@
 //! live`, read by the guest runner) and `uncertain` (every finding other than events-lost must
 //! be marked uncertain in the JSON report). Optional `rebuilt-module`: the boot carries
 //! /model-rebuilt.ko, the module built again with kmod::REBUILD_DEFINE (its functions at
-//! other offsets). Optional `module-unloaded` (read by the guest runner): the module is
+//! other offsets). Optional `mainline-module`: the boot carries /model-mainline.ko, the module
+//! built without the live-migration series (kmod::MAINLINE_VAR), which the guest runner loads
+//! in place of the series build for that scenario's run and puts back after it. Optional
+//! `module-unloaded` (read by the guest runner): the module is
 //! unloaded before the agent starts, the runner waits for the agent's "waiting for module"
 //! line instead of "attached", and run.sh loads the module. A run.sh that drives the model
 //! through the userspace VFIO client (lib.sh's `vc`) runs through the kernel's own VFIO core
@@ -32,6 +35,9 @@ pub struct Scenario {
     pub isolated: bool,
     /// the boot needs /model-rebuilt.ko (file `rebuilt-module`)
     pub rebuilt_module: bool,
+    /// the run loads /model-mainline.ko, the module without the series (file
+    /// `mainline-module`)
+    pub mainline_module: bool,
     pub modes: Vec<String>,
     /// The finding it plants has no detector yet (file `pending`: why). The run must still
     /// pass run.sh; the table shows PENDING instead of judging `expected`, and FAIL once the
@@ -159,6 +165,7 @@ pub fn load_one(dir: &Path) -> Result<Scenario> {
         uncertain: dir.join("uncertain").exists(),
         isolated: dir.join("isolated").exists(),
         rebuilt_module: dir.join("rebuilt-module").exists(),
+        mainline_module: dir.join("mainline-module").exists(),
         modes,
         pending,
         model_core_expected,

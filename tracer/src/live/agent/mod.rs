@@ -138,7 +138,7 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| LiveError::os("polling the ring buffer")(e.into()))?;
 
-    let mut pipeline = super::options::pipeline(&opts.profile, sinks);
+    let mut pipeline = super::options::pipeline(&opts.profile, opts.guest.clone(), sinks);
     let metrics = match &opts.metrics {
         Some(addr) => {
             let m = crate::metrics::Metrics::new(&opts.profile);
