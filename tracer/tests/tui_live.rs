@@ -58,6 +58,7 @@ fn agent(
     let cancel = Cancel::new();
     let mut pipeline: Pipeline = tracer::live::options::pipeline(
         &profile,
+        None,
         screen_sinks(&profile, app, controls, cancel.clone()),
     );
     if let Some(path) = record {
@@ -235,6 +236,7 @@ fn a_frozen_display_gets_no_updates_until_resumed() {
     let (ctl_tx, ctl_rx) = mpsc::channel();
     let mut p = tracer::live::options::pipeline(
         &profile,
+        None,
         screen_sinks(&profile, tx, ctl_rx, Cancel::new()),
     );
     let events = from_the_kernel(faulty(600));
