@@ -45,28 +45,23 @@ impl Auditor {
         let in_slot = spec.is_some_and(|s| self.profile.functions[s].mdev == MdevArg::Object);
         let mdev = mdev.or_else(|| self.context_mdev(ev.task.tid));
         let life = mdev.and_then(|m| self.current_life(m));
-        if !self.ledger.contains_key(&p) {
-            // The default mode: the allocating function's return is the allocation.
-            self.ledger.insert(
-                p,
-                super::ledger::Allocation {
-                    bytes: 0,
-                    mdev: None,
-                    life: 0,
-                    function: func.clone(),
-                    tid: ev.task.tid,
-                    event: ev.clone(),
-                    stack: Vec::new(),
-                    in_field: false,
-                    reported: false,
-                    buffer: true,
-                    in_slot,
-                },
-            );
-        }
-        let Some(a) = self.ledger.get_mut(&p) else {
-            return;
-        };
+        // The default mode: the allocating function's return is the allocation.
+        let a = self
+            .ledger
+            .entry(p)
+            .or_insert_with(|| super::ledger::Allocation {
+                bytes: 0,
+                mdev: None,
+                life: 0,
+                function: func.clone(),
+                tid: ev.task.tid,
+                event: ev.clone(),
+                stack: Vec::new(),
+                in_field: false,
+                reported: false,
+                buffer: true,
+                in_slot,
+            });
         a.buffer = true;
         a.in_slot |= in_slot;
         a.function = func.clone();
