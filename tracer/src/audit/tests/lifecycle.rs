@@ -212,3 +212,25 @@ fn a_new_life_on_an_object_never_released_is_a_lifecycle_order_warning() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].mdev.as_ref().map(|m| m.incarnation), Some(0));
 }
+
+/// vfio_ap without the live-migration series (mainline): probe, init_dev, open and close
+/// (the KVM pointer only), a reset of the queues, remove, release_dev; no migration data
+/// ever. A whole life, no finding, nothing outstanding, the life ended.
+#[test]
+fn a_mainline_life_without_the_series_is_clean() {
+    let mut s = Script::new();
+    s.enter(100, "vfio_ap_mdev_probe", &[MDEV_DEV], LockObs::Free, None)
+        .call(100, "vfio_ap_mdev_init_dev", &[MDEV], 0)
+        .exit(100, "vfio_ap_mdev_probe", MDEV_DEV, 0, None)
+        .call(QEMU, "vfio_ap_mdev_open_device", &[MDEV], 0)
+        .call(QEMU, "vfio_ap_mdev_close_device", &[MDEV], 0)
+        .call(QEMU, "vfio_ap_mdev_open_device", &[MDEV], 0)
+        .call(QEMU, "vfio_ap_mdev_close_device", &[MDEV], 0)
+        .remove_release(None);
+    let a = s.audit();
+    assert!(a.findings().is_empty(), "{:#?}", a.findings());
+    let snap = a.snapshot();
+    assert_eq!(snap.mdevs.len(), 1);
+    assert_eq!(snap.mdevs[0].phase, crate::audit::Phase::Released);
+    assert!(a.finish().outstanding.is_empty());
+}
