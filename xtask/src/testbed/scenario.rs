@@ -403,6 +403,30 @@ mod tests {
     }
 
     #[test]
+    fn the_mainline_scenario_loads_the_build_without_the_series_in_default_mode() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testbed/scenarios");
+        let all = load_dir(&dir).unwrap();
+        let m = all.iter().find(|s| s.name == "mainline-driver").unwrap();
+        assert!(m.mainline_module && m.client && !m.isolated);
+        assert_eq!(m.modes, ["default"]);
+        assert!(m.expected.is_empty(), "no finding");
+        // the others keep the series build
+        assert!(all
+            .iter()
+            .filter(|s| s.name != "mainline-driver")
+            .all(|s| !s.mainline_module));
+        // the buffer scenarios run in the default mode too
+        for n in [
+            "series-buffer-leak-on-close",
+            "series-reset",
+            "series-close-with-fd-open",
+        ] {
+            let s = all.iter().find(|s| s.name == n).unwrap();
+            assert_eq!(s.modes, ["default", "all-allocations"], "{n}");
+        }
+    }
+
+    #[test]
     fn a_core_file_says_model_and_why_and_vc_marks_a_client_scenario() {
         let d = std::env::temp_dir().join(format!("aptrace-core-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
