@@ -397,7 +397,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
                     format!("{msg}; its checks cannot run: cannot detect {kinds} in it")
                 }
                 _ if series_absent.contains(&spec.name) => format!(
-                    "absent: module {module} has no live-migration series (a driver without it, as mainline); {msg}"
+                    "absent: module {module} has no live-migration series (a driver without it, as mainline)"
                 ),
                 _ => msg,
             };

@@ -224,15 +224,25 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
             st.t(g)
         );
     }
+    // Probes in the same state for the same reason on one line (the series' 20 functions
+    // of a driver without the series would otherwise repeat it 20 times).
+    let mut groups: Vec<(&crate::recording::ProbeStatus, Vec<&str>)> = Vec::new();
     for p in s
         .probes
         .iter()
         .filter(|p| p.state != crate::recording::ProbeState::Attached)
     {
+        match groups.last_mut() {
+            Some((q, names)) if q.state == p.state && q.detail == p.detail => names.push(&p.name),
+            _ => groups.push((p, vec![&p.name])),
+        }
+    }
+    for (p, names) in groups {
         let _ = writeln!(
             out,
-            "{b}probe {} {}: {}",
-            st.t(&p.name),
+            "{b}probe{} {} {}: {}",
+            if names.len() > 1 { "s" } else { "" },
+            st.t(&names.join(", ")),
             p.state.name(),
             st.t(&p.detail)
         );
