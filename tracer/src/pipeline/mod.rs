@@ -28,9 +28,6 @@ pub trait Sink {
 /// Where events go once ordered.
 pub struct Pipeline {
     reorder: Reorder,
-    /// Events the window released, delivered before the next push; kept to reuse its
-    /// allocation (a fresh vector per event cost an allocation per event).
-    ready: Vec<Event>,
     pub auditor: Auditor,
     recorder: Option<Writer<File>>,
     sinks: Vec<Box<dyn Sink + Send>>,
@@ -50,7 +47,6 @@ impl Pipeline {
         auditor.stream_findings();
         Pipeline {
             reorder: Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY),
-            ready: Vec::new(),
             auditor,
             recorder,
             sinks: Vec::new(),
@@ -90,73 +86,42 @@ impl Pipeline {
 
     /// An event straight from a source (not yet ordered).
     pub fn push(&mut self, ev: Event) {
-        let mut ready = std::mem::take(&mut self.ready);
-        self.reorder.push(ev, &mut |e| ready.push(e));
-        self.deliver_all(&mut ready);
-        self.ready = ready;
-    }
-
-    fn deliver_all(&mut self, ready: &mut Vec<Event>) {
-        for e in ready.drain(..) {
-            self.deliver(e);
-        }
+        // The window hands each released event straight to the next stages, by value: no
+        // vector between them (each pass through one was two more copies of the event).
+        let (reorder, mut next) = self.split();
+        reorder.push(ev, &mut |e| next.deliver(e));
     }
 
     /// An event already in order with its sequence number (a replayed recording).
     pub fn push_ordered(&mut self, ev: Event) {
-        self.deliver(ev);
+        self.split().1.deliver(ev);
     }
 
-    fn deliver(&mut self, ev: Event) {
-        if let Some(w) = &mut self.recorder {
-            if let Err(e) = w.push(&ev) {
-                self.record_error = Some(e);
-                self.recorder = None;
-            }
-        }
-        // By value: an entry moves into its call's frame instead of being copied there.
-        let back = self.auditor.ingest_owned(ev);
-        if self.sinks.is_empty() {
-            // What the auditor raised stays in its findings; no sink is waiting for it.
-            self.auditor.clear_raised();
-            return;
-        }
-        for f in self.auditor.take_raised() {
-            if self.guest.as_ref().is_some_and(|g| !g.matches(&f)) {
-                continue;
-            }
-            for s in &mut self.sinks {
-                s.on_finding(&f);
-            }
-        }
-        let step = self.auditor.step();
-        let Some(ev) = back.as_ref().or_else(|| self.auditor.last_entry()) else {
-            return;
-        };
-        if let Some(g) = &self.guest {
-            let concerns = matches!(ev.body, Body::Lost { .. })
-                || self
-                    .auditor
-                    .event_tasks(ev, &step)
-                    .iter()
-                    .any(|t| g.matches_task(t));
-            if !concerns {
-                return;
-            }
-        }
-        for s in &mut self.sinks {
-            s.on_event(ev, &step, &self.auditor);
-        }
+    fn split(&mut self) -> (&mut Reorder, Next<'_>) {
+        let Pipeline {
+            reorder,
+            auditor,
+            recorder,
+            sinks,
+            record_error,
+            guest,
+        } = self;
+        (
+            reorder,
+            Next {
+                auditor,
+                recorder,
+                sinks,
+                record_error,
+                guest,
+            },
+        )
     }
 
     /// The source has been idle: release the reorder window and flush the recording.
     pub fn idle(&mut self) {
-        let mut ready = std::mem::take(&mut self.ready);
-        self.reorder.flush(&mut |e| ready.push(e));
-        self.deliver_all(&mut ready);
-        // A flush can release the whole window at once: keep only what a push needs.
-        ready.shrink_to(64);
-        self.ready = ready;
+        let (reorder, mut next) = self.split();
+        reorder.flush(&mut |e| next.deliver(e));
         if let Some(w) = &mut self.recorder {
             if let Err(e) = w.tick() {
                 self.record_error = Some(e);
@@ -178,6 +143,59 @@ impl Pipeline {
             }
         }
         (self.auditor, err)
+    }
+}
+
+/// The stages after the window, borrowed apart from it so that it can deliver into them.
+struct Next<'a> {
+    auditor: &'a mut Auditor,
+    recorder: &'a mut Option<Writer<File>>,
+    sinks: &'a mut Vec<Box<dyn Sink + Send>>,
+    record_error: &'a mut Option<io::Error>,
+    guest: &'a Option<GuestFilter>,
+}
+
+impl Next<'_> {
+    fn deliver(&mut self, ev: Event) {
+        if let Some(w) = self.recorder.as_mut() {
+            if let Err(e) = w.push(&ev) {
+                *self.record_error = Some(e);
+                *self.recorder = None;
+            }
+        }
+        // By value: an entry moves into its call's frame instead of being copied there.
+        let back = self.auditor.ingest_owned(ev);
+        if self.sinks.is_empty() {
+            // What the auditor raised stays in its findings; no sink is waiting for it.
+            self.auditor.clear_raised();
+            return;
+        }
+        for f in self.auditor.take_raised() {
+            if self.guest.as_ref().is_some_and(|g| !g.matches(&f)) {
+                continue;
+            }
+            for s in self.sinks.iter_mut() {
+                s.on_finding(&f);
+            }
+        }
+        let step = self.auditor.step();
+        let Some(ev) = back.as_ref().or_else(|| self.auditor.last_entry()) else {
+            return;
+        };
+        if let Some(g) = self.guest {
+            let concerns = matches!(ev.body, Body::Lost { .. })
+                || self
+                    .auditor
+                    .event_tasks(ev, &step)
+                    .iter()
+                    .any(|t| g.matches_task(t));
+            if !concerns {
+                return;
+            }
+        }
+        for s in self.sinks.iter_mut() {
+            s.on_event(ev, &step, self.auditor);
+        }
     }
 }
 
