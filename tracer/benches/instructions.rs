@@ -1,0 +1,120 @@
+//! One pass of one stage over the mix, for instruction counts under callgrind (they do not
+//! move with the machine's load, unlike the criterion rates):
+//!
+//! ```sh
+//! CARGO_PROFILE_BENCH_DEBUG=line-tables-only cargo bench -p tracer --bench instructions --no-run
+//! APTRACE_BENCH_EVENTS=100000 valgrind --tool=callgrind target/release/deps/instructions-* STAGE
+//! callgrind_annotate --inclusive=yes callgrind.out.* | grep stage_
+//! ```
+//!
+//! STAGE is `audit` (`Auditor::ingest` by reference), `audit_owned` (`ingest_owned`),
+//! `reorder`, `decode` or `pipeline` (decode → reorder → audit, as the `pipeline` group of
+//! the throughput bench). Each runs in its own `stage_*` function: its inclusive count
+//! divided by the events is the figure of BENCHMARKS.md. Setup (generating and encoding the
+//! mix) is outside it. Without a stage, or with `--bench`/`--test` (cargo's own runs), every
+//! stage runs once.
+
+mod common;
+
+use std::hint::black_box;
+
+use tracer::audit::Auditor;
+use tracer::model::{decode_record, Endian, Event};
+use tracer::pipeline::reorder::Reorder;
+use tracer::pipeline::{Pipeline, REORDER_CAPACITY, REORDER_WINDOW_NS};
+use tracer::profile::Profile;
+
+use common::*;
+
+#[inline(never)]
+fn stage_audit(evs: &[Event]) -> usize {
+    let mut a = Auditor::new(Profile::vfio_ap());
+    for e in evs {
+        a.ingest(e);
+    }
+    a.findings().len()
+}
+
+#[inline(never)]
+fn stage_audit_owned(evs: Vec<Event>) -> usize {
+    let mut a = Auditor::new(Profile::vfio_ap());
+    for e in evs {
+        black_box(a.ingest_owned(e));
+    }
+    a.findings().len()
+}
+
+#[inline(never)]
+fn stage_reorder(evs: Vec<Event>, out: &mut Vec<Event>) {
+    let mut r = Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY);
+    for e in evs {
+        r.push(e, &mut |e: Event| out.push(e));
+    }
+    r.flush(&mut |e: Event| out.push(e));
+}
+
+#[inline(never)]
+fn stage_decode(raw: &[u8], items: &[Source], syms: &Syms) -> u64 {
+    let mut n = 0;
+    for item in items {
+        if let Source::Record(o, l) = item {
+            let d = decode_record(&raw[*o..*o + *l], Endian::Big, syms).expect("decodes");
+            n += black_box(d.event).seq;
+        }
+    }
+    n
+}
+
+#[inline(never)]
+fn stage_pipeline(raw: &[u8], items: &[Source], syms: &Syms) -> usize {
+    let mut p = Pipeline::new(Auditor::new(Profile::vfio_ap()), None);
+    for item in items {
+        let ev = match item {
+            Source::Record(o, l) => {
+                decode_record(&raw[*o..*o + *l], Endian::Big, syms)
+                    .expect("decodes")
+                    .event
+            }
+            Source::Made(e) => e.clone(),
+        };
+        p.push(ev);
+    }
+    let (a, err) = p.finish();
+    assert!(err.is_none());
+    a.findings().len()
+}
+
+fn main() {
+    let stage = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    let n = std::env::var("APTRACE_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if full_run() { 100_000 } else { QUICK_EVENTS });
+    let evs = mix(n);
+    let all = stage.is_empty();
+    if all || stage == "audit" {
+        println!("audit: {} findings", stage_audit(&evs));
+    }
+    if all || stage == "audit_owned" {
+        println!("audit_owned: {} findings", stage_audit_owned(evs.clone()));
+    }
+    if all || stage == "reorder" {
+        let mut shuffled = evs.clone();
+        shuffle_locally(&mut shuffled, 30);
+        let mut out = Vec::with_capacity(shuffled.len());
+        stage_reorder(shuffled, &mut out);
+        assert_eq!(out.len(), evs.len());
+        println!("reorder: {} events", out.len());
+    }
+    let syms = Syms::for_events(&evs);
+    let (raw, items) = agent_input(&evs, &syms);
+    if all || stage == "decode" {
+        println!("decode: {}", stage_decode(&raw, &items, &syms));
+    }
+    if all || stage == "pipeline" {
+        println!("pipeline: {} findings", stage_pipeline(&raw, &items, &syms));
+    }
+}
