@@ -123,23 +123,28 @@ fn c_string(raw: &[u8]) -> Arc<str> {
 }
 
 /// A task's name, shared with the previous records of the same name: a few tasks make most
-/// records, and a fresh string per record was an allocation (and a free) per event.
+/// records, and a fresh string per record was an allocation (and a free) per event. Names
+/// are remembered by their raw field (two word compares; bytes after the NUL differ only
+/// when a task renamed itself shorter, which costs a miss, not a wrong name).
 fn comm(raw: &[u8]) -> Arc<str> {
     const SLOTS: usize = 8;
+    type Slot = Option<([u8; abi::COMM_LEN], Arc<str>)>;
     thread_local! {
-        static RECENT: std::cell::RefCell<[Option<Arc<str>>; SLOTS]> = Default::default();
+        static RECENT: std::cell::RefCell<[Slot; SLOTS]> =
+            const { std::cell::RefCell::new([const { None }; SLOTS]) };
     }
-    let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    let bytes = &raw[..len];
+    let Ok(key) = <[u8; abi::COMM_LEN]>::try_from(raw) else {
+        return c_string(raw);
+    };
     RECENT.with(|recent| {
         let mut recent = recent.borrow_mut();
-        if let Some(hit) = recent.iter().flatten().find(|c| c.as_bytes() == bytes) {
+        if let Some((_, hit)) = recent.iter().flatten().find(|(k, _)| *k == key) {
             return hit.clone();
         }
         let made = c_string(raw);
         // Most recent first; the oldest falls off.
         recent.rotate_right(1);
-        recent[0] = Some(made.clone());
+        recent[0] = Some((key, made.clone()));
         made
     })
 }
@@ -200,9 +205,15 @@ pub fn decode_record(
             stack_id = stack_at(off::E_STACK)?;
             Body::Enter {
                 func: name(u64_at(off::E_IP)?),
-                args: (0..abi::MAX_ARGS)
-                    .map(|i| u64_at(off::E_ARGS + 8 * i))
-                    .collect::<Result<_, _>>()?,
+                args: {
+                    // Sized once, filled in place: collecting through `Result` cost a
+                    // growth check and an adapter per argument.
+                    let mut args = Vec::with_capacity(abi::MAX_ARGS);
+                    for i in 0..abi::MAX_ARGS {
+                        args.push(u64_at(off::E_ARGS + 8 * i)?);
+                    }
+                    args
+                },
                 field: field_at(off::E_FIELD)?,
                 lock,
                 untrusted: has(abi::flags::ARGS_UNTRUSTED),
@@ -562,6 +573,13 @@ mod tests {
             decode(&format!("task{i}"));
         }
         assert_eq!(&*decode("qemu-kvm"), "qemu-kvm");
+        // A task renamed shorter keeps its old name's bytes after the NUL: the name is what
+        // comes before it, whatever follows.
+        let mut raw = encode_record(&entry(), None, Endian::Big, &addr_of).unwrap();
+        raw[off::COMM..off::COMM + abi::COMM_LEN].copy_from_slice(b"vm\0u-kvm\0\0\0\0\0\0\0\0");
+        let renamed = decode_record(&raw, Endian::Big, &OneSym).unwrap().event;
+        assert_eq!(&*renamed.task.comm, "vm");
+        assert_eq!(&*decode("vm"), "vm");
     }
 
     #[test]
