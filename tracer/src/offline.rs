@@ -53,6 +53,7 @@ pub fn profile_for(
 pub fn audit_opened(path: &str, mut opened: Opened, profile: Option<&Profile>) -> FileReport {
     let (profile, warn) = profile_for(&opened.header, path, profile);
     let mut auditor = Auditor::new(profile);
+    auditor.probes_attached(&opened.header.probes);
     opened.for_each_event(|e| auditor.ingest(&e));
     let mut warnings = opened.warnings;
     warnings.extend(warn);

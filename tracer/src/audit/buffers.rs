@@ -45,6 +45,10 @@ impl Auditor {
         let in_slot = spec.is_some_and(|s| self.profile.functions[s].mdev == MdevArg::Object);
         let mdev = mdev.or_else(|| self.context_mdev(ev.task.tid));
         let life = mdev.and_then(|m| self.current_life(m));
+        if self.unseen_frees.buffer && !self.ledger.contains_key(&p) {
+            // The default mode with no release helper probed: nothing would ever end it.
+            return;
+        }
         // The default mode: the allocating function's return is the allocation.
         let a = self
             .ledger

@@ -15,6 +15,46 @@ use crate::profile::Role;
 /// How many freed pointers are remembered for double-free detection.
 const FREED_CAP: usize = 1 << 16;
 
+/// The freeing roles of which some row no probe sees: missing (inlined or absent), failed, or
+/// attached without the read of what it frees.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct UnseenFrees {
+    /// `free-field` (the mdev's migration data).
+    pub field: bool,
+    /// `buffer-free` (the release helpers of the configuration buffers).
+    pub buffer: bool,
+}
+
+impl Auditor {
+    /// Tells the auditor how its probes attached (the live agent's attach, a recording's
+    /// header). Where no probe sees the row that frees an allocation, the default mode (no
+    /// allocator events) would only ever see it allocated and report a leak that may not be
+    /// one: such allocations are not entered in the ledger, and the agent's probe list says
+    /// which findings that costs. With `--all-allocations` the allocator's own frees still
+    /// end them.
+    pub fn probes_attached(&mut self, probes: &[crate::recording::ProbeStatus]) {
+        use crate::recording::ProbeState;
+        // Any row of the role unseen: which slot's allocations it alone frees is not known,
+        // so none of the role's allocations is guessed at.
+        let unseen = |role: Role| {
+            self.profile.functions.iter().any(|f| {
+                f.role == role
+                    && probes.iter().any(|p| {
+                        p.name == f.name
+                            && matches!(
+                                p.state,
+                                ProbeState::Missing | ProbeState::Failed | ProbeState::Degraded
+                            )
+                    })
+            })
+        };
+        self.unseen_frees = UnseenFrees {
+            field: unseen(Role::FreeField),
+            buffer: unseen(Role::BufferFree),
+        };
+    }
+}
+
 /// An allocation still outstanding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outstanding {
@@ -137,6 +177,9 @@ impl Auditor {
                     a.stack = stack;
                 }
             }
+            // Only the freeing row could end it, and no probe sees that row: never freed to
+            // the auditor, the allocation would be a leak by guess (see probes_attached).
+            _ if self.unseen_frees.field => {}
             _ => {
                 self.freed.remove(&p);
                 if let Some(old) = self.ledger.remove(&p) {

@@ -111,6 +111,8 @@ pub struct Auditor {
     sessions: migration::session::Sessions,
     /// `--guest`: what the snapshots show (the audit itself sees every guest).
     view_guest: Option<crate::report::GuestFilter>,
+    /// The freeing rows no probe could see (see [`Auditor::probes_attached`]).
+    unseen_frees: ledger::UnseenFrees,
 }
 
 fn secs(ts: u64) -> String {
@@ -138,6 +140,7 @@ impl Auditor {
             kind_counts: [0; Kind::ALL.len()],
             raised: Vec::new(),
             streaming: false,
+            unseen_frees: ledger::UnseenFrees::default(),
             functions,
             transitions: [[0; 8]; 8],
             view_guest: None,

@@ -511,7 +511,15 @@ pub fn inlined_checks(spec: &FunctionSpec) -> Option<String> {
         LockContract::None => {}
     }
     match spec.role {
-        Role::BufferFree => kinds.push("double-free"),
+        Role::BufferFree => {
+            kinds.push("double-free");
+            kinds.push(
+                "buffer-held-at-close and leaks of configuration buffers without --all-allocations",
+            )
+        }
+        Role::FreeField => {
+            kinds.push("leak and overwrite-leak of mig_data without --all-allocations")
+        }
         Role::BufferAlloc => kinds.push("buffer-held-at-close"),
         Role::MigFileOpen | Role::MigFileRead | Role::MigFileWrite | Role::MigFileRelease => {
             kinds.push("file-after-release")
@@ -525,10 +533,10 @@ pub fn inlined_checks(spec: &FunctionSpec) -> Option<String> {
 fn kinds_needing_read(spec: &FunctionSpec) -> &'static str {
     match spec.role {
         Role::AllocField => "leak, overwrite-leak, error-path-leak",
-        Role::FreeField => "double-free (frees it cannot see may be reported as leaks)",
+        Role::FreeField => "double-free; leak and overwrite-leak of mig_data without --all-allocations (what it frees is not tracked then)",
         Role::GetState => "invalid-migration-arc (the state read back)",
         Role::BufferAlloc => "buffer-held-at-close (the buffer is not known as held in its file's slot)",
-        Role::BufferFree => "double-free of configuration buffers (frees it cannot see may be reported as buffer-held-at-close or leaks)",
+        Role::BufferFree => "double-free of configuration buffers; buffer-held-at-close and their leaks without --all-allocations (they are not tracked then)",
         _ => "the findings that need this value",
     }
 }

@@ -514,14 +514,19 @@ fn an_inlined_series_helper_says_which_checks_cannot_run() {
     let (name, optional, msg) = &r.missing[0];
     assert_eq!((name.as_str(), *optional), (gone, true));
     assert!(
-        msg.contains("cannot detect lock-not-held, double-free in it"),
+        msg.contains(
+            "cannot detect lock-not-held, double-free, buffer-held-at-close and leaks of configuration buffers without --all-allocations in it"
+        ),
         "{msg}"
     );
     let statuses = super::follow::missing_statuses(&r);
     let blind = crate::report::undetected(&statuses);
     assert_eq!(blind.len(), 1);
     assert_eq!(blind[0].probe, gone);
-    assert_eq!(blind[0].kinds, vec!["double-free", "lock-not-held"]);
+    assert_eq!(
+        blind[0].kinds,
+        vec!["double-free", "lock-not-held", "buffer-held-at-close"]
+    );
 }
 
 #[test]

@@ -69,8 +69,9 @@ impl Pipeline {
         self.recorder = Some(w);
     }
 
-    /// Tells the sinks which probes attached, and how.
+    /// Tells the auditor and the sinks which probes attached, and how.
     pub fn probes_attached(&mut self, probes: &[crate::recording::ProbeStatus]) {
+        self.auditor.probes_attached(probes);
         for s in &mut self.sinks {
             s.on_probes(probes);
         }

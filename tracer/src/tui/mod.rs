@@ -111,6 +111,7 @@ pub fn replay(path: &Path, opts: &ReplayOptions) -> Result<(), TuiError> {
         info.peer = Some(peer(p, explicit.as_ref())?);
     }
     let mut pipeline = crate::pipeline::Pipeline::new(Auditor::new(profile.clone()), None);
+    pipeline.auditor.probes_attached(&loaded.header.probes);
     // Started before the terminal is taken, so a port in use is a plain error.
     let _server = match &opts.metrics {
         Some(addr) => {

@@ -465,3 +465,92 @@ fn release_helpers_freeing_one_buffer_twice_is_a_double_free_in_the_default_mode
     let a = s.audit();
     only(&a, Kind::DoubleFree);
 }
+
+/// How the probes attached, with `missing` not in the kernel (inlined) and every other row of
+/// the built-in profile attached.
+fn attached_but(missing: &[&str]) -> Vec<crate::recording::ProbeStatus> {
+    use crate::recording::{ProbeState, ProbeStatus};
+    Profile::vfio_ap()
+        .functions
+        .iter()
+        .map(|f| ProbeStatus {
+            name: f.name.clone(),
+            state: if missing.contains(&f.name.as_str()) {
+                ProbeState::Missing
+            } else {
+                ProbeState::Attached
+            },
+            detail: String::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn with_the_release_helpers_inlined_the_default_mode_does_not_guess_buffer_findings() {
+    // A buffer held at close: the helpers that would free it cannot be probed. In the default
+    // mode nothing could ever show it freed, so it is not reported (the agent's probe list
+    // says buffer-held-at-close cannot be detected); --all-allocations still finds it from
+    // the allocator's own events.
+    let helpers = [
+        "vfio_ap_release_stop_copy_file",
+        "vfio_ap_release_resuming_file",
+    ];
+    for all in [false, true] {
+        let mut s = Script::new();
+        s.create().open(QEMU, MIG);
+        s.set_state(QEMU, 1, 0)
+            .open_file(STOP_COPY, FILE)
+            .first_read(FILE, BUF, all)
+            .close_keeping_buffers()
+            .release_file(FILE)
+            .remove_release(None);
+        let mut a = Auditor::new(Profile::vfio_ap());
+        a.probes_attached(&attached_but(&helpers));
+        for e in &s.events {
+            a.ingest(e);
+        }
+        if all {
+            only(&a, Kind::BufferHeldAtClose);
+        } else {
+            assert!(a.findings().is_empty(), "{:#?}", a.findings());
+        }
+        // One helper inlined: which slot's buffers it alone frees is not known, so neither
+        // slot's buffers are guessed at; every helper probed, the finding is back.
+        for (missing, found) in [(&helpers[..1], all), (&[][..], true)] {
+            let mut a = Auditor::new(Profile::vfio_ap());
+            a.probes_attached(&attached_but(missing));
+            for e in &s.events {
+                a.ingest(e);
+            }
+            assert_eq!(
+                kinds(&a),
+                if found {
+                    vec![Kind::BufferHeldAtClose]
+                } else {
+                    vec![]
+                }
+            );
+        }
+    }
+}
+
+#[test]
+fn with_the_migration_data_release_inlined_the_default_mode_does_not_guess_a_leak() {
+    // close forgets release_migration_data: a leak when its probe could have seen the free,
+    // no finding when that row is missing (nothing could ever show mig_data freed).
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    s.call(QEMU, "vfio_ap_mdev_close_device", &[MDEV], 0)
+        .remove_release(None);
+    let audit = |missing: &[&str]| {
+        let mut a = Auditor::new(Profile::vfio_ap());
+        a.probes_attached(&attached_but(missing));
+        for e in &s.events {
+            a.ingest(e);
+        }
+        a
+    };
+    only(&audit(&[]), Kind::Leak);
+    let a = audit(&["vfio_ap_release_migration_data"]);
+    assert!(a.findings().is_empty(), "{:#?}", a.findings());
+}
