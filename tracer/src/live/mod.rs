@@ -12,6 +12,7 @@ pub mod btf;
 pub mod cancel;
 pub mod check;
 pub mod decode;
+mod degrade;
 pub mod elf;
 pub mod follow;
 pub mod host;
@@ -22,6 +23,7 @@ pub mod output;
 pub mod report;
 pub mod resolve;
 pub mod sink;
+mod target;
 
 #[cfg(all(feature = "live", target_os = "linux"))]
 pub mod agent;
