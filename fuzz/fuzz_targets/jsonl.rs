@@ -23,9 +23,15 @@ fn within_limits(e: &Event) -> Event {
     e.task.comm = s(&e.task.comm);
     match &mut e.body {
         Body::Enter {
-            func, args, stack, ..
+            func,
+            args,
+            stack,
+            locks,
+            ..
         } => {
             *func = s(func);
+            locks.truncate(64);
+            locks.iter_mut().for_each(|l| l.lock = s(&l.lock));
             args.truncate(16);
             stack.truncate(256);
             stack.iter_mut().for_each(|f| *f = s(f));

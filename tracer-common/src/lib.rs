@@ -78,7 +78,8 @@ pub struct RecordHeader {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Entry of a profiled function. 104 bytes.
+/// Entry of a profiled function. 144 bytes; records of agents before the lock reads end
+/// at `lock_owners` (104 bytes), and decode as reading none.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FuncEntry {
@@ -97,7 +98,16 @@ pub struct FuncEntry {
     pub _pad: [u8; 3],
     /// Kernel stack id in the stack map, if STACK_VALID.
     pub stack_id: i32,
+    /// Raw owner words of the slot's [`SlotConfig::locks`], in their order (0 when not read).
+    pub lock_owners: [u64; MAX_LOCK_READS],
+    /// The profile's index of each lock read ([`LockRead::id`]).
+    pub lock_ids: [u8; MAX_LOCK_READS],
+    /// One of [`lock_state`] per read: NOT_CHECKED for a read that failed or is unused.
+    pub lock_states: [u8; MAX_LOCK_READS],
 }
+
+/// Most declared locks besides `mdevs_lock` one entry reads (one [`LockRead`] each).
+pub const MAX_LOCK_READS: usize = 4;
 
 /// Return of a profiled function. 80 bytes.
 #[repr(C)]
@@ -166,7 +176,9 @@ pub struct FuncConfig {
     /// device pointer is the vfio_device's first member, the name the kobject's first) and
     /// send it as a [`NameRecord`].
     pub read_name: u8,
-    pub _pad: [u8; 5],
+    /// How many of the slot's [`SlotConfig::locks`] to read on entry (0: none).
+    pub lock_reads: u8,
+    pub _pad: [u8; 4],
 }
 
 /// Length of the name buffer of a [`NameRecord`] (a UUID is 36 bytes).
@@ -243,6 +255,36 @@ pub struct PointerPath {
     pub _pad: [u8; 3],
 }
 
+/// Where a [`LockRead`] starts.
+pub mod lock_from {
+    /// At the address of a global ([`super::LockRead::start`]).
+    pub const GLOBAL: u8 = 1;
+    /// At an argument's value (`args[arg]`).
+    pub const ARG: u8 = 2;
+}
+
+/// The owner word of one declared lock, read on entry: from the start, follow `path`, then
+/// read the word at `owner_offset` (the lock's member plus the owner inside the mutex) and
+/// compare it, masked, with the current task. A failed read or a NULL on the way is
+/// NOT_CHECKED: no edge, no error.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LockRead {
+    /// The global's address, when `from` is [`lock_from::GLOBAL`].
+    pub start: u64,
+    /// Leaves the owner's task pointer (`!0x7`, PREEMPT_RT `!0x1`).
+    pub owner_mask: u64,
+    pub path: PointerPath,
+    pub owner_offset: u32,
+    /// One of [`lock_from`].
+    pub from: u8,
+    /// The argument the path starts at, when `from` is [`lock_from::ARG`].
+    pub arg: u8,
+    /// The profile's index of the lock, sent back in [`FuncEntry::lock_ids`].
+    pub id: u8,
+    pub _pad: u8,
+}
+
 /// One function slot: the address of the function its probes are attached to (0: the slot
 /// is off), what they read, and the pointers followed before the field read.
 #[repr(C)]
@@ -252,6 +294,8 @@ pub struct SlotConfig {
     pub func: FuncConfig,
     /// Followed from `args[func.field_arg]` before the field is read.
     pub path: PointerPath,
+    /// The declared locks this function can reach, the first `func.lock_reads` of them.
+    pub locks: [LockRead; MAX_LOCK_READS],
 }
 
 /// Everything userspace tells the probes, held in the object's one global variable
@@ -303,13 +347,28 @@ impl ProbeConfig {
                 stack_on_entry: 0,
                 extra_flags: 0,
                 read_name: 0,
-                _pad: [0; 5],
+                lock_reads: 0,
+                _pad: [0; 4],
             },
             path: PointerPath {
                 hops: [0; MAX_HOPS],
                 count: 0,
                 _pad: [0; 3],
             },
+            locks: [LockRead {
+                start: 0,
+                owner_mask: 0,
+                path: PointerPath {
+                    hops: [0; MAX_HOPS],
+                    count: 0,
+                    _pad: [0; 3],
+                },
+                owner_offset: 0,
+                from: 0,
+                arg: 0,
+                id: 0,
+                _pad: 0,
+            }; MAX_LOCK_READS],
         }; FUNC_SLOTS as usize],
         tracked_hint: [0; TRACKED_HINT_BUCKETS],
     };
@@ -347,7 +406,12 @@ pub mod counter {
 }
 
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 40);
-const _: () = assert!(core::mem::size_of::<FuncEntry>() == 40 + 8 + 32 + 8 + 8 + 4 + 4);
+const _: () = assert!(
+    core::mem::size_of::<FuncEntry>()
+        == 40 + 8 + 32 + 8 + 8 + 4 + 4 + 8 * MAX_LOCK_READS + 2 * MAX_LOCK_READS
+);
+const _: () = assert!(core::mem::offset_of!(FuncEntry, lock_owners) == 104);
+const _: () = assert!(core::mem::size_of::<LockRead>() == 40);
 const _: () = assert!(core::mem::size_of::<FuncExit>() == 40 + 40);
 const _: () = assert!(core::mem::size_of::<AllocRecord>() == 40 + 24 + 8);
 const _: () = assert!(core::mem::size_of::<FreeRecord>() == 40 + 16 + 8);
@@ -355,9 +419,10 @@ const _: () = assert!(core::mem::size_of::<FuncConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobalConfig>() == 48);
 const _: () = assert!(core::mem::size_of::<NameRecord>() == 40 + 8 + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<PointerPath>() == 4 * MAX_HOPS + 4);
-const _: () = assert!(core::mem::size_of::<SlotConfig>() == 40);
+const _: () = assert!(core::mem::size_of::<SlotConfig>() == 40 + 40 * MAX_LOCK_READS);
 const _: () = assert!(
-    core::mem::size_of::<ProbeConfig>() == 48 + 40 * FUNC_SLOTS as usize + TRACKED_HINT_BUCKETS
+    core::mem::size_of::<ProbeConfig>()
+        == 48 + (40 + 40 * MAX_LOCK_READS) * FUNC_SLOTS as usize + TRACKED_HINT_BUCKETS
 );
 const _: () = assert!(core::mem::size_of::<PendingAlloc>() == 16);
 const _: () = assert!(core::mem::size_of::<PendingCall>() == 24);

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     check_lock, counter, flags, kind, lock_state, read_at, FuncConfig, FuncEntry, FuncExit,
-    NameRecord, PendingCall, PointerPath, SlotConfig, MAX_ARGS, MAX_HOPS,
+    NameRecord, PendingCall, PointerPath, SlotConfig, MAX_ARGS, MAX_HOPS, MAX_LOCK_READS,
 };
 
 use crate::{
@@ -174,6 +174,24 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         }
         _ => false,
     };
+    // The other declared locks this function can reach; most slots read none and pay one
+    // compare (no JIT on s390x).
+    let mut lock_owners = [0u64; MAX_LOCK_READS];
+    let mut lock_ids = [0u8; MAX_LOCK_READS];
+    let mut lock_states = [lock_state::NOT_CHECKED; MAX_LOCK_READS];
+    let reads = fc.lock_reads as usize;
+    if reads != 0 {
+        for i in 0..MAX_LOCK_READS {
+            if i >= reads {
+                break;
+            }
+            let r = &sc.locks[i];
+            let (st, owner) = lock::read(r, &args);
+            lock_states[i] = st;
+            lock_owners[i] = owner;
+            lock_ids[i] = r.id;
+        }
+    }
     let mut stack_id = -1;
     if fc.stack_on_entry != 0 || suspicious {
         if let Some(id) = stacks::take(ctx) {
@@ -197,6 +215,9 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         (*rec).lock_state = lock_state;
         (*rec)._pad = [0; 3];
         (*rec).stack_id = stack_id;
+        (*rec).lock_owners = lock_owners;
+        (*rec).lock_ids = lock_ids;
+        (*rec).lock_states = lock_states;
     }
     entry.submit(wake_flags());
     0

@@ -1,10 +1,11 @@
 //! `lockdep_assert_held` without lockdep: the mutex owner word of `matrix_dev->mdevs_lock`
 //! compared with the current task. `matrix_dev` is a pointer variable: its address comes
 //! from userspace, it is dereferenced here. The owner's offset and mask come from vmlinux
-//! BTF or overrides (PREEMPT_RT: the rt_mutex owner, mask `!1`).
+//! BTF or overrides (PREEMPT_RT: the rt_mutex owner, mask `!1`). [`read`] does the same
+//! for the other declared locks a function can reach, along the path userspace configured.
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use tracer_common::{lock_state, GlobalConfig};
+use tracer_common::{lock_from, lock_state, GlobalConfig, LockRead, MAX_HOPS};
 
 /// (one of [`lock_state`], raw owner word).
 #[inline(always)]
@@ -32,6 +33,56 @@ pub fn check(cfg: &GlobalConfig) -> (u8, u64) {
     // SAFETY: a helper without arguments.
     let current = unsafe { bpf_get_current_task() };
     if task == current {
+        (lock_state::HELD_BY_CURRENT, owner)
+    } else {
+        (lock_state::HELD_BY_OTHER, owner)
+    }
+}
+
+/// The owner word of one declared lock the slot can reach: (one of [`lock_state`], raw
+/// owner word). `args` are the entry's argument registers.
+#[inline(always)]
+pub fn read(r: &LockRead, args: &[u64; 4]) -> (u8, u64) {
+    let mut base = match r.from {
+        lock_from::GLOBAL => r.start,
+        lock_from::ARG => match r.arg {
+            0 => args[0],
+            1 => args[1],
+            2 => args[2],
+            _ => args[3],
+        },
+        _ => 0,
+    };
+    let count = r.path.count as usize;
+    // A constant bound the verifier sees; `count` only shortens it.
+    for i in 0..MAX_HOPS {
+        if i >= count {
+            break;
+        }
+        if base == 0 {
+            return (lock_state::NOT_CHECKED, 0);
+        }
+        let at = base.wrapping_add(r.path.hops[i] as u64);
+        // SAFETY: bpf_probe_read_kernel copes with any address.
+        match unsafe { bpf_probe_read_kernel(at as *const u64) } {
+            Ok(v) => base = v,
+            Err(_) => return (lock_state::NOT_CHECKED, 0),
+        }
+    }
+    if base == 0 {
+        return (lock_state::NOT_CHECKED, 0);
+    }
+    let owner_at = base.wrapping_add(r.owner_offset as u64);
+    // SAFETY: as above.
+    let Ok(owner) = (unsafe { bpf_probe_read_kernel(owner_at as *const u64) }) else {
+        return (lock_state::NOT_CHECKED, 0);
+    };
+    let task = owner & r.owner_mask;
+    if task == 0 {
+        return (lock_state::FREE, owner);
+    }
+    // SAFETY: a helper without arguments.
+    if task == unsafe { bpf_get_current_task() } {
         (lock_state::HELD_BY_CURRENT, owner)
     } else {
         (lock_state::HELD_BY_OTHER, owner)

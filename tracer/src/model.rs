@@ -28,6 +28,16 @@ pub enum LockObs {
     },
 }
 
+/// A declared lock other than `mdevs_lock`, as the probe read its owner word at an entry
+/// (a read that failed is not listed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockSeen {
+    /// The profile's name of the lock.
+    pub lock: Arc<str>,
+    #[serde(flatten)]
+    pub obs: LockObs,
+}
+
 /// Which allocator an allocation or free went through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -92,6 +102,9 @@ pub enum Body {
         field: Option<u64>,
         #[serde(default)]
         lock: LockObs,
+        /// The other declared locks the probe read (recordings before 1.4 have none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        locks: Vec<LockSeen>,
         /// Arguments are not trustworthy (compiler clone).
         #[serde(default, skip_serializing_if = "is_false")]
         untrusted: bool,
@@ -166,6 +179,11 @@ pub trait Symbolizer {
     fn frame(&self, addr: u64) -> Arc<str> {
         self.function_at(addr)
             .unwrap_or_else(|| Arc::from(format!("{addr:#x}")))
+    }
+    /// The name of the profile's lock number `id` (an entry record's lock reads): the
+    /// live agent knows its profile; elsewhere the lock is `lock#ID`.
+    fn lock_name(&self, id: u8) -> Arc<str> {
+        Arc::from(format!("lock#{id}"))
     }
 }
 
@@ -299,6 +317,7 @@ impl Event {
                 args,
                 field,
                 lock,
+                locks,
                 untrusted,
                 ..
             } => {
@@ -325,6 +344,18 @@ impl Event {
                     LockObs::HeldByCurrent => s.push_str(" [mdevs_lock held by this task]"),
                     LockObs::HeldByOther { owner } => {
                         s.push_str(&format!(" [mdevs_lock held by task {owner:#x}]"))
+                    }
+                }
+                for l in locks {
+                    match l.obs {
+                        LockObs::NotChecked => {}
+                        LockObs::Free => s.push_str(&format!(" [{} free]", l.lock)),
+                        LockObs::HeldByCurrent => {
+                            s.push_str(&format!(" [{} held by this task]", l.lock))
+                        }
+                        LockObs::HeldByOther { owner } => {
+                            s.push_str(&format!(" [{} held by task {owner:#x}]", l.lock))
+                        }
                     }
                 }
                 if *untrusted {

@@ -132,6 +132,7 @@ impl Generator {
                 field,
                 lock,
                 untrusted: false,
+                locks: Vec::new(),
                 stack: Vec::new(),
             },
         );

@@ -298,7 +298,7 @@ fn import_export_round_trip_through_the_cli() {
     // import finishes its recording: it ends with the end marker, so it reads complete.
     let (_, v) = json_report(rec.to_str().unwrap());
     assert_eq!(v["complete"], true);
-    assert_eq!(v["sources"][0]["format_version"], "1.3");
+    assert_eq!(v["sources"][0]["format_version"], "1.4");
     assert_eq!(v["sources"][0]["damage"], serde_json::json!([]));
     let b = dir.path().join("b.jsonl");
     aptrace(&[

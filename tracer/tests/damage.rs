@@ -354,7 +354,7 @@ fn a_newer_minor_version_is_read_as_far_as_known_with_a_warning() {
     let run = report_json(dir.path(), "minor.aptr", &v);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let f = file0(&run);
-    let w = "minor.aptr: format version 1.9 is newer than this aptrace (1.3); reading what this version knows";
+    let w = "minor.aptr: format version 1.9 is newer than this aptrace (1.4); reading what this version knows";
     assert!(run.stderr.contains(w), "{}", run.stderr);
     assert!(source(&run)["warnings"]
         .as_array()
@@ -459,7 +459,7 @@ fn a_recording_whose_writer_was_killed_reads_as_incomplete_with_the_reason() {
     let finished = report_json(dir.path(), "finished.aptr", &data);
     assert_eq!(finished.code, 1, "{}", finished.stderr);
     assert_eq!(file0(&finished)["complete"], true);
-    assert_eq!(source(&finished)["format_version"], "1.3");
+    assert_eq!(source(&finished)["format_version"], "1.4");
     assert_eq!(source(&finished)["damage"], serde_json::json!([]));
     assert!(
         !finished.stderr.contains("end marker"),

@@ -71,7 +71,7 @@ fn a_recording_limited_to_one_guest_reports_its_devices_only() {
     let limited = dir.path().join("dst.aptr");
     both_guests(&limited, Some("5151"));
     let v = report(&limited);
-    assert_eq!(v["sources"][0]["format_version"], "1.3");
+    assert_eq!(v["sources"][0]["format_version"], "1.4");
     assert_eq!(v["sources"][0]["guest"], "5151");
     assert_eq!(directions(&v), vec!["restore 5151"]);
     let mdevs = v["sources"][0]["mdevs"].as_array().unwrap();

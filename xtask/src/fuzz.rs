@@ -84,7 +84,7 @@ fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
 /// records a probe would write, from the library's own encoder.
 fn abi_records() -> Result<Vec<(String, Vec<u8>)>> {
     use std::sync::Arc;
-    use tracer::model::{encode_record, Allocator, Body, Endian, Event, LockObs, Task};
+    use tracer::model::{encode_record, Allocator, Body, Endian, Event, LockObs, LockSeen, Task};
     const OPEN: u64 = 0xffff_ffff_c000_1000;
     const MDEV: u64 = 0xffff_8880_1234_5600;
     let addresses = |name: &str| match name {
@@ -104,6 +104,10 @@ fn abi_records() -> Result<Vec<(String, Vec<u8>)>> {
                 lock: LockObs::HeldByOther {
                     owner: 0xffff_8880_dead_0000,
                 },
+                locks: vec![LockSeen {
+                    lock: Arc::from("lock#4"),
+                    obs: LockObs::HeldByCurrent,
+                }],
                 untrusted: false,
                 stack: Vec::new(),
             },

@@ -4,8 +4,9 @@
 //! order, is a `lock-order` finding even though no deadlock happened.
 //!
 //! A task holds A at an entry when the probe's read of the owner word says so (the probed
-//! lock only), when a call still open on its stack asserts A held (`holds`), or when the
-//! entered function itself expects A held by its caller (its own `holds`).
+//! lock, and the other declared locks the entry can reach: `Body::Enter::locks`), when a
+//! call still open on its stack asserts A held (`holds`), or when the entered function
+//! itself expects A held by its caller (its own `holds`). A read that failed is no edge.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{Auditor, Entering, Frame, Kind, TaskRef};
-use crate::model::{dec_u64, Event, LockObs};
+use crate::model::{dec_u64, Body, Event, LockObs};
 use crate::profile::Profile;
 
 /// One order edge with the first event that showed it.
@@ -161,6 +162,13 @@ impl Auditor {
         let mut held: Vec<(Arc<str>, Holder<'_>)> = Vec::new();
         if lock == LockObs::HeldByCurrent {
             held.push((self.order.probed.clone(), Holder::Read));
+        }
+        if let Body::Enter { locks, .. } = &ev.body {
+            for l in locks.iter().filter(|l| l.obs == LockObs::HeldByCurrent) {
+                if !held.iter().any(|(h, _)| *h == l.lock) {
+                    held.push((l.lock.clone(), Holder::Read));
+                }
+            }
         }
         for f in self.calls.stack(ev.task.tid) {
             for l in &self.order.holds[f.call.spec] {

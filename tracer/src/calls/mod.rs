@@ -192,6 +192,7 @@ fn refill(dst: &mut Event, src: &Event) {
                 args,
                 field,
                 lock,
+                locks,
                 untrusted,
                 stack,
             },
@@ -200,6 +201,7 @@ fn refill(dst: &mut Event, src: &Event) {
                 args: sargs,
                 field: sfield,
                 lock: slock,
+                locks: slocks,
                 untrusted: suntrusted,
                 stack: sstack,
             },
@@ -208,6 +210,7 @@ fn refill(dst: &mut Event, src: &Event) {
             args.clone_from(sargs);
             *field = *sfield;
             *lock = *slock;
+            locks.clone_from(slocks);
             *untrusted = *suntrusted;
             stack.clone_from(sstack);
         }

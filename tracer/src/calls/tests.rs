@@ -25,6 +25,7 @@ fn enter(seq: u64, tid: u32, func: &str, args: &[u64]) -> Event {
             field: None,
             lock: LockObs::NotChecked,
             untrusted: false,
+            locks: Vec::new(),
             stack: Vec::new(),
         },
     )

@@ -411,6 +411,7 @@ mod tests {
                 field: None,
                 lock: LockObs::NotChecked,
                 untrusted: false,
+                locks: Vec::new(),
                 stack: Vec::new(),
             },
         )

@@ -39,6 +39,8 @@ pub struct Decoder {
     roles: HashMap<String, Role>,
     names: HashMap<u64, Arc<str>>,
     guests: HashSet<u32>,
+    /// The profile's declared locks, by the number an entry record gives them.
+    lock_names: Vec<Arc<str>>,
     host: Host,
     /// `APTRACE_RAW_DUMP=FILE`: every raw record, as a little-endian u32 length and the
     /// bytes (test fixtures captured from real kernels).
@@ -56,6 +58,11 @@ impl Decoder {
                 .collect(),
             names: HashMap::new(),
             guests: HashSet::new(),
+            lock_names: profile
+                .locks
+                .iter()
+                .map(|l| Arc::from(l.name.as_str()))
+                .collect(),
             host,
             raw_dump: None,
         }
@@ -80,7 +87,11 @@ impl Decoder {
                 .write_all(&(raw.len() as u32).to_le_bytes())
                 .and_then(|_| f.write_all(raw));
         }
-        match decode_record(raw, self.endian, symbols) {
+        let named = ProfileLocks {
+            symbols,
+            names: &self.lock_names,
+        };
+        match decode_record(raw, self.endian, &named) {
             Ok(d) => self.accept(d, symbols, stacks, out),
             Err(e) => log::warn!("undecodable record ({} bytes): {e}", raw.len()),
         }
@@ -137,6 +148,27 @@ impl Decoder {
     }
 }
 
+/// A symbolizer that also names the profile's locks.
+struct ProfileLocks<'a> {
+    symbols: &'a dyn Symbolizer,
+    names: &'a [Arc<str>],
+}
+
+impl Symbolizer for ProfileLocks<'_> {
+    fn function_at(&self, addr: u64) -> Option<Arc<str>> {
+        self.symbols.function_at(addr)
+    }
+    fn frame(&self, addr: u64) -> Arc<str> {
+        self.symbols.frame(addr)
+    }
+    fn lock_name(&self, id: u8) -> Arc<str> {
+        match self.names.get(id as usize) {
+            Some(n) => n.clone(),
+            None => self.symbols.lock_name(id),
+        }
+    }
+}
+
 /// A stack without the probe's own frames (the BPF program, the trace trampoline).
 fn useful_frames(frames: impl Iterator<Item = Arc<str>>) -> Vec<Arc<str>> {
     frames
@@ -181,6 +213,7 @@ mod tests {
             field: None,
             lock: LockObs::NotChecked,
             untrusted: false,
+            locks: Vec::new(),
             stack: Vec::new(),
         }
     }

@@ -252,6 +252,7 @@ mod tests {
             traceable: Some(true),
             config: Default::default(),
             path: Default::default(),
+            locks: Default::default(),
             field_problem: None,
             degraded: None,
         }

@@ -17,6 +17,7 @@ pub mod elf;
 pub mod follow;
 pub mod host;
 pub mod kallsyms;
+pub mod lockreads;
 pub mod losses;
 pub mod options;
 pub mod output;

@@ -9,6 +9,7 @@ use super::btf::{Btf, MutexLayout};
 use super::elf;
 use super::host::{read_module_file, Host};
 use super::kallsyms::{filter_functions, Kallsyms};
+use super::lockreads::{find_global, lock_symbols, lock_targets, slot_reads, LockTarget};
 use crate::profile::{
     strip_clone_suffix, FunctionSpec, LockContract, MdevArg, Profile, ReadAt, Role,
 };
@@ -41,6 +42,8 @@ pub struct FuncTarget {
     pub config: abi::FuncConfig,
     /// The pointers followed before the field read (none for most functions).
     pub path: abi::PointerPath,
+    /// The other declared locks the entry reads, the first `config.lock_reads` of them.
+    pub locks: [abi::LockRead; abi::MAX_LOCK_READS],
     /// Why the field read was dropped, if it was.
     pub field_problem: Option<String>,
     /// What this probe cannot see although it attaches (its field read dropped, its lock
@@ -67,6 +70,8 @@ pub struct Resolution {
     pub matrix_dev_addr: Result<u64, String>,
     pub mdevs_lock_offset: Result<u64, String>,
     pub mutex: Result<(MutexLayout, String), String>,
+    /// The declared locks other than the probed one, and how to read each.
+    pub locks: Vec<LockTarget>,
     pub vmlinux_btf: bool,
     pub module_btf: bool,
     pub kvmalloc: Option<String>,
@@ -153,6 +158,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
             .filter(|m| *m != profile.module && *m != module)
     }
     let other = |spec| other(spec, profile, module);
+    kernel_names.extend(lock_symbols(profile));
     kernel_names.extend(
         profile
             .functions
@@ -264,6 +270,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
             traceable,
             config,
             path,
+            locks: Default::default(),
             field_problem,
             degraded: None,
         });
@@ -384,6 +391,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         matrix_dev_addr,
         mdevs_lock_offset,
         mutex,
+        locks: Vec::new(),
         vmlinux_btf: vmlinux.is_some(),
         module_btf: module_btf.is_some(),
         kvmalloc: pick(KVMALLOC_NAMES),
@@ -392,6 +400,23 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         symbols: kallsyms.module_symbols(module),
         kallsyms,
     };
+    let modules: Vec<&str> = std::iter::once(module)
+        .chain(profile.other_modules())
+        .collect();
+    let global = |sym: &str| -> Result<u64, String> {
+        if sym == profile.lock_holder_symbol {
+            return res.matrix_dev_addr.clone();
+        }
+        find_global(&res.kallsyms, &modules, sym)
+    };
+    res.locks = lock_targets(profile, &res.mutex, &global, &field_offset);
+    if !ov.lock_reads_off {
+        for t in &mut res.targets {
+            let (n, reads) = slot_reads(profile, &profile.functions[t.spec], t.clone, &res.locks);
+            t.config.lock_reads = n;
+            t.locks = reads;
+        }
+    }
     // Only a loaded module can say whether the lock is readable: before, nothing is degraded.
     let lock_off = res.loaded && !res.lock_checks();
     for t in &mut res.targets {

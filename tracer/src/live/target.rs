@@ -22,6 +22,9 @@ pub struct Overrides {
     /// `--text-range START-END` (hidden, for self-tests on hosts without the module):
     /// attribute allocations from this range as if it were the module's text.
     pub text_range: Option<(u64, u64)>,
+    /// `--lock-reads off`: the probes read no declared lock but the probed one (to measure
+    /// what the reads cost).
+    pub lock_reads_off: bool,
 }
 
 /// What `check` and `live` trace: which module and profile, and the overrides.
@@ -74,6 +77,7 @@ pub fn offset_names(profile: &Profile) -> Vec<String> {
                         .chain(std::iter::once(r.field.clone()))
                 }),
         )
+        .chain(profile.locks.iter().flat_map(|l| l.path.iter().cloned()))
         // A field given as a number needs no offset.
         .filter(|f| f.contains('.') && crate::model::hex_u64::parse(f).is_err())
         .chain(std::iter::once("mutex.owner".to_string()))

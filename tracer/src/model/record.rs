@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracer_common as abi;
 
-use super::{hex_u64, Allocator, Body, Event, LockObs, Symbolizer, Task};
+use super::{hex_u64, Allocator, Body, Event, LockObs, LockSeen, Symbolizer, Task};
 use crate::bytes_reader::{Endian, OutOfBounds, Reader};
 
 /// A raw record that could not be decoded.
@@ -78,6 +78,9 @@ mod off {
     pub const E_OWNER: usize = offset_of!(FuncEntry, lock_owner);
     pub const E_LOCK: usize = offset_of!(FuncEntry, lock_state);
     pub const E_STACK: usize = offset_of!(FuncEntry, stack_id);
+    pub const E_OWNERS: usize = offset_of!(FuncEntry, lock_owners);
+    pub const E_IDS: usize = offset_of!(FuncEntry, lock_ids);
+    pub const E_STATES: usize = offset_of!(FuncEntry, lock_states);
     pub const X_IP: usize = offset_of!(FuncExit, func_ip);
     pub const X_RET: usize = offset_of!(FuncExit, ret);
     pub const X_ARG0: usize = offset_of!(FuncExit, arg0);
@@ -95,11 +98,12 @@ mod off {
     pub const N_NAME: usize = offset_of!(NameRecord, name);
 }
 
-/// The size of a record of `kind`, if the kind is known.
+/// The size of a record of `kind`, if the kind is known: the least a record must have (an
+/// entry of an agent before the lock reads ends where they start).
 fn record_size(kind: u16) -> Option<usize> {
     use core::mem::size_of;
     Some(match kind {
-        abi::kind::FUNC_ENTRY => size_of::<abi::FuncEntry>(),
+        abi::kind::FUNC_ENTRY => off::E_OWNERS,
         abi::kind::FUNC_EXIT => size_of::<abi::FuncExit>(),
         abi::kind::ALLOC => size_of::<abi::AllocRecord>(),
         abi::kind::FREE => size_of::<abi::FreeRecord>(),
@@ -203,6 +207,21 @@ pub fn decode_record(
                 *owner = u64_at(off::E_OWNER)?;
             }
             stack_id = stack_at(off::E_STACK)?;
+            let mut locks = Vec::new();
+            if buf.len() >= core::mem::size_of::<abi::FuncEntry>() {
+                for i in 0..abi::MAX_LOCK_READS {
+                    let mut obs = LockObs::try_from(r.read_at::<u8>(off::E_STATES + i)?)?;
+                    match &mut obs {
+                        LockObs::NotChecked => continue,
+                        LockObs::HeldByOther { owner } => *owner = u64_at(off::E_OWNERS + 8 * i)?,
+                        _ => {}
+                    }
+                    locks.push(LockSeen {
+                        lock: symbols.lock_name(r.read_at::<u8>(off::E_IDS + i)?),
+                        obs,
+                    });
+                }
+            }
             Body::Enter {
                 func: name(u64_at(off::E_IP)?),
                 args: {
@@ -216,6 +235,7 @@ pub fn decode_record(
                 },
                 field: field_at(off::E_FIELD)?,
                 lock,
+                locks,
                 untrusted: has(abi::flags::ARGS_UNTRUSTED),
                 stack: Vec::new(),
             }
@@ -265,6 +285,10 @@ pub fn decode_record(
 /// Names back to addresses, for the encoder: the inverse of a [`Symbolizer`].
 pub trait Addresses {
     fn address_of(&self, name: &str) -> Option<u64>;
+    /// The profile's number of a lock, the inverse of [`Symbolizer::lock_name`].
+    fn lock_id(&self, name: &str) -> Option<u8> {
+        name.strip_prefix("lock#")?.parse().ok()
+    }
 }
 
 impl<F: Fn(&str) -> Option<u64>> Addresses for F {
@@ -280,6 +304,20 @@ pub enum EncodeError {
     NoRecord(&'static str),
     #[error("no address for function {0}")]
     UnknownFunction(String),
+    #[error("no number for lock {0}")]
+    UnknownLock(String),
+    #[error("{0} lock reads: a record carries at most {max}", max = abi::MAX_LOCK_READS)]
+    TooManyLocks(usize),
+}
+
+/// A lock observation as the probe writes it: (state, owner word).
+fn lock_code(obs: &LockObs) -> (u8, u64) {
+    match obs {
+        LockObs::NotChecked => (abi::lock_state::NOT_CHECKED, 0),
+        LockObs::Free => (abi::lock_state::FREE, 0),
+        LockObs::HeldByCurrent => (abi::lock_state::HELD_BY_CURRENT, 0),
+        LockObs::HeldByOther { owner } => (abi::lock_state::HELD_BY_OTHER, *owner),
+    }
 }
 
 /// Writes integers at fixed offsets of a record in one byte order.
@@ -368,9 +406,22 @@ pub fn encode_record(
             args,
             field,
             lock,
+            locks,
             untrusted,
             ..
         } => {
+            if locks.len() > abi::MAX_LOCK_READS {
+                return Err(EncodeError::TooManyLocks(locks.len()));
+            }
+            for (i, l) in locks.iter().enumerate() {
+                let id = addresses
+                    .lock_id(&l.lock)
+                    .ok_or_else(|| EncodeError::UnknownLock(l.lock.to_string()))?;
+                let (state, owner) = lock_code(&l.obs);
+                p.buf[off::E_IDS + i] = id;
+                p.buf[off::E_STATES + i] = state;
+                p.u64(off::E_OWNERS + 8 * i, owner);
+            }
             flag(abi::flags::FIELD_VALID, field.is_some());
             flag(abi::flags::ARGS_UNTRUSTED, *untrusted);
             flag(abi::flags::STACK_VALID, stack_id.is_some());
@@ -379,12 +430,7 @@ pub fn encode_record(
                 p.u64(off::E_ARGS + 8 * i, *a);
             }
             p.u64(off::E_FIELD, field.unwrap_or(0));
-            let (state, owner) = match lock {
-                LockObs::NotChecked => (abi::lock_state::NOT_CHECKED, 0),
-                LockObs::Free => (abi::lock_state::FREE, 0),
-                LockObs::HeldByCurrent => (abi::lock_state::HELD_BY_CURRENT, 0),
-                LockObs::HeldByOther { owner } => (abi::lock_state::HELD_BY_OTHER, *owner),
-            };
+            let (state, owner) = lock_code(lock);
             p.buf[off::E_LOCK] = state;
             p.u64(off::E_OWNER, owner);
             p.i32(off::E_STACK, stack_id.unwrap_or(0));
@@ -483,6 +529,22 @@ mod tests {
             lock: LockObs::HeldByOther {
                 owner: 0xffff_8880_dead_0000,
             },
+            locks: vec![
+                LockSeen {
+                    lock: Arc::from("lock#0"),
+                    obs: LockObs::Free,
+                },
+                LockSeen {
+                    lock: Arc::from("lock#4"),
+                    obs: LockObs::HeldByCurrent,
+                },
+                LockSeen {
+                    lock: Arc::from("lock#1"),
+                    obs: LockObs::HeldByOther {
+                        owner: 0xffff_8880_beef_0000,
+                    },
+                },
+            ],
             untrusted: false,
             stack: Vec::new(),
         })
@@ -670,7 +732,12 @@ mod tests {
     fn short_and_unknown_records_are_errors() {
         for (ev, stack_id) in every_kind() {
             let rec = encode_record(&ev, stack_id, Endian::Little, &addr_of).unwrap();
-            for len in 0..rec.len() {
+            // An entry of an agent before the lock reads is shorter, and complete.
+            let least = match ev.body {
+                Body::Enter { .. } => off::E_OWNERS,
+                _ => rec.len(),
+            };
+            for len in 0..least {
                 assert!(decode_record(&rec[..len], Endian::Little, &NoSymbols).is_err());
             }
         }
@@ -681,11 +748,76 @@ mod tests {
             decode_record(&bad, Endian::Little, &NoSymbols),
             Err(DecodeError::UnknownKind(99))
         );
-        let mut bad_lock = rec;
+        let mut bad_lock = rec.clone();
         bad_lock[off::E_LOCK] = 7;
         assert_eq!(
             decode_record(&bad_lock, Endian::Little, &NoSymbols),
             Err(DecodeError::UnknownLockState(7))
+        );
+        let mut bad_read = rec;
+        bad_read[off::E_STATES + 1] = 9;
+        assert_eq!(
+            decode_record(&bad_read, Endian::Little, &NoSymbols),
+            Err(DecodeError::UnknownLockState(9))
+        );
+    }
+
+    /// An entry written before the lock reads (104 bytes) reads as reading none; the reads
+    /// of a current one keep their order, drop the failed ones, and name each lock by the
+    /// profile's number through the symbolizer.
+    #[test]
+    fn lock_reads_decode_and_older_entries_have_none() {
+        let rec = encode_record(&entry(), None, Endian::Big, &addr_of).unwrap();
+        assert_eq!(rec.len(), 144);
+        let old = decode_record(&rec[..off::E_OWNERS], Endian::Big, &OneSym).unwrap();
+        match old.event.body {
+            Body::Enter { locks, lock, .. } => {
+                assert!(locks.is_empty());
+                assert!(
+                    matches!(lock, LockObs::HeldByOther { .. }),
+                    "the probed lock stays"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        struct Named;
+        impl Symbolizer for Named {
+            fn function_at(&self, _: u64) -> Option<Arc<str>> {
+                None
+            }
+            fn lock_name(&self, id: u8) -> Arc<str> {
+                Arc::from(
+                    [
+                        "ap_attr_mutex",
+                        "guests_lock",
+                        "kvm_lock",
+                        "mdevs_lock",
+                        "dev_set_lock",
+                    ][id as usize],
+                )
+            }
+        }
+        let mut with_failed = rec.clone();
+        // A fourth read that failed: NOT_CHECKED, not listed.
+        with_failed[off::E_IDS + 3] = 2;
+        with_failed[off::E_STATES + 3] = abi::lock_state::NOT_CHECKED;
+        let d = decode_record(&with_failed, Endian::Big, &Named).unwrap();
+        let Body::Enter { locks, .. } = d.event.body else {
+            panic!("not an entry");
+        };
+        let seen: Vec<(&str, LockObs)> = locks.iter().map(|l| (&*l.lock, l.obs)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("ap_attr_mutex", LockObs::Free),
+                ("dev_set_lock", LockObs::HeldByCurrent),
+                (
+                    "guests_lock",
+                    LockObs::HeldByOther {
+                        owner: 0xffff_8880_beef_0000
+                    }
+                ),
+            ]
         );
     }
 }

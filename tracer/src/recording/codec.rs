@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
 
-use crate::model::{Allocator, Body, Event, LockObs, LossSource, Task};
+use crate::model::{Allocator, Body, Event, LockObs, LockSeen, LossSource, Task};
 
 /// Fewest bytes an encoded event takes: tag, seq, ts, cpu, pid, tid, comm, one body byte.
 pub const MIN_EVENT_BYTES: usize = 8;
@@ -15,6 +15,10 @@ const MAX_STRING: usize = 4096;
 /// Most arguments / stack frames one event may carry.
 const MAX_ARGS: usize = 16;
 const MAX_STACK: usize = 256;
+/// Most declared locks one entry may list.
+const MAX_LOCKS: usize = 64;
+/// Entry flag (format 1.4): the reads of the other declared locks follow.
+const E_LOCKS: u8 = 1 << 4;
 
 const T_ENTER: u8 = 1;
 const T_EXIT: u8 = 2;
@@ -172,6 +176,7 @@ impl ChunkEncoder {
                 args,
                 field,
                 lock,
+                locks,
                 untrusted,
                 stack,
             } => {
@@ -185,14 +190,11 @@ impl ChunkEncoder {
                         put_varint(b, a);
                     }
                 }
-                let lock_code: u8 = match lock {
-                    LockObs::NotChecked => 0,
-                    LockObs::Free => 1,
-                    LockObs::HeldByCurrent => 2,
-                    LockObs::HeldByOther { .. } => 3,
-                };
-                let bits =
-                    lock_code | (u8::from(*untrusted) << 2) | (u8::from(field.is_some()) << 3);
+                let n_locks = locks.len().min(MAX_LOCKS);
+                let bits = obs_code(lock)
+                    | (u8::from(*untrusted) << 2)
+                    | (u8::from(field.is_some()) << 3)
+                    | if n_locks > 0 { E_LOCKS } else { 0 };
                 b.put_u8(bits);
                 if let LockObs::HeldByOther { owner } = lock {
                     put_varint(b, *owner);
@@ -201,6 +203,16 @@ impl ChunkEncoder {
                     self.slot(b, 4, *f);
                 }
                 self.stack(b, stack);
+                if n_locks > 0 {
+                    put_varint(b, n_locks as u64);
+                    for l in &locks[..n_locks] {
+                        self.string(b, &l.lock);
+                        b.put_u8(obs_code(&l.obs));
+                        if let LockObs::HeldByOther { owner } = l.obs {
+                            put_varint(b, owner);
+                        }
+                    }
+                }
             }
             Body::Exit {
                 func,
@@ -264,6 +276,15 @@ impl ChunkEncoder {
     }
 }
 
+fn obs_code(obs: &LockObs) -> u8 {
+    match obs {
+        LockObs::NotChecked => 0,
+        LockObs::Free => 1,
+        LockObs::HeldByCurrent => 2,
+        LockObs::HeldByOther { .. } => 3,
+    }
+}
+
 fn allocator_code(a: Allocator) -> u8 {
     match a {
         Allocator::Kmalloc => 0,
@@ -271,6 +292,18 @@ fn allocator_code(a: Allocator) -> u8 {
         Allocator::Kvmalloc => 2,
         Allocator::Vmalloc => 3,
     }
+}
+
+/// The observation of code `c` (0..=3); a lock held by another task is followed by its owner.
+fn obs_from(c: u8, b: &mut &[u8]) -> Result<LockObs, CodecError> {
+    Ok(match c {
+        0 => LockObs::NotChecked,
+        1 => LockObs::Free,
+        2 => LockObs::HeldByCurrent,
+        _ => LockObs::HeldByOther {
+            owner: get_varint(b)?,
+        },
+    })
 }
 
 fn allocator_from(c: u8) -> Result<Allocator, CodecError> {
@@ -370,29 +403,42 @@ impl ChunkDecoder {
                     });
                 }
                 let bits = get_u8(b)?;
-                if bits >> 4 != 0 {
+                if bits >> 5 != 0 {
                     return Err(CodecError::Range("entry flags"));
                 }
-                let lock = match bits & 3 {
-                    0 => LockObs::NotChecked,
-                    1 => LockObs::Free,
-                    2 => LockObs::HeldByCurrent,
-                    _ => LockObs::HeldByOther {
-                        owner: get_varint(b)?,
-                    },
-                };
+                let lock = obs_from(bits & 3, b)?;
                 let field = if bits & 8 != 0 {
                     Some(self.slot(b, 4)?)
                 } else {
                     None
                 };
+                let stack = self.stack(b)?;
+                let mut locks = Vec::new();
+                if bits & E_LOCKS != 0 {
+                    let n = get_varint(b)? as usize;
+                    if n > MAX_LOCKS {
+                        return Err(CodecError::Range("lock count"));
+                    }
+                    for _ in 0..n {
+                        let name = self.string(b)?;
+                        let code = get_u8(b)?;
+                        if code > 3 {
+                            return Err(CodecError::Range("lock state"));
+                        }
+                        locks.push(LockSeen {
+                            lock: name,
+                            obs: obs_from(code, b)?,
+                        });
+                    }
+                }
                 Body::Enter {
                     func,
                     args,
                     field,
                     lock,
+                    locks,
                     untrusted: bits & 4 != 0,
-                    stack: self.stack(b)?,
+                    stack,
                 }
             }
             T_EXIT => {
@@ -517,18 +563,25 @@ mod tests {
                     any::<Option<u64>>(),
                     lock(),
                     any::<bool>(),
-                    vec(text(), 0..3)
+                    vec(text(), 0..3),
+                    vec((text(), lock()), 0..5)
                 )
-                    .prop_map(|(func, args, field, lock, untrusted, stack)| {
-                        Body::Enter {
-                            func,
-                            args,
-                            field,
-                            lock,
-                            untrusted,
-                            stack,
+                    .prop_map(
+                        |(func, args, field, lock, untrusted, stack, locks)| {
+                            Body::Enter {
+                                func,
+                                args,
+                                field,
+                                lock,
+                                locks: locks
+                                    .into_iter()
+                                    .map(|(lock, obs)| LockSeen { lock, obs })
+                                    .collect(),
+                                untrusted,
+                                stack,
+                            }
                         }
-                    }),
+                    ),
                 (
                     text(),
                     any::<u64>(),

@@ -28,8 +28,9 @@ pub const SYNC: [u8; 8] = *b"\xf5\x0bAPCHK\x9e";
 pub const VERSION_MAJOR: u16 = 1;
 /// 1.1 added the end marker: a 1.1 recording without one was not finished. 1.2 added the
 /// damage of an imported source and the degraded probe state (header tags 10 and 11). 1.3
-/// added the guest a live run was limited to (tag 12).
-pub const VERSION_MINOR: u16 = 3;
+/// added the guest a live run was limited to (tag 12). 1.4 added the other declared locks an
+/// entry read (entry flag bit 4 in a chunk's events).
+pub const VERSION_MINOR: u16 = 4;
 /// The first version whose writer ends every recording with an end marker.
 pub const END_MARKER_SINCE: (u16, u16) = (1, 1);
 /// Starts the payload of the end marker: a chunk of no events, so that a 1.0 reader reads

@@ -490,7 +490,7 @@ fn an_imported_sources_damage_rides_the_header_and_makes_the_copy_incomplete() {
         w.push(&e).unwrap();
     }
     let r = Recording::parse(w.finish().unwrap().into(), "copy.aptr").unwrap();
-    assert_eq!(r.version, (1, 3));
+    assert_eq!(r.version, (VERSION_MAJOR, VERSION_MINOR));
     assert_eq!(r.header, h);
     assert!(!r.intact());
     assert_eq!(r.damage, h.source_damage, "listed once, as the source said");

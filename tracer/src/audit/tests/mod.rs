@@ -63,6 +63,7 @@ impl Script {
                 field,
                 lock,
                 untrusted: false,
+                locks: Vec::new(),
                 stack: Vec::new(),
             },
         )
@@ -262,6 +263,7 @@ fn findings_beyond_the_cap_are_counted_not_kept() {
                 field: None,
                 lock: LockObs::Free,
                 untrusted: false,
+                locks: Vec::new(),
                 stack: vec![],
             },
         ));

@@ -134,3 +134,147 @@ fn an_edge_that_relied_on_a_clone_makes_the_cycle_uncertain() {
     );
     assert!(a.lock_order().iter().any(|e| e.uncertain));
 }
+
+/// The entry just pushed read these other declared locks.
+fn read_locks(s: &mut Script, locks: &[(&str, LockObs)]) {
+    let Some(Event {
+        body: Body::Enter { locks: seen, .. },
+        ..
+    }) = s.events.last_mut()
+    else {
+        panic!("the last event is not an entry");
+    };
+    *seen = locks
+        .iter()
+        .map(|(l, obs)| crate::model::LockSeen {
+            lock: Arc::from(*l),
+            obs: *obs,
+        })
+        .collect();
+}
+
+/// A profile whose open and close assert nothing of the core: only the reads say what the
+/// task holds there.
+fn reads_only_profile() -> Profile {
+    let mut p = Profile::vfio_ap();
+    for f in &mut p.functions {
+        f.holds.clear();
+    }
+    p
+}
+
+#[test]
+fn another_locks_owner_word_read_held_at_entry_is_an_edge() {
+    let mut s = Script::new();
+    s.create().enter(
+        QEMU,
+        "vfio_ap_mdev_open_device",
+        &[MDEV],
+        LockObs::Free,
+        None,
+    );
+    read_locks(
+        &mut s,
+        &[
+            ("ap_attr_mutex", LockObs::Free),
+            ("dev_set_lock", LockObs::HeldByCurrent),
+        ],
+    );
+    s.exit(QEMU, "vfio_ap_mdev_open_device", MDEV, 0, None);
+    let a = s.audit_with(reads_only_profile());
+    assert!(a.findings().is_empty(), "{:#?}", a.findings());
+    let edges: Vec<String> = a
+        .lock_order()
+        .iter()
+        .map(|e| format!("{} -> {}", e.held, e.taken))
+        .collect();
+    // open takes guests_lock, kvm_lock and mdevs_lock; the free mutex gives nothing.
+    assert_eq!(
+        edges,
+        [
+            "dev_set_lock -> guests_lock",
+            "dev_set_lock -> kvm_lock",
+            "dev_set_lock -> mdevs_lock"
+        ]
+    );
+    assert!(a.lock_order().iter().all(|e| e.held_in.is_none()));
+}
+
+#[test]
+fn reads_held_by_another_task_or_failed_are_no_edge() {
+    let mut s = Script::new();
+    s.create().enter(
+        QEMU,
+        "vfio_ap_mdev_open_device",
+        &[MDEV],
+        LockObs::Free,
+        None,
+    );
+    read_locks(
+        &mut s,
+        &[(
+            "dev_set_lock",
+            LockObs::HeldByOther {
+                owner: 0xffff_8880_0000_1000,
+            },
+        )],
+    );
+    s.exit(QEMU, "vfio_ap_mdev_open_device", MDEV, 0, None);
+    // A read that failed is simply not listed (`NotChecked` is dropped by the decoder).
+    s.enter(
+        QEMU,
+        "vfio_ap_mdev_close_device",
+        &[MDEV],
+        LockObs::Free,
+        None,
+    )
+    .exit(QEMU, "vfio_ap_mdev_close_device", MDEV, 0, None);
+    let a = s.audit_with(reads_only_profile());
+    assert!(a.findings().is_empty(), "{:#?}", a.findings());
+    assert!(a.lock_order().is_empty(), "{:?}", a.lock_order());
+}
+
+/// The series' AB-BA seen through owner words alone: registration under mdevs_lock, the
+/// core's open under dev_set->lock. One `lock-order`, both edges read, not asserted.
+#[test]
+fn the_abba_by_owner_words_is_one_lock_order() {
+    for profile in [reads_only_profile(), Profile::vfio_ap()] {
+        let mut s = Script::new();
+        s.enter(100, "vfio_ap_mdev_probe", &[MDEV_DEV], LockObs::Free, None)
+            .call_locked(100, "vfio_register_emulated_iommu_dev", &[MDEV], 0)
+            .exit(100, "vfio_ap_mdev_probe", MDEV_DEV, 0, None)
+            .enter(
+                QEMU,
+                "vfio_ap_mdev_open_device",
+                &[MDEV],
+                LockObs::Free,
+                None,
+            );
+        read_locks(&mut s, &[("dev_set_lock", LockObs::HeldByCurrent)]);
+        s.exit(QEMU, "vfio_ap_mdev_open_device", MDEV, 0, None);
+        // Seen again on a second open: still one finding.
+        s.enter(
+            QEMU,
+            "vfio_ap_mdev_open_device",
+            &[MDEV],
+            LockObs::Free,
+            None,
+        );
+        read_locks(&mut s, &[("dev_set_lock", LockObs::HeldByCurrent)]);
+        s.exit(QEMU, "vfio_ap_mdev_open_device", MDEV, 0, None);
+        let a = s.audit_with(profile);
+        let f = only(&a, Kind::LockOrder);
+        assert!(
+            f.message
+                .contains("dev_set_lock -> mdevs_lock -> dev_set_lock"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message
+                .contains("vfio_ap_mdev_open_device entered by pid 4242 holding dev_set_lock by its owner word"),
+            "{}",
+            f.message
+        );
+    }
+}

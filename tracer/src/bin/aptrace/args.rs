@@ -284,6 +284,18 @@ pub struct TargetArgs {
     /// the module; use with --all-allocations).
     #[arg(long, hide = true, value_parser = tracer::live::resolve::parse_text_range)]
     pub text_range: Option<(u64, u64)>,
+    /// Read the owner words of the profile's other declared locks at the entries of
+    /// functions that take a lock (lock-order edges by the owner word); `off` reads only
+    /// mdevs_lock, to measure what the reads cost.
+    #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
+    pub lock_reads: OnOff,
+}
+
+/// A switch given as `on` or `off`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 fn parse_offset(s: &str) -> Result<(String, u64), String> {
@@ -305,6 +317,7 @@ impl TargetArgs {
                 owner_mask: self.owner_mask,
                 module_file: self.module_file.clone(),
                 text_range: self.text_range,
+                lock_reads_off: self.lock_reads == OnOff::Off,
             },
         }
     }

@@ -90,6 +90,7 @@ pub fn attach(
             addr: t.addr,
             func: t.config,
             path: t.path,
+            locks: t.locks,
         };
     }
     // Written before any probe attaches: a probe never sees its slot half set up.
