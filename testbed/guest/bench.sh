@@ -8,6 +8,8 @@
 #                                                        (noop: a do-nothing BPF program on the same tracepoints)
 #   bench attach <default|all-allocations> s=<seconds> kprobes=<n>  (e) start to the "attached" line
 #   bench call bpftrace ps=                              (b) with the peer's one-liner fetching the same data
+#   bench call <aptrace-lock-reads-off|aptrace-lock-reads-on> ps=  (b) the same build with `--lock-reads off`,
+#                                                        then on again (the pair, run back to back: issue 15's cost)
 #   bench attach bpftrace s= kprobes=                    (e) the peer's start to its BEGIN probe, with the
 #                                                        functions aptrace attached, entry and return
 # BPFTRACE=1 in /job.env: Debian's bpftrace tree is on the 9p share `bpft` (xtask/src/testbed/bpftrace.rs).
@@ -79,6 +81,13 @@ if [ -x "${AGENT:-}" ]; then
     done
     stop_agent
     marker "bench agent default stopped rc=$? $(tail -1 /out/bench.default.log)"
+    # (b) the other declared locks' reads off, then on again: the same build, back to back
+    start_agent lock-reads-off /out/bench.lroff.log "--lock-reads off"
+    calls aptrace-lock-reads-off 1
+    stop_agent
+    start_agent lock-reads-on /out/bench.lron.log "--lock-reads on"
+    calls aptrace-lock-reads-on 1
+    stop_agent
     start_agent all-allocations /out/bench.all.log --all-allocations
     allocs aptrace-all
     stop_agent

@@ -294,6 +294,33 @@ mod tests {
         assert_eq!(j.events[1].task.tid, 7);
     }
 
+    /// The other locks an entry read (format 1.4) are a `locks` list of `{lock, state}`.
+    #[test]
+    fn an_entrys_lock_reads_are_its_locks_list() {
+        let text = r#"{"type":"enter","ts_ns":"100","pid":7,"func":"vfio_ap_mdev_open_device","args":["0xffff1000"],"locks":[{"lock":"dev_set_lock","state":"held-by-current"},{"lock":"guests_lock","state":"held-by-other","owner":"0xffff8880"}]}
+"#;
+        let j = read_jsonl(text.as_bytes(), "locks.jsonl").unwrap();
+        let crate::model::Body::Enter { locks, .. } = &j.events[0].body else {
+            panic!("{:?}", j.events[0]);
+        };
+        use crate::model::LockObs;
+        let seen: Vec<(&str, LockObs)> = locks.iter().map(|l| (&*l.lock, l.obs)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("dev_set_lock", LockObs::HeldByCurrent),
+                ("guests_lock", LockObs::HeldByOther { owner: 0xffff8880 })
+            ]
+        );
+        let mut out = Vec::new();
+        write_event(&mut out, &j.events[0]).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains(r#""locks":[{"lock":"dev_set_lock","state":"held-by-current"},{"lock":"guests_lock","state":"held-by-other","owner":"0xffff8880"}]"#),
+            "{out}"
+        );
+    }
+
     #[test]
     fn a_huge_line_is_refused_without_reading_it_whole() {
         struct Endless(u64);

@@ -293,6 +293,19 @@ fn targets(target: &Path, ratios: &str, memory: &str, quick: bool, kernel: &Kern
         );
         t.push(
             Target::new(
+                format!("(b) traced call with the lock reads / --lock-reads off, {arch}"),
+                ratio(
+                    arch,
+                    "call aptrace-lock-reads-on",
+                    "call aptrace-lock-reads-off",
+                ),
+                Unit::Ratio,
+                Goal::AtMost(1.1),
+            )
+            .absent_because(absent.clone()),
+        );
+        t.push(
+            Target::new(
                 format!("(e) attach per function, instruction time, {arch}"),
                 figures(arch).and_then(|f| f.attach_per_function("default")),
                 Unit::Seconds,

@@ -163,17 +163,19 @@ impl Auditor {
         if lock == LockObs::HeldByCurrent {
             held.push((self.order.probed.clone(), Holder::Read));
         }
-        if let Body::Enter { locks, .. } = &ev.body {
-            for l in locks.iter().filter(|l| l.obs == LockObs::HeldByCurrent) {
-                if !held.iter().any(|(h, _)| *h == l.lock) {
-                    held.push((l.lock.clone(), Holder::Read));
-                }
-            }
-        }
         for f in self.calls.stack(ev.task.tid) {
             for l in &self.order.holds[f.call.spec] {
                 if !held.iter().any(|(h, _)| h == l) {
                     held.push((l.clone(), Holder::Open(f)));
+                }
+            }
+        }
+        // The other locks' owner words: after the open calls (whose entries are better
+        // evidence), before the entered function's own declaration.
+        if let Body::Enter { locks, .. } = &ev.body {
+            for l in locks.iter().filter(|l| l.obs == LockObs::HeldByCurrent) {
+                if !held.iter().any(|(h, _)| *h == l.lock) {
+                    held.push((l.lock.clone(), Holder::Read));
                 }
             }
         }

@@ -123,6 +123,8 @@ impl Figures {
             "call ftrace",
             "call ftrace-args",
             "call aptrace",
+            "call aptrace-lock-reads-off",
+            "call aptrace-lock-reads-on",
         ]
         .iter()
         .any(|k| self.med(k).is_none())
@@ -173,6 +175,19 @@ impl Figures {
             "  (b) per call of vfio_ap_get_data_size: nothing {}, ftrace kprobe+kretprobe events {} (bare) / {} (fetching 4 args, comm, retval as aptrace does), aptrace {}; aptrace/nothing {}, aptrace/ftrace {} bare, {} same data (target <= 1.00x); {jit}\n",
             ns(cn), ns(cf), ns(cfa), ns(ca), r(ca, cn), r(ca, cf), r(ca, cfa)
         );
+        let (con, coff) = (
+            self.med("call aptrace-lock-reads-on"),
+            self.med("call aptrace-lock-reads-off"),
+        );
+        if con.is_some() || coff.is_some() {
+            s += &format!(
+                "  (b) the other declared locks' reads: --lock-reads on {} / off {}: {} (target <= 1.10x)
+",
+                ns(con),
+                ns(coff),
+                r(con, coff)
+            );
+        }
         let cb = self.med("call bpftrace");
         if cb.is_some() {
             s += &format!(
@@ -424,6 +439,33 @@ mod tests {
             Figures::parse("6.12", Arch::X86_64, &[]).missing(),
             vec!["(b)", "(c)", "(d)", "(e)"]
         );
+    }
+
+    #[test]
+    fn the_lock_reads_pair_is_a_ratio_and_part_of_b() {
+        let m: Vec<String> = [
+            "bench call none ps=9000",
+            "bench call ftrace ps=90000",
+            "bench call ftrace-args ps=95000",
+            "bench call aptrace ps=400000",
+            "bench call aptrace-lock-reads-off ps=400000",
+            "bench call aptrace-lock-reads-on ps=420000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let f = Figures::parse("6.12", Arch::S390x, &m);
+        assert!(!f.missing().contains(&"(b)"), "{:?}", f.missing());
+        let t = f.render();
+        assert!(
+            t.contains("--lock-reads on 420.0 ns / off 400.0 ns: 1.05x"),
+            "{t}"
+        );
+        // Without the pair, (b) is not measured.
+        let without: Vec<String> = m[..4].to_vec();
+        assert!(Figures::parse("6.12", Arch::S390x, &without)
+            .missing()
+            .contains(&"(b)"));
     }
 
     #[test]
