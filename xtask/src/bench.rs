@@ -438,12 +438,12 @@ mod tests {
             .iter()
             .map(|t| t.line(false))
             .collect();
-        assert_eq!(lines.len(), 11, "{lines:#?}");
+        assert_eq!(lines.len(), 13, "{lines:#?}");
         let kernel_lines: Vec<&String> = lines
             .iter()
             .filter(|l| l.starts_with("(b)") || l.starts_with("(c)") || l.starts_with("(e)"))
             .collect();
-        assert_eq!(kernel_lines.len(), 6);
+        assert_eq!(kernel_lines.len(), 8);
         for l in kernel_lines {
             assert!(
                 l.ends_with("not measured in this run (--no-kernel: skipped)"),
