@@ -454,6 +454,7 @@ pub fn preflight(
             row(lock_item, Status::Warn, format!("lock checks off: {}", why.join("; ")), fix.join("; "))
         }
     });
+    rows.extend(lock_read_rows(&res));
     let misses = probed.kernel_miss_count.map(|kernel| {
         row(
             "lost returns",
@@ -633,4 +634,46 @@ pub fn to_json(rows: &[Row]) -> String {
         rows,
     })
     .expect("serializable")
+}
+
+/// One row per declared lock besides the probed one: how many entries read its owner word,
+/// or why none can (its order edges then come from the profile's `holds` only).
+fn lock_read_rows(res: &Resolution) -> Vec<Row> {
+    res.locks
+        .iter()
+        .map(|l| {
+            let item = format!("lock {}", l.name);
+            match &l.read {
+                Ok(r) => {
+                    let n = res
+                        .targets
+                        .iter()
+                        .filter(|t| {
+                            t.locks[..usize::from(t.config.lock_reads).min(t.locks.len())]
+                                .iter()
+                                .any(|x| x.id == r.id)
+                        })
+                        .count();
+                    row(
+                        item,
+                        if n > 0 { Status::Ok } else { Status::Info },
+                        format!("owner word read at the entry of {n} functions (lock-order edges)"),
+                        "",
+                    )
+                }
+                Err(_) if !res.loaded => row(
+                    item,
+                    Status::Info,
+                    format!("resolved when module {} loads", res.module),
+                    "",
+                ),
+                Err(e) => row(
+                    item,
+                    Status::Info,
+                    format!("owner word not read ({e}): its lock-order edges come from the profile's holds only"),
+                    "--offset STRUCT.MEMBER=N for its path's members, where BTF lacks them",
+                ),
+            }
+        })
+        .collect()
 }
