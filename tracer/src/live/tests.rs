@@ -1014,3 +1014,68 @@ fn a_driver_without_the_series_is_traced_with_what_it_has() {
     assert_eq!(init.status, super::check::Status::Info, "{init:?}");
     assert!(init.detail.contains("no live-migration series"), "{init:?}");
 }
+
+/// The declared locks besides mdevs_lock: placed from kallsyms and offsets (here `--offset`,
+/// as where BTF lacks them), read where a function can reach them; one that cannot be placed
+/// says why and is not read; `--lock-reads off` reads none.
+#[test]
+fn the_other_locks_are_placed_and_read_where_reachable_and_lock_reads_off_reads_none() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let p = Profile::vfio_ap();
+    let mut ov = Overrides::default();
+    for (k, v) in [
+        ("ap_matrix_dev.guests_lock", 0x100),
+        ("ap_matrix_mdev.kvm", 0x2c0),
+        ("kvm.lock", 0x40),
+        ("vfio_device.dev_set", 0x18),
+        ("vfio_device_set.lock", 0x8),
+    ] {
+        ov.offsets.insert(k.to_string(), v);
+    }
+    let r = resolve(&host, &p, "vfio_ap", &ov);
+    let lock = |n: &str| r.locks.iter().find(|l| l.name == n).unwrap();
+    let attr = lock("ap_attr_mutex").read.as_ref().unwrap_err();
+    assert!(
+        attr.contains("ap_attr_mutex is not in /proc/kallsyms"),
+        "{attr}"
+    );
+    let guests = lock("guests_lock").read.as_ref().unwrap();
+    assert_eq!(
+        Ok(guests.start),
+        r.matrix_dev_addr,
+        "from the matrix_dev variable"
+    );
+    assert_eq!(guests.owner_offset, 0x100);
+    let target = |n: &str| r.targets.iter().find(|t| t.name == n).unwrap();
+    let names = |n: &str| {
+        let t = target(n);
+        t.locks[..t.config.lock_reads as usize]
+            .iter()
+            .map(|l| p.locks[l.id as usize].name.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("vfio_ap_mdev_open_device"), ["dev_set_lock"]);
+    let open = target("vfio_ap_mdev_open_device");
+    assert_eq!(
+        (
+            open.locks[0].from,
+            open.locks[0].path.count,
+            open.locks[0].path.hops[0]
+        ),
+        (abi::lock_from::ARG, 1, 0x18)
+    );
+    assert_eq!(open.locks[0].owner_offset, 0x8);
+    assert_eq!(names("vfio_ap_mdev_probe"), ["guests_lock"]);
+    assert_eq!(
+        names("vfio_ap_mdev_release_dev"),
+        ["guests_lock", "kvm_lock", "dev_set_lock"]
+    );
+    // A clone (set_state here) reads no argument path.
+    assert_eq!(names("vfio_ap_set_state"), ["guests_lock"]);
+    assert!(names("vfio_ap_init_migration_data").is_empty());
+    ov.lock_reads_off = true;
+    let off = resolve(&host, &p, "vfio_ap", &ov);
+    assert!(off.targets.iter().all(|t| t.config.lock_reads == 0));
+    assert!(off.lock_checks(), "the probed lock is still read");
+}
