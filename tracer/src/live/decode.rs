@@ -329,6 +329,38 @@ mod tests {
         }
     }
 
+    /// An entry record's lock reads are named by the profile's locks, in their order.
+    #[test]
+    fn lock_reads_are_named_by_the_profile() {
+        use crate::model::{encode_record, LockSeen};
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = decoder(dir.path());
+        let mut body = enter("0xffffffffc0001000");
+        if let Body::Enter { locks, .. } = &mut body {
+            *locks = vec![
+                LockSeen {
+                    lock: Arc::from("lock#0"),
+                    obs: LockObs::Free,
+                },
+                LockSeen {
+                    lock: Arc::from("lock#4"),
+                    obs: LockObs::HeldByCurrent,
+                },
+            ];
+        }
+        let ev = decoded(7, body, None).event;
+        let raw = encode_record(&ev, None, Endian::Little, &|_: &str| None).unwrap();
+        let mut out = Vec::new();
+        d.decode(&raw, &NoSymbols, &NoStacks, &mut out);
+        let Body::Enter { locks, .. } = &out[0].body else {
+            panic!("{out:?}");
+        };
+        let names: Vec<&str> = locks.iter().map(|l| &*l.lock).collect();
+        let p = Profile::vfio_ap();
+        assert_eq!(names, [p.locks[0].name.as_str(), p.locks[4].name.as_str()]);
+        assert_eq!(names, ["ap_attr_mutex", "dev_set_lock"]);
+    }
+
     /// Records from a real kernel, through the whole decoder, copied to the raw dump as
     /// they were read.
     #[test]
