@@ -261,6 +261,9 @@ pub mod lock_from {
     pub const GLOBAL: u8 = 1;
     /// At an argument's value (`args[arg]`).
     pub const ARG: u8 = 2;
+    /// At the pointer the probed lock's check read at this entry (`*matrix_dev_addr`): a
+    /// lock behind the same global pointer costs no second read of it.
+    pub const HOLDER: u8 = 3;
 }
 
 /// The owner word of one declared lock, read on entry: from the start, follow `path`, then

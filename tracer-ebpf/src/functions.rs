@@ -162,10 +162,10 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
             fl |= flags::FIELD_VALID;
         }
     }
-    let (lock_state, lock_owner) = if fc.check_lock != 0 {
+    let (lock_state, lock_owner, holder) = if fc.check_lock != 0 {
         lock::check(config())
     } else {
-        (lock_state::NOT_CHECKED, 0)
+        (lock_state::NOT_CHECKED, 0, 0)
     };
     let suspicious = match fc.check_lock {
         check_lock::STACK_IF_HELD => lock_state == lock_state::HELD_BY_CURRENT,
@@ -186,7 +186,7 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
                 break;
             }
             let r = &sc.locks[i];
-            let (st, owner) = lock::read(r, &args);
+            let (st, owner) = lock::read(r, &args, holder);
             lock_states[i] = st;
             lock_owners[i] = owner;
             lock_ids[i] = r.id;

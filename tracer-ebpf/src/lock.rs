@@ -7,44 +7,46 @@
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use tracer_common::{lock_from, lock_state, GlobalConfig, LockRead, MAX_HOPS};
 
-/// (one of [`lock_state`], raw owner word).
+/// (one of [`lock_state`], raw owner word, the `matrix_dev` pointer read or 0).
 #[inline(always)]
-pub fn check(cfg: &GlobalConfig) -> (u8, u64) {
+pub fn check(cfg: &GlobalConfig) -> (u8, u64, u64) {
     if cfg.matrix_dev_addr == 0 {
-        return (lock_state::NOT_CHECKED, 0);
+        return (lock_state::NOT_CHECKED, 0, 0);
     }
     // SAFETY: bpf_probe_read_kernel copes with any address.
     let Ok(matrix_dev) = (unsafe { bpf_probe_read_kernel(cfg.matrix_dev_addr as *const u64) })
     else {
-        return (lock_state::NOT_CHECKED, 0);
+        return (lock_state::NOT_CHECKED, 0, 0);
     };
     if matrix_dev == 0 {
-        return (lock_state::NOT_CHECKED, 0);
+        return (lock_state::NOT_CHECKED, 0, 0);
     }
     let owner_at = matrix_dev.wrapping_add(cfg.lock_owner_offset);
     // SAFETY: as above.
     let Ok(owner) = (unsafe { bpf_probe_read_kernel(owner_at as *const u64) }) else {
-        return (lock_state::NOT_CHECKED, 0);
+        return (lock_state::NOT_CHECKED, 0, matrix_dev);
     };
     let task = owner & cfg.owner_mask;
     if task == 0 {
-        return (lock_state::FREE, owner);
+        return (lock_state::FREE, owner, matrix_dev);
     }
     // SAFETY: a helper without arguments.
     let current = unsafe { bpf_get_current_task() };
     if task == current {
-        (lock_state::HELD_BY_CURRENT, owner)
+        (lock_state::HELD_BY_CURRENT, owner, matrix_dev)
     } else {
-        (lock_state::HELD_BY_OTHER, owner)
+        (lock_state::HELD_BY_OTHER, owner, matrix_dev)
     }
 }
 
 /// The owner word of one declared lock the slot can reach: (one of [`lock_state`], raw
-/// owner word). `args` are the entry's argument registers.
+/// owner word). `args` are the entry's argument registers, `holder` the pointer
+/// [`check`] read (0: none).
 #[inline(always)]
-pub fn read(r: &LockRead, args: &[u64; 4]) -> (u8, u64) {
+pub fn read(r: &LockRead, args: &[u64; 4], holder: u64) -> (u8, u64) {
     let mut base = match r.from {
         lock_from::GLOBAL => r.start,
+        lock_from::HOLDER => holder,
         lock_from::ARG => match r.arg {
             0 => args[0],
             1 => args[1],

@@ -19,11 +19,14 @@ pub struct LockTarget {
 
 /// Where each declared lock other than the probed one is. `symbol` finds a global's address
 /// (None: not found, with the reason); `field_offset` a `struct.member`'s offset.
+/// `holder_read`: the probed lock's check reads the profile's `lock_holder_symbol` pointer
+/// at every entry that reads locks, so a lock behind it starts from that value.
 pub fn lock_targets(
     profile: &Profile,
     mutex: &Result<(MutexLayout, String), String>,
     symbol: &dyn Fn(&str) -> Result<u64, String>,
     field_offset: &dyn Fn(&str) -> Result<u64, String>,
+    holder_read: bool,
 ) -> Vec<LockTarget> {
     let probed = profile.probed_lock();
     profile
@@ -31,9 +34,25 @@ pub fn lock_targets(
         .iter()
         .enumerate()
         .filter(|(_, l)| l.name != probed)
-        .map(|(id, l)| LockTarget {
-            name: l.name.clone(),
-            read: lock_read(l, id, mutex, symbol, field_offset),
+        .map(|(id, l)| {
+            let mut read = lock_read(l, id, mutex, symbol, field_offset);
+            if let Ok(r) = &mut read {
+                if holder_read
+                    && l.symbol.as_deref() == Some(profile.lock_holder_symbol.as_str())
+                    && r.path.count > 0
+                {
+                    // The first hop reads the holder pointer: the check already did.
+                    r.from = abi::lock_from::HOLDER;
+                    r.start = 0;
+                    r.path.hops.rotate_left(1);
+                    r.path.hops[abi::MAX_HOPS - 1] = 0;
+                    r.path.count -= 1;
+                }
+            }
+            LockTarget {
+                name: l.name.clone(),
+                read,
+            }
         })
         .collect()
 }
@@ -115,6 +134,7 @@ pub fn slot_reads(
         }
         // Only the driver's object is known to be the struct an argument path starts at.
         let reachable = r.from == abi::lock_from::GLOBAL
+            || r.from == abi::lock_from::HOLDER
             || (!clone && spec.mdev == MdevArg::Object && r.arg == 0);
         if !reachable || n == abi::MAX_LOCK_READS {
             continue;
@@ -163,7 +183,7 @@ mod tests {
 
     fn targets(symbol: &dyn Fn(&str) -> Result<u64, String>) -> Vec<LockTarget> {
         let mutex = Ok((MutexLayout::DEFAULT, "test".to_string()));
-        lock_targets(&Profile::vfio_ap(), &mutex, symbol, &offsets)
+        lock_targets(&Profile::vfio_ap(), &mutex, symbol, &offsets, false)
     }
 
     fn all_symbols(s: &str) -> Result<u64, String> {

@@ -409,7 +409,10 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         }
         find_global(&res.kallsyms, &modules, sym)
     };
-    res.locks = lock_targets(profile, &res.mutex, &global, &field_offset);
+    // Every function that reads locks takes one, so its entry runs the probed lock's check,
+    // which reads the holder pointer when the lock checks are on.
+    let holder_read = res.lock_checks();
+    res.locks = lock_targets(profile, &res.mutex, &global, &field_offset, holder_read);
     if !ov.lock_reads_off {
         for t in &mut res.targets {
             let (n, reads) = slot_reads(profile, &profile.functions[t.spec], t.clone, &res.locks);
