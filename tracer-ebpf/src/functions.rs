@@ -180,18 +180,26 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
     let mut lock_ids = [0u8; MAX_LOCK_READS];
     let mut lock_states = [lock_state::NOT_CHECKED; MAX_LOCK_READS];
     let reads = fc.lock_reads as usize;
-    if reads != 0 {
-        for i in 0..MAX_LOCK_READS {
-            if i >= reads {
-                break;
+    // Unrolled by hand with constant indices: a loop kept its index and reloaded its
+    // registers per read, instructions the interpreter pays for at every entry.
+    macro_rules! read_lock {
+        ($i:literal) => {
+            if reads > $i {
+                let r = &sc.locks[$i];
+                let (st, owner) = lock::read(r, &args, holder);
+                lock_states[$i] = st;
+                lock_owners[$i] = owner;
+                lock_ids[$i] = r.id;
             }
-            let r = &sc.locks[i];
-            let (st, owner) = lock::read(r, &args, holder);
-            lock_states[i] = st;
-            lock_owners[i] = owner;
-            lock_ids[i] = r.id;
-        }
+        };
     }
+    if reads != 0 {
+        read_lock!(0);
+        read_lock!(1);
+        read_lock!(2);
+        read_lock!(3);
+    }
+    const _: () = assert!(MAX_LOCK_READS == 4);
     let mut stack_id = -1;
     if fc.stack_on_entry != 0 || suspicious {
         if let Some(id) = stacks::take(ctx) {
