@@ -654,10 +654,15 @@ fn lock_read_rows(res: &Resolution) -> Vec<Row> {
                                 .any(|x| x.id == r.id)
                         })
                         .count();
+                    let detail = if n > 0 {
+                        format!("owner word read at the entry of {n} functions (lock-order edges)")
+                    } else {
+                        "owner word placed, read at no entry: no function that takes a lock can reach it, or no profiled function takes it and it ranks before what they take (an edge from it could close no cycle and break no documented order)".to_string()
+                    };
                     row(
                         item,
                         if n > 0 { Status::Ok } else { Status::Info },
-                        format!("owner word read at the entry of {n} functions (lock-order edges)"),
+                        detail,
                         "",
                     )
                 }
