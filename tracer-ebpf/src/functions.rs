@@ -193,7 +193,7 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
             }
         };
     }
-    if reads != 0 {
+    if reads != 0 && lock::reads_enabled() {
         read_lock!(0);
         read_lock!(1);
         read_lock!(2);

@@ -7,6 +7,20 @@
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use tracer_common::{lock_from, lock_state, GlobalConfig, LockRead, MAX_HOPS};
 
+/// Whether entries read the other declared locks at all: set by the loader (1 by default, 0
+/// for `--lock-reads off`, or where a kernel's verifier refused the entry programs with the
+/// reads). In a frozen read-only map, so the verifier knows its value and drops the reads'
+/// code when 0: older verifiers (6.1) give up on the four reads' paths.
+#[unsafe(no_mangle)]
+static LOCK_READS: u8 = 1;
+
+#[inline(always)]
+pub fn reads_enabled() -> bool {
+    // SAFETY: a plain read of a static; volatile so the compiler keeps the load for the loader
+    // to set.
+    unsafe { core::ptr::read_volatile(&LOCK_READS) != 0 }
+}
+
 /// (one of [`lock_state`], raw owner word, the `matrix_dev` pointer read or 0).
 #[inline(always)]
 pub fn check(cfg: &GlobalConfig) -> (u8, u64, u64) {

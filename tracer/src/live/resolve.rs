@@ -18,8 +18,8 @@ use crate::recording::{ProbeState, ProbeStatus, Symbol};
 // Their homes are `target` and `degrade`; callers name them here, as before the split.
 pub use super::degrade::{degradation, inlined_checks};
 pub use super::target::{
-    check_offset_names, offset_names, parse_offset_override, parse_text_range, Overrides,
-    TargetError, TargetOptions,
+    check_offset_names, offset_names, parse_offset_override, parse_text_range,
+    verifier_takes_lock_reads, Overrides, TargetError, TargetOptions,
 };
 
 /// Kernel functions that `--all-allocations` probes, in order of preference.

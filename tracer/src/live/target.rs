@@ -25,6 +25,23 @@ pub struct Overrides {
     /// `--lock-reads off`: the probes read no declared lock but the probed one (to measure
     /// what the reads cost).
     pub lock_reads_off: bool,
+    /// `--lock-reads auto`: the live agent turns the reads off on a kernel whose verifier is
+    /// not known to take them ([`verifier_takes_lock_reads`]).
+    pub lock_reads_auto: bool,
+}
+
+/// Whether the kernel of `release` (`uname -r`) is one whose verifier takes the entry
+/// programs with the other locks' reads: 6.12 does; 6.1's gives up on their paths after a
+/// million instructions (tens of seconds under emulation), so older kernels are traced
+/// without them unless `--lock-reads on` asks to try.
+pub fn verifier_takes_lock_reads(release: &str) -> bool {
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    match (nums.next().flatten(), nums.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (6, 12),
+        _ => false,
+    }
 }
 
 /// What `check` and `live` trace: which module and profile, and the overrides.
@@ -160,5 +177,27 @@ mod tests {
         assert_eq!(parse_offset_override("mutex.owner=0").unwrap().1, 0);
         assert!(parse_offset_override("mdevs_lock=8").is_err());
         assert!(parse_offset_override("a.b=x").is_err());
+    }
+}
+
+#[cfg(test)]
+mod lock_reads_tests {
+    use super::verifier_takes_lock_reads;
+
+    #[test]
+    fn the_kernels_whose_verifier_takes_the_lock_reads() {
+        for (release, takes) in [
+            ("6.12.95+deb12-amd64", true),
+            ("6.12.95+deb12-s390x", true),
+            ("6.18.44-fc-v1147", true),
+            ("7.0.0", true),
+            ("6.1.0-57-amd64", false),
+            ("6.1.0-50-s390x", false),
+            ("5.14.0-427.el9.s390x", false),
+            ("", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(verifier_takes_lock_reads(release), takes, "{release}");
+        }
     }
 }

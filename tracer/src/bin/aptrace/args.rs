@@ -286,14 +286,17 @@ pub struct TargetArgs {
     pub text_range: Option<(u64, u64)>,
     /// Read the owner words of the profile's other declared locks at the entries of
     /// functions that take a lock (lock-order edges by the owner word); `off` reads only
-    /// mdevs_lock, to measure what the reads cost.
-    #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
-    pub lock_reads: OnOff,
+    /// mdevs_lock, to measure what the reads cost; `auto` reads them on kernels whose
+    /// verifier is known to take them (6.12 and later), `on` tries on any kernel (and falls
+    /// back, saying so, where the verifier refuses them).
+    #[arg(long, value_enum, default_value = "auto", value_name = "auto|on|off")]
+    pub lock_reads: LockReads,
 }
 
-/// A switch given as `on` or `off`.
+/// `--lock-reads`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnOff {
+pub enum LockReads {
+    Auto,
     On,
     Off,
 }
@@ -317,7 +320,8 @@ impl TargetArgs {
                 owner_mask: self.owner_mask,
                 module_file: self.module_file.clone(),
                 text_range: self.text_range,
-                lock_reads_off: self.lock_reads == OnOff::Off,
+                lock_reads_off: self.lock_reads == LockReads::Off,
+                lock_reads_auto: self.lock_reads == LockReads::Auto,
             },
         }
     }

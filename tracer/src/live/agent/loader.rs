@@ -39,16 +39,62 @@ fn bump_memlock() {
 /// attached (`prepare`), except those named in `eager`: the kernel verifies each one, and
 /// under an emulated s390x without a JIT loading all 64 function slots took seconds.
 pub fn load(ring_buffer_size: u32, eager: &[&str]) -> Result<Ebpf> {
+    load_with_lock_reads(ring_buffer_size, eager, true).map(|(ebpf, _)| ebpf)
+}
+
+/// [`load`], with the entries' reads of the other declared locks compiled in when `lock_reads`
+/// (the object's `LOCK_READS`; off, the verifier drops their code). Where this kernel's
+/// verifier refuses the entry programs with them (6.1's gives up on their paths: "BPF program
+/// is too large"), loads without them and says why in the second value.
+pub fn load_with_lock_reads(
+    ring_buffer_size: u32,
+    eager: &[&str],
+    lock_reads: bool,
+) -> Result<(Ebpf, Option<String>)> {
     object_present().map_err(LiveError::Refused)?;
     bump_memlock();
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries("EVENTS", ring_buffer_bytes(ring_buffer_size))
-        .load(EBPF_OBJECT)
-        .map_err(|e| LiveError::Load(Box::new(e)).with_permission_hint())?;
+    let open = |reads: u8| {
+        EbpfLoader::new()
+            .map_max_entries("EVENTS", ring_buffer_bytes(ring_buffer_size))
+            .override_global("LOCK_READS", &reads, true)
+            .load(EBPF_OBJECT)
+            .map_err(|e| LiveError::Load(Box::new(e)).with_permission_hint())
+    };
+    let mut refused = None;
+    if lock_reads {
+        let mut ebpf = open(1)?;
+        // Every function slot runs the same entry program: one verified is all verified.
+        match prepare(&mut ebpf, "enter_00") {
+            Ok(_) => {
+                for name in eager {
+                    prepare(&mut ebpf, name).map_err(LiveError::with_permission_hint)?;
+                }
+                return Ok((ebpf, None));
+            }
+            Err(e) => refused = Some(verifier_reason(&crate::error_text(&e))),
+        }
+    }
+    let mut ebpf = open(0)?;
     for name in eager {
         prepare(&mut ebpf, name).map_err(LiveError::with_permission_hint)?;
     }
-    Ok(ebpf)
+    if refused.is_some() {
+        // Refused for another reason than the reads (privileges, say): that error, not a
+        // fallback.
+        prepare(&mut ebpf, "enter_00").map_err(LiveError::with_permission_hint)?;
+    }
+    Ok((ebpf, refused))
+}
+
+/// A verifier's refusal in one line: its error without the log, and the log's verdict when it
+/// gave up on the program's size.
+fn verifier_reason(s: &str) -> String {
+    let first = s.lines().next().unwrap_or(s);
+    let first = first.split(". Verifier output").next().unwrap_or(first);
+    match s.lines().find(|l| l.contains("BPF program is too large")) {
+        Some(v) => format!("{first}: {}", v.trim()),
+        None => first.to_string(),
+    }
 }
 
 /// Loads one program unless it is loaded already.
@@ -161,4 +207,21 @@ pub fn probe_features() -> Probed {
         Err(e) => Err(e.to_string()),
     });
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verifier_reason;
+
+    /// What 6.1's verifier printed for the entry program with the four lock reads: one line
+    /// with the error and the verdict, not the thousand lines of its log.
+    #[test]
+    fn a_refusal_is_one_line_with_the_verdict() {
+        let text = "loading eBPF program enter_00: the BPF_PROG_LOAD syscall returned Argument list too long (os error 7). Verifier output: reg type unsupported for arg#0 function enter_00#15\n0: R1=ctx(off=0,imm=0) R10=fp0\n; pub fn $enter(ctx: ProbeContext) -> u32 {\nBPF program is too large. Processed 1000001 insn\nverification time 47914121 usec\n";
+        assert_eq!(
+            verifier_reason(text),
+            "loading eBPF program enter_00: the BPF_PROG_LOAD syscall returned Argument list too long (os error 7): BPF program is too large. Processed 1000001 insn"
+        );
+        assert_eq!(verifier_reason("permission denied"), "permission denied");
+    }
 }

@@ -121,7 +121,27 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
     } = session;
     let host = Host::live();
     let t_load = Instant::now();
-    let mut ebpf = load(opts.ring_buffer_size, &[])?;
+    let mut opts = opts;
+    let release = host.kernel_release();
+    if opts.overrides.lock_reads_auto
+        && !opts.overrides.lock_reads_off
+        && !crate::live::resolve::verifier_takes_lock_reads(&release)
+    {
+        say!(
+            out,
+            "aptrace: notice: kernel {release}: the other declared locks' owner words are not read (verifiers before 6.12 find the probes with those reads too complex); lock-order edges come from mdevs_lock's check and the profile's holds (--lock-reads on tries them anyway)"
+        );
+        opts.overrides.lock_reads_off = true;
+    }
+    let (mut ebpf, reads_refused) =
+        loader::load_with_lock_reads(opts.ring_buffer_size, &[], !opts.overrides.lock_reads_off)?;
+    if let Some(why) = reads_refused {
+        say!(
+            out,
+            "aptrace: warning: this kernel's verifier refused the entry probes with the other declared locks' reads ({why}); tracing without them, as with --lock-reads off: lock-order edges come from mdevs_lock's check and the profile's holds"
+        );
+        opts.overrides.lock_reads_off = true;
+    }
     log::debug!("object loaded in {:?}", t_load.elapsed());
     start_ebpf_logger(&mut ebpf);
     let ring =
