@@ -485,6 +485,16 @@ fn attached_but(missing: &[&str]) -> Vec<crate::recording::ProbeStatus> {
         .collect()
 }
 
+/// `s` audited by an auditor told that the rows in `missing` could not be probed.
+fn audit_without(s: &Script, missing: &[&str]) -> Auditor {
+    let mut a = Auditor::new(Profile::vfio_ap());
+    a.probes_attached(&attached_but(missing));
+    for e in &s.events {
+        a.ingest(e);
+    }
+    a
+}
+
 #[test]
 fn with_the_release_helpers_inlined_the_default_mode_does_not_guess_buffer_findings() {
     // A buffer held at close: the helpers that would free it cannot be probed. In the default
@@ -504,11 +514,7 @@ fn with_the_release_helpers_inlined_the_default_mode_does_not_guess_buffer_findi
             .close_keeping_buffers()
             .release_file(FILE)
             .remove_release(None);
-        let mut a = Auditor::new(Profile::vfio_ap());
-        a.probes_attached(&attached_but(&helpers));
-        for e in &s.events {
-            a.ingest(e);
-        }
+        let a = audit_without(&s, &helpers);
         if all {
             only(&a, Kind::BufferHeldAtClose);
         } else {
@@ -517,11 +523,7 @@ fn with_the_release_helpers_inlined_the_default_mode_does_not_guess_buffer_findi
         // One helper inlined: which slot's buffers it alone frees is not known, so neither
         // slot's buffers are guessed at; every helper probed, the finding is back.
         for (missing, found) in [(&helpers[..1], all), (&[][..], true)] {
-            let mut a = Auditor::new(Profile::vfio_ap());
-            a.probes_attached(&attached_but(missing));
-            for e in &s.events {
-                a.ingest(e);
-            }
+            let a = audit_without(&s, missing);
             assert_eq!(
                 kinds(&a),
                 if found {
@@ -542,15 +544,7 @@ fn with_the_migration_data_release_inlined_the_default_mode_does_not_guess_a_lea
     s.create().open(QEMU, MIG);
     s.call(QEMU, "vfio_ap_mdev_close_device", &[MDEV], 0)
         .remove_release(None);
-    let audit = |missing: &[&str]| {
-        let mut a = Auditor::new(Profile::vfio_ap());
-        a.probes_attached(&attached_but(missing));
-        for e in &s.events {
-            a.ingest(e);
-        }
-        a
-    };
-    only(&audit(&[]), Kind::Leak);
-    let a = audit(&["vfio_ap_release_migration_data"]);
+    only(&audit_without(&s, &[]), Kind::Leak);
+    let a = audit_without(&s, &["vfio_ap_release_migration_data"]);
     assert!(a.findings().is_empty(), "{:#?}", a.findings());
 }
