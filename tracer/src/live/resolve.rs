@@ -18,8 +18,8 @@ use crate::recording::{ProbeState, ProbeStatus, Symbol};
 // Their homes are `target` and `degrade`; callers name them here, as before the split.
 pub use super::degrade::{degradation, inlined_checks};
 pub use super::target::{
-    check_offset_names, offset_names, parse_offset_override, parse_text_range,
-    verifier_takes_lock_reads, Overrides, TargetError, TargetOptions,
+    check_offset_names, offset_names, parse_offset_override, parse_text_range, Overrides,
+    TargetError, TargetOptions,
 };
 
 /// Kernel functions that `--all-allocations` probes, in order of preference.
@@ -72,6 +72,8 @@ pub struct Resolution {
     pub mutex: Result<(MutexLayout, String), String>,
     /// The declared locks other than the probed one, and how to read each.
     pub locks: Vec<LockTarget>,
+    /// Whether the entries read them on this kernel ([`Overrides::lock_reads_on`]).
+    pub lock_reads_on: bool,
     pub vmlinux_btf: bool,
     pub module_btf: bool,
     pub kvmalloc: Option<String>,
@@ -392,6 +394,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         mdevs_lock_offset,
         mutex,
         locks: Vec::new(),
+        lock_reads_on: ov.lock_reads_on(&host.kernel_release()),
         vmlinux_btf: vmlinux.is_some(),
         module_btf: module_btf.is_some(),
         kvmalloc: pick(KVMALLOC_NAMES),
@@ -413,7 +416,7 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
     // which reads the holder pointer when the lock checks are on.
     let holder_read = res.lock_checks();
     res.locks = lock_targets(profile, &res.mutex, &global, &field_offset, holder_read);
-    if !ov.lock_reads_off {
+    if res.lock_reads_on {
         for t in &mut res.targets {
             let (n, reads) = slot_reads(profile, &profile.functions[t.spec], t.clone, &res.locks);
             t.config.lock_reads = n;

@@ -30,6 +30,14 @@ pub struct Overrides {
     pub lock_reads_auto: bool,
 }
 
+impl Overrides {
+    /// Whether the entries read the other declared locks on the kernel of `release`: not with
+    /// `--lock-reads off`, nor with `auto` where the verifier is not known to take them.
+    pub fn lock_reads_on(&self, release: &str) -> bool {
+        !self.lock_reads_off && (!self.lock_reads_auto || verifier_takes_lock_reads(release))
+    }
+}
+
 /// Whether the kernel of `release` (`uname -r`) is one whose verifier takes the entry
 /// programs with the other locks' reads: 6.12 does; 6.1's gives up on their paths after a
 /// million instructions (tens of seconds under emulation), so older kernels are traced
@@ -199,5 +207,23 @@ mod lock_reads_tests {
         ] {
             assert_eq!(verifier_takes_lock_reads(release), takes, "{release}");
         }
+    }
+
+    #[test]
+    fn auto_reads_where_the_verifier_takes_them_off_never_on_always() {
+        use super::Overrides;
+        let with = |off: bool, auto: bool| Overrides {
+            lock_reads_off: off,
+            lock_reads_auto: auto,
+            ..Default::default()
+        };
+        let (new, old) = ("6.12.95+deb12-s390x", "6.1.0-50-s390x");
+        assert!(with(false, true).lock_reads_on(new));
+        assert!(!with(false, true).lock_reads_on(old));
+        assert!(
+            with(false, false).lock_reads_on(old),
+            "on tries on any kernel"
+        );
+        assert!(!with(true, false).lock_reads_on(new));
     }
 }

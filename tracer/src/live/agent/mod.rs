@@ -123,18 +123,15 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
     let t_load = Instant::now();
     let mut opts = opts;
     let release = host.kernel_release();
-    if opts.overrides.lock_reads_auto
-        && !opts.overrides.lock_reads_off
-        && !crate::live::resolve::verifier_takes_lock_reads(&release)
-    {
+    let lock_reads = opts.overrides.lock_reads_on(&release);
+    if !lock_reads && !opts.overrides.lock_reads_off {
         say!(
             out,
             "aptrace: notice: kernel {release}: the other declared locks' owner words are not read (verifiers before 6.12 find the probes with those reads too complex); lock-order edges come from mdevs_lock's check and the profile's holds (--lock-reads on tries them anyway)"
         );
-        opts.overrides.lock_reads_off = true;
     }
     let (mut ebpf, reads_refused) =
-        loader::load_with_lock_reads(opts.ring_buffer_size, &[], !opts.overrides.lock_reads_off)?;
+        loader::load_with_lock_reads(opts.ring_buffer_size, &[], lock_reads)?;
     if let Some(why) = reads_refused {
         say!(
             out,
