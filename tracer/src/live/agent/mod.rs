@@ -24,7 +24,7 @@ pub use loader::{gate, object_present, probe_features};
 use attach::{attach, Attachment, RAW_TRACEPOINTS};
 use error::Result;
 use kernel::{drain, KernelLosses, KernelStacks};
-use loader::{load, prepare};
+use loader::prepare;
 
 use super::cancel::Cancel;
 use super::decode::{native_endian, Decoder};
@@ -363,7 +363,8 @@ fn finish(
 /// allocator tracepoint `--all-allocations` uses, until SIGINT or SIGTERM. What any BPF
 /// program there costs, measured in the same guest as aptrace's own.
 pub fn run_noop_floor(out: &Output) -> Result<u8> {
-    let mut ebpf = load(4096, &["noop_alloc"])?;
+    // No function probe runs here: nothing to read locks with, nothing to verify with them.
+    let (mut ebpf, _) = loader::load_with_lock_reads(4096, &["noop_alloc"], false)?;
     let rt: &mut RawTracePoint =
         prepare(&mut ebpf, "noop_alloc")?
             .try_into()
