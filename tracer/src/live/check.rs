@@ -571,7 +571,8 @@ pub fn check_host(
     let (profile, module) = target.resolve()?;
     let host = Host::live();
     #[cfg(all(feature = "live", target_os = "linux"))]
-    let probed = crate::live::agent::probe_features();
+    let probed =
+        crate::live::agent::probe_features(target.overrides.lock_reads_on(&host.kernel_release()));
     #[cfg(not(all(feature = "live", target_os = "linux")))]
     let probed = Probed::default();
     let config = crate::live::kernel_config(&host);

@@ -37,12 +37,8 @@ fn bump_memlock() {
 
 /// Loads the object with the ring buffer sized; programs are loaded (verified) when first
 /// attached (`prepare`), except those named in `eager`: the kernel verifies each one, and
-/// under an emulated s390x without a JIT loading all 64 function slots took seconds.
-pub fn load(ring_buffer_size: u32, eager: &[&str]) -> Result<Ebpf> {
-    load_with_lock_reads(ring_buffer_size, eager, true).map(|(ebpf, _)| ebpf)
-}
-
-/// [`load`], with the entries' reads of the other declared locks compiled in when `lock_reads`
+/// under an emulated s390x without a JIT loading all 64 function slots took seconds. The
+/// entries' reads of the other declared locks are compiled in when `lock_reads`
 /// (the object's `LOCK_READS`; off, the verifier drops their code). Where this kernel's
 /// verifier refuses the entry programs with them (6.1's gives up on their paths: "BPF program
 /// is too large"), loads without them and says why in the second value.
@@ -160,7 +156,8 @@ pub fn gate(opts: &LiveOptions, out: &Output) -> Result<Option<Preflight>> {
 
 /// `check`'s probes that need the bpf syscall: load, ring buffer, a kprobe and a raw
 /// tracepoint actually attached and detached.
-pub fn probe_features() -> Probed {
+/// `lock_reads`: whether the agent would load the reads on this kernel (as it loads them).
+pub fn probe_features(lock_reads: bool) -> Probed {
     let mut p = Probed {
         live_support: object_present(),
         ..Default::default()
@@ -169,8 +166,8 @@ pub fn probe_features() -> Probed {
         return p;
     }
     p.ringbuf = Some(ringbuf_supported());
-    let mut ebpf = match load(4096, &["enter_00", "kfree"]) {
-        Ok(e) => {
+    let mut ebpf = match load_with_lock_reads(4096, &["enter_00", "kfree"], lock_reads) {
+        Ok((e, _)) => {
             p.load = Some(Ok(()));
             e
         }
