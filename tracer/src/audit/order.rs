@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{Auditor, Entering, Frame, Kind, TaskRef};
+use crate::calls::fasthash::FastSet;
 use crate::model::{dec_u64, Body, Event, LockObs};
 use crate::profile::Profile;
 
@@ -80,23 +81,70 @@ pub(super) struct OrderGraph {
     /// Position in the documented order, by lock.
     rank: HashMap<Arc<str>, usize>,
     edges: BTreeMap<(Arc<str>, Arc<str>), OrderEdge>,
+    /// The same locks as small numbers, for the check every entry pays before it looks
+    /// for a new edge (most entries find none; comparing names cost more than the rest).
+    ids: LockIds,
+}
+
+/// Lock names as numbers: the profile's first, then names met only in entries' reads.
+struct LockIds {
+    names: Vec<Arc<str>>,
+    probed: u32,
+    takes: Vec<Vec<u32>>,
+    holds: Vec<Vec<u32>>,
+    /// (held, taken) pairs that are edges already.
+    edges: FastSet<(u32, u32)>,
+}
+
+impl LockIds {
+    /// The number of `name`, given one if new (an entry's read of a lock the profile's
+    /// functions do not name).
+    fn of(&mut self, name: &Arc<str>) -> u32 {
+        if let Some(i) = self.names.iter().position(|n| Arc::ptr_eq(n, name)) {
+            return i as u32;
+        }
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i as u32;
+        }
+        self.names.push(name.clone());
+        (self.names.len() - 1) as u32
+    }
 }
 
 impl OrderGraph {
     pub(super) fn new(profile: &Profile) -> OrderGraph {
         let probed: Arc<str> = Arc::from(profile.probed_lock());
         let names = |v: Vec<&str>| v.into_iter().map(Arc::from).collect();
+        let takes: Vec<Vec<Arc<str>>> = profile
+            .functions
+            .iter()
+            .map(|f| names(f.locks_taken(&probed)))
+            .collect();
+        let holds: Vec<Vec<Arc<str>>> = profile
+            .functions
+            .iter()
+            .map(|f| names(f.locks_held(&probed)))
+            .collect();
+        let mut ids = LockIds {
+            names: Vec::new(),
+            probed: 0,
+            takes: Vec::new(),
+            holds: Vec::new(),
+            edges: FastSet::default(),
+        };
+        ids.probed = ids.of(&probed);
+        ids.takes = takes
+            .iter()
+            .map(|v| v.iter().map(|l| ids.of(l)).collect())
+            .collect();
+        ids.holds = holds
+            .iter()
+            .map(|v| v.iter().map(|l| ids.of(l)).collect())
+            .collect();
         OrderGraph {
-            takes: profile
-                .functions
-                .iter()
-                .map(|f| names(f.locks_taken(&probed)))
-                .collect(),
-            holds: profile
-                .functions
-                .iter()
-                .map(|f| names(f.locks_held(&probed)))
-                .collect(),
+            takes,
+            holds,
+            ids,
             rank: profile
                 .lock_order
                 .iter()
@@ -152,10 +200,13 @@ impl Auditor {
         stack: &[Arc<str>],
         func: &Arc<str>,
     ) {
-        let takes = &self.order.takes[frame.call.spec];
-        if takes.is_empty() || frame.x.lock_fault {
+        if self.order.takes[frame.call.spec].is_empty()
+            || frame.x.lock_fault
+            || !self.may_add_edge(ev, frame, lock)
+        {
             return;
         }
+        let takes = &self.order.takes[frame.call.spec];
         // What the task holds: the probed lock by its read, what open calls assert, and
         // what the entered function itself expects held (its caller's lock: the core
         // calls the driver's open_device under dev_set->lock).
@@ -227,6 +278,11 @@ impl Auditor {
                 .order
                 .path(&edge.taken, &edge.held)
                 .map(|p| p.into_iter().cloned().collect());
+            let pair = (
+                self.order.ids.of(&edge.held),
+                self.order.ids.of(&edge.taken),
+            );
+            self.order.ids.edges.insert(pair);
             self.order.edges.insert(key, edge.clone());
             let message = match (&cycle, against) {
                 (Some(back), _) => {
@@ -274,6 +330,35 @@ impl Auditor {
                 doubt,
             );
         }
+    }
+
+    /// Whether the entry could add an edge: some lock the task holds, by any of the ways
+    /// `check_order` counts, with a lock the function takes that is not an edge yet.
+    fn may_add_edge(&mut self, ev: &Event, frame: &Entering<'_>, lock: LockObs) -> bool {
+        let spec = frame.call.spec;
+        let ids = &mut self.order.ids;
+        let read: Vec<u32> = match &ev.body {
+            Body::Enter { locks, .. } => locks
+                .iter()
+                .filter(|l| l.obs == LockObs::HeldByCurrent)
+                .map(|l| ids.of(&l.lock))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let ids = &self.order.ids;
+        let new = |h: u32| {
+            ids.takes[spec]
+                .iter()
+                .any(|&t| t != h && !ids.edges.contains(&(h, t)))
+        };
+        (lock == LockObs::HeldByCurrent && new(ids.probed))
+            || self
+                .calls
+                .stack(ev.task.tid)
+                .iter()
+                .any(|f| ids.holds[f.call.spec].iter().any(|&h| new(h)))
+            || read.into_iter().any(new)
+            || ids.holds[spec].iter().any(|&h| new(h))
     }
 
     /// The order edges seen, with their first evidence.

@@ -80,6 +80,7 @@ impl BuildHasher for FastState {
 }
 
 pub type FastMap<K, V> = HashMap<K, V, FastState>;
+pub type FastSet<K> = std::collections::HashSet<K, FastState>;
 
 #[cfg(test)]
 mod tests {

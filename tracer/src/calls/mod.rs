@@ -156,12 +156,70 @@ struct Spec {
     ret: RetType,
 }
 
+/// The call stacks by task. A task's stack is looked up several times per event (entry,
+/// return, the rules' look at enclosing calls), nearly always the same task's in a row:
+/// the last one found is remembered, and a hash lookup paid only on a change of task.
+struct Tasks<X> {
+    index: FastMap<u32, u32>,
+    stacks: Vec<Vec<Frame<X>>>,
+    /// (tid, position in `stacks`) of the last task looked up mutably.
+    last: Option<(u32, u32)>,
+}
+
+impl<X> Default for Tasks<X> {
+    fn default() -> Self {
+        Tasks {
+            index: FastMap::default(),
+            stacks: Vec::new(),
+            last: None,
+        }
+    }
+}
+
+impl<X> Tasks<X> {
+    #[inline]
+    fn position(&self, tid: u32) -> Option<u32> {
+        match self.last {
+            Some((t, i)) if t == tid => Some(i),
+            _ => self.index.get(&tid).copied(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, tid: u32) -> Option<&Vec<Frame<X>>> {
+        self.position(tid).map(|i| &self.stacks[i as usize])
+    }
+
+    #[inline]
+    fn get_mut(&mut self, tid: u32) -> Option<&mut Vec<Frame<X>>> {
+        let i = self.position(tid)?;
+        self.last = Some((tid, i));
+        Some(&mut self.stacks[i as usize])
+    }
+
+    /// The task's stack, made empty on its first call.
+    #[inline]
+    fn entry(&mut self, tid: u32) -> &mut Vec<Frame<X>> {
+        let i = match self.position(tid) {
+            Some(i) => i,
+            None => {
+                let i = self.stacks.len() as u32;
+                self.stacks.push(Vec::new());
+                self.index.insert(tid, i);
+                i
+            }
+        };
+        self.last = Some((tid, i));
+        &mut self.stacks[i as usize]
+    }
+}
+
 /// Per-task call stacks and the mdev each call is about. `X` is what the user keeps per call.
 pub struct Calls<X> {
     index: FastMap<String, usize>,
     specs: Vec<Spec>,
     names: NameCache,
-    tasks: FastMap<u32, Vec<Frame<X>>>,
+    tasks: Tasks<X>,
     /// `struct mdev_device *` → object, learned from init_dev nested in probe.
     mdev_devices: FastMap<u64, u64>,
     /// The entered call that learned its mdev, between `enter` and `push`.
@@ -179,12 +237,23 @@ pub struct Calls<X> {
 /// How many retired entry boxes are kept for reuse.
 const SPARE_BOXES: usize = 64;
 
+/// `*dst = src.clone()`, without touching the counts when both are one string already
+/// (a task's name, a function's: events of one source share them).
+#[inline]
+fn assign(dst: &mut Arc<str>, src: &Arc<str>) {
+    if !Arc::ptr_eq(dst, src) {
+        *dst = src.clone();
+    }
+}
+
 /// Makes `dst` a copy of `src`, reusing `dst`'s vectors where both are entries.
 fn refill(dst: &mut Event, src: &Event) {
     dst.seq = src.seq;
     dst.ts_ns = src.ts_ns;
     dst.cpu = src.cpu;
-    dst.task.clone_from(&src.task);
+    dst.task.pid = src.task.pid;
+    dst.task.tid = src.task.tid;
+    assign(&mut dst.task.comm, &src.task.comm);
     match (&mut dst.body, &src.body) {
         (
             Body::Enter {
@@ -206,7 +275,7 @@ fn refill(dst: &mut Event, src: &Event) {
                 stack: sstack,
             },
         ) => {
-            func.clone_from(sfunc);
+            assign(func, sfunc);
             args.clone_from(sargs);
             *field = *sfield;
             *lock = *slock;
@@ -232,7 +301,7 @@ impl<X: Default> Calls<X> {
                 })
                 .collect(),
             names: NameCache::default(),
-            tasks: FastMap::default(),
+            tasks: Tasks::default(),
             mdev_devices: FastMap::default(),
             attributed: None,
             last: Last::Other,
@@ -340,7 +409,7 @@ impl<X: Default> Calls<X> {
         }
         if let (Role::InitDev, Some(ptr)) = (s.role, call.mdev) {
             // init_dev nested in probe, same task: the probe's mdev_device is this object.
-            if let Some(fs) = self.tasks.get_mut(&ev.task.tid) {
+            if let Some(fs) = self.tasks.get_mut(ev.task.tid) {
                 if let Some(i) = fs.iter().rposition(|f| f.call.mdev_device.is_some()) {
                     let outer = &mut fs[i].call;
                     outer.mdev = Some(ptr);
@@ -357,7 +426,7 @@ impl<X: Default> Calls<X> {
     /// Puts an entered call on its task's stack.
     pub fn push(&mut self, frame: Frame<X>) {
         let tid = frame.call.enter.task.tid;
-        self.tasks.entry(tid).or_default().push(frame);
+        self.tasks.entry(tid).push(frame);
         let attributed = self.attributed.take();
         self.set_last(Last::Enter { tid, attributed });
     }
@@ -375,7 +444,7 @@ impl<X: Default> Calls<X> {
         let (spec, clone) = self.names.lookup(func, &self.index)?;
         let s = self.specs[spec];
         let mut missed = 0;
-        let frame = self.tasks.get_mut(&ev.task.tid).and_then(|fs| {
+        let frame = self.tasks.get_mut(ev.task.tid).and_then(|fs| {
             let pos = fs.iter().rposition(|f| f.call.spec == spec)?;
             missed = fs.len() - pos - 1;
             fs.truncate(pos + 1);
@@ -416,7 +485,7 @@ impl<X: Default> Calls<X> {
         match &self.last {
             Last::Other => Step::Other,
             Last::Enter { tid, attributed } => {
-                let Some(fs) = self.tasks.get(tid) else {
+                let Some(fs) = self.tasks.get(*tid) else {
                     return Step::Other;
                 };
                 match fs.last() {
@@ -439,12 +508,12 @@ impl<X: Default> Calls<X> {
 
     /// The task's calls in progress, outermost first.
     pub fn stack(&self, tid: u32) -> &[Frame<X>] {
-        self.tasks.get(&tid).map_or(&[], |fs| fs.as_slice())
+        self.tasks.get(tid).map_or(&[], |fs| fs.as_slice())
     }
 
     pub fn stack_mut(&mut self, tid: u32) -> &mut [Frame<X>] {
         self.tasks
-            .get_mut(&tid)
+            .get_mut(tid)
             .map_or(&mut [], |fs| fs.as_mut_slice())
     }
 
@@ -455,7 +524,7 @@ impl<X: Default> Calls<X> {
 
     /// Every call in progress, in no order.
     pub fn in_progress(&self) -> impl Iterator<Item = &Call> {
-        self.tasks.values().flatten().map(|f| &f.call)
+        self.tasks.stacks.iter().flatten().map(|f| &f.call)
     }
 }
 

@@ -7,7 +7,7 @@ use crate::profile::strip_clone_suffix;
 
 /// Slots of the cache: more than the names a profile and its compiler clones give, so that
 /// every name of a run keeps its slot.
-const SLOTS: usize = 64;
+const SLOTS: usize = 256;
 /// How many slots after its own a name may take when its own is taken.
 const PROBE: usize = 4;
 
@@ -38,12 +38,28 @@ impl NameCache {
     fn slot(name: &Arc<str>) -> usize {
         let p = Arc::as_ptr(name) as *const u8 as usize as u64;
         // The top bits of a multiply mix every bit of the address.
-        (p.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize
+        (p.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
     }
 
     #[inline]
     pub(super) fn lookup(&mut self, name: &Arc<str>, index: &FastMap<String, usize>) -> NameHit {
         let home = Self::slot(name);
+        // Nearly every lookup: the name on its own slot.
+        if let Some((cached, hit)) = &self.slots[home] {
+            if Arc::ptr_eq(cached, name) {
+                return *hit;
+            }
+        }
+        self.lookup_further(name, index, home)
+    }
+
+    #[inline(never)]
+    fn lookup_further(
+        &mut self,
+        name: &Arc<str>,
+        index: &FastMap<String, usize>,
+        home: usize,
+    ) -> NameHit {
         let mut free = None;
         for i in (home..home + PROBE).map(|i| i % SLOTS) {
             match &self.slots[i] {
