@@ -272,7 +272,7 @@ impl Auditor {
             return false;
         }
         let pending = &mut self.pending_names;
-        let m = self.mdevs.entry(ptr).or_insert_with(|| {
+        let m = self.mdevs.get_or_insert_with(ptr, || {
             let mut m = Mdev::new(ptr, 0, true);
             m.uuid = pending.remove(&ptr);
             m.note(ev, Note::Adopted(func.clone()), None);

@@ -11,6 +11,7 @@ mod files;
 pub mod finding;
 mod ledger;
 mod lifecycle;
+mod lives;
 mod locks;
 mod losses;
 pub mod migration;
@@ -70,7 +71,7 @@ pub struct Auditor {
     profile: Profile,
     calls: Calls<CallState>,
     /// The current life of each pointer.
-    mdevs: FastMap<u64, Mdev>,
+    mdevs: lives::Lives,
     /// Earlier lives of pointers that carry a later one now, by (pointer, life): a reused
     /// pointer never hides the device it held before.
     past: BTreeMap<(u64, u32), Mdev>,
@@ -127,7 +128,7 @@ impl Auditor {
             calls: Calls::new(&profile),
             order: order::OrderGraph::new(&profile),
             profile,
-            mdevs: FastMap::default(),
+            mdevs: lives::Lives::default(),
             past: BTreeMap::new(),
             ended_order: VecDeque::new(),
             ledger: FastMap::default(),

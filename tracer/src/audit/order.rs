@@ -100,14 +100,20 @@ impl LockIds {
     /// The number of `name`, given one if new (an entry's read of a lock the profile's
     /// functions do not name).
     fn of(&mut self, name: &Arc<str>) -> u32 {
-        if let Some(i) = self.names.iter().position(|n| Arc::ptr_eq(n, name)) {
-            return i as u32;
-        }
-        if let Some(i) = self.names.iter().position(|n| n == name) {
-            return i as u32;
+        if let Some(i) = self.find(name) {
+            return i;
         }
         self.names.push(name.clone());
         (self.names.len() - 1) as u32
+    }
+
+    fn find(&self, name: &Arc<str>) -> Option<u32> {
+        let at = self
+            .names
+            .iter()
+            .position(|n| Arc::ptr_eq(n, name))
+            .or_else(|| self.names.iter().position(|n| n == name))?;
+        Some(at as u32)
     }
 }
 
@@ -334,30 +340,29 @@ impl Auditor {
 
     /// Whether the entry could add an edge: some lock the task holds, by any of the ways
     /// `check_order` counts, with a lock the function takes that is not an edge yet.
-    fn may_add_edge(&mut self, ev: &Event, frame: &Entering<'_>, lock: LockObs) -> bool {
+    fn may_add_edge(&self, ev: &Event, frame: &Entering<'_>, lock: LockObs) -> bool {
         let spec = frame.call.spec;
-        let ids = &mut self.order.ids;
-        let read: Vec<u32> = match &ev.body {
-            Body::Enter { locks, .. } => locks
-                .iter()
-                .filter(|l| l.obs == LockObs::HeldByCurrent)
-                .map(|l| ids.of(&l.lock))
-                .collect(),
-            _ => Vec::new(),
-        };
         let ids = &self.order.ids;
         let new = |h: u32| {
             ids.takes[spec]
                 .iter()
                 .any(|&t| t != h && !ids.edges.contains(&(h, t)))
         };
-        (lock == LockObs::HeldByCurrent && new(ids.probed))
+        let read_new = match &ev.body {
+            Body::Enter { locks, .. } => locks
+                .iter()
+                .filter(|l| l.obs == LockObs::HeldByCurrent)
+                // A lock no function names is looked at the long way.
+                .any(|l| ids.find(&l.lock).is_none_or(new)),
+            _ => false,
+        };
+        read_new
+            || (lock == LockObs::HeldByCurrent && new(ids.probed))
             || self
                 .calls
                 .stack(ev.task.tid)
                 .iter()
                 .any(|f| ids.holds[f.call.spec].iter().any(|&h| new(h)))
-            || read.into_iter().any(new)
             || ids.holds[spec].iter().any(|&h| new(h))
     }
 

@@ -276,12 +276,25 @@ fn refill(dst: &mut Event, src: &Event) {
             },
         ) => {
             assign(func, sfunc);
-            args.clone_from(sargs);
+            // Not `clone_from`: its general path cost more than the rest of the copy.
+            if args.len() == sargs.len() {
+                for (d, s) in args.iter_mut().zip(sargs) {
+                    *d = *s;
+                }
+            } else {
+                args.clear();
+                args.extend_from_slice(sargs);
+            }
             *field = *sfield;
             *lock = *slock;
-            locks.clone_from(slocks);
+            // Usually both empty: not even a call then.
+            if !(locks.is_empty() && slocks.is_empty()) {
+                locks.clone_from(slocks);
+            }
             *untrusted = *suntrusted;
-            stack.clone_from(sstack);
+            if !(stack.is_empty() && sstack.is_empty()) {
+                stack.clone_from(sstack);
+            }
         }
         (d, s) => *d = s.clone(),
     }
