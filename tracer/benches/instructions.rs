@@ -45,12 +45,12 @@ fn stage_audit_owned(evs: Vec<Event>) -> usize {
 }
 
 #[inline(never)]
-fn stage_reorder(evs: Vec<Event>, out: &mut Vec<Event>) {
+fn stage_reorder(evs: Vec<Box<Event>>, out: &mut Vec<Box<Event>>) {
     let mut r = Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY);
     for e in evs {
-        r.push(e, &mut |e: Event| out.push(e));
+        r.push(e, &mut |e| out.push(e));
     }
-    r.flush(&mut |e: Event| out.push(e));
+    r.flush(&mut |e| out.push(e));
 }
 
 #[inline(never)]
@@ -104,6 +104,7 @@ fn main() {
     if all || stage == "reorder" {
         let mut shuffled = evs.clone();
         shuffle_locally(&mut shuffled, 30);
+        let shuffled: Vec<Box<Event>> = shuffled.into_iter().map(Box::new).collect();
         let mut out = Vec::with_capacity(shuffled.len());
         stage_reorder(shuffled, &mut out);
         assert_eq!(out.len(), evs.len());

@@ -75,12 +75,12 @@ fn run(n: usize, header: &Header) -> Run {
     let mut reorder = Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY);
     let mut auditor = Auditor::new(Profile::vfio_ap());
     let mut writer = Writer::new(std::io::sink(), header).expect("a sink");
-    let mut deliver = |e: Event, auditor: &mut Auditor| {
+    let mut deliver = |e: Box<Event>, auditor: &mut Auditor| {
         writer.push(&e).expect("a sink");
-        auditor.ingest(&e);
+        auditor.ingest_boxed(e);
     };
     for e in Stream::new(n) {
-        reorder.push(e, &mut |e| deliver(e, &mut auditor));
+        reorder.push(Box::new(e), &mut |e| deliver(e, &mut auditor));
     }
     reorder.flush(&mut |e| deliver(e, &mut auditor));
     let snap = auditor.snapshot();

@@ -130,7 +130,7 @@ pub fn order(mut j: JsonLines, origin: &str) -> Result<JsonLines, JsonlError> {
     let lines = std::mem::take(&mut j.lines);
     for (ev, line) in events.into_iter().zip(lines) {
         let ts = ev.ts_ns;
-        window.push(ev, &mut |e| out.push(e));
+        window.push(Box::new(ev), &mut |e| out.push(*e));
         if window.late > 0 {
             return Err(JsonlError::Line {
                 origin: origin.to_string(),
@@ -145,7 +145,7 @@ pub fn order(mut j: JsonLines, origin: &str) -> Result<JsonLines, JsonlError> {
         }
         newest = newest.max(ts);
     }
-    window.flush(&mut |e| out.push(e));
+    window.flush(&mut |e| out.push(*e));
     j.lines = Vec::new();
     j.events = out;
     Ok(j)

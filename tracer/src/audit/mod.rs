@@ -212,6 +212,42 @@ impl Auditor {
         }
     }
 
+    /// [`Auditor::ingest_owned`] of a boxed event: an entry's box becomes its call's.
+    pub fn ingest_boxed(&mut self, ev: Box<Event>) -> Option<Box<Event>> {
+        self.count(&ev);
+        match &ev.body {
+            Body::Enter { .. } => match self.calls.enter_boxed(ev) {
+                Ok(frame) => {
+                    self.on_enter(frame);
+                    None
+                }
+                Err(ev) => Some(ev),
+            },
+            Body::Exit { .. } => {
+                self.ingest_exit(&ev);
+                Some(ev)
+            }
+            _ => {
+                self.ingest_other(&ev);
+                Some(ev)
+            }
+        }
+    }
+
+    /// `ev` in a box, one the auditor is done with when it has one: a pipeline boxes every
+    /// event and gives back the boxes the auditor does not keep ([`Auditor::recycle`]).
+    #[inline]
+    pub fn boxed(&mut self, ev: Event) -> Box<Event> {
+        self.calls.boxed_owned(ev)
+    }
+
+    /// Takes back a box [`Auditor::ingest_boxed`] returned, to be refilled by
+    /// [`Auditor::boxed`].
+    #[inline]
+    pub fn recycle(&mut self, ev: Box<Event>) {
+        self.calls.spare(ev);
+    }
+
     /// The entry [`Auditor::ingest_owned`] kept in its call's frame, while it is the last
     /// event.
     pub fn last_entry(&self) -> Option<&Event> {

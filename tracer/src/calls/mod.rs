@@ -234,8 +234,9 @@ pub struct Calls<X> {
     spare: Vec<Box<Event>>,
 }
 
-/// How many retired entry boxes are kept for reuse.
-const SPARE_BOXES: usize = 64;
+/// How many retired boxes are kept for reuse: enough for a pipeline's window to take
+/// and give back boxes without going to the allocator for them.
+const SPARE_BOXES: usize = 1024;
 
 /// `*dst = src.clone()`, without touching the counts when both are one string already
 /// (a task's name, a function's: events of one source share them).
@@ -336,6 +337,26 @@ impl<X: Default> Calls<X> {
         self.last = last;
     }
 
+    /// `ev` moved into a spare box when there is one.
+    #[inline]
+    pub fn boxed_owned(&mut self, ev: Event) -> Box<Event> {
+        match self.spare.pop() {
+            Some(mut b) => {
+                *b = ev;
+                b
+            }
+            None => Box::new(ev),
+        }
+    }
+
+    /// Keeps a box for reuse (while there are fewer than [`SPARE_BOXES`]).
+    #[inline]
+    pub fn spare(&mut self, b: Box<Event>) {
+        if self.spare.len() < SPARE_BOXES {
+            self.spare.push(b);
+        }
+    }
+
     /// A boxed copy of an entry event, in a spare box when there is one.
     fn boxed(&mut self, ev: &Event) -> Box<Event> {
         match self.spare.pop() {
@@ -384,6 +405,18 @@ impl<X: Default> Calls<X> {
         };
         Ok(Frame {
             call: call.with(enter),
+            x: X::default(),
+        })
+    }
+
+    /// [`Calls::enter_owned`] of a boxed entry: the box becomes the call's.
+    #[inline]
+    pub fn enter_boxed(&mut self, ev: Box<Event>) -> Result<Frame<X>, Box<Event>> {
+        let Some(call) = self.entered(&ev) else {
+            return Err(ev);
+        };
+        Ok(Frame {
+            call: call.with(ev),
             x: X::default(),
         })
     }

@@ -87,15 +87,23 @@ impl Pipeline {
 
     /// An event straight from a source (not yet ordered).
     pub fn push(&mut self, ev: Event) {
-        // The window hands each released event straight to the next stages, by value: no
-        // vector between them (each pass through one was two more copies of the event).
+        let b = self.auditor.boxed(ev);
+        self.push_boxed(b)
+    }
+
+    /// [`Pipeline::push`] of a boxed event: boxed it stays, through the window into the
+    /// auditor (an entry's box becomes its call's), without a copy of the event.
+    pub fn push_boxed(&mut self, ev: Box<Event>) {
+        // The window hands each released event straight to the next stages: no vector
+        // between them.
         let (reorder, mut next) = self.split();
         reorder.push(ev, &mut |e| next.deliver(e));
     }
 
     /// An event already in order with its sequence number (a replayed recording).
     pub fn push_ordered(&mut self, ev: Event) {
-        self.split().1.deliver(ev);
+        let b = self.auditor.boxed(ev);
+        self.split().1.deliver(b);
     }
 
     fn split(&mut self) -> (&mut Reorder, Next<'_>) {
@@ -160,15 +168,25 @@ impl Next<'_> {
     // Inlined into the window's release: the event then goes from the slab to the auditor
     // without a copy into this call's argument.
     #[inline]
-    fn deliver(&mut self, ev: Event) {
+    fn deliver(&mut self, ev: Box<Event>) {
         if let Some(w) = self.recorder.as_mut() {
             if let Err(e) = w.push(&ev) {
                 *self.record_error = Some(e);
                 *self.recorder = None;
             }
         }
-        // By value: an entry moves into its call's frame instead of being copied there.
-        let back = self.auditor.ingest_owned(ev);
+        // By value: an entry's box becomes its call's instead of being copied there.
+        let back = self.auditor.ingest_boxed(ev);
+        self.show(back.as_deref());
+        if let Some(b) = back {
+            self.auditor.recycle(b);
+        }
+    }
+
+    /// What the sinks are told of the event just audited (`back`, or the entry the auditor
+    /// kept).
+    #[inline]
+    fn show(&mut self, back: Option<&Event>) {
         if self.sinks.is_empty() {
             // What the auditor raised stays in its findings; no sink is waiting for it.
             self.auditor.clear_raised();
@@ -183,7 +201,7 @@ impl Next<'_> {
             }
         }
         let step = self.auditor.step();
-        let Some(ev) = back.as_ref().or_else(|| self.auditor.last_entry()) else {
+        let Some(ev) = back.or_else(|| self.auditor.last_entry()) else {
             return;
         };
         if let Some(g) = self.guest {

@@ -96,7 +96,9 @@ impl Keys {
 /// every release to a slot written a whole window earlier, at a cache miss each).
 pub struct Reorder {
     keys: Keys,
-    slab: Vec<Option<Event>>,
+    /// Events wait boxed: a box moves as a pointer, where an event was copied whole into
+    /// the slab and out again, and the held window is a few bytes per event.
+    slab: Vec<Option<Box<Event>>>,
     free: VecDeque<u32>,
     window_ns: u64,
     capacity: usize,
@@ -126,7 +128,7 @@ impl Reorder {
     /// Takes an event; hands to `out`, by value, every event that is now safe to release, in
     /// order, with its final sequence number.
     #[inline]
-    pub fn push(&mut self, ev: Event, out: &mut impl FnMut(Event)) {
+    pub fn push(&mut self, ev: Box<Event>, out: &mut impl FnMut(Box<Event>)) {
         let ts = ev.ts_ns;
         self.newest = self.newest.max(ts);
         if ts < self.released_ts {
@@ -154,7 +156,7 @@ impl Reorder {
     }
 
     #[inline]
-    fn release_front(&mut self, out: &mut impl FnMut(Event)) {
+    fn release_front(&mut self, out: &mut impl FnMut(Box<Event>)) {
         if let Some((_, slot)) = self.keys.pop_front() {
             let Some(mut ev) = self.slab[slot as usize].take() else {
                 // Every key names a held event; a missing one is a bug here, not in the data.
@@ -170,7 +172,7 @@ impl Reorder {
     }
 
     /// The source has been idle: release everything held.
-    pub fn flush(&mut self, out: &mut impl FnMut(Event)) {
+    pub fn flush(&mut self, out: &mut impl FnMut(Box<Event>)) {
         while self.keys.len() > 0 {
             self.release_front(out);
         }
@@ -205,10 +207,10 @@ mod tests {
         let mut r = Reorder::new(span * 4, 1 << 20);
         let mut out = Vec::new();
         for e in shuffled {
-            r.push(e, &mut |e| out.push(e));
+            r.push(Box::new(e), &mut |e| out.push(*e));
         }
         assert!(out.len() < evs.len(), "the window holds the newest events");
-        r.flush(&mut |e| out.push(e));
+        r.flush(&mut |e| out.push(*e));
         assert_eq!(out.len(), evs.len());
         let ts: Vec<u64> = out.iter().map(|e| e.ts_ns).collect();
         assert_eq!(ts, evs.iter().map(|e| e.ts_ns).collect::<Vec<_>>());
@@ -240,7 +242,9 @@ mod tests {
                 let mut e = base[0].clone();
                 e.ts_ns = ts;
                 e.cpu = arrival as u32; // the arrival's identity: the window renumbers `seq`
-                r.push(e, &mut |e| got.push((e.ts_ns, u64::from(e.cpu), e.seq)));
+                r.push(Box::new(e), &mut |e| {
+                    got.push((e.ts_ns, u64::from(e.cpu), e.seq))
+                });
                 newest = newest.max(ts);
                 if ts < released {
                     late += 1;
@@ -273,7 +277,7 @@ mod tests {
         let mut r = Reorder::new(u64::MAX, 64);
         let mut n = 0;
         for e in evs {
-            r.push(e, &mut |_| n += 1);
+            r.push(Box::new(e), &mut |_| n += 1);
             assert!(r.len() <= 64);
         }
     }
@@ -292,13 +296,13 @@ mod tests {
         let mut r = Reorder::new(1_000_000, 1 << 20);
         let mut out = Vec::new();
         for ts in (100..200).step_by(2) {
-            r.push(at(ts, 0), &mut |e| out.push(e));
+            r.push(Box::new(at(ts, 0)), &mut |e| out.push(*e));
         }
         // 3 is older than all 50 held events; 150 ties with one held in the middle.
-        r.push(at(3, 1), &mut |e| out.push(e));
-        r.push(at(150, 2), &mut |e| out.push(e));
-        r.push(at(150, 3), &mut |e| out.push(e));
-        r.flush(&mut |e| out.push(e));
+        r.push(Box::new(at(3, 1)), &mut |e| out.push(*e));
+        r.push(Box::new(at(150, 2)), &mut |e| out.push(*e));
+        r.push(Box::new(at(150, 3)), &mut |e| out.push(*e));
+        r.flush(&mut |e| out.push(*e));
         let ts: Vec<u64> = out.iter().map(|e| e.ts_ns).collect();
         let mut sorted = ts.clone();
         sorted.sort();
@@ -324,11 +328,11 @@ mod tests {
         };
         let mut r = Reorder::new(10, 1 << 10);
         let mut out = Vec::new();
-        r.push(at(100), &mut |e| out.push(e));
-        r.push(at(200), &mut |e| out.push(e));
+        r.push(Box::new(at(100)), &mut |e| out.push(*e));
+        r.push(Box::new(at(200)), &mut |e| out.push(*e));
         assert_eq!(out.len(), 1, "100 is past the window");
-        r.push(at(50), &mut |e| out.push(e));
-        r.flush(&mut |e| out.push(e));
+        r.push(Box::new(at(50)), &mut |e| out.push(*e));
+        r.flush(&mut |e| out.push(*e));
         assert_eq!(r.late, 1);
         assert_eq!(out.len(), 3);
         assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
@@ -340,9 +344,9 @@ mod tests {
         let last = evs.pop().unwrap();
         let mut r = Reorder::new(1_000_000_000, 1000);
         let mut out = Vec::new();
-        r.push(last.clone(), &mut |e| out.push(e));
+        r.push(Box::new(last.clone()), &mut |e| out.push(*e));
         assert!(out.is_empty(), "held in the window");
-        r.flush(&mut |e| out.push(e));
+        r.flush(&mut |e| out.push(*e));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].body, last.body);
     }
