@@ -45,6 +45,8 @@ fn stage_audit_owned(evs: Vec<Event>) -> usize {
 }
 
 #[inline(never)]
+// The boxes are what the window moves (the pipeline boxes each event once).
+#[allow(clippy::vec_box)]
 fn stage_reorder(evs: Vec<Box<Event>>, out: &mut Vec<Box<Event>>) {
     let mut r = Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY);
     for e in evs {
