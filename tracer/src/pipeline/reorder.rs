@@ -86,6 +86,26 @@ impl Keys {
     }
 }
 
+/// How many places ahead of the released event its successor's fetch is asked for.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Asks the CPU to bring the first `lines` cache lines of `x` into its cache (a hint: no
+/// effect on what the program does).
+#[inline(always)]
+fn prefetch<T: ?Sized>(x: &T, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = x as *const T as *const i8;
+        for i in 0..lines {
+            // SAFETY: a prefetch reads nothing the program sees and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * i)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, lines);
+}
+
 /// The reorder window.
 ///
 /// Events arrive nearly in order, so a vector of small keys kept sorted, (timestamp, slot),
@@ -157,6 +177,23 @@ impl Reorder {
 
     #[inline]
     fn release_front(&mut self, out: &mut impl FnMut(Box<Event>)) {
+        // An event leaves a whole window after it came: asking for the one a few places
+        // behind this one now lets its fetch overlap the auditor's work on this one.
+        // Its argument list, behind a second pointer, is asked for when the event itself
+        // should be in (half as far ahead).
+        let live = self.keys.live();
+        if let Some(&(_, ahead)) = live.get(PREFETCH_AHEAD) {
+            if let Some(ev) = &self.slab[ahead as usize] {
+                prefetch(&**ev, 3);
+            }
+        }
+        if let Some(&(_, ahead)) = live.get(PREFETCH_AHEAD / 2) {
+            if let Some(ev) = &self.slab[ahead as usize] {
+                if let crate::model::Body::Enter { args, .. } = &ev.body {
+                    prefetch(args.as_slice(), 1);
+                }
+            }
+        }
         if let Some((_, slot)) = self.keys.pop_front() {
             let Some(mut ev) = self.slab[slot as usize].take() else {
                 // Every key names a held event; a missing one is a bug here, not in the data.
