@@ -228,10 +228,11 @@ pub struct GlobalConfig {
     pub lock_owner_offset: u64,
     /// Mask applied to the owner word before comparing with `current` (`!0x7`, RT `!0x1`).
     pub owner_mask: u64,
-    /// Traced module's text range, for `--all-allocations`.
+    /// Traced module's text range, for `--all-allocations`; empty (0, 0) without it, which
+    /// is all the allocator programs test.
     pub text_start: u64,
     pub text_end: u64,
-    /// Non-zero when `--all-allocations` is on.
+    /// Non-zero when `--all-allocations` is on (the probes go by the text range).
     pub all_allocations: u32,
     /// 1: the owner word is a `task_struct *` once masked. Userspace always sets it; the
     /// probes do not read it yet (they always compare with `current`).
@@ -315,16 +316,22 @@ pub struct ProbeConfig {
     /// atomics). A free whose byte is clear cannot be of a tracked pointer, so it costs no
     /// hash lookup; a tracked pointer's byte is always set, so its free is never missed.
     pub tracked_hint: [u8; TRACKED_HINT_BUCKETS],
+    /// Written by the probes, zero from userspace: 1 once any pointer was tracked, never
+    /// cleared. While it is 0 a free from outside the module's text is decided by one load.
+    pub tracked_any: u64,
 }
 
 /// Buckets of [`ProbeConfig::tracked_hint`].
 pub const TRACKED_HINT_BUCKETS: usize = 1 << 14;
 
-/// The byte of `tracked_hint` for pointer `ptr`. Slab objects are at least 8-byte
-/// aligned: the low bits say little.
+/// The byte of `tracked_hint` for pointer `ptr`: the top bits of a multiplicative hash,
+/// where every bit of the pointer counts (slab objects are aligned to their size, so the
+/// low bits alone say little). Three BPF instructions: a 64-bit constant, a multiply and
+/// a shift, which also bounds the index.
 #[inline(always)]
 pub fn tracked_bucket(ptr: u64) -> usize {
-    (((ptr >> 3) ^ (ptr >> 17)) as usize) & (TRACKED_HINT_BUCKETS - 1)
+    (ptr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TRACKED_HINT_BUCKETS.trailing_zeros()))
+        as usize
 }
 
 impl ProbeConfig {
@@ -374,6 +381,7 @@ impl ProbeConfig {
             }; MAX_LOCK_READS],
         }; FUNC_SLOTS as usize],
         tracked_hint: [0; TRACKED_HINT_BUCKETS],
+        tracked_any: 0,
     };
 }
 
@@ -425,7 +433,7 @@ const _: () = assert!(core::mem::size_of::<PointerPath>() == 4 * MAX_HOPS + 4);
 const _: () = assert!(core::mem::size_of::<SlotConfig>() == 40 + 40 * MAX_LOCK_READS);
 const _: () = assert!(
     core::mem::size_of::<ProbeConfig>()
-        == 48 + (40 + 40 * MAX_LOCK_READS) * FUNC_SLOTS as usize + TRACKED_HINT_BUCKETS
+        == 48 + (40 + 40 * MAX_LOCK_READS) * FUNC_SLOTS as usize + TRACKED_HINT_BUCKETS + 8
 );
 const _: () = assert!(core::mem::size_of::<PendingAlloc>() == 16);
 const _: () = assert!(core::mem::size_of::<PendingCall>() == 24);

@@ -4,6 +4,16 @@
 //! (inside kvmalloc the kmalloc tracepoint's call site is in mm/). An allocation is kept
 //! when its call site is in the module's text; a free when its pointer is tracked or its
 //! call site is in the module's text.
+//!
+//! Every allocation and free on the host runs these programs, and where the kernel
+//! interprets BPF (Debian's s390x kernels) each instruction counts. So the tracepoint
+//! programs decide with the fewest loads first (userspace leaves the text range empty
+//! unless `--all-allocations`, so there is no separate switch to read), call no helper
+//! before the decision, and leave the rest to a function of its own: its registers and
+//! stack are not set up on the path that returns early (the x86_64 JIT saves the callee-
+//! saved registers a function uses at its entry, whichever path it then takes).
+
+use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -11,13 +21,12 @@ use aya_ebpf::{
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
     EbpfContext,
 };
-use tracer_common::{
-    allocator, counter, flags, kind, AllocRecord, FreeRecord, GlobalConfig, PendingAlloc,
-};
+use tracer_common::{allocator, counter, flags, kind, AllocRecord, FreeRecord, PendingAlloc};
 
 use crate::{
     maps::{
-        config, count, hint_mark, hint_set, in_text, wake_flags, EVENTS, PENDING_ALLOCS, TRACKED,
+        config, count, hint_mark, in_text, maybe_tracked, wake_flags, EVENTS, PENDING_ALLOCS,
+        TRACKED,
     },
     record::{fill_header, now, pid_tgid},
     stacks,
@@ -26,10 +35,11 @@ use crate::{
 /// `ZERO_SIZE_PTR` and NULL are not allocations.
 const SMALLEST_PTR: u64 = 16;
 
+/// Whether `addr` is in the traced module's text (an empty range without
+/// `--all-allocations`).
 #[inline(always)]
-fn enabled() -> Option<&'static GlobalConfig> {
-    let c = config();
-    (c.all_allocations != 0).then_some(c)
+fn from_module(addr: u64) -> bool {
+    in_text(config(), addr)
 }
 
 #[inline(always)]
@@ -89,41 +99,55 @@ fn send_free(ptr: u64, call_site: u64, which: u8) {
 
 #[inline(always)]
 fn on_alloc_tp(ctx: &RawTracePointContext, which: u8, with_bytes: bool) -> u32 {
-    let Some(cfg) = enabled() else { return 0 };
     let call_site: u64 = ctx.arg(0);
+    if from_module(call_site) {
+        alloc_from_module(ctx.as_ptr(), call_site, which, with_bytes);
+    }
+    0
+}
+
+/// An allocation from the module's text: tracked and sent.
+#[inline(never)]
+fn alloc_from_module(ctx: *mut c_void, call_site: u64, which: u8, with_bytes: bool) {
+    let ctx = RawTracePointContext::new(ctx);
     let ptr: u64 = ctx.arg(1);
-    if ptr < SMALLEST_PTR || !in_text(cfg, call_site) {
-        return 0;
+    if ptr < SMALLEST_PTR {
+        return;
     }
     // kmem_cache_alloc's third argument is the cache (6.1+) or bytes_req (older): only
     // kmalloc's is a size on every version.
     let bytes = if with_bytes { ctx.arg(2) } else { 0 };
-    send_alloc(ctx, ptr, bytes, call_site, which);
-    0
+    send_alloc(&ctx, ptr, bytes, call_site, which);
 }
 
 /// Whether `ptr` is in TRACKED. Most frees on a host are of pointers the module never
-/// had: a clear hint answers for them without the hash lookup.
+/// had: the hint answers for them without the hash lookup.
 #[inline(always)]
 fn is_tracked(ptr: u64) -> bool {
-    if !hint_set(ptr) {
-        return false;
-    }
     // SAFETY: only the presence is used.
-    unsafe { TRACKED.get(ptr) }.is_some()
+    maybe_tracked(ptr) && unsafe { TRACKED.get(ptr) }.is_some()
 }
 
+/// A free is looked at further only when it is from the module's text or its pointer may
+/// be tracked: with nothing tracked yet, a free from elsewhere costs the text test and
+/// one load.
 #[inline(always)]
 fn on_free(ptr: u64, call_site: u64, which: u8) {
-    let Some(cfg) = enabled() else { return };
+    if from_module(call_site) || maybe_tracked(ptr) {
+        free_checked(ptr, call_site, which);
+    }
+}
+
+/// The text test again rather than its answer as an argument: that way the compiler
+/// keeps the early return's tests short-circuited.
+#[inline(never)]
+fn free_checked(ptr: u64, call_site: u64, which: u8) {
     if ptr < SMALLEST_PTR {
         return;
     }
-    let tracked = is_tracked(ptr);
-    if tracked || in_text(cfg, call_site) {
-        if tracked {
-            let _ = TRACKED.remove(ptr);
-        }
+    // The delete says whether the pointer was tracked and forgets it, in one helper call.
+    let tracked = maybe_tracked(ptr) && TRACKED.remove(ptr).is_ok();
+    if tracked || from_module(call_site) {
         send_free(ptr, call_site, which);
     }
 }
@@ -180,9 +204,8 @@ fn return_address(ctx: &ProbeContext) -> u64 {
 /// `kvmalloc_node`, whichever the kernel has).
 #[kprobe]
 pub fn kvmalloc_enter(ctx: ProbeContext) -> u32 {
-    let Some(cfg) = enabled() else { return 0 };
     let caller = return_address(&ctx);
-    if !in_text(cfg, caller) {
+    if !from_module(caller) {
         return 0;
     }
     let bytes = ctx.arg::<u64>(0).unwrap_or(0);
@@ -234,9 +257,8 @@ pub fn kvmalloc_leave(ctx: RetProbeContext) -> u32 {
         // replaced by this probe's trampoline): the return's own instruction pointer is the
         // caller. The size is unknown then.
         None => {
-            let Some(cfg) = enabled() else { return 0 };
             let caller = return_ip(&ctx);
-            if ptr >= SMALLEST_PTR && in_text(cfg, caller) {
+            if ptr >= SMALLEST_PTR && from_module(caller) {
                 send_alloc(&ctx, ptr, 0, caller, allocator::KVMALLOC);
             }
         }
@@ -257,13 +279,12 @@ pub fn vfree_enter(ctx: ProbeContext) -> u32 {
 /// are reported by the kfree tracepoint or vfree probe that kvfree ends in.
 #[kprobe]
 pub fn kvfree_enter(ctx: ProbeContext) -> u32 {
-    let Some(cfg) = enabled() else { return 0 };
     let ptr = ctx.arg::<u64>(0).unwrap_or(0);
     if ptr < SMALLEST_PTR || is_tracked(ptr) {
         return 0;
     }
     let caller = return_address(&ctx);
-    if in_text(cfg, caller) {
+    if from_module(caller) {
         send_free(ptr, caller, allocator::KVMALLOC);
     }
     0

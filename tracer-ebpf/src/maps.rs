@@ -33,27 +33,31 @@ pub static PENDING_ALLOCS: LruHashMap<u64, PendingAlloc> = LruHashMap::with_max_
 #[map]
 pub static TRACKED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
 
-/// Marks `ptr`'s bucket of the tracked hint: a tracked pointer may hash there.
+/// Marks `ptr`'s bucket of the tracked hint (a tracked pointer may hash there), and that
+/// something is tracked.
 #[inline(always)]
 pub fn hint_mark(ptr: u64) {
-    // SAFETY: a plain store into the global, in bounds by construction; every writer stores
+    // SAFETY: plain stores into the global, in bounds by construction; every writer stores
     // the same 1, so racing CPUs cannot undo each other.
     unsafe {
         let hint = core::ptr::addr_of_mut!(APTRACE_CONFIG.tracked_hint);
         if let Some(b) = (*hint).get_mut(tracked_bucket(ptr)) {
             *b = 1;
         }
+        *core::ptr::addr_of_mut!(APTRACE_CONFIG.tracked_any) = 1;
     }
 }
 
-/// Whether some tracked pointer may hash to `ptr`'s bucket.
+/// Whether `ptr` may be tracked: something is, and some tracked pointer may hash to
+/// `ptr`'s bucket. False only when `ptr` certainly is not.
 #[inline(always)]
-pub fn hint_set(ptr: u64) -> bool {
+pub fn maybe_tracked(ptr: u64) -> bool {
     // SAFETY: as in `config`.
     unsafe {
-        (*core::ptr::addr_of!(APTRACE_CONFIG.tracked_hint))
-            .get(tracked_bucket(ptr))
-            .is_none_or(|b| *b != 0)
+        *core::ptr::addr_of!(APTRACE_CONFIG.tracked_any) != 0
+            && (*core::ptr::addr_of!(APTRACE_CONFIG.tracked_hint))
+                .get(tracked_bucket(ptr))
+                .is_none_or(|b| *b != 0)
     }
 }
 
@@ -97,7 +101,9 @@ pub fn count(slot: u32) {
     }
 }
 
+/// Whether `addr` is in the traced module's text. The end first: modules loaded after it
+/// lie above it (the kernel places modules upwards), and for them the test stops there.
 #[inline(always)]
 pub fn in_text(cfg: &GlobalConfig, addr: u64) -> bool {
-    addr >= cfg.text_start && addr < cfg.text_end
+    addr < cfg.text_end && addr >= cfg.text_start
 }

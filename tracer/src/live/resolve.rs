@@ -92,7 +92,12 @@ impl Resolution {
                 (Ok(a), Ok(l), Ok((m, _))) => (*a, l + m.owner_offset, m.owner_mask),
                 _ => (0, 0, 0),
             };
-        let (ts, te) = self.text.unwrap_or((0, 0));
+        // The allocator programs test only the text range: it stays empty without
+        // --all-allocations, so attached or not they keep nothing.
+        let (ts, te) = match (all_allocations, self.text) {
+            (true, Some(range)) => range,
+            _ => (0, 0),
+        };
         abi::GlobalConfig {
             matrix_dev_addr: addr,
             lock_owner_offset: owner_off,

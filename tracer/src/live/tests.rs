@@ -200,6 +200,9 @@ fn resolves_a_612_host_with_btf() {
     assert_eq!(g.owner_mask, !0x7);
     assert_eq!(g.text_start, 0xffffffffc0a50000);
     assert!(g.text_end > 0xffffffffc0a50d00 && g.text_end <= 0xffffffffc0a60000);
+    // Without --all-allocations the allocator programs find an empty range.
+    let off = r.global_config(false);
+    assert_eq!((off.text_start, off.text_end), (0, 0));
     assert_eq!(r.kvmalloc.as_deref(), Some("__kvmalloc_node_noprof"));
     let (rows, _) = preflight(
         &host,
