@@ -179,11 +179,43 @@ impl Attachment {
 /// The eBPF object's global variable `APTRACE_CONFIG`, which is its `.bss` map's one value.
 const CONFIG_MAP: &str = ".bss";
 
-fn write_config(ebpf: &mut Ebpf, config: abi::ProbeConfig) -> Result<()> {
+/// Writes `config` whole, but for the part the probes write (the tracked hint): that is
+/// kept as it is. TRACKED outlives an attachment (a re-attach when another module of the
+/// profile loads keeps the traced module and its allocations), so its hint must too, or
+/// the free of a pointer tracked before, from outside the module's text, would be
+/// skipped. Called with no allocator probe attached, so no probe's mark is lost between
+/// the read and the write.
+fn write_config(ebpf: &mut Ebpf, mut config: abi::ProbeConfig) -> Result<()> {
     let mut bss: Array<&mut MapData, abi::ProbeConfig> = Array::try_from(
         ebpf.map_mut(CONFIG_MAP)
             .ok_or(LiveError::NoMap(CONFIG_MAP))?,
     )
     .map_err(LiveError::map(CONFIG_MAP))?;
+    let now = bss.get(&0, 0).map_err(LiveError::map(CONFIG_MAP))?;
+    keep_probes_part(&mut config, &now);
     bss.set(0, config, 0).map_err(LiveError::map(CONFIG_MAP))
+}
+
+/// Carries what the probes wrote in `now` over into `config`.
+fn keep_probes_part(config: &mut abi::ProbeConfig, now: &abi::ProbeConfig) {
+    config.tracked_hint = now.tracked_hint;
+    config.tracked_any = now.tracked_any;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_configuration_keeps_the_tracked_hint() {
+        let mut now = abi::ProbeConfig::OFF;
+        now.tracked_hint[abi::tracked_bucket(0xffff_8880_0123_4540)] = 1;
+        now.tracked_any = 1;
+        let mut config = abi::ProbeConfig::OFF;
+        config.global.text_start = 0x1000;
+        keep_probes_part(&mut config, &now);
+        assert_eq!(config.tracked_any, 1);
+        assert_eq!(config.tracked_hint, now.tracked_hint);
+        assert_eq!(config.global.text_start, 0x1000);
+    }
 }
