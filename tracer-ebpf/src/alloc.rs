@@ -130,17 +130,28 @@ fn is_tracked(ptr: u64) -> bool {
 
 /// A free is looked at further only when it is from the module's text or its pointer may
 /// be tracked: with nothing tracked yet, a free from elsewhere costs the text test and
-/// one load.
+/// one load. The context, not the arguments, goes to the rest: the pointer is loaded only
+/// when the test needs it, and the context stays where it arrived (the first register).
+/// As an integer, so that the compiler does not turn it back into the loaded arguments.
 #[inline(always)]
-fn on_free(ptr: u64, call_site: u64, which: u8) {
-    if from_module(call_site) || maybe_tracked(ptr) {
-        free_checked(ptr, call_site, which);
+fn on_free_tp(ctx: &RawTracePointContext, which: u8) -> u32 {
+    let call_site: u64 = ctx.arg(0);
+    if from_module(call_site) || maybe_tracked(ctx.arg(1)) {
+        free_tp_checked(ctx.as_ptr() as usize, which);
     }
+    0
 }
 
-/// The text test again rather than its answer as an argument: that way the compiler
-/// keeps the early return's tests short-circuited.
 #[inline(never)]
+fn free_tp_checked(ctx: usize, which: u8) {
+    let ctx = RawTracePointContext::new(ctx as *mut c_void);
+    free_checked(ctx.arg(1), ctx.arg(0), which);
+}
+
+/// A free from the module's text, or of a pointer that may be tracked: sent when it is
+/// either. The text test again rather than its answer as an argument: that way the
+/// compiler keeps the early return's tests short-circuited.
+#[inline(always)]
 fn free_checked(ptr: u64, call_site: u64, which: u8) {
     if ptr < SMALLEST_PTR {
         return;
@@ -166,14 +177,12 @@ pub fn kmem_cache_alloc(ctx: RawTracePointContext) -> u32 {
 
 #[raw_tracepoint(tracepoint = "kfree")]
 pub fn kfree(ctx: RawTracePointContext) -> u32 {
-    on_free(ctx.arg(1), ctx.arg(0), allocator::KMALLOC);
-    0
+    on_free_tp(&ctx, allocator::KMALLOC)
 }
 
 #[raw_tracepoint(tracepoint = "kmem_cache_free")]
 pub fn kmem_cache_free(ctx: RawTracePointContext) -> u32 {
-    on_free(ctx.arg(1), ctx.arg(0), allocator::KMEM_CACHE);
-    0
+    on_free_tp(&ctx, allocator::KMEM_CACHE)
 }
 
 /// The return address at a function's first instruction: where it was called from.
@@ -270,7 +279,10 @@ pub fn kvmalloc_leave(ctx: RetProbeContext) -> u32 {
 #[kprobe]
 pub fn vfree_enter(ctx: ProbeContext) -> u32 {
     let ptr = ctx.arg::<u64>(0).unwrap_or(0);
-    on_free(ptr, return_address(&ctx), allocator::VMALLOC);
+    let caller = return_address(&ctx);
+    if from_module(caller) || maybe_tracked(ptr) {
+        free_checked(ptr, caller, allocator::VMALLOC);
+    }
     0
 }
 
