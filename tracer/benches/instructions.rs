@@ -44,6 +44,16 @@ fn stage_audit_owned(evs: Vec<Event>) -> usize {
     a.findings().len()
 }
 
+/// By reference, each event dropped after it (as `aptrace report` streams a recording).
+#[inline(never)]
+fn stage_audit_drop(evs: Vec<Event>) -> usize {
+    let mut a = Auditor::new(Profile::vfio_ap());
+    for e in evs {
+        a.ingest(&e);
+    }
+    a.findings().len()
+}
+
 #[inline(never)]
 // The boxes are what the window moves (the pipeline boxes each event once).
 #[allow(clippy::vec_box)]
@@ -102,6 +112,9 @@ fn main() {
     }
     if all || stage == "audit_owned" {
         println!("audit_owned: {} findings", stage_audit_owned(evs.clone()));
+    }
+    if all || stage == "audit_drop" {
+        println!("audit_drop: {} findings", stage_audit_drop(evs.clone()));
     }
     if all || stage == "reorder" {
         let mut shuffled = evs.clone();

@@ -188,18 +188,19 @@ impl Auditor {
         }
     }
 
-    /// [`Auditor::ingest`] of an event the caller gives away: an entry moves into its call's
-    /// frame, without a copy. Gives the event back when it was not kept; a kept one is
-    /// [`Auditor::last_entry`] until the next event.
+    /// [`Auditor::ingest`] of an event the caller gives away. Gives the event back when it
+    /// was not kept; a kept one is [`Auditor::last_entry`] until the next event.
     pub fn ingest_owned(&mut self, ev: Event) -> Option<Event> {
         self.count(&ev);
         match &ev.body {
-            Body::Enter { .. } => match self.calls.enter_owned(ev) {
-                Ok(frame) => {
+            // Copied into a spare box, whose argument list it reuses, and dropped: moving
+            // it in cost more (the box's old event dropped, the new one copied whole).
+            Body::Enter { .. } => match self.calls.enter(&ev) {
+                Some(frame) => {
                     self.on_enter(frame);
                     None
                 }
-                Err(ev) => Some(ev),
+                None => Some(ev),
             },
             Body::Exit { .. } => {
                 self.ingest_exit(&ev);

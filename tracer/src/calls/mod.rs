@@ -384,32 +384,8 @@ impl<X: Default> Calls<X> {
         })
     }
 
-    /// [`Calls::enter`] of an entry the caller gives away: it moves into the call. Gives it
-    /// back when it is not an entry of the profile.
-    // The event comes back as it went in: boxing it to shrink the error would cost an
-    // allocation per event that is not an entry of the profile.
-    #[allow(clippy::result_large_err)]
-    // Inlined into the auditor's ingest: the event then moves into its box without first
-    // being copied into this call's argument.
-    #[inline]
-    pub fn enter_owned(&mut self, ev: Event) -> Result<Frame<X>, Event> {
-        let Some(call) = self.entered(&ev) else {
-            return Err(ev);
-        };
-        let enter = match self.spare.pop() {
-            Some(mut b) => {
-                *b = ev;
-                b
-            }
-            None => Box::new(ev),
-        };
-        Ok(Frame {
-            call: call.with(enter),
-            x: X::default(),
-        })
-    }
-
-    /// [`Calls::enter_owned`] of a boxed entry: the box becomes the call's.
+    /// [`Calls::enter`] of a boxed entry the caller gives away: the box becomes the
+    /// call's, without a copy.
     #[inline]
     pub fn enter_boxed(&mut self, ev: Box<Event>) -> Result<Frame<X>, Box<Event>> {
         let Some(call) = self.entered(&ev) else {

@@ -131,13 +131,20 @@ impl Chunk {
     }
 
     pub fn events(&self) -> Result<Vec<Event>, codec::CodecError> {
+        let mut out = Vec::with_capacity(self.plausible_count());
+        self.events_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// [`Chunk::events`] appended to `out` (on an error, `out` holds part of the chunk).
+    fn events_into(&self, out: &mut Vec<Event>) -> Result<(), codec::CodecError> {
         let mut dec = ChunkDecoder::new();
         let mut b: &[u8] = &self.payload;
-        let mut out = Vec::with_capacity(self.plausible_count());
+        out.reserve(self.plausible_count());
         for _ in 0..self.count {
             out.push(dec.decode(&mut b)?);
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -293,9 +300,14 @@ impl Recording {
 
     /// Streams events chunk by chunk, without holding them all.
     pub fn for_each_event(&self, warnings: &mut Vec<String>, mut f: impl FnMut(Event)) {
+        // One buffer for every chunk: a chunk's events are decoded whole before any is
+        // handed on (a chunk that does not decode is skipped whole), and a fresh buffer
+        // per chunk cost an allocation of its size and the first touch of its pages.
+        let mut evs = Vec::new();
         for c in &self.chunks {
-            match c.events() {
-                Ok(evs) => evs.into_iter().for_each(&mut f),
+            evs.clear();
+            match c.events_into(&mut evs) {
+                Ok(()) => evs.drain(..).for_each(&mut f),
                 Err(e) => warnings.push(format!(
                     "chunk at offset {} passed its CRC but does not decode ({e}): skipped {} events",
                     c.offset, c.count
