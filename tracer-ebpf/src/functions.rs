@@ -174,32 +174,6 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         }
         _ => false,
     };
-    // The other declared locks this function can reach; most slots read none and pay one
-    // compare (no JIT on s390x).
-    let mut lock_owners = [0u64; MAX_LOCK_READS];
-    let mut lock_ids = [0u8; MAX_LOCK_READS];
-    let mut lock_states = [lock_state::NOT_CHECKED; MAX_LOCK_READS];
-    let reads = fc.lock_reads as usize;
-    // Unrolled by hand with constant indices: a loop kept its index and reloaded its
-    // registers per read, instructions the interpreter pays for at every entry.
-    macro_rules! read_lock {
-        ($i:literal) => {
-            if reads > $i {
-                let r = &sc.locks[$i];
-                let (st, owner) = lock::read(r, &args, holder);
-                lock_states[$i] = st;
-                lock_owners[$i] = owner;
-                lock_ids[$i] = r.id;
-            }
-        };
-    }
-    if reads != 0 && lock::reads_enabled() {
-        read_lock!(0);
-        read_lock!(1);
-        read_lock!(2);
-        read_lock!(3);
-    }
-    const _: () = assert!(MAX_LOCK_READS == 4);
     let mut stack_id = -1;
     if fc.stack_on_entry != 0 || suspicious {
         if let Some(id) = stacks::take(ctx) {
@@ -220,13 +194,49 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         (*rec).args = args;
         (*rec).field = field;
         (*rec).lock_owner = lock_owner;
-        (*rec).lock_state = lock_state;
-        (*rec)._pad = [0; 3];
+        // The state and its padding as one word, and the lock reads' fields zeroed
+        // (NOT_CHECKED, no owner: what an unused or failed read leaves) by word stores,
+        // volatile: LLVM merges plain zero stores into a call to the object's memset, a
+        // byte loop the interpreter pays per byte.
+        let w = core::ptr::write_volatile::<u64>;
+        core::ptr::write_volatile(
+            core::ptr::addr_of_mut!((*rec).lock_state) as *mut u32,
+            u32::from_ne_bytes([lock_state, 0, 0, 0]),
+        );
         (*rec).stack_id = stack_id;
-        (*rec).lock_owners = lock_owners;
-        (*rec).lock_ids = lock_ids;
-        (*rec).lock_states = lock_states;
+        w(core::ptr::addr_of_mut!((*rec).lock_owners[0]), 0);
+        w(core::ptr::addr_of_mut!((*rec).lock_owners[1]), 0);
+        w(core::ptr::addr_of_mut!((*rec).lock_owners[2]), 0);
+        w(core::ptr::addr_of_mut!((*rec).lock_owners[3]), 0);
+        w(core::ptr::addr_of_mut!((*rec).lock_ids) as *mut u64, 0);
+        // The other declared locks this function can reach, straight into the record; most
+        // slots read none and pay one compare (no JIT on s390x). Unrolled by hand with
+        // constant indices: a loop kept its index and reloaded its registers per read.
+        let reads = fc.lock_reads;
+        if reads != 0 && lock::reads_enabled() {
+            lock::read_into::<0>(rec, &sc.locks[0], &args, holder);
+            if reads > 1 {
+                lock::read_into::<1>(rec, &sc.locks[1], &args, holder);
+                if reads > 2 {
+                    lock::read_into::<2>(rec, &sc.locks[2], &args, holder);
+                    if reads > 3 {
+                        lock::read_into::<3>(rec, &sc.locks[3], &args, holder);
+                    }
+                }
+            }
+        }
     }
+    // The u32 and u64 stores above: aligned, and covering exactly those fields.
+    const _: () = {
+        use core::mem::offset_of;
+        assert!(MAX_LOCK_READS == 4 && lock_state::NOT_CHECKED == 0);
+        assert!(offset_of!(FuncEntry, lock_state) % 4 == 0);
+        assert!(offset_of!(FuncEntry, _pad) == offset_of!(FuncEntry, lock_state) + 1);
+        assert!(offset_of!(FuncEntry, stack_id) == offset_of!(FuncEntry, lock_state) + 4);
+        assert!(offset_of!(FuncEntry, lock_ids) % 8 == 0);
+        assert!(offset_of!(FuncEntry, lock_states) == offset_of!(FuncEntry, lock_ids) + 4);
+        assert!(core::mem::size_of::<FuncEntry>() == offset_of!(FuncEntry, lock_states) + 4);
+    };
     entry.submit(wake_flags());
     0
 }

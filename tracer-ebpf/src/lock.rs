@@ -5,7 +5,7 @@
 //! for the other declared locks a function can reach, along the path userspace configured.
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use tracer_common::{lock_from, lock_state, GlobalConfig, LockRead, MAX_HOPS};
+use tracer_common::{lock_from, lock_state, FuncEntry, GlobalConfig, LockRead, MAX_HOPS};
 
 /// Whether entries read the other declared locks at all: set by the loader (1 by default, 0
 /// for `--lock-reads off`, or where a kernel's verifier refused the entry programs with the
@@ -53,13 +53,33 @@ pub fn check(cfg: &GlobalConfig) -> (u8, u64, u64) {
     }
 }
 
-/// The owner word of one declared lock the slot can reach: (one of [`lock_state`], raw
-/// owner word). `args` are the entry's argument registers, `holder` the pointer
-/// [`check`] read (0: none).
+/// One pointer hop: `*(base + off)`, None at a failed read or a NULL.
 #[inline(always)]
-pub fn read(r: &LockRead, args: &[u64; 4], holder: u64) -> (u8, u64) {
+fn hop(base: u64, off: u32) -> Option<u64> {
+    // SAFETY: bpf_probe_read_kernel copes with any address.
+    match unsafe { bpf_probe_read_kernel(base.wrapping_add(off as u64) as *const u64) } {
+        Ok(v) if v != 0 => Some(v),
+        _ => None,
+    }
+}
+
+/// Reads the owner word of one declared lock the slot can reach into read `I` of the entry
+/// record at `rec`, whose lock fields the caller has zeroed (NOT_CHECKED: a read that
+/// fails, or stops at a NULL, writes nothing). `args` are the entry's argument registers,
+/// `holder` the pointer [`check`] read (0: none). Written for the interpreter (no JIT on
+/// Debian's s390x kernels): a NULL start costs a few compares, the hops are unrolled and
+/// stop at the path's length, and the record is written in place, not through the stack.
+///
+/// # Safety
+/// `rec` points at an entry record reserved in the ring buffer.
+#[inline(always)]
+pub unsafe fn read_into<const I: usize>(
+    rec: *mut FuncEntry,
+    r: &LockRead,
+    args: &[u64; 4],
+    holder: u64,
+) {
     let mut base = match r.from {
-        lock_from::GLOBAL => r.start,
         lock_from::HOLDER => holder,
         lock_from::ARG => match r.arg {
             0 => args[0],
@@ -67,40 +87,50 @@ pub fn read(r: &LockRead, args: &[u64; 4], holder: u64) -> (u8, u64) {
             2 => args[2],
             _ => args[3],
         },
+        lock_from::GLOBAL => r.start,
         _ => 0,
     };
-    let count = r.path.count as usize;
-    // A constant bound the verifier sees; `count` only shortens it.
-    for i in 0..MAX_HOPS {
-        if i >= count {
-            break;
-        }
-        if base == 0 {
-            return (lock_state::NOT_CHECKED, 0);
-        }
-        let at = base.wrapping_add(r.path.hops[i] as u64);
-        // SAFETY: bpf_probe_read_kernel copes with any address.
-        match unsafe { bpf_probe_read_kernel(at as *const u64) } {
-            Ok(v) => base = v,
-            Err(_) => return (lock_state::NOT_CHECKED, 0),
-        }
-    }
     if base == 0 {
-        return (lock_state::NOT_CHECKED, 0);
+        return;
+    }
+    let count = r.path.count;
+    const _: () = assert!(MAX_HOPS == 3);
+    if count != 0 {
+        let Some(b) = hop(base, r.path.hops[0]) else {
+            return;
+        };
+        base = b;
+        if count > 1 {
+            let Some(b) = hop(base, r.path.hops[1]) else {
+                return;
+            };
+            base = b;
+            if count > 2 {
+                let Some(b) = hop(base, r.path.hops[2]) else {
+                    return;
+                };
+                base = b;
+            }
+        }
     }
     let owner_at = base.wrapping_add(r.owner_offset as u64);
-    // SAFETY: as above.
+    // SAFETY: as in `hop`.
     let Ok(owner) = (unsafe { bpf_probe_read_kernel(owner_at as *const u64) }) else {
-        return (lock_state::NOT_CHECKED, 0);
+        return;
     };
     let task = owner & r.owner_mask;
-    if task == 0 {
-        return (lock_state::FREE, owner);
-    }
+    let state = if task == 0 {
+        lock_state::FREE
     // SAFETY: a helper without arguments.
-    if task == unsafe { bpf_get_current_task() } {
-        (lock_state::HELD_BY_CURRENT, owner)
+    } else if task == unsafe { bpf_get_current_task() } {
+        lock_state::HELD_BY_CURRENT
     } else {
-        (lock_state::HELD_BY_OTHER, owner)
+        lock_state::HELD_BY_OTHER
+    };
+    // SAFETY: the caller's promise; I < MAX_LOCK_READS, checked at compile time.
+    unsafe {
+        (*rec).lock_owners[I] = owner;
+        (*rec).lock_ids[I] = r.id;
+        (*rec).lock_states[I] = state;
     }
 }
