@@ -299,6 +299,8 @@ pub struct SlotConfig {
     /// Followed from `args[func.field_arg]` before the field is read.
     pub path: PointerPath,
     /// The declared locks this function can reach, the first `func.lock_reads` of them.
+    /// Those that start at argument 0 come last: the probe ends the reads at the first of
+    /// them that finds the argument NULL.
     pub locks: [LockRead; MAX_LOCK_READS],
 }
 

@@ -213,18 +213,16 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         // slots read none and pay one compare (no JIT on s390x). Unrolled by hand with
         // constant indices: a loop kept its index and reloaded its registers per read.
         let reads = fc.lock_reads;
-        if reads != 0 && lock::reads_enabled() {
-            lock::read_into::<0>(rec, &sc.locks[0], &args, holder);
-            if reads > 1 {
-                lock::read_into::<1>(rec, &sc.locks[1], &args, holder);
-                if reads > 2 {
-                    lock::read_into::<2>(rec, &sc.locks[2], &args, holder);
-                    if reads > 3 {
-                        lock::read_into::<3>(rec, &sc.locks[3], &args, holder);
-                    }
-                }
-            }
-        }
+        // A read that starts at a NULL argument 0 ends them (userspace puts those last).
+        let _ = reads != 0
+            && lock::reads_enabled()
+            && lock::read_into::<0>(rec, &sc.locks[0], &args, holder)
+            && reads > 1
+            && lock::read_into::<1>(rec, &sc.locks[1], &args, holder)
+            && reads > 2
+            && lock::read_into::<2>(rec, &sc.locks[2], &args, holder)
+            && reads > 3
+            && lock::read_into::<3>(rec, &sc.locks[3], &args, holder);
     }
     // The u32 and u64 stores above: aligned, and covering exactly those fields.
     const _: () = {

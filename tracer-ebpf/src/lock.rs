@@ -66,9 +66,11 @@ fn hop(base: u64, off: u32) -> Option<u64> {
 /// Reads the owner word of one declared lock the slot can reach into read `I` of the entry
 /// record at `rec`, whose lock fields the caller has zeroed (NOT_CHECKED: a read that
 /// fails, or stops at a NULL, writes nothing). `args` are the entry's argument registers,
-/// `holder` the pointer [`check`] read (0: none). Written for the interpreter (no JIT on
-/// Debian's s390x kernels): a NULL start costs a few compares, the hops are unrolled and
-/// stop at the path's length, and the record is written in place, not through the stack.
+/// `holder` the pointer [`check`] read (0: none). False when the read starts at a NULL
+/// argument 0: userspace puts those reads last ([`tracer_common::SlotConfig::locks`]), so
+/// the slot's remaining reads would stop there too. Written for the interpreter (no JIT on
+/// Debian's s390x kernels): the two usual starts cost one compare each, the hops are
+/// unrolled and stop at the path's length, and the record is written in place.
 ///
 /// # Safety
 /// `rec` points at an entry record reserved in the ring buffer.
@@ -78,22 +80,29 @@ pub unsafe fn read_into<const I: usize>(
     r: &LockRead,
     args: &[u64; 4],
     holder: u64,
-) {
-    // `from` and `arg` as one word: the first argument (the driver's object, where a NULL
-    // stops kvm's and dev_set's reads before a guest opens the device) costs one compare.
+) -> bool {
+    // `from` and `arg` as one word: the holder pointer and the first argument (the driver's
+    // object) are decided by one compare each.
     const _: () = assert!(
         core::mem::offset_of!(LockRead, arg) == core::mem::offset_of!(LockRead, from) + 1
             && core::mem::offset_of!(LockRead, from) % 2 == 0
     );
+    const FROM_HOLDER: u16 = u16::from_ne_bytes([lock_from::HOLDER, 0]);
     const FROM_ARG_0: u16 = u16::from_ne_bytes([lock_from::ARG, 0]);
     // SAFETY: two adjacent bytes of `r`, aligned (asserted above).
-    let from_arg = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(r.from) as *const u16) };
-    let mut base = if from_arg == FROM_ARG_0 {
+    let start = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(r.from) as *const u16) };
+    let mut base = if start == FROM_HOLDER {
+        holder
+    } else if start == FROM_ARG_0 {
+        if args[0] == 0 {
+            return false;
+        }
         args[0]
     } else {
         match r.from {
             lock_from::HOLDER => holder,
             lock_from::ARG => match r.arg {
+                0 => args[0],
                 1 => args[1],
                 2 => args[2],
                 _ => args[3],
@@ -103,23 +112,23 @@ pub unsafe fn read_into<const I: usize>(
         }
     };
     if base == 0 {
-        return;
+        return true;
     }
     let count = r.path.count;
     const _: () = assert!(MAX_HOPS == 3);
     if count != 0 {
         let Some(b) = hop(base, r.path.hops[0]) else {
-            return;
+            return true;
         };
         base = b;
         if count > 1 {
             let Some(b) = hop(base, r.path.hops[1]) else {
-                return;
+                return true;
             };
             base = b;
             if count > 2 {
                 let Some(b) = hop(base, r.path.hops[2]) else {
-                    return;
+                    return true;
                 };
                 base = b;
             }
@@ -128,21 +137,24 @@ pub unsafe fn read_into<const I: usize>(
     let owner_at = base.wrapping_add(r.owner_offset as u64);
     // SAFETY: as in `hop`.
     let Ok(owner) = (unsafe { bpf_probe_read_kernel(owner_at as *const u64) }) else {
-        return;
+        return true;
     };
     let task = owner & r.owner_mask;
-    let state = if task == 0 {
-        lock_state::FREE
-    // SAFETY: a helper without arguments.
-    } else if task == unsafe { bpf_get_current_task() } {
-        lock_state::HELD_BY_CURRENT
-    } else {
-        lock_state::HELD_BY_OTHER
-    };
-    // SAFETY: the caller's promise; I < MAX_LOCK_READS, checked at compile time.
+    // SAFETY: the caller's promise; I < MAX_LOCK_READS, checked at compile time. The owner
+    // word of a free lock says nothing: it stays 0.
     unsafe {
-        (*rec).lock_owners[I] = owner;
         (*rec).lock_ids[I] = r.id;
-        (*rec).lock_states[I] = state;
+        if task == 0 {
+            (*rec).lock_states[I] = lock_state::FREE;
+            return true;
+        }
+        (*rec).lock_owners[I] = owner;
+        // (bpf_get_current_task: a helper without arguments)
+        (*rec).lock_states[I] = if task == bpf_get_current_task() {
+            lock_state::HELD_BY_CURRENT
+        } else {
+            lock_state::HELD_BY_OTHER
+        };
     }
+    true
 }

@@ -156,6 +156,10 @@ pub fn slot_reads(
         out[n] = *r;
         n += 1;
     }
+    // Reads from argument 0 last: the probe stops the slot's reads at the first of them that
+    // finds the argument NULL (the driver's object before a guest opens it, as the bench
+    // calls it), so the others would stop there too.
+    out[..n].sort_by_key(|r| r.from == abi::lock_from::ARG && r.arg == 0);
     (n as u8, out)
 }
 
@@ -301,6 +305,35 @@ mod tests {
         // Takes nothing: no order edge to see, nothing read.
         assert!(ids("vfio_df_open", false).is_empty());
         assert!(ids("vfio_ap_init_migration_data", false).is_empty());
+    }
+
+    /// The probe ends a slot's reads at a NULL argument 0: those reads come last, whatever
+    /// the profile's order of the locks.
+    #[test]
+    fn reads_from_argument_0_come_last() {
+        let mut p = Profile::vfio_ap();
+        // dev_set_lock (argument 0) declared before guests_lock (behind matrix_dev).
+        let at = p
+            .locks
+            .iter()
+            .position(|l| l.name == "dev_set_lock")
+            .unwrap();
+        let dev_set = p.locks.remove(at);
+        p.locks.insert(0, dev_set);
+        let mutex = Ok((MutexLayout::DEFAULT, "test".to_string()));
+        let t = lock_targets(&p, &mutex, &all_symbols, &offsets, true);
+        let f = p
+            .functions
+            .iter()
+            .find(|f| f.name == "vfio_ap_get_data_size")
+            .unwrap();
+        let (n, reads) = slot_reads(&p, f, false, &t);
+        let names: Vec<_> = reads[..n as usize]
+            .iter()
+            .map(|r| p.locks[r.id as usize].name.as_str())
+            .collect();
+        assert_eq!(names, ["guests_lock", "dev_set_lock", "kvm_lock"]);
+        assert_eq!(reads[0].from, abi::lock_from::HOLDER);
     }
 
     /// A profile where some function takes the AP bus's mutex: an edge from it can close a
