@@ -7,7 +7,8 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.* | grep stage_
 //! ```
 //!
-//! STAGE is `audit` (`Auditor::ingest` by reference), `audit_owned` (`ingest_owned`),
+//! STAGE is `audit` (`Auditor::ingest` by reference), `audit_drop` (the same, each event
+//! dropped after it, as `aptrace report` streams), `audit_owned` (`ingest_owned`),
 //! `reorder`, `decode` or `pipeline` (decode → reorder → audit, as the `pipeline` group of
 //! the throughput bench). Each runs in its own `stage_*` function: its inclusive count
 //! divided by the events is the figure of BENCHMARKS.md. Setup (generating and encoding the
