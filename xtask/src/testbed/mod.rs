@@ -316,6 +316,8 @@ struct Row {
     /// a pending scenario (file `pending`) that ran and is still pending: not a failure
     pending: bool,
     note: String,
+    /// the run's own outputs (run.log, agent.log), quoted under the table when it failed
+    logs: Vec<PathBuf>,
 }
 
 fn print_table(rows: &[Row]) {
@@ -346,6 +348,41 @@ fn print_table(rows: &[Row]) {
                 format!("  ({})", r.note)
             }
         );
+    }
+}
+
+/// The failed rows again, each with the tail of its logs: a CI log that keeps only its end
+/// still names what failed and why (the run folders are swept by the next run).
+fn print_failures(rows: &[Row]) {
+    const TAIL: usize = 25;
+    for r in rows.iter().filter(|r| !r.pass) {
+        println!(
+            "\nFAILED: {} {} {} {}: expected {}, found {}{}",
+            r.kernel,
+            r.arch,
+            r.scenario,
+            r.mode,
+            r.expected,
+            r.found,
+            if r.note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.note)
+            }
+        );
+        for log in &r.logs {
+            let text = guest::read_lossy(log);
+            let lines: Vec<&str> = text.lines().collect();
+            println!(
+                "--- {} (last {} of {} lines)",
+                log.display(),
+                lines.len().min(TAIL),
+                lines.len()
+            );
+            for l in &lines[lines.len().saturating_sub(TAIL)..] {
+                println!("    {l}");
+            }
+        }
     }
 }
 
@@ -790,6 +827,10 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                         pass,
                         pending,
                         note,
+                        logs: ["run.log", "agent.log"]
+                            .iter()
+                            .map(|ext| share.join(format!("{}.{mode}.{ext}", s.name)))
+                            .collect(),
                     });
                 }
             }
@@ -808,6 +849,7 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                     pass: ok,
                     pending: false,
                     note: String::new(),
+                    logs: vec![dir.join("console.log")],
                 });
             }
         }
@@ -848,6 +890,7 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
                 pass: false,
                 pending: false,
                 note: "a wrong expectation was accepted".into(),
+                logs: Vec::new(),
             });
         }
     }
@@ -869,7 +912,8 @@ fn run_collect(args: TestbedArgs) -> Result<Vec<bench::Figures>> {
         t0.elapsed().as_secs_f64()
     );
     if failures > 0 {
-        bail!("testbed: {failures} failed");
+        print_failures(&rows);
+        bail!("testbed: {failures} failed (listed above, with their logs)");
     }
     Ok(Vec::new())
 }
@@ -986,6 +1030,7 @@ fn prove(
             } else {
                 String::new()
             },
+            logs: vec![dir.join("console.log")],
         },
     ))
 }
