@@ -658,7 +658,7 @@ fn lock_read_rows(res: &Resolution) -> Vec<Row> {
                     let detail = if n > 0 {
                         format!("owner word read at the entry of {n} functions (lock-order edges)")
                     } else if !res.lock_reads_on {
-                        "owner word placed, not read: --lock-reads off, or auto on a kernel before 6.12 (its verifier finds the probes with the reads too complex)".to_string()
+                        "owner word placed, not read: --lock-reads off, or auto on a kernel before 6.1 (its verifier is untried with the reads)".to_string()
                     } else {
                         "owner word placed, read at no entry: no function that takes a lock can reach it, or no profiled function takes it and it ranks before what they take (an edge from it could close no cycle and break no documented order)".to_string()
                     };
