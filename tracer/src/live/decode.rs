@@ -1,6 +1,7 @@
 //! Raw ring-buffer records → events: function names through the symbolizer, stacks from the
 //! kernel's stack map, mdev names said once, and a guest's name from its command line the
-//! first time it opens an mdev.
+//! first time it opens an mdev (or, for a `--guest PID` whose process is gone by the time
+//! its open is decoded, from its command line read when the probes attached).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -39,6 +40,9 @@ pub struct Decoder {
     roles: HashMap<String, Role>,
     names: HashMap<u64, Arc<str>>,
     guests: HashSet<u32>,
+    /// Guest names read ahead of their opens (`--guest PID`): the open is decoded after the
+    /// fact, and a short-lived process may have exited by then.
+    named_ahead: HashMap<u32, String>,
     /// The profile's declared locks, by the number an entry record gives them.
     lock_names: Vec<Arc<str>>,
     host: Host,
@@ -58,6 +62,7 @@ impl Decoder {
                 .collect(),
             names: HashMap::new(),
             guests: HashSet::new(),
+            named_ahead: HashMap::new(),
             lock_names: profile
                 .locks
                 .iter()
@@ -66,6 +71,19 @@ impl Decoder {
             host,
             raw_dump: None,
         }
+    }
+
+    /// Reads `pid`'s guest name now, to name it by if its command line is gone when its
+    /// first open is decoded.
+    pub fn name_guest_ahead(&mut self, pid: u32) {
+        if let Some(name) = self.guest_name_of(pid) {
+            self.named_ahead.insert(pid, name);
+        }
+    }
+
+    fn guest_name_of(&self, pid: u32) -> Option<String> {
+        let cmdline = std::fs::read(self.host.path(&format!("/proc/{pid}/cmdline"))).ok()?;
+        guest_name_from_cmdline(&cmdline)
     }
 
     /// Copies every raw record to `w` as it is decoded.
@@ -123,9 +141,10 @@ impl Decoder {
             Body::Enter { func, .. } if self.roles.get(&**func) == Some(&Role::Open) => {
                 let pid = ev.task.pid;
                 if self.guests.insert(pid) {
-                    let cmdline = std::fs::read(self.host.path(&format!("/proc/{pid}/cmdline")))
-                        .unwrap_or_default();
-                    if let Some(name) = guest_name_from_cmdline(&cmdline) {
+                    let name = self
+                        .guest_name_of(pid)
+                        .or_else(|| self.named_ahead.remove(&pid));
+                    if let Some(name) = name {
                         out.push(Event {
                             seq: 0,
                             ts_ns: ev.ts_ns.saturating_sub(1),
@@ -262,6 +281,45 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// `--guest PID` whose process exited before its open was decoded: still named, from
+    /// the command line read when the probes attached.
+    #[test]
+    fn a_guest_gone_before_its_open_is_decoded_is_named_from_the_early_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("proc/78");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("cmdline"), b"qemu\0-name\0guest=vm1\0").unwrap();
+        let open = Profile::vfio_ap()
+            .functions
+            .iter()
+            .find(|f| f.role == Role::Open)
+            .expect("an open function")
+            .name
+            .clone();
+        let mut d = decoder(dir.path());
+        d.name_guest_ahead(78);
+        d.name_guest_ahead(79); // no such process: nothing read, nothing said
+        std::fs::remove_dir_all(&p).unwrap();
+        let mut out = Vec::new();
+        for pid in [78, 79] {
+            d.accept(
+                decoded(pid, enter(&open), None),
+                &NoSymbols,
+                &NoStacks,
+                &mut out,
+            );
+        }
+        let names: Vec<_> = out
+            .iter()
+            .filter_map(|e| match &e.body {
+                Body::GuestName { guest_pid, name } => Some((*guest_pid, name.to_string())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, [(78, "vm1".to_string())]);
+        assert_eq!(out.len(), 3, "{out:?}");
     }
 
     #[test]

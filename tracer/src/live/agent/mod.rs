@@ -127,7 +127,7 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
     if !lock_reads && !opts.overrides.lock_reads_off {
         say!(
             out,
-            "aptrace: notice: kernel {release}: the other declared locks' owner words are not read (verifiers before 6.12 find the probes with those reads too complex); lock-order edges come from mdevs_lock's check and the profile's holds (--lock-reads on tries them anyway)"
+            "aptrace: notice: kernel {release}: the other declared locks' owner words are not read (the verifiers of kernels before 6.1 are untried with those reads); lock-order edges come from mdevs_lock's check and the profile's holds (--lock-reads on tries them anyway)"
         );
     }
     let (mut ebpf, reads_refused) =
@@ -249,6 +249,9 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
                         m.set_probes(&a.statuses);
                     }
                     pipeline.probes_attached(&a.statuses);
+                    if let Some(super::sink::GuestFilter::Pid(pid)) = &opts.guest {
+                        decoder.name_guest_ahead(*pid);
+                    }
                     if !pipeline.has_recorder() {
                         if let Some(path) = &opts.record {
                             let w = Writer::create(path, &header, opts.force).map_err(
