@@ -9,8 +9,9 @@
 //!
 //! STAGE is `audit` (`Auditor::ingest` by reference), `audit_drop` (the same, each event
 //! dropped after it, as `aptrace report` streams), `audit_owned` (`ingest_owned`),
-//! `reorder`, `decode` or `pipeline` (decode → reorder → audit, as the `pipeline` group of
-//! the throughput bench). Each runs in its own `stage_*` function: its inclusive count
+//! `reorder`, `decode`, `pipeline` (decode → reorder → audit, as the `pipeline` group of
+//! the throughput bench) or `recording_read` (parse with every chunk's CRC, decode every
+//! event, as the `recording_read` group). Each runs in its own `stage_*` function: its inclusive count
 //! divided by the events is the figure of BENCHMARKS.md. Setup (generating and encoding the
 //! mix) is outside it. Without a stage, or with `--bench`/`--test` (cargo's own runs), every
 //! stage runs once.
@@ -24,6 +25,7 @@ use tracer::model::{decode_record, Endian, Event};
 use tracer::pipeline::reorder::Reorder;
 use tracer::pipeline::{Pipeline, REORDER_CAPACITY, REORDER_WINDOW_NS};
 use tracer::profile::Profile;
+use tracer::recording::Recording;
 
 use common::*;
 
@@ -75,6 +77,16 @@ fn stage_decode(raw: &[u8], items: &[Source], syms: &Syms) -> u64 {
             n += black_box(d.event).seq;
         }
     }
+    n
+}
+
+#[inline(never)]
+fn stage_recording_read(file: bytes::Bytes) -> u64 {
+    let r = Recording::parse(file, "bench").expect("a recording");
+    let mut warnings = Vec::new();
+    let mut n = 0;
+    r.for_each_event(&mut warnings, |e| n += black_box(e).seq);
+    assert!(warnings.is_empty(), "{warnings:?}");
     n
 }
 
@@ -133,5 +145,10 @@ fn main() {
     }
     if all || stage == "pipeline" {
         println!("pipeline: {} findings", stage_pipeline(&raw, &items, &syms));
+    }
+    if all || stage == "recording_read" {
+        let (file, _) = record(&evs, &header(&syms));
+        let sum = stage_recording_read(bytes::Bytes::from(file));
+        println!("recording_read: sequence sum {sum}");
     }
 }

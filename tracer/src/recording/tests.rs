@@ -554,3 +554,35 @@ fn recordings_of_1_0_and_1_1_still_read() {
         assert!(r.header.source_damage.is_empty());
     }
 }
+
+/// A chunk whose CRC holds but whose events stop decoding part way (a writer's bug, or a
+/// newer writer): the events before the fault are read, the rest of that chunk only is lost.
+#[test]
+fn a_chunk_that_stops_decoding_keeps_the_events_before_the_fault() {
+    let (data, evs) = sample(200);
+    let (mut r, _) = read(&data);
+    // The second chunk claims one event more than its payload holds.
+    let n = r.chunks[1].count;
+    r.chunks[1].count += 1;
+    let mut w = Vec::new();
+    assert_eq!(r.events(&mut w), evs, "every event written is read");
+    assert_eq!(w.len(), 1, "{w:?}");
+    let said = format!("read {n} of its {} events, skipped the other 1", n + 1);
+    assert!(w[0].contains(&said), "{w:?}");
+    // Cut part way through its payload instead: what precedes the cut is kept, in order.
+    let (mut r, _) = read(&data);
+    let c = &mut r.chunks[1];
+    c.payload = c.payload.slice(..c.payload.len() / 2);
+    let mut w = Vec::new();
+    let back = r.events(&mut w);
+    let first = r.chunks[0].count as usize;
+    let after = r.chunks[2..]
+        .iter()
+        .map(|c| c.count as usize)
+        .sum::<usize>();
+    let kept = back.len() - first - after;
+    assert!(kept > 0 && kept < n as usize, "kept {kept} of {n}");
+    assert_eq!(back[..first + kept], evs[..first + kept]);
+    assert_eq!(back[first + kept..], evs[first + n as usize..]);
+    assert_eq!(w.len(), 1, "{w:?}");
+}
