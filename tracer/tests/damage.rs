@@ -414,11 +414,17 @@ fn lying_chunk_counts_do_not_size_allocations() {
     }
     let mut warnings = Vec::new();
     let evs = r.events(&mut warnings);
-    assert!(
-        evs.is_empty(),
-        "every chunk fails to decode its claimed events"
-    );
+    // Every chunk runs out of bytes before its claimed count: the events it does hold are
+    // read, and each chunk says how many it skipped.
+    let mut honest_warnings = Vec::new();
+    assert_eq!(evs, honest.events(&mut honest_warnings));
     assert_eq!(warnings.len(), r.chunks.len(), "{warnings:?}");
+    for (w, c) in warnings.iter().zip(&honest.chunks) {
+        assert!(
+            w.contains(&format!("read {} of its {} events", c.count, u32::MAX)),
+            "{w}"
+        );
+    }
 }
 
 const NOT_FINISHED: &str = "the recording has no end marker: its writer stopped without finishing it (killed?); events after the last whole chunk are lost";
