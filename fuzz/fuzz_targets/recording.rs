@@ -59,7 +59,10 @@ fn check(input: &[u8]) {
     assert!(whole <= events.len() as u64 && events.len() as u64 <= claimed);
     let faulty = r.chunks.iter().filter(|c| c.events().is_err()).count();
     assert_eq!(
-        warnings.iter().filter(|w| w.contains("does not decode")).count(),
+        warnings
+            .iter()
+            .filter(|w| w.contains("does not decode"))
+            .count(),
         faulty
     );
 
