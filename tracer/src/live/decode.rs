@@ -237,6 +237,17 @@ mod tests {
         }
     }
 
+    /// The profile's open function: a guest is named at its first.
+    fn open_function() -> String {
+        Profile::vfio_ap()
+            .functions
+            .iter()
+            .find(|f| f.role == Role::Open)
+            .expect("an open function")
+            .name
+            .clone()
+    }
+
     fn decoder(root: &Path) -> Decoder {
         Decoder::new(&Profile::vfio_ap(), Endian::Little, Host::at(root))
     }
@@ -252,13 +263,7 @@ mod tests {
             b"qemu-system-s390x\0-name\0guest=g1,debug-threads=on\0",
         )
         .unwrap();
-        let open = Profile::vfio_ap()
-            .functions
-            .iter()
-            .find(|f| f.role == Role::Open)
-            .expect("an open function")
-            .name
-            .clone();
+        let open = open_function();
         let mut d = decoder(dir.path());
         let mut out = Vec::new();
         d.accept(
@@ -291,13 +296,7 @@ mod tests {
         let p = dir.path().join("proc/78");
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("cmdline"), b"qemu\0-name\0guest=vm1\0").unwrap();
-        let open = Profile::vfio_ap()
-            .functions
-            .iter()
-            .find(|f| f.role == Role::Open)
-            .expect("an open function")
-            .name
-            .clone();
+        let open = open_function();
         let mut d = decoder(dir.path());
         d.name_guest_ahead(78);
         d.name_guest_ahead(79); // no such process: nothing read, nothing said
