@@ -141,9 +141,8 @@ impl Decoder {
             Body::Enter { func, .. } if self.roles.get(&**func) == Some(&Role::Open) => {
                 let pid = ev.task.pid;
                 if self.guests.insert(pid) {
-                    let name = self
-                        .guest_name_of(pid)
-                        .or_else(|| self.named_ahead.remove(&pid));
+                    let ahead = self.named_ahead.remove(&pid);
+                    let name = self.guest_name_of(pid).or(ahead);
                     if let Some(name) = name {
                         out.push(Event {
                             seq: 0,

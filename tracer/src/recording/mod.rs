@@ -138,11 +138,16 @@ impl Chunk {
 
     /// [`Chunk::events`] appended to `out` (on an error, `out` holds part of the chunk).
     fn events_into(&self, out: &mut Vec<Event>) -> Result<(), codec::CodecError> {
+        out.reserve(self.plausible_count());
+        self.decode_each(|e| out.push(e)).map_err(|(_, e)| e)
+    }
+
+    /// Hands each event on as it is decoded; on a fault, how many were handed on, and why.
+    fn decode_each(&self, mut f: impl FnMut(Event)) -> Result<(), (u32, codec::CodecError)> {
         let mut dec = ChunkDecoder::new();
         let mut b: &[u8] = &self.payload;
-        out.reserve(self.plausible_count());
-        for _ in 0..self.count {
-            out.push(dec.decode(&mut b)?);
+        for i in 0..self.count {
+            f(dec.decode(&mut b).map_err(|e| (i, e))?);
         }
         Ok(())
     }
@@ -305,22 +310,14 @@ impl Recording {
         // Each event goes on as soon as it is decoded: decoding a chunk whole first moved
         // every event twice more and walked the chunk's events out of the cache.
         for c in &self.chunks {
-            let mut dec = ChunkDecoder::new();
-            let mut b: &[u8] = &c.payload;
-            for i in 0..c.count {
-                match dec.decode(&mut b) {
-                    Ok(e) => f(e),
-                    Err(e) => {
-                        warnings.push(format!(
-                            "chunk at offset {} passed its CRC but does not decode ({e}): \
-                             read {i} of its {} events, skipped the other {}",
-                            c.offset,
-                            c.count,
-                            c.count - i
-                        ));
-                        break;
-                    }
-                }
+            if let Err((i, e)) = c.decode_each(&mut f) {
+                warnings.push(format!(
+                    "chunk at offset {} passed its CRC but does not decode ({e}): \
+                     read {i} of its {} events, skipped the other {}",
+                    c.offset,
+                    c.count,
+                    c.count - i
+                ));
             }
         }
     }
