@@ -597,3 +597,73 @@ fn the_readme_exit_status_table_matches_the_code() {
         Some(EXIT_FINDINGS.into())
     );
 }
+
+/// A long recording's text report counts its migrations and lists the latest; the JSON
+/// report keeps every session. (A day of migrations printed megabytes of timelines.)
+#[test]
+fn a_long_recording_lists_its_latest_migrations_and_counts_the_rest() {
+    let mut g = tracer::synth::Generator::new(5);
+    g.migrations = 5;
+    for i in 0..30 {
+        g.life(i, 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.aptr");
+    common::write_recording(&file, &g.into_events());
+    let file = file.display().to_string();
+
+    let (_, v) = json_report(&file);
+    let sessions = v["sources"][0]["migrations"].as_array().unwrap().len();
+    assert_eq!(sessions, 150, "the JSON report lists every session");
+
+    for format in ["text", "markdown"] {
+        let out = aptrace(&["report", "--format", format, &file]);
+        let r = String::from_utf8(out.stdout).unwrap().replace("\\_", "_");
+        let (timelines, rest) = r
+            .split_once("Migration timelines")
+            .unwrap()
+            .1
+            .split_once("Migrations")
+            .unwrap();
+        assert!(
+            timelines.contains(
+                "30 mdev lives migrated; the last 20 are shown, each with its last 16 steps"
+            ),
+            "{format}:\n{timelines}"
+        );
+        let lives: Vec<&str> = timelines
+            .lines()
+            .filter(|l| l.contains(" life ") && l.ends_with(':'))
+            .collect();
+        assert_eq!(lives.len(), 20, "{format}: the last 20 lives:\n{timelines}");
+        assert!(
+            lives[0].contains(&common::uuid_of(10)),
+            "{format}: {}",
+            lives[0]
+        );
+        assert!(
+            lives[19].contains(&common::uuid_of(29)),
+            "{format}: {}",
+            lives[19]
+        );
+        // Five migrations of four steps each: the first four steps are counted, not listed.
+        assert_eq!(
+            timelines.matches("… 4 earlier step(s) not shown").count(),
+            20,
+            "{format}"
+        );
+        assert_eq!(timelines.matches(" → ").count(), 20 * 16, "{format}");
+
+        assert!(
+            rest.contains("150 sessions, ended: running 150; 0 with failed transfers; the last 50 are listed (--format json lists every one)"),
+            "{format}:\n{rest}"
+        );
+        let listed: Vec<&str> = rest
+            .lines()
+            .filter(|l| l.contains(" save of mdev "))
+            .collect();
+        assert_eq!(listed.len(), 50, "{format}");
+        assert!(listed[0].contains("#101 save"), "{format}: {}", listed[0]);
+        assert!(listed[49].contains("#150 save"), "{format}: {}", listed[49]);
+    }
+}

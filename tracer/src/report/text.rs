@@ -1,12 +1,20 @@
 //! The text and markdown renderings of a report: one walk over it, two styles.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use super::*;
-use crate::audit::LifeKey;
+use crate::audit::{LifeKey, TimelineEntry};
 use crate::calls::show::Signatures;
+
+// A text or markdown report is read by a person: past these, a long recording's migrations
+// are counted and only the latest listed. The JSON report keeps every one.
+const SHOWN_LIVES: usize = 20;
+const SHOWN_STEPS: usize = 16;
+const SHOWN_SESSIONS: usize = 50;
+const SHOWN_PAIRS: usize = 50;
+const ALL_IN_JSON: &str = "--format json lists every one";
 
 pub(super) enum Style {
     Text,
@@ -480,17 +488,31 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     }
 
     st.h2(out, "Migration timelines");
-    let mut any = false;
-    for m in &f.mdevs {
-        let steps: Vec<_> = m
-            .timeline
-            .iter()
-            .filter(|t| t.what.contains('→') || t.what.contains("refused"))
-            .collect();
-        if steps.is_empty() {
-            continue;
-        }
-        any = true;
+    // Only the lives that migrated: their state changes and refused requests.
+    let lives: Vec<(&MdevView, Vec<&TimelineEntry>)> = f
+        .mdevs
+        .iter()
+        .filter_map(|m| {
+            let steps: Vec<_> = m
+                .timeline
+                .iter()
+                .filter(|t| t.what.contains('→') || t.what.contains("refused"))
+                .collect();
+            (!steps.is_empty()).then_some((m, steps))
+        })
+        .collect();
+    if lives.is_empty() {
+        let _ = writeln!(out, "{b}no migration requests seen");
+    }
+    let hidden_lives = lives.len().saturating_sub(SHOWN_LIVES);
+    if hidden_lives > 0 {
+        let _ = writeln!(
+            out,
+            "{b}{} mdev lives migrated; the last {SHOWN_LIVES} are shown, each with its last {SHOWN_STEPS} steps ({ALL_IN_JSON})",
+            lives.len()
+        );
+    }
+    for (m, steps) in &lives[hidden_lives..] {
         let name =
             m.id.uuid
                 .as_deref()
@@ -503,7 +525,21 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
             m.id.ptr,
             m.id.incarnation
         );
-        for t in steps {
+        let hidden = steps.len().saturating_sub(SHOWN_STEPS);
+        let mut gone = Vec::new();
+        if hidden > 0 {
+            gone.push(format!("{hidden} earlier step(s) not shown"));
+        }
+        if m.timeline_dropped > 0 {
+            gone.push(format!(
+                "{} older timeline entries not kept in memory",
+                m.timeline_dropped
+            ));
+        }
+        if !gone.is_empty() {
+            let _ = writeln!(out, "{b}  … {}", gone.join("; "));
+        }
+        for t in &steps[hidden..] {
             let _ = writeln!(
                 out,
                 "{b}  {}  {} (event #{})",
@@ -512,9 +548,6 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
                 t.seq
             );
         }
-    }
-    if !any {
-        let _ = writeln!(out, "{b}no migration requests seen");
     }
     migrations(out, f, st);
 }
@@ -561,13 +594,30 @@ fn session_line(st: &Style, x: &Session, off: i64) -> String {
     )
 }
 
-/// Each source's sessions.
+/// Each source's sessions: the last ones, after a count of all of them by how they ended.
 fn migrations(out: &mut String, f: &FileReport, st: &Style) {
     if f.migrations.is_empty() {
         return;
     }
     st.h2(out, "Migrations");
-    for x in &f.migrations {
+    let hidden = f.migrations.len().saturating_sub(SHOWN_SESSIONS);
+    if hidden > 0 {
+        let mut ends: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut failing = 0;
+        for x in &f.migrations {
+            *ends.entry(x.end.name()).or_default() += 1;
+            failing += usize::from(x.failed_transfers > 0);
+        }
+        let ends: Vec<String> = ends.iter().map(|(e, n)| format!("{e} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "{}{} sessions, ended: {}; {failing} with failed transfers; the last {SHOWN_SESSIONS} are listed ({ALL_IN_JSON})",
+            li(st),
+            f.migrations.len(),
+            ends.join(", ")
+        );
+    }
+    for x in &f.migrations[hidden..] {
         let _ = writeln!(
             out,
             "{}{}",
@@ -584,7 +634,17 @@ fn paired(out: &mut String, r: &Report, st: &Style) {
         return;
     }
     st.h2(out, "Migrations, end to end");
-    for p in &pairs {
+    let hidden = pairs.len().saturating_sub(SHOWN_PAIRS);
+    if hidden > 0 {
+        let differ = pairs.iter().filter(|p| !p.bytes_agree).count();
+        let _ = writeln!(
+            out,
+            "{}{} migrations paired, {differ} with bytes that differ; the last {SHOWN_PAIRS} are listed ({ALL_IN_JSON})",
+            li(st),
+            pairs.len()
+        );
+    }
+    for p in &pairs[hidden..] {
         let side = |s: &crate::audit::migration::pair::Side, what: &str| {
             format!(
                 "{what} #{} in {} (mdev {}, {} B, ended {})",
