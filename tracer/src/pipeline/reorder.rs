@@ -4,34 +4,36 @@
 //! buffer is full, or when the source has been idle (the caller says how long; no clock here),
 //! so the last event before a task hangs still reaches the auditor.
 
-use std::collections::VecDeque;
-
 use crate::model::Event;
 
-/// Released keys at the front of [`Keys`] are dropped in one move once there are this many
-/// (and at least as many as live keys): a few key moves per event, amortized.
+/// Released entries at the front of [`Held`] are dropped in one move once there are this
+/// many (and at least as many as live ones): a few moves per event, amortized.
 const COMPACT_AFTER: usize = 4096;
 
-/// The held keys, (timestamp, slot), sorted; ties keep arrival order.
+/// One held event: its timestamp beside its box, so ordering never reads the event.
+type Entry = (u64, Option<Box<Event>>);
+
+/// The held events, (timestamp, box), sorted by timestamp; ties keep arrival order.
 ///
-/// A vector read from `head`: releasing is a step of `head`, and inserting a displaced key
-/// moves only the few keys after it (a `VecDeque` paid its wrap-around bookkeeping on every
-/// insert, about half the window's cost per event).
-struct Keys {
-    v: Vec<(u64, u32)>,
+/// A vector read from `head`: releasing is a step of `head`, and inserting a displaced
+/// event moves only the few entries after it (a `VecDeque` paid its wrap-around bookkeeping
+/// on every insert). The box sits in the entry itself: an index into a slab of boxes, with
+/// a free list beside it, cost two more arrays to touch per event.
+struct Held {
+    v: Vec<Entry>,
     head: usize,
 }
 
-impl Keys {
-    fn with_capacity(cap: usize) -> Keys {
-        Keys {
+impl Held {
+    fn with_capacity(cap: usize) -> Held {
+        Held {
             v: Vec::with_capacity(cap),
             head: 0,
         }
     }
 
     #[inline]
-    fn live(&self) -> &[(u64, u32)] {
+    fn live(&self) -> &[Entry] {
         &self.v[self.head..]
     }
 
@@ -41,24 +43,25 @@ impl Keys {
     }
 
     #[inline]
-    fn front(&self) -> Option<(u64, u32)> {
-        self.v.get(self.head).copied()
+    fn front_ts(&self) -> Option<u64> {
+        self.v.get(self.head).map(|e| e.0)
     }
 
     #[inline]
-    fn pop_front(&mut self) -> Option<(u64, u32)> {
-        let k = self.front()?;
+    fn pop_front(&mut self) -> Option<(u64, Box<Event>)> {
+        let (ts, ev) = self.v.get_mut(self.head)?;
+        let (ts, ev) = (*ts, ev.take());
         self.head += 1;
         if self.head == self.v.len() {
             self.v.clear();
             self.head = 0;
         }
-        Some(k)
+        ev.map(|ev| (ts, ev))
     }
 
-    /// Inserts after every key not newer than `ts`.
+    /// Inserts after every entry not newer than `ts`.
     #[inline]
-    fn insert(&mut self, ts: u64, slot: u32) {
+    fn insert(&mut self, ts: u64, ev: Box<Event>) {
         if self.head >= COMPACT_AFTER && self.head >= self.len() {
             self.v.drain(..self.head);
             self.head = 0;
@@ -68,7 +71,7 @@ impl Keys {
         let at = if live.last().is_none_or(|&(t, _)| t <= ts) {
             len
         } else {
-            // Galloping from the newest end: a key displaced by d places costs about
+            // Galloping from the newest end: an event displaced by d places costs about
             // 2 log2(d) comparisons, where a linear walk paid d.
             let mut step = 1;
             while step < len && live[len - 1 - step].0 > ts {
@@ -79,9 +82,9 @@ impl Keys {
             lo + live[lo..hi].partition_point(|&(t, _)| t <= ts)
         };
         if at == len {
-            self.v.push((ts, slot));
+            self.v.push((ts, Some(ev)));
         } else {
-            self.v.insert(self.head + at, (ts, slot));
+            self.v.insert(self.head + at, (ts, Some(ev)));
         }
     }
 }
@@ -108,18 +111,11 @@ fn prefetch<T: ?Sized>(x: &T, lines: usize) {
 
 /// The reorder window.
 ///
-/// Events arrive nearly in order, so a vector of small keys kept sorted, (timestamp, slot),
-/// costs a few comparisons and a short shift per event where a heap paid ~16 levels per
-/// push and per pop; the events themselves wait in a slab and move only in and out. Free
-/// slots are reused oldest first, so the slab is written and read in turn, nearly in
-/// address order, as events arrive and leave (reusing the newest free slot instead sent
-/// every release to a slot written a whole window earlier, at a cache miss each).
+/// Events arrive nearly in order, so a vector of (timestamp, box) kept sorted costs a few
+/// comparisons and a short shift per event where a heap paid ~16 levels per push and per
+/// pop; events wait boxed, so the window moves pointers, never an event.
 pub struct Reorder {
-    keys: Keys,
-    /// Events wait boxed: a box moves as a pointer, where an event was copied whole into
-    /// the slab and out again, and the held window is a few bytes per event.
-    slab: Vec<Option<Box<Event>>>,
-    free: VecDeque<u32>,
+    held: Held,
     window_ns: u64,
     capacity: usize,
     newest: u64,
@@ -133,9 +129,7 @@ impl Reorder {
     pub fn new(window_ns: u64, capacity: usize) -> Reorder {
         let cap = capacity.min(1 << 16);
         Reorder {
-            keys: Keys::with_capacity(cap + COMPACT_AFTER),
-            slab: Vec::with_capacity(cap),
-            free: VecDeque::with_capacity(cap),
+            held: Held::with_capacity(cap + COMPACT_AFTER),
             window_ns,
             capacity: capacity.max(1),
             newest: 0,
@@ -154,20 +148,10 @@ impl Reorder {
         if ts < self.released_ts {
             self.late += 1;
         }
-        let slot = match self.free.pop_front() {
-            Some(i) => {
-                self.slab[i as usize] = Some(ev);
-                i
-            }
-            None => {
-                self.slab.push(Some(ev));
-                (self.slab.len() - 1) as u32
-            }
-        };
-        self.keys.insert(ts, slot);
+        self.held.insert(ts, ev);
         let horizon = self.newest.saturating_sub(self.window_ns);
-        while let Some((front_ts, _)) = self.keys.front() {
-            if front_ts <= horizon || self.keys.len() > self.capacity {
+        while let Some(front_ts) = self.held.front_ts() {
+            if front_ts <= horizon || self.held.len() > self.capacity {
                 self.release_front(out);
             } else {
                 break;
@@ -181,27 +165,18 @@ impl Reorder {
         // behind this one now lets its fetch overlap the auditor's work on this one.
         // Its argument list, behind a second pointer, is asked for when the event itself
         // should be in (half as far ahead).
-        let live = self.keys.live();
-        if let Some(&(_, ahead)) = live.get(PREFETCH_AHEAD) {
-            if let Some(ev) = &self.slab[ahead as usize] {
-                prefetch(&**ev, 3);
+        let live = self.held.live();
+        if let Some((_, Some(ev))) = live.get(PREFETCH_AHEAD) {
+            prefetch(&**ev, 3);
+        }
+        if let Some((_, Some(ev))) = live.get(PREFETCH_AHEAD / 2) {
+            if let crate::model::Body::Enter { args, .. } = &ev.body {
+                prefetch(args.as_slice(), 1);
             }
         }
-        if let Some(&(_, ahead)) = live.get(PREFETCH_AHEAD / 2) {
-            if let Some(ev) = &self.slab[ahead as usize] {
-                if let crate::model::Body::Enter { args, .. } = &ev.body {
-                    prefetch(args.as_slice(), 1);
-                }
-            }
-        }
-        if let Some((_, slot)) = self.keys.pop_front() {
-            let Some(mut ev) = self.slab[slot as usize].take() else {
-                // Every key names a held event; a missing one is a bug here, not in the data.
-                debug_assert!(false, "reorder key without its event");
-                return;
-            };
-            self.free.push_back(slot);
-            self.released_ts = self.released_ts.max(ev.ts_ns);
+        if let Some((ts, mut ev)) = self.held.pop_front() {
+            // From the entry: the event itself may not be in the cache yet.
+            self.released_ts = self.released_ts.max(ts);
             ev.seq = self.next_seq;
             self.next_seq += 1;
             out(ev);
@@ -210,17 +185,17 @@ impl Reorder {
 
     /// The source has been idle: release everything held.
     pub fn flush(&mut self, out: &mut impl FnMut(Box<Event>)) {
-        while self.keys.len() > 0 {
+        while self.held.len() > 0 {
             self.release_front(out);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.held.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.len() == 0
+        self.held.len() == 0
     }
 }
 
