@@ -125,7 +125,8 @@ pub fn is_direct_arc(from: MigState, to: MigState, flags: u32) -> bool {
         (Running, Stop) | (Stop, Running) => !p2p,
         (Running, RunningP2p) | (RunningP2p, Running) => true,
         (RunningP2p, Stop) | (Stop, RunningP2p) => true,
-        (Running, PreCopy) | (PreCopy, Running) => !p2p,
+        // The core's table steps RUNNING <-> PRE_COPY directly, P2P or not.
+        (Running, PreCopy) | (PreCopy, Running) => true,
         (PreCopy, StopCopy) => !p2p,
         (PreCopy, PreCopyP2p) | (PreCopyP2p, PreCopy) => true,
         (PreCopyP2p, RunningP2p) | (RunningP2p, PreCopyP2p) => true,
@@ -134,32 +135,9 @@ pub fn is_direct_arc(from: MigState, to: MigState, flags: u32) -> bool {
     }
 }
 
-/// Whether some walk of direct arcs leads from `from` to `to` (as `path(..).is_some()`,
-/// without building the walk: the auditor asks on every accepted request).
+/// Whether the VFIO core walks a request from `from` to `to` (as `path(..).is_some()`).
 pub fn reachable(from: MigState, to: MigState, flags: u32) -> bool {
-    if from == to {
-        return true;
-    }
-    let (mut seen, mut frontier) = (1u8 << from as u8, 1u8 << from as u8);
-    while frontier != 0 {
-        let mut next = 0u8;
-        for s in MigState::ALL {
-            if frontier & (1 << s as u8) == 0 {
-                continue;
-            }
-            for n in MigState::ALL {
-                if seen & (1 << n as u8) == 0 && is_direct_arc(s, n, flags) {
-                    next |= 1 << n as u8;
-                }
-            }
-        }
-        if next & (1 << to as u8) != 0 {
-            return true;
-        }
-        seen |= next;
-        frontier = next;
-    }
-    false
+    path(from, to, flags).is_some()
 }
 
 /// The direct arcs and the walks of one device's migration flags, as a bitmask of states
@@ -198,39 +176,59 @@ impl Arcs {
     }
 }
 
-/// The shortest walk of direct arcs from `from` to `to`, without `from` itself; `None`
-/// when `to` cannot be reached.
+/// The VFIO core's next step from a state (row) toward a requested one (column), before it
+/// skips the states a device does not support: `vfio_mig_get_next_state()`'s table, rows and
+/// columns in the uAPI's order of states. ERROR is a refusal: nothing leaves ERROR, and a
+/// device in STOP_COPY may not go back to a PRE_COPY state.
+const TOWARD: [[MigState; 8]; 8] = {
+    use MigState::*;
+    [
+        [Error; 8],
+        [
+            Error, Stop, RunningP2p, StopCopy, Resuming, RunningP2p, RunningP2p, RunningP2p,
+        ],
+        [
+            Error, RunningP2p, Running, RunningP2p, RunningP2p, RunningP2p, PreCopy, RunningP2p,
+        ],
+        [Error, Stop, Stop, StopCopy, Stop, Stop, Error, Error],
+        [Error, Stop, Stop, Stop, Resuming, Stop, Stop, Stop],
+        [
+            Error, Stop, Running, Stop, Stop, RunningP2p, Running, PreCopyP2p,
+        ],
+        [
+            Error, Running, Running, PreCopyP2p, Running, Running, PreCopy, PreCopyP2p,
+        ],
+        [
+            Error, RunningP2p, RunningP2p, StopCopy, RunningP2p, RunningP2p, PreCopy, PreCopyP2p,
+        ],
+    ]
+};
+
+/// The walk the VFIO core makes a driver take from `from` to `to`, one direct arc a step,
+/// without `from` itself; `None` when the core refuses the request (a state the device does
+/// not support, or no way there: out of ERROR, or from STOP_COPY back to PRE_COPY).
 pub fn path(from: MigState, to: MigState, flags: u32) -> Option<Vec<MigState>> {
     if from == to {
         return Some(Vec::new());
     }
-    let mut prev: [Option<MigState>; 8] = [None; 8];
-    let mut seen = [false; 8];
-    let mut queue = std::collections::VecDeque::from([from]);
-    seen[from as usize] = true;
-    while let Some(s) = queue.pop_front() {
-        for n in MigState::ALL {
-            if !seen[n as usize] && is_direct_arc(s, n, flags) {
-                seen[n as usize] = true;
-                prev[n as usize] = Some(s);
-                if n == to {
-                    let mut walk = vec![to];
-                    let mut at = to;
-                    while let Some(p) = prev[at as usize] {
-                        if p == from {
-                            break;
-                        }
-                        walk.push(p);
-                        at = p;
-                    }
-                    walk.reverse();
-                    return Some(walk);
-                }
-                queue.push_back(n);
-            }
-        }
+    if !from.supported(flags) || !to.supported(flags) {
+        return None;
     }
-    None
+    let mut walk = Vec::new();
+    let mut at = from;
+    while at != to {
+        let mut next = TOWARD[at as usize][to as usize];
+        while next != MigState::Error && !next.supported(flags) {
+            next = TOWARD[next as usize][to as usize];
+        }
+        // The table reaches any target in at most four steps; more would be a loop.
+        if next == MigState::Error || walk.len() == MigState::ALL.len() {
+            return None;
+        }
+        walk.push(next);
+        at = next;
+    }
+    Some(walk)
 }
 
 #[cfg(test)]
@@ -282,6 +280,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every step of every walk the core makes is a direct arc, and every direct arc is the
+    /// step of some walk: for each set of optional features a device may declare.
+    #[test]
+    fn the_direct_arcs_are_the_steps_of_the_cores_walks() {
+        let s = VFIO_MIGRATION_STOP_COPY;
+        for flags in [
+            s,
+            s | VFIO_MIGRATION_P2P,
+            s | VFIO_MIGRATION_PRE_COPY,
+            s | VFIO_MIGRATION_P2P | VFIO_MIGRATION_PRE_COPY,
+        ] {
+            let mut steps = std::collections::BTreeSet::new();
+            for from in MigState::ALL {
+                for to in MigState::ALL {
+                    if let Some(walk) = path(from, to, flags) {
+                        let mut at = from;
+                        for next in walk {
+                            steps.insert((at, next));
+                            at = next;
+                        }
+                    }
+                }
+            }
+            for from in MigState::ALL {
+                for to in MigState::ALL {
+                    assert_eq!(
+                        is_direct_arc(from, to, flags),
+                        steps.contains(&(from, to)),
+                        "{from} -> {to} with flags {flags:#x}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_core_refuses_stop_copy_back_to_pre_copy_and_anything_from_error() {
+        let all = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P | VFIO_MIGRATION_PRE_COPY;
+        let pre = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_PRE_COPY;
+        assert_eq!(path(StopCopy, PreCopy, all), None);
+        assert_eq!(path(StopCopy, PreCopyP2p, all), None);
+        assert_eq!(path(StopCopy, PreCopy, pre), None);
+        assert!(!reachable(StopCopy, PreCopy, pre));
+        assert_eq!(path(Error, Stop, all), None);
+        assert_eq!(
+            path(StopCopy, Running, all),
+            Some(vec![Stop, RunningP2p, Running])
+        );
+        // With P2P, RUNNING and PRE_COPY are still one arc apart, both ways.
+        assert!(is_direct_arc(Running, PreCopy, all));
+        assert!(is_direct_arc(PreCopy, Running, all));
+        assert_eq!(path(PreCopyP2p, Stop, all), Some(vec![RunningP2p, Stop]));
+        assert_eq!(
+            path(Resuming, PreCopy, pre),
+            Some(vec![Stop, Running, PreCopy])
+        );
     }
 
     #[test]

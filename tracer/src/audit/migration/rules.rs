@@ -203,7 +203,7 @@ impl Auditor {
                 (before, self.arcs.reachable(before.unwrap_or(to), to))
             {
                 Some(format!(
-                    "{func} accepted {from} → {to} on {}, which no walk of direct arcs reaches",
+                    "{func} accepted {from} → {to} on {}, a request the VFIO core refuses: no walk of direct arcs leads there",
                     label()
                 ))
             } else {

@@ -297,3 +297,64 @@ fn a_save_and_a_restore_are_two_sessions_with_bytes_and_size() {
     );
     assert_eq!(a.snapshot().migrations, m);
 }
+
+/// A device declaring every optional feature, as a driver other than today's vfio_ap may.
+fn with_p2p_and_pre_copy() -> Profile {
+    let mut p = Profile::vfio_ap();
+    p.migration_flags = crate::profile::VFIO_MIGRATION_STOP_COPY
+        | crate::profile::VFIO_MIGRATION_P2P
+        | crate::profile::VFIO_MIGRATION_PRE_COPY;
+    p
+}
+
+#[test]
+fn with_p2p_running_to_pre_copy_is_one_direct_step() {
+    // The core steps RUNNING -> PRE_COPY directly whether or not the device has P2P.
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    s.enter(
+        QEMU,
+        "vfio_ap_set_state",
+        &[MDEV, 6],
+        LockObs::NotChecked,
+        None,
+    )
+    .call_locked(QEMU, "vfio_ap_transition_to_state", &[MDEV, 6], 0)
+    .exit(QEMU, "vfio_ap_set_state", MDEV, 0, None);
+    s.enter(
+        QEMU,
+        "vfio_ap_set_state",
+        &[MDEV, 2],
+        LockObs::NotChecked,
+        None,
+    )
+    .call_locked(QEMU, "vfio_ap_transition_to_state", &[MDEV, 2], 0)
+    .exit(QEMU, "vfio_ap_set_state", MDEV, 0, None);
+    let a = s.audit_with(with_p2p_and_pre_copy());
+    assert!(a.findings().is_empty(), "{:#?}", a.findings());
+}
+
+#[test]
+fn stop_copy_back_to_pre_copy_accepted_is_an_invalid_arc() {
+    // The core refuses STOP_COPY -> PRE_COPY outright; a driver that takes it has no way
+    // there along the arcs the uAPI defines.
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    for (to, ret) in [(3u64, FILE), (6, 0)] {
+        s.enter(
+            QEMU,
+            "vfio_ap_set_state",
+            &[MDEV, to],
+            LockObs::NotChecked,
+            None,
+        )
+        .exit(QEMU, "vfio_ap_set_state", MDEV, ret as i64, None);
+    }
+    let a = s.audit_with(with_p2p_and_pre_copy());
+    let f = only(&a, Kind::InvalidMigrationArc);
+    assert!(
+        f.message.contains("STOP_COPY → PRE_COPY"),
+        "the refused walk is named: {}",
+        f.message
+    );
+}
