@@ -100,10 +100,39 @@ impl MigState {
             .map(|(_, name)| *name)
             .collect()
     }
+}
 
-    /// A state whose entry hands userspace a migration data file.
-    pub fn opens_data_file(self) -> bool {
-        matches!(self, MigState::StopCopy | MigState::Resuming)
+/// Whether the arc `from → to` begins a data transfer and hands userspace a new data file
+/// (the uAPI: RUNNING → PRE_COPY, RUNNING_P2P → PRE_COPY_P2P, STOP → STOP_COPY, STOP →
+/// RESUMING). Moving within the saving group (PRE_COPY, PRE_COPY_P2P, STOP_COPY) keeps the
+/// file already open.
+pub fn arc_opens_data_file(from: MigState, to: MigState) -> bool {
+    use MigState::*;
+    matches!(
+        (from, to),
+        (Running, PreCopy) | (RunningP2p, PreCopyP2p) | (Stop, StopCopy) | (Stop, Resuming)
+    )
+}
+
+/// Whether a request from `before` to `to` ends on an arc that opens a data file, as the
+/// core walks it. `before` unknown: the answer when every arc into `to` agrees; `None`
+/// when they do not, or when the core refuses the request.
+pub fn request_opens_data_file(before: Option<MigState>, to: MigState, flags: u32) -> Option<bool> {
+    match before {
+        Some(from) if from == to => Some(false),
+        Some(from) => {
+            let walk = path(from, to, flags)?;
+            let last_from = walk.len().checked_sub(2).map_or(from, |i| walk[i]);
+            Some(arc_opens_data_file(last_from, to))
+        }
+        None => {
+            let mut into = MigState::ALL
+                .into_iter()
+                .filter(|&from| is_direct_arc(from, to, flags))
+                .map(|from| arc_opens_data_file(from, to));
+            let first = into.next()?;
+            into.all(|o| o == first).then_some(first)
+        }
     }
 }
 

@@ -187,14 +187,14 @@ impl Auditor {
             None
         } else {
             let to = requested.expect("checked supported");
-            let wants_file = before != Some(to) && to.opens_data_file();
+            let opens = super::request_opens_data_file(before, to, flags);
             let has_file = ret != 0;
-            if wants_file && !has_file {
+            if opens == Some(true) && !has_file {
                 Some(format!(
                     "{func} moved {} into {to} but returned no migration data file",
                     label()
                 ))
-            } else if !wants_file && has_file && before.is_some() {
+            } else if opens == Some(false) && has_file && before.is_some() {
                 Some(format!(
                     "{func} returned a file ({ret:#x}) for {} on a request for {to}, whose last arc opens no data stream",
                     label()

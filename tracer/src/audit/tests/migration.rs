@@ -320,7 +320,7 @@ fn with_p2p_running_to_pre_copy_is_one_direct_step() {
         None,
     )
     .call_locked(QEMU, "vfio_ap_transition_to_state", &[MDEV, 6], 0)
-    .exit(QEMU, "vfio_ap_set_state", MDEV, 0, None);
+    .exit(QEMU, "vfio_ap_set_state", MDEV, FILE as i64, None);
     s.enter(
         QEMU,
         "vfio_ap_set_state",
@@ -356,5 +356,34 @@ fn stop_copy_back_to_pre_copy_accepted_is_an_invalid_arc() {
         f.message.contains("STOP_COPY → PRE_COPY"),
         "the refused walk is named: {}",
         f.message
+    );
+}
+
+#[test]
+fn with_pre_copy_the_file_comes_with_pre_copy_and_stop_copy_keeps_it() {
+    // uAPI: RUNNING -> PRE_COPY begins the saving and returns the data file; PRE_COPY ->
+    // STOP_COPY stays in the same transfer and returns none.
+    let mut pre = Profile::vfio_ap();
+    pre.migration_flags =
+        crate::profile::VFIO_MIGRATION_STOP_COPY | crate::profile::VFIO_MIGRATION_PRE_COPY;
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    s.set_state(QEMU, 6, FILE)
+        .set_state(QEMU, 3, 0)
+        .set_state(QEMU, 1, 0)
+        .set_state(QEMU, 2, 0);
+    let a = s.audit_with(pre.clone());
+    assert!(a.findings().is_empty(), "{:#?}", a.findings());
+
+    let mut s = Script::new();
+    s.create().open(QEMU, MIG);
+    s.set_state(QEMU, 6, 0);
+    let a = s.audit_with(pre);
+    assert!(
+        only(&a, Kind::InvalidMigrationArc)
+            .message
+            .contains("into PRE_COPY but returned no migration data file"),
+        "{:#?}",
+        a.findings()
     );
 }
