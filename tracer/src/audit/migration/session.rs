@@ -29,7 +29,7 @@ pub enum Direction {
 impl Direction {
     fn of(state: MigState) -> Option<Direction> {
         match state {
-            MigState::StopCopy => Some(Direction::Save),
+            MigState::StopCopy | MigState::PreCopy | MigState::PreCopyP2p => Some(Direction::Save),
             MigState::Resuming => Some(Direction::Restore),
             _ => None,
         }
@@ -112,7 +112,8 @@ pub struct StateTime {
     pub ns: u64,
 }
 
-/// One STOP_COPY or RESUMING period of a device life.
+/// One STOP_COPY or RESUMING period of a device life (a save from PRE_COPY on, where the
+/// device has it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Ordinal within its source, from 1.
@@ -207,6 +208,10 @@ impl Device {
     }
 }
 
+/// An open session's stop time while its device still runs (pre-copy): closing its books
+/// then gives a stop time of 0.
+const NOT_STOPPED: u64 = u64::MAX;
+
 /// Running states: the device executes (it is not stopped for migration).
 fn running(s: MigState) -> bool {
     matches!(
@@ -284,13 +289,19 @@ impl Sessions {
         }
         d.state = Some(to);
         d.since = ts;
-        if running(to) {
+        // PRE_COPY and PRE_COPY_P2P save while the device still runs: the save session
+        // starts there (RUNNING -> PRE_COPY returns its data file), the stop only at STOP_COPY.
+        let pre_copy = matches!(to, MigState::PreCopy | MigState::PreCopyP2p);
+        if running(to) && !pre_copy {
             d.stopped_since = None;
             d.spans.clear();
             self.end(mdev.ptr, SessionEnd::Running, ts);
             return;
         }
-        if d.stopped_since.is_none() {
+        if pre_copy {
+            d.stopped_since = None;
+            d.spans.clear();
+        } else if d.stopped_since.is_none() {
             // From RUNNING, or from a state not seen (a device opens RUNNING).
             d.stopped_since = Some(ts);
         }
@@ -301,6 +312,9 @@ impl Sessions {
         };
         if let Some(sess) = self.open.get_mut(&mdev.ptr) {
             sess.states.push(entered);
+            if !pre_copy && sess.stopped_ns == NOT_STOPPED {
+                sess.stopped_ns = ts;
+            }
             if file != 0 && Direction::of(to) == Some(sess.direction) {
                 sess.file = Some(file);
                 self.files.insert(file, mdev.ptr);
@@ -316,7 +330,11 @@ impl Sessions {
             .pending_size
             .take()
             .filter(|_| direction == Direction::Save);
-        let stopped_since = d.stopped_since.unwrap_or(ts);
+        let stopped_since = if pre_copy {
+            NOT_STOPPED
+        } else {
+            d.stopped_since.unwrap_or(ts)
+        };
         self.next_id += 1;
         let sess = Session {
             id: self.next_id,
@@ -509,6 +527,60 @@ mod tests {
         assert_eq!((x.start_ts_ns, x.end_ts_ns), (1_500, 4_500));
         assert_eq!((x.duration_ns, x.stopped_ns), (3_000, 3_500));
         assert_eq!(x.bytes_text(), "72 / 72 B (data-size)");
+    }
+
+    #[test]
+    fn a_pre_copy_save_starts_with_its_file_and_stops_at_stop_copy() {
+        let mut s = Sessions::default();
+        let m = mdev(1);
+        s.set_state(&m, None, Running, 0, 100);
+        // RUNNING -> PRE_COPY returns the data file; the device still runs.
+        s.set_state(&m, None, PreCopy, FILE, 1_000);
+        assert!(s.transfer(FILE, 40), "pre-copy reads are the session's");
+        s.set_state(&m, None, PreCopyP2p, 0, 1_500);
+        // Into STOP_COPY the same file goes on; the device stops here.
+        s.set_state(&m, None, StopCopy, 0, 2_000);
+        assert!(s.transfer(FILE, 32));
+        s.set_state(&m, None, Stop, 0, 3_000);
+        s.set_state(&m, None, Running, 0, 3_600);
+        let v = s.view(9_999);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        let x = &v[0];
+        assert_eq!((x.direction, x.end), (Direction::Save, SessionEnd::Running));
+        assert_eq!((x.file, x.bytes, x.transfers), (Some(FILE), 72, 2));
+        let spans: Vec<(MigState, u64)> = x.states.iter().map(|t| (t.state, t.ns)).collect();
+        assert_eq!(
+            spans,
+            vec![
+                (PreCopy, 500),
+                (PreCopyP2p, 500),
+                (StopCopy, 1_000),
+                (Stop, 600)
+            ]
+        );
+        assert_eq!((x.start_ts_ns, x.duration_ns), (1_000, 2_600));
+        assert_eq!(
+            x.stopped_ns, 1_600,
+            "stopped from STOP_COPY, not from PRE_COPY"
+        );
+    }
+
+    #[test]
+    fn a_pre_copy_given_up_ends_running_and_never_stopped() {
+        let mut s = Sessions::default();
+        let m = mdev(1);
+        s.set_state(&m, None, Running, 0, 100);
+        s.set_state(&m, None, PreCopy, FILE, 1_000);
+        s.set_state(&m, None, Running, 0, 1_400);
+        let x = &s.view(2_000)[0];
+        assert_eq!(
+            (x.end, x.duration_ns, x.stopped_ns),
+            (SessionEnd::Running, 400, 0)
+        );
+        assert!(
+            !s.transfer(FILE, 8),
+            "the file is no open session's once it ended"
+        );
     }
 
     #[test]
