@@ -212,21 +212,29 @@ impl Arcs {
 const TOWARD: [[MigState; 8]; 8] = {
     use MigState::*;
     [
+        // from ERROR
         [Error; 8],
+        // from STOP
         [
             Error, Stop, RunningP2p, StopCopy, Resuming, RunningP2p, RunningP2p, RunningP2p,
         ],
+        // from RUNNING
         [
             Error, RunningP2p, Running, RunningP2p, RunningP2p, RunningP2p, PreCopy, RunningP2p,
         ],
+        // from STOP_COPY
         [Error, Stop, Stop, StopCopy, Stop, Stop, Error, Error],
+        // from RESUMING
         [Error, Stop, Stop, Stop, Resuming, Stop, Stop, Stop],
+        // from RUNNING_P2P
         [
             Error, Stop, Running, Stop, Stop, RunningP2p, Running, PreCopyP2p,
         ],
+        // from PRE_COPY
         [
             Error, Running, Running, PreCopyP2p, Running, Running, PreCopy, PreCopyP2p,
         ],
+        // from PRE_COPY_P2P
         [
             Error, RunningP2p, RunningP2p, StopCopy, RunningP2p, RunningP2p, PreCopy, PreCopyP2p,
         ],
