@@ -170,12 +170,14 @@ pub fn reachable(from: MigState, to: MigState, flags: u32) -> bool {
 }
 
 /// The direct arcs and the walks of one device's migration flags, as a bitmask of states
-/// per state: the auditor asks on every step and every accepted request, and the flags of a
-/// profile do not change.
+/// per state, and whether each request opens a data file: the auditor asks on every step
+/// and every accepted request, and the flags of a profile do not change.
 #[derive(Clone, Copy, Debug)]
 pub struct Arcs {
     direct: [u8; 8],
     reach: [u8; 8],
+    /// [`request_opens_data_file`] by (state before, or the last row when unknown; target).
+    opens: [[Option<bool>; 8]; 9],
 }
 
 impl Arcs {
@@ -186,10 +188,28 @@ impl Arcs {
                 .filter(|&&to| f(to))
                 .fold(0u8, |m, &to| m | 1 << to as u8)
         };
+        let mut opens = [[None; 8]; 9];
+        for (row, before) in MigState::ALL
+            .map(Some)
+            .into_iter()
+            .chain([None])
+            .enumerate()
+        {
+            for to in MigState::ALL {
+                opens[row][to as usize] = request_opens_data_file(before, to, flags);
+            }
+        }
         Arcs {
             direct: MigState::ALL.map(|from| mask(&|to| is_direct_arc(from, to, flags))),
             reach: MigState::ALL.map(|from| mask(&|to| reachable(from, to, flags))),
+            opens,
         }
+    }
+
+    /// As [`request_opens_data_file`] with these flags.
+    #[inline]
+    pub fn opens_data_file(&self, before: Option<MigState>, to: MigState) -> Option<bool> {
+        self.opens[before.map_or(MigState::ALL.len(), |b| b as usize)][to as usize]
     }
 
     /// As [`is_direct_arc`] with these flags.
@@ -314,7 +334,15 @@ mod tests {
                 for to in MigState::ALL {
                     assert_eq!(arcs.direct(from, to), is_direct_arc(from, to, flags));
                     assert_eq!(arcs.reachable(from, to), reachable(from, to, flags));
+                    assert_eq!(
+                        arcs.opens_data_file(Some(from), to),
+                        request_opens_data_file(Some(from), to, flags)
+                    );
                 }
+                assert_eq!(
+                    arcs.opens_data_file(None, from),
+                    request_opens_data_file(None, from, flags)
+                );
             }
         }
     }

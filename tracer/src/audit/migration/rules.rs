@@ -187,7 +187,7 @@ impl Auditor {
             None
         } else {
             let to = requested.expect("checked supported");
-            let opens = super::request_opens_data_file(before, to, flags);
+            let opens = self.arcs.opens_data_file(before, to);
             let has_file = ret != 0;
             if opens == Some(true) && !has_file {
                 Some(format!(
