@@ -292,15 +292,13 @@ impl Sessions {
         // PRE_COPY and PRE_COPY_P2P save while the device still runs: the save session
         // starts there (RUNNING -> PRE_COPY returns its data file), the stop only at STOP_COPY.
         let pre_copy = matches!(to, MigState::PreCopy | MigState::PreCopyP2p);
-        if running(to) && !pre_copy {
+        if running(to) {
             d.stopped_since = None;
             d.spans.clear();
-            self.end(mdev.ptr, SessionEnd::Running, ts);
-            return;
-        }
-        if pre_copy {
-            d.stopped_since = None;
-            d.spans.clear();
+            if !pre_copy {
+                self.end(mdev.ptr, SessionEnd::Running, ts);
+                return;
+            }
         } else if d.stopped_since.is_none() {
             // From RUNNING, or from a state not seen (a device opens RUNNING).
             d.stopped_since = Some(ts);
