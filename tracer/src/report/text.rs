@@ -488,18 +488,13 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     }
 
     st.h2(out, "Migration timelines");
-    // Only the lives that migrated: their state changes and refused requests.
-    let lives: Vec<(&MdevView, Vec<&TimelineEntry>)> = f
+    // Only the lives that migrated: their state changes and refused requests. Their steps
+    // are gathered for the lives shown only.
+    let is_step = |t: &&TimelineEntry| t.what.contains('→') || t.what.contains("refused");
+    let lives: Vec<&MdevView> = f
         .mdevs
         .iter()
-        .filter_map(|m| {
-            let steps: Vec<_> = m
-                .timeline
-                .iter()
-                .filter(|t| t.what.contains('→') || t.what.contains("refused"))
-                .collect();
-            (!steps.is_empty()).then_some((m, steps))
-        })
+        .filter(|m| m.timeline.iter().any(|t| is_step(&t)))
         .collect();
     if lives.is_empty() {
         let _ = writeln!(out, "{b}no migration requests seen");
@@ -512,7 +507,8 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
             lives.len()
         );
     }
-    for (m, steps) in &lives[hidden_lives..] {
+    for m in &lives[hidden_lives..] {
+        let steps: Vec<&TimelineEntry> = m.timeline.iter().filter(is_step).collect();
         let name =
             m.id.uuid
                 .as_deref()
