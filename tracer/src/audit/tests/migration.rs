@@ -93,16 +93,7 @@ fn wrong_file_return_and_bad_step_and_bad_readback_are_invalid_arcs() {
 fn steps_along_direct_arcs_are_clean() {
     let mut s = Script::new();
     s.create().open(QEMU, MIG);
-    s.enter(
-        QEMU,
-        "vfio_ap_set_state",
-        &[MDEV, 3],
-        LockObs::NotChecked,
-        None,
-    )
-    .call_locked(QEMU, "vfio_ap_transition_to_state", &[MDEV, 1], 0)
-    .call_locked(QEMU, "vfio_ap_transition_to_state", &[MDEV, 3], 0)
-    .exit(QEMU, "vfio_ap_set_state", MDEV, FILE as i64, None);
+    s.set_state_in_steps(QEMU, &[1, 3], FILE);
     assert!(s.audit().findings().is_empty());
 }
 
@@ -110,15 +101,7 @@ fn steps_along_direct_arcs_are_clean() {
 fn an_accepted_bad_request_taken_in_one_bad_step_is_one_finding() {
     let mut s = Script::new();
     s.create().open(QEMU, MIG);
-    s.enter(
-        QEMU,
-        "vfio_ap_set_state",
-        &[MDEV, 6],
-        LockObs::NotChecked,
-        None,
-    )
-    .call_locked(QEMU, "vfio_ap_transition_to_state", &[MDEV, 6], 0)
-    .exit(QEMU, "vfio_ap_set_state", MDEV, 0, None);
+    s.set_state_in_steps(QEMU, &[6], 0);
     let a = s.audit();
     assert!(only(&a, Kind::InvalidMigrationArc)
         .message
@@ -298,13 +281,22 @@ fn a_save_and_a_restore_are_two_sessions_with_bytes_and_size() {
     assert_eq!(a.snapshot().migrations, m);
 }
 
-/// A device declaring every optional feature, as a driver other than today's vfio_ap may.
+/// The built-in profile for a device with other migration flags, as a driver other than
+/// today's vfio_ap may declare.
+fn with_flags(migration_flags: u32) -> Profile {
+    Profile {
+        migration_flags,
+        ..Profile::vfio_ap()
+    }
+}
+
+/// A device declaring every optional feature.
 fn with_p2p_and_pre_copy() -> Profile {
-    let mut p = Profile::vfio_ap();
-    p.migration_flags = crate::profile::VFIO_MIGRATION_STOP_COPY
-        | crate::profile::VFIO_MIGRATION_P2P
-        | crate::profile::VFIO_MIGRATION_PRE_COPY;
-    p
+    with_flags(
+        crate::profile::VFIO_MIGRATION_STOP_COPY
+            | crate::profile::VFIO_MIGRATION_P2P
+            | crate::profile::VFIO_MIGRATION_PRE_COPY,
+    )
 }
 
 #[test]
@@ -312,24 +304,8 @@ fn with_p2p_running_to_pre_copy_is_one_direct_step() {
     // The core steps RUNNING -> PRE_COPY directly whether or not the device has P2P.
     let mut s = Script::new();
     s.create().open(QEMU, MIG);
-    s.enter(
-        QEMU,
-        "vfio_ap_set_state",
-        &[MDEV, 6],
-        LockObs::NotChecked,
-        None,
-    )
-    .call_locked(QEMU, "vfio_ap_transition_to_state", &[MDEV, 6], 0)
-    .exit(QEMU, "vfio_ap_set_state", MDEV, FILE as i64, None);
-    s.enter(
-        QEMU,
-        "vfio_ap_set_state",
-        &[MDEV, 2],
-        LockObs::NotChecked,
-        None,
-    )
-    .call_locked(QEMU, "vfio_ap_transition_to_state", &[MDEV, 2], 0)
-    .exit(QEMU, "vfio_ap_set_state", MDEV, 0, None);
+    s.set_state_in_steps(QEMU, &[6], FILE)
+        .set_state_in_steps(QEMU, &[2], 0);
     let a = s.audit_with(with_p2p_and_pre_copy());
     assert!(a.findings().is_empty(), "{:#?}", a.findings());
 }
@@ -340,16 +316,7 @@ fn stop_copy_back_to_pre_copy_accepted_is_an_invalid_arc() {
     // there along the arcs the uAPI defines.
     let mut s = Script::new();
     s.create().open(QEMU, MIG);
-    for (to, ret) in [(3u64, FILE), (6, 0)] {
-        s.enter(
-            QEMU,
-            "vfio_ap_set_state",
-            &[MDEV, to],
-            LockObs::NotChecked,
-            None,
-        )
-        .exit(QEMU, "vfio_ap_set_state", MDEV, ret as i64, None);
-    }
+    s.set_state(QEMU, 3, FILE).set_state(QEMU, 6, 0);
     let a = s.audit_with(with_p2p_and_pre_copy());
     let f = only(&a, Kind::InvalidMigrationArc);
     assert!(
@@ -363,9 +330,9 @@ fn stop_copy_back_to_pre_copy_accepted_is_an_invalid_arc() {
 fn with_pre_copy_the_file_comes_with_pre_copy_and_stop_copy_keeps_it() {
     // uAPI: RUNNING -> PRE_COPY begins the saving and returns the data file; PRE_COPY ->
     // STOP_COPY stays in the same transfer and returns none.
-    let mut pre = Profile::vfio_ap();
-    pre.migration_flags =
-        crate::profile::VFIO_MIGRATION_STOP_COPY | crate::profile::VFIO_MIGRATION_PRE_COPY;
+    let pre = with_flags(
+        crate::profile::VFIO_MIGRATION_STOP_COPY | crate::profile::VFIO_MIGRATION_PRE_COPY,
+    );
     let mut s = Script::new();
     s.create().open(QEMU, MIG);
     s.set_state(QEMU, 6, FILE)

@@ -168,6 +168,22 @@ impl Script {
         .exit(pid, "vfio_ap_mdev_close_device", MDEV, 0, None)
     }
 
+    /// A request for the last of `steps`, taken one transition step each.
+    pub(crate) fn set_state_in_steps(&mut self, pid: u32, steps: &[u64], ret: u64) -> &mut Self {
+        let to = *steps.last().expect("a request takes a step");
+        self.enter(
+            pid,
+            "vfio_ap_set_state",
+            &[MDEV, to],
+            LockObs::NotChecked,
+            None,
+        );
+        for &step in steps {
+            self.call_locked(pid, "vfio_ap_transition_to_state", &[MDEV, step], 0);
+        }
+        self.exit(pid, "vfio_ap_set_state", MDEV, ret as i64, None)
+    }
+
     pub(crate) fn set_state(&mut self, pid: u32, to: u64, ret: u64) -> &mut Self {
         self.enter(pid, "vfio_ap_set_state", &[MDEV, to], LockObs::Free, None)
             .exit(pid, "vfio_ap_set_state", MDEV, ret as i64, None)
