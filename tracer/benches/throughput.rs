@@ -14,7 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 
 use tracer::audit::Auditor;
 use tracer::model::{decode_record, Endian, Event};
-use tracer::pipeline::reorder::Reorder;
+use tracer::pipeline::reorder::{prefetch, Reorder};
 use tracer::pipeline::{Pipeline, REORDER_CAPACITY, REORDER_WINDOW_NS};
 use tracer::profile::Profile;
 use tracer::recording::{Recording, Writer};
@@ -31,19 +31,6 @@ fn config() -> Criterion {
 
 /// How many events ahead the reorder group brings an input box into the cache.
 const WARM_AHEAD: usize = 8;
-
-/// Asks the CPU for the cache line at `p` (a hint: it reads nothing the program sees).
-#[inline(always)]
-fn prefetch(p: *const u64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch cannot fault and changes nothing the program observes.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 fn stages(c: &mut Criterion) {
     let evs = mix(events_for_run());
@@ -98,17 +85,21 @@ fn stages(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 out.clear();
-                let mut input: Vec<Box<Event>> = shuffled.iter().cloned().map(Box::new).collect();
-                let stamps: Vec<*const u64> =
-                    input.iter().map(|e| &e.ts_ns as *const u64).collect();
+                let mut input: Vec<Option<Box<Event>>> = shuffled
+                    .iter()
+                    .cloned()
+                    .map(|e| Some(Box::new(e)))
+                    .collect();
                 let t = Instant::now();
                 let mut r = Reorder::new(REORDER_WINDOW_NS, REORDER_CAPACITY);
-                // Drained, so that freeing the input's buffer is not timed either.
-                for (i, e) in input.drain(..).enumerate() {
-                    if let Some(&ts) = stamps.get(i + WARM_AHEAD) {
-                        prefetch(ts);
+                // Taken out one by one, so that freeing the input's buffer is not timed.
+                for i in 0..input.len() {
+                    if let Some(Some(ahead)) = input.get(i + WARM_AHEAD) {
+                        prefetch(&ahead.ts_ns, 1);
                     }
-                    r.push(e, &mut |e| out.push(e));
+                    if let Some(e) = input[i].take() {
+                        r.push(e, &mut |e| out.push(e));
+                    }
                 }
                 r.flush(&mut |e| out.push(e));
                 total += t.elapsed();

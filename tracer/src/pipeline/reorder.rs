@@ -95,7 +95,7 @@ const PREFETCH_AHEAD: usize = 16;
 /// Asks the CPU to bring the first `lines` cache lines of `x` into its cache (a hint: no
 /// effect on what the program does).
 #[inline(always)]
-fn prefetch<T: ?Sized>(x: &T, lines: usize) {
+pub fn prefetch<T: ?Sized>(x: &T, lines: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
