@@ -29,13 +29,15 @@ start_agent() { # mode log [args]: starts, times the attach, sets P
     rm -f "$2"; : > "$2" # no stale "attached" line
     t0=$(up)
     # shellcheck disable=SC2086
-    "$AGENT" live $3 ${AGENT_ARGS:-} > "$2" 2>&1 &
+    RUST_LOG=tracer::live=debug "$AGENT" live $3 ${AGENT_ARGS:-} > "$2" 2>&1 &
     P=$!
     i=0
     while ! grep -q "^aptrace: attached" "$2" && kill -0 $P 2>/dev/null && [ $i -lt 2400 ]; do
         sleep 0.05; i=$((i+1))
     done
     marker "bench attach $1 s=$(awk "BEGIN{print $(up)-$t0}") kprobes=$(kprobes_on_module) $(grep -m1 '^aptrace: attached' "$2")"
+    # where the start went (the agent's debug timings), for BENCHMARKS.md's (e)
+    marker "bench phases $1: $(grep -o 'resolve: .*\|object loaded in .*\|attach: .*' "$2" | head -4 | tr '\n' ';')"
 }
 stop_agent() { kill -INT $P; wait $P; }
 # warm up (page in, caches)

@@ -1,16 +1,18 @@
 //! Generic entry and return probes for the profile's functions.
 //!
-//! There is one `enter_NN` kprobe and one `leave_NN` kretprobe per slot. Userspace attaches
-//! slot N to a function and writes the function's address and what to read into slot N of
-//! `APTRACE_CONFIG`: a profile file adds a function without a new object. The
-//! slot, not `bpf_get_func_ip`, names the function: that helper is missing before 5.15 and
-//! returns the trampoline in kretprobes of kernels without rethook (s390x 6.1).
+//! Userspace writes each function's address and what to read into a slot of
+//! `APTRACE_CONFIG`: a profile file adds a function without a new object. Where the kernel
+//! has attach cookies (5.15+), `enter_any` and `leave_any` serve every function, the link's
+//! cookie naming the slot, so the kernel verifies two programs however many functions are
+//! traced. Elsewhere there is one `enter_NN` kprobe and one `leave_NN` kretprobe per slot.
+//! The slot, not `bpf_get_func_ip`, names the function: that helper is missing before 5.15
+//! and returns the trampoline in kretprobes of kernels without rethook (s390x 6.1).
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, generated},
     macros::{kprobe, kretprobe},
     programs::{ProbeContext, RetProbeContext},
+    EbpfContext,
 };
 use tracer_common::{
     check_lock, counter, flags, kind, lock_state, read_at, FuncConfig, FuncEntry, FuncExit,
@@ -19,7 +21,8 @@ use tracer_common::{
 
 use crate::{
     lock,
-    maps::{config, count, slot, wake_flags, EVENTS, PENDING_CALLS},
+    maps::{config, count, slot, wake_flags, EVENTS},
+    pending,
     record::{fill_header, now, pid_tgid},
     stacks,
 };
@@ -140,21 +143,15 @@ fn on_entry(ctx: &ProbeContext, slot: u32) -> u32 {
         2 => args[2],
         _ => args[3],
     };
-    let key = (pid_tgid << 32) | slot as u64;
-    let pending = PendingCall {
-        ts_ns: ts,
-        arg0: args[0],
-        field_base,
-    };
-    // BPF_NOEXIST fails when this thread's previous call is still pending: its return was
-    // missed. Overwriting then succeeds; if that fails too the map is full (not a miss).
-    if PENDING_CALLS
-        .insert(key, pending, BPF_NOEXIST as u64)
-        .is_err()
-        && PENDING_CALLS.insert(key, pending, 0).is_ok()
-    {
-        count(counter::RETURN_MISSED);
-    }
+    pending::enter(
+        pid_tgid,
+        slot,
+        PendingCall {
+            ts_ns: ts,
+            arg0: args[0],
+            field_base,
+        },
+    );
     let mut field = 0;
     if fc.read_field_at & read_at::ENTRY != 0 && !untrusted {
         if let Some(v) = read_field(field_base, fc, &sc.path) {
@@ -247,23 +244,19 @@ fn on_exit(ctx: &RetProbeContext, slot: u32) -> u32 {
     let (addr, fc) = (sc.addr, &sc.func);
     let ts = now();
     let pid_tgid = pid_tgid();
-    let key = (pid_tgid << 32) | slot as u64;
     let mut fl = fc.extra_flags as u16;
     let untrusted = fl & flags::ARGS_UNTRUSTED != 0;
-    // SAFETY: the value is read at once, before the remove below.
-    let (arg0, duration, field) = match unsafe { PENDING_CALLS.get(key) } {
+    let (arg0, duration, field) = match pending::leave(pid_tgid, slot) {
         Some(p) => {
-            let (entered, arg0, field_base) = (p.ts_ns, p.arg0, p.field_base);
-            let _ = PENDING_CALLS.remove(key);
             fl |= flags::DURATION_VALID;
             let mut field = 0;
             if fc.read_field_at & read_at::EXIT != 0 && !untrusted {
-                if let Some(v) = read_field(field_base, fc, &sc.path) {
+                if let Some(v) = read_field(p.field_base, fc, &sc.path) {
                     field = v;
                     fl |= flags::FIELD_VALID;
                 }
             }
-            (arg0, ts.wrapping_sub(entered), field)
+            (p.arg0, ts.wrapping_sub(p.ts_ns), field)
         }
         None => {
             count(counter::EXIT_WITHOUT_ENTRY);
@@ -286,6 +279,26 @@ fn on_exit(ctx: &RetProbeContext, slot: u32) -> u32 {
     }
     entry.submit(wake_flags());
     0
+}
+
+/// The entry of whichever function the link's cookie names (its slot): one program for
+/// every function where the kernel has attach cookies (5.15+), so one verification.
+#[kprobe]
+pub fn enter_any(ctx: ProbeContext) -> u32 {
+    on_entry(&ctx, cookie_slot(ctx.as_ptr()))
+}
+
+/// The return of whichever function the link's cookie names.
+#[kretprobe]
+pub fn leave_any(ctx: RetProbeContext) -> u32 {
+    on_exit(&ctx, cookie_slot(ctx.as_ptr()))
+}
+
+/// The slot userspace put in the link's cookie; out of range, [`slot`] finds none.
+#[inline(always)]
+fn cookie_slot(ctx: *mut core::ffi::c_void) -> u32 {
+    // SAFETY: the program's own context pointer.
+    unsafe { generated::bpf_get_attach_cookie(ctx) as u32 }
 }
 
 macro_rules! slots {

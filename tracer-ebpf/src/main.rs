@@ -10,11 +10,15 @@
 //! - [`maps`]: the ring buffer, the configuration global and the per-CPU loss counters.
 #![no_std]
 #![no_main]
+// The compare-and-swap of `pending` (the BPF targets have no `AtomicU64::compare_exchange`).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod alloc;
 mod functions;
 mod lock;
 mod maps;
+mod pending;
 mod record;
 mod stacks;
 

@@ -2,7 +2,7 @@
 //! (`--ring-buffer-size`) and writes `APTRACE_CONFIG` (the global variable) before attach.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -65,14 +65,21 @@ pub fn maybe_tracked(ptr: u64) -> bool {
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// Bytes waiting in the ring from which a record forces a wakeup: an eighth of the ring,
+/// set by the loader (a frozen read-only global, so the verifier knows it). The ring's size
+/// asked of the kernel per record was one more helper call per record.
+#[unsafe(no_mangle)]
+static WAKE_AT: u64 = 256 * 1024 / 8;
+
 /// The flags for the next record: no wakeup while the ring is less than an eighth full
 /// (the agent drains it on its own timer), a forced one beyond. A wakeup per record costs
 /// more than the record itself on a busy host.
 #[inline(always)]
 pub fn wake_flags() -> u64 {
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
-    if avail >= size / 8 {
+    // SAFETY: a plain read of a static; volatile so the compiler keeps the load for the
+    // loader to set.
+    if avail >= unsafe { core::ptr::read_volatile(&WAKE_AT) } {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

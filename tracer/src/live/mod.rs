@@ -30,6 +30,8 @@ mod target;
 pub mod agent;
 #[cfg(all(feature = "live", target_os = "linux"))]
 mod linkinfo;
+#[cfg(all(feature = "live", target_os = "linux"))]
+mod perflink;
 
 pub use options::{LiveOptions, Preflight, Session};
 

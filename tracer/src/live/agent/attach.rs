@@ -1,6 +1,12 @@
-//! Attaching the probes to one load of the module. The links are aya's owned links:
-//! dropping an [`Attachment`] detaches every probe.
+//! Attaching the probes to one load of the module. The links are owned: dropping an
+//! [`Attachment`] detaches every probe.
+//!
+//! Where the kernel has attach cookies (5.15+) and a BPF JIT, every function is attached to
+//! the same two programs (`enter_any`, `leave_any`), the cookie naming its slot: the kernel
+//! verifies two programs instead of two per function. Elsewhere each slot has its own pair
+//! (`enter_NN`, `leave_NN`): without a JIT the cookie's lookup would cost every call.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use aya::maps::{Array, MapData};
@@ -14,6 +20,7 @@ use super::error::{error_chain, LiveError, Result};
 use super::loader::prepare;
 use crate::live::follow::{function_status, missing_statuses, slotted};
 use crate::live::losses::{ENTRY_PROGRAM, EXIT_PROGRAM};
+use crate::live::perflink::{self, CookieLink, KprobePmu};
 use crate::live::resolve::Resolution;
 use crate::recording::ProbeStatus;
 
@@ -31,6 +38,7 @@ pub const RAW_TRACEPOINTS: &[(&str, &[&str])] = &[
 /// The probes attached for one load of the module.
 pub struct Attachment {
     kprobes: Vec<KProbeLink>,
+    cookie_links: Vec<CookieLink>,
     tracepoints: Vec<RawTracePointLink>,
     /// The module's identity: its .text address.
     pub identity: String,
@@ -59,6 +67,70 @@ fn attach_kprobe(
     timing.attach += t1.elapsed();
     timing.kprobes += 1;
     Ok(r)
+}
+
+/// The shared entry and return programs, loaded, with the kprobe PMU to attach them by.
+struct CookiePrograms {
+    pmu: KprobePmu,
+    enter: OwnedFd,
+    leave: OwnedFd,
+}
+
+/// The names of [`CookiePrograms`]' programs.
+const ENTRY_ANY: &str = "enter_any";
+const EXIT_ANY: &str = "leave_any";
+
+/// Loads the shared programs; None (and why, in the debug log) where this kernel
+/// interprets BPF ([`perflink::kernel_jits_bpf`]) or cannot run them: no kprobe PMU in
+/// sysfs, or a verifier that does not know `bpf_get_attach_cookie` (before 5.15).
+fn cookie_programs(ebpf: &mut Ebpf, timing: &mut AttachTiming) -> Option<CookiePrograms> {
+    if !perflink::kernel_jits_bpf() {
+        log::debug!(
+            "attach cookies unused: this kernel interprets BPF; one program pair per function"
+        );
+        return None;
+    }
+    let pmu = match KprobePmu::read() {
+        Ok(p) => p,
+        Err(e) => {
+            log::debug!("attach cookies: {e}; one program pair per function");
+            return None;
+        }
+    };
+    let mut fd = |name: &str| -> std::result::Result<OwnedFd, String> {
+        let t0 = std::time::Instant::now();
+        let prepared = prepare(ebpf, name);
+        timing.load += t0.elapsed();
+        let kp: &mut KProbe = prepared
+            .map_err(|e| e.to_string())?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        let fd = kp.fd().map_err(|e| e.to_string())?;
+        fd.as_fd().try_clone_to_owned().map_err(|e| e.to_string())
+    };
+    match (fd(ENTRY_ANY), fd(EXIT_ANY)) {
+        (Ok(enter), Ok(leave)) => Some(CookiePrograms { pmu, enter, leave }),
+        (Err(e), _) | (_, Err(e)) => {
+            log::debug!("attach cookies: {e}; one program pair per function");
+            None
+        }
+    }
+}
+
+fn attach_cookie(
+    c: &CookiePrograms,
+    ret: bool,
+    target: &str,
+    slot: usize,
+    timing: &mut AttachTiming,
+) -> std::result::Result<CookieLink, String> {
+    let t0 = std::time::Instant::now();
+    let prog = if ret { &c.leave } else { &c.enter };
+    let r = perflink::attach(c.pmu, prog.as_fd(), target, ret, slot as u64)
+        .map_err(|e| format!("{}probe on {target}: {e}", if ret { "kret" } else { "k" }));
+    timing.attach += t0.elapsed();
+    timing.kprobes += 1;
+    r
 }
 
 /// Where attach time goes: the kernel's verifier (program load) or kprobe registration.
@@ -95,16 +167,38 @@ pub fn attach(
     }
     // Written before any probe attaches: a probe never sees its slot half set up.
     write_config(ebpf, config)?;
+    let mut cookie = if targets.is_empty() {
+        None
+    } else {
+        cookie_programs(ebpf, &mut timing)
+    };
+    let mut cookie_links = Vec::new();
     for (slot, t) in targets.iter().enumerate() {
         let mut failed = None;
-        for prefix in [ENTRY_PROGRAM, EXIT_PROGRAM] {
+        for (prefix, ret) in [(ENTRY_PROGRAM, false), (EXIT_PROGRAM, true)] {
+            if let Some(c) = &cookie {
+                match attach_cookie(c, ret, &t.attach_name, slot, &mut timing) {
+                    Ok(link) => {
+                        cookie_links.push(link);
+                        continue;
+                    }
+                    // The slot's own program decides: if it attaches, the kernel refused
+                    // the cookie link, not the function (a kernel without perf links).
+                    Err(e) => log::debug!("{e}; trying {prefix}{slot:02}"),
+                }
+            }
             match attach_kprobe(
                 ebpf,
                 &format!("{prefix}{slot:02}"),
                 &t.attach_name,
                 &mut timing,
             )? {
-                Ok(link) => kprobes.push(link),
+                Ok(link) => {
+                    kprobes.push(link);
+                    if cookie.take().is_some() {
+                        log::debug!("attach cookies refused: one program pair per function");
+                    }
+                }
                 Err(e) => failed = Some(e),
             }
         }
@@ -157,6 +251,7 @@ pub fn attach(
     );
     Ok(Attachment {
         kprobes,
+        cookie_links,
         tracepoints,
         identity,
         resolution: res,
@@ -169,6 +264,7 @@ impl Attachment {
     /// configuration is written whole again on the next attach.
     pub fn detach(self, ebpf: &mut Ebpf) {
         drop(self.kprobes);
+        drop(self.cookie_links);
         drop(self.tracepoints);
         if let Err(e) = write_config(ebpf, abi::ProbeConfig::OFF) {
             log::warn!("switching the probes' slots off: {e}");

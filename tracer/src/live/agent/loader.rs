@@ -49,19 +49,32 @@ pub fn load_with_lock_reads(
 ) -> Result<(Ebpf, Option<String>)> {
     object_present().map_err(LiveError::Refused)?;
     bump_memlock();
+    let ring = ring_buffer_bytes(ring_buffer_size);
+    // A record forces a wakeup once an eighth of the ring waits (the probes' `WAKE_AT`).
+    let wake_at = u64::from(ring / 8);
     let open = |reads: u8| {
         EbpfLoader::new()
-            .map_max_entries("EVENTS", ring_buffer_bytes(ring_buffer_size))
+            .map_max_entries("EVENTS", ring)
             .override_global("LOCK_READS", &reads, true)
+            .override_global("WAKE_AT", &wake_at, true)
             .load(EBPF_OBJECT)
             .map_err(|e| LiveError::Load(Box::new(e)).with_permission_hint())
     };
     let mut refused = None;
     if lock_reads {
         let mut ebpf = open(1)?;
-        // Every function slot runs the same entry program: one verified is all verified.
-        match prepare(&mut ebpf, "enter_00") {
-            Ok(_) => {
+        // Every function slot runs the same entry code: one verified is all verified. The
+        // shared program first where attach will use it (a JIT; one verification fewer);
+        // a kernel that refuses it (before 5.15) is asked about a slot's own.
+        let shared =
+            crate::live::perflink::kernel_jits_bpf() && prepare(&mut ebpf, "enter_any").is_ok();
+        let verdict = if shared {
+            Ok(())
+        } else {
+            prepare(&mut ebpf, "enter_00").map(|_| ())
+        };
+        match verdict {
+            Ok(()) => {
                 for name in eager {
                     prepare(&mut ebpf, name).map_err(LiveError::with_permission_hint)?;
                 }
