@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::host::Host;
-use super::resolve::{resolve, Overrides, Resolution};
+use super::resolve::{resolve_for, Overrides, Resolution};
 use crate::profile::Profile;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -158,6 +158,22 @@ pub fn preflight(
     config: Option<&str>,
     arch: &str,
 ) -> (Vec<Row>, Resolution) {
+    preflight_for(host, profile, module, ov, probed, config, arch, true)
+}
+
+/// [`preflight`]; `traceability` as in [`resolve_for`] (`live` leaves it out: it shows no
+/// function's traceability, and reading it cost a fifth of its start).
+#[allow(clippy::too_many_arguments)]
+pub fn preflight_for(
+    host: &Host,
+    profile: &Profile,
+    module: &str,
+    ov: &Overrides,
+    probed: &Probed,
+    config: Option<&str>,
+    arch: &str,
+    traceability: bool,
+) -> (Vec<Row>, Resolution) {
     let mut rows = Vec::new();
     rows.push(row(
         "kernel",
@@ -298,7 +314,7 @@ pub fn preflight(
         });
     }
 
-    let res = resolve(host, profile, module, ov);
+    let res = resolve_for(host, profile, module, ov, traceability);
     rows.push(if res.vmlinux_btf {
         row("BTF vmlinux", Status::Ok, "/sys/kernel/btf/vmlinux", "")
     } else {

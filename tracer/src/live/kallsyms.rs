@@ -22,19 +22,109 @@ pub struct Sym {
 
 impl Sym {
     pub fn is_text(&self) -> bool {
-        matches!(self.kind, 't' | 'T' | 'w' | 'W')
+        is_text(self.kind)
     }
 }
 
+/// A text symbol of the sorted table: its name in [`Kallsyms::names`], its module an index
+/// into [`Kallsyms::modules`]. A kernel has some 100 000 of them: two strings each took
+/// longer than the kernel's own writing of kallsyms.
+#[derive(Clone, Copy, Debug)]
+struct TextSym {
+    addr: u64,
+    name_at: u32,
+    name_len: u32,
+    /// Index into `modules`; 0 is vmlinux (the empty name).
+    module: u32,
+}
+
 /// The parsed symbol table.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Kallsyms {
     /// Text symbols sorted by address (for the symbolizer).
-    text: Vec<Sym>,
+    text: Vec<TextSym>,
+    /// Every text symbol's name, back to back.
+    names: String,
+    /// Module names, vmlinux's (empty) first.
+    modules: Vec<String>,
     /// Every symbol of the watched module and a few kernel ones, by name.
     by_name: HashMap<String, Vec<Sym>>,
     /// True when every address read as 0 (not root, or kptr_restrict).
     pub zeroed: bool,
+}
+
+impl Default for Kallsyms {
+    fn default() -> Kallsyms {
+        Kallsyms {
+            text: Vec::new(),
+            names: String::new(),
+            modules: vec![String::new()],
+            by_name: HashMap::new(),
+            zeroed: false,
+        }
+    }
+}
+
+/// A kallsyms line's fields (`addr kind name` and a tab before `[module]`), split on ASCII
+/// blanks byte by byte: `split_whitespace` decodes every character, which made parsing cost
+/// as much as the kernel's writing of the text.
+fn fields(line: &str) -> impl Iterator<Item = &str> {
+    let bytes = line.as_bytes();
+    bytes
+        .split(|b| *b == b' ' || *b == b'\t')
+        .filter(|f| !f.is_empty())
+        .map(move |f| {
+            // Split at ASCII bytes, so at character boundaries.
+            let at = f.as_ptr() as usize - bytes.as_ptr() as usize;
+            &line[at..at + f.len()]
+        })
+}
+
+/// (address, kind, name, `[module]` or "") of a kallsyms line. The kernel writes
+/// `%px %c %s\t[%s]`: where the address has its 16 digits the fields are where they must be
+/// and only the name's end is searched for; other lines are split field by field.
+fn split_line(line: &str) -> Option<(&str, char, &str, &str)> {
+    let b = line.as_bytes();
+    if b.len() > 19 && b[16] == b' ' && b[18] == b' ' && b[17].is_ascii_alphabetic() {
+        let rest = &line[19..];
+        let (name, module) = match rest.bytes().position(|c| c == b'\t' || c == b' ') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        if !name.is_empty() {
+            return Some((&line[..16], char::from(b[17]), name, module.trim()));
+        }
+    }
+    let mut it = fields(line);
+    let (addr, kind, name) = (it.next()?, it.next()?, it.next()?);
+    Some((
+        addr,
+        kind.chars().next().unwrap_or('?'),
+        name,
+        it.next().unwrap_or(""),
+    ))
+}
+
+/// A hexadecimal address; None for anything else (or more than 16 digits).
+fn hex_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    let mut v = 0u64;
+    for b in s.bytes() {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u64::from(d);
+    }
+    Some(v)
+}
+
+fn is_text(kind: char) -> bool {
+    matches!(kind, 't' | 'T' | 'w' | 'W')
 }
 
 impl Kallsyms {
@@ -50,42 +140,72 @@ impl Kallsyms {
         let mut k = Kallsyms::default();
         let mut nonzero = false;
         let mut any = false;
+        // Tested for each of the kernel's own symbols: a binary search, not a walk.
+        let mut kernel_names = kernel_names.to_vec();
+        kernel_names.sort_unstable();
+        // Modules' symbols come together: the last one's index saves most lookups.
+        let mut last_module = (String::new(), 0u32);
         for line in text.lines() {
-            let mut it = line.split_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+            let Some((addr, kind, name, module)) = split_line(line) else {
                 continue;
             };
-            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            let Some(addr) = hex_u64(addr) else {
                 continue;
             };
-            let module_name = it
-                .next()
-                .map(|m| m.trim_start_matches('[').trim_end_matches(']').to_string())
-                .unwrap_or_default();
+            let module = module.trim_start_matches('[').trim_end_matches(']');
             any = true;
             nonzero |= addr != 0;
-            let kind = kind.chars().next().unwrap_or('?');
-            let sym = Sym {
-                addr,
-                kind,
-                name: name.to_string(),
-                module: module_name,
-            };
-            let keep_name = modules.contains(&sym.module.as_str())
-                || (sym.module.is_empty() && kernel_names.contains(&sym.name.as_str()));
+            let keep_name =
+                modules.contains(&module) || (module.is_empty() && kernel_names.contains(&name));
             if keep_name {
-                k.by_name
-                    .entry(sym.name.clone())
-                    .or_default()
-                    .push(sym.clone());
+                k.by_name.entry(name.to_string()).or_default().push(Sym {
+                    addr,
+                    kind,
+                    name: name.to_string(),
+                    module: module.to_string(),
+                });
             }
-            if sym.is_text() {
-                k.text.push(sym);
+            if is_text(kind) {
+                let module = if module.is_empty() {
+                    0
+                } else if module == last_module.0 {
+                    last_module.1
+                } else {
+                    let i = match k.modules.iter().position(|m| m == module) {
+                        Some(i) => i as u32,
+                        None => {
+                            k.modules.push(module.to_string());
+                            (k.modules.len() - 1) as u32
+                        }
+                    };
+                    last_module = (module.to_string(), i);
+                    i
+                };
+                k.text.push(TextSym {
+                    addr,
+                    name_at: k.names.len() as u32,
+                    name_len: name.len() as u32,
+                    module,
+                });
+                k.names.push_str(name);
             }
         }
         k.zeroed = any && !nonzero;
         k.text.sort_by_key(|s| s.addr);
         k
+    }
+
+    fn name(&self, s: &TextSym) -> &str {
+        let at = s.name_at as usize;
+        &self.names[at..at + s.name_len as usize]
+    }
+
+    /// The index of `module` among the text symbols' modules (vmlinux: the empty name).
+    fn module_index(&self, module: &str) -> Option<u32> {
+        self.modules
+            .iter()
+            .position(|m| m == module)
+            .map(|i| i as u32)
     }
 
     /// A symbol of the module (or a listed kernel symbol) by exact name.
@@ -104,10 +224,11 @@ impl Kallsyms {
     /// `[start, end)` of the module's text: from its first text symbol to the first symbol
     /// after its last one (or one page past it).
     pub fn text_range(&self, module: &str) -> Option<(u64, u64)> {
+        let m = self.module_index(module)?;
         let mut first = None;
         let mut last_idx = None;
         for (i, s) in self.text.iter().enumerate() {
-            if s.module == module {
+            if s.module == m {
                 first.get_or_insert(s.addr);
                 last_idx = Some(i);
             }
@@ -125,9 +246,12 @@ impl Kallsyms {
 
     /// The module's function symbols for a recording header (sizes from the next symbol).
     pub fn module_symbols(&self, module: &str) -> Vec<Symbol> {
+        let Some(m) = self.module_index(module) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for (i, s) in self.text.iter().enumerate() {
-            if s.module != module {
+            if s.module != m {
                 continue;
             }
             let next = self.text[i + 1..].iter().find(|n| n.addr > s.addr);
@@ -137,13 +261,13 @@ impl Kallsyms {
             out.push(Symbol {
                 addr: s.addr,
                 size,
-                name: s.name.clone(),
+                name: self.name(s).to_string(),
             });
         }
         out
     }
 
-    fn containing(&self, addr: u64) -> Option<&Sym> {
+    fn containing(&self, addr: u64) -> Option<&TextSym> {
         let i = self.text.partition_point(|s| s.addr <= addr);
         let s = self.text.get(i.checked_sub(1)?)?;
         // Beyond 1 MiB past a symbol it is not that function any more.
@@ -153,13 +277,18 @@ impl Kallsyms {
 
 impl Symbolizer for Kallsyms {
     fn function_at(&self, addr: u64) -> Option<Arc<str>> {
-        self.containing(addr).map(|s| Arc::from(s.name.as_str()))
+        self.containing(addr).map(|s| Arc::from(self.name(s)))
     }
 
     fn frame(&self, addr: u64) -> Arc<str> {
         match self.containing(addr) {
-            Some(s) if s.module.is_empty() => Arc::from(format!("{}+{:#x}", s.name, addr - s.addr)),
-            Some(s) => Arc::from(format!("{}+{:#x} [{}]", s.name, addr - s.addr, s.module)),
+            Some(s) if s.module == 0 => Arc::from(format!("{}+{:#x}", self.name(s), addr - s.addr)),
+            Some(s) => Arc::from(format!(
+                "{}+{:#x} [{}]",
+                self.name(s),
+                addr - s.addr,
+                self.modules[s.module as usize]
+            )),
             None => Arc::from(format!("{addr:#x}")),
         }
     }
@@ -240,6 +369,44 @@ ffffffffc0b00000 t other_fn\t[other]
         assert_eq!(
             filter_functions(t, "vfio_ap"),
             vec!["vfio_ap_mdev_probe", "vfio_ap_set_state.isra.0"]
+        );
+    }
+
+    #[test]
+    fn lines_in_the_kernels_layout_and_others_parse_alike() {
+        assert_eq!(
+            split_line("ffffffffc0a01000 t vfio_ap_mdev_probe\t[vfio_ap]"),
+            Some(("ffffffffc0a01000", 't', "vfio_ap_mdev_probe", "[vfio_ap]"))
+        );
+        assert_eq!(
+            split_line("ffffffff81234600 T vfree"),
+            Some(("ffffffff81234600", 'T', "vfree", ""))
+        );
+        // A 32-bit kernel's addresses, or blanks where a tab was: field by field.
+        assert_eq!(
+            split_line("c0a01000 t vfio_ap_mdev_probe [vfio_ap]"),
+            Some(("c0a01000", 't', "vfio_ap_mdev_probe", "[vfio_ap]"))
+        );
+        assert_eq!(split_line("ffffffff81234600 T"), None);
+        assert_eq!(hex_u64("ffffffffc0a01000"), Some(0xffff_ffff_c0a0_1000));
+        assert_eq!(hex_u64("FF"), Some(0xff));
+        for bad in ["", "0x10", "fffffffffffffffff", "g"] {
+            assert_eq!(hex_u64(bad), None, "{bad:?}");
+        }
+        let spaced = KALLSYMS.replace('\t', " ");
+        let (a, b) = (
+            Kallsyms::parse(KALLSYMS, "vfio_ap", &["vfree"]),
+            Kallsyms::parse(&spaced, "vfio_ap", &["vfree"]),
+        );
+        assert_eq!(a.text_range("vfio_ap"), b.text_range("vfio_ap"));
+        assert_eq!(a.lookup("vfree", ""), b.lookup("vfree", ""));
+        assert_eq!(
+            a.function_at(0xffff_ffff_c0a0_1210).as_deref(),
+            Some("vfio_ap_set_state.isra.0")
+        );
+        assert_eq!(
+            &*b.frame(0xffff_ffff_c0a0_1210),
+            "vfio_ap_set_state.isra.0+0x10 [vfio_ap]"
         );
     }
 }

@@ -37,7 +37,8 @@ pub struct FuncTarget {
     pub attach_name: String,
     pub addr: u64,
     pub clone: bool,
-    /// Listed in available_filter_functions (None: tracefs not readable).
+    /// Listed in available_filter_functions (None: tracefs not readable, or not asked for:
+    /// [`resolve_for`]).
     pub traceable: Option<bool>,
     pub config: abi::FuncConfig,
     /// The pointers followed before the field read (none for most functions).
@@ -152,8 +153,24 @@ pub fn pahole_hint(strukt: &str, module: &str) -> String {
     )
 }
 
-/// Resolves a profile against a host.
+/// Resolves a profile against a host, with what tracefs lists about each function (for
+/// `check`'s rows).
 pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> Resolution {
+    resolve_for(host, profile, module, ov, true)
+}
+
+/// [`resolve`], where `traceability` says whether to read tracefs's
+/// available_filter_functions for every function ([`FuncTarget::traceable`]). Without it the
+/// list is read only to explain a missing function: `live` shows nothing else of it, and
+/// reading it was a fifth of the agent's start (the kernel writes out every traceable
+/// function of the system).
+pub fn resolve_for(
+    host: &Host,
+    profile: &Profile,
+    module: &str,
+    ov: &Overrides,
+    traceability: bool,
+) -> Resolution {
     let mut kernel_names: Vec<&str> = Vec::new();
     kernel_names.extend(KVMALLOC_NAMES);
     kernel_names.extend(VFREE_NAMES);
@@ -184,8 +201,21 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
     let kallsyms_readable = kallsyms_text.is_some() && !kallsyms.zeroed;
     let loaded = host.module_live(module) || kallsyms.functions_of(module).next().is_some();
     let t_kallsyms = t0.elapsed();
-    let filter_text = host.available_filter_functions();
-    let filter = filter_text.as_deref().map(|t| filter_functions(t, module));
+    let filter_text = std::cell::OnceCell::new();
+    let filter_text = || {
+        filter_text
+            .get_or_init(|| host.available_filter_functions())
+            .as_deref()
+    };
+    let filter = std::cell::OnceCell::new();
+    let filter = || {
+        filter
+            .get_or_init(|| filter_text().map(|t| filter_functions(t, module)))
+            .as_ref()
+    };
+    if traceability {
+        filter();
+    }
     let t_filter = t0.elapsed();
 
     let vmlinux = host.vmlinux_btf().and_then(|b| Btf::parse(&b).ok());
@@ -233,12 +263,10 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
         };
         let Some((attach_name, addr, clone)) = found else {
             let in_filter = match own {
-                None => filter
-                    .as_ref()
-                    .is_some_and(|f| f.iter().any(|n| strip_clone_suffix(n).0 == spec.name)),
-                Some(m) => filter_text
-                    .as_deref()
-                    .is_some_and(|t| listed_in_filter(t, m, &spec.name)),
+                None => {
+                    filter().is_some_and(|f| f.iter().any(|n| strip_clone_suffix(n).0 == spec.name))
+                }
+                Some(m) => filter_text().is_some_and(|t| listed_in_filter(t, m, &spec.name)),
             };
             let msg = if let Some(m) = own.filter(|m| loaded && !host.module_live(m)) {
                 format!(
@@ -262,10 +290,9 @@ pub fn resolve(host: &Host, profile: &Profile, module: &str, ov: &Overrides) -> 
             continue;
         };
         let traceable = match own {
-            None => filter.as_ref().map(|f| f.contains(&attach_name)),
-            Some(m) => filter_text
-                .as_deref()
-                .map(|t| listed_in_filter(t, m, &attach_name)),
+            _ if !traceability => None,
+            None => filter().map(|f| f.contains(&attach_name)),
+            Some(m) => filter_text().map(|t| listed_in_filter(t, m, &attach_name)),
         };
         let (config, path, field_problem) = func_config(spec, clone, &field_offset);
         targets.push(FuncTarget {

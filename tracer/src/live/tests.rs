@@ -8,7 +8,7 @@ use super::check::{exit_code, live_gate, preflight, Probed, Status};
 use super::elf::tests::tiny_ko;
 use super::follow::{attach_lines, function_status, missing_statuses};
 use super::host::Host;
-use super::resolve::{resolve, Overrides};
+use super::resolve::{resolve, resolve_for, Overrides};
 use crate::profile::Profile;
 use tracer_common as abi;
 
@@ -130,6 +130,37 @@ fn live_ok() -> Probed {
         live_support: Ok(()),
         ..Default::default()
     }
+}
+
+#[test]
+fn live_reads_tracefs_only_to_explain_a_missing_function() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let p = Profile::vfio_ap();
+    let r = resolve_for(&host, &p, "vfio_ap", &Overrides::default(), false);
+    assert!(r.missing.is_empty(), "{:?}", r.missing);
+    assert!(
+        r.targets.iter().all(|t| t.traceable.is_none()),
+        "live does not read what only check shows"
+    );
+    // A function tracefs lists and kallsyms does not: the list is read for the reason.
+    let kallsyms = fixture("kallsyms-6.12-x86_64")
+        .lines()
+        .filter(|l| !l.contains(" vfio_ap_get_state\t"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    put(d.path(), "proc/kallsyms", kallsyms);
+    let r = resolve_for(&host, &p, "vfio_ap", &Overrides::default(), false);
+    let reason = r
+        .missing
+        .iter()
+        .find(|(name, _, _)| name == "vfio_ap_get_state")
+        .map(|(_, _, why)| why.as_str())
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("listed by tracefs but not by kallsyms"),
+        "{reason}"
+    );
 }
 
 #[test]

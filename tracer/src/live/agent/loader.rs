@@ -147,7 +147,7 @@ pub fn gate(opts: &LiveOptions, out: &Output) -> Result<Option<Preflight>> {
         probed.ringbuf = Some(ringbuf_supported());
     }
     let config = crate::live::kernel_config(&host);
-    let (rows, resolution) = crate::live::check::preflight(
+    let (rows, resolution) = crate::live::check::preflight_for(
         &host,
         &opts.profile,
         &opts.module,
@@ -155,6 +155,7 @@ pub fn gate(opts: &LiveOptions, out: &Output) -> Result<Option<Preflight>> {
         &probed,
         config.as_deref(),
         &crate::live::machine(),
+        false,
     );
     let warnings =
         crate::live::check::live_gate(&rows, opts.self_test()).map_err(LiveError::Refused)?;

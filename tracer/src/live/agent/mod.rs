@@ -34,7 +34,7 @@ use super::kallsyms::Kallsyms;
 use super::options::{LiveOptions, Session};
 use super::output::{say, Output};
 use super::report::{end_report, HostFacts};
-use super::resolve::resolve;
+use super::resolve::resolve_for;
 use crate::model::Symbolizer;
 use crate::pipeline::Pipeline;
 use crate::recording::Writer;
@@ -232,9 +232,13 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
                     let t_resolve = Instant::now();
                     let res = match preflight.take().and_then(|p| p.for_load(&id)) {
                         Some(res) => res,
-                        None => {
-                            Arc::new(resolve(&host, &opts.profile, &opts.module, &opts.overrides))
-                        }
+                        None => Arc::new(resolve_for(
+                            &host,
+                            &opts.profile,
+                            &opts.module,
+                            &opts.overrides,
+                            false,
+                        )),
                     };
                     log::debug!("resolved in {:?}", t_resolve.elapsed());
                     let a = attach(&mut ebpf, res.clone(), opts.all_allocations, id)?;
