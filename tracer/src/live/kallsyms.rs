@@ -80,29 +80,44 @@ fn fields(line: &str) -> impl Iterator<Item = &str> {
         })
 }
 
-/// (address, kind, name, `[module]` or "") of a kallsyms line. The kernel writes
-/// `%px %c %s\t[%s]`: where the address has its 16 digits the fields are where they must be
-/// and only the name's end is searched for; other lines are split field by field.
-fn split_line(line: &str) -> Option<(&str, char, &str, &str)> {
-    let b = line.as_bytes();
-    if b.len() > 19 && b[16] == b' ' && b[18] == b' ' && b[17].is_ascii_alphabetic() {
-        let rest = &line[19..];
-        let (name, module) = match rest.bytes().position(|c| c == b'\t' || c == b' ') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, ""),
-        };
-        if !name.is_empty() {
-            return Some((&line[..16], char::from(b[17]), name, module.trim()));
+/// The record of the kallsyms line at byte `at` of `text` (address, kind, name, `[module]`
+/// or ""; None for a line that is not one), and where the next line starts. The kernel
+/// writes `%px %c %s\t[%s]`: where the address has its 16 digits the fields are where they
+/// must be and one pass over the line's bytes finds the name's end and the line's; any
+/// other line is split field by field.
+fn next_record(text: &str, at: usize) -> (Option<(u64, char, &str, &str)>, usize) {
+    let b = text.as_bytes();
+    let n = b.len();
+    if at + 19 < n && b[at + 16] == b' ' && b[at + 18] == b' ' && b[at + 17].is_ascii_alphabetic() {
+        if let Some(addr) = hex_u64(&text[at..at + 16]) {
+            let name_at = at + 19;
+            let mut j = name_at;
+            while j < n && !matches!(b[j], b'\t' | b' ' | b'\n') {
+                j += 1;
+            }
+            let name = &text[name_at..j];
+            let mut module = "";
+            if j < n && b[j] != b'\n' {
+                let module_at = j + 1;
+                j = module_at;
+                while j < n && b[j] != b'\n' {
+                    j += 1;
+                }
+                module = text[module_at..j].trim();
+            }
+            if !name.is_empty() {
+                return (Some((addr, char::from(b[at + 17]), name, module)), j + 1);
+            }
         }
     }
-    let mut it = fields(line);
-    let (addr, kind, name) = (it.next()?, it.next()?, it.next()?);
-    Some((
-        addr,
-        kind.chars().next().unwrap_or('?'),
-        name,
-        it.next().unwrap_or(""),
-    ))
+    let end = text[at..].find('\n').map_or(n, |i| at + i);
+    let mut it = fields(&text[at..end]);
+    let record = (|| {
+        let (addr, kind, name) = (hex_u64(it.next()?)?, it.next()?, it.next()?);
+        let kind = kind.chars().next()?;
+        Some((addr, kind, name, it.next().unwrap_or("")))
+    })();
+    (record, end + 1)
 }
 
 /// A hexadecimal address; None for anything else (or more than 16 digits).
@@ -145,18 +160,18 @@ impl Kallsyms {
         kernel_names.sort_unstable();
         // Modules' symbols come together: the last one's index saves most lookups.
         let mut last_module = (String::new(), 0u32);
-        for line in text.lines() {
-            let Some((addr, kind, name, module)) = split_line(line) else {
-                continue;
-            };
-            let Some(addr) = hex_u64(addr) else {
+        let mut at = 0;
+        while at < text.len() {
+            let (record, next) = next_record(text, at);
+            at = next;
+            let Some((addr, kind, name, module)) = record else {
                 continue;
             };
             let module = module.trim_start_matches('[').trim_end_matches(']');
             any = true;
             nonzero |= addr != 0;
-            let keep_name =
-                modules.contains(&module) || (module.is_empty() && kernel_names.contains(&name));
+            let keep_name = modules.contains(&module)
+                || (module.is_empty() && kernel_names.binary_search(&name).is_ok());
             if keep_name {
                 k.by_name.entry(name.to_string()).or_default().push(Sym {
                     addr,
@@ -374,20 +389,35 @@ ffffffffc0b00000 t other_fn\t[other]
 
     #[test]
     fn lines_in_the_kernels_layout_and_others_parse_alike() {
+        fn one(line: &str) -> Option<(u64, char, &str, &str)> {
+            next_record(line, 0).0
+        }
         assert_eq!(
-            split_line("ffffffffc0a01000 t vfio_ap_mdev_probe\t[vfio_ap]"),
-            Some(("ffffffffc0a01000", 't', "vfio_ap_mdev_probe", "[vfio_ap]"))
+            one("ffffffffc0a01000 t vfio_ap_mdev_probe\t[vfio_ap]\n"),
+            Some((
+                0xffff_ffff_c0a0_1000,
+                't',
+                "vfio_ap_mdev_probe",
+                "[vfio_ap]"
+            ))
         );
         assert_eq!(
-            split_line("ffffffff81234600 T vfree"),
-            Some(("ffffffff81234600", 'T', "vfree", ""))
+            one("ffffffff81234600 T vfree"),
+            Some((0xffff_ffff_8123_4600, 'T', "vfree", ""))
         );
         // A 32-bit kernel's addresses, or blanks where a tab was: field by field.
         assert_eq!(
-            split_line("c0a01000 t vfio_ap_mdev_probe [vfio_ap]"),
-            Some(("c0a01000", 't', "vfio_ap_mdev_probe", "[vfio_ap]"))
+            one("c0a01000 t vfio_ap_mdev_probe [vfio_ap]"),
+            Some((0xc0a0_1000, 't', "vfio_ap_mdev_probe", "[vfio_ap]"))
         );
-        assert_eq!(split_line("ffffffff81234600 T"), None);
+        assert_eq!(one("ffffffff81234600 T"), None);
+        assert_eq!(one("not a symbol at all\n"), None);
+        // The next line starts after the newline, whichever way this one was read.
+        let two = "ffffffff81234600 T vfree\nc0a01000 t f [m]\nffffffff81234700 T kfree";
+        let (_, second) = next_record(two, 0);
+        let (r, third) = next_record(two, second);
+        assert_eq!(r, Some((0xc0a0_1000, 't', "f", "[m]")));
+        assert_eq!(next_record(two, third).0.map(|r| r.2), Some("kfree"));
         assert_eq!(hex_u64("ffffffffc0a01000"), Some(0xffff_ffff_c0a0_1000));
         assert_eq!(hex_u64("FF"), Some(0xff));
         for bad in ["", "0x10", "fffffffffffffffff", "g"] {
