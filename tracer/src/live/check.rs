@@ -149,22 +149,11 @@ fn privileges(host: &Host) -> Row {
 }
 
 /// The whole table. `config` is the kernel configuration text if readable.
-pub fn preflight(
-    host: &Host,
-    profile: &Profile,
-    module: &str,
-    ov: &Overrides,
-    probed: &Probed,
-    config: Option<&str>,
-    arch: &str,
-) -> (Vec<Row>, Resolution) {
-    preflight_for(host, profile, module, ov, probed, config, arch, true)
-}
-
-/// [`preflight`]; `traceability` as in [`resolve_for`] (`live` leaves it out: it shows no
-/// function's traceability, and reading it cost a fifth of its start).
+/// `traceability`: read tracefs's function list for every function, as `check` shows it;
+/// `live` leaves it out (it shows no function's traceability, and reading it cost a fifth
+/// of its start): see [`resolve_for`].
 #[allow(clippy::too_many_arguments)]
-pub fn preflight_for(
+pub fn preflight(
     host: &Host,
     profile: &Profile,
     module: &str,
@@ -600,6 +589,7 @@ pub fn check_host(
         &probed,
         config.as_deref(),
         &crate::live::machine(),
+        true,
     );
     let text = if json { to_json(&rows) } else { to_text(&rows) };
     Ok((text, exit_code(&rows)))

@@ -243,6 +243,7 @@ fn resolves_a_612_host_with_btf() {
         &live_ok(),
         None,
         "x86_64",
+        true,
     );
     assert_eq!(exit_code(&rows), 0);
     let bad: Vec<_> = rows.iter().filter(|r| r.status == Status::Fail).collect();
@@ -309,7 +310,7 @@ fn s390x_61_without_btf_uses_the_module_file_and_overrides() {
         .find(|t| t.name == "vfio_ap_init_migration_data")
         .unwrap();
     assert_eq!(init.config.field_offset, 3368);
-    let (rows, _) = preflight(&host, &p, "vfio_ap", &ov, &live_ok(), None, "s390x");
+    let (rows, _) = preflight(&host, &p, "vfio_ap", &ov, &live_ok(), None, "s390x", true);
     assert_eq!(exit_code(&rows), 0, "degraded, but it runs");
     assert!(rows
         .iter()
@@ -347,6 +348,7 @@ fn a_kernel_without_kprobes_cannot_trace_and_says_so() {
         &live_ok(),
         Some(&config),
         "x86_64",
+        true,
     );
     assert_eq!(exit_code(&rows), 2);
     let k = rows.iter().find(|r| r.item == "kprobes").unwrap();
@@ -362,6 +364,7 @@ fn a_kernel_without_kprobes_cannot_trace_and_says_so() {
         &live_ok(),
         None,
         "x86_64",
+        true,
     );
     let k = rows.iter().find(|r| r.item == "kprobes").unwrap();
     assert_eq!(k.status, Status::Fail);
@@ -387,6 +390,7 @@ fn a_binary_without_live_support_says_so() {
         &probed,
         None,
         "x86_64",
+        true,
     );
     assert_eq!(exit_code(&rows), 2);
     let r = rows.iter().find(|r| r.item == "live support").unwrap();
@@ -631,6 +635,7 @@ fn preflight_on(host: &Host, probed: &Probed, config: Option<&str>) -> Vec<super
         probed,
         config,
         "x86_64",
+        true,
     )
     .0
 }
@@ -937,6 +942,7 @@ fn probes_without_a_read_they_need_are_degraded_everywhere_the_agent_says_so() {
         &live_ok(),
         None,
         "s390x",
+        true,
     );
     let f = row(&rows, "function vfio_ap_init_migration_data");
     assert_eq!(f.status, Status::Warn, "{f:?}");

@@ -147,7 +147,7 @@ pub fn gate(opts: &LiveOptions, out: &Output) -> Result<Option<Preflight>> {
         probed.ringbuf = Some(ringbuf_supported());
     }
     let config = crate::live::kernel_config(&host);
-    let (rows, resolution) = crate::live::check::preflight_for(
+    let (rows, resolution) = crate::live::check::preflight(
         &host,
         &opts.profile,
         &opts.module,
