@@ -148,6 +148,10 @@ fn privileges(host: &Host) -> Row {
     }
 }
 
+/// What an interpreted kernel's attach does (tracer/src/live/agent/attach.rs).
+const PAIR_PER_FUNCTION: &str = "each function gets its own program pair, verified at start, \
+     which costs each call less than shared programs would";
+
 /// The whole table. `config` is the kernel configuration text if readable.
 /// `traceability`: read tracefs's function list for every function, as `check` shows it;
 /// `live` leaves it out (it shows no function's traceability, and reading it cost a fifth
@@ -258,17 +262,25 @@ pub fn preflight(
             .read_string("/proc/sys/net/core/bpf_jit_enable")
             .map(|s| s.trim().to_string())
         {
-            Some(v) if v != "0" => row("BPF JIT", Status::Ok, format!("on (bpf_jit_enable={v})"), ""),
+            Some(v) if v != "0" => row(
+                "BPF JIT",
+                Status::Ok,
+                format!(
+                    "on (bpf_jit_enable={v}): one entry and one return program serve every \
+                     function where the kernel has attach cookies (5.15+)"
+                ),
+                "",
+            ),
             Some(_) => row(
                 "BPF JIT",
                 Status::Warn,
-                "off: the probes run interpreted, several times slower per call",
+                format!("off: the probes run interpreted, several times slower per call; {PAIR_PER_FUNCTION}"),
                 "sysctl -w net.core.bpf_jit_enable=1",
             ),
             None => row(
                 "BPF JIT",
                 Status::Warn,
-                "not in this kernel (no /proc/sys/net/core/bpf_jit_enable): the probes run interpreted, several times slower per call",
+                format!("not in this kernel (no /proc/sys/net/core/bpf_jit_enable): the probes run interpreted, several times slower per call; {PAIR_PER_FUNCTION}"),
                 "a kernel built with CONFIG_BPF_JIT for lower overhead; tracing works without it",
             ),
         },

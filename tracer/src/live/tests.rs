@@ -164,6 +164,43 @@ fn live_reads_tracefs_only_to_explain_a_missing_function() {
 }
 
 #[test]
+fn check_says_how_functions_are_attached_with_and_without_a_jit() {
+    let d = tmp();
+    let host = host_612(d.path());
+    let p = Profile::vfio_ap();
+    let jit_row = |host: &Host| {
+        let (rows, _) = preflight(
+            host,
+            &p,
+            "vfio_ap",
+            &Overrides::default(),
+            &live_ok(),
+            None,
+            "x86_64",
+            true,
+        );
+        rows.into_iter().find(|r| r.item == "BPF JIT").unwrap()
+    };
+    // Debian's s390x kernels: no sysctl, no JIT.
+    let none = jit_row(&host);
+    assert_eq!(none.status, Status::Warn);
+    assert!(
+        none.detail.contains("its own program pair"),
+        "{}",
+        none.detail
+    );
+    put(d.path(), "proc/sys/net/core/bpf_jit_enable", "1\n");
+    let on = jit_row(&host);
+    assert_eq!(on.status, Status::Ok);
+    assert!(
+        on.detail
+            .contains("one entry and one return program serve every function"),
+        "{}",
+        on.detail
+    );
+}
+
+#[test]
 fn resolves_a_612_host_with_btf() {
     let d = tmp();
     let host = host_612(d.path());
