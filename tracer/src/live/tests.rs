@@ -167,20 +167,7 @@ fn live_reads_tracefs_only_to_explain_a_missing_function() {
 fn check_says_how_functions_are_attached_with_and_without_a_jit() {
     let d = tmp();
     let host = host_612(d.path());
-    let p = Profile::vfio_ap();
-    let jit_row = |host: &Host| {
-        let (rows, _) = preflight(
-            host,
-            &p,
-            "vfio_ap",
-            &Overrides::default(),
-            &live_ok(),
-            None,
-            "x86_64",
-            true,
-        );
-        rows.into_iter().find(|r| r.item == "BPF JIT").unwrap()
-    };
+    let jit_row = |host: &Host| row(&preflight_on(host, &live_ok(), None), "BPF JIT").clone();
     // Debian's s390x kernels: no sysctl, no JIT.
     let none = jit_row(&host);
     assert_eq!(none.status, Status::Warn);
