@@ -159,7 +159,7 @@ impl Kallsyms {
         let mut kernel_names = kernel_names.to_vec();
         kernel_names.sort_unstable();
         // Modules' symbols come together: the last one's index saves most lookups.
-        let mut last_module = (String::new(), 0u32);
+        let mut last_module = 0u32;
         let mut at = 0;
         while at < text.len() {
             let (record, next) = next_record(text, at);
@@ -181,21 +181,13 @@ impl Kallsyms {
                 });
             }
             if is_text(kind) {
-                let module = if module.is_empty() {
-                    0
-                } else if module == last_module.0 {
-                    last_module.1
-                } else {
-                    let i = match k.modules.iter().position(|m| m == module) {
-                        Some(i) => i as u32,
-                        None => {
-                            k.modules.push(module.to_string());
-                            (k.modules.len() - 1) as u32
-                        }
-                    };
-                    last_module = (module.to_string(), i);
-                    i
-                };
+                if k.modules[last_module as usize] != module {
+                    last_module = k.module_index(module).unwrap_or_else(|| {
+                        k.modules.push(module.to_string());
+                        (k.modules.len() - 1) as u32
+                    });
+                }
+                let module = last_module;
                 k.text.push(TextSym {
                     addr,
                     name_at: k.names.len() as u32,
