@@ -258,10 +258,7 @@ pub fn preflight(
     // The sysctl exists only where the kernel has a BPF JIT (Debian's s390x kernels have
     // none): interpreted probes cost several times more per call.
     rows.push(
-        match host
-            .read_string("/proc/sys/net/core/bpf_jit_enable")
-            .map(|s| s.trim().to_string())
-        {
+        match host.bpf_jit_enable() {
             Some(v) if v != "0" => row(
                 "BPF JIT",
                 Status::Ok,

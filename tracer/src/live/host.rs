@@ -37,6 +37,21 @@ impl Host {
         fs::read_to_string(self.path(p)).ok()
     }
 
+    /// `net.core.bpf_jit_enable`, trimmed; None where the kernel has no BPF JIT (the
+    /// sysctl exists only then: Debian's s390x kernels have none).
+    pub fn bpf_jit_enable(&self) -> Option<String> {
+        self.read_string("/proc/sys/net/core/bpf_jit_enable")
+            .map(|s| s.trim().to_string())
+    }
+
+    /// Whether this kernel compiles BPF programs. Where it interprets them, the shared
+    /// programs' cookie lookup and computed slot would cost each call about twenty
+    /// interpreted instructions more than a slot's own programs do: there each function
+    /// keeps its own pair, verified once at start.
+    pub fn jits_bpf(&self) -> bool {
+        self.bpf_jit_enable().is_some_and(|v| v != "0")
+    }
+
     pub fn exists(&self, p: &str) -> bool {
         self.path(p).exists()
     }

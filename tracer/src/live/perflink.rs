@@ -20,14 +20,6 @@ const BPF_PERF_EVENT: u32 = 41;
 /// The kprobe PMU's sysfs folder: its type number and the bit that makes a kretprobe.
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
 
-/// Whether this kernel compiles BPF programs (`net.core.bpf_jit_enable` set). Where it
-/// interprets them (Debian's s390x kernels have no JIT), the shared programs' cookie lookup
-/// and computed slot would cost each call about twenty interpreted instructions more than a
-/// slot's own programs do: there each function keeps its own pair, verified once at start.
-pub fn kernel_jits_bpf() -> bool {
-    fs::read_to_string("/proc/sys/net/core/bpf_jit_enable").is_ok_and(|v| v.trim() != "0")
-}
-
 /// A probe attached by [`attach`]: dropping it detaches the program (the link) and removes
 /// the probe (the perf event).
 #[derive(Debug)]

@@ -19,6 +19,7 @@ use tracer_common as abi;
 use super::error::{error_chain, LiveError, Result};
 use super::loader::prepare;
 use crate::live::follow::{function_status, missing_statuses, slotted};
+use crate::live::host::Host;
 use crate::live::losses::{ENTRY_PROGRAM, EXIT_PROGRAM};
 use crate::live::perflink::{self, CookieLink, KprobePmu};
 use crate::live::resolve::Resolution;
@@ -81,10 +82,10 @@ const ENTRY_ANY: &str = "enter_any";
 const EXIT_ANY: &str = "leave_any";
 
 /// Loads the shared programs; None (and why, in the debug log) where this kernel
-/// interprets BPF ([`perflink::kernel_jits_bpf`]) or cannot run them: no kprobe PMU in
+/// interprets BPF ([`Host::jits_bpf`]) or cannot run them: no kprobe PMU in
 /// sysfs, or a verifier that does not know `bpf_get_attach_cookie` (before 5.15).
 fn cookie_programs(ebpf: &mut Ebpf, timing: &mut AttachTiming) -> Option<CookiePrograms> {
-    if !perflink::kernel_jits_bpf() {
+    if !Host::live().jits_bpf() {
         log::debug!(
             "attach cookies unused: this kernel interprets BPF; one program pair per function"
         );

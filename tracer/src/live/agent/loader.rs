@@ -66,8 +66,7 @@ pub fn load_with_lock_reads(
         // Every function slot runs the same entry code: one verified is all verified. The
         // shared program first where attach will use it (a JIT; one verification fewer);
         // a kernel that refuses it (before 5.15) is asked about a slot's own.
-        let shared =
-            crate::live::perflink::kernel_jits_bpf() && prepare(&mut ebpf, "enter_any").is_ok();
+        let shared = Host::live().jits_bpf() && prepare(&mut ebpf, "enter_any").is_ok();
         let verdict = if shared {
             Ok(())
         } else {
