@@ -267,10 +267,24 @@ impl Auditor {
 
     /// The mdev an event is about, adopting it if it was never seen being created.
     /// Raises use-after-release for events on a released incarnation.
+    // Nearly every call finds a live mdev and counts one event: that part is inlined into
+    // the rules, the rest (adoption, the finding) is not, so the common case pays no frame.
+    #[inline(always)]
     pub(super) fn touch(&mut self, ptr: u64, ev: &Event, func: &Arc<str>) -> bool {
         if ptr == 0 {
             return false;
         }
+        match self.mdevs.get_mut(&ptr) {
+            Some(m) if m.phase != Phase::Released && !(m.adopted && m.events == 0) => {
+                m.events += 1;
+                true
+            }
+            _ => self.touch_rarely(ptr, ev, func),
+        }
+    }
+
+    #[inline(never)]
+    fn touch_rarely(&mut self, ptr: u64, ev: &Event, func: &Arc<str>) -> bool {
         let pending = &mut self.pending_names;
         let m = self.mdevs.get_or_insert_with(ptr, || {
             let mut m = Mdev::new(ptr, 0, true);

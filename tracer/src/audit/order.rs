@@ -198,6 +198,8 @@ impl Auditor {
     /// Records the order edges of the entered call and raises `lock-order` for one that
     /// closes a cycle or goes against the documented order. A call already found to break
     /// its lock contract adds none: that finding says more.
+    // Inlined: most entries take no declared lock, or add no edge, and return here.
+    #[inline]
     pub(super) fn check_order(
         &mut self,
         ev: &Event,
@@ -212,6 +214,18 @@ impl Auditor {
         {
             return;
         }
+        self.add_order_edges(ev, frame, lock, stack, func);
+    }
+
+    #[inline(never)]
+    fn add_order_edges(
+        &mut self,
+        ev: &Event,
+        frame: &Entering<'_>,
+        lock: LockObs,
+        stack: &[Arc<str>],
+        func: &Arc<str>,
+    ) {
         let takes = &self.order.takes[frame.call.spec];
         // What the task holds: the probed lock by its read, what open calls assert, and
         // what the entered function itself expects held (its caller's lock: the core

@@ -227,9 +227,10 @@ impl Auditor {
             // An unsupported state was already reported: what follows cannot be judged.
             m.mig_state = Some(to).filter(|s| s.supported(flags));
             m.note(ev, Note::Step(before, to), Some(to));
-            let (mdev, guest) = (m.reference(), m.guest.clone());
+            let m = &*m;
+            let who = || (m.reference(), m.guest.clone());
             self.sessions
-                .set_state(&mdev, guest.as_ref(), to, ret, ev.ts_ns);
+                .set_state_of(ptr, m.incarnation, who, to, ret, ev.ts_ns);
         }
         if let Some(msg) = fault {
             self.raise(

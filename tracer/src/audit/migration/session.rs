@@ -245,13 +245,11 @@ pub struct SessionTimes {
     pub stopped: Histogram,
 }
 
-/// The device of `mdev`'s life (a new life starts afresh).
-fn device<'a>(devices: &'a mut FastMap<u64, Device>, mdev: &MdevRef) -> &'a mut Device {
-    let d = devices
-        .entry(mdev.ptr)
-        .or_insert_with(|| Device::new(mdev.incarnation));
-    if d.life != mdev.incarnation {
-        *d = Device::new(mdev.incarnation);
+/// The device of life `life` of pointer `ptr` (a new life starts afresh).
+fn device(devices: &mut FastMap<u64, Device>, ptr: u64, life: u32) -> &mut Device {
+    let d = devices.entry(ptr).or_insert_with(|| Device::new(life));
+    if d.life != life {
+        *d = Device::new(life);
     }
     d
 }
@@ -266,7 +264,23 @@ impl Sessions {
         file: u64,
         ts: u64,
     ) {
-        let d = device(&mut self.devices, mdev);
+        let who = || (mdev.clone(), guest.cloned());
+        self.set_state_of(mdev.ptr, mdev.incarnation, who, to, file, ts);
+    }
+
+    /// [`Sessions::set_state`] of life `life` of `ptr`; `who` names the device and its
+    /// guest, asked only when a session starts (most changes start none, and the names are
+    /// shared strings whose copies cost more than the rest of the change).
+    pub fn set_state_of(
+        &mut self,
+        ptr: u64,
+        life: u32,
+        who: impl FnOnce() -> (MdevRef, Option<TaskRef>),
+        to: MigState,
+        file: u64,
+        ts: u64,
+    ) {
+        let d = device(&mut self.devices, ptr, life);
         let from = d.state;
         if from == Some(to) {
             return;
@@ -277,7 +291,7 @@ impl Sessions {
                 entered_ts_ns: d.since,
                 ns: ts.saturating_sub(d.since),
             };
-            match self.open.get_mut(&mdev.ptr) {
+            match self.open.get_mut(&ptr) {
                 Some(sess) => {
                     if let Some(last) = sess.states.last_mut() {
                         last.ns = span.ns;
@@ -296,7 +310,7 @@ impl Sessions {
             d.stopped_since = None;
             d.spans.clear();
             if !pre_copy {
-                self.end(mdev.ptr, SessionEnd::Running, ts);
+                self.end(ptr, SessionEnd::Running, ts);
                 return;
             }
         } else if d.stopped_since.is_none() {
@@ -308,14 +322,14 @@ impl Sessions {
             entered_ts_ns: ts,
             ns: 0,
         };
-        if let Some(sess) = self.open.get_mut(&mdev.ptr) {
+        if let Some(sess) = self.open.get_mut(&ptr) {
             sess.states.push(entered);
             if !pre_copy && sess.stopped_ns == NOT_STOPPED {
                 sess.stopped_ns = ts;
             }
             if file != 0 && Direction::of(to) == Some(sess.direction) {
                 sess.file = Some(file);
-                self.files.insert(file, mdev.ptr);
+                self.files.insert(file, ptr);
             }
             return;
         }
@@ -334,11 +348,12 @@ impl Sessions {
             d.stopped_since.unwrap_or(ts)
         };
         self.next_id += 1;
+        let (mdev, guest) = who();
         let sess = Session {
             id: self.next_id,
             direction,
-            mdev: mdev.clone(),
-            guest: guest.cloned(),
+            mdev,
+            guest,
             file: (file != 0).then_some(file),
             start_ts_ns: ts,
             end_ts_ns: ts,
@@ -354,9 +369,9 @@ impl Sessions {
             stopped_ns: stopped_since,
         };
         if file != 0 {
-            self.files.insert(file, mdev.ptr);
+            self.files.insert(file, ptr);
         }
-        self.open.insert(mdev.ptr, sess);
+        self.open.insert(ptr, sess);
     }
 
     /// A state change that failed: the device's state is no longer known.
@@ -397,7 +412,7 @@ impl Sessions {
                 s.size_from = Some(SizeFrom::DataSize);
             }
             Some(_) => {}
-            None => device(&mut self.devices, mdev).pending_size = Some(size),
+            None => device(&mut self.devices, mdev.ptr, mdev.incarnation).pending_size = Some(size),
         }
     }
 
