@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+mod args;
 mod record;
 
 pub use crate::bytes_reader::Endian;
+pub use args::{Args, INLINE_ARGS};
 pub use record::{decode_record, encode_record, Addresses, DecodeError, Decoded, EncodeError};
 
 /// How a probe saw `matrix_dev->mdevs_lock` when a function was entered.
@@ -95,8 +97,7 @@ pub enum Body {
     Enter {
         func: Arc<str>,
         /// Argument registers (as many as the probe captured).
-        #[serde(with = "hex_vec")]
-        args: Vec<u64>,
+        args: Args,
         /// The profile's field read on entry, if any.
         #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_opt")]
         field: Option<u64>,

@@ -128,7 +128,7 @@ impl Generator {
             comm,
             Body::Enter {
                 func,
-                args: a,
+                args: a.into(),
                 field,
                 lock,
                 untrusted: false,

@@ -99,7 +99,7 @@ fn abi_records() -> Result<Vec<(String, Vec<u8>)>> {
             "entry",
             Body::Enter {
                 func: func.clone(),
-                args: vec![MDEV, 1, 2, 3],
+                args: [MDEV, 1, 2, 3].into(),
                 field: Some(0xffff_8880_0000_0040),
                 lock: LockObs::HeldByOther {
                     owner: 0xffff_8880_dead_0000,

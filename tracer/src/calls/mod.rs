@@ -277,15 +277,7 @@ fn refill(dst: &mut Event, src: &Event) {
             },
         ) => {
             assign(func, sfunc);
-            // Not `clone_from`: its general path cost more than the rest of the copy.
-            if args.len() == sargs.len() {
-                for (d, s) in args.iter_mut().zip(sargs) {
-                    *d = *s;
-                }
-            } else {
-                args.clear();
-                args.extend_from_slice(sargs);
-            }
+            args.copy_from(sargs);
             *field = *sfield;
             *lock = *slock;
             // Usually both empty: not even a call then.

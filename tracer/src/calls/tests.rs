@@ -21,7 +21,7 @@ fn enter(seq: u64, tid: u32, func: &str, args: &[u64]) -> Event {
         tid,
         Body::Enter {
             func: Arc::from(func),
-            args: args.to_vec(),
+            args: args.into(),
             field: None,
             lock: LockObs::NotChecked,
             untrusted: false,

@@ -407,7 +407,7 @@ mod tests {
             seq,
             Body::Enter {
                 func: Arc::from(func),
-                args: args.to_vec(),
+                args: args.into(),
                 field: None,
                 lock: LockObs::NotChecked,
                 untrusted: false,

@@ -227,7 +227,7 @@ mod tests {
     fn enter(func: &str) -> Body {
         Body::Enter {
             func: Arc::from(func),
-            args: vec![0x1000],
+            args: [0x1000].into(),
             field: None,
             lock: LockObs::NotChecked,
             untrusted: false,

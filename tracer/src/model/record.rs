@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracer_common as abi;
 
-use super::{hex_u64, Allocator, Body, Event, LockObs, LockSeen, Symbolizer, Task};
+use super::{hex_u64, Allocator, Args, Body, Event, LockObs, LockSeen, Symbolizer, Task};
 use crate::bytes_reader::{Endian, OutOfBounds, Reader};
 
 /// A raw record that could not be decoded.
@@ -225,9 +225,9 @@ pub fn decode_record(
             Body::Enter {
                 func: name(u64_at(off::E_IP)?),
                 args: {
-                    // Sized once, filled in place: collecting through `Result` cost a
-                    // growth check and an adapter per argument.
-                    let mut args = Vec::with_capacity(abi::MAX_ARGS);
+                    // Filled in place: collecting through `Result` cost a growth check and
+                    // an adapter per argument.
+                    let mut args = Args::new();
                     for i in 0..abi::MAX_ARGS {
                         args.push(u64_at(off::E_ARGS + 8 * i)?);
                     }

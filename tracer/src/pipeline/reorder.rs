@@ -92,6 +92,9 @@ impl Held {
 /// How many places ahead of the released event its successor's fetch is asked for.
 const PREFETCH_AHEAD: usize = 16;
 
+/// Cache lines an event can span (a box need not start on a line).
+const EVENT_LINES: usize = std::mem::size_of::<Event>().div_ceil(64) + 1;
+
 /// Asks the CPU to bring the first `lines` cache lines of `x` into its cache (a hint: no
 /// effect on what the program does).
 #[inline(always)]
@@ -162,17 +165,11 @@ impl Reorder {
     #[inline]
     fn release_front(&mut self, out: &mut impl FnMut(Box<Event>)) {
         // An event leaves a whole window after it came: asking for the one a few places
-        // behind this one now lets its fetch overlap the auditor's work on this one.
-        // Its argument list, behind a second pointer, is asked for when the event itself
-        // should be in (half as far ahead).
+        // behind this one now lets its fetch overlap the auditor's work on this one. Its
+        // arguments are in it (`model::Args`): the lines of the event are all there is.
         let live = self.held.live();
         if let Some((_, Some(ev))) = live.get(PREFETCH_AHEAD) {
-            prefetch(&**ev, 3);
-        }
-        if let Some((_, Some(ev))) = live.get(PREFETCH_AHEAD / 2) {
-            if let crate::model::Body::Enter { args, .. } = &ev.body {
-                prefetch(args.as_slice(), 1);
-            }
+            prefetch(&**ev, EVENT_LINES);
         }
         if let Some((ts, mut ev)) = self.held.pop_front() {
             // From the entry: the event itself may not be in the cache yet.

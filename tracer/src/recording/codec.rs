@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
 
-use crate::model::{Allocator, Body, Event, LockObs, LockSeen, LossSource, Task};
+use crate::model::{Allocator, Args, Body, Event, LockObs, LockSeen, LossSource, Task};
 
 /// Fewest bytes an encoded event takes: tag, seq, ts, cpu, pid, tid, comm, one body byte.
 pub const MIN_EVENT_BYTES: usize = 8;
@@ -394,7 +394,7 @@ impl ChunkDecoder {
                 if n > MAX_ARGS {
                     return Err(CodecError::Range("argument count"));
                 }
-                let mut args = Vec::with_capacity(n);
+                let mut args = Args::new();
                 for i in 0..n {
                     args.push(if i < 4 {
                         self.slot(b, i)?
@@ -570,7 +570,7 @@ mod tests {
                         |(func, args, field, lock, untrusted, stack, locks)| {
                             Body::Enter {
                                 func,
-                                args,
+                                args: args.into(),
                                 field,
                                 lock,
                                 locks: locks

@@ -59,7 +59,7 @@ impl Script {
             },
             Body::Enter {
                 func: Arc::from(func),
-                args: args.to_vec(),
+                args: args.into(),
                 field,
                 lock,
                 untrusted: false,
@@ -275,7 +275,7 @@ fn findings_beyond_the_cap_are_counted_not_kept() {
             100 + 2 * i,
             Body::Enter {
                 func: Arc::from("vfio_ap_mdev_close_device"),
-                args: vec![MDEV],
+                args: [MDEV].into(),
                 field: None,
                 lock: LockObs::Free,
                 untrusted: false,

@@ -32,7 +32,7 @@ fn event(body: Body) -> Event {
 fn entry() -> Event {
     event(Body::Enter {
         func: Arc::from("vfio_ap_mdev_open_device"),
-        args: vec![0xffff_8880_1234_5600, 1, 2, 3],
+        args: [0xffff_8880_1234_5600, 1, 2, 3].into(),
         field: Some(0xffff_8880_0000_0040),
         lock: LockObs::HeldByOther {
             owner: 0xffff_8880_dead_0000,
