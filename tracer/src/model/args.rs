@@ -31,6 +31,15 @@ impl Args {
         })
     }
 
+    /// Exactly [`INLINE_ARGS`] arguments, as the probes capture them.
+    #[inline]
+    pub const fn captured(vals: [u64; INLINE_ARGS]) -> Args {
+        Args(Repr::Inline {
+            len: INLINE_ARGS as u8,
+            vals,
+        })
+    }
+
     /// Appends one argument, moving to the heap past [`INLINE_ARGS`].
     pub fn push(&mut self, v: u64) {
         match &mut self.0 {

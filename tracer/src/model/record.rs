@@ -227,11 +227,11 @@ pub fn decode_record(
                 args: {
                     // Filled in place: collecting through `Result` cost a growth check and
                     // an adapter per argument.
-                    let mut args = Args::new();
-                    for i in 0..abi::MAX_ARGS {
-                        args.push(u64_at(off::E_ARGS + 8 * i)?);
+                    let mut args = [0; abi::MAX_ARGS];
+                    for (i, a) in args.iter_mut().enumerate() {
+                        *a = u64_at(off::E_ARGS + 8 * i)?;
                     }
-                    args
+                    Args::captured(args)
                 },
                 field: field_at(off::E_FIELD)?,
                 lock,
