@@ -143,8 +143,9 @@ fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("audit_ingest");
     g.sampling_mode(SamplingMode::Flat);
     g.throughput(Throughput::Elements(n as u64));
-    // By reference, as before: the auditor copies what it keeps (the pipeline and (a) hand
-    // events over by value instead, through `ingest_owned`), and nothing here drops events.
+    // By reference, as `aptrace report` and (a) audit: the auditor copies what it keeps (the
+    // pipeline hands boxes over instead, through `ingest_boxed`), and nothing here drops
+    // events.
     g.bench_function(&id, |b| {
         b.iter(|| {
             let mut a = Auditor::new(Profile::vfio_ap());
