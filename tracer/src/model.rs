@@ -12,7 +12,7 @@ mod args;
 mod record;
 
 pub use crate::bytes_reader::Endian;
-pub use args::{Args, INLINE_ARGS};
+pub use args::Args;
 pub use record::{decode_record, encode_record, Addresses, DecodeError, Decoded, EncodeError};
 
 /// How a probe saw `matrix_dev->mdevs_lock` when a function was entered.

@@ -277,7 +277,7 @@ fn refill(dst: &mut Event, src: &Event) {
             },
         ) => {
             assign(func, sfunc);
-            args.copy_from(sargs);
+            args.clone_from(sargs);
             *field = *sfield;
             *lock = *slock;
             // Usually both empty: not even a call then.

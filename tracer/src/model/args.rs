@@ -5,7 +5,7 @@
 //! `Vec` cost an allocation and a free per entry, more than the rest of its decoding).
 //! Recordings and JSON may carry more (a recording up to 16); those go to the heap.
 
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tracer_common as abi;
@@ -14,7 +14,6 @@ use tracer_common as abi;
 pub const INLINE_ARGS: usize = abi::MAX_ARGS;
 
 /// Argument registers as captured, in order; reads as a `[u64]`.
-#[derive(Clone)]
 pub struct Args(Repr);
 
 #[derive(Clone)]
@@ -64,10 +63,17 @@ impl Args {
             Repr::Heap(h) => h.truncate(n),
         }
     }
+}
 
-    /// Makes these the same arguments as `src`, without an allocation when both fit inline.
+impl Clone for Args {
+    fn clone(&self) -> Args {
+        Args(self.0.clone())
+    }
+
+    /// Without an allocation, nor a drop of the old value, when both fit inline: a reused
+    /// entry box takes its new entry's arguments this way.
     #[inline]
-    pub fn copy_from(&mut self, src: &Args) {
+    fn clone_from(&mut self, src: &Args) {
         match (&mut self.0, &src.0) {
             (
                 Repr::Inline { len, vals },
@@ -96,16 +102,6 @@ impl Deref for Args {
     fn deref(&self) -> &[u64] {
         match &self.0 {
             Repr::Inline { len, vals } => &vals[..usize::from(*len)],
-            Repr::Heap(h) => h,
-        }
-    }
-}
-
-impl DerefMut for Args {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut [u64] {
-        match &mut self.0 {
-            Repr::Inline { len, vals } => &mut vals[..usize::from(*len)],
             Repr::Heap(h) => h,
         }
     }
@@ -186,7 +182,7 @@ mod tests {
             cut.truncate(2);
             assert_eq!(&*cut, &v[..v.len().min(2)]);
             let mut copy = Args::from([9u64, 9]);
-            copy.copy_from(&a);
+            copy.clone_from(&a);
             assert_eq!(&*copy, v.as_slice(), "copied over two");
         }
     }
