@@ -30,7 +30,7 @@ impl Args {
         })
     }
 
-    /// Exactly [`INLINE_ARGS`] arguments, as the probes capture them.
+    /// Exactly the [`abi::MAX_ARGS`] arguments the probes capture.
     #[inline]
     pub const fn captured(vals: [u64; INLINE_ARGS]) -> Args {
         Args(Repr::Inline {
@@ -39,7 +39,7 @@ impl Args {
         })
     }
 
-    /// Appends one argument, moving to the heap past [`INLINE_ARGS`].
+    /// Appends one argument, moving to the heap past [`abi::MAX_ARGS`].
     pub fn push(&mut self, v: u64) {
         match &mut self.0 {
             Repr::Inline { len, vals } if usize::from(*len) < INLINE_ARGS => {
