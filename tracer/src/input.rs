@@ -80,6 +80,23 @@ enum Body {
     Jsonl(Vec<Event>),
 }
 
+/// Where [`Opened::for_each_event_ahead`] reads and decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ahead {
+    /// On the calling thread, one event at a time.
+    Inline,
+    /// On a second thread, in batches the calling thread consumes.
+    Thread,
+}
+
+/// Events per batch handed from the decoding thread (about 800 KiB): smaller batches cost
+/// more in hand-overs (each may wake a waiting thread) than they save in cache. Measured on
+/// the 1 M-event mix: 256 ran at 2.4x the decoding floor, 4096 at 1.4-1.5x.
+const BATCH: usize = 4096;
+/// Batches decoded and not yet consumed: the decoder waits beyond that, so memory stays
+/// bounded whatever the recording's size.
+const BATCHES_AHEAD: usize = 4;
+
 /// The path that names standard input (`aptrace report -`).
 pub const STDIN: &str = "-";
 
@@ -189,6 +206,62 @@ impl Opened {
         }
     }
 
+    /// [`Opened::for_each_event`] by reference, with the reading and decoding done ahead on a
+    /// second thread when the machine has two cores: `f` (the auditor, say) then runs beside
+    /// the decoder instead of after it. `f` still sees every event once, in order, on the
+    /// calling thread.
+    pub fn for_each_event_read_ahead(&mut self, f: impl FnMut(&Event)) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.for_each_event_ahead(
+            if cores >= 2 {
+                Ahead::Thread
+            } else {
+                Ahead::Inline
+            },
+            f,
+        )
+    }
+
+    /// [`Opened::for_each_event_read_ahead`], with the choice of thread made by the caller.
+    pub fn for_each_event_ahead(&mut self, ahead: Ahead, mut f: impl FnMut(&Event)) {
+        if ahead == Ahead::Inline {
+            return self.for_each_event(|e| f(&e));
+        }
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(BATCHES_AHEAD);
+        // Emptied batches go back to be refilled, so their memory is allocated once.
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<Event>>();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut batch = Vec::with_capacity(BATCH);
+                let mut consumer_gone = false;
+                self.for_each_event(|e| {
+                    if consumer_gone {
+                        return;
+                    }
+                    batch.push(e);
+                    if batch.len() == BATCH {
+                        let next = empty_rx
+                            .try_recv()
+                            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                        consumer_gone = full_tx.send(std::mem::replace(&mut batch, next)).is_err();
+                    }
+                });
+                if !batch.is_empty() && !consumer_gone {
+                    let _ = full_tx.send(batch);
+                }
+            });
+            for mut batch in full_rx {
+                for e in &batch {
+                    f(e);
+                }
+                // Dropped here, by the thread that has them in its cache. Their shared names'
+                // counts move between the cores once a batch, not once an event.
+                batch.clear();
+                let _ = empty_tx.send(batch);
+            }
+        });
+    }
+
     /// Nothing was skipped (meaningful after the events were read).
     pub fn intact(&self) -> bool {
         self.damage.is_empty()
@@ -228,4 +301,67 @@ fn gap_before(prev: Option<u64>, e: &Event) -> Option<Event> {
             source: LossSource::Recording,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recording of `n` synthetic events with the sequence numbers from `skip_from` on
+    /// moved up by 5, as if a damaged region had been cut out there.
+    fn recording_with_gap(n: usize, skip_from: u64) -> Vec<u8> {
+        let header = Header {
+            arch: "x86_64".into(),
+            module: "vfio_ap".into(),
+            ..Header::default()
+        };
+        let mut w = crate::recording::Writer::new(Vec::new(), &header).expect("in memory");
+        for mut e in crate::synth::Generator::new(7).stream(n) {
+            if e.seq >= skip_from {
+                e.seq += 5;
+            }
+            w.push(&e).expect("in memory");
+        }
+        w.finish().expect("in memory")
+    }
+
+    fn seen(o: &mut Opened, ahead: Ahead) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        o.for_each_event_ahead(ahead, |e| out.push((e.seq, format!("{:?}", e.body))));
+        out
+    }
+
+    #[test]
+    fn reading_ahead_gives_every_event_in_order_as_inline() {
+        // Several batches and a part one, with a gap in the middle of a batch.
+        let n = 3 * BATCH + 123;
+        let data = recording_with_gap(n, (BATCH + 17) as u64);
+        let open =
+            || Opened::recording(Recording::parse(bytes::Bytes::from(data.clone()), "t").unwrap());
+        let inline = seen(&mut open(), Ahead::Inline);
+        let ahead = seen(&mut open(), Ahead::Thread);
+        assert!(
+            inline.len() > n,
+            "the generator's events and the gap's lost event"
+        );
+        assert!(inline.iter().any(|(_, b)| b.starts_with("Lost")));
+        assert_eq!(inline, ahead);
+    }
+
+    #[test]
+    fn reading_ahead_keeps_a_damaged_chunks_warning() {
+        let n = 2 * BATCH;
+        let mut data = recording_with_gap(n, u64::MAX);
+        // Cut the file short in its last chunk: the chunk is lost, with a warning.
+        data.truncate(data.len() - 40);
+        let open =
+            || Opened::recording(Recording::parse(bytes::Bytes::from(data.clone()), "t").unwrap());
+        let (mut a, mut b) = (open(), open());
+        let inline = seen(&mut a, Ahead::Inline);
+        let ahead = seen(&mut b, Ahead::Thread);
+        assert_eq!(inline, ahead);
+        assert_eq!(a.warnings, b.warnings);
+        assert_eq!(a.damage.len(), b.damage.len());
+        assert!(!b.intact(), "the cut chunk is damage");
+    }
 }

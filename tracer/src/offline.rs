@@ -49,12 +49,13 @@ pub fn profile_for(
     }
 }
 
-/// Audits one source, streaming its events (a recording is never held as events).
+/// Audits one source, streaming its events (a recording is never held as events), decoded
+/// ahead on a second core when there is one.
 pub fn audit_opened(path: &str, mut opened: Opened, profile: Option<&Profile>) -> FileReport {
     let (profile, warn) = profile_for(&opened.header, path, profile);
     let mut auditor = Auditor::new(profile);
     auditor.probes_attached(&opened.header.probes);
-    opened.for_each_event(|e| auditor.ingest(&e));
+    opened.for_each_event_read_ahead(|e| auditor.ingest(e));
     let mut warnings = opened.warnings;
     warnings.extend(warn);
     let intact = opened.damage.is_empty();

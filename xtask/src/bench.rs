@@ -360,7 +360,8 @@ fn summary(target: &Path, out: &Path, quick: bool, kernel: &Kernel, load: &Load)
     );
     let a = q(number(&ratios, "a_ratio"));
     println!(
-        "(a) audit a recording end to end / read + CRC + decode floor: {a:.2}x; `aptrace report`'s own path: {:.2}x",
+        "(a) audit a recording end to end / read + CRC + decode floor: {a:.2}x, decoded ahead on a second thread; on one thread: {:.2}x; `aptrace report`'s own path: {:.2}x",
+        q(number(&ratios, "a_one_thread_ratio")),
         q(number(&ratios, "a_report_command_ratio"))
     );
     // (b)-(e) need kernels: measured in this run in the testbed's guests.
