@@ -196,11 +196,7 @@ impl Opened {
                     f(e);
                 });
                 if self.warnings.len() > before {
-                    self.damage.push(Damage {
-                        offset: 0,
-                        bytes: 0,
-                        reason: "a chunk did not decode".into(),
-                    });
+                    self.damage.push(undecoded_damage());
                 }
             }
         }
@@ -223,35 +219,44 @@ impl Opened {
     }
 
     /// [`Opened::for_each_event_read_ahead`], with the choice of thread made by the caller.
+    /// JSON lines are in memory already: they are always handed on inline.
     pub fn for_each_event_ahead(&mut self, ahead: Ahead, mut f: impl FnMut(&Event)) {
+        let Opened {
+            body: Body::Recording(r),
+            warnings,
+            damage,
+            ..
+        } = self
+        else {
+            return self.for_each_event(|e| f(&e));
+        };
         if ahead == Ahead::Inline {
             return self.for_each_event(|e| f(&e));
         }
+        let r: &Recording = r;
+        let before = warnings.len();
         let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(BATCHES_AHEAD);
         // Emptied batches go back to be refilled, so their memory is allocated once.
         let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<Event>>();
         std::thread::scope(|s| {
+            let decoder_warnings = &mut *warnings;
             s.spawn(move || {
-                let mut batch = Vec::with_capacity(BATCH);
-                let mut consumer_gone = false;
-                self.for_each_event(|e| {
-                    if consumer_gone {
-                        return;
-                    }
-                    batch.push(e);
-                    if batch.len() == BATCH {
-                        let next = empty_rx
+                r.for_each_batch(decoder_warnings, BATCH, |full| {
+                    full_tx.send(full).ok()?;
+                    Some(
+                        empty_rx
                             .try_recv()
-                            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
-                        consumer_gone = full_tx.send(std::mem::replace(&mut batch, next)).is_err();
-                    }
+                            .unwrap_or_else(|_| Vec::with_capacity(BATCH)),
+                    )
                 });
-                if !batch.is_empty() && !consumer_gone {
-                    let _ = full_tx.send(batch);
-                }
             });
+            let mut prev = None;
             for mut batch in full_rx {
                 for e in &batch {
+                    if let Some(gap) = gap_before(prev, e) {
+                        f(&gap);
+                    }
+                    prev = Some(e.seq);
                     f(e);
                 }
                 // Dropped here, by the thread that has them in its cache. Their shared names'
@@ -260,6 +265,9 @@ impl Opened {
                 let _ = empty_tx.send(batch);
             }
         });
+        if warnings.len() > before {
+            damage.push(undecoded_damage());
+        }
     }
 
     /// Nothing was skipped (meaningful after the events were read).
@@ -284,6 +292,15 @@ pub fn load(path: &Path) -> Result<Loaded, InputError> {
 
 /// Where sequence numbers jump (a damaged chunk was skipped), the `Lost` event to insert
 /// before `e`, so the auditor marks findings across the gap uncertain.
+/// What a chunk that passed its CRC and did not decode adds to the source's damage.
+fn undecoded_damage() -> Damage {
+    Damage {
+        offset: 0,
+        bytes: 0,
+        reason: "a chunk did not decode".into(),
+    }
+}
+
 fn gap_before(prev: Option<u64>, e: &Event) -> Option<Event> {
     use crate::model::{Body, LossSource};
     let p = prev?;

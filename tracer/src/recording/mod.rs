@@ -142,6 +142,17 @@ impl Chunk {
         self.decode_each(|e| out.push(e)).map_err(|(_, e)| e)
     }
 
+    /// The warning for a chunk that passed its CRC and stopped decoding after `read` events.
+    fn undecodable(&self, read: u32, e: &codec::CodecError) -> String {
+        format!(
+            "chunk at offset {} passed its CRC but does not decode ({e}): \
+             read {read} of its {} events, skipped the other {}",
+            self.offset,
+            self.count,
+            self.count - read
+        )
+    }
+
     /// Hands each event on as it is decoded; on a fault, how many were handed on, and why.
     fn decode_each(&self, mut f: impl FnMut(Event)) -> Result<(), (u32, codec::CodecError)> {
         let mut dec = ChunkDecoder::new();
@@ -311,14 +322,36 @@ impl Recording {
         // every event twice more and walked the chunk's events out of the cache.
         for c in &self.chunks {
             if let Err((i, e)) = c.decode_each(&mut f) {
-                warnings.push(format!(
-                    "chunk at offset {} passed its CRC but does not decode ({e}): \
-                     read {i} of its {} events, skipped the other {}",
-                    c.offset,
-                    c.count,
-                    c.count - i
-                ));
+                warnings.push(c.undecodable(i, &e));
             }
+        }
+    }
+
+    /// [`Recording::for_each_event`] a batch at a time, for a consumer on another thread:
+    /// whole chunks are decoded straight into a vector, and `f` is handed each batch once it
+    /// holds `batch` events or more (the last may hold fewer). `f` gives back an empty vector
+    /// to fill next, or `None` to stop.
+    pub fn for_each_batch(
+        &self,
+        warnings: &mut Vec<String>,
+        batch: usize,
+        mut f: impl FnMut(Vec<Event>) -> Option<Vec<Event>>,
+    ) {
+        let mut out = Vec::with_capacity(batch);
+        for c in &self.chunks {
+            let before = out.len();
+            if let Err(e) = c.events_into(&mut out) {
+                warnings.push(c.undecodable((out.len() - before) as u32, &e));
+            }
+            if out.len() >= batch {
+                match f(std::mem::take(&mut out)) {
+                    Some(next) => out = next,
+                    None => return,
+                }
+            }
+        }
+        if !out.is_empty() {
+            f(out);
         }
     }
 }
