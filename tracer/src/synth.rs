@@ -52,6 +52,10 @@ pub struct Generator {
     /// Migrations per open (round trips RUNNING→STOP→STOP_COPY→STOP→RUNNING).
     pub migrations: u32,
     names: Vec<Arc<str>>,
+    /// The two task names, shared by every life's events as a decoder shares a task's name
+    /// between its records.
+    ctl: Arc<str>,
+    qemu: Arc<str>,
 }
 
 const F: [&str; 12] = [
@@ -92,6 +96,8 @@ impl Generator {
             faults: Vec::new(),
             migrations: 2,
             names: F.iter().map(|s| Arc::from(*s)).collect(),
+            ctl: Arc::from("mdevctl"),
+            qemu: Arc::from("qemu-system-s39"),
         }
     }
 
@@ -189,8 +195,7 @@ impl Generator {
         };
         let mdev = 0xffff_8880_1000_0000 + (index % 4096) * 0x1000;
         let dev = 0xffff_8880_2000_0000 + (index % 4096) * 0x800;
-        let ctl: Arc<str> = Arc::from("mdevctl");
-        let qemu: Arc<str> = Arc::from("qemu-system-s39");
+        let (ctl, qemu) = (self.ctl.clone(), self.qemu.clone());
         let ctl_pid = 300 + (index % 50) as u32;
         let guest = 2000 + (index % 97) as u32;
         self.enter(ctl_pid, &ctl, PROBE, &[dev], LockObs::Free, None);

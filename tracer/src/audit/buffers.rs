@@ -103,7 +103,7 @@ impl Auditor {
             // The helper frees it; the allocator's own free inside this call (with
             // --all-allocations) is the same free: on_free merges it by this call's seq.
             self.forget_outstanding(&a);
-            self.remember_freed(p, ev, tid, Some(frame.call.enter.seq));
+            self.remember_freed(p, ev, tid, Some(ev.seq));
             return;
         }
         if let Some(prev) = self.freed.get(&p) {
@@ -144,7 +144,7 @@ impl Auditor {
             );
             return;
         }
-        self.remember_freed(p, ev, tid, Some(frame.call.enter.seq));
+        self.remember_freed(p, ev, tid, Some(ev.seq));
     }
 
     /// Close or reset of `ptr` returned: every buffer of this life still in a file's slot

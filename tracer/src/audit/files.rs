@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use super::lifecycle::Phase;
 use super::{secs, Auditor, Entering, Frame, Kind};
-use crate::calls::Call;
 use crate::model::{Body, Event};
 
 /// One open migration file.
@@ -48,16 +47,19 @@ impl Auditor {
         );
     }
 
-    /// The file argument of a file operation's frame.
-    fn file_of(&self, call: &Call) -> Option<u64> {
-        let role = self.profile.functions[call.spec].role;
-        role.file_arg().and_then(|i| call.arg(i))
+    /// The file argument of a file operation's call, read from its entry.
+    fn file_of(&self, spec: usize, entry: &Event) -> Option<u64> {
+        let role = self.profile.functions[spec].role;
+        match &entry.body {
+            Body::Enter { args, .. } => role.file_arg().and_then(|i| args.get(i).copied()),
+            _ => None,
+        }
     }
 
     /// A read, write or release of a migration file: a file whose mdev's life has ended
     /// reaches freed driver memory through `private_data`.
     pub(super) fn file_used(&mut self, ev: &Event, frame: &Entering<'_>, func: &Arc<str>) {
-        let Some(filp) = self.file_of(frame.call) else {
+        let Some(filp) = self.file_of(frame.call.spec, ev) else {
             return;
         };
         let Some(f) = self.files.get(&filp) else {
@@ -111,7 +113,7 @@ impl Auditor {
 
     /// The file's release returned: it is gone.
     pub(super) fn file_released(&mut self, frame: &Frame) {
-        if let Some(filp) = self.file_of(&frame.call) {
+        if let Some(filp) = self.file_of(frame.call.spec, &frame.call.enter) {
             self.files.remove(&filp);
         }
     }
@@ -123,7 +125,9 @@ impl Auditor {
             return Some(m);
         }
         self.calls.stack(tid).iter().rev().find_map(|fr| {
-            let f = self.files.get(&self.file_of(&fr.call)?)?;
+            let f = self
+                .files
+                .get(&self.file_of(fr.call.spec, &fr.call.enter)?)?;
             (self.current_life(f.mdev) == Some(f.life)).then_some(f.mdev)
         })
     }

@@ -59,10 +59,10 @@ struct CallState {
 
 type Frame = crate::calls::Frame<CallState>;
 
-/// A call being entered, before it goes on its task's stack: the rules read the call (and
-/// its entry, which may live in it) and write what the auditor keeps about it.
+/// A call being entered, before it goes on its task's stack: the rules read the call and
+/// write what the auditor keeps about it.
 struct Entering<'a> {
-    call: &'a crate::calls::Call,
+    call: &'a crate::calls::Entered,
     x: &'a mut CallState,
 }
 
@@ -179,8 +179,9 @@ impl Auditor {
         self.count(ev);
         match &ev.body {
             Body::Enter { .. } => {
-                if let Some(frame) = self.calls.enter(ev) {
-                    self.on_enter(frame);
+                if let Some(call) = self.calls.enter(ev) {
+                    let x = self.on_enter(ev, &call);
+                    self.calls.push(call, ev, x);
                 }
             }
             Body::Exit { .. } => self.ingest_exit(ev),
@@ -196,8 +197,9 @@ impl Auditor {
             // Copied into a spare box, whose argument list it reuses, and dropped: moving
             // it in cost more (the box's old event dropped, the new one copied whole).
             Body::Enter { .. } => match self.calls.enter(&ev) {
-                Some(frame) => {
-                    self.on_enter(frame);
+                Some(call) => {
+                    let x = self.on_enter(&ev, &call);
+                    self.calls.push(call, &ev, x);
                     None
                 }
                 None => Some(ev),
@@ -217,12 +219,13 @@ impl Auditor {
     pub fn ingest_boxed(&mut self, ev: Box<Event>) -> Option<Box<Event>> {
         self.count(&ev);
         match &ev.body {
-            Body::Enter { .. } => match self.calls.enter_boxed(ev) {
-                Ok(frame) => {
-                    self.on_enter(frame);
+            Body::Enter { .. } => match self.calls.enter(&ev) {
+                Some(call) => {
+                    let x = self.on_enter(&ev, &call);
+                    self.calls.push_boxed(call, ev, x);
                     None
                 }
-                Err(ev) => Some(ev),
+                None => Some(ev),
             },
             Body::Exit { .. } => {
                 self.ingest_exit(&ev);
@@ -447,16 +450,13 @@ impl Auditor {
         );
     }
 
-    /// An entered call: judged with its entry read from the frame (where the entry was
-    /// copied, or moved by [`Auditor::ingest_owned`]), then put on its task's stack.
-    fn on_enter(&mut self, mut frame: Frame) {
-        {
-            let Frame { call, x } = &mut frame;
-            let call: &crate::calls::Call = call;
-            let mut entering = Entering { call, x };
-            self.judge_entry(&call.enter, &mut entering);
-        }
-        self.calls.push(frame);
+    /// An entered call, judged before it goes on its task's stack: what the auditor keeps
+    /// about it.
+    #[inline]
+    fn on_enter(&mut self, ev: &Event, call: &crate::calls::Entered) -> CallState {
+        let mut x = CallState::default();
+        self.judge_entry(ev, &mut Entering { call, x: &mut x });
+        x
     }
 
     fn judge_entry(&mut self, ev: &Event, frame: &mut Entering<'_>) {

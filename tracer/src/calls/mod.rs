@@ -60,12 +60,14 @@ impl Call {
     }
 }
 
-/// A [`Call`] before its entry is boxed into it.
-struct Entered {
-    spec: usize,
-    trusted: bool,
-    mdev: Option<u64>,
-    mdev_device: Option<u64>,
+/// A [`Call`] before its entry is boxed into it: what [`Calls::enter`] gives to be judged,
+/// and then to [`Calls::push`]. Small and `Copy`, so that judging it moves nothing large.
+#[derive(Clone, Copy, Debug)]
+pub struct Entered {
+    pub spec: usize,
+    pub trusted: bool,
+    pub mdev: Option<u64>,
+    pub mdev_device: Option<u64>,
 }
 
 impl Entered {
@@ -232,7 +234,17 @@ pub struct Calls<X> {
     // The boxes themselves are what is reused: they move into `Call::enter` as they are.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<Event>>,
+    /// Retired entry boxes by function, for that function's next entries: its name and,
+    /// usually, its task's name are the same strings already, so the copy touches no
+    /// reference count (an atomic operation each, which cost more than the rest of it).
+    #[allow(clippy::vec_box)]
+    by_spec: Vec<Vec<Box<Event>>>,
+    /// The function whose spares grew last, for a pipeline's `boxed_owned`.
+    spared_last: usize,
 }
+
+/// How many retired boxes each function keeps for its own next entries.
+const SPARE_PER_FUNCTION: usize = 16;
 
 /// How many retired boxes are kept for reuse: enough for a pipeline's window to take
 /// and give back boxes without going to the allocator for them.
@@ -313,26 +325,39 @@ impl<X: Default> Calls<X> {
             last: Last::Other,
             exited: None,
             spare: Vec::new(),
+            by_spec: vec![Vec::new(); profile.functions.len()],
+            spared_last: 0,
         }
     }
 
-    /// Sets what the last event was; a retired call's entry box goes back to the spares.
-    #[inline]
-    fn set_last(&mut self, last: Last) {
+    /// Starts a new event: the last one is forgotten, and a retired call's entry box goes
+    /// back to the spares. Once per event; `push` and `retire` then only say what it was.
+    #[inline(always)]
+    fn next_event(&mut self) {
         if let Last::Exit = self.last {
             if let Some(f) = self.exited.as_mut().and_then(|e| e.frame.take()) {
-                if self.spare.len() < SPARE_BOXES {
-                    self.spare.push(f.call.enter);
+                let spec = f.call.spec;
+                match self.by_spec.get_mut(spec) {
+                    Some(own) if own.len() < SPARE_PER_FUNCTION => {
+                        own.push(f.call.enter);
+                        self.spared_last = spec;
+                    }
+                    _ => self.spare(f.call.enter),
                 }
             }
         }
-        self.last = last;
+        self.last = Last::Other;
     }
 
     /// `ev` moved into a spare box when there is one.
     #[inline]
     pub fn boxed_owned(&mut self, ev: Event) -> Box<Event> {
-        match self.spare.pop() {
+        let spare = match self.spare.pop() {
+            Some(b) => Some(b),
+            // A pipeline's entries come boxed: their retired boxes wait by function.
+            None => self.by_spec.get_mut(self.spared_last).and_then(|v| v.pop()),
+        };
+        match spare {
             Some(mut b) => {
                 *b = ev;
                 b
@@ -349,9 +374,11 @@ impl<X: Default> Calls<X> {
         }
     }
 
-    /// A boxed copy of an entry event, in a spare box when there is one.
-    fn boxed(&mut self, ev: &Event) -> Box<Event> {
-        match self.spare.pop() {
+    /// A boxed copy of an entry of function `spec`, in a spare box when there is one: one
+    /// of that function's first.
+    fn boxed(&mut self, spec: usize, ev: &Event) -> Box<Event> {
+        let own = self.by_spec.get_mut(spec).and_then(|v| v.pop());
+        match own.or_else(|| self.spare.pop()) {
             Some(mut b) => {
                 refill(&mut b, ev);
                 b
@@ -362,36 +389,14 @@ impl<X: Default> Calls<X> {
 
     /// An event that is not a call of the profile.
     pub fn other(&mut self) {
-        self.set_last(Last::Other);
+        self.next_event();
     }
 
-    /// An entry: the call with its mdev, not yet on its task's stack. `push` it once judged
-    /// (the judge may look at the calls it is nested in). The entry is copied into the call.
-    pub fn enter(&mut self, ev: &Event) -> Option<Frame<X>> {
-        let call = self.entered(ev)?;
-        let enter = self.boxed(ev);
-        Some(Frame {
-            call: call.with(enter),
-            x: X::default(),
-        })
-    }
-
-    /// [`Calls::enter`] of a boxed entry the caller gives away: the box becomes the
-    /// call's, without a copy.
-    #[inline]
-    pub fn enter_boxed(&mut self, ev: Box<Event>) -> Result<Frame<X>, Box<Event>> {
-        let Some(call) = self.entered(&ev) else {
-            return Err(ev);
-        };
-        Ok(Frame {
-            call: call.with(ev),
-            x: X::default(),
-        })
-    }
-
-    /// What an entry says of its call, and the attribution of an enclosing probe.
-    fn entered(&mut self, ev: &Event) -> Option<Entered> {
-        self.set_last(Last::Other);
+    /// An entry: what it says of its call (and the attribution of an enclosing probe), not
+    /// yet on its task's stack. [`Calls::push`] it once judged (the judge may look at the
+    /// calls it is nested in).
+    pub fn enter(&mut self, ev: &Event) -> Option<Entered> {
+        self.next_event();
         self.attributed = None;
         let Body::Enter {
             func,
@@ -437,18 +442,31 @@ impl<X: Default> Calls<X> {
         Some(call)
     }
 
-    /// Puts an entered call on its task's stack.
-    pub fn push(&mut self, frame: Frame<X>) {
-        let tid = frame.call.enter.task.tid;
-        self.tasks.entry(tid).push(frame);
+    /// Puts an entered call on its task's stack, with a copy of its entry `ev` (in a spare
+    /// box when there is one) and what the user keeps about it.
+    #[inline]
+    pub fn push(&mut self, call: Entered, ev: &Event, x: X) {
+        let enter = self.boxed(call.spec, ev);
+        self.push_boxed(call, enter, x);
+    }
+
+    /// [`Calls::push`] of a boxed entry the caller gives away: the box becomes the call's,
+    /// without a copy.
+    #[inline(always)]
+    pub fn push_boxed(&mut self, call: Entered, enter: Box<Event>, x: X) {
+        let tid = enter.task.tid;
+        self.tasks.entry(tid).push(Frame {
+            call: call.with(enter),
+            x,
+        });
         let attributed = self.attributed.take();
-        self.set_last(Last::Enter { tid, attributed });
+        self.last = Last::Enter { tid, attributed };
     }
 
     /// A return: pops its call (and the calls above it, whose returns were missed). Give the
     /// result back with `retire` once judged, so sinks can read it.
     pub fn exit(&mut self, ev: &Event) -> Option<Exited<X>> {
-        self.set_last(Last::Other);
+        self.next_event();
         let Body::Exit {
             func, ret, arg0, ..
         } = &ev.body
@@ -490,7 +508,7 @@ impl<X: Default> Calls<X> {
 
     /// A judged return, kept until the next event for [`Calls::step`].
     pub fn retire(&mut self, exited: Exited<X>) {
-        self.set_last(Last::Exit);
+        self.last = Last::Exit;
         self.exited = Some(exited);
     }
 

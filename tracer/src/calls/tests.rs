@@ -48,8 +48,8 @@ fn exit(seq: u64, tid: u32, func: &str, ret: u64) -> Event {
 fn feed(calls: &mut Calls<()>, e: &Event) {
     match &e.body {
         Body::Enter { .. } => {
-            if let Some(f) = calls.enter(e) {
-                calls.push(f);
+            if let Some(c) = calls.enter(e) {
+                calls.push(c, e, ());
             }
         }
         Body::Exit { .. } => {
