@@ -382,7 +382,7 @@ impl Auditor {
     /// The entry of a call with an mdev: the life begins at init_dev; other calls touch it.
     pub(super) fn touch_at_entry(&mut self, ev: &Event, frame: &Entering<'_>, func: &Arc<str>) {
         let Some(ptr) = frame.call.mdev else { return };
-        match self.profile.functions[frame.call.spec].role {
+        match frame.role {
             // The calls already gave the probe it is nested in this object.
             Role::InitDev => self.begin_life(ptr, ev, func),
             _ => {
@@ -399,7 +399,7 @@ impl Auditor {
         ptr: u64,
         func: &Arc<str>,
     ) {
-        match self.profile.functions[frame.call.spec].role {
+        match frame.role {
             Role::MigrationCapabilities => {
                 let m = &self.mdevs[&ptr];
                 if m.registered && !m.adopted && !frame.x.lock_fault {

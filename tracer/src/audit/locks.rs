@@ -19,7 +19,7 @@ impl Auditor {
         stack: &[Arc<str>],
         func: &Arc<str>,
     ) {
-        let contract = self.profile.functions[frame.call.spec].lock;
+        let contract = frame.contract;
         match (lock_kept(contract, lock), contract) {
             (Some(false), LockContract::Held) => {
                 let who = match lock {

@@ -39,7 +39,7 @@ use crate::model::{Body, Event};
 // The rules' tests name lock observations through `super::*`.
 #[cfg(test)]
 use crate::model::LockObs;
-use crate::profile::{Profile, Role};
+use crate::profile::{LockContract, Profile, Role};
 
 /// How many findings are kept in full; the rest are counted by kind.
 pub const FINDINGS_KEPT: usize = 10_000;
@@ -63,6 +63,9 @@ type Frame = crate::calls::Frame<CallState>;
 /// write what the auditor keeps about it.
 struct Entering<'a> {
     call: &'a crate::calls::Entered,
+    /// The function's role and lock contract, read from the profile once per entry.
+    role: Role,
+    contract: LockContract,
     x: &'a mut CallState,
 }
 
@@ -455,7 +458,17 @@ impl Auditor {
     #[inline]
     fn on_enter(&mut self, ev: &Event, call: &crate::calls::Entered) -> CallState {
         let mut x = CallState::default();
-        self.judge_entry(ev, &mut Entering { call, x: &mut x });
+        let spec = &self.profile.functions[call.spec];
+        let (role, contract) = (spec.role, spec.lock);
+        self.judge_entry(
+            ev,
+            &mut Entering {
+                call,
+                role,
+                contract,
+                x: &mut x,
+            },
+        );
         x
     }
 
@@ -472,9 +485,8 @@ impl Auditor {
             return;
         };
         let (field, lock) = (*field, *lock);
-        let spec_idx = frame.call.spec;
-        self.functions[spec_idx].entries += 1;
-        let role = self.profile.functions[spec_idx].role;
+        self.functions[frame.call.spec].entries += 1;
+        let role = frame.role;
         if !frame.call.trusted {
             // A compiler clone: timed, but its registers may not be the C arguments.
             self.note_untrusted(ev.task.tid, ev.seq, trust::Why::Clone(func.clone()));

@@ -27,7 +27,7 @@ impl Auditor {
         func: &Arc<str>,
     ) {
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
-        match self.profile.functions[frame.call.spec].role {
+        match frame.role {
             Role::SetState => {
                 frame.x.requested = Some(arg(1));
                 frame.x.state_before = self.mdevs[&ptr].mig_state;
