@@ -10,8 +10,9 @@
 //! STAGE is `audit` (`Auditor::ingest` by reference), `audit_drop` (the same, each event
 //! dropped after it, as `aptrace report` streams), `audit_owned` (`ingest_owned`),
 //! `reorder`, `decode`, `pipeline` (decode → reorder → audit, as the `pipeline` group of
-//! the throughput bench) or `recording_read` (parse with every chunk's CRC, decode every
-//! event, as the `recording_read` group). Each runs in its own `stage_*` function: its inclusive count
+//! the throughput bench), `recording_read` (parse with every chunk's CRC, decode every
+//! event, as the `recording_read` group) or `report` (the text report of the audited mix,
+//! the part of (a) after the audit). Each runs in its own `stage_*` function: its inclusive count
 //! divided by the events is the figure of BENCHMARKS.md. Setup (generating and encoding the
 //! mix) is outside it. Without a stage, or with `--bench`/`--test` (cargo's own runs), every
 //! stage runs once.
@@ -90,6 +91,21 @@ fn stage_recording_read(file: bytes::Bytes) -> u64 {
     n
 }
 
+/// The report of an audited mix: `FileReport::new` (the views taken from the auditor) and
+/// its text, as `aptrace report` renders after the audit.
+#[inline(never)]
+fn stage_report(auditor: &Auditor) -> usize {
+    let source = tracer::report::SourceInfo::new(
+        "bench.aptr",
+        &tracer::recording::Header::default(),
+        (1, 0),
+        Vec::new(),
+        Vec::new(),
+    );
+    let file = tracer::report::FileReport::new(source, auditor, true);
+    tracer::report::Report { files: vec![file] }.to_text().len()
+}
+
 #[inline(never)]
 fn stage_pipeline(raw: &[u8], items: &[Source], syms: &Syms) -> usize {
     let mut p = Pipeline::new(Auditor::new(Profile::vfio_ap()), None);
@@ -122,6 +138,11 @@ fn main() {
     let all = stage.is_empty();
     if all || stage == "audit" {
         println!("audit: {} findings", stage_audit(&evs));
+    }
+    if all || stage == "report" {
+        let mut a = Auditor::new(Profile::vfio_ap());
+        evs.iter().for_each(|e| a.ingest(e));
+        println!("report: {} bytes", stage_report(&a));
     }
     if all || stage == "audit_owned" {
         println!("audit_owned: {} findings", stage_audit_owned(evs.clone()));

@@ -1,8 +1,9 @@
 //! The mdev's life: creation at init_dev, registration, open and close, removal, release;
 //! adoption of objects first seen mid-life, use after release, and the timeline.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +72,8 @@ pub struct TimelineEntry {
     pub seq: u64,
     #[serde(with = "crate::model::dec_u64")]
     pub ts_ns: u64,
-    pub what: String,
+    /// Shared text for the common entries (a report renders every kept entry of every life).
+    pub what: Cow<'static, str>,
     /// Migration state after this entry, when it is a migration step.
     pub mig_state: Option<MigState>,
 }
@@ -143,23 +145,63 @@ pub(super) enum Note {
 }
 
 impl Note {
-    fn render(&self) -> String {
+    fn render(&self) -> Cow<'static, str> {
         match self {
-            Note::Text(s) => (*s).to_string(),
-            Note::Adopted(func) => format!("first seen in {func} (adopted)"),
-            Note::OpenBy(pid) => format!("open by pid {pid}"),
-            Note::ProbeFailed(err) => format!("probe failed ({})", errno_name(*err)),
-            Note::OpenFailed(err) => format!("open failed ({})", errno_name(*err)),
-            Note::MigAllocated(p) => format!("mig_data {p:#x} allocated"),
-            Note::MigFreed(p) => format!("mig_data {p:#x} freed"),
-            Note::Refused(raw) => format!("request {} refused", state_name(*raw)),
-            Note::Step(from, to) => {
-                let from = from.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
-                format!("{from} → {to}")
-            }
-            Note::Superseded(n) => format!("superseded by life {n} (never released)"),
+            Note::Text(s) => Cow::Borrowed(s),
+            Note::Step(from, to) => Cow::Borrowed(step_text(*from, *to)),
+            Note::Adopted(func) => format!("first seen in {func} (adopted)").into(),
+            Note::OpenBy(pid) => around("open by pid ", &pid.to_string(), ""),
+            Note::ProbeFailed(err) => format!("probe failed ({})", errno_name(*err)).into(),
+            Note::OpenFailed(err) => format!("open failed ({})", errno_name(*err)).into(),
+            Note::MigAllocated(p) => around("mig_data ", &hex(*p), " allocated"),
+            Note::MigFreed(p) => around("mig_data ", &hex(*p), " freed"),
+            Note::Refused(raw) => format!("request {} refused", state_name(*raw)).into(),
+            Note::Superseded(n) => format!("superseded by life {n} (never released)").into(),
         }
     }
+}
+
+/// `{before}{middle}{after}`, without the formatting machinery (a report renders one per
+/// kept timeline entry).
+fn around(before: &str, middle: &str, after: &str) -> Cow<'static, str> {
+    let mut s = String::with_capacity(before.len() + middle.len() + after.len());
+    s.push_str(before);
+    s.push_str(middle);
+    s.push_str(after);
+    Cow::Owned(s)
+}
+
+/// `{v:#x}`, digit by digit.
+fn hex(v: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 18];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    i -= 2;
+    buf[i..i + 2].copy_from_slice(b"0x");
+    String::from_utf8_lossy(&buf[i..]).into_owned()
+}
+
+/// `{from} → {to}` (`?` for an unknown from), written once for every pair of states.
+fn step_text(from: Option<MigState>, to: MigState) -> &'static str {
+    const STATES: usize = MigState::ALL.len();
+    static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        let froms = std::iter::once("?").chain(MigState::ALL.iter().map(|s| s.name()));
+        froms
+            .flat_map(|f| MigState::ALL.iter().map(move |t| format!("{f} → {t}")))
+            .collect()
+    });
+    let row = from.map_or(0, |f| 1 + f as usize);
+    &texts[row * STATES + to as usize]
 }
 
 #[derive(Clone, Debug)]
@@ -231,17 +273,20 @@ impl Mdev {
             outstanding_bytes: self.outstanding_bytes,
             findings: self.findings,
             events: self.events,
-            timeline: self
-                .timeline
-                .iter()
-                .filter(|_| with_timeline)
-                .map(|n| TimelineEntry {
-                    seq: n.seq,
-                    ts_ns: n.ts_ns,
-                    what: n.note.render(),
-                    mig_state: n.mig_state,
-                })
-                .collect(),
+            timeline: match with_timeline {
+                // Mapped straight from the deque, the vector is allocated once at its size.
+                true => self
+                    .timeline
+                    .iter()
+                    .map(|n| TimelineEntry {
+                        seq: n.seq,
+                        ts_ns: n.ts_ns,
+                        what: n.note.render(),
+                        mig_state: n.mig_state,
+                    })
+                    .collect(),
+                false => Vec::new(),
+            },
             timeline_dropped: self.timeline_dropped,
         }
     }
@@ -517,5 +562,35 @@ impl Auditor {
             m.note(ev, Note::Text("released"), None);
         }
         self.forget_old_lives();
+    }
+}
+
+#[cfg(test)]
+mod step_text_tests {
+    use super::*;
+
+    #[test]
+    fn hex_reads_as_the_formatters() {
+        for v in [
+            0,
+            1,
+            0xf,
+            0x10,
+            0xdead_beef,
+            0xffff_8880_1000_0000,
+            u64::MAX,
+        ] {
+            assert_eq!(hex(v), format!("{v:#x}"));
+        }
+    }
+
+    #[test]
+    fn every_step_reads_as_its_two_states() {
+        for to in MigState::ALL {
+            assert_eq!(step_text(None, to), format!("? → {to}"));
+            for from in MigState::ALL {
+                assert_eq!(step_text(Some(from), to), format!("{from} → {to}"));
+            }
+        }
     }
 }

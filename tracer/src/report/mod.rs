@@ -171,7 +171,8 @@ impl FileReport {
         let guest = source.guest.as_deref().map(GuestFilter::parse);
         let mut findings = auditor.findings().to_vec();
         let mut mdevs = snap.mdevs;
-        let mut migrations = auditor.migrations();
+        // The snapshot made these already: each is a copy of everything kept.
+        let mut migrations = snap.migrations;
         if let Some(g) = &guest {
             findings.retain(|f| g.matches(f));
             mdevs.retain(|m| g.matches_mdev(m));
@@ -225,7 +226,7 @@ impl FileReport {
             findings,
             functions,
             mdevs,
-            lock_order: auditor.lock_order(),
+            lock_order: snap.lock_order,
             migrations,
             signatures: Signatures::of(auditor.profile()),
             source,

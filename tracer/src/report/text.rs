@@ -490,7 +490,9 @@ fn render_file(out: &mut String, f: &FileReport, st: &Style) {
     st.h2(out, "Migration timelines");
     // Only the lives that migrated: their state changes and refused requests. Their steps
     // are gathered for the lives shown only.
-    let is_step = |t: &&TimelineEntry| t.what.contains('→') || t.what.contains("refused");
+    let is_step = |t: &&TimelineEntry| {
+        t.what.contains('→') || (t.what.starts_with("request ") && t.what.ends_with(" refused"))
+    };
     let lives: Vec<&MdevView> = f
         .mdevs
         .iter()
