@@ -327,32 +327,19 @@ impl Recording {
         }
     }
 
-    /// [`Recording::for_each_event`] a batch at a time, for a consumer on another thread:
-    /// whole chunks are decoded straight into a vector, and `f` is handed each batch once it
-    /// holds `batch` events or more (the last may hold fewer). `f` gives back an empty vector
-    /// to fill next, or `None` to stop.
-    pub fn for_each_batch(
-        &self,
-        warnings: &mut Vec<String>,
-        batch: usize,
-        mut f: impl FnMut(Vec<Event>) -> Option<Vec<Event>>,
-    ) {
-        let mut out = Vec::with_capacity(batch);
-        for c in &self.chunks {
-            let before = out.len();
-            if let Err(e) = c.events_into(&mut out) {
-                warnings.push(c.undecodable((out.len() - before) as u32, &e));
-            }
-            if out.len() >= batch {
-                match f(std::mem::take(&mut out)) {
-                    Some(next) => out = next,
-                    None => return,
-                }
-            }
-        }
-        if !out.is_empty() {
-            f(out);
-        }
+    /// How many whole chunks were read: each decodes on its own, in any order or thread.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Appends the events of chunk `i` to `out`. A chunk that stops decoding appends those
+    /// before the fault and gives the warning [`Recording::for_each_event`] would push.
+    pub fn decode_chunk(&self, i: usize, out: &mut Vec<Event>) -> Option<String> {
+        let c = self.chunks.get(i)?;
+        let before = out.len();
+        c.events_into(out)
+            .err()
+            .map(|e| c.undecodable((out.len() - before) as u32, &e))
     }
 }
 
