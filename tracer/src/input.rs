@@ -95,9 +95,10 @@ pub enum Ahead {
 /// Chunks the helper thread decoded and the calling thread has not taken yet: the helper
 /// waits beyond that. A chunk is up to 64 KiB written, about 4000 events.
 const CHUNKS_AHEAD: usize = 3;
-/// Chunks the calling thread holds decoded ahead of the one it needs next (its own,
-/// decoded while the helper was still on that one): beyond that it waits instead.
-const CHUNKS_HELD: usize = 4;
+/// Events the calling thread holds decoded ahead of the chunk it needs next (its own,
+/// decoded while the helper was still on that one): beyond that it waits instead. About
+/// four chunks as aptrace writes them; a recording of larger chunks holds one at a time.
+const HELD_EVENTS: usize = 16 * 1024;
 
 /// One chunk's events, decoded by either thread, with the warning of a chunk that stopped
 /// decoding.
@@ -274,7 +275,7 @@ impl Opened {
                     }
                 }
             });
-            let mut held: Vec<DecodedChunk> = Vec::with_capacity(CHUNKS_AHEAD + CHUNKS_HELD);
+            let mut held: Vec<DecodedChunk> = Vec::new();
             let mut own: Option<Vec<Event>> = None;
             let mut prev = None;
             let mut want = 0;
@@ -306,10 +307,14 @@ impl Opened {
                 }
                 let got = match full_rx.try_recv() {
                     Ok(d) => Some(d),
-                    Err(TryRecvError::Empty) if held.len() < CHUNKS_HELD => match claim() {
-                        Some(i) => Some(decode(i, own.take().unwrap_or_default())),
-                        None => full_rx.recv().ok(),
-                    },
+                    Err(TryRecvError::Empty)
+                        if held.iter().map(|d| d.events.len()).sum::<usize>() < HELD_EVENTS =>
+                    {
+                        match claim() {
+                            Some(i) => Some(decode(i, own.take().unwrap_or_default())),
+                            None => full_rx.recv().ok(),
+                        }
+                    }
                     Err(_) => full_rx.recv().ok(),
                 };
                 match got {
@@ -413,7 +418,7 @@ mod tests {
         let Body::Recording(r) = &open().body else {
             panic!("a recording")
         };
-        assert!(r.chunk_count() > 2 * (CHUNKS_AHEAD + CHUNKS_HELD));
+        assert!(r.chunk_count() > 2 * CHUNKS_AHEAD + 8);
         let inline = seen(&mut open(), Ahead::Inline);
         assert!(
             inline.len() > n,
