@@ -213,13 +213,14 @@ impl Opened {
         }
     }
 
-    /// [`Opened::for_each_event`] by reference, with the reading and decoding done ahead on a
+    /// [`Opened::for_each_event`] by reference, in runs of consecutive events (a chunk's,
+    /// split where a `lost` event goes), with the reading and decoding done ahead on a
     /// second thread when the machine has two cores: `f` (the auditor, say) then runs beside
     /// the decoder instead of after it. `f` still sees every event once, in order, on the
     /// calling thread.
-    pub fn for_each_event_read_ahead(&mut self, f: impl FnMut(&Event)) {
+    pub fn for_each_run_read_ahead(&mut self, f: impl FnMut(&[Event])) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.for_each_event_ahead(
+        self.for_each_run_ahead(
             if cores >= 2 {
                 Ahead::Thread
             } else {
@@ -229,21 +230,19 @@ impl Opened {
         )
     }
 
-    /// [`Opened::for_each_event_read_ahead`], with the choice of thread made by the caller.
-    /// JSON lines are in memory already: they are always handed on inline.
-    pub fn for_each_event_ahead(&mut self, ahead: Ahead, mut f: impl FnMut(&Event)) {
-        let Opened {
-            body: Body::Recording(r),
-            warnings,
-            damage,
-            ..
-        } = self
-        else {
-            return self.for_each_event(|e| f(&e));
+    /// [`Opened::for_each_run_read_ahead`], with the choice of thread made by the caller.
+    /// JSON lines are in memory already: they are handed on as one run.
+    pub fn for_each_run_ahead(&mut self, ahead: Ahead, mut f: impl FnMut(&[Event])) {
+        let r = match &self.body {
+            Body::Jsonl(events) => return f(events),
+            Body::Recording(r) => r,
         };
         if ahead == Ahead::Inline {
-            return self.for_each_event(|e| f(&e));
+            return self.for_each_event(|e| f(std::slice::from_ref(&e)));
         }
+        let Opened {
+            warnings, damage, ..
+        } = self;
         let r: &Recording = r;
         let before = warnings.len();
         let chunks = r.chunk_count();
@@ -286,12 +285,19 @@ impl Opened {
                         warning,
                         ..
                     } = held.swap_remove(at);
-                    for e in &events {
+                    let mut start = 0;
+                    for (i, e) in events.iter().enumerate() {
                         if let Some(gap) = gap_before(prev, e) {
-                            f(&gap);
+                            if start < i {
+                                f(&events[start..i]);
+                            }
+                            f(std::slice::from_ref(&gap));
+                            start = i;
                         }
                         prev = Some(e.seq);
-                        f(e);
+                    }
+                    if start < events.len() {
+                        f(&events[start..]);
                     }
                     warnings.extend(warning);
                     // Dropped here, by the thread that has them in its cache.
@@ -404,7 +410,9 @@ mod tests {
 
     fn seen(o: &mut Opened, ahead: Ahead) -> Vec<(u64, String)> {
         let mut out = Vec::new();
-        o.for_each_event_ahead(ahead, |e| out.push((e.seq, format!("{:?}", e.body))));
+        o.for_each_run_ahead(ahead, |run| {
+            out.extend(run.iter().map(|e| (e.seq, format!("{:?}", e.body))))
+        });
         out
     }
 

@@ -89,6 +89,25 @@ pub struct Event {
     pub body: Body,
 }
 
+/// Asks the cache for `ev`'s lines ahead of their use (a hint: nothing is read, nothing
+/// can fault). Only on x86_64; elsewhere it does nothing.
+#[inline(always)]
+pub fn prefetch(ev: &Event) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = (ev as *const Event).cast::<i8>();
+        let mut at = 0;
+        while at < std::mem::size_of::<Event>() {
+            // SAFETY: a prefetch reads nothing and cannot fault; the address is inside `ev`.
+            unsafe { _mm_prefetch(p.add(at), _MM_HINT_T0) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ev;
+}
+
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]

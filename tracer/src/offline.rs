@@ -55,7 +55,7 @@ pub fn audit_opened(path: &str, mut opened: Opened, profile: Option<&Profile>) -
     let (profile, warn) = profile_for(&opened.header, path, profile);
     let mut auditor = Auditor::new(profile);
     auditor.probes_attached(&opened.header.probes);
-    opened.for_each_event_read_ahead(|e| auditor.ingest(e));
+    opened.for_each_run_read_ahead(|run| auditor.ingest_all(run));
     let mut warnings = opened.warnings;
     warnings.extend(warn);
     let intact = opened.damage.is_empty();

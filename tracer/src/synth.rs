@@ -327,6 +327,32 @@ mod tests {
     }
 
     #[test]
+    fn a_run_audits_as_its_events_one_by_one() {
+        let mut g = Generator::new(11);
+        g.fault_every = 2;
+        g.faults = vec![Fault::Leak, Fault::InvalidArc, Fault::LockNotHeld];
+        for i in 0..40 {
+            g.life(i, 2);
+        }
+        let evs = g.into_events();
+        let (mut one, mut all) = (
+            Auditor::new(Profile::vfio_ap()),
+            Auditor::new(Profile::vfio_ap()),
+        );
+        evs.iter().for_each(|e| one.ingest(e));
+        all.ingest_all(&evs);
+        assert!(!one.findings().is_empty());
+        assert_eq!(
+            format!("{:?}", one.findings()),
+            format!("{:?}", all.findings())
+        );
+        assert_eq!(
+            format!("{:?}", one.snapshot()),
+            format!("{:?}", all.snapshot())
+        );
+    }
+
+    #[test]
     fn injected_faults_are_found_exactly() {
         let mut g = Generator::new(9);
         g.fault_every = 3;

@@ -30,7 +30,10 @@ const STAGES: &[(&str, &str)] = &[
         "reorder",
         "reorder (pipeline::reorder::Reorder, 50 ms window)",
     ),
-    ("audit_ingest", "auditor ingest (audit::Auditor::ingest)"),
+    (
+        "audit_ingest",
+        "auditor ingest (audit::Auditor::ingest_all)",
+    ),
     (
         "pipeline",
         "whole pipeline, one core (decode -> reorder -> audit)",
@@ -355,8 +358,9 @@ fn summary(target: &Path, out: &Path, quick: bool, kernel: &Kernel, load: &Load)
     }
     let ingest = q(number(&ratios, "ingest_events_per_s"));
     println!(
-        "auditor ingest, one core, timed rounds (ratios bench): {:.2} M events/s",
-        ingest / 1e6
+        "auditor ingest, one core, timed rounds (ratios bench): {:.2} M events/s; one `ingest` call per event: {:.2} M events/s",
+        ingest / 1e6,
+        q(number(&ratios, "ingest_one_by_one_events_per_s")) / 1e6
     );
     let a = q(number(&ratios, "a_ratio"));
     println!(

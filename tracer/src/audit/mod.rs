@@ -41,6 +41,9 @@ use crate::model::{Body, Event};
 use crate::model::LockObs;
 use crate::profile::{LockContract, Profile, Role};
 
+/// How far ahead [`Auditor::ingest_all`] asks for an event's lines: 4 to 16 measured alike.
+const PREFETCH_AHEAD: usize = 8;
+
 /// How many findings are kept in full; the rest are counted by kind.
 pub const FINDINGS_KEPT: usize = 10_000;
 
@@ -189,6 +192,19 @@ impl Auditor {
             }
             Body::Exit { .. } => self.ingest_exit(ev),
             _ => self.ingest_other(ev),
+        }
+    }
+
+    /// [`Auditor::ingest`] of each event of a run, in order. While one event is judged, the
+    /// lines of one a few places on are asked for: read one at a time from memory, an
+    /// event's three cache lines were about a quarter of the auditor's time on a large
+    /// input (hardware prefetching did not run far enough ahead of the rules).
+    pub fn ingest_all(&mut self, evs: &[Event]) {
+        for (i, e) in evs.iter().enumerate() {
+            if let Some(ahead) = evs.get(i + PREFETCH_AHEAD) {
+                crate::model::prefetch(ahead);
+            }
+            self.ingest(e);
         }
     }
 
