@@ -89,23 +89,25 @@ pub struct Event {
     pub body: Body,
 }
 
-/// Asks the cache for `ev`'s lines ahead of their use (a hint: nothing is read, nothing
-/// can fault). Only on x86_64; elsewhere it does nothing.
+/// Cache lines an event can span (it need not start on a line).
+pub const EVENT_LINES: usize = std::mem::size_of::<Event>().div_ceil(64) + 1;
+
+/// Asks the CPU to bring the first `lines` cache lines of `x` into its cache, ahead of
+/// their use (a hint: no effect on what the program does). Only on x86_64; elsewhere it
+/// does nothing.
 #[inline(always)]
-pub fn prefetch(ev: &Event) {
+pub fn prefetch<T: ?Sized>(x: &T, lines: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = (ev as *const Event).cast::<i8>();
-        let mut at = 0;
-        while at < std::mem::size_of::<Event>() {
-            // SAFETY: a prefetch reads nothing and cannot fault; the address is inside `ev`.
-            unsafe { _mm_prefetch(p.add(at), _MM_HINT_T0) };
-            at += 64;
+        let p = x as *const T as *const i8;
+        for i in 0..lines {
+            // SAFETY: a prefetch reads nothing the program sees and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * i)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = ev;
+    let _ = (x, lines);
 }
 
 /// What happened.

@@ -202,7 +202,7 @@ impl Auditor {
     pub fn ingest_all(&mut self, evs: &[Event]) {
         for (i, e) in evs.iter().enumerate() {
             if let Some(ahead) = evs.get(i + PREFETCH_AHEAD) {
-                crate::model::prefetch(ahead);
+                crate::model::prefetch(ahead, crate::model::EVENT_LINES);
             }
             self.ingest(e);
         }

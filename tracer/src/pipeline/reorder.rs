@@ -4,7 +4,7 @@
 //! buffer is full, or when the source has been idle (the caller says how long; no clock here),
 //! so the last event before a task hangs still reaches the auditor.
 
-use crate::model::Event;
+use crate::model::{prefetch, Event, EVENT_LINES};
 
 /// Released entries at the front of [`Held`] are dropped in one move once there are this
 /// many (and at least as many as live ones): a few moves per event, amortized.
@@ -91,26 +91,6 @@ impl Held {
 
 /// How many places ahead of the released event its successor's fetch is asked for.
 const PREFETCH_AHEAD: usize = 16;
-
-/// Cache lines an event can span (a box need not start on a line).
-const EVENT_LINES: usize = std::mem::size_of::<Event>().div_ceil(64) + 1;
-
-/// Asks the CPU to bring the first `lines` cache lines of `x` into its cache (a hint: no
-/// effect on what the program does).
-#[inline(always)]
-pub fn prefetch<T: ?Sized>(x: &T, lines: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = x as *const T as *const i8;
-        for i in 0..lines {
-            // SAFETY: a prefetch reads nothing the program sees and cannot fault.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * i)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (x, lines);
-}
 
 /// The reorder window.
 ///
