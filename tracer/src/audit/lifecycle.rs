@@ -247,6 +247,13 @@ impl Mdev {
         }
     }
 
+    /// Not released, and counted as seen: an event on it only adds one to its events
+    /// ([`Auditor::touch`]'s common case).
+    #[inline]
+    pub(super) fn live_and_counted(&self) -> bool {
+        self.phase != Phase::Released && !(self.adopted && self.events == 0)
+    }
+
     pub(super) fn note(&mut self, ev: &Event, note: Note, mig_state: Option<MigState>) {
         if self.timeline.len() == TIMELINE_CAP {
             self.timeline.pop_front();
@@ -320,7 +327,7 @@ impl Auditor {
             return false;
         }
         match self.mdevs.get_mut(&ptr) {
-            Some(m) if m.phase != Phase::Released && !(m.adopted && m.events == 0) => {
+            Some(m) if m.live_and_counted() => {
                 m.events += 1;
                 true
             }

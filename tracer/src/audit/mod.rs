@@ -590,17 +590,25 @@ impl Auditor {
             }
         }
         let Some(ptr) = r.mdev else { return };
-        // The return of a call entered before the release ended the life (remove puts the
-        // device itself, so release_dev runs nested in it) is not a use after release.
-        let straddles = frame.is_some_and(|f| {
-            self.mdevs.get(&ptr).is_some_and(|m| {
-                m.phase == Phase::Released && m.released_by.is_some_and(|r| r > f.call.enter.seq)
-            })
-        });
-        if role != Role::ReleaseDev && !straddles {
-            self.touch(ptr, ev, func);
-        } else if let Some(m) = self.mdevs.get_mut(&ptr) {
-            m.events += 1;
+        match self.mdevs.get_mut(&ptr) {
+            // The common case, in one lookup: a live mdev, one more event.
+            Some(m) if role != Role::ReleaseDev && m.live_and_counted() => m.events += 1,
+            _ => {
+                // The return of a call entered before the release ended the life (remove
+                // puts the device itself, so release_dev runs nested in it) is not a use
+                // after release.
+                let straddles = frame.is_some_and(|f| {
+                    self.mdevs.get(&ptr).is_some_and(|m| {
+                        m.phase == Phase::Released
+                            && m.released_by.is_some_and(|r| r > f.call.enter.seq)
+                    })
+                });
+                if role != Role::ReleaseDev && !straddles {
+                    self.touch(ptr, ev, func);
+                } else if let Some(m) = self.mdevs.get_mut(&ptr) {
+                    m.events += 1;
+                }
+            }
         }
         let lock_fault = frame.is_some_and(|f| f.x.lock_fault);
         match role {
