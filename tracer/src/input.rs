@@ -82,7 +82,7 @@ enum Body {
     Jsonl(Vec<Event>),
 }
 
-/// Where [`Opened::for_each_event_ahead`] reads and decodes.
+/// Where [`Opened::for_each_run_ahead`] reads and decodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ahead {
     /// On the calling thread, one event at a time.
