@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 
 use tracer::audit::Auditor;
-use tracer::model::prefetch;
-use tracer::model::{decode_record, Endian, Event};
+use tracer::model::{decode_record, prefetch, Endian, Event};
 use tracer::pipeline::reorder::Reorder;
 use tracer::pipeline::{Pipeline, REORDER_CAPACITY, REORDER_WINDOW_NS};
 use tracer::profile::Profile;

@@ -356,8 +356,6 @@ pub fn load(path: &Path) -> Result<Loaded, InputError> {
     })
 }
 
-/// Where sequence numbers jump (a damaged chunk was skipped), the `Lost` event to insert
-/// before `e`, so the auditor marks findings across the gap uncertain.
 /// What a chunk that passed its CRC and did not decode adds to the source's damage.
 fn undecoded_damage() -> Damage {
     Damage {
@@ -367,6 +365,8 @@ fn undecoded_damage() -> Damage {
     }
 }
 
+/// Where sequence numbers jump (a damaged chunk was skipped), the `Lost` event to insert
+/// before `e`, so the auditor marks findings across the gap uncertain.
 fn gap_before(prev: Option<u64>, e: &Event) -> Option<Event> {
     use crate::model::{Body, LossSource};
     let p = prev?;

@@ -50,10 +50,8 @@ impl Auditor {
     /// The file argument of a file operation's call, read from its entry.
     fn file_of(&self, spec: usize, entry: &Event) -> Option<u64> {
         let role = self.profile.functions[spec].role;
-        match &entry.body {
-            Body::Enter { args, .. } => role.file_arg().and_then(|i| args.get(i).copied()),
-            _ => None,
-        }
+        role.file_arg()
+            .and_then(|i| crate::calls::entry_arg(entry, i))
     }
 
     /// A read, write or release of a migration file: a file whose mdev's life has ended

@@ -150,44 +150,35 @@ impl Note {
             Note::Text(s) => Cow::Borrowed(s),
             Note::Step(from, to) => Cow::Borrowed(step_text(*from, *to)),
             Note::Adopted(func) => format!("first seen in {func} (adopted)").into(),
-            Note::OpenBy(pid) => around("open by pid ", &pid.to_string(), ""),
+            Note::OpenBy(pid) => format!("open by pid {pid}").into(),
             Note::ProbeFailed(err) => format!("probe failed ({})", errno_name(*err)).into(),
             Note::OpenFailed(err) => format!("open failed ({})", errno_name(*err)).into(),
-            Note::MigAllocated(p) => around("mig_data ", &hex(*p), " allocated"),
-            Note::MigFreed(p) => around("mig_data ", &hex(*p), " freed"),
+            Note::MigAllocated(p) => mig_data_text(*p, " allocated"),
+            Note::MigFreed(p) => mig_data_text(*p, " freed"),
             Note::Refused(raw) => format!("request {} refused", state_name(*raw)).into(),
             Note::Superseded(n) => format!("superseded by life {n} (never released)").into(),
         }
     }
 }
 
-/// `{before}{middle}{after}`, without the formatting machinery (a report renders one per
-/// kept timeline entry).
-fn around(before: &str, middle: &str, after: &str) -> Cow<'static, str> {
-    let mut s = String::with_capacity(before.len() + middle.len() + after.len());
-    s.push_str(before);
-    s.push_str(middle);
-    s.push_str(after);
+/// `mig_data {p:#x}{what}`, in one allocation and without the formatting machinery (two
+/// such entries per open, and a report renders every kept one).
+fn mig_data_text(p: u64, what: &str) -> Cow<'static, str> {
+    let mut s = String::with_capacity(9 + 18 + what.len());
+    s.push_str("mig_data ");
+    push_hex(&mut s, p);
+    s.push_str(what);
     Cow::Owned(s)
 }
 
-/// `{v:#x}`, digit by digit.
-fn hex(v: u64) -> String {
+/// Appends `{v:#x}`, digit by digit.
+fn push_hex(s: &mut String, v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 18];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-        if v == 0 {
-            break;
-        }
+    s.push_str("0x");
+    let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
+    for k in (0..digits).rev() {
+        s.push(char::from(DIGITS[((v >> (4 * k)) & 0xf) as usize]));
     }
-    i -= 2;
-    buf[i..i + 2].copy_from_slice(b"0x");
-    String::from_utf8_lossy(&buf[i..]).into_owned()
 }
 
 /// `{from} → {to}` (`?` for an unknown from), written once for every pair of states.
@@ -577,7 +568,7 @@ mod step_text_tests {
     use super::*;
 
     #[test]
-    fn hex_reads_as_the_formatters() {
+    fn mig_data_reads_as_the_formatters() {
         for v in [
             0,
             1,
@@ -587,7 +578,7 @@ mod step_text_tests {
             0xffff_8880_1000_0000,
             u64::MAX,
         ] {
-            assert_eq!(hex(v), format!("{v:#x}"));
+            assert_eq!(mig_data_text(v, " freed"), format!("mig_data {v:#x} freed"));
         }
     }
 

@@ -34,13 +34,18 @@ pub struct Call {
     pub mdev_device: Option<u64>,
 }
 
+/// Argument `i` of an entry, as captured, when it was.
+pub fn entry_arg(enter: &Event, i: usize) -> Option<u64> {
+    match &enter.body {
+        Body::Enter { args, .. } => args.get(i).copied(),
+        _ => None,
+    }
+}
+
 impl Call {
     /// Argument `i` as captured at entry, when it was.
     pub fn arg(&self, i: usize) -> Option<u64> {
-        match &self.enter.body {
-            Body::Enter { args, .. } => args.get(i).copied(),
-            _ => None,
-        }
+        entry_arg(&self.enter, i)
     }
 
     /// The lock as the probe read it at entry.
@@ -305,7 +310,7 @@ fn refill(dst: &mut Event, src: &Event) {
     }
 }
 
-impl<X: Default> Calls<X> {
+impl<X> Calls<X> {
     pub fn new(profile: &Profile) -> Calls<X> {
         Calls {
             index: profile.index().into_iter().collect(),
