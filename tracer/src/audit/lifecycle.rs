@@ -445,7 +445,7 @@ impl Auditor {
         match frame.role {
             Role::MigrationCapabilities => {
                 let m = &self.mdevs[&ptr];
-                if m.registered && !m.adopted && !frame.x.lock_fault {
+                if m.registered && !m.adopted && !frame.x.lock_fault() {
                     let label = self.mdev_label(ptr);
                     let msg = format!(
                         "{func} ran on {label} after probe had registered it: the VFIO core saw no mig_ops at registration"
@@ -456,7 +456,7 @@ impl Auditor {
             Role::Open => {
                 let task = self.task_ref(ev);
                 let m = self.mdevs.get_mut(&ptr).expect("touched");
-                let problem = if m.adopted || frame.x.lock_fault {
+                let problem = if m.adopted || frame.x.lock_fault() {
                     None
                 } else if m.phase == Phase::Probing {
                     Some("before probe registered it")
@@ -477,7 +477,7 @@ impl Auditor {
             }
             Role::Close => {
                 let m = &self.mdevs[&ptr];
-                if !m.open && !m.adopted && !frame.x.lock_fault && m.phase != Phase::Released {
+                if !m.open && !m.adopted && !frame.x.lock_fault() && m.phase != Phase::Released {
                     let label = self.mdev_label(ptr);
                     let msg = format!("{func} closed {label}, which was not open");
                     self.raise_plain(Kind::LifecycleOrder, Some(ptr), ev, func, msg);

@@ -36,7 +36,7 @@ impl Auditor {
                 let msg = format!(
                     "{func} asserts matrix_dev->mdevs_lock is held by the calling task, but it was {who}{on}"
                 );
-                frame.x.lock_fault = true;
+                frame.x.mark_lock_fault();
                 let mdev = frame.call.mdev;
                 self.raise(
                     Kind::LockNotHeld,
@@ -62,7 +62,7 @@ impl Auditor {
                     "{func} takes matrix_dev->mdevs_lock, but the calling task (pid {}) already holds it{inside}: this task will block on it for ever",
                     ev.task.tid
                 );
-                frame.x.lock_fault = true;
+                frame.x.mark_lock_fault();
                 let mdev = frame.call.mdev;
                 let evidence = holder.into_iter().collect();
                 self.raise(

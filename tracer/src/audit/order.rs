@@ -209,7 +209,7 @@ impl Auditor {
         func: &Arc<str>,
     ) {
         if self.order.takes[frame.call.spec].is_empty()
-            || frame.x.lock_fault
+            || frame.x.lock_fault()
             || !self.may_add_edge(ev, frame, lock)
         {
             return;

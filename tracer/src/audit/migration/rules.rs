@@ -29,9 +29,7 @@ impl Auditor {
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
         match frame.role {
             Role::SetState => {
-                frame.x.requested = Some(arg(1));
-                frame.x.state_before = self.mdevs[&ptr].mig_state;
-                frame.x.step_state = frame.x.state_before;
+                frame.x.begin_set_state(arg(1), self.mdevs[&ptr].mig_state);
             }
             Role::TransitionStep => {
                 let arcs = self.arcs;
@@ -41,17 +39,17 @@ impl Auditor {
                     .stack_mut(ev.task.tid)
                     .iter_mut()
                     .rev()
-                    .find(|f| f.x.requested.is_some() && f.call.mdev == Some(ptr));
+                    .find(|f| f.x.requested().is_some() && f.call.mdev == Some(ptr));
                 let mut fault = None;
                 if let Some(parent) = parent {
-                    if let Some(from) = parent.x.step_state {
+                    if let Some(from) = parent.x.step_state() {
                         match to {
                             Ok(to) if arcs.direct(from, to) => {}
                             Ok(to) => fault = Some(format!("{from} → {to}")),
                             Err(raw) => fault = Some(format!("{from} → invalid state {raw}")),
                         }
                         if fault.is_some() {
-                            parent.x.step_fault = true;
+                            parent.x.mark_step_fault();
                         }
                     }
                 }
@@ -134,9 +132,9 @@ impl Auditor {
                         .stack_mut(ev.task.tid)
                         .iter_mut()
                         .rev()
-                        .find(|f| f.x.requested.is_some() && f.call.mdev == Some(ptr)),
+                        .find(|f| f.x.requested().is_some() && f.call.mdev == Some(ptr)),
                 ) {
-                    parent.x.step_state = Some(to);
+                    parent.x.set_step_state(to);
                 }
             }
             _ => {}
@@ -154,12 +152,12 @@ impl Auditor {
         func: &Arc<str>,
     ) {
         let flags = self.profile.migration_flags;
-        let raw = frame.x.requested.unwrap_or(0);
+        let raw = frame.x.requested().unwrap_or(0);
         let requested = MigState::try_from(raw);
-        let before = frame.x.state_before;
+        let before = frame.x.state_before();
         // Messages are built only for a fault: most calls are clean.
         let label = || self.mdev_label(ptr);
-        let fault = if frame.x.step_fault {
+        let fault = if frame.x.step_fault() {
             None // already reported at the step that broke the machine
         } else if !requested.is_ok_and(|s| s.supported(flags)) {
             (!failed).then(|| {
