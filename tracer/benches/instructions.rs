@@ -116,7 +116,7 @@ fn stage_pipeline(raw: &[u8], items: &[Source], syms: &Syms) -> usize {
                     .expect("decodes")
                     .event
             }
-            Source::Made(e) => e.clone(),
+            Source::Made(e) => (**e).clone(),
         };
         p.push(ev);
     }

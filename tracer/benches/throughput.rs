@@ -128,7 +128,7 @@ fn stages(c: &mut Criterion) {
                             .expect("decodes")
                             .event
                     }
-                    Source::Made(e) => e.clone(),
+                    Source::Made(e) => (**e).clone(),
                 };
                 p.push(ev);
             }

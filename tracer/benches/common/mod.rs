@@ -229,10 +229,12 @@ pub fn median(v: &mut [f64]) -> f64 {
 }
 
 /// One item of what an agent reads: a ring-buffer record (its span in the byte buffer), or
-/// an event userspace makes itself (losses, guest names), which has no record.
+/// an event userspace makes itself (losses, guest names), which has no record. The few made
+/// events are boxed: inline, every item took an event's size, and reading the items took
+/// a twelfth of the pipeline's time, which an agent reading its ring buffer never pays.
 pub enum Source {
     Record(usize, usize),
-    Made(Event),
+    Made(Box<Event>),
 }
 
 /// The mix as the probes of an s390x host would hand it over: each event moved by up to 30
@@ -248,7 +250,7 @@ pub fn agent_input(evs: &[Event], syms: &Syms) -> (Vec<u8>, Vec<Source>) {
                 items.push(Source::Record(raw.len(), r.len()));
                 raw.extend_from_slice(&r);
             }
-            Err(_) => items.push(Source::Made(e)),
+            Err(_) => items.push(Source::Made(Box::new(e))),
         }
     }
     (raw, items)
