@@ -116,9 +116,10 @@ pub struct Return {
 
 /// A return and the call it ends (none when its entry was not seen).
 #[derive(Debug)]
+#[repr(C)]
 pub struct Exited<X> {
-    pub ret: Return,
     pub frame: Option<Frame<X>>,
+    pub ret: Return,
 }
 
 /// The interpretation of the event just delivered.
