@@ -2,7 +2,8 @@
 //! benchmarks of the `tracer` package and the kernel-side benchmark of the testbed, and prints
 //! every ratio of issue 7 (BENCHMARKS.md says how each is measured).
 //!
-//! Full: the criterion throughput benches (one million events per stage), the ratio bench
+//! Full: the benches are built first, and the run waits (up to 150 s) for the build's load
+//! to fall; then the criterion throughput benches (one million events per stage), the ratio bench
 //! (ingest rate, (a), (f)) and the memory bench (1 M and 10 M events), then the kernel-side
 //! figures (b)–(e), measured in the same run by the testbed's benchmark
 //! (`cargo xtask testbed --bench`: QEMU guests on x86_64-6.12 and s390x-6.12 unless
@@ -66,6 +67,54 @@ pub struct BenchArgs {
     pub kernel_runs: u32,
 }
 
+/// The benches whose figures a full run prints.
+const FIGURE_BENCHES: [&str; 3] = ["throughput", "ratios", "memory"];
+
+/// Builds the benches, then waits for the machine to settle before the first figure: on a
+/// fresh clone the build takes minutes, and a bench started at once measured its tail.
+fn settle_after_build(root: &Path) -> Result<()> {
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(root)
+        .args(["bench", "-p", "tracer", "--no-run"]);
+    for b in FIGURE_BENCHES {
+        build.args(["--bench", b]);
+    }
+    crate::cmd::run(&mut build)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // A quarter of a core each: 0.5 on the 2-core machines the targets were set on.
+    let mark = 0.25 * cores as f64;
+    let max = Duration::from_secs(150);
+    if let Some(l) = targets::one_minute_load().filter(|&l| l >= mark) {
+        println!(
+            "waiting for the machine to settle after the build: one-minute load {l:.2}, below {mark:.2} is quiet (at most {} s)",
+            max.as_secs()
+        );
+    }
+    let s = targets::settle(
+        mark,
+        max,
+        Duration::from_secs(5),
+        targets::one_minute_load,
+        std::thread::sleep,
+    );
+    if s.waited > Duration::ZERO || !s.quiet {
+        let load = s.load.map_or("unknown".into(), |l| format!("{l:.2}"));
+        if s.quiet {
+            println!(
+                "settled: one-minute load {load} after {} s",
+                s.waited.as_secs()
+            );
+        } else {
+            println!(
+                "not settled after {} s (one-minute load {load}): measuring anyway; the summary gives the load during the run",
+                s.waited.as_secs()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// What became of (b)–(e) in this run.
 enum Kernel {
     Measured(Vec<crate::testbed::bench::Figures>),
@@ -83,6 +132,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
+    if !quick {
+        settle_after_build(&root)?;
+    }
     let load = LoadWatch::start(Duration::from_secs(10));
     let out = target.join("aptrace-bench");
     let _ = std::fs::remove_dir_all(&out);
@@ -97,13 +149,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         )
     };
     if quick {
-        for b in ["throughput", "ratios", "memory"] {
+        for b in FIGURE_BENCHES {
             cargo_bench(b, &["--test"])?;
         }
     } else {
-        cargo_bench("throughput", &[])?;
-        cargo_bench("ratios", &[])?;
-        cargo_bench("memory", &[])?;
+        for b in FIGURE_BENCHES {
+            cargo_bench(b, &[])?;
+        }
     }
     let kernel = if quick {
         Kernel::NotMeasured(

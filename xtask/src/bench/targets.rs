@@ -119,6 +119,47 @@ impl Target {
     }
 }
 
+/// The one-minute load average, when `/proc/loadavg` can be read.
+pub fn one_minute_load() -> Option<f64> {
+    read_loadavg().map(|l| l[0])
+}
+
+/// How a wait for a quiet machine ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settled {
+    /// The one-minute load at the end (none when it cannot be read).
+    pub load: Option<f64>,
+    pub waited: Duration,
+    /// The load fell below the mark (or cannot be read, so there is nothing to wait for).
+    pub quiet: bool,
+}
+
+/// Waits, a `step` at a time and for at most `max`, until the one-minute load (`read`) is
+/// below `mark`. A build just before the benches leaves its load behind (and the linker's
+/// writes still going to disk): measured at once, the first figures paid for it.
+pub fn settle(
+    mark: f64,
+    max: Duration,
+    step: Duration,
+    mut read: impl FnMut() -> Option<f64>,
+    mut sleep: impl FnMut(Duration),
+) -> Settled {
+    let mut waited = Duration::ZERO;
+    loop {
+        let load = read();
+        let quiet = load.is_none_or(|l| l < mark);
+        if quiet || waited >= max {
+            return Settled {
+                load,
+                waited,
+                quiet,
+            };
+        }
+        sleep(step);
+        waited += step;
+    }
+}
+
 /// `/proc/loadavg`'s three averages.
 pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
     let mut w = text.split_whitespace().map(|s| s.parse::<f64>().ok());
@@ -224,6 +265,26 @@ impl Load {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settling_waits_for_the_load_to_fall_and_no_longer_than_its_limit() {
+        let step = Duration::from_secs(5);
+        let max = Duration::from_secs(20);
+        let mut slept = Duration::ZERO;
+        let mut loads = [1.9, 1.4, 0.9, 0.4, 0.2].into_iter();
+        let s = settle(0.5, max, step, || loads.next(), |d| slept += d);
+        assert_eq!(s.load, Some(0.4));
+        assert!(s.quiet);
+        assert_eq!((s.waited, slept), (Duration::from_secs(15), s.waited));
+        // Never quiet: it gives up at the limit and says so.
+        let s = settle(0.5, max, step, || Some(1.5), |_| {});
+        assert_eq!((s.quiet, s.waited, s.load), (false, max, Some(1.5)));
+        // Already quiet, or no /proc/loadavg: no wait.
+        let s = settle(0.5, max, step, || Some(0.1), |_| panic!("slept"));
+        assert_eq!((s.quiet, s.waited), (true, Duration::ZERO));
+        let s = settle(0.5, max, step, || None, |_| panic!("slept"));
+        assert!(s.quiet && s.load.is_none());
+    }
 
     #[test]
     fn a_figure_meets_its_target_only_by_a_number() {
