@@ -4,7 +4,7 @@
 //! Reading kallsyms takes seconds under emulated s390x: read it once per module load.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::model::Symbolizer;
 use crate::recording::Symbol;
@@ -51,6 +51,21 @@ pub struct Kallsyms {
     by_name: HashMap<String, Vec<Sym>>,
     /// True when every address read as 0 (not root, or kptr_restrict).
     pub zeroed: bool,
+    /// Function names already handed out, by text symbol.
+    named: Named,
+}
+
+/// The names [`Symbolizer::function_at`] gave, by index into [`Kallsyms::text`]: the agent
+/// names the function of every record it decodes, and a new string each time was an
+/// allocation, a copy and a free per event (while a few functions make nearly every
+/// record). A copy of the table starts without them.
+#[derive(Debug, Default)]
+struct Named(Mutex<HashMap<u32, Arc<str>>>);
+
+impl Clone for Named {
+    fn clone(&self) -> Named {
+        Named::default()
+    }
 }
 
 impl Default for Kallsyms {
@@ -61,6 +76,7 @@ impl Default for Kallsyms {
             modules: vec![String::new()],
             by_name: HashMap::new(),
             zeroed: false,
+            named: Named::default(),
         }
     }
 }
@@ -275,16 +291,29 @@ impl Kallsyms {
     }
 
     fn containing(&self, addr: u64) -> Option<&TextSym> {
-        let i = self.text.partition_point(|s| s.addr <= addr);
-        let s = self.text.get(i.checked_sub(1)?)?;
+        self.containing_at(addr).map(|i| &self.text[i])
+    }
+
+    /// The index in `text` of the symbol containing `addr`.
+    fn containing_at(&self, addr: u64) -> Option<usize> {
+        let i = self
+            .text
+            .partition_point(|s| s.addr <= addr)
+            .checked_sub(1)?;
         // Beyond 1 MiB past a symbol it is not that function any more.
-        (addr - s.addr < 0x10_0000).then_some(s)
+        (addr - self.text[i].addr < 0x10_0000).then_some(i)
     }
 }
 
 impl Symbolizer for Kallsyms {
     fn function_at(&self, addr: u64) -> Option<Arc<str>> {
-        self.containing(addr).map(|s| Arc::from(self.name(s)))
+        let i = self.containing_at(addr)?;
+        // A poisoned lock still holds good names: a panic cannot leave one half made.
+        let mut named = self.named.0.lock().unwrap_or_else(|e| e.into_inner());
+        let name = named
+            .entry(i as u32)
+            .or_insert_with(|| Arc::from(self.name(&self.text[i])));
+        Some(name.clone())
     }
 
     fn frame(&self, addr: u64) -> Arc<str> {
@@ -357,6 +386,18 @@ ffffffffc0b00000 t other_fn\t[other]
             &*k.frame(0xffffffffc0a01410),
             "vfio_ap_get_state+0x10 [vfio_ap]"
         );
+        // A function's name is made once and shared by every later record of it.
+        let (a, b) = (
+            k.function_at(0xffffffffc0a01010).unwrap(),
+            k.function_at(0xffffffffc0a01020).unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(
+            k.function_at(0xffffffffc0a01410).as_deref(),
+            Some("vfio_ap_get_state"),
+            "another function keeps its own name"
+        );
+        assert!(k.function_at(0x1000).is_none(), "below every symbol");
         assert_eq!(k.module_symbols("vfio_ap").len(), 3);
     }
 
