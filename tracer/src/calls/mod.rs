@@ -6,7 +6,7 @@
 //! of the event just delivered as a [`Step`].
 
 pub(crate) mod fasthash;
-mod names;
+pub(crate) mod names;
 mod ret;
 pub mod show;
 

@@ -17,7 +17,7 @@ const PROBE: usize = 4;
 /// address cannot be reused by another string while cached. A name whose slot is taken
 /// tries the next few (two names on one slot would otherwise evict each other on every
 /// call, each time paying the suffix scan and the map).
-pub(super) struct NameCache {
+pub(crate) struct NameCache {
     slots: [Option<(Arc<str>, NameHit)>; SLOTS],
 }
 
@@ -42,7 +42,7 @@ impl NameCache {
     }
 
     #[inline]
-    pub(super) fn lookup(&mut self, name: &Arc<str>, index: &FastMap<String, usize>) -> NameHit {
+    pub(crate) fn lookup(&mut self, name: &Arc<str>, index: &FastMap<String, usize>) -> NameHit {
         let home = Self::slot(name);
         // Nearly every lookup: the name on its own slot.
         if let Some((cached, hit)) = &self.slots[home] {

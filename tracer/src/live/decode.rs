@@ -8,6 +8,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use super::host::{guest_name_from_cmdline, Host};
+use crate::calls::fasthash::FastMap;
+use crate::calls::names::NameCache;
 use crate::model::{decode_record, Body, Decoded, Endian, Event, Symbolizer};
 use crate::profile::{Profile, Role};
 
@@ -37,7 +39,12 @@ pub fn native_endian() -> Endian {
 /// Turns raw records into events: names, stacks, mdev and guest names.
 pub struct Decoder {
     endian: Endian,
-    roles: HashMap<String, Role>,
+    /// The profile's functions by name, their roles, and which function each name string
+    /// of the records is (by the string's identity: one lookup per record was a hash of
+    /// its name).
+    index: FastMap<String, usize>,
+    roles: Vec<Role>,
+    functions: NameCache,
     names: HashMap<u64, Arc<str>>,
     guests: HashSet<u32>,
     /// Guest names read ahead of their opens (`--guest PID`): the open is decoded after the
@@ -55,11 +62,9 @@ impl Decoder {
     pub fn new(profile: &Profile, endian: Endian, host: Host) -> Decoder {
         Decoder {
             endian,
-            roles: profile
-                .functions
-                .iter()
-                .map(|f| (f.name.clone(), f.role))
-                .collect(),
+            index: profile.index().into_iter().collect(),
+            roles: profile.functions.iter().map(|f| f.role).collect(),
+            functions: NameCache::default(),
             names: HashMap::new(),
             guests: HashSet::new(),
             named_ahead: HashMap::new(),
@@ -115,6 +120,14 @@ impl Decoder {
         }
     }
 
+    /// The role of the function a record names exactly (a compiler clone's is not taken).
+    fn role_of(&mut self, func: &Arc<str>) -> Option<Role> {
+        match self.functions.lookup(func, &self.index) {
+            Some((spec, false)) => self.roles.get(spec).copied(),
+            _ => None,
+        }
+    }
+
     /// What a decoded record adds to the stream.
     pub fn accept(
         &mut self,
@@ -138,7 +151,7 @@ impl Decoder {
                 }
                 self.names.insert(*mdev, uuid.clone());
             }
-            Body::Enter { func, .. } if self.roles.get(&**func) == Some(&Role::Open) => {
+            Body::Enter { func, .. } if self.role_of(func) == Some(Role::Open) => {
                 let pid = ev.task.pid;
                 if self.guests.insert(pid) {
                     let ahead = self.named_ahead.remove(&pid);
@@ -157,7 +170,7 @@ impl Decoder {
                     }
                 }
             }
-            Body::Exit { func, arg0, .. } if self.roles.get(&**func) == Some(&Role::ReleaseDev) => {
+            Body::Exit { func, arg0, .. } if self.role_of(func) == Some(Role::ReleaseDev) => {
                 self.names.remove(arg0);
             }
             _ => {}
@@ -340,6 +353,39 @@ mod tests {
             })
             .collect();
         assert_eq!(said, ["u-1", "u-2"]);
+
+        // The object's release forgets its name: the same name said again is news (a new
+        // life at that address). A compiler clone of the release function is not believed.
+        let release = Profile::vfio_ap()
+            .functions
+            .iter()
+            .find(|f| f.role == Role::ReleaseDev)
+            .map(|f| f.name.clone())
+            .unwrap();
+        let exit = |func: String| Body::Exit {
+            func: Arc::from(func),
+            ret: 0,
+            arg0: 0xa0,
+            duration_ns: None,
+            field: None,
+        };
+        out.clear();
+        for body in [
+            exit(format!("{release}.isra.0")),
+            name("u-2"),
+            exit(release.clone()),
+            name("u-2"),
+        ] {
+            d.accept(decoded(1, body, None), &NoSymbols, &NoStacks, &mut out);
+        }
+        let said: Vec<_> = out
+            .iter()
+            .filter_map(|e| match &e.body {
+                Body::MdevName { uuid, .. } => Some(uuid.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(said, ["u-2"], "said again only after the real release");
     }
 
     struct OneStack(Vec<u64>);
