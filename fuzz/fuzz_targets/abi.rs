@@ -1,12 +1,14 @@
-//! The ABI decoder: `model::decode_record` on arbitrary bytes, as written by a little- and
-//! a big-endian kernel. What decodes must encode back to a record that decodes the same,
-//! and be recordable and read back unchanged.
+//! The ABI decoder: `model::decode_record` (and `decode_record_into`, into a reused event)
+//! on arbitrary bytes, as written by a little- and a big-endian kernel. What decodes must
+//! encode back to a record that decodes the same, and be recordable and read back unchanged.
 #![no_main]
 
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use tracer::model::{decode_record, encode_record, Body, Decoded, Endian, Event, Symbolizer};
+use tracer::model::{
+    decode_record, decode_record_into, encode_record, Body, Decoded, Endian, Event, Symbolizer,
+};
 use tracer::recording::{Header, Recording, Writer};
 
 /// Knows the functions at non-zero addresses whose low byte is zero, as a real symbol table
@@ -31,8 +33,24 @@ fn lossy(e: &Event) -> bool {
 
 fuzz_target!(|data: &[u8]| {
     let mut events = Vec::new();
+    // One event decoded into over and over, as the live agent reuses boxes: the same as
+    // decoding afresh, and left as it was by bytes that do not decode.
+    let mut reused = Event::placeholder();
     for endian in [Endian::Little, Endian::Big] {
-        if let Ok(mut d) = decode_record(data, endian, &SomeSymbols) {
+        let before = reused.clone();
+        let into = decode_record_into(data, endian, &SomeSymbols, &mut reused);
+        let fresh = decode_record(data, endian, &SomeSymbols);
+        match &fresh {
+            Ok(d) => {
+                assert_eq!(into, Ok(d.stack_id));
+                assert_eq!(reused, d.event);
+            }
+            Err(e) => {
+                assert_eq!(into.as_ref(), Err(e));
+                assert_eq!(reused, before);
+            }
+        }
+        if let Ok(mut d) = fresh {
             let again = |d: &Decoded| {
                 let raw = encode_record(&d.event, d.stack_id, endian, &address_of).unwrap();
                 decode_record(&raw, endian, &SomeSymbols).unwrap()

@@ -22,7 +22,7 @@ mod common;
 use std::hint::black_box;
 
 use tracer::audit::Auditor;
-use tracer::model::{decode_record, Endian, Event};
+use tracer::model::{decode_record, decode_record_into, Endian, Event};
 use tracer::pipeline::reorder::Reorder;
 use tracer::pipeline::{Pipeline, REORDER_CAPACITY, REORDER_WINDOW_NS};
 use tracer::profile::Profile;
@@ -110,15 +110,14 @@ fn stage_report(auditor: &Auditor) -> usize {
 fn stage_pipeline(raw: &[u8], items: &[Source], syms: &Syms) -> usize {
     let mut p = Pipeline::new(Auditor::new(Profile::vfio_ap()), None);
     for item in items {
-        let ev = match item {
+        match item {
             Source::Record(o, l) => {
-                decode_record(&raw[*o..*o + *l], Endian::Big, syms)
-                    .expect("decodes")
-                    .event
+                let mut b = p.spare_box();
+                decode_record_into(&raw[*o..*o + *l], Endian::Big, syms, &mut b).expect("decodes");
+                p.push_boxed(b);
             }
-            Source::Made(e) => (**e).clone(),
-        };
-        p.push(ev);
+            Source::Made(e) => p.push((**e).clone()),
+        }
     }
     let (a, err) = p.finish();
     assert!(err.is_none());

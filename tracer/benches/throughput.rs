@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 
 use tracer::audit::Auditor;
-use tracer::model::{decode_record, prefetch, Endian, Event};
+use tracer::model::{decode_record, decode_record_into, prefetch, Endian, Event};
 use tracer::pipeline::reorder::Reorder;
 use tracer::pipeline::{Pipeline, REORDER_CAPACITY, REORDER_WINDOW_NS};
 use tracer::profile::Profile;
@@ -122,15 +122,15 @@ fn stages(c: &mut Criterion) {
         b.iter(|| {
             let mut p = Pipeline::new(Auditor::new(Profile::vfio_ap()), None);
             for item in &items {
-                let ev = match item {
+                match item {
                     Source::Record(o, l) => {
-                        decode_record(&raw[*o..*o + *l], Endian::Big, &syms)
-                            .expect("decodes")
-                            .event
+                        let mut b = p.spare_box();
+                        decode_record_into(&raw[*o..*o + *l], Endian::Big, &syms, &mut b)
+                            .expect("decodes");
+                        p.push_boxed(b);
                     }
-                    Source::Made(e) => (**e).clone(),
-                };
-                p.push(ev);
+                    Source::Made(e) => p.push((**e).clone()),
+                }
             }
             let (a, err) = p.finish();
             assert!(err.is_none());

@@ -13,7 +13,9 @@ mod record;
 
 pub use crate::bytes_reader::Endian;
 pub use args::Args;
-pub use record::{decode_record, encode_record, Addresses, DecodeError, Decoded, EncodeError};
+pub use record::{
+    decode_record, decode_record_into, encode_record, Addresses, DecodeError, Decoded, EncodeError,
+};
 
 /// How a probe saw `matrix_dev->mdevs_lock` when a function was entered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -309,6 +311,25 @@ pub mod dec_opt {
 }
 
 impl Event {
+    /// An event that says nothing (no loss counted), to be overwritten: the room a
+    /// decoder fills ([`decode_record_into`]).
+    pub fn placeholder() -> Event {
+        Event {
+            seq: 0,
+            ts_ns: 0,
+            cpu: 0,
+            task: Task {
+                pid: 0,
+                tid: 0,
+                comm: Arc::from(""),
+            },
+            body: Body::Lost {
+                count: 0,
+                source: LossSource::RingBuffer,
+            },
+        }
+    }
+
     /// One line a person can read: what happened, without the time and task. Without the
     /// function's signature: two arguments, the return register read as best it can be.
     pub fn describe(&self) -> String {

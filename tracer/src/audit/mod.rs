@@ -329,6 +329,15 @@ impl Auditor {
         self.calls.boxed_owned(ev)
     }
 
+    /// A box to decode the next event into ([`crate::model::decode_record_into`]): one
+    /// the auditor is done with when it has one, else a new one.
+    #[inline]
+    pub fn spare_box(&mut self) -> Box<Event> {
+        self.calls
+            .take_spare()
+            .unwrap_or_else(|| Box::new(Event::placeholder()))
+    }
+
     /// Takes back a box [`Auditor::ingest_boxed`] returned, to be refilled by
     /// [`Auditor::boxed`].
     #[inline]

@@ -363,17 +363,22 @@ impl<X> Calls<X> {
     /// `ev` moved into a spare box when there is one.
     #[inline]
     pub fn boxed_owned(&mut self, ev: Event) -> Box<Event> {
-        let spare = match self.spare.pop() {
-            Some(b) => Some(b),
-            // A pipeline's entries come boxed: their retired boxes wait by function.
-            None => self.by_spec.get_mut(self.spared_last).and_then(|v| v.pop()),
-        };
-        match spare {
+        match self.take_spare() {
             Some(mut b) => {
                 *b = ev;
                 b
             }
             None => Box::new(ev),
+        }
+    }
+
+    /// A box that is done with, for the next event, when there is one.
+    #[inline]
+    pub fn take_spare(&mut self) -> Option<Box<Event>> {
+        match self.spare.pop() {
+            Some(b) => Some(b),
+            // A pipeline's entries come boxed: their retired boxes wait by function.
+            None => self.by_spec.get_mut(self.spared_last).and_then(|v| v.pop()),
         }
     }
 

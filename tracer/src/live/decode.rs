@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::host::{guest_name_from_cmdline, Host};
 use crate::calls::fasthash::FastMap;
 use crate::calls::names::NameCache;
-use crate::model::{decode_record, Body, Decoded, Endian, Event, Symbolizer};
+use crate::model::{decode_record_into, Body, Endian, Event, Symbolizer};
 use crate::profile::{Profile, Role};
 
 /// The kernel's stack map, or a stand-in: the instruction pointers of a stack id.
@@ -96,14 +96,16 @@ impl Decoder {
         self.raw_dump = Some(w);
     }
 
-    /// Decodes one record and appends what it yields (nothing, the event, or a guest's
-    /// name and the event).
+    /// Decodes one record into a box from `spare` (one the auditor is done with, so the
+    /// event is written once, in place) and appends what it yields (nothing, the event,
+    /// or a guest's name and the event).
     pub fn decode(
         &mut self,
         raw: &[u8],
         symbols: &dyn Symbolizer,
         stacks: &dyn StackFrames,
-        out: &mut Vec<Event>,
+        spare: &mut dyn FnMut() -> Box<Event>,
+        out: &mut Vec<Box<Event>>,
     ) {
         if let Some(f) = &mut self.raw_dump {
             let _ = f
@@ -114,8 +116,9 @@ impl Decoder {
             symbols,
             names: &self.lock_names,
         };
-        match decode_record(raw, self.endian, &named) {
-            Ok(d) => self.accept(d, symbols, stacks, out),
+        let mut ev = spare();
+        match decode_record_into(raw, self.endian, &named, &mut ev) {
+            Ok(stack_id) => self.accept((ev, stack_id), symbols, stacks, out),
             Err(e) => log::warn!("undecodable record ({} bytes): {e}", raw.len()),
         }
     }
@@ -128,16 +131,15 @@ impl Decoder {
         }
     }
 
-    /// What a decoded record adds to the stream.
+    /// What a decoded record (its event and stack id) adds to the stream.
     pub fn accept(
         &mut self,
-        d: Decoded,
+        (mut ev, stack_id): (Box<Event>, Option<i32>),
         symbols: &dyn Symbolizer,
         stacks: &dyn StackFrames,
-        out: &mut Vec<Event>,
+        out: &mut Vec<Box<Event>>,
     ) {
-        let mut ev = d.event;
-        if let Some(ips) = d.stack_id.and_then(|id| stacks.frames(id as u32)) {
+        if let Some(ips) = stack_id.and_then(|id| stacks.frames(id as u32)) {
             let frames = useful_frames(ips.iter().map(|&ip| symbols.frame(ip)));
             match &mut ev.body {
                 Body::Enter { stack, .. } | Body::Alloc { stack, .. } => *stack = frames,
@@ -157,7 +159,7 @@ impl Decoder {
                     let ahead = self.named_ahead.remove(&pid);
                     let name = self.guest_name_of(pid).or(ahead);
                     if let Some(name) = name {
-                        out.push(Event {
+                        out.push(Box::new(Event {
                             seq: 0,
                             ts_ns: ev.ts_ns.saturating_sub(1),
                             cpu: ev.cpu,
@@ -166,7 +168,7 @@ impl Decoder {
                                 guest_pid: pid,
                                 name: Arc::from(name),
                             },
-                        });
+                        }));
                     }
                 }
             }
@@ -224,17 +226,15 @@ mod tests {
         }
     }
 
-    fn decoded(pid: u32, body: Body, stack_id: Option<i32>) -> Decoded {
-        Decoded {
-            event: Event {
-                seq: 0,
-                ts_ns: 1_000,
-                cpu: 1,
-                task: task(pid),
-                body,
-            },
-            stack_id,
-        }
+    fn decoded(pid: u32, body: Body, stack_id: Option<i32>) -> (Box<Event>, Option<i32>) {
+        let ev = Event {
+            seq: 0,
+            ts_ns: 1_000,
+            cpu: 1,
+            task: task(pid),
+            body,
+        };
+        (Box::new(ev), stack_id)
     }
 
     fn enter(func: &str) -> Body {
@@ -258,6 +258,10 @@ mod tests {
             .expect("an open function")
             .name
             .clone()
+    }
+
+    fn new_box() -> Box<Event> {
+        Box::new(Event::placeholder())
     }
 
     fn decoder(root: &Path) -> Decoder {
@@ -450,10 +454,10 @@ mod tests {
                 },
             ];
         }
-        let ev = decoded(7, body, None).event;
+        let ev = *decoded(7, body, None).0;
         let raw = encode_record(&ev, None, Endian::Little, &|_: &str| None).unwrap();
         let mut out = Vec::new();
-        d.decode(&raw, &NoSymbols, &NoStacks, &mut out);
+        d.decode(&raw, &NoSymbols, &NoStacks, &mut new_box, &mut out);
         let Body::Enter { locks, .. } = &out[0].body else {
             panic!("{out:?}");
         };
@@ -493,6 +497,7 @@ mod tests {
                 &data[off + 4..off + 4 + len],
                 &NoSymbols,
                 &NoStacks,
+                &mut new_box,
                 &mut out,
             );
             off += 4 + len;
@@ -502,7 +507,7 @@ mod tests {
         assert!(out.iter().any(|e| matches!(e.body, Body::Alloc { .. })));
         assert_eq!(*dump.lock().unwrap(), data);
         // An undecodable record is dropped, not passed on.
-        d.decode(&[0u8; 3], &NoSymbols, &NoStacks, &mut out);
+        d.decode(&[0u8; 3], &NoSymbols, &NoStacks, &mut new_box, &mut out);
         assert_eq!(out.len(), n);
     }
 }

@@ -129,8 +129,9 @@ fn c_string(raw: &[u8]) -> Arc<str> {
 /// A task's name, shared with the previous records of the same name: a few tasks make most
 /// records, and a fresh string per record was an allocation (and a free) per event. Names
 /// are remembered by their raw field (two word compares; bytes after the NUL differ only
-/// when a task renamed itself shorter, which costs a miss, not a wrong name).
-fn comm(raw: &[u8]) -> Arc<str> {
+/// when a task renamed itself shorter, which costs a miss, not a wrong name). `f` is given
+/// the shared string.
+fn with_comm<R>(raw: &[u8], f: impl FnOnce(&Arc<str>) -> R) -> R {
     const SLOTS: usize = 8;
     type Slot = Option<([u8; abi::COMM_LEN], Arc<str>)>;
     thread_local! {
@@ -138,19 +139,31 @@ fn comm(raw: &[u8]) -> Arc<str> {
             const { std::cell::RefCell::new([const { None }; SLOTS]) };
     }
     let Ok(key) = <[u8; abi::COMM_LEN]>::try_from(raw) else {
-        return c_string(raw);
+        return f(&c_string(raw));
     };
     RECENT.with(|recent| {
         let mut recent = recent.borrow_mut();
         if let Some((_, hit)) = recent.iter().flatten().find(|(k, _)| *k == key) {
-            return hit.clone();
+            return f(hit);
         }
         let made = c_string(raw);
+        let r = f(&made);
         // Most recent first; the oldest falls off.
         recent.rotate_right(1);
-        recent[0] = Some((key, made.clone()));
-        made
+        recent[0] = Some((key, made));
+        r
     })
+}
+
+/// What a record says, its task's name still raw.
+struct Parsed<'a> {
+    ts_ns: u64,
+    cpu: u32,
+    pid: u32,
+    tid: u32,
+    comm: &'a [u8],
+    body: Body,
+    stack_id: Option<i32>,
 }
 
 /// Decodes one raw ring-buffer record.
@@ -162,6 +175,53 @@ pub fn decode_record(
     endian: Endian,
     symbols: &dyn Symbolizer,
 ) -> Result<Decoded, DecodeError> {
+    let p = parse(buf, endian, symbols)?;
+    Ok(Decoded {
+        event: Event {
+            seq: 0,
+            ts_ns: p.ts_ns,
+            cpu: p.cpu,
+            task: Task {
+                pid: p.pid,
+                tid: p.tid,
+                comm: with_comm(p.comm, Arc::clone),
+            },
+            body: p.body,
+        },
+        stack_id: p.stack_id,
+    })
+}
+
+/// [`decode_record`] into `ev`, an event that is done with (a box the auditor gave back):
+/// nothing is built beside it and copied in, and its task's name is kept when the record
+/// names the same task (no reference count touched). Gives the stack id. On an error `ev`
+/// is as it was.
+pub fn decode_record_into(
+    buf: &[u8],
+    endian: Endian,
+    symbols: &dyn Symbolizer,
+    ev: &mut Event,
+) -> Result<Option<i32>, DecodeError> {
+    let p = parse(buf, endian, symbols)?;
+    ev.seq = 0;
+    ev.ts_ns = p.ts_ns;
+    ev.cpu = p.cpu;
+    ev.task.pid = p.pid;
+    ev.task.tid = p.tid;
+    with_comm(p.comm, |c| {
+        if !Arc::ptr_eq(&ev.task.comm, c) {
+            ev.task.comm = c.clone();
+        }
+    });
+    ev.body = p.body;
+    Ok(p.stack_id)
+}
+
+fn parse<'a>(
+    buf: &'a [u8],
+    endian: Endian,
+    symbols: &dyn Symbolizer,
+) -> Result<Parsed<'a>, DecodeError> {
     let hdr = core::mem::size_of::<abi::RecordHeader>();
     if buf.len() < hdr {
         return Err(DecodeError::Short {
@@ -182,11 +242,6 @@ pub fn decode_record(
     }
     let u64_at = |o: usize| r.read_at::<u64>(o);
     let flags: u16 = r.read_at(off::FLAGS)?;
-    let task = Task {
-        pid: r.read_at(off::TGID)?,
-        tid: r.read_at(off::PID)?,
-        comm: comm(r.bytes_at(off::COMM, abi::COMM_LEN)?),
-    };
     let name = |addr: u64| {
         symbols
             .function_at(addr)
@@ -270,14 +325,13 @@ pub fn decode_record(
             uuid: c_string(r.bytes_at(off::N_NAME, abi::NAME_LEN)?),
         },
     };
-    Ok(Decoded {
-        event: Event {
-            seq: 0,
-            ts_ns: u64_at(off::TS)?,
-            cpu: r.read_at(off::CPU)?,
-            task,
-            body,
-        },
+    Ok(Parsed {
+        ts_ns: u64_at(off::TS)?,
+        cpu: r.read_at(off::CPU)?,
+        pid: r.read_at(off::TGID)?,
+        tid: r.read_at(off::PID)?,
+        comm: r.bytes_at(off::COMM, abi::COMM_LEN)?,
+        body,
         stack_id,
     })
 }

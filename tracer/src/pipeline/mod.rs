@@ -91,6 +91,12 @@ impl Pipeline {
         self.push_boxed(b)
     }
 
+    /// A box to decode the next event into, then [`Pipeline::push_boxed`]: one the
+    /// auditor gave back when there is one, so that an event is written once, in place.
+    pub fn spare_box(&mut self) -> Box<Event> {
+        self.auditor.spare_box()
+    }
+
     /// [`Pipeline::push`] of a boxed event: boxed it stays, through the window into the
     /// auditor (an entry's box becomes its call's), without a copy of the event.
     pub fn push_boxed(&mut self, ev: Box<Event>) {

@@ -21,18 +21,21 @@ impl StackFrames for KernelStacks {
 }
 
 /// Decodes up to `limit` records from the ring; returns how many it took.
+// Boxed: each box goes on into the pipeline as it is (`Pipeline::push_boxed`).
+#[allow(clippy::vec_box)]
 pub fn drain(
     decoder: &mut Decoder,
     ring: &mut RingBuf<MapData>,
     limit: usize,
     symbols: &dyn Symbolizer,
     stacks: &KernelStacks,
-    out: &mut Vec<Event>,
+    spare: &mut dyn FnMut() -> Box<Event>,
+    out: &mut Vec<Box<Event>>,
 ) -> usize {
     let mut drained = 0;
     while drained < limit {
         let Some(item) = ring.next() else { break };
-        decoder.decode(&item, symbols, stacks, out);
+        decoder.decode(&item, symbols, stacks, spare, out);
         drained += 1;
     }
     drained

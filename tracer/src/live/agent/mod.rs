@@ -201,7 +201,10 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
     let mut last_module_check = Instant::now() - Duration::from_secs(10);
     let mut last_counters = Instant::now();
     let mut events_total = 0u64;
+    // Decoded events, boxed (each in a box the auditor gave back), and the agent's own
+    // loss counts.
     let mut batch = Vec::new();
+    let mut lost = Vec::new();
     let empty = Kallsyms::default();
     let mut preflight = opts.preflight.clone();
 
@@ -287,7 +290,7 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
                 let mut guard = guard.map_err(LiveError::os("polling the ring buffer"))?;
                 // Bounded, so a flood cannot starve signals, the deadline and the module
                 // check, nor grow the batch without limit.
-                let drained = drain(&mut decoder, guard.get_inner_mut(), DRAIN_BATCH, symbols, &stacks, &mut batch);
+                let drained = drain(&mut decoder, guard.get_inner_mut(), DRAIN_BATCH, symbols, &stacks, &mut || pipeline.spare_box(), &mut batch);
                 if drained < DRAIN_BATCH {
                     guard.clear_ready();
                 }
@@ -295,17 +298,20 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
             _ = tick.tick() => {
                 // Records are submitted without a wakeup until the ring is an eighth full
                 // (tracer-ebpf maps::wake_flags): the timer drains the rest.
-                drain(&mut decoder, ring.get_mut(), DRAIN_BATCH, symbols, &stacks, &mut batch);
+                drain(&mut decoder, ring.get_mut(), DRAIN_BATCH, symbols, &stacks, &mut || pipeline.spare_box(), &mut batch);
                 pipeline.idle();
             }
             _ = &mut stop => break,
         }
         if last_counters.elapsed() >= Duration::from_secs(1) {
             last_counters = Instant::now();
-            losses.push(clock_ns(libc::CLOCK_BOOTTIME) as u64, &mut batch);
+            losses.push(clock_ns(libc::CLOCK_BOOTTIME) as u64, &mut lost);
         }
-        events_total += batch.len() as u64;
+        events_total += (batch.len() + lost.len()) as u64;
         for ev in batch.drain(..) {
+            pipeline.push_boxed(ev);
+        }
+        for ev in lost.drain(..) {
             pipeline.push(ev);
         }
         if let Some(e) = pipeline.record_error.take() {
@@ -325,12 +331,16 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
             limit,
             symbols,
             &stacks,
+            &mut || pipeline.spare_box(),
             &mut batch,
         );
     }
-    losses.push(clock_ns(libc::CLOCK_BOOTTIME) as u64, &mut batch);
-    events_total += batch.len() as u64;
+    losses.push(clock_ns(libc::CLOCK_BOOTTIME) as u64, &mut lost);
+    events_total += (batch.len() + lost.len()) as u64;
     for ev in batch.drain(..) {
+        pipeline.push_boxed(ev);
+    }
+    for ev in lost.drain(..) {
         pipeline.push(ev);
     }
     if let Some(a) = attachment.take() {

@@ -117,6 +117,52 @@ fn every_kind_round_trips_in_both_byte_orders() {
     }
 }
 
+/// Decoded into one event over and over (a recycled box), every record reads as it does
+/// decoded fresh, whatever the event held before: each kind after each kind, other tasks,
+/// and a failed record that leaves it as it was.
+#[test]
+fn decoding_into_a_used_event_is_decoding_afresh() {
+    let mut kinds = every_kind();
+    let mut other = entry();
+    other.task = Task {
+        pid: 7,
+        tid: 8,
+        comm: Arc::from("kworker/1:0"),
+    };
+    if let Body::Enter {
+        field, locks, lock, ..
+    } = &mut other.body
+    {
+        *field = None;
+        locks.clear();
+        *lock = LockObs::NotChecked;
+    }
+    kinds.push((other, None));
+    for endian in [Endian::Little, Endian::Big] {
+        let mut into = Event::placeholder();
+        for (a, _) in &kinds {
+            for (b, stack_id) in &kinds {
+                for (ev, id) in [(a, None), (b, *stack_id)] {
+                    let raw = encode_record(ev, id, endian, &addr_of).unwrap();
+                    let got = decode_record_into(&raw, endian, &OneSym, &mut into);
+                    assert_eq!(got, Ok(id));
+                    assert_eq!(into, decode_record(&raw, endian, &OneSym).unwrap().event);
+                }
+                let before = into.clone();
+                assert!(decode_record_into(&[1, 0, 0], endian, &OneSym, &mut into).is_err());
+                assert_eq!(into, before, "a record that fails changes nothing");
+            }
+        }
+    }
+    // The task's name is the one string all its records share, not a copy per record.
+    let raw = encode_record(&entry(), None, Endian::Big, &addr_of).unwrap();
+    let mut into = Event::placeholder();
+    decode_record_into(&raw, Endian::Big, &OneSym, &mut into).unwrap();
+    let name = into.task.comm.clone();
+    decode_record_into(&raw, Endian::Big, &OneSym, &mut into).unwrap();
+    assert!(Arc::ptr_eq(&name, &into.task.comm));
+}
+
 /// Records of one task share its name's string; another task's name is its own.
 #[test]
 fn records_of_one_task_share_its_name() {
