@@ -35,7 +35,7 @@ use super::options::{LiveOptions, Session};
 use super::output::{say, Output};
 use super::report::{end_report, HostFacts};
 use super::resolve::resolve_for;
-use crate::model::Symbolizer;
+use crate::model::{Event, Symbolizer};
 use crate::pipeline::Pipeline;
 use crate::recording::Writer;
 use crate::report::Report;
@@ -307,13 +307,7 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
             last_counters = Instant::now();
             losses.push(clock_ns(libc::CLOCK_BOOTTIME) as u64, &mut lost);
         }
-        events_total += (batch.len() + lost.len()) as u64;
-        for ev in batch.drain(..) {
-            pipeline.push_boxed(ev);
-        }
-        for ev in lost.drain(..) {
-            pipeline.push(ev);
-        }
+        events_total += deliver(&mut pipeline, &mut batch, &mut lost);
         if let Some(e) = pipeline.record_error.take() {
             say!(out, "aptrace: recording stopped: {e}");
         }
@@ -336,13 +330,7 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
         );
     }
     losses.push(clock_ns(libc::CLOCK_BOOTTIME) as u64, &mut lost);
-    events_total += (batch.len() + lost.len()) as u64;
-    for ev in batch.drain(..) {
-        pipeline.push_boxed(ev);
-    }
-    for ev in lost.drain(..) {
-        pipeline.push(ev);
-    }
+    events_total += deliver(&mut pipeline, &mut batch, &mut lost);
     if let Some(a) = attachment.take() {
         a.detach(&mut ebpf);
     }
@@ -353,6 +341,21 @@ async fn run_async(opts: LiveOptions, session: Session) -> Result<Report> {
 
 /// Closes the recording (a header-only one if the module never attached) and prints the
 /// end-of-run report.
+/// Hands the decoded events (boxed, each into the auditor's own box) and then the agent's
+/// loss events to the pipeline; returns how many.
+// The boxes are what travels: each goes on into the pipeline as it is.
+#[allow(clippy::vec_box)]
+fn deliver(pipeline: &mut Pipeline, batch: &mut Vec<Box<Event>>, lost: &mut Vec<Event>) -> u64 {
+    let n = (batch.len() + lost.len()) as u64;
+    for ev in batch.drain(..) {
+        pipeline.push_boxed(ev);
+    }
+    for ev in lost.drain(..) {
+        pipeline.push(ev);
+    }
+    n
+}
+
 fn finish(
     opts: &LiveOptions,
     out: &Output,
