@@ -229,7 +229,6 @@ impl<X> Tasks<X> {
 
 /// Per-task call stacks and the mdev each call is about. `X` is what the user keeps per call.
 pub struct Calls<X> {
-    index: FastMap<String, usize>,
     specs: Vec<Spec>,
     names: NameCache,
     tasks: Tasks<X>,
@@ -319,7 +318,6 @@ fn refill(dst: &mut Event, src: &Event) {
 impl<X> Calls<X> {
     pub fn new(profile: &Profile) -> Calls<X> {
         Calls {
-            index: profile.index().into_iter().collect(),
             specs: profile
                 .functions
                 .iter()
@@ -329,7 +327,7 @@ impl<X> Calls<X> {
                     ret: f.ret_type(),
                 })
                 .collect(),
-            names: NameCache::default(),
+            names: NameCache::new(profile),
             tasks: Tasks::default(),
             mdev_devices: FastMap::default(),
             attributed: None,
@@ -427,7 +425,7 @@ impl<X> Calls<X> {
         else {
             return None;
         };
-        let (spec, clone) = self.names.lookup(func, &self.index)?;
+        let (spec, clone) = self.names.lookup(func)?;
         let s = self.specs[spec];
         let arg0 = args.first().copied().unwrap_or(0);
         let mut call = Entered {
@@ -493,7 +491,7 @@ impl<X> Calls<X> {
         else {
             return None;
         };
-        let (spec, clone) = self.names.lookup(func, &self.index)?;
+        let (spec, clone) = self.names.lookup(func)?;
         let s = self.specs[spec];
         let mut missed = 0;
         let frame = self.tasks.get_mut(ev.task.tid).and_then(|fs| {

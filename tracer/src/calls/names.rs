@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::fasthash::FastMap;
-use crate::profile::strip_clone_suffix;
+use crate::profile::{strip_clone_suffix, Profile};
 
 /// Slots of the cache: more than the names a profile and its compiler clones give, so that
 /// every name of a run keeps its slot.
@@ -18,15 +18,9 @@ const PROBE: usize = 4;
 /// tries the next few (two names on one slot would otherwise evict each other on every
 /// call, each time paying the suffix scan and the map).
 pub(crate) struct NameCache {
+    /// The profile's functions by name, for a name not cached.
+    index: FastMap<String, usize>,
     slots: [Option<(Arc<str>, NameHit)>; SLOTS],
-}
-
-impl Default for NameCache {
-    fn default() -> Self {
-        NameCache {
-            slots: std::array::from_fn(|_| None),
-        }
-    }
 }
 
 /// The profile function's index and whether the name is a compiler clone; `None` when the
@@ -34,6 +28,18 @@ impl Default for NameCache {
 type NameHit = Option<(usize, bool)>;
 
 impl NameCache {
+    /// For the functions of `profile`.
+    pub(crate) fn new(profile: &Profile) -> NameCache {
+        NameCache::with_index(profile.index().into_iter().collect())
+    }
+
+    fn with_index(index: FastMap<String, usize>) -> NameCache {
+        NameCache {
+            index,
+            slots: std::array::from_fn(|_| None),
+        }
+    }
+
     #[inline]
     fn slot(name: &Arc<str>) -> usize {
         let p = Arc::as_ptr(name) as *const u8 as usize as u64;
@@ -42,7 +48,7 @@ impl NameCache {
     }
 
     #[inline]
-    pub(crate) fn lookup(&mut self, name: &Arc<str>, index: &FastMap<String, usize>) -> NameHit {
+    pub(crate) fn lookup(&mut self, name: &Arc<str>) -> NameHit {
         let home = Self::slot(name);
         // Nearly every lookup: the name on its own slot.
         if let Some((cached, hit)) = &self.slots[home] {
@@ -50,16 +56,11 @@ impl NameCache {
                 return *hit;
             }
         }
-        self.lookup_further(name, index, home)
+        self.lookup_further(name, home)
     }
 
     #[inline(never)]
-    fn lookup_further(
-        &mut self,
-        name: &Arc<str>,
-        index: &FastMap<String, usize>,
-        home: usize,
-    ) -> NameHit {
+    fn lookup_further(&mut self, name: &Arc<str>, home: usize) -> NameHit {
         let mut free = None;
         for i in (home..home + PROBE).map(|i| i % SLOTS) {
             match &self.slots[i] {
@@ -72,7 +73,7 @@ impl NameCache {
             }
         }
         let (base, clone) = strip_clone_suffix(name);
-        let hit = index.get(base).map(|&spec| (spec, clone));
+        let hit = self.index.get(base).map(|&spec| (spec, clone));
         self.slots[free.unwrap_or(home)] = Some((name.clone(), hit));
         hit
     }
@@ -87,7 +88,7 @@ mod tests {
         let index: FastMap<String, usize> = [("f".to_string(), 0), ("g".to_string(), 1)]
             .into_iter()
             .collect();
-        let mut cache = NameCache::default();
+        let mut cache = NameCache::with_index(index);
         // More names than slots: slots are shared and replaced, answers stay the same.
         let names: Vec<Arc<str>> = (0..200)
             .map(|i| match i % 4 {
@@ -105,7 +106,7 @@ mod tests {
                     2 => Some((1, false)),
                     _ => None,
                 };
-                assert_eq!(cache.lookup(n, &index), want, "{n}");
+                assert_eq!(cache.lookup(n), want, "{n}");
             }
         }
     }

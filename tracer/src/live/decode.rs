@@ -8,7 +8,6 @@ use std::io::Write;
 use std::sync::Arc;
 
 use super::host::{guest_name_from_cmdline, Host};
-use crate::calls::fasthash::FastMap;
 use crate::calls::names::NameCache;
 use crate::model::{decode_record_into, Body, Endian, Event, Symbolizer};
 use crate::profile::{Profile, Role};
@@ -39,12 +38,10 @@ pub fn native_endian() -> Endian {
 /// Turns raw records into events: names, stacks, mdev and guest names.
 pub struct Decoder {
     endian: Endian,
-    /// The profile's functions by name, their roles, and which function each name string
-    /// of the records is (by the string's identity: one lookup per record was a hash of
-    /// its name).
-    index: FastMap<String, usize>,
-    roles: Vec<Role>,
+    /// Which profile function each name string of the records is (by the string's
+    /// identity: one lookup per record was a hash of its name), and their roles.
     functions: NameCache,
+    roles: Vec<Role>,
     names: HashMap<u64, Arc<str>>,
     guests: HashSet<u32>,
     /// Guest names read ahead of their opens (`--guest PID`): the open is decoded after the
@@ -62,9 +59,8 @@ impl Decoder {
     pub fn new(profile: &Profile, endian: Endian, host: Host) -> Decoder {
         Decoder {
             endian,
-            index: profile.index().into_iter().collect(),
+            functions: NameCache::new(profile),
             roles: profile.functions.iter().map(|f| f.role).collect(),
-            functions: NameCache::default(),
             names: HashMap::new(),
             guests: HashSet::new(),
             named_ahead: HashMap::new(),
@@ -125,7 +121,7 @@ impl Decoder {
 
     /// The role of the function a record names exactly (a compiler clone's is not taken).
     fn role_of(&mut self, func: &Arc<str>) -> Option<Role> {
-        match self.functions.lookup(func, &self.index) {
+        match self.functions.lookup(func) {
             Some((spec, false)) => self.roles.get(spec).copied(),
             _ => None,
         }
