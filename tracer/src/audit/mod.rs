@@ -7,6 +7,7 @@
 //! `order`, `ledger`, [`migration`], `losses`.
 
 mod buffers;
+mod call_state;
 mod files;
 pub mod finding;
 mod ledger;
@@ -25,12 +26,12 @@ use std::sync::Arc;
 
 use crate::calls::fasthash::FastMap;
 use crate::calls::{Calls, Exited, Step};
+use call_state::CallState;
 pub use finding::{Finding, Kind, LifeKey, MdevRef, Severity, TaskRef};
 pub use ledger::Outstanding;
 use ledger::{Allocation, Freed};
 use lifecycle::Mdev;
 pub use lifecycle::{MdevView, Phase, TimelineEntry};
-use migration::MigState;
 pub use order::OrderEdge;
 pub use stats::{FunctionStats, Histogram};
 pub use views::{Snapshot, Summary, UnfinishedCall};
@@ -46,84 +47,6 @@ const PREFETCH_AHEAD: usize = 8;
 
 /// How many findings are kept in full; the rest are counted by kind.
 pub const FINDINGS_KEPT: usize = 10_000;
-
-/// What the auditor keeps about a call in progress (for nearly every call, nothing).
-///
-/// Plain integers that are all zero when nothing is kept: a new one is made by one wide
-/// write, which the CPU forwards to the wide reads that copy it onto the call's frame.
-/// With `Option`s, the default wrote only their tags, field by field, and the copy's reads
-/// waited for those writes to land (a failed store forward), about a twentieth of the
-/// auditor's time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct CallState {
-    /// set_state: the requested final state (raw), when `flags` has `SET_STATE`.
-    requested: u64,
-    flags: u8,
-    /// set_state: the state when it was entered, and after the last traced step
-    /// (`state_code`: 0 when not known).
-    state_before: u8,
-    step_state: u8,
-    _zero: [u8; 5],
-}
-
-impl CallState {
-    /// The call is a set_state: `requested` is its raw argument.
-    const SET_STATE: u8 = 1;
-    /// A traced step of this set_state broke the state machine (already reported).
-    const STEP_FAULT: u8 = 2;
-    /// A lock finding was raised for this call: no further ordering finding for it.
-    const LOCK_FAULT: u8 = 4;
-
-    fn begin_set_state(&mut self, requested: u64, before: Option<MigState>) {
-        self.requested = requested;
-        self.flags |= Self::SET_STATE;
-        self.state_before = state_code(before);
-        self.step_state = self.state_before;
-    }
-
-    /// set_state: the requested final state (raw).
-    fn requested(&self) -> Option<u64> {
-        (self.flags & Self::SET_STATE != 0).then_some(self.requested)
-    }
-
-    fn state_before(&self) -> Option<MigState> {
-        code_state(self.state_before)
-    }
-
-    fn step_state(&self) -> Option<MigState> {
-        code_state(self.step_state)
-    }
-
-    fn set_step_state(&mut self, s: MigState) {
-        self.step_state = state_code(Some(s));
-    }
-
-    fn step_fault(&self) -> bool {
-        self.flags & Self::STEP_FAULT != 0
-    }
-
-    fn mark_step_fault(&mut self) {
-        self.flags |= Self::STEP_FAULT;
-    }
-
-    fn lock_fault(&self) -> bool {
-        self.flags & Self::LOCK_FAULT != 0
-    }
-
-    fn mark_lock_fault(&mut self) {
-        self.flags |= Self::LOCK_FAULT;
-    }
-}
-
-/// A state as one byte of [`CallState`]: its uAPI value plus one, 0 when not known.
-fn state_code(s: Option<MigState>) -> u8 {
-    s.map_or(0, |s| s as u8 + 1)
-}
-
-fn code_state(code: u8) -> Option<MigState> {
-    code.checked_sub(1)
-        .and_then(|v| MigState::try_from(u64::from(v)).ok())
-}
 
 type Frame = crate::calls::Frame<CallState>;
 

@@ -1,6 +1,7 @@
 //! Migration requests, data files, steps and read-backs.
 
 use super::*;
+use crate::audit::migration::MigState;
 
 #[test]
 fn accepted_request_outside_flags_is_invalid_arc_and_refused_one_is_fine() {
@@ -353,31 +354,4 @@ fn with_pre_copy_the_file_comes_with_pre_copy_and_stop_copy_keeps_it() {
         "{:#?}",
         a.findings()
     );
-}
-
-/// What a set_state call keeps reads back as it was given: every state, none, a raw
-/// request outside the uAPI, and the faults.
-#[test]
-fn a_call_state_reads_back_what_it_kept() {
-    let none = CallState::default();
-    assert_eq!(
-        (none.requested(), none.state_before(), none.step_state()),
-        (None, None, None)
-    );
-    assert!(!none.step_fault() && !none.lock_fault());
-    for before in std::iter::once(None).chain(MigState::ALL.map(Some)) {
-        let mut x = CallState::default();
-        x.begin_set_state(u64::MAX, before);
-        assert_eq!(x.requested(), Some(u64::MAX));
-        assert_eq!((x.state_before(), x.step_state()), (before, before));
-        for to in MigState::ALL {
-            x.set_step_state(to);
-            assert_eq!((x.state_before(), x.step_state()), (before, Some(to)));
-        }
-    }
-    let mut x = CallState::default();
-    x.mark_lock_fault();
-    assert!(x.lock_fault() && !x.step_fault() && x.requested().is_none());
-    x.mark_step_fault();
-    assert!(x.lock_fault() && x.step_fault());
 }
